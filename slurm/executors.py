@@ -1,0 +1,155 @@
+"""One executor interface, the scheduler behind it: slurm (sbatch job arrays), local, debug.
+
+The controller hands an executor the runs to start; the executor returns job ids and, later,
+what its scheduler says about them. Local and debug jobs belong to this machine, so the
+controller drives them to completion itself (`blocking`), keeping `array_parallelism` at a time.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import submitit
+
+from slurm.job import TrainerJob
+
+GONE = "GONE"  # the scheduler no longer knows the job
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    run_id: str
+    run_dir: str
+    db_url: str
+
+
+class Executor(ABC):
+    kind: str = ""
+    blocking: bool = False
+
+    def __init__(self, params: Any, folder: Path) -> None:
+        self.params = params  # orchestrator.spec.ExecutorSpec
+        self.folder = Path(folder)
+
+    def _args(self, reqs: list[JobRequest]) -> tuple[list, ...]:
+        n = len(reqs)
+        return ([r.run_dir for r in reqs], [r.db_url for r in reqs],
+                [self.params.procs_per_node] * n, [self.params.nodes] * n)
+
+    @abstractmethod
+    def submit(self, reqs: list[JobRequest]) -> list[Any]:
+        """Start (or queue) one job per request; returns submitit Job objects in order."""
+
+    @abstractmethod
+    def poll(self, job_ids: list[str]) -> dict[str, str]:
+        """Scheduler state per job id (Slurm's names), GONE when the scheduler has forgotten it."""
+
+    @abstractmethod
+    def cancel(self, job_ids: list[str]) -> None: ...
+
+
+class SlurmExecutor(Executor):
+    kind = "slurm"
+
+    def _executor(self) -> submitit.SlurmExecutor:
+        p = self.params
+        ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=p.max_requeues)
+        extra = {"open_mode": "append", **p.extra}  # a requeued job appends to its log
+        ex.update_parameters(
+            job_name="tp", partition=p.partition, nodes=p.nodes, ntasks_per_node=1,
+            cpus_per_task=p.cpus_per_task, gpus_per_node=p.gpus_per_node or None,
+            mem=f"{int(p.mem_gb * 1024)}M", time=p.timeout_min, signal_delay_s=p.signal_delay_s,
+            array_parallelism=p.array_parallelism, additional_parameters=extra)
+        return ex
+
+    def submit(self, reqs: list[JobRequest]) -> list[Any]:
+        return self._executor().map_array(TrainerJob(), *self._args(reqs))
+
+    def poll(self, job_ids: list[str]) -> dict[str, str]:
+        if not job_ids:
+            return {}
+        out: dict[str, str] = {jid: GONE for jid in job_ids}
+        masters = sorted({jid.split("_")[0] for jid in job_ids})
+        sq = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(masters)],
+                            capture_output=True, text=True, timeout=60)
+        for line in sq.stdout.splitlines():
+            jid, _, state = line.partition("|")
+            if jid in out:
+                out[jid] = state.strip()
+        for jid in [j for j, s in out.items() if s == GONE]:
+            # Finished jobs stay in slurmctld's memory for MinJobAge: ask for their end state.
+            sc = subprocess.run(["scontrol", "-o", "show", "job", jid], capture_output=True,
+                                text=True, timeout=60)
+            for tok in sc.stdout.split():
+                if tok.startswith("JobState="):
+                    out[jid] = tok.split("=", 1)[1]
+                    break
+        return out
+
+    def cancel(self, job_ids: list[str]) -> None:
+        if job_ids:
+            subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
+
+
+class LocalExecutor(Executor):
+    """Jobs are processes on this machine (submitit's LocalExecutor); the job id is the pid."""
+    kind = "local"
+    blocking = True
+
+    def submit(self, reqs: list[JobRequest]) -> list[Any]:
+        ex = submitit.LocalExecutor(folder=self.folder / "%j", max_num_timeout=self.params.max_requeues)
+        ex.update_parameters(timeout_min=self.params.timeout_min, tasks_per_node=1,
+                             signal_delay_s=self.params.signal_delay_s)
+        return [ex.submit(TrainerJob(), *args) for args in zip(*self._args(reqs))]
+
+    def poll(self, job_ids: list[str]) -> dict[str, str]:
+        out = {}
+        for jid in job_ids:
+            try:
+                os.kill(int(jid), 0)
+                out[jid] = "RUNNING"
+            except (ProcessLookupError, ValueError):
+                out[jid] = GONE
+            except PermissionError:
+                out[jid] = "RUNNING"
+        return out
+
+    def cancel(self, job_ids: list[str]) -> None:
+        import signal
+
+        for jid in job_ids:
+            try:
+                os.kill(int(jid), signal.SIGINT)  # what submitit's LocalJob.cancel sends
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+class DebugExecutor(Executor):
+    """Runs each job inside this process when its result is asked for: breakpoints work."""
+    kind = "debug"
+    blocking = True
+
+    def submit(self, reqs: list[JobRequest]) -> list[Any]:
+        ex = submitit.DebugExecutor(folder=self.folder / "debug")
+        return [ex.submit(TrainerJob(), *args) for args in zip(*self._args(reqs))]
+
+    def poll(self, job_ids: list[str]) -> dict[str, str]:
+        return {jid: GONE for jid in job_ids}
+
+    def cancel(self, job_ids: list[str]) -> None:
+        return None
+
+
+EXECUTORS: dict[str, Callable[[Any, Path], Executor]] = {
+    cls.kind: cls for cls in (SlurmExecutor, LocalExecutor, DebugExecutor)
+}
+
+
+def make_executor(kind: str, params: Any, folder: Path) -> Executor:
+    if kind not in EXECUTORS:
+        raise ValueError(f"unknown executor {kind!r}; known: {', '.join(EXECUTORS)}")
+    return EXECUTORS[kind](params, folder)

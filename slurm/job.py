@@ -1,0 +1,82 @@
+"""What a scheduler job runs: torchrun on one run directory, with preemption handled.
+
+One task per node runs `torchrun` (the pattern NOTES.md records: submitit's own multi-task mode and
+torchrun do not mix). torchrun starts in its own process group with SIGUSR2 ignored, so a Slurm
+signal that reaches every process of the step stops only the trainer ranks, which save and exit;
+torchrun itself survives to report. Stdlib + submitit only: this module is unpickled in the job.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import submitit
+
+STATUS_FILE = "status.json"  # written by the trainer's rank 0 at exit: {"state": ..., "message": ...}
+
+
+def _ignore_usr2() -> None:
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def torchrun_command(run_dir: str, db_url: str, procs_per_node: int, nodes: int = 1,
+                     node_rank: int = 0, master: str = "127.0.0.1", port: int = 29500) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs_per_node}"]
+    if nodes == 1:
+        cmd.append("--standalone")
+    else:
+        cmd += [f"--nnodes={nodes}", f"--node_rank={node_rank}", f"--master_addr={master}",
+                f"--master_port={port}"]
+    return cmd + ["-m", "trainer.job", run_dir, "--db", db_url]
+
+
+def read_status(run_dir: str) -> dict:
+    try:
+        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class TrainerJob(submitit.helpers.Checkpointable):
+    """Callable submitted through submitit; `checkpoint` is its answer to USR2 (timeout/preemption)."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+
+    def __call__(self, run_dir: str, db_url: str, procs_per_node: int = 1, nodes: int = 1) -> str:
+        env = dict(os.environ)
+        try:
+            jenv = submitit.JobEnvironment()
+            env["TP_JOB_ID"] = str(jenv.job_id)
+            node_rank, master = jenv.node, jenv.hostnames[0] if nodes > 1 else "127.0.0.1"
+        except RuntimeError:  # not inside a submitit job (tests calling it directly)
+            node_rank, master = 0, "127.0.0.1"
+        # A port per job, so two jobs sharing a node do not collide at rendezvous.
+        port = 20000 + int(env.get("SLURM_JOB_ID", os.getpid())) % 20000
+        cmd = torchrun_command(run_dir, db_url, procs_per_node, nodes, node_rank, master, port)
+        log = Path(run_dir) / "logs"
+        log.mkdir(parents=True, exist_ok=True)
+        (Path(run_dir) / STATUS_FILE).unlink(missing_ok=True)
+        print("[tp] " + " ".join(cmd), flush=True)
+        self._proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_ignore_usr2)
+        rc = self._proc.wait()
+        status = read_status(run_dir)
+        state = status.get("state", "FAILED" if rc else "COMPLETED")
+        if state == "COMPLETED" and rc == 0:
+            return state
+        raise RuntimeError(f"trainer for {run_dir} ended {state} (torchrun exit {rc}): "
+                           f"{status.get('message', 'see the job log')}")
+
+    def checkpoint(self, run_dir: str, db_url: str, procs_per_node: int = 1, nodes: int = 1):
+        """Tell the trainer ranks to save and stop, wait for them, then ask to be requeued."""
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGUSR2)
+                self._proc.wait(timeout=float(os.environ.get("TP_STOP_GRACE_S", "60")))
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        return submitit.helpers.DelayedSubmission(TrainerJob(), run_dir, db_url, procs_per_node, nodes)

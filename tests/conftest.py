@@ -1,0 +1,65 @@
+"""Shared fixtures.
+
+Slurm and PostgreSQL are real services started by `.ci/run` (or by hand: `tp-sweep cluster up`,
+`pg_ctlcluster 15 main start`). Outside CI a missing service skips its tests; under CI (CI=true) it
+fails them, so a green CI always means the real services were exercised.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_service(name: str, why_missing: str | None) -> None:
+    """Fail (under CI) or skip (elsewhere) when a service a test needs is not there."""
+    if why_missing is None:
+        return
+    msg = f"{name} is not available: {why_missing}"
+    if IN_CI:
+        pytest.fail(msg + " (CI=true: services must be started by .ci/run)")
+    pytest.skip(msg)
+
+
+def _slurm_problem() -> str | None:
+    if shutil.which("scontrol") is None:
+        return "scontrol not on PATH (apt-get install slurm-wlm)"
+    try:
+        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return "scontrol ping timed out"
+    if "UP" not in out.stdout:
+        return f"slurmctld not answering (`tp-sweep cluster up`): {out.stdout.strip()} {out.stderr.strip()}"
+    nodes = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=15)
+    if not any(s.strip().startswith(("idle", "mix", "alloc")) for s in nodes.stdout.splitlines()):
+        return f"no usable node (sinfo states: {nodes.stdout.split()})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """The dev Slurm cluster, already running (started by .ci/run or `tp-sweep cluster up`)."""
+    require_service("Slurm dev cluster", _slurm_problem())
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """URL of a real PostgreSQL database for tests (TP_TEST_PG_URL, set by .ci/run)."""
+    url = os.environ.get("TP_TEST_PG_URL")
+    if not url:
+        require_service("PostgreSQL", "TP_TEST_PG_URL is not set (see .ci/run)")
+    import sqlalchemy as sa
+
+    try:
+        eng = sa.create_engine(url)
+        with eng.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        eng.dispose()
+    except Exception as exc:  # noqa: BLE001 - any connection failure means the service is missing
+        require_service("PostgreSQL", f"cannot connect to TP_TEST_PG_URL: {exc}")
+    return url
