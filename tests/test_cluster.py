@@ -1,0 +1,319 @@
+"""The dev Slurm cluster (slurm/dev/cluster.py).
+
+Three kinds of tests:
+- pure ones (config rendering, /etc install rules, bad input) that start nothing;
+- ones that use the main cluster started by `.ci/run` (`slurm_cluster` fixture) and never stop it;
+- a lifecycle test that starts a SECOND, private cluster (own ports, ClusterName, munged, folder,
+  SLURM_CONF; /etc/slurm untouched), runs a two-node job on it and stops it again.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from slurm.dev import _config, cluster
+from tests.conftest import REPO, require_service
+
+MAIN_DIR = os.environ.get("TP_CLUSTER_DIR", os.path.join(REPO, ".tp-cluster"))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _wait_job(job_id: str, env: dict | None = None, timeout: float = 120) -> str:
+    """Poll scontrol until the job reaches a final state; returns it (no sacct here)."""
+    deadline = time.monotonic() + timeout
+    state = "?"
+    while time.monotonic() < deadline:
+        out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True,
+                             env=env, timeout=15).stdout
+        for tok in out.split():
+            if tok.startswith("JobState="):
+                state = tok.split("=", 1)[1]
+        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            return state
+        time.sleep(0.5)
+    return f"still {state} after {timeout} s"
+
+
+def _sbatch(args: list[str], env: dict | None = None) -> str:
+    out = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True,
+                         env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().split(";")[0]
+
+
+def _free_port_block(n: int) -> int:
+    """A base port with n+1 free ports after it, away from the main cluster's 6817..."""
+    for base in range(17817, 30000, 37):
+        try:
+            for p in range(base, base + n + 1):
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("0.0.0.0", p))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free port block")
+
+
+def _can_run_daemons() -> str | None:
+    missing = [b for b in cluster.BINARIES if shutil.which(b) is None
+               and not os.path.exists(f"/usr/sbin/{b}")]
+    if missing:
+        return f"missing {missing} (apt-get install -y slurm-wlm munge)"
+    if os.geteuid() != 0:
+        return "needs root (daemons run as root and munge)"
+    return None
+
+
+# ---------------------------------------------------------------- no daemons needed
+
+
+def test_status_of_never_started_dir(tmp_path):
+    d = tmp_path / "nothing-here"
+    st = cluster.status(str(d))
+    assert not st.running and st.daemons == {} and st.nodes == []
+    assert "no cluster" in st.message
+    assert not d.exists(), "status must not create anything"
+
+
+def test_up_on_a_file_is_bad_input(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(cluster.BadInput, match="not a directory"):
+        cluster.up(str(f))
+    assert cluster.main(["up", "--dir", str(f)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["up", "--nodes", "0"], "--nodes"),
+    (["up", "--port", "80"], "bad port"),
+    (["up", "--cpus", "0", "--mem-mb", "10"], "bad node size"),
+])
+def test_bad_input_exits_2_and_creates_nothing(tmp_path, capsys, argv, msg):
+    d = tmp_path / "c"
+    assert cluster.main([*argv, "--dir", str(d)]) == 2
+    assert msg in capsys.readouterr().err
+    assert not d.exists()
+
+
+def test_unknown_subcommand_exits_2():
+    assert cluster.main(["sideways"]) == 2
+
+
+def test_down_of_never_started_dir_is_a_noop(tmp_path):
+    cluster.down(str(tmp_path / "nothing"))
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_rendered_conf_has_the_working_settings(tmp_path):
+    cfg = _config._make_settings(str(tmp_path), 3, False, 4, 8000, 16000, "tpx", "n", False)
+    text = _config._render(cfg)
+    lines = text.splitlines()
+    assert lines[0].startswith(_config.MARKER + ": DIR=" + str(tmp_path) + " ")
+    for want in ("ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+                 "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory",
+                 "JobAcctGatherType=jobacct_gather/none", "ReturnToService=2",
+                 "MailProg=/bin/true", "JobRequeue=1", "KillWait=10",
+                 "SlurmdParameters=config_overrides", "ClusterName=tpx", "SlurmctldPort=16000",
+                 f"StateSaveLocation={tmp_path}/state/ctld", "DefMemPerCPU=2000"):
+        assert want in lines, want
+    assert any("cred_expire=10" in ln and ln.startswith("AuthInfo=") for ln in lines)
+    nodes = [ln for ln in lines if ln.startswith("NodeName=")]
+    assert [ln.split()[0] for ln in nodes] == ["NodeName=n1", "NodeName=n2", "NodeName=n3"]
+    assert [t for ln in nodes for t in ln.split() if t.startswith("Port=")] == \
+        ["Port=16001", "Port=16002", "Port=16003"]
+    assert all("NodeAddr=127.0.0.1" in ln and "CPUs=4" in ln and "RealMemory=8000" in ln
+               for ln in nodes)
+    part = [ln for ln in lines if ln.startswith("PartitionName=")]
+    assert part == ["PartitionName=debug Nodes=n1,n2,n3 Default=YES MaxTime=INFINITE State=UP "
+                    "OverSubscribe=NO"]
+
+
+def test_single_node_defaults_to_the_host_name(tmp_path):
+    cfg = _config._make_settings(str(tmp_path), 1, False, None, None, 6817, "tpdev", None, True)
+    assert cfg["node_names"] == [socket.gethostname().split(".")[0]]
+    assert cfg["cpus"] == os.cpu_count() and 0 < cfg["mem_mb"] < _config._total_mem_mb()
+
+
+def test_etc_conf_install_rules(tmp_path, monkeypatch):
+    """Install when absent or ours; never touch a foreign file; down removes only ours."""
+    etc = tmp_path / "etc-slurm" / "slurm.conf"
+    monkeypatch.setattr(cluster, "ETC_CONF", str(etc))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    text_a = f"{_config.MARKER}: DIR={a} (x)\nClusterName=a\n"
+    assert cluster._install_conf(a, text_a) == ""
+    assert etc.read_text() == text_a
+    # b may take it over: ours, and cluster a is not running.
+    text_b = f"{_config.MARKER}: DIR={b} (x)\nClusterName=b\n"
+    assert cluster._install_conf(b, text_b) == ""
+    assert etc.read_text() == text_b
+    # A foreign file is left alone and the hint names SLURM_CONF.
+    etc.write_text("ClusterName=site\n")
+    hint = cluster._install_conf(a, text_a)
+    assert f"export SLURM_CONF={a}/etc/slurm.conf" in hint
+    assert etc.read_text() == "ClusterName=site\n"
+    # down of a cluster that does not own the file leaves it.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "cluster.json").write_text(
+        '{"node_names": ["x"], "install_conf": true, "accounting": false}')
+    cluster.down(a)
+    assert etc.read_text() == "ClusterName=site\n"
+    etc.write_text(text_a)
+    cluster.down(a)
+    assert not etc.exists()
+
+
+def test_import_is_light():
+    """`tp-sweep --help` must stay fast: the cluster module imports no torch or rich."""
+    code = ("import sys, slurm.dev.cluster; "
+            "print(sorted(m for m in ('torch', 'rich', 'ffcv') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+# ---------------------------------------------------------------- the main (CI) cluster
+
+
+@pytest.mark.slurm
+def test_main_cluster_status_reports_idle_nodes(slurm_cluster):
+    if not os.path.exists(os.path.join(MAIN_DIR, "cluster.json")):
+        require_service("dev cluster folder", f"{MAIN_DIR} holds no cluster (set TP_CLUSTER_DIR)")
+    st = cluster.status(MAIN_DIR)
+    assert st.running, st
+    assert all(st.daemons.values()) and "slurmctld" in st.daemons and "munged" in st.daemons
+    assert st.nodes and all(n["state"].startswith(("idle", "mix", "alloc")) for n in st.nodes)
+    assert all(n["cpus"] >= 1 and n["memory"] > 0 for n in st.nodes)
+    assert os.path.exists(st.conf)
+    # `up` again is idempotent: same daemons, nothing restarted.
+    again = cluster.up(MAIN_DIR, nodes=len(st.nodes), accounting=st.accounting)
+    assert again.daemons == st.daemons and "already running" in again.message
+
+
+@pytest.mark.slurm
+def test_trivial_job_completes_on_main_cluster(slurm_cluster, tmp_path):
+    out = tmp_path / "job.out"
+    job = _sbatch(["-J", "tp-cluster-test", "-t", "5", "-o", str(out),
+                   "--wrap", "echo hello from $SLURMD_NODENAME; srun true"])
+    assert _wait_job(job) == "COMPLETED"
+    assert out.read_text().startswith("hello from ")
+
+
+# ---------------------------------------------------------------- a second, private cluster
+
+
+@pytest.fixture
+def private_dir():
+    """A folder munged (user munge) can reach: pytest's tmp_path is mode 0700."""
+    d = tempfile.mkdtemp(prefix="tpc-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield os.path.join(d, "c")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.slurm
+def test_private_two_node_cluster_lifecycle(private_dir):
+    why = _can_run_daemons()
+    if why:
+        require_service("slurm daemons", why)
+    etc_before = open(cluster.ETC_CONF).read() if os.path.exists(cluster.ETC_CONF) else None
+    main_before = cluster.status(MAIN_DIR)
+    port = _free_port_block(2)
+    kw = dict(port=port, cluster_name="tptest", node_prefix="tpt", install_conf=False)
+    try:
+        st = cluster.up(private_dir, nodes=2, cpus_per_node=2, mem_mb=2000, **kw)
+        assert st.running and [n["name"] for n in st.nodes] == ["tpt1", "tpt2"]
+        assert all(n["state"] == "idle" and n["cpus"] == 2 for n in st.nodes)
+        assert st.conf == os.path.join(private_dir, "etc", "slurm.conf")
+        assert st.env == {"SLURM_CONF": st.conf} and "export SLURM_CONF" in st.message
+        again = cluster.up(private_dir, nodes=2, cpus_per_node=2, mem_mb=2000, **kw)
+        assert again.daemons == st.daemons and "already running" in again.message
+        with pytest.raises(cluster.BadInput, match="running with 2 node"):
+            cluster.up(private_dir, nodes=3, **kw)
+
+        env = {**os.environ, **st.env}
+        out = os.path.join(os.path.dirname(private_dir), "two.out")
+        job = _sbatch(["-N", "2", "-o", out, "--wrap", "srun printenv SLURMD_NODENAME"], env)
+        assert _wait_job(job, env, timeout=60) == "COMPLETED"
+        assert sorted(open(out).read().split()) == ["tpt1", "tpt2"]
+    finally:
+        cluster.down(private_dir)
+    st = cluster.status(private_dir)
+    assert not st.running and not any(st.daemons.values())
+    assert os.path.getsize(os.path.join(private_dir, "log", "slurmctld.log")) > 0  # logs stay
+    # The main cluster and /etc/slurm were not touched.
+    etc_after = open(cluster.ETC_CONF).read() if os.path.exists(cluster.ETC_CONF) else None
+    assert etc_after == etc_before
+    assert cluster.status(MAIN_DIR).daemons == main_before.daemons
+
+
+@pytest.mark.slurm
+def test_port_in_use_fails_clearly(private_dir):
+    why = _can_run_daemons()
+    if why:
+        require_service("slurm daemons", why)
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(cluster.ClusterError, match=f"port {port} is in use"):
+            cluster.up(private_dir, port=port, cluster_name="tpbad", node_prefix="tpb",
+                       install_conf=False)
+    assert not cluster.status(private_dir).running
+
+
+@pytest.mark.slurm
+def test_daemon_that_dies_is_reported_and_nothing_left_running(private_dir, monkeypatch):
+    why = _can_run_daemons()
+    if why:
+        require_service("slurm daemons", why)
+    real = cluster._launch
+
+    def broken_slurmd(d, name, argv):  # a slurmd asked for a node the config lacks exits at once
+        real(d, name, argv[:-1] + ["nosuchnode"] if name.startswith("slurmd:") else argv)
+
+    monkeypatch.setattr(cluster, "_launch", broken_slurmd)
+    with pytest.raises(cluster.ClusterError, match="slurmd:tpd1 exited with status 1") as err:
+        cluster.up(private_dir, port=_free_port_block(1), cluster_name="tpdie",
+                   node_prefix="tpd", install_conf=False, timeout=10)
+    assert "slurmd-tpd1.log" in str(err.value)  # names the log to read
+    st = cluster.status(private_dir)
+    assert not st.running and not any(st.daemons.values()), "a failed up must stop what it started"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_accounting_cluster_makes_sacct_work(private_dir):
+    """--accounting: private MariaDB + slurmdbd. Skipped where the packages are not installed
+    (`up --accounting` would apt-get them; a test should not)."""
+    why = _can_run_daemons()
+    if why:
+        require_service("slurm daemons", why)
+    if not (shutil.which("slurmdbd") and shutil.which("mariadbd")):
+        pytest.skip("slurmdbd/mariadb-server not installed (tp-sweep cluster up --accounting)")
+    kw = dict(port=_free_port_block(81), cluster_name="tpacct", node_prefix="tpa",
+              install_conf=False)
+    try:
+        st = cluster.up(private_dir, accounting=True, cpus_per_node=1, mem_mb=1000, **kw)
+        assert st.accounting and st.daemons["slurmdbd"] and st.daemons["mariadbd"]
+        env = {**os.environ, **st.env}
+        job = _sbatch(["-o", "/dev/null", "--wrap", "true"], env)
+        assert _wait_job(job, env, timeout=60) == "COMPLETED"
+        deadline, out = time.monotonic() + 30, ""
+        while time.monotonic() < deadline and "COMPLETED" not in out:
+            out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"],
+                                 capture_output=True, text=True, env=env, timeout=30).stdout
+            time.sleep(0.5)
+        assert out.strip() == "COMPLETED"
+    finally:
+        cluster.down(private_dir)
+    assert not any(cluster.status(private_dir).daemons.values())
