@@ -37,8 +37,17 @@ def display_url(url: str) -> str:
 
 
 def resolve_url(cli_url: str | None = None, spec_url: str | None = None) -> str:
-    """--db, else TP_DB_URL, else the spec's db:, else SQLite in the working directory."""
-    return cli_url or os.environ.get("TP_DB_URL") or spec_url or DEFAULT_URL
+    """--db, else TP_DB_URL, else the spec's db:, else SQLite in the working directory.
+    A relative SQLite path is made absolute: jobs may start in another directory."""
+    url = cli_url or os.environ.get("TP_DB_URL") or spec_url or DEFAULT_URL
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url  # Store() reports it
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not os.path.isabs(parsed.database):
+        return parsed.set(database=os.path.abspath(parsed.database)).render_as_string(hide_password=False)
+    return url
 
 
 def _engine(url: str) -> sa.Engine:

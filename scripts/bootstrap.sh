@@ -8,7 +8,7 @@ VENV=${TP_VENV:-.venv}
 PY=${TP_PYTHON:-python3}
 
 need_apt=()
-for pkg in libopencv-dev libturbojpeg0-dev pkg-config slurm-wlm munge postgresql; do
+for pkg in libopencv-dev libturbojpeg0-dev pkg-config slurm-wlm slurmdbd munge mariadb-server postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -63,3 +63,15 @@ def postgres_url() -> str:
     except Exception as exc:  # noqa: BLE001 - any connection failure means the service is missing
         require_service("PostgreSQL", f"cannot connect to TP_TEST_PG_URL: {exc}")
     return url
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """An uninterrupted run of `slow_spec("resume")`: its run dir and id, to compare resumed runs with."""
+    from tests.sweeputil import slow_spec, status_json, tp, write_spec
+
+    tmp = tmp_path_factory.mktemp("reference")
+    path = write_spec(tmp, slow_spec("resume"))
+    tp("launch", str(path), cwd=tmp, check=True)
+    run = status_json("resume", tmp)["runs"][0]
+    return tmp / "tp-runs" / run["run_id"], run["run_id"]

@@ -1,0 +1,23 @@
+# The two commands of the README. Both do all set-up on a fresh Debian 12 machine (as root).
+VENV ?= .venv
+PYTEST_ARGS ?=
+
+.PHONY: demo test bootstrap services-down bench
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	$(VENV)/bin/tp-sweep launch sweeps/demo.yaml
+	$(VENV)/bin/tp-sweep status demo
+
+test: bootstrap
+	@url=$$(bash scripts/services.sh up) && \
+	TP_TEST_PG_URL=$$url $(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)
+
+services-down:
+	@bash scripts/services.sh down
+
+bench: bootstrap
+	$(VENV)/bin/python bench/bench_trainer.py
+	$(VENV)/bin/python bench/bench_loader.py

@@ -1,0 +1,110 @@
+"""Helpers for tests that launch real sweeps: tiny specs and the CLI run in a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TP = [sys.executable, "-m", "orchestrator.cli"]
+
+
+def tiny_spec(name: str, **over: Any) -> dict[str, Any]:
+    """A sweep that trains in seconds: a 32-unit MLP on digits, one epoch per level."""
+    spec: dict[str, Any] = {
+        "name": name,
+        "trainer": {"config": "digits_mlp",
+                    "overrides": {"schedule.epochs": 1, "model.hidden": [32],
+                                  "data.batch_size": 128, "prune.rate": 0.5}},
+        "grid": {"method": ["dense", "imp"], "sparsity": [0.5, 0.75], "seed": [0]},
+        "executor": {"kind": "local", "procs_per_node": 1, "cpus_per_task": 1, "mem_gb": 1,
+                     "timeout_min": 10, "array_parallelism": 2, "signal_delay_s": 10},
+    }
+    for key, value in over.items():
+        node = spec
+        parts = key.split("__")
+        for p in parts[:-1]:
+            node = node[p]
+        node[parts[-1]] = value
+    return spec
+
+
+def write_spec(tmp: Path, spec: dict[str, Any]) -> Path:
+    path = tmp / f"{spec.get('name', 'unnamed')}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def tp(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600,
+       check: bool = False) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO), **(env or {})}
+    proc = subprocess.run([*TP, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"tp-sweep {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def status_json(sweep: str, cwd: Path, db: str | None = None) -> dict[str, Any]:
+    args = ["status", sweep, "--format", "json"] + (["--db", db] if db else [])
+    return json.loads(tp(*args, cwd=cwd).stdout)
+
+
+def wait_for(pred, timeout: float, what: str, poll: float = 0.2):
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = pred()
+        if got:
+            return got
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def final_weights(run_dir: Path, level: int):
+    import torch
+
+    return torch.load(run_dir / f"level_{level}" / "final.pt", weights_only=False)["model"]
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+LAST_LEVEL = 2  # imp at rate 0.5 to 0.5 and 0.75: levels 0, 1, 2
+
+
+def slow_spec(name: str, procs: int = 2):
+    """Long enough (a few seconds per level) that a signal lands mid-level."""
+    spec = tiny_spec(name, executor__procs_per_node=procs, executor__cpus_per_task=procs)
+    spec["trainer"]["overrides"].update({"model.hidden": [256, 256], "data.batch_size": 16,
+                                         "schedule.epochs": 6})
+    spec["grid"] = {"method": ["imp"], "sparsity": [0.5, 0.75], "seed": [0]}
+    return spec
+
+
+def run_progress(tmp: Path) -> tuple[int, int]:
+    """(level, epochs done) of the single run recorded in tmp/tp-results.db; (-1, -1) before."""
+    import sqlalchemy as sa
+
+    db = tmp / "tp-results.db"
+    if not db.exists():
+        return (-1, -1)
+    eng = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with eng.connect() as c:
+            row = c.execute(sa.text("select level, epoch from runs")).first()
+    except sa.exc.OperationalError:
+        return (-1, -1)
+    finally:
+        eng.dispose()
+    return tuple(row) if row else (-1, -1)
