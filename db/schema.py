@@ -103,7 +103,8 @@ class Epoch(Base):
     test_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     test_acc: Mapped[float | None] = mapped_column(Float, nullable=True)
     test_top5: Mapped[float | None] = mapped_column(Float, nullable=True)
-    lr: Mapped[float] = mapped_column(Float)
+    lr: Mapped[float] = mapped_column(Float)  # at the epoch's last step
+    steps: Mapped[int] = mapped_column(Integer)  # optimizer steps taken in this epoch
     seconds: Mapped[float] = mapped_column(Float)
     images_per_s: Mapped[float] = mapped_column(Float)
     at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -53,6 +53,12 @@ def cmd_launch(a: argparse.Namespace) -> int:
                           f"({counts['naive_level_trainings']} naive), {counts['epochs']} epochs "
                           f"({counts['naive_epochs']} naive); executor {kind}. Nothing submitted.")
         return 0
+    from orchestrator.preflight import PreflightError, check_plan
+
+    try:
+        check_plan(plan)
+    except PreflightError as exc:
+        raise BadInput(f"{a.spec}: {exc}") from None
     store = _store(a.db, spec.db)
     spec_dict = load_yaml(open(a.spec).read())
     console.print(f"sweep [bold]{spec.name}[/]: {counts['runs']} runs "

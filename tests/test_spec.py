@@ -20,6 +20,17 @@ BAD = [
     ("bad name", lambda s: s.__setitem__("name", "a b"), "name"),
     ("seed not int", lambda s: s["grid"].__setitem__("seed", [0.5]), "seed 0.5 is not an integer"),
     ("unknown top-level key", lambda s: s.__setitem__("grdi", {}), "grdi"),
+    ("unknown model", lambda s: s["trainer"]["overrides"].__setitem__("model.name", "resnet7"),
+     "model.name: unknown model 'resnet7'"),
+    ("unknown data set", lambda s: s["trainer"]["overrides"].__setitem__("data.name", "mnist"),
+     "data.name: unknown data set 'mnist'"),
+    ("snip without data", lambda s: (s["grid"].__setitem__("method", ["snip"]),
+                                     s["trainer"]["overrides"].__setitem__("prune.snip_batches", 0)),
+     "needs at least 1 batch"),
+    ("imp_wr rewinds past the end", lambda s: s["grid"].__setitem__("method", ["imp_wr"]),
+     "is not less than schedule.epochs"),
+    ("unreachable schedule", lambda s: s["trainer"]["overrides"].__setitem__("prune.rate", 0.0),
+     "prune.rate must lie in (0, 1)"),
 ]
 
 

@@ -102,6 +102,10 @@ class LevelRunner:
         self.steps_per_epoch = len(self.loaders.train)
         if self.steps_per_epoch == 0:
             raise ValueError("the training set yields no full batch per rank: lower data.batch_size")
+        total = self.steps_per_epoch * int(self.cfg["schedule"]["epochs"])
+        if self.method.rewind == "step" and not 0 <= self._rewind_step() < total:
+            raise ValueError(f"imp_wr rewind point {self._rewind_step()} is outside the level's "
+                             f"{total} steps (prune.rewind_epochs / prune.rewind_iterations)")
 
     # ---- files ---------------------------------------------------------------------------
     def _path(self, name: str) -> Path:
@@ -249,7 +253,7 @@ class LevelRunner:
         metrics: dict[str, Any] = {
             "train_loss": res.loss, "train_acc": res.acc, "seconds": res.seconds,
             "images_per_s": float(res.sums[2]) / max(res.seconds, 1e-9),
-            "lr": float(self.cfg["optimizer"]["lr"]), "test_loss": None, "test_acc": None, "test_top5": None,
+            "lr": res.lr, "steps": res.steps, "test_loss": None, "test_acc": None, "test_top5": None,
         }
         if (epoch + 1) % every == 0 or epoch == epochs - 1:
             metrics.update(evaluate(net, self.loaders.test, info=self.info, loss_fn=self.eval_loss,

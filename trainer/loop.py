@@ -32,6 +32,8 @@ class EpochResult:
     sums: torch.Tensor        # [loss_sum, correct, count], on CPU, reduced across ranks when complete
     seconds: float
     stopped_at: int | None    # step within the epoch where a stop signal was honoured
+    steps: int = 0            # optimizer steps taken in this call
+    lr: float = 0.0           # learning rate of the last step
 
     @property
     def loss(self) -> float:
@@ -59,6 +61,7 @@ def train_epoch(model: nn.Module, batches: Iterable, opt: torch.optim.Optimizer,
     sums = (carry.clone() if carry is not None else torch.zeros(3, dtype=torch.float64)).to(info.device)
     start = time.perf_counter()
     last_beat = time.monotonic()
+    steps, lr = 0, 0.0
     for i, (x, y) in enumerate(batches):
         if i < skip:
             continue
@@ -66,8 +69,9 @@ def train_epoch(model: nn.Module, batches: Iterable, opt: torch.optim.Optimizer,
         if step in hooks.at_step:
             hooks.at_step[step]()
         if stop.should_stop(step):
-            return EpochResult(_reduce(sums, info, complete=False), time.perf_counter() - start, i)
-        set_lr(opt, base_lr, lr_factor(step, steps_per_epoch, schedule))
+            return EpochResult(_reduce(sums, info, complete=False), time.perf_counter() - start, i,
+                               steps, lr)
+        lr = set_lr(opt, base_lr, lr_factor(step, steps_per_epoch, schedule))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(info.device, precision):
@@ -77,6 +81,7 @@ def train_epoch(model: nn.Module, batches: Iterable, opt: torch.optim.Optimizer,
         loss.backward()
         opt.step()
         hooks.after_step()
+        steps += 1
         with torch.no_grad():
             n = y.shape[0]
             sums[0] += loss.detach().double() * n
@@ -88,7 +93,7 @@ def train_epoch(model: nn.Module, batches: Iterable, opt: torch.optim.Optimizer,
     end_step = (epoch + 1) * steps_per_epoch
     if end_step in hooks.at_step:  # a snapshot exactly at the end of an epoch
         hooks.at_step[end_step]()
-    return EpochResult(_reduce(sums, info), time.perf_counter() - start, None)
+    return EpochResult(_reduce(sums, info), time.perf_counter() - start, None, steps, lr)
 
 
 def _reduce(sums: torch.Tensor, info: DistInfo, complete: bool = True) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 05:43:30.096220
+Create Date: 2026-11-26 06:00:17.411110
 
 """
 from typing import Sequence, Union
@@ -83,6 +83,7 @@ def upgrade() -> None:
     sa.Column('test_acc', sa.Float(), nullable=True),
     sa.Column('test_top5', sa.Float(), nullable=True),
     sa.Column('lr', sa.Float(), nullable=False),
+    sa.Column('steps', sa.Integer(), nullable=False),
     sa.Column('seconds', sa.Float(), nullable=False),
     sa.Column('images_per_s', sa.Float(), nullable=False),
     sa.Column('at', sa.DateTime(), nullable=False),
