@@ -227,7 +227,7 @@ class LevelRunner:
             self.loaders.train.set_epoch(PRUNE_ORDER_KEY + level)
             batches = []
             for x, y in self.loaders.train:
-                batches.append((x, y))
+                batches.append((x.clone(), y.clone()))  # FFCV reuses its buffers a few batches on
                 if len(batches) >= n:
                     break
         gen = torch.Generator().manual_seed(_seed_for(self.desc.seed, 7919, level))
