@@ -352,35 +352,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="PNG path (default SWEEP_METRIC.png)")
     sp.set_defaults(fn=cmd_plot)
 
-    sp = sub.add_parser("data", help="build FFCV files: tp-sweep data write --from ... SRC --out F.beton",
-                        add_help=False)
-    sp.add_argument("rest", nargs=argparse.REMAINDER)
-    sp.set_defaults(fn=lambda a: _delegate("trainer.data.write", a.rest[1:] if a.rest[:1] == ["write"]
-                                           else a.rest, must_start="write", got=a.rest))
-
-    sp = with_db(sub.add_parser("db", help="schema migrations"))
-    sp.add_argument("action", choices=["upgrade"])
-    sp.set_defaults(fn=cmd_db)
-
-    sp = sub.add_parser("cluster", help="a real Slurm cluster on this machine", add_help=False)
-    sp.add_argument("rest", nargs=argparse.REMAINDER)
-    sp.set_defaults(fn=lambda a: _delegate("slurm.dev.cluster", a.rest))
+    # `data` and `cluster` belong to their own modules (argparse there); main() hands them over.
+    sub.add_parser("data", help="build FFCV files: tp-sweep data write --from KIND SRC --out F.beton")
+    sub.add_parser("cluster", help="a real Slurm cluster on this machine: up | down | status")
     return p
 
 
-def _delegate(module: str, argv: list[str], must_start: str | None = None,
-              got: list[str] | None = None) -> int:
+DELEGATED = {"data": "trainer.data.write", "cluster": "slurm.dev.cluster"}
+
+
+def _delegate(cmd: str, argv: list[str]) -> int:
     import importlib
 
-    if must_start is not None and (got or [])[:1] != [must_start] and "-h" not in (got or []) \
-            and "--help" not in (got or []):
-        raise BadInput(f"usage: tp-sweep data {must_start} --from KIND SRC --out FILE.beton")
-    return int(importlib.import_module(module).main(argv) or 0)
+    if cmd == "data":
+        if argv[:1] != ["write"]:
+            raise BadInput("usage: tp-sweep data write --from imagefolder|cifar|digits|synthetic "
+                           "SRC --out FILE.beton [options]   (tp-sweep data write --help)")
+        argv = argv[1:]
+    return int(importlib.import_module(DELEGATED[cmd]).main(argv) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] and argv[0] in DELEGATED:
+            return _delegate(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.fn(args) or 0)
     except BadInput as exc:
         from rich.markup import escape

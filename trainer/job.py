@@ -35,13 +35,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Imported after argument checks: torch and the data stack take seconds to import.
-    from db.store import RunRecorder
     from trainer.levels import LevelRunner, NullRecorder, RunDesc, Stopped
 
     desc = RunDesc.from_dict(json.loads(desc_path.read_text()))
     info = init_distributed()
     stop = StopFlag(info)
-    recorder = RunRecorder(args.db, desc.run_id) if (info.is_main and args.db) else None
+    recorder = None
+    if info.is_main and args.db:
+        from db.store import RunRecorder  # only rank 0 talks to the store
+
+        recorder = RunRecorder(args.db, desc.run_id)
     resumed = args.run_dir / "checkpoint.pt"
     if recorder:
         recorder.start_attempt(job_id_from_env(), info.world_size,

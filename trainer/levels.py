@@ -69,6 +69,12 @@ class RunDesc:
                    list(d["densities"]), d["config"])
 
 
+def _epoch_line(level: int, epoch: int, m: dict[str, Any]) -> str:
+    test = f" test_acc {m['test_acc']:.4f}" if m.get("test_acc") is not None else ""
+    return (f"[level {level} epoch {epoch}] train_loss {m['train_loss']:.4f} train_acc "
+            f"{m['train_acc']:.4f}{test} lr {m['lr']:.4g} {m['images_per_s']:.0f} img/s")
+
+
 def _seed_for(*parts: int) -> int:
     h = 0
     for p in parts:
@@ -185,6 +191,7 @@ class LevelRunner:
             history.append(metrics)
             if self.info.is_main:
                 self.rec.log_epoch(level, epoch, metrics)
+                print(_epoch_line(level, epoch, metrics), flush=True)  # the job log's progress
             self._checkpoint(level, (epoch + 1) * self.steps_per_epoch, mask, opt, best, None, history)
             if self.stop.should_stop(0, force_sync=True):
                 raise Stopped(f"level {level} after epoch {epoch}")
