@@ -1,0 +1,102 @@
+"""Masks: which weights are prunable, applying a mask, keeping pruned weights at zero, measuring.
+
+A mask is plain state, `{parameter name: bool tensor of the weight's shape}` (True = kept), keyed
+by `model.named_parameters()` of the unwrapped model, so it can be saved with `torch.save`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+Mask = dict[str, torch.Tensor]
+
+# nn.Linear covers timm's attention (qkv, proj), MLP (fc1, fc2) and head layers, which are plain
+# nn.Linear instances; timm's patch embedding is an nn.Conv2d.
+PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def prunable_names(model: nn.Module, keep_first_last_dense: bool = False) -> list[str]:
+    """Names of conv and linear weights, in module order (biases, norms and embeddings excluded)."""
+    params = dict(model.named_parameters())
+    names = []
+    for mod_name, module in model.named_modules():
+        if isinstance(module, PRUNABLE_TYPES) and isinstance(getattr(module, "weight", None), nn.Parameter):
+            name = f"{mod_name}.weight" if mod_name else "weight"
+            if name in params:  # a module registered twice (shared) appears once in named_modules
+                names.append(name)
+    if keep_first_last_dense:
+        names = names[1:-1]
+    return names
+
+
+def full_mask(model: nn.Module, keep_first_last_dense: bool = False) -> Mask:
+    params = dict(model.named_parameters())
+    return {n: torch.ones_like(params[n], dtype=torch.bool) for n in prunable_names(model, keep_first_last_dense)}
+
+
+@torch.no_grad()
+def apply_mask(model: nn.Module, mask: Mask) -> None:
+    """Set pruned weights to exactly 0 (masked_fill, not multiply: inf/nan times 0 is not 0)."""
+    params = dict(model.named_parameters())
+    for name, m in mask.items():
+        p = params[name]
+        p.masked_fill_(~m.to(p.device), 0)
+
+
+class MaskEnforcer:
+    """Keeps masked weights exactly zero: call it right after every `optimizer.step()`.
+
+    Why re-zeroing after the step rather than the alternatives:
+    - a gradient hook (zero the masked gradient) is not enough: SGD momentum buffers carry older
+      non-zero gradients, and weight decay / AdamW's decoupled decay and Adam's first moment move
+      a weight even when its current gradient is zero, so a pruned weight would drift off zero;
+    - a parametrization (weight = raw * mask in forward) is exact in the forward pass but costs a
+      multiply and an extra autograd node on every forward, changes the parameter names
+      (".parametrizations.weight.original") that masks and checkpoints are keyed by, and leaves the
+      raw stored tensor non-zero, so checkpoints and `achieved_sparsity` would lie;
+    - one `torch._foreach_mul_` over the masked weights after the step is a single fused launch
+      per step (a multi-tensor kernel on GPU), needs no autograd changes and makes the stored
+      weights exactly what the mask says whatever the optimizer did. The forward right after is
+      therefore exact too. (A masked weight may become -0.0, which compares equal to 0.)
+    Float masks are precomputed once per (device, dtype) so the step costs no conversions.
+    """
+
+    def __init__(self, model: nn.Module, mask: Mask):
+        params = dict(model.named_parameters())
+        # Only layers that actually have a pruned weight need work each step.
+        self.names = [n for n, m in mask.items() if not bool(m.all())]
+        self.params = [params[n] for n in self.names]
+        self._bool_masks = [mask[n] for n in self.names]
+        self._float_masks: list[torch.Tensor] = []
+        self._build()
+
+    def _build(self) -> None:
+        self._float_masks = [m.to(device=p.device, dtype=p.dtype) for m, p in zip(self._bool_masks, self.params)]
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        if not self.params:
+            return
+        p0, m0 = self.params[0], self._float_masks[0]
+        if p0.device != m0.device or p0.dtype != m0.dtype:  # model moved or cast after construction
+            self._build()
+        torch._foreach_mul_(self.params, self._float_masks)
+
+
+def mask_density(mask: Mask) -> float:
+    """Fraction of the masked (prunable) weights that are kept."""
+    total = sum(m.numel() for m in mask.values())
+    return float(sum(int(m.sum()) for m in mask.values()) / total) if total else 1.0
+
+
+def layer_densities(mask: Mask) -> dict[str, float]:
+    return {n: float(m.sum()) / m.numel() for n, m in mask.items()}
+
+
+@torch.no_grad()
+def achieved_sparsity(model: nn.Module, names: list[str]) -> float:
+    """Fraction of exactly-zero weights among `names`: what is really in the model."""
+    params = dict(model.named_parameters())
+    total = sum(params[n].numel() for n in names)
+    zeros = sum(int((params[n] == 0).sum()) for n in names)
+    return zeros / total if total else 0.0
