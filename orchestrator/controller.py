@@ -5,6 +5,7 @@ Data flows one way: spec -> plan -> store -> executor; the trainer then reports 
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
@@ -98,8 +99,8 @@ def reconcile(store: Store, runs: list[Run], executor_kind: str | None = None,
                 changed |= store.set_state(r.run_id, _SCHED_TO_STATE[sched], message=msg,
                                            only_from=ACTIVE_STATES)
             elif sched == GONE:
-                beat = r.heartbeat_at or r.updated_at
-                age = now - beat.replace(tzinfo=__import__("datetime").timezone.utc).timestamp()
+                beat = r.heartbeat_at or r.updated_at  # naive UTC, as the store writes it
+                age = now - beat.replace(tzinfo=dt.timezone.utc).timestamp()
                 if age > lost_after_s():
                     changed |= store.set_state(
                         r.run_id, "LOST", only_from=ACTIVE_STATES,

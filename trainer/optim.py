@@ -24,17 +24,9 @@ def build_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimi
     return OPTIMIZERS[name](list(model.parameters()), cfg)
 
 
-def _cosine(t: float, c: dict[str, Any]) -> float:
-    return 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-def _multistep(t: float, c: dict[str, Any], epoch: float = 0.0) -> float:
-    return c.get("gamma", 0.1) ** sum(1 for m in c.get("milestones", []) if epoch >= m)
-
-
-def _onecycle(t: float, c: dict[str, Any]) -> float:
+def _onecycle(t: float, cfg: dict[str, Any]) -> float:
     # Triangular: linear up to peak_epoch, linear down to zero at the end (airbench, ffcv-cifar).
-    peak = min(max(c.get("peak_epoch", 1) / c["epochs"], 1e-9), 1.0)
+    peak = min(max(cfg.get("peak_epoch", 1) / cfg["epochs"], 1e-9), 1.0)
     return t / peak if t < peak else max(0.0, (1.0 - t) / max(1.0 - peak, 1e-9))
 
 
@@ -53,9 +45,9 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: dict[str, Any]) -> float:
         return (step + 1) / warm
     t = min(step / total, 1.0)
     if name == "cosine":
-        return _cosine(t, cfg)
+        return 0.5 * (1.0 + math.cos(math.pi * t))
     if name == "multistep":
-        return _multistep(t, cfg, epoch)
+        return cfg.get("gamma", 0.1) ** sum(1 for m in cfg.get("milestones", []) if epoch >= m)
     if name == "onecycle":
         return _onecycle(t, cfg)
     return 1.0
