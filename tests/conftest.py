@@ -41,6 +41,19 @@ def _slurm_problem() -> str | None:
     return None
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread for in-process torch work: on 2 shared cores, OpenMP threads spinning
+    against the trainer subprocesses of other tests made model tests 10-20x slower (deit_tiny:
+    100 s with 2 threads, 6 s with 1). Subprocesses (torchrun jobs) set their own."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster() -> None:
     """The dev Slurm cluster, already running (started by .ci/run or `tp-sweep cluster up`)."""

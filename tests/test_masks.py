@@ -19,16 +19,6 @@ from trainer.pruning.masks import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on 2 shared cores, OpenMP threads spinning against other processes
-    made these tests 10-20x slower (deit_tiny matrix: 100 s with 2 threads, 6 s with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_prunable_names_conv_linear_only_in_order():
     model = build_model({"name": "resnet20"}, 10, (3, 8, 8))
     names = prunable_names(model)

@@ -14,16 +14,6 @@ from trainer.pruning.methods import PruneContext
 from trainer.pruning.registry import METHODS, MethodInfo, get_method
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on 2 shared cores, OpenMP threads spinning against other processes
-    made these tests 10-20x slower (deit_tiny matrix: 100 s with 2 threads, 6 s with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SPARSITIES = (0.5, 0.9, 0.99)
 # Methods whose per-layer counts follow a density distribution (checked to within one weight).
 LAYER_DISTRIBUTION = {

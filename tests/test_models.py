@@ -9,16 +9,6 @@ from trainer.models import MODELS, build_model, register
 from trainer.pruning.masks import prunable_names
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on 2 shared cores, OpenMP threads spinning against other processes
-    made these tests 10-20x slower (deit_tiny matrix: 100 s with 2 threads, 6 s with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 EXPECTED = {
     "mlp", "lenet", "resnet20", "resnet32", "resnet56", "resnet18", "resnet50",
     "vgg11_bn", "vgg16_bn", "vgg19_bn", "deit_tiny", "deit_small",

@@ -11,16 +11,6 @@ from trainer.pruning.methods import PruneContext, prune_magnitude, prune_snip
 from trainer.pruning.synflow import prune_synflow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on 2 shared cores, OpenMP threads spinning against other processes
-    made these tests 10-20x slower (deit_tiny matrix: 100 s with 2 threads, 6 s with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # 12 linear layers, widths 64 with a width-4 bottleneck in the middle.
 DEEP_NARROW = [64] * 5 + [4] + [64] * 5
 SHAPE = (1, 4, 4)
