@@ -244,6 +244,11 @@ class RunRecorder:
     def finish_run(self, state: str, message: str | None = None) -> None:
         with self.store.session() as s:
             run = s.get(Run, self.run_id)
+            if run.state == "CANCELLED" and state != "COMPLETED":
+                # The user cancelled it: the trainer's own stop (scancel sends SIGTERM, which it
+                # saves on) must not turn it back into a resumable PREEMPTED run.
+                message = f"stopped after cancel ({state}: {message})"
+                state = "CANCELLED"
             s.add(Event(run_id=self.run_id, state_from=run.state, state_to=state,
                         job_id=run.job_id, message=message))
             run.state, run.message, run.heartbeat_at = state, message, utcnow()

@@ -188,11 +188,11 @@ def cancel(store: Store, runs: list[Run], spec: ExecutorSpec | None = None) -> l
 
     cancelled = []
     for r in runs:
-        if r.state not in (*ACTIVE_STATES, "PLANNED", "PREEMPTED"):
+        # Recorded first, so a trainer stopping on the scheduler's signal finds it cancelled.
+        if not store.set_state(r.run_id, "CANCELLED", message="cancelled by tp-sweep cancel",
+                               only_from=(*ACTIVE_STATES, "PLANNED", "PREEMPTED")):
             continue
+        cancelled.append(r.run_id)
         if r.job_id and r.executor:
             make_executor(r.executor, spec or ExecutorSpec(), Path(".")).cancel([r.job_id])
-        if store.set_state(r.run_id, "CANCELLED", message="cancelled by tp-sweep cancel",
-                           only_from=(*ACTIVE_STATES, "PLANNED", "PREEMPTED")):
-            cancelled.append(r.run_id)
     return cancelled

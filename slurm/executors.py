@@ -95,6 +95,17 @@ class SlurmExecutor(Executor):
             subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
 
 
+def _pid_alive(pid: str) -> bool:
+    """A live process, not a zombie: a job whose controller died is reparented to init, and an
+    init that does not reap (containers) leaves it as a zombie that os.kill(pid, 0) still finds."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 class LocalExecutor(Executor):
     """Jobs are processes on this machine (submitit's LocalExecutor); the job id is the pid."""
     kind = "local"
@@ -107,16 +118,7 @@ class LocalExecutor(Executor):
         return [ex.submit(TrainerJob(), *args) for args in zip(*self._args(reqs))]
 
     def poll(self, job_ids: list[str]) -> dict[str, str]:
-        out = {}
-        for jid in job_ids:
-            try:
-                os.kill(int(jid), 0)
-                out[jid] = "RUNNING"
-            except (ProcessLookupError, ValueError):
-                out[jid] = GONE
-            except PermissionError:
-                out[jid] = "RUNNING"
-        return out
+        return {jid: "RUNNING" if _pid_alive(jid) else GONE for jid in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:
         import signal

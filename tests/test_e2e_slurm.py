@@ -62,3 +62,18 @@ def test_usr2_checkpoints_and_requeues_through_submitit(tmp_path, slurm_cluster,
         ["scancel", "--signal=USR2", job], check=True))
     stopped = [e for e in detail["events"] if e["to"] == "PREEMPTED"]
     assert "SIGUSR2" in stopped[0]["message"]
+
+
+def test_cancel_stops_the_jobs_and_records_it(tmp_path, slurm_cluster):
+    path = write_spec(tmp_path, slow_spec("cancel_me"))
+    tp("launch", str(path), "--executor", "slurm", cwd=tmp_path, check=True)
+    job_id = status_json("cancel_me", tmp_path)["runs"][0]["job_id"]
+    proc = tp("cancel", "cancel_me", cwd=tmp_path, check=True)
+    assert "cancelled 1 runs" in proc.stdout
+    wait_for(lambda: not subprocess.run(["squeue", "-h", "-r", "-j", job_id.split("_")[0], "-o", "%i"],
+                                        capture_output=True, text=True).stdout.strip(), 60,
+             "the job to leave the queue", poll=1)
+    run = status_json("cancel_me", tmp_path)["runs"][0]
+    assert run["state"] == "CANCELLED", run
+    # A relaunch leaves a cancelled run alone; resume --include-failed brings it back.
+    assert "nothing to submit" in tp("launch", str(path), "--executor", "slurm", cwd=tmp_path).stdout
