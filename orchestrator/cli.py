@@ -230,7 +230,7 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
 
 def cmd_cancel(a: argparse.Namespace) -> int:
-    from orchestrator.controller import cancel, stored_spec
+    from orchestrator.controller import cancel
 
     store = _store(a.db)
     runs = store.sweep_runs(a.target) or store.find_runs(a.target)
