@@ -52,14 +52,15 @@ class TrainerJob(submitit.helpers.Checkpointable):
         try:
             jenv = submitit.JobEnvironment()
             env["TP_JOB_ID"] = str(jenv.job_id)
-            node_rank, master = jenv.node, jenv.hostnames[0] if nodes > 1 else "127.0.0.1"
+            # Rendezvous on the job's first node; TP_MASTER_ADDR overrides it where node names do
+            # not resolve (the dev cluster's extra nodes all live on this machine).
+            node_rank = jenv.node
+            master = env.get("TP_MASTER_ADDR") or (jenv.hostnames[0] if nodes > 1 else "127.0.0.1")
         except RuntimeError:  # not inside a submitit job (tests calling it directly)
             node_rank, master = 0, "127.0.0.1"
         # A port per job, so two jobs sharing a node do not collide at rendezvous.
         port = 20000 + int(env.get("SLURM_JOB_ID", os.getpid())) % 20000
         cmd = torchrun_command(run_dir, db_url, procs_per_node, nodes, node_rank, master, port)
-        log = Path(run_dir) / "logs"
-        log.mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / STATUS_FILE).unlink(missing_ok=True)
         print("[tp] " + " ".join(cmd), flush=True)
         self._proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_ignore_usr2)

@@ -51,9 +51,10 @@ def tp(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float 
     return proc
 
 
-def status_json(sweep: str, cwd: Path, db: str | None = None) -> dict[str, Any]:
+def status_json(sweep: str, cwd: Path, db: str | None = None,
+                env: dict[str, str] | None = None) -> dict[str, Any]:
     args = ["status", sweep, "--format", "json"] + (["--db", db] if db else [])
-    return json.loads(tp(*args, cwd=cwd).stdout)
+    return json.loads(tp(*args, cwd=cwd, env=env).stdout)
 
 
 def wait_for(pred, timeout: float, what: str, poll: float = 0.2):

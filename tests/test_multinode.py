@@ -1,0 +1,64 @@
+"""A job on two Slurm nodes: one torchrun per node, rendezvous on the first, and the same weights
+as the same two ranks on one node. Runs on a private two-node dev cluster beside the main one."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+
+import pytest
+import sqlalchemy as sa
+
+from slurm.dev import cluster
+from tests.conftest import require_service
+from tests.sweeputil import LAST_LEVEL, final_weights, same_weights, slow_spec, status_json, \
+    tp, wait_for, write_spec
+
+
+def _free_port_block(n: int) -> int:
+    for base in range(23817, 30000, 41):
+        try:
+            for p in range(base, base + n + 1):
+                with socket.socket() as s:
+                    s.bind(("0.0.0.0", p))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free port block")
+
+
+@pytest.fixture
+def two_nodes():
+    if os.geteuid() != 0 or shutil.which("slurmctld") is None:
+        require_service("slurm daemons", "needs root and slurm-wlm")
+    top = tempfile.mkdtemp(prefix="tpmn-", dir="/tmp")
+    os.chmod(top, 0o755)  # munged must reach the folder
+    d = os.path.join(top, "c")
+    try:
+        st = cluster.up(d, nodes=2, cpus_per_node=2, mem_mb=4000, port=_free_port_block(2),
+                        cluster_name="tpmn", node_prefix="tpmn", install_conf=False)
+        yield st
+    finally:
+        cluster.down(d)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.slurm
+def test_two_node_job_matches_one_node(tmp_path, two_nodes, reference):
+    ref_dir, run_id = reference  # the same run: 2 ranks, here one per node
+    spec = slow_spec("resume", procs=1)
+    spec["executor"]["nodes"] = 2
+    env = {**two_nodes.env, "TP_MASTER_ADDR": "127.0.0.1"}  # node names tpmn1/2 do not resolve
+    tp("launch", str(write_spec(tmp_path, spec)), "--executor", "slurm", cwd=tmp_path, env=env,
+       check=True)
+    run = wait_for(lambda: (lambda r: r if r["state"] not in ("PENDING", "RUNNING") else None)(
+        status_json("resume", tmp_path, env=env)["runs"][0]), 300, "the two-node job to finish", poll=2)
+    assert run["state"] == "COMPLETED", run
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'tp-results.db'}")
+    with eng.connect() as c:
+        assert c.execute(sa.text("select world_size from attempts")).scalar() == 2
+    eng.dispose()
+    assert same_weights(final_weights(tmp_path / "tp-runs" / run_id, LAST_LEVEL),
+                        final_weights(ref_dir, LAST_LEVEL))
+
