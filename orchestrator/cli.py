@@ -32,7 +32,9 @@ def _store(url: str | None, spec_url: str | None = None):
 
 # ---- launch ------------------------------------------------------------------------------------
 def cmd_launch(a: argparse.Namespace) -> int:
-    from orchestrator.controller import launch
+    from rich.markup import escape
+
+    from orchestrator.controller import SubmitError, launch
     from orchestrator.plan import plan_sweep
     from orchestrator.spec import SpecError, load_spec
     from trainer.config import load_yaml
@@ -67,8 +69,9 @@ def cmd_launch(a: argparse.Namespace) -> int:
     try:
         with progress or _nullctx():
             res = launch(store, plan, spec_dict, kind, on_progress=progress.update if progress else None)
-    except FileNotFoundError as exc:  # sbatch missing, say
-        raise BadInput(f"cannot submit to {kind}: {exc}") from None
+    except SubmitError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 1
     if not res.submitted:
         left = ", ".join(f"{n} {s}" for s, n in res.skipped.items())
         console.print(f"nothing to submit: every run is done or running ({left})")
@@ -212,7 +215,9 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 # ---- resume / cancel ---------------------------------------------------------------------------
 def cmd_resume(a: argparse.Namespace) -> int:
-    from orchestrator.controller import resume, stored_spec
+    from rich.markup import escape
+
+    from orchestrator.controller import SubmitError, resume, stored_spec
 
     store = _store(a.db)
     try:
@@ -220,8 +225,12 @@ def cmd_resume(a: argparse.Namespace) -> int:
     except LookupError as exc:
         raise BadInput(str(exc)) from None
     progress = _LaunchProgress(store, a.sweep) if kind in ("local", "debug") else None
-    with progress or _nullctx():
-        res = resume(store, a.sweep, a.include_failed, kind, progress.update if progress else None)
+    try:
+        with progress or _nullctx():
+            res = resume(store, a.sweep, a.include_failed, kind, progress.update if progress else None)
+    except SubmitError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 1
     if not res.submitted:
         console.print(f"nothing to resume ({', '.join(f'{n} {s}' for s, n in res.skipped.items())})")
     else:

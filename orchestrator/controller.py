@@ -32,6 +32,10 @@ def lost_after_s() -> float:
     return float(os.environ.get("TP_LOST_AFTER_S", "30"))
 
 
+class SubmitError(RuntimeError):
+    """The scheduler refused or could not be reached; the runs stay as they were (PLANNED...)."""
+
+
 @dataclass
 class LaunchResult:
     sweep: str
@@ -121,7 +125,12 @@ def submit_runs(store: Store, spec: SweepSpec, runs: list[Run], executor_kind: s
     ex = executor_for(spec, executor_kind)
     reqs = [JobRequest(r.run_id, r.run_dir, store.url) for r in runs]
     if not ex.blocking:
-        jobs = ex.submit(reqs)
+        try:
+            jobs = ex.submit(reqs)
+        except Exception as exc:  # sbatch missing, slurmctld down, a rejected option...
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise SubmitError(f"submission to {ex.kind} failed, nothing was submitted "
+                              f"({len(reqs)} runs stay {runs[0].state}): {detail}") from None
         for req, job in zip(reqs, jobs):
             store.set_state(req.run_id, "PENDING", job_id=str(job.job_id), executor=ex.kind,
                             message=f"submitted to {ex.kind}")

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 
 from tests.sweeputil import LAST_LEVEL, final_weights, run_progress, same_weights, slow_spec, \
     status_json, tiny_spec, tp, wait_for, write_spec
@@ -77,3 +79,14 @@ def test_cancel_stops_the_jobs_and_records_it(tmp_path, slurm_cluster):
     assert run["state"] == "CANCELLED", run
     # A relaunch leaves a cancelled run alone; resume --include-failed brings it back.
     assert "nothing to submit" in tp("launch", str(path), "--executor", "slurm", cwd=tmp_path).stdout
+
+
+def test_no_scheduler_means_nothing_submitted(tmp_path):
+    """On a machine without Slurm's commands, launch says so and the runs stay PLANNED."""
+    path = write_spec(tmp_path, tiny_spec("no_slurm"))
+    venv_bin = os.path.dirname(sys.executable)
+    proc = tp("launch", str(path), "--executor", "slurm", cwd=tmp_path,
+              env={"PATH": f"{venv_bin}:/nonexistent"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "submission to slurm failed, nothing was submitted" in proc.stderr.replace("\n", " ")
+    assert status_json("no_slurm", tmp_path)["counts"] == {"PLANNED": 2}
