@@ -11,7 +11,11 @@ import sys
 import time
 from typing import Any
 
+from contextlib import nullcontext
+
 from rich.console import Console
+
+from orchestrator.progress import LaunchProgress, wait_until_idle
 
 console = Console()
 err = Console(stderr=True)
@@ -65,9 +69,9 @@ def cmd_launch(a: argparse.Namespace) -> int:
     spec_dict = load_yaml(open(a.spec).read())
     console.print(f"sweep [bold]{spec.name}[/]: {counts['runs']} runs "
                   f"({counts['level_trainings']} level trainings) -> {kind}, store {store.display_url}")
-    progress = _LaunchProgress(store, spec.name) if kind in ("local", "debug") else None
+    progress = LaunchProgress(store, spec.name, console) if kind in ("local", "debug") else None
     try:
-        with progress or _nullctx():
+        with progress or nullcontext():
             res = launch(store, plan, spec_dict, kind, on_progress=progress.update if progress else None)
     except SubmitError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
@@ -79,63 +83,8 @@ def cmd_launch(a: argparse.Namespace) -> int:
         console.print(f"submitted {len(res.submitted)} runs"
                       + (f"; left alone: {res.skipped}" if res.skipped else ""))
     if kind == "slurm" and a.wait:
-        _wait(store, spec.name)
+        wait_until_idle(store, spec.name, console)
     return _show_status(store, spec.name, "table", progress is not None or a.wait)
-
-
-class _nullctx:
-    def __enter__(self): return self
-    def __exit__(self, *exc): return False
-
-
-class _LaunchProgress:
-    """A progress bar over level trainings, read from the store while local jobs run."""
-
-    def __init__(self, store, sweep: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.store, self.sweep = store, sweep
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("levels"), TimeElapsedColumn(), console=console)
-        self.task = None
-        self._last = 0.0
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.update(force=True)
-        return self.bar.__exit__(*exc)
-
-    def update(self, force: bool = False) -> None:
-        from db.store import level_summary
-        from orchestrator.render import counts
-
-        if not force and time.monotonic() - self._last < 1.0:
-            return
-        self._last = time.monotonic()
-        runs = self.store.sweep_runs(self.sweep)
-        done, _ = level_summary(self.store, [r.run_id for r in runs])
-        total = sum(r.levels_total for r in runs)
-        desc = " ".join(f"{s}:{n}" for s, n in counts(runs).items())
-        if self.task is None:
-            self.task = self.bar.add_task(desc, total=total)
-        self.bar.update(self.task, completed=sum(done.values()), total=total, description=desc)
-
-
-def _wait(store, sweep: str, poll_s: float = 2.0) -> None:
-    from db.store import ACTIVE_STATES
-    from orchestrator.controller import reconcile
-
-    with console.status(f"waiting for {sweep}") as st:
-        while True:
-            runs = reconcile(store, store.sweep_runs(sweep))
-            active = [r for r in runs if r.state in ACTIVE_STATES]
-            st.update(f"waiting for {sweep}: {len(active)} of {len(runs)} runs active")
-            if not active:
-                return
-            time.sleep(poll_s)
 
 
 # ---- status ------------------------------------------------------------------------------------
@@ -224,9 +173,9 @@ def cmd_resume(a: argparse.Namespace) -> int:
         kind = a.executor or stored_spec(store, a.sweep).executor.kind
     except LookupError as exc:
         raise BadInput(str(exc)) from None
-    progress = _LaunchProgress(store, a.sweep) if kind in ("local", "debug") else None
+    progress = LaunchProgress(store, a.sweep, console) if kind in ("local", "debug") else None
     try:
-        with progress or _nullctx():
+        with progress or nullcontext():
             res = resume(store, a.sweep, a.include_failed, kind, progress.update if progress else None)
     except SubmitError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)

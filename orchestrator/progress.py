@@ -1,0 +1,58 @@
+"""Progress for long commands: a bar over level trainings while local jobs run, and a
+spinner while waiting for scheduler jobs. Both read the store; neither imports torch."""
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+
+
+class LaunchProgress:
+    """A progress bar over level trainings, read from the store while local jobs run."""
+
+    def __init__(self, store, sweep: str, console: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.store, self.sweep = store, sweep
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("levels"), TimeElapsedColumn(), console=console)
+        self.task = None
+        self._last = 0.0
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.update(force=True)
+        return self.bar.__exit__(*exc)
+
+    def update(self, force: bool = False) -> None:
+        from db.store import level_summary
+        from orchestrator.render import counts
+
+        if not force and time.monotonic() - self._last < 1.0:
+            return
+        self._last = time.monotonic()
+        runs = self.store.sweep_runs(self.sweep)
+        done, _ = level_summary(self.store, [r.run_id for r in runs])
+        total = sum(r.levels_total for r in runs)
+        desc = " ".join(f"{s}:{n}" for s, n in counts(runs).items())
+        if self.task is None:
+            self.task = self.bar.add_task(desc, total=total)
+        self.bar.update(self.task, completed=sum(done.values()), total=total, description=desc)
+
+
+def wait_until_idle(store, sweep: str, console: Console, poll_s: float = 2.0) -> None:
+    """Block until no run of the sweep is PENDING or RUNNING (reconciled with the scheduler)."""
+    from db.store import ACTIVE_STATES
+    from orchestrator.controller import reconcile
+
+    with console.status(f"waiting for {sweep}") as st:
+        while True:
+            runs = reconcile(store, store.sweep_runs(sweep))
+            active = [r for r in runs if r.state in ACTIVE_STATES]
+            st.update(f"waiting for {sweep}: {len(active)} of {len(runs)} runs active")
+            if not active:
+                return
+            time.sleep(poll_s)
