@@ -25,6 +25,12 @@ class BadInput(Exception):
     """Reported as `error: ...` with exit status 2."""
 
 
+def _error(msg: str) -> None:
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/] {escape(msg)}", highlight=False)
+
+
 def _store(url: str | None, spec_url: str | None = None):
     from db.store import Store, StoreError, resolve_url
 
@@ -36,8 +42,6 @@ def _store(url: str | None, spec_url: str | None = None):
 
 # ---- launch ------------------------------------------------------------------------------------
 def cmd_launch(a: argparse.Namespace) -> int:
-    from rich.markup import escape
-
     from orchestrator.controller import SubmitError, launch
     from orchestrator.plan import plan_sweep
     from orchestrator.spec import SpecError, load_spec
@@ -74,7 +78,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
         with progress or nullcontext():
             res = launch(store, plan, spec_dict, kind, on_progress=progress.update if progress else None)
     except SubmitError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        _error(str(exc))
         return 1
     if not res.submitted:
         left = ", ".join(f"{n} {s}" for s, n in res.skipped.items())
@@ -164,8 +168,6 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 # ---- resume / cancel ---------------------------------------------------------------------------
 def cmd_resume(a: argparse.Namespace) -> int:
-    from rich.markup import escape
-
     from orchestrator.controller import SubmitError, resume, stored_spec
 
     store = _store(a.db)
@@ -178,7 +180,7 @@ def cmd_resume(a: argparse.Namespace) -> int:
         with progress or nullcontext():
             res = resume(store, a.sweep, a.include_failed, kind, progress.update if progress else None)
     except SubmitError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        _error(str(exc))
         return 1
     if not res.submitted:
         console.print(f"nothing to resume ({', '.join(f'{n} {s}' for s, n in res.skipped.items())})")
@@ -338,9 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.fn(args) or 0)
     except BadInput as exc:
-        from rich.markup import escape
-
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        _error(str(exc))
         return 2
     except KeyboardInterrupt:
         return 130

@@ -109,3 +109,20 @@ def run_progress(tmp: Path) -> tuple[int, int]:
     finally:
         eng.dispose()
     return tuple(row) if row else (-1, -1)
+
+
+def free_port_block(n: int, start: int = 17817) -> int:
+    """A base port with n+1 free ports after it, away from the main dev cluster's 6817..., for a
+    private Slurm cluster (slurmctld on the base, slurmd k on base + k)."""
+    import socket
+
+    for base in range(start, 30000, 37):
+        try:
+            for p in range(base, base + n + 1):
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("0.0.0.0", p))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free port block")

@@ -20,6 +20,7 @@ import pytest
 
 from slurm.dev import _config, cluster
 from tests.conftest import REPO, require_service
+from tests.sweeputil import free_port_block
 
 MAIN_DIR = os.environ.get("TP_CLUSTER_DIR", os.path.join(REPO, ".tp-cluster"))
 
@@ -48,20 +49,6 @@ def _sbatch(args: list[str], env: dict | None = None) -> str:
                          env=env, timeout=30)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().split(";")[0]
-
-
-def _free_port_block(n: int) -> int:
-    """A base port with n+1 free ports after it, away from the main cluster's 6817..."""
-    for base in range(17817, 30000, 37):
-        try:
-            for p in range(base, base + n + 1):
-                with socket.socket() as s:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    s.bind(("0.0.0.0", p))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free port block")
 
 
 def _can_run_daemons() -> str | None:
@@ -227,7 +214,7 @@ def test_private_two_node_cluster_lifecycle(private_dir):
         require_service("slurm daemons", why)
     etc_before = open(cluster.ETC_CONF).read() if os.path.exists(cluster.ETC_CONF) else None
     main_before = cluster.status(MAIN_DIR)
-    port = _free_port_block(2)
+    port = free_port_block(2)
     kw = dict(port=port, cluster_name="tptest", node_prefix="tpt", install_conf=False)
     try:
         st = cluster.up(private_dir, nodes=2, cpus_per_node=2, mem_mb=2000, **kw)
@@ -283,7 +270,7 @@ def test_daemon_that_dies_is_reported_and_nothing_left_running(private_dir, monk
 
     monkeypatch.setattr(cluster, "_launch", broken_slurmd)
     with pytest.raises(cluster.ClusterError, match="slurmd:tpd1 exited with status 1") as err:
-        cluster.up(private_dir, port=_free_port_block(1), cluster_name="tpdie",
+        cluster.up(private_dir, port=free_port_block(1), cluster_name="tpdie",
                    node_prefix="tpd", install_conf=False, timeout=10)
     assert "slurmd-tpd1.log" in str(err.value)  # names the log to read
     st = cluster.status(private_dir)
@@ -299,8 +286,9 @@ def test_accounting_cluster_makes_sacct_work(private_dir):
     if why:
         require_service("slurm daemons", why)
     if not (shutil.which("slurmdbd") and shutil.which("mariadbd")):
-        pytest.skip("slurmdbd/mariadb-server not installed (tp-sweep cluster up --accounting)")
-    kw = dict(port=_free_port_block(81), cluster_name="tpacct", node_prefix="tpa",
+        require_service("slurm accounting", "slurmdbd/mariadb-server not installed "
+                        "(scripts/bootstrap.sh installs them)")
+    kw = dict(port=free_port_block(81), cluster_name="tpacct", node_prefix="tpa",
               install_conf=False)
     try:
         st = cluster.up(private_dir, accounting=True, cpus_per_node=1, mem_mb=1000, **kw)

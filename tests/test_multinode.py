@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 
 import pytest
@@ -12,20 +11,8 @@ import sqlalchemy as sa
 
 from slurm.dev import cluster
 from tests.conftest import require_service
-from tests.sweeputil import LAST_LEVEL, final_weights, same_weights, slow_spec, status_json, \
-    tp, wait_for, write_spec
-
-
-def _free_port_block(n: int) -> int:
-    for base in range(23817, 30000, 41):
-        try:
-            for p in range(base, base + n + 1):
-                with socket.socket() as s:
-                    s.bind(("0.0.0.0", p))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free port block")
+from tests.sweeputil import LAST_LEVEL, final_weights, free_port_block, same_weights, slow_spec, \
+    status_json, tp, wait_for, write_spec
 
 
 @pytest.fixture
@@ -36,7 +23,7 @@ def two_nodes():
     os.chmod(top, 0o755)  # munged must reach the folder
     d = os.path.join(top, "c")
     try:
-        st = cluster.up(d, nodes=2, cpus_per_node=2, mem_mb=4000, port=_free_port_block(2),
+        st = cluster.up(d, nodes=2, cpus_per_node=2, mem_mb=4000, port=free_port_block(2, start=23817),
                         cluster_name="tpmn", node_prefix="tpmn", install_conf=False)
         yield st
     finally:
