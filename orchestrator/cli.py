@@ -312,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="PNG path (default SWEEP_METRIC.png)")
     sp.set_defaults(fn=cmd_plot)
 
+    sp = with_db(sub.add_parser("db", help="schema migrations"))
+    sp.add_argument("action", choices=["upgrade"])
+    sp.set_defaults(fn=cmd_db)
+
     # `data` and `cluster` belong to their own modules (argparse there); main() hands them over.
     sub.add_parser("data", help="build FFCV files: tp-sweep data write --from KIND SRC --out F.beton")
     sub.add_parser("cluster", help="a real Slurm cluster on this machine: up | down | status")
