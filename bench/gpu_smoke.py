@@ -18,32 +18,26 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+from trainer.__main__ import write_job  # noqa: E402
 from trainer.config import resolve  # noqa: E402
-from trainer.pruning.registry import get_method  # noqa: E402
-from trainer.pruning.schedule import level_densities  # noqa: E402
 
 
 def run(method: str, sparsity: float, compile_: bool, root: Path, size: int, epochs: int) -> None:
     cfg = resolve("cifar10_resnet20", {
         "method": method, "seed": 0, "schedule.epochs": epochs, "train.compile": compile_,
+        "prune.rate": 0.5,
         "data": {"name": "synthetic", "shape": [3, 32, 32], "classes": 10, "size": size,
                  "test_size": size // 8, "batch_size": 512, "test_batch_size": 1024}})
-    densities = level_densities(get_method(method), [sparsity], 0.5)
-    rid = f"gpu-smoke-{method}"
-    run_dir = root / f"{method}-{rid}"
-    run_dir.mkdir(parents=True)
-    (run_dir / "run.json").write_text(json.dumps({"run_id": rid, "method": method, "seed": 0,
-                                                  "sparsities": [sparsity], "densities": densities,
-                                                  "config": cfg}))
+    job_file = write_job(cfg, [sparsity], root / method)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=1", "-m", "trainer.job", str(run_dir)], cwd=REPO,
+                           "--nproc_per_node=1", "-m", "trainer.job", str(job_file)], cwd=REPO,
                           text=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     print(proc.stdout)
-    status = json.loads((run_dir / "status.json").read_text())
+    status = json.loads(job_file.with_name(job_file.stem + ".status.json").read_text())
     import torch
 
-    last = len(densities) - 1
-    final = torch.load(run_dir / f"level_{last}" / "final.pt", weights_only=False)
+    last = json.loads(job_file.read_text())["levels"][-1]
+    final = torch.load(root / method / "levels" / last / "final.pt", weights_only=True)
     zeros = sum(int((final["model"][k] == 0).sum()) for k in final["mask"])
     total = sum(final["mask"][k].numel() for k in final["mask"])
     print(f"{method}: {status['state']} {status.get('message') or ''}; achieved sparsity "

@@ -1,11 +1,23 @@
-"""Schema migrations (Alembic), applied by `tp-sweep db upgrade` and on first use of a store."""
+"""Schema migrations (Alembic), applied by `tp-sweep db upgrade` and on first use of a store.
+
+Any number of processes may open a fresh store at once (eight jobs starting together, two
+launches): the upgrade runs under a lock, so exactly one applies it and the others find it done.
+PostgreSQL: a transaction-scoped advisory lock. SQLite: an exclusive flock on a file beside the
+database (SQLite's own locking cannot cover Alembic's check-then-create).
+"""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 from pathlib import Path
+from typing import Iterator
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_PG_LOCK_KEY = 0x7470_6D69  # "tpmi": one advisory lock id for all turboprune migrations
 
 
 def _config(url: str | None = None):
@@ -30,15 +42,49 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    db = engine.url.database
+    if not db or db == ":memory:":
+        yield
+        return
+    fd = os.open(f"{db}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     """Bring the schema to head; returns (before, after) revisions."""
+    head = head_revision()
+    with engine.connect() as conn:  # the common case, unlocked: already at head
+        before = current_revision(conn)
+    if before == head:
+        return before, before
+    from alembic import command
+
+    is_sqlite = engine.dialect.name == "sqlite"
+    with (_sqlite_file_lock(engine) if is_sqlite else contextlib.nullcontext()):
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            before = current_revision(conn)
+            if before != head:
+                cfg = _config()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+            after = current_revision(conn)
+    return before, after
+
+
+def upgrade_to(engine: Engine, revision: str) -> None:
+    """Apply migrations up to `revision` (tests build old stores with it)."""
     from alembic import command
 
     with engine.begin() as conn:
-        before = current_revision(conn)
-        if before != head_revision():
-            cfg = _config()
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-        after = current_revision(conn)
-    return before, after
+        cfg = _config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)

@@ -1,65 +1,154 @@
-"""Read-side queries: one row per grid point (or per level), filtering and grouping.
+"""Read-side queries: runs with their derived state, one row per grid point (or per level),
+filtering and grouping.
 
-Kept free of pandas so `tp-sweep query` answers in about a second.
+A run has no state of its own: it is done when every level it needs is finished, and otherwise
+as busy as the busiest job working on what is missing. Kept free of pandas so `tp-sweep query`
+answers in about a second.
 """
 from __future__ import annotations
 
 import ast
 import math
 import statistics
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from db.schema import GridPoint, Level, Run, Sweep
+from db.schema import GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun
 from db.store import Store
+
+# Which job state a run shows when several jobs work on it: what needs attention first.
+RUN_STATE_PRIORITY = ("RUNNING", "PREEMPTED", "TIMEOUT", "LOST", "FAILED", "PENDING", "CANCELLED",
+                      "PLANNED")
 
 
 class QueryError(ValueError):
     pass
 
 
-def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[str, Any]]:
-    """One dict per grid point, with its run's result at the level that reached its target.
-    With `levels`, one dict per level of every run (target: that level's sparsity)."""
+@dataclass
+class RunSummary:
+    run_id: str
+    method: str
+    seed: int
+    axes: dict[str, Any]
+    sparsities: list[float] = field(default_factory=list)  # this sweep's targets for the run
+    state: str = "PLANNED"
+    levels_done: int = 0
+    levels_total: int = 0
+    depth: int = 0                 # depth of the level being trained (or the last finished)
+    epoch: int = 0                 # epochs finished in the level being trained
+    job_id: str | None = None      # the job shown (the one that decides the state)
+    sched_id: str | None = None
+    attempts: int = 0
+    message: str | None = None
+    test_acc: float | None = None  # of the last level finished, in training order
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "state": self.state, "method": self.method, "seed": self.seed,
+                "sparsities": self.sparsities, "level": self.levels_done,
+                "levels_total": self.levels_total, "depth": self.depth, "epoch": self.epoch,
+                "job": self.job_id, "job_id": self.sched_id, "attempts": self.attempts,
+                "axes": self.axes, "message": self.message, "test_acc": self.test_acc}
+
+
+def _sweep_id(s, store: Store, sweep: str) -> int:
+    sid = s.scalar(sa.select(Sweep.id).where(Sweep.name == sweep))
+    if sid is None:
+        raise QueryError(f"no sweep named {sweep!r} in {store.display_url}")
+    return sid
+
+
+def run_summaries(store: Store, sweep: str) -> list[RunSummary]:
     with store.session() as s:
-        sw = s.scalar(sa.select(Sweep).where(Sweep.name == sweep))
-        if sw is None:
-            raise QueryError(f"no sweep named {sweep!r} in {store.display_url}")
-        points = list(s.scalars(sa.select(GridPoint).where(GridPoint.sweep_id == sw.id)
-                                .order_by(GridPoint.method, GridPoint.sparsity, GridPoint.seed)))
-        run_ids = {p.run_id for p in points}
-        runs = {r.run_id: r for r in s.scalars(sa.select(Run).where(Run.run_id.in_(run_ids)))}
-        lvls: dict[tuple[str, int], Level] = {
-            (lv.run_id, lv.level): lv
-            for lv in s.scalars(sa.select(Level).where(Level.run_id.in_(run_ids)))}
-    rows = []
-    if levels:
-        seen = set()
-        for p in points:
-            if p.run_id in seen:
+        sid = _sweep_id(s, store, sweep)
+        runs = {r.run_id: RunSummary(r.run_id, r.method, r.seed, r.axes) for r in s.execute(
+            sa.select(Run.run_id, Run.method, Run.seed, Run.axes).join(SweepRun, SweepRun.run_id == Run.run_id)
+            .where(SweepRun.sweep_id == sid).order_by(Run.method, Run.seed, Run.run_id))}
+        for run_id, sp in s.execute(sa.select(GridPoint.run_id, GridPoint.sparsity)
+                                    .where(GridPoint.sweep_id == sid).order_by(GridPoint.sparsity)):
+            if run_id in runs:
+                runs[run_id].sparsities.append(sp)
+        rows = s.execute(
+            sa.select(RunLevel.run_id, RunLevel.position, Level.depth, Level.finished_at, Level.epoch,
+                      Level.test_acc, Job.job_id, Job.state, Job.sched_id, Job.attempts, Job.message)
+            .join(SweepRun, SweepRun.run_id == RunLevel.run_id)
+            .join(Level, Level.level_id == RunLevel.level_id)
+            .outerjoin(Job, Job.job_id == Level.job_id)
+            .where(SweepRun.sweep_id == sid).order_by(RunLevel.run_id, RunLevel.position))
+        rank = {st: i for i, st in enumerate(RUN_STATE_PRIORITY)}
+        best: dict[str, tuple[int, Any]] = {}
+        for row in rows:
+            r = runs[row.run_id]
+            r.levels_total += 1
+            if row.finished_at is not None:
+                r.levels_done += 1
+                if row.test_acc is not None:
+                    r.test_acc = row.test_acc
+                if row.run_id not in best:
+                    r.depth, r.attempts, r.job_id, r.sched_id = row.depth, row.attempts or 0, row.job_id, row.sched_id
                 continue
-            seen.add(p.run_id)
-            run = runs[p.run_id]
-            for i, d in enumerate(run.densities):
-                rows.append(_row(sweep, run, p, i, round(1.0 - d, 12), lvls.get((run.run_id, i))))
-        return rows
-    return [_row(sweep, runs[p.run_id], p, p.level, p.sparsity, lvls.get((p.run_id, p.level)))
-            for p in points]
+            state = row.state or "PLANNED"
+            key = rank.get(state, len(rank))
+            if row.run_id not in best or key < best[row.run_id][0]:
+                best[row.run_id] = (key, row)
+        for run_id, (_, row) in best.items():
+            r = runs[run_id]
+            r.state = row.state or "PLANNED"
+            r.depth, r.epoch, r.job_id, r.sched_id = row.depth, row.epoch, row.job_id, row.sched_id
+            r.attempts, r.message = row.attempts or 0, row.message
+        for r in runs.values():
+            if r.run_id not in best:
+                r.state = "COMPLETED" if r.levels_total else "PLANNED"
+    return list(runs.values())
 
 
-def _row(sweep: str, run: Run, p: GridPoint, level: int, sparsity: float, lv: Level | None) -> dict[str, Any]:
+def level_progress(store: Store, sweep: str) -> tuple[int, int]:
+    """(finished, all) distinct levels the sweep's runs need: shared levels count once."""
+    with store.session() as s:
+        sid = _sweep_id(s, store, sweep)
+        ids = (sa.select(RunLevel.level_id).join(SweepRun, SweepRun.run_id == RunLevel.run_id)
+               .where(SweepRun.sweep_id == sid).distinct().subquery())
+        row = s.execute(sa.select(sa.func.count(), sa.func.count(Level.finished_at))
+                        .select_from(ids).join(Level, Level.level_id == ids.c.level_id)).one()
+    return int(row[1]), int(row[0])
+
+
+def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[str, Any]]:
+    """One dict per grid point, with the result of the level that serves it. With `levels`, one
+    dict per level of every run in the sweep (trunk and branches; target: the level's density)."""
+    with store.session() as s:
+        sid = _sweep_id(s, store, sweep)
+        if levels:
+            q = (sa.select(Run.run_id, Run.method, Run.seed, Run.axes, Level, Job.state)
+                 .join(SweepRun, SweepRun.run_id == Run.run_id)
+                 .join(RunLevel, RunLevel.run_id == Run.run_id)
+                 .join(Level, Level.level_id == RunLevel.level_id)
+                 .outerjoin(Job, Job.job_id == Level.job_id)
+                 .where(SweepRun.sweep_id == sid)
+                 .order_by(Run.method, Run.seed, Run.run_id, RunLevel.position))
+            return [_row(sweep, r.method, round(1.0 - r.Level.density, 12), r.seed, r.run_id, r.axes,
+                         r.Level, r.state) for r in s.execute(q)]
+        q = (sa.select(GridPoint, Level, Job.state).join(Level, Level.level_id == GridPoint.level_id)
+             .outerjoin(Job, Job.job_id == Level.job_id).where(GridPoint.sweep_id == sid)
+             .order_by(GridPoint.method, GridPoint.sparsity, GridPoint.seed, GridPoint.id))
+        return [_row(sweep, r.GridPoint.method, r.GridPoint.sparsity, r.GridPoint.seed,
+                     r.GridPoint.run_id, r.GridPoint.axes, r.Level, r.state) for r in s.execute(q)]
+
+
+def _row(sweep: str, method: str, sparsity: float, seed: int, run_id: str, axes: dict[str, Any],
+         lv: Level, job_state: str | None) -> dict[str, Any]:
+    done = lv.finished_at is not None
     row: dict[str, Any] = {
-        "sweep": sweep, "method": run.method, "sparsity": sparsity, "seed": run.seed,
-        "run_id": run.run_id, "level": level,
-        "achieved_sparsity": lv.achieved_sparsity if lv else None,
-        "test_acc": lv.test_acc if lv else None,
-        "test_top5": lv.test_top5 if lv else None,
-        "best_test_acc": lv.best_test_acc if lv else None,
-        "epochs": lv.epochs if lv else 0,
-        "state": "COMPLETED" if lv else run.state,  # this point's level is done even if the run is not
+        "sweep": sweep, "method": method, "sparsity": sparsity, "seed": seed, "run_id": run_id,
+        "level": lv.depth, "level_id": lv.level_id, "level_kind": lv.kind,
+        "achieved_sparsity": lv.achieved_sparsity, "test_acc": lv.test_acc,
+        "test_top5": lv.test_top5, "best_test_acc": lv.best_test_acc,
+        "epochs": lv.epochs if done else 0,
+        "state": "COMPLETED" if done else (job_state or "PLANNED"),
     }
-    row.update(p.axes)
+    row.update(axes)
     return row
 
 

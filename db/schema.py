@@ -1,7 +1,12 @@
 """The results store's tables (SQLAlchemy 2 declarative). Changes go through an Alembic migration.
 
-A run is keyed by its content hash alone, so two sweeps that contain the same run share its
-results (and a relaunch finds them); `sweep_runs` and `grid_points` say which sweep asked for what.
+Three identities, all content hashes, so every store and sweep that asks for the same thing finds
+the same row:
+- a *level* (levels) is one training under one mask: the unit of work and of results;
+- a *run* (runs) is one method x seed x axes configuration: the levels it needs are `run_levels`;
+- a *job* (jobs) is a chain of levels submitted to a scheduler: states, attempts and events.
+A sweep asks for grid points (grid_points), each served by one level. The level folders on disk
+are the record; this store is their index and can be rebuilt from them (`tp-sweep db import`).
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ class Sweep(Base):
     __tablename__ = "sweeps"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    spec: Mapped[dict[str, Any]]
+    spec: Mapped[dict[str, Any]]  # as written, with any database password removed
     executor: Mapped[str] = mapped_column(String(16))
     output_dir: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -36,30 +41,21 @@ class Run(Base):
     method: Mapped[str] = mapped_column(String(32), index=True)
     seed: Mapped[int] = mapped_column(Integer)
     axes: Mapped[dict[str, Any]]
-    sparsities: Mapped[list[Any]]
-    densities: Mapped[list[Any]]
     config: Mapped[dict[str, Any]]
-    run_dir: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16), default="PLANNED", index=True)
-    executor: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    level: Mapped[int] = mapped_column(Integer, default=0)  # level being trained, or the last one
-    epoch: Mapped[int] = mapped_column(Integer, default=0)  # epochs finished in that level
-    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
-
-    @property
-    def levels_total(self) -> int:
-        return len(self.densities)
 
 
 class SweepRun(Base):
     __tablename__ = "sweep_runs"
     sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
+
+
+class RunLevel(Base):
+    __tablename__ = "run_levels"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
+    level_id: Mapped[str] = mapped_column(ForeignKey("levels.level_id"), primary_key=True, index=True)
+    position: Mapped[int] = mapped_column(Integer)  # training order within the run
 
 
 class GridPoint(Base):
@@ -69,34 +65,43 @@ class GridPoint(Base):
     sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
     method: Mapped[str] = mapped_column(String(32))
-    sparsity: Mapped[float] = mapped_column(Float)
+    sparsity: Mapped[float] = mapped_column(Float)  # the target
     seed: Mapped[int] = mapped_column(Integer)
     axes: Mapped[dict[str, Any]]
     axes_key: Mapped[str] = mapped_column(Text)  # canonical JSON of axes, for the unique constraint
-    level: Mapped[int] = mapped_column(Integer)  # the run's level that reaches this sparsity
+    level_id: Mapped[str] = mapped_column(ForeignKey("levels.level_id"), index=True)  # serves it
+    level: Mapped[int] = mapped_column(Integer)  # depth of that level
+    naive_levels: Mapped[int] = mapped_column(Integer, default=0)  # a lone job for it would train
 
 
 class Level(Base):
     __tablename__ = "levels"
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
-    level: Mapped[int] = mapped_column(Integer, primary_key=True)
+    level_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    parent_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    root_id: Mapped[str] = mapped_column(String(40))
+    depth: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # dense | oneshot | trunk | branch (| legacy)
     density: Mapped[float] = mapped_column(Float)  # planned
-    achieved_sparsity: Mapped[float] = mapped_column(Float)  # measured in the model's weights
+    step: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    level_dir: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)  # in charge
+    epoch: Mapped[int] = mapped_column(Integer, default=0)  # epochs finished while training
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    achieved_sparsity: Mapped[float | None] = mapped_column(Float, nullable=True)  # measured
     test_acc: Mapped[float | None] = mapped_column(Float, nullable=True)
     test_top5: Mapped[float | None] = mapped_column(Float, nullable=True)
     test_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     best_test_acc: Mapped[float | None] = mapped_column(Float, nullable=True)
     train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     train_acc: Mapped[float | None] = mapped_column(Float, nullable=True)
-    epochs: Mapped[int] = mapped_column(Integer)
-    seconds: Mapped[float] = mapped_column(Float)
-    finished_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    epochs: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Epoch(Base):
     __tablename__ = "epochs"
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
-    level: Mapped[int] = mapped_column(Integer, primary_key=True)
+    level_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     train_loss: Mapped[float] = mapped_column(Float)
     train_acc: Mapped[float] = mapped_column(Float)
@@ -110,23 +115,41 @@ class Epoch(Base):
     at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class Job(Base):
+    __tablename__ = "jobs"
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    levels: Mapped[list[Any]]        # level ids, in training order
+    depends_on: Mapped[list[Any]]    # job ids that must complete first
+    state: Mapped[str] = mapped_column(String(16), default="PLANNED", index=True)
+    executor: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    sched_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the scheduler's id
+    sweep: Mapped[str] = mapped_column(String(128))  # the sweep that planned it (logs go there)
+    job_file: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    level_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # being trained
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
 class Event(Base):
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     state_from: Mapped[str | None] = mapped_column(String(16), nullable=True)
     state_to: Mapped[str] = mapped_column(String(16))
-    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sched_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Attempt(Base):
     __tablename__ = "attempts"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
     attempt: Mapped[int] = mapped_column(Integer)
-    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sched_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     world_size: Mapped[int] = mapped_column(Integer, default=1)
     resumed_from: Mapped[str | None] = mapped_column(Text, nullable=True)  # checkpoint, if any

@@ -1,83 +1,51 @@
-"""The results store: one SQLAlchemy engine and the few operations the product needs.
+"""The results store, orchestrator side: plans, levels, jobs and their states.
 
-The orchestrator records plans and run states; the trainer reports through `RunRecorder`
-(start an attempt, heartbeat, log an epoch, finish a level, finish the run) and never writes SQL.
-SQLite is the default (WAL mode, so several local jobs can write at once); PostgreSQL on clusters.
+The trainer reports through `db.recorder.JobRecorder` and never writes SQL itself; reads for
+status and query live in `db.queries`. Every write that two processes may race (two launches of
+one spec, a trainer and the controller) is an upsert or a compare-and-set; the one step that
+must see a consistent picture (deciding which levels still need a job, and claiming them) runs in
+a serialized transaction.
 """
 from __future__ import annotations
 
 import json
-import os
-import socket
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from db import migrate
-from db.schema import Attempt, Epoch, Event, GridPoint, Level, Run, Sweep, SweepRun, utcnow
+from db.engine import StoreError, display_url, make_engine, upsert
+from db.schema import Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, utcnow
 
-DEFAULT_URL = "sqlite:///tp-results.db"
 ACTIVE_STATES = ("PENDING", "RUNNING")
 RESUMABLE_STATES = ("PREEMPTED", "TIMEOUT", "LOST")
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
+_PG_PLAN_LOCK = 0x7470_706C  # "tppl": serializes planning transactions
+RESULT_COLUMNS = ("achieved_sparsity", "test_acc", "test_top5", "test_loss", "best_test_acc",
+                  "train_loss", "train_acc", "epochs", "seconds")
+EPOCH_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "steps",
+                 "seconds", "images_per_s")
 
 
-class StoreError(RuntimeError):
-    """The store cannot be reached or used; the message names the (password-free) URL."""
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-def display_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL has no password we could find either
-        return "<unparsable database URL>"
-
-
-def resolve_url(cli_url: str | None = None, spec_url: str | None = None) -> str:
-    """--db, else TP_DB_URL, else the spec's db:, else SQLite in the working directory.
-    A relative SQLite path is made absolute: jobs may start in another directory."""
-    url = cli_url or os.environ.get("TP_DB_URL") or spec_url or DEFAULT_URL
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return url  # Store() reports it
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
-            and not os.path.isabs(parsed.database):
-        return parsed.set(database=os.path.abspath(parsed.database)).render_as_string(hide_password=False)
-    return url
-
-
-def _engine(url: str) -> sa.Engine:
-    try:
-        parsed = make_url(url)
-    except Exception as exc:
-        raise StoreError(f"invalid database URL {display_url(url)!r}: {exc}") from None
-    if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(url, connect_args={"timeout": 60})
-
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # noqa: ANN001 - DB-API objects
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writing jobs
-            cur.execute("PRAGMA busy_timeout=60000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        return engine
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
-        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we ship
-    return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10}
-                            if parsed.get_backend_name() == "postgresql" else {})
+@dataclass(frozen=True)
+class LevelState:
+    finished: bool
+    job_id: str | None
 
 
 class Store:
     def __init__(self, url: str, *, migrate_schema: bool = True) -> None:
         self.url = url
         self.display_url = display_url(url)
-        self.engine = _engine(url)
+        self.engine = make_engine(url)
         try:
             if migrate_schema:
                 migrate.upgrade(self.engine)
@@ -85,64 +53,207 @@ class Store:
                 with self.engine.connect() as conn:
                     conn.execute(sa.text("select 1"))
         except sa.exc.OperationalError as exc:
-            raise StoreError(f"cannot reach the results store {self.display_url}: "
-                             f"{str(exc.orig).strip().splitlines()[0]}") from None
+            self.engine.dispose()
+            raise StoreError(f"cannot reach the results store {self.display_url}: {_first_line(exc)}") from None
+        except sa.exc.DatabaseError as exc:  # e.g. a --db file that is not a database
+            self.engine.dispose()
+            raise StoreError(f"cannot use the results store {self.display_url}: {_first_line(exc)}") from None
         except sa.exc.ArgumentError as exc:
-            raise StoreError(f"invalid database URL {self.display_url}: {exc}") from None
+            self.engine.dispose()
+            raise StoreError(f"invalid database URL {self.display_url}: {_first_line(exc)}") from None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
             yield s
 
+    @contextmanager
+    def serialized(self) -> Iterator[Session]:
+        """A transaction no other serialized one overlaps: PostgreSQL's advisory lock, SQLite's
+        BEGIN IMMEDIATE (the database write lock, taken before the first read)."""
+        conn = self.engine.connect().execution_options(tp_serialized=True)
+        try:
+            with Session(bind=conn, expire_on_commit=False) as s, s.begin():
+                if self.engine.dialect.name == "postgresql":
+                    s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_PLAN_LOCK})
+                yield s
+        finally:
+            conn.close()
+
     def close(self) -> None:
         self.engine.dispose()
 
-    # ---- sweeps and plans (orchestrator) -------------------------------------------------
+    # ---- sweeps and plans ----------------------------------------------------------------
     def get_sweep(self, name: str) -> Sweep | None:
         with self.session() as s:
             return s.scalar(sa.select(Sweep).where(Sweep.name == name))
 
     def sweep_names(self) -> list[str]:
         with self.session() as s:
-            return list(s.scalars(sa.select(Sweep.name).order_by(Sweep.created_at)))
+            return list(s.scalars(sa.select(Sweep.name).order_by(Sweep.created_at, Sweep.id)))
 
-    def record_plan(self, plan: Any, spec: dict[str, Any], run_dirs: dict[str, str]) -> list[str]:
-        """Upsert the sweep, its runs and grid points in one transaction; returns new run ids."""
-        new: list[str] = []
+    def record_plan(self, plan: Any, spec: dict[str, Any], levels_dir: str) -> None:
+        """Upsert the sweep, its runs, levels and grid points: bulk statements, one transaction."""
+        now = utcnow()
         with self.session() as s:
-            sweep = s.scalar(sa.select(Sweep).where(Sweep.name == plan.spec.name))
-            if sweep is None:
-                sweep = Sweep(name=plan.spec.name, spec=spec, executor=plan.spec.executor.kind,
-                              output_dir=plan.spec.output_dir)
-                s.add(sweep)
-                s.flush()
-            else:
-                sweep.spec, sweep.executor = spec, plan.spec.executor.kind
-            for r in plan.runs:
-                if s.get(Run, r.run_id) is None:
-                    s.add(Run(run_id=r.run_id, method=r.method, seed=r.seed, axes=r.axes,
-                              sparsities=r.sparsities, densities=r.densities, config=r.config,
-                              run_dir=run_dirs[r.run_id], state="PLANNED"))
-                    s.flush()  # the run row first: events and links reference it
-                    s.add(Event(run_id=r.run_id, state_from=None, state_to="PLANNED",
-                                message=f"planned by sweep {plan.spec.name}"))
-                    new.append(r.run_id)
-                if s.get(SweepRun, (sweep.id, r.run_id)) is None:
-                    s.add(SweepRun(sweep_id=sweep.id, run_id=r.run_id))
-            s.flush()
-            for p in plan.points:
-                key = json.dumps(p.axes, sort_keys=True)
-                exists = s.scalar(sa.select(GridPoint.id).where(
-                    GridPoint.sweep_id == sweep.id, GridPoint.method == p.method,
-                    GridPoint.sparsity == p.sparsity, GridPoint.seed == p.seed,
-                    GridPoint.axes_key == key))
-                if exists is None:
-                    s.add(GridPoint(sweep_id=sweep.id, run_id=p.run_id, method=p.method,
-                                    sparsity=p.sparsity, seed=p.seed, axes=p.axes, axes_key=key,
-                                    level=p.level))
-        return new
+            conn = s.connection()
+            upsert(conn, Sweep.__table__, [{
+                "name": plan.spec.name, "spec": spec, "executor": plan.spec.executor.kind,
+                "output_dir": plan.output_dir, "created_at": now}], ["name"], ["spec", "executor", "output_dir"])
+            sweep_id = s.scalar(sa.select(Sweep.id).where(Sweep.name == plan.spec.name))
+            upsert(conn, Run.__table__, [{
+                "run_id": r.run_id, "method": r.method, "seed": r.seed, "axes": r.axes,
+                "config": r.config, "created_at": now} for r in plan.runs], ["run_id"])
+            upsert(conn, SweepRun.__table__, [{"sweep_id": sweep_id, "run_id": r.run_id}
+                                              for r in plan.runs], ["sweep_id", "run_id"])
+            upsert(conn, Level.__table__, [{
+                "level_id": lv.level_id, "parent_id": lv.parent, "root_id": lv.root,
+                "depth": lv.depth, "kind": lv.kind, "density": lv.density, "step": lv.step,
+                "level_dir": f"{levels_dir}/{lv.level_id}", "job_id": None, "epoch": 0,
+                "epochs": 0, "seconds": 0.0, "created_at": now} for lv in plan.levels.values()],
+                ["level_id"])
+            upsert(conn, RunLevel.__table__, [{"run_id": r.run_id, "level_id": lid, "position": i}
+                                              for r in plan.runs for i, lid in enumerate(r.levels)],
+                   ["run_id", "level_id"])
+            upsert(conn, GridPoint.__table__, [{
+                "sweep_id": sweep_id, "run_id": p.run_id, "method": p.method, "sparsity": p.sparsity,
+                "seed": p.seed, "axes": p.axes, "axes_key": json.dumps(p.axes, sort_keys=True),
+                "level_id": p.level_id, "level": p.depth, "naive_levels": p.naive_levels}
+                for p in plan.points], ["sweep_id", "method", "sparsity", "seed", "axes_key"],
+                ["run_id", "level_id", "level", "naive_levels"])
 
+    # ---- levels --------------------------------------------------------------------------
+    def level_states(self, level_ids: list[str], s: Session | None = None) -> dict[str, LevelState]:
+        def read(sess: Session) -> dict[str, LevelState]:
+            out = {}
+            for i in range(0, len(level_ids), 900):
+                q = sa.select(Level.level_id, Level.finished_at, Level.job_id).where(
+                    Level.level_id.in_(level_ids[i:i + 900]))
+                out.update({lid: LevelState(fin is not None, job) for lid, fin, job in sess.execute(q)})
+            return out
+        if s is not None:
+            return read(s)
+        with self.session() as sess:
+            return read(sess)
+
+    def import_results(self, results: dict[str, dict[str, Any]]) -> None:
+        """Record finished levels from their metrics.json (with their epochs): what the disk
+        says is the truth, so a store that missed it, or never saw it, catches up."""
+        if not results:
+            return
+        with self.session() as s:
+            conn = s.connection()
+            for lid, res in results.items():
+                values = {c: res.get(c) for c in RESULT_COLUMNS}
+                values["epochs"] = int(values["epochs"] or 0)
+                values["seconds"] = float(values["seconds"] or 0.0)
+                s.execute(sa.update(Level).where(Level.level_id == lid, Level.finished_at.is_(None))
+                          .values(finished_at=utcnow(), epoch=values["epochs"], **values))
+            upsert(conn, Epoch.__table__, [
+                {"level_id": lid, "epoch": int(h["epoch"]), "at": utcnow(),
+                 **{c: h.get(c) for c in EPOCH_COLUMNS}}
+                for lid, res in results.items() for h in res.get("history", [])
+                if isinstance(h, dict) and "epoch" in h], ["level_id", "epoch"], list(EPOCH_COLUMNS))
+
+    # ---- jobs ----------------------------------------------------------------------------
+    def create_jobs(self, s: Session, jobs: list[Any], sweep: str, job_files: dict[str, str]) -> None:
+        """Insert new jobs (PLANNED) and make each the owner of its levels (inside serialized())."""
+        now = utcnow()
+        upsert(s.connection(), Job.__table__, [{
+            "job_id": j.job_id, "levels": j.levels, "depends_on": j.depends_on, "state": "PLANNED",
+            "executor": None, "sched_id": None, "sweep": sweep, "job_file": job_files[j.job_id],
+            "attempts": 0, "level_id": None, "heartbeat_at": None, "message": None,
+            "created_at": now, "updated_at": now} for j in jobs], ["job_id"])
+        for j in jobs:
+            s.execute(sa.update(Level).where(Level.level_id.in_(j.levels), Level.job_id.is_(None))
+                      .values(job_id=j.job_id))
+            s.add(Event(job_id=j.job_id, state_from=None, state_to="PLANNED",
+                        message=f"planned by sweep {sweep}: {len(j.levels)} levels"))
+
+    def jobs(self, job_ids: list[str]) -> dict[str, Job]:
+        with self.session() as s:
+            out = {}
+            for i in range(0, len(job_ids), 900):
+                out.update({j.job_id: j for j in s.scalars(sa.select(Job).where(
+                    Job.job_id.in_(job_ids[i:i + 900])))})
+            return out
+
+    def jobs_of_levels(self, level_ids: list[str]) -> dict[str, Job]:
+        """The jobs in charge of these levels' unfinished part."""
+        with self.session() as s:
+            ids: set[str] = set()
+            for i in range(0, len(level_ids), 900):
+                ids.update(s.scalars(sa.select(Level.job_id).where(
+                    Level.level_id.in_(level_ids[i:i + 900]), Level.finished_at.is_(None),
+                    Level.job_id.is_not(None))))
+        return self.jobs(sorted(ids))
+
+    def set_job_state(self, job_id: str, to: str, *, sched_id: str | None = None,
+                      executor: str | None = None, message: str | None = None,
+                      only_from: tuple[str, ...] | None = None, clear_sched: bool = False) -> bool:
+        """Move a job to `to` and write the event; with `only_from`, a compare-and-set (so the
+        controller never overwrites what a trainer just reported, and one of two racing
+        launches wins a submission)."""
+        with self.session() as s:
+            q = sa.update(Job).where(Job.job_id == job_id)
+            if only_from is not None:
+                q = q.where(Job.state.in_(only_from))
+            old = s.execute(sa.select(Job.state, Job.sched_id).where(Job.job_id == job_id)).first()
+            if old is None:
+                raise StoreError(f"no job {job_id} in {self.display_url}")
+            values: dict[str, Any] = {"state": to, "message": message, "updated_at": utcnow()}
+            if sched_id is not None or clear_sched:
+                values["sched_id"] = sched_id
+            if executor is not None:
+                values["executor"] = executor
+            if s.execute(q.values(**values)).rowcount == 0:
+                return False
+            s.add(Event(job_id=job_id, state_from=old.state, state_to=to,
+                        sched_id=sched_id or old.sched_id, message=message))
+            return True
+
+    def claim(self, job_id: str, from_states: tuple[str, ...]) -> bool:
+        """Take a job for submission (-> PENDING without a scheduler id) if it is still in one of
+        `from_states`: of two launches racing for it, exactly one wins."""
+        with self.session() as s:
+            return s.execute(sa.update(Job).where(Job.job_id == job_id, Job.state.in_(from_states))
+                             .values(state="PENDING", sched_id=None, message="submitting",
+                                     updated_at=utcnow())).rowcount == 1
+
+    def submitted(self, job_id: str, state_from: str, sched_id: str, executor: str) -> None:
+        with self.session() as s:
+            s.execute(sa.update(Job).where(Job.job_id == job_id).values(
+                sched_id=sched_id, executor=executor, message=f"submitted to {executor}",
+                updated_at=utcnow()))
+            s.add(Event(job_id=job_id, state_from=state_from, state_to="PENDING", sched_id=sched_id,
+                        message=f"submitted to {executor}"))
+
+    def unclaim(self, job_id: str, state: str, message: str | None = None) -> None:
+        with self.session() as s:
+            s.execute(sa.update(Job).where(Job.job_id == job_id, Job.state == "PENDING",
+                                           Job.sched_id.is_(None))
+                      .values(state=state, message=message, updated_at=utcnow()))
+
+    def note(self, job_id: str, message: str) -> None:
+        """Say why a job waits, without a state change."""
+        with self.session() as s:
+            s.execute(sa.update(Job).where(Job.job_id == job_id).values(message=message))
+
+    def external_parents(self, job: Job) -> dict[str, LevelState]:
+        """The levels a job's first levels continue from that other jobs train: it may start
+        once they are finished."""
+        with self.session() as s:
+            parents = set(s.scalars(sa.select(Level.parent_id).where(
+                Level.level_id.in_(job.levels), Level.parent_id.is_not(None))))
+        parents -= set(job.levels)
+        return self.level_states(sorted(parents))
+
+    def events(self, job_ids: list[str]) -> list[Event]:
+        with self.session() as s:
+            return list(s.scalars(sa.select(Event).where(Event.job_id.in_(job_ids))
+                                  .order_by(Event.at, Event.id)))
+
+    # ---- runs ----------------------------------------------------------------------------
     def sweep_runs(self, name: str) -> list[Run]:
         with self.session() as s:
             q = (sa.select(Run).join(SweepRun, SweepRun.run_id == Run.run_id)
@@ -150,125 +261,15 @@ class Store:
                  .order_by(Run.method, Run.seed, Run.run_id))
             return list(s.scalars(q))
 
-    def get_run(self, run_id: str) -> Run | None:
-        with self.session() as s:
-            return s.get(Run, run_id)
-
     def find_runs(self, prefix: str) -> list[Run]:
         with self.session() as s:
-            return list(s.scalars(sa.select(Run).where(Run.run_id.startswith(prefix))))
+            return list(s.scalars(sa.select(Run).where(Run.run_id.startswith(prefix)).limit(50)))
 
-    def set_state(self, run_id: str, to: str, *, job_id: str | None = None,
-                  executor: str | None = None, message: str | None = None,
-                  only_from: tuple[str, ...] | None = None) -> bool:
-        """Move a run to `to` and write the event; with `only_from`, only from those states
-        (a compare-and-set, so the controller never overwrites what a trainer just reported)."""
+    def run_levels(self, run_id: str) -> list[Level]:
         with self.session() as s:
-            run = s.get(Run, run_id, with_for_update=True)
-            if run is None:
-                raise StoreError(f"no run {run_id} in {self.display_url}")
-            if only_from is not None and run.state not in only_from:
-                return False
-            s.add(Event(run_id=run_id, state_from=run.state, state_to=to,
-                        job_id=job_id or run.job_id, message=message))
-            run.state = to
-            run.message = message
-            if job_id is not None:
-                run.job_id = job_id
-            if executor is not None:
-                run.executor = executor
-            return True
+            return list(s.scalars(sa.select(Level).join(RunLevel, RunLevel.level_id == Level.level_id)
+                                  .where(RunLevel.run_id == run_id).order_by(RunLevel.position)))
 
-    def events(self, run_id: str) -> list[Event]:
+    def epochs(self, level_id: str) -> list[Epoch]:
         with self.session() as s:
-            return list(s.scalars(sa.select(Event).where(Event.run_id == run_id).order_by(Event.id)))
-
-    def levels(self, run_id: str) -> list[Level]:
-        with self.session() as s:
-            return list(s.scalars(sa.select(Level).where(Level.run_id == run_id).order_by(Level.level)))
-
-    def epochs(self, run_id: str) -> list[Epoch]:
-        with self.session() as s:
-            return list(s.scalars(sa.select(Epoch).where(Epoch.run_id == run_id)
-                                  .order_by(Epoch.level, Epoch.epoch)))
-
-    def attempts(self, run_id: str) -> list[Attempt]:
-        with self.session() as s:
-            return list(s.scalars(sa.select(Attempt).where(Attempt.run_id == run_id)
-                                  .order_by(Attempt.attempt)))
-
-
-class RunRecorder:
-    """The trainer's whole view of the store (rank 0 only). Every write is idempotent per
-    (run, level, epoch) so a resumed job that replays an epoch overwrites instead of duplicating."""
-
-    def __init__(self, url: str, run_id: str) -> None:
-        self.store = Store(url)
-        self.run_id = run_id
-        self.attempt_id: int | None = None
-
-    def start_attempt(self, job_id: str | None, world_size: int, resumed_from: str | None) -> int:
-        with self.store.session() as s:
-            run = s.get(Run, self.run_id)
-            if run is None:
-                raise StoreError(f"run {self.run_id} is not recorded in {self.store.display_url}")
-            run.attempts += 1
-            att = Attempt(run_id=self.run_id, attempt=run.attempts, job_id=job_id,
-                          host=socket.gethostname(), world_size=world_size, resumed_from=resumed_from)
-            s.add(att)
-            msg = f"attempt {run.attempts}" + (f", resumed from {resumed_from}" if resumed_from else "")
-            s.add(Event(run_id=self.run_id, state_from=run.state, state_to="RUNNING",
-                        job_id=job_id, message=msg))
-            run.state, run.heartbeat_at, run.message = "RUNNING", utcnow(), None
-            if job_id:
-                run.job_id = job_id
-            s.flush()
-            self.attempt_id = att.id
-            return run.attempts
-
-    def heartbeat(self, level: int, epoch: int) -> None:
-        with self.store.session() as s:
-            s.execute(sa.update(Run).where(Run.run_id == self.run_id)
-                      .values(level=level, epoch=epoch, heartbeat_at=utcnow()))
-
-    def log_epoch(self, level: int, epoch: int, metrics: dict[str, float]) -> None:
-        with self.store.session() as s:
-            s.merge(Epoch(run_id=self.run_id, level=level, epoch=epoch, **metrics))
-            s.execute(sa.update(Run).where(Run.run_id == self.run_id)
-                      .values(level=level, epoch=epoch + 1, heartbeat_at=utcnow()))
-
-    def finish_level(self, level: int, metrics: dict[str, Any]) -> None:
-        with self.store.session() as s:
-            s.merge(Level(run_id=self.run_id, level=level, **metrics))
-
-    def finish_run(self, state: str, message: str | None = None) -> None:
-        with self.store.session() as s:
-            run = s.get(Run, self.run_id)
-            if run.state == "CANCELLED" and state != "COMPLETED":
-                # The user cancelled it: the trainer's own stop (scancel sends SIGTERM, which it
-                # saves on) must not turn it back into a resumable PREEMPTED run.
-                message = f"stopped after cancel ({state}: {message})"
-                state = "CANCELLED"
-            s.add(Event(run_id=self.run_id, state_from=run.state, state_to=state,
-                        job_id=run.job_id, message=message))
-            run.state, run.message, run.heartbeat_at = state, message, utcnow()
-            if self.attempt_id is not None:
-                att = s.get(Attempt, self.attempt_id)
-                att.ended_at, att.outcome = utcnow(), state
-
-    def close(self) -> None:
-        self.store.close()
-
-
-def level_summary(store: Store, run_ids: list[str]) -> tuple[dict[str, int], dict[str, float]]:
-    """Per run: levels finished, and the test accuracy of the last finished level."""
-    done: dict[str, int] = {}
-    last: dict[str, float] = {}
-    with store.session() as s:
-        rows = s.execute(sa.select(Level.run_id, Level.level, Level.test_acc)
-                         .where(Level.run_id.in_(run_ids)).order_by(Level.run_id, Level.level))
-        for run_id, level, acc in rows:
-            done[run_id] = level + 1
-            if acc is not None:
-                last[run_id] = acc
-    return done, last
+            return list(s.scalars(sa.select(Epoch).where(Epoch.level_id == level_id).order_by(Epoch.epoch)))

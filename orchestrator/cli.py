@@ -32,7 +32,8 @@ def _error(msg: str) -> None:
 
 
 def _store(url: str | None, spec_url: str | None = None):
-    from db.store import Store, StoreError, resolve_url
+    from db.engine import StoreError, resolve_url
+    from db.store import Store
 
     try:
         return Store(resolve_url(url, spec_url))
@@ -41,11 +42,43 @@ def _store(url: str | None, spec_url: str | None = None):
 
 
 # ---- launch ------------------------------------------------------------------------------------
+def _stored_spec_dict(path: str, spec) -> dict[str, Any]:
+    """The spec as written, with a database password removed: what the store and the sweep record
+    keep."""
+    from db.engine import display_url
+    from trainer.config import load_yaml
+
+    data = load_yaml(open(path).read())
+    if data.get("db"):
+        data["db"] = display_url(str(data["db"]))
+    return data
+
+
+def _done_without_side_effects(plan, url: str | None) -> set[str]:
+    """Levels finished on disk, or in the store when it exists already (a dry run creates nothing)."""
+    from orchestrator.controller import done_on_disk
+
+    done = done_on_disk(plan)
+    from db.engine import store_may_exist
+
+    if url and store_may_exist(url):
+        from db.store import Store
+
+        try:
+            store = Store(url, migrate_schema=False)
+            states = store.level_states(list(plan.levels))
+            store.close()
+            done |= {lid for lid, st in states.items() if st.finished}
+        except Exception:  # noqa: BLE001 - an old or unreachable store: the disk still answers
+            pass
+    return done
+
+
 def cmd_launch(a: argparse.Namespace) -> int:
     from orchestrator.controller import SubmitError, launch
+    from orchestrator.jobs import BRANCHES_INLINE, group_jobs
     from orchestrator.plan import plan_sweep
     from orchestrator.spec import SpecError, load_spec
-    from trainer.config import load_yaml
 
     try:
         spec = load_spec(a.spec)
@@ -53,15 +86,24 @@ def cmd_launch(a: argparse.Namespace) -> int:
     except (SpecError, ValueError) as exc:
         raise BadInput(str(exc)) from None
     kind = a.executor or spec.executor.kind
-    counts = plan.counts()
     if a.dry_run:
+        from db.engine import resolve_url
+
+        done = _done_without_side_effects(plan, resolve_url(a.db, spec.db))
+        counts = plan.counts(done)
+        jobs = group_jobs([lv for lid, lv in plan.levels.items() if lid not in done], {}, plan.snapshots)
+        info = {"sweep": spec.name, **counts, "jobs": len(jobs), "branches": BRANCHES_INLINE,
+                "executor": kind}
         if a.format == "json":
-            print(json.dumps({"sweep": spec.name, **counts}))
+            print(json.dumps(info))
         else:
-            console.print(f"sweep [bold]{spec.name}[/]: {counts['grid_points']} grid points -> "
-                          f"{counts['runs']} runs, {counts['level_trainings']} level trainings "
-                          f"({counts['naive_level_trainings']} naive), {counts['epochs']} epochs "
-                          f"({counts['naive_epochs']} naive); executor {kind}. Nothing submitted.")
+            console.print(
+                f"sweep [bold]{spec.name}[/]: {counts['grid_points']} grid points, {counts['runs']} runs, "
+                f"{counts['level_trainings']} level trainings planned: {counts['levels_done']} already "
+                f"done, {counts['levels_to_train']} to train in {len(jobs)} jobs "
+                f"({counts['epochs']} epochs). Naive, each grid point alone: "
+                f"{counts['naive_level_trainings']} level trainings ({counts['naive_epochs']} epochs). "
+                f"Branches: {BRANCHES_INLINE}. Executor {kind}; nothing submitted.")
         return 0
     from orchestrator.preflight import PreflightError, check_plan
 
@@ -70,21 +112,27 @@ def cmd_launch(a: argparse.Namespace) -> int:
     except PreflightError as exc:
         raise BadInput(f"{a.spec}: {exc}") from None
     store = _store(a.db, spec.db)
-    spec_dict = load_yaml(open(a.spec).read())
-    console.print(f"sweep [bold]{spec.name}[/]: {counts['runs']} runs "
-                  f"({counts['level_trainings']} level trainings) -> {kind}, store {store.display_url}")
+    counts = plan.counts()
+    console.print(f"sweep [bold]{spec.name}[/]: {counts['runs']} runs, {counts['level_trainings']} "
+                  f"level trainings -> {kind}, store {store.display_url}")
     progress = LaunchProgress(store, spec.name, console) if kind in ("local", "debug") else None
     try:
         with progress or nullcontext():
-            res = launch(store, plan, spec_dict, kind, on_progress=progress.update if progress else None)
+            res = launch(store, plan, _stored_spec_dict(a.spec, spec), kind,
+                         on_progress=progress.update if progress else None)
     except SubmitError as exc:
         _error(str(exc))
         return 1
+    if res.imported:
+        console.print(f"found {res.imported} finished levels on disk that the store lacked: imported")
+    for job, why in res.waiting.items():
+        console.print(f"job {job} not submitted: {why}")
     if not res.submitted:
         left = ", ".join(f"{n} {s}" for s, n in res.skipped.items())
-        console.print(f"nothing to submit: every run is done or running ({left})")
+        console.print("nothing to submit: every level is done or being trained"
+                      + (f" (jobs: {left})" if left else ""))
     else:
-        console.print(f"submitted {len(res.submitted)} runs"
+        console.print(f"submitted {len(res.submitted)} jobs"
                       + (f"; left alone: {res.skipped}" if res.skipped else ""))
     if kind == "slurm" and a.wait:
         wait_until_idle(store, spec.name, console)
@@ -93,24 +141,29 @@ def cmd_launch(a: argparse.Namespace) -> int:
 
 # ---- status ------------------------------------------------------------------------------------
 def _show_status(store, target: str, fmt: str, show_results: bool = True) -> int:
-    from db.queries import grid_results
-    from db.store import level_summary
+    from db.queries import QueryError, grid_results, run_summaries
     from orchestrator import render
-    from orchestrator.controller import reconcile
+    from orchestrator.controller import reconcile_sweep
 
-    runs = store.sweep_runs(target)
-    if not runs:
+    if store.get_sweep(target) is None:
         found = store.find_runs(target)
         if len(found) == 1:
             return _show_run(store, found[0], fmt)
+        names = store.sweep_names()
+        if len(found) > 1:
+            raise BadInput(f"{target!r} matches {len(found)} runs: "
+                           + ", ".join(f"{r.run_id} ({r.method} seed {r.seed})" for r in found[:10]))
         raise BadInput(f"no sweep or run {target!r} in {store.display_url}"
-                       + (f" (sweeps: {', '.join(store.sweep_names())})" if store.sweep_names() else ""))
-    runs = reconcile(store, runs)
-    done, last = level_summary(store, [r.run_id for r in runs])
+                       + (f" (sweeps: {', '.join(names)})" if names else ""))
+    reconcile_sweep(store, target)
+    try:
+        runs = run_summaries(store, target)
+    except QueryError as exc:
+        raise BadInput(str(exc)) from None
     if fmt == "json":
-        print(json.dumps(render.status_json(target, runs, done)))
+        print(json.dumps(render.status_json(target, runs)))
     else:
-        console.print(render.status_table(target, runs, done, last))
+        console.print(render.status_table(target, runs))
         if show_results:
             table = render.accuracy_table(target, grid_results(store, target))
             if table is not None:
@@ -122,38 +175,45 @@ def _show_status(store, target: str, fmt: str, show_results: bool = True) -> int
 def _show_run(store, run, fmt: str) -> int:
     from orchestrator.render import rows_table
 
-    levels = [{"level": lv.level, "density": lv.density, "achieved_sparsity": lv.achieved_sparsity,
-               "test_acc": lv.test_acc, "best_test_acc": lv.best_test_acc, "epochs": lv.epochs,
-               "seconds": lv.seconds} for lv in store.levels(run.run_id)]
-    events = [{"at": e.at.isoformat(timespec="seconds"), "from": e.state_from, "to": e.state_to,
-               "job": e.job_id, "message": e.message} for e in store.events(run.run_id)]
+    lvls = store.run_levels(run.run_id)
+    levels = [{"level_id": lv.level_id, "kind": lv.kind, "depth": lv.depth, "density": lv.density,
+               "achieved_sparsity": lv.achieved_sparsity, "test_acc": lv.test_acc,
+               "best_test_acc": lv.best_test_acc, "epochs": lv.epochs, "seconds": lv.seconds,
+               "job": lv.job_id, "finished": lv.finished_at is not None} for lv in lvls]
+    job_ids = sorted({lv.job_id for lv in lvls if lv.job_id})
+    jobs = store.jobs(job_ids)
+    events = [{"at": e.at.isoformat(timespec="seconds"), "job": e.job_id, "sched_id": e.sched_id,
+               "from": e.state_from, "to": e.state_to, "message": e.message}
+              for e in store.events(job_ids)]
+    job_rows = [{"job": j.job_id, "state": j.state, "sched_id": j.sched_id, "attempts": j.attempts,
+                 "levels": len(j.levels), "message": j.message} for j in jobs.values()]
     if fmt == "json":
-        print(json.dumps({"run_id": run.run_id, "state": run.state, "method": run.method,
-                          "seed": run.seed, "sparsities": run.sparsities, "run_dir": run.run_dir,
-                          "job_id": run.job_id, "attempts": run.attempts, "levels": levels,
-                          "events": events}))
+        print(json.dumps({"run_id": run.run_id, "method": run.method, "seed": run.seed,
+                          "axes": run.axes, "levels": levels, "jobs": job_rows, "events": events}))
         return 0
-    console.print(f"run [bold]{run.run_id}[/] {run.method} seed {run.seed} -> {run.state}; "
-                  f"dir {run.run_dir}; job {run.job_id}; attempts {run.attempts}")
+    console.print(f"run [bold]{run.run_id}[/] {run.method} seed {run.seed} {run.axes or ''}")
     console.print(rows_table(levels, "levels"))
+    console.print(rows_table(job_rows, "jobs"))
     console.print(rows_table(events, "events"))
-    return 1 if run.state in ("FAILED", "LOST") else 0
+    return 1 if any(j.state in ("FAILED", "LOST") for j in jobs.values()) else 0
 
 
 def cmd_status(a: argparse.Namespace) -> int:
     store = _store(a.db)
     if a.target is None:
+        from db.queries import run_summaries
+        from orchestrator.render import counts
+
         names = store.sweep_names()
         if not names:
             console.print(f"no sweeps in {store.display_url}")
             return 0
+        rows = [{"sweep": n, "counts": counts(run_summaries(store, n))} for n in names]
         if a.format == "json":
-            from orchestrator.render import counts
-            print(json.dumps([{"sweep": n, "counts": counts(store.sweep_runs(n))} for n in names]))
+            print(json.dumps(rows))
             return 0
-        for n in names:
-            from orchestrator.render import counts
-            console.print(f"[bold]{n}[/]: " + ", ".join(f"{s} {c}" for s, c in counts(store.sweep_runs(n)).items()))
+        for r in rows:
+            console.print(f"[bold]{r['sweep']}[/]: " + ", ".join(f"{s} {c}" for s, c in r["counts"].items()))
         return 0
     if not a.watch:
         return _show_status(store, a.target, a.format)
@@ -182,22 +242,29 @@ def cmd_resume(a: argparse.Namespace) -> int:
     except SubmitError as exc:
         _error(str(exc))
         return 1
+    for job, why in res.waiting.items():
+        console.print(f"job {job} not submitted: {why}")
     if not res.submitted:
         console.print(f"nothing to resume ({', '.join(f'{n} {s}' for s, n in res.skipped.items())})")
     else:
-        console.print(f"resubmitted {len(res.submitted)} runs from their last checkpoints")
+        console.print(f"resubmitted {len(res.submitted)} jobs; they continue from their last checkpoints")
     return _show_status(store, a.sweep, "table", progress is not None)
 
 
 def cmd_cancel(a: argparse.Namespace) -> int:
-    from orchestrator.controller import cancel
+    from orchestrator.controller import cancel, sweep_level_ids
 
     store = _store(a.db)
-    runs = store.sweep_runs(a.target) or store.find_runs(a.target)
-    if not runs:
-        raise BadInput(f"no sweep or run {a.target!r} in {store.display_url}")
-    done = cancel(store, runs)
-    console.print(f"cancelled {len(done)} runs" + (f": {', '.join(r[:10] for r in done)}" if done else ""))
+    if store.get_sweep(a.target) is not None:
+        level_ids = sweep_level_ids(store, a.target)
+    else:
+        runs = store.find_runs(a.target)
+        if len(runs) != 1:
+            raise BadInput(f"no sweep or run {a.target!r} in {store.display_url}" if not runs else
+                           f"{a.target!r} matches {len(runs)} runs: " + ", ".join(r.run_id for r in runs[:10]))
+        level_ids = [lv.level_id for lv in store.run_levels(runs[0].run_id)]
+    done = cancel(store, list(store.jobs_of_levels(level_ids).values()))
+    console.print(f"cancelled {len(done)} jobs" + (f": {', '.join(done)}" if done else ""))
     return 0
 
 
@@ -252,8 +319,22 @@ def cmd_plot(a: argparse.Namespace) -> int:
 # ---- data / db / cluster -----------------------------------------------------------------------
 def cmd_db(a: argparse.Namespace) -> int:
     from db import migrate
-    from db.store import Store, StoreError, resolve_url
+    from db.engine import StoreError, resolve_url
+    from db.store import Store
 
+    if a.action == "import":
+        if not a.dir:
+            raise BadInput("usage: tp-sweep db import OUTPUT_DIR [--db URL]")
+        from orchestrator.importer import ImportFailed, import_output_dir
+
+        store = _store(a.db)
+        try:
+            n = import_output_dir(store, a.dir)
+        except ImportFailed as exc:
+            raise BadInput(str(exc)) from None
+        console.print(f"{store.display_url}: imported {n['sweeps']} sweeps, {n['runs']} runs, "
+                      f"{n['levels']} levels ({n['finished']} finished) from {a.dir}")
+        return 0
     url = resolve_url(a.db)
     try:
         store = Store(url, migrate_schema=False)
@@ -302,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("sweep")
     sp.add_argument("--where", help="e.g. \"method == 'imp' and sparsity >= 0.8\"")
     sp.add_argument("--group-by", help="comma-separated columns; mean/std/n over the rest")
-    sp.add_argument("--levels", action="store_true", help="one row per level of every run")
+    sp.add_argument("--levels", action="store_true", help="one row per level of every run: trunk and branches")
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sp.set_defaults(fn=cmd_query)
 
@@ -312,8 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="PNG path (default SWEEP_METRIC.png)")
     sp.set_defaults(fn=cmd_plot)
 
-    sp = with_db(sub.add_parser("db", help="schema migrations"))
-    sp.add_argument("action", choices=["upgrade"])
+    sp = with_db(sub.add_parser("db", help="schema migrations; rebuild a store from an output folder"))
+    sp.add_argument("action", choices=["upgrade", "import"])
+    sp.add_argument("dir", nargs="?", help="import: the sweep's output_dir (holds levels/ and sweeps/)")
     sp.set_defaults(fn=cmd_db)
 
     # `data` and `cluster` belong to their own modules (argparse there); main() hands them over.

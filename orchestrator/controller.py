@@ -1,7 +1,10 @@
-"""The controller: record a plan, submit what needs running, reconcile states with the scheduler.
+"""The controller: record a plan, find what is done, group the rest into jobs, submit them, and
+reconcile job states with the scheduler.
 
 Data flows one way: spec -> plan -> store -> executor; the trainer then reports to the store and
-`status` reads it back, asking the scheduler only about runs the store believes are active.
+the level folders, and `status` reads them back. The disk is the record and the store its index:
+a level finished on disk is imported into the store wherever the controller meets it (launch,
+status, resume), so a run is never COMPLETED without its results, and nothing is trained twice.
 """
 from __future__ import annotations
 
@@ -13,10 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from db.schema import Run
+from db.schema import Job
 from db.store import ACTIVE_STATES, RESUMABLE_STATES, Store
+from orchestrator.jobs import group_jobs
 from orchestrator.plan import SweepPlan
 from orchestrator.spec import ExecutorSpec, SweepSpec, parse_spec
+from orchestrator.submit import SubmitError, submit_jobs
+from trainer.storage import LevelDir, write_json_atomic
+
+__all__ = ["LaunchResult", "SubmitError", "cancel", "launch", "reconcile", "resume", "stored_spec",
+           "sync_from_disk"]
 
 # Slurm's end states, as the store names them.
 _SCHED_TO_STATE = {
@@ -25,46 +34,23 @@ _SCHED_TO_STATE = {
     "DEADLINE": "TIMEOUT", "COMPLETED": "FAILED",  # COMPLETED yet still active here: never reported
 }
 _SCHED_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING"}
+SUBMIT_STALE_S = 600  # a job claimed for submission but never given a scheduler id
 
 
 def lost_after_s() -> float:
-    """How long an active run may go without a heartbeat once its job is gone before it is LOST."""
+    """How long an active job may go without a heartbeat once the scheduler forgot it: then LOST."""
     return float(os.environ.get("TP_LOST_AFTER_S", "30"))
-
-
-class SubmitError(RuntimeError):
-    """The scheduler refused or could not be reached; the runs stay as they were (PLANNED...)."""
 
 
 @dataclass
 class LaunchResult:
     sweep: str
-    new_runs: list[str]
-    submitted: dict[str, str] = field(default_factory=dict)  # run_id -> job id
-    skipped: dict[str, int] = field(default_factory=dict)    # state -> runs left alone
-    failed: dict[str, str] = field(default_factory=dict)     # run_id -> message (blocking executors)
-
-
-def write_run_dirs(plan: SweepPlan, base: Path) -> dict[str, str]:
-    """RUN_DIR/run.json for every run: all a job needs besides the store URL."""
-    dirs = {}
-    for run in plan.runs:
-        d = (base / run.run_id).resolve()
-        d.mkdir(parents=True, exist_ok=True)
-        desc = d / "run.json"
-        if not desc.exists():
-            tmp = desc.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(run.description(), indent=1, sort_keys=True))
-            os.replace(tmp, desc)
-        dirs[run.run_id] = str(d)
-    return dirs
-
-
-def executor_for(spec: SweepSpec, kind: str | None = None):
-    from slurm.executors import make_executor
-
-    kind = kind or spec.executor.kind
-    return make_executor(kind, spec.executor, Path(spec.output_dir).resolve() / "_jobs" / spec.name)
+    jobs_new: list[str] = field(default_factory=list)
+    submitted: dict[str, str] = field(default_factory=dict)  # job_id -> scheduler id
+    waiting: dict[str, str] = field(default_factory=dict)    # job_id -> why it was not submitted
+    failed: dict[str, str] = field(default_factory=dict)     # job_id -> message (blocking executors)
+    imported: int = 0                                        # levels found finished on disk
+    skipped: dict[str, int] = field(default_factory=dict)    # job state -> jobs left alone
 
 
 def stored_spec(store: Store, sweep: str) -> SweepSpec:
@@ -74,134 +60,197 @@ def stored_spec(store: Store, sweep: str) -> SweepSpec:
     return parse_spec(row.spec, f"stored spec of {sweep}")
 
 
-def reconcile(store: Store, runs: list[Run], executor_kind: str | None = None,
-              spec: ExecutorSpec | None = None) -> list[Run]:
-    """Bring the store's view of active runs in line with what the scheduler knows."""
-    from slurm.executors import GONE, make_executor
-
-    watched = [r for r in runs if r.job_id and r.state in (*ACTIVE_STATES, "PREEMPTED")]
-    by_kind: dict[str, list[Run]] = {}
-    for r in watched:
-        by_kind.setdefault(r.executor or executor_kind or "local", []).append(r)
-    changed = False
-    for kind, rs in by_kind.items():
-        if kind == "debug":
-            continue
-        states = make_executor(kind, spec or ExecutorSpec(), Path(".")).poll([r.job_id for r in rs])
-        now = time.time()
-        for r in rs:
-            sched = states.get(r.job_id, GONE)
-            if r.state == "PREEMPTED":
-                if sched in _SCHED_QUEUED or sched == "RUNNING":
-                    changed |= store.set_state(r.run_id, "PENDING", message="requeued by the scheduler",
-                                               only_from=("PREEMPTED",))
-                continue
-            if sched in _SCHED_TO_STATE:
-                msg = f"scheduler reports job {r.job_id} {sched}"
-                if sched == "COMPLETED":
-                    msg += " but the trainer never reported a result"
-                changed |= store.set_state(r.run_id, _SCHED_TO_STATE[sched], message=msg,
-                                           only_from=ACTIVE_STATES)
-            elif sched == GONE:
-                beat = r.heartbeat_at or r.updated_at  # naive UTC, as the store writes it
-                age = now - beat.replace(tzinfo=dt.timezone.utc).timestamp()
-                if age > lost_after_s():
-                    changed |= store.set_state(
-                        r.run_id, "LOST", only_from=ACTIVE_STATES,
-                        message=f"job {r.job_id} is gone and the last heartbeat is {age:.0f} s old")
-    if changed:
-        return [store.get_run(r.run_id) for r in runs]
-    return runs
+# ---- the disk ------------------------------------------------------------------------------
+def write_plan_files(plan: SweepPlan, spec_dict: dict[str, Any]) -> None:
+    """LEVELS/<id>/level.json for every level, and OUTPUT/sweeps/<name>.json: the sweep as planned,
+    from which `tp-sweep db import` rebuilds a lost store. Like the store, the record only grows:
+    a relaunch with fewer grid points keeps the points recorded before."""
+    levels_dir = Path(plan.levels_dir)
+    for lv in plan.levels.values():
+        d = LevelDir(levels_dir / lv.level_id)
+        if not d.description.exists():
+            write_json_atomic(d.description, lv.description())
+    path = Path(plan.output_dir) / "sweeps" / f"{plan.spec.name}.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    runs = {r["run_id"]: r for r in old.get("runs", [])}
+    runs.update({r.run_id: {"run_id": r.run_id, "method": r.method, "seed": r.seed, "axes": r.axes,
+                            "config": r.config, "levels": r.levels} for r in plan.runs})
+    points = {_point_key(p): p for p in old.get("points", [])}
+    points.update({_point_key(vars(p)): {"method": p.method, "sparsity": p.sparsity, "seed": p.seed,
+                                        "axes": p.axes, "run_id": p.run_id, "level_id": p.level_id,
+                                        "depth": p.depth, "naive_levels": p.naive_levels}
+                   for p in plan.points})
+    write_json_atomic(path, {"name": plan.spec.name, "spec": spec_dict, "levels_dir": plan.levels_dir,
+                             "runs": list(runs.values()), "points": list(points.values())})
 
 
-def submit_runs(store: Store, spec: SweepSpec, runs: list[Run], executor_kind: str,
-                on_progress: Callable[[], None] | None = None) -> LaunchResult:
-    """Submit `runs`; for blocking executors (local, debug), drive them to completion here."""
-    from slurm.executors import JobRequest
-
-    result = LaunchResult(spec.name, [])
-    if not runs:
-        return result
-    ex = executor_for(spec, executor_kind)
-    reqs = [JobRequest(r.run_id, r.run_dir, store.url) for r in runs]
-    if not ex.blocking:
-        try:
-            jobs = ex.submit(reqs)
-        except Exception as exc:  # sbatch missing, slurmctld down, a rejected option...
-            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise SubmitError(f"submission to {ex.kind} failed, nothing was submitted "
-                              f"({len(reqs)} runs stay {runs[0].state}): {detail}") from None
-        for req, job in zip(reqs, jobs):
-            store.set_state(req.run_id, "PENDING", job_id=str(job.job_id), executor=ex.kind,
-                            message=f"submitted to {ex.kind}")
-            result.submitted[req.run_id] = str(job.job_id)
-        return result
-    cap = 1 if ex.kind == "debug" else spec.executor.array_parallelism
-    queue, active = list(reqs), []
-    while queue or active:
-        while queue and len(active) < cap:
-            req = queue.pop(0)
-            job = ex.submit([req])[0]
-            store.set_state(req.run_id, "PENDING", job_id=str(job.job_id), executor=ex.kind,
-                            message=f"submitted to {ex.kind}")
-            result.submitted[req.run_id] = str(job.job_id)
-            active.append((req, job))
-        for req, job in list(active):
-            if ex.kind == "debug" or job.done():
-                active.remove((req, job))
-                exc = job.exception()
-                if exc is not None:
-                    result.failed[req.run_id] = str(exc).strip().splitlines()[-1][:500]
-                # A trainer that died before reporting leaves its run active: say so.
-                store.set_state(req.run_id, "FAILED", only_from=ACTIVE_STATES,
-                                message=f"job {job.job_id} ended without reporting: "
-                                        f"{result.failed.get(req.run_id, 'no result')}")
-        if on_progress:
-            on_progress()
-        if active:
-            time.sleep(0.5)
-    return result
+def _point_key(p: dict[str, Any]) -> str:
+    return json.dumps([p["method"], p["sparsity"], p["seed"], p["axes"]], sort_keys=True)
 
 
+def sync_from_disk(store: Store, level_dirs: dict[str, str]) -> int:
+    """Import levels finished on disk that the store does not have as finished yet."""
+    states = store.level_states(list(level_dirs))
+    results = {}
+    for lid, path in level_dirs.items():
+        st = states.get(lid)
+        if st is not None and not st.finished:
+            res = LevelDir(Path(path)).result()
+            if res is not None:
+                results[lid] = res
+    store.import_results(results)
+    return len(results)
+
+
+def done_on_disk(plan: SweepPlan) -> set[str]:
+    return {lid for lid in plan.levels if LevelDir(Path(plan.levels_dir) / lid).result() is not None}
+
+
+# ---- launch / resume -------------------------------------------------------------------------
 def launch(store: Store, plan: SweepPlan, spec_dict: dict[str, Any], executor_kind: str,
            on_progress: Callable[[], None] | None = None) -> LaunchResult:
-    spec = plan.spec
-    base = Path(spec.output_dir)
-    run_dirs = write_run_dirs(plan, base)
-    new = store.record_plan(plan, spec_dict, run_dirs)
-    runs = reconcile(store, store.sweep_runs(spec.name), executor_kind, spec.executor)
-    todo = [r for r in runs if r.state == "PLANNED" or r.state in RESUMABLE_STATES]
-    result = submit_runs(store, spec, todo, executor_kind, on_progress)
-    result.new_runs = new
-    for r in runs:
-        if r.run_id not in result.submitted:
-            result.skipped[r.state] = result.skipped.get(r.state, 0) + 1
-    return result
+    write_plan_files(plan, spec_dict)
+    store.record_plan(plan, spec_dict, plan.levels_dir)
+    result = LaunchResult(plan.spec.name)
+    result.imported = sync_from_disk(store, {lid: f"{plan.levels_dir}/{lid}" for lid in plan.levels})
+    jobs = store.jobs_of_levels(list(plan.levels))
+    reconcile_jobs(store, list(jobs.values()), plan.spec.executor)
+    with store.serialized() as s:
+        states = store.level_states(list(plan.levels), s)
+        to_train = [lv for lid, lv in plan.levels.items()
+                    if lid in states and not states[lid].finished and states[lid].job_id is None]
+        owner = {lid: st.job_id for lid, st in states.items() if not st.finished and st.job_id}
+        new_jobs = group_jobs(to_train, owner, plan.snapshots)
+        files = {j.job_id: str(Path(plan.output_dir) / "jobs" / f"{j.job_id}.json") for j in new_jobs}
+        for j in new_jobs:
+            write_json_atomic(Path(files[j.job_id]), j.description(plan.levels_dir))
+        store.create_jobs(s, new_jobs, plan.spec.name, files)
+    result.jobs_new = [j.job_id for j in new_jobs]
+    jobs = store.jobs_of_levels(list(plan.levels))
+    todo = [j for j in jobs.values() if j.state == "PLANNED" or j.state in RESUMABLE_STATES]
+    return _submit(store, plan.spec, jobs, todo, executor_kind, result, on_progress)
 
 
 def resume(store: Store, sweep: str, include_failed: bool = False, executor_kind: str | None = None,
            on_progress: Callable[[], None] | None = None) -> LaunchResult:
     spec = stored_spec(store, sweep)
-    runs = reconcile(store, store.sweep_runs(sweep), executor_kind, spec.executor)
-    states = set(RESUMABLE_STATES) | ({"FAILED", "CANCELLED"} if include_failed else set())
-    todo = [r for r in runs if r.state in states]
-    result = submit_runs(store, spec, todo, executor_kind or spec.executor.kind, on_progress)
-    for r in runs:
-        if r.run_id not in result.submitted:
-            result.skipped[r.state] = result.skipped.get(r.state, 0) + 1
+    level_ids = sweep_level_ids(store, sweep)
+    result = LaunchResult(sweep)
+    result.imported = sync_from_disk(store, store_level_dirs(store, level_ids))
+    jobs = store.jobs_of_levels(level_ids)
+    jobs = {j.job_id: j for j in reconcile_jobs(store, list(jobs.values()), spec.executor)}
+    states = {"PLANNED", *RESUMABLE_STATES} | ({"FAILED", "CANCELLED"} if include_failed else set())
+    todo = [j for j in jobs.values() if j.state in states]
+    return _submit(store, spec, jobs, todo, executor_kind or spec.executor.kind, result, on_progress)
+
+
+def _submit(store: Store, spec: SweepSpec, jobs: dict[str, Job], todo: list[Job], kind: str,
+            result: LaunchResult, on_progress: Callable[[], None] | None) -> LaunchResult:
+    submit_jobs(store, spec, todo, kind, result, on_progress)
+    for j in store.jobs(list(jobs)).values():
+        if j.job_id not in result.submitted and j.job_id not in result.waiting:
+            result.skipped[j.state] = result.skipped.get(j.state, 0) + 1
     return result
 
 
-def cancel(store: Store, runs: list[Run], spec: ExecutorSpec | None = None) -> list[str]:
+def sweep_level_ids(store: Store, sweep: str) -> list[str]:
+    import sqlalchemy as sa
+
+    from db.schema import RunLevel, Sweep, SweepRun
+
+    with store.session() as s:
+        q = (sa.select(RunLevel.level_id).join(SweepRun, SweepRun.run_id == RunLevel.run_id)
+             .join(Sweep, Sweep.id == SweepRun.sweep_id).where(Sweep.name == sweep).distinct())
+        return list(s.scalars(q))
+
+
+def store_level_dirs(store: Store, level_ids: list[str]) -> dict[str, str]:
+    import sqlalchemy as sa
+
+    from db.schema import Level
+
+    out: dict[str, str] = {}
+    with store.session() as s:
+        for i in range(0, len(level_ids), 900):
+            out.update(s.execute(sa.select(Level.level_id, Level.level_dir).where(
+                Level.level_id.in_(level_ids[i:i + 900]), Level.finished_at.is_(None))).all())
+    return out
+
+
+# ---- reconcile ---------------------------------------------------------------------------------
+def reconcile_jobs(store: Store, jobs: list[Job], spec: ExecutorSpec | None = None) -> list[Job]:
+    """Bring the store's view of active jobs in line with what their scheduler knows."""
+    from slurm.executors import GONE, make_executor
+
+    now = time.time()
+    changed = False
+    for j in jobs:  # claimed for submission by a launch that died before it got a scheduler id
+        if j.state == "PENDING" and not j.sched_id and _age(j.updated_at, now) > SUBMIT_STALE_S:
+            changed |= store.set_job_state(j.job_id, "PLANNED", only_from=("PENDING",),
+                                           message="submission never completed")
+    watched = [j for j in jobs if j.sched_id and j.state in (*ACTIVE_STATES, "PREEMPTED")]
+    by_kind: dict[str, list[Job]] = {}
+    for j in watched:
+        by_kind.setdefault(j.executor or "local", []).append(j)
+    for kind, js in by_kind.items():
+        if kind == "debug":
+            continue
+        states = make_executor(kind, spec or ExecutorSpec(), Path(".")).poll([j.sched_id for j in js])
+        for j in js:
+            sched = states.get(j.sched_id, GONE)
+            if j.state == "PREEMPTED":
+                if sched in _SCHED_QUEUED or sched == "RUNNING":
+                    changed |= store.set_job_state(j.job_id, "PENDING", message="requeued by the scheduler",
+                                                   only_from=("PREEMPTED",))
+                continue
+            if sched == "DEPENDENCY_FAILED":
+                make_executor(kind, spec or ExecutorSpec(), Path(".")).cancel([j.sched_id])
+                changed |= store.set_job_state(j.job_id, "PLANNED", only_from=ACTIVE_STATES, clear_sched=True,
+                                               message="a job it waits for failed; resume --include-failed retries both")
+            elif sched in _SCHED_TO_STATE:
+                msg = f"scheduler reports job {j.sched_id} {sched}"
+                if sched == "COMPLETED":
+                    msg += " but the trainer never reported a result"
+                changed |= store.set_job_state(j.job_id, _SCHED_TO_STATE[sched], message=msg,
+                                               only_from=ACTIVE_STATES)
+            elif sched == GONE:
+                age = _age(j.heartbeat_at or j.updated_at, now)
+                if age > lost_after_s():
+                    changed |= store.set_job_state(
+                        j.job_id, "LOST", only_from=ACTIVE_STATES,
+                        message=f"job {j.sched_id} is gone and the last heartbeat is {age:.0f} s old")
+    if changed:
+        fresh = store.jobs([j.job_id for j in jobs])
+        return [fresh[j.job_id] for j in jobs]
+    return jobs
+
+
+def _age(when: dt.datetime | None, now: float) -> float:
+    if when is None:
+        return float("inf")
+    return now - when.replace(tzinfo=dt.timezone.utc).timestamp()  # naive UTC, as the store writes
+
+
+def reconcile_sweep(store: Store, sweep: str) -> None:
+    """What status and watch call: results from disk, then job states from the scheduler."""
+    level_ids = sweep_level_ids(store, sweep)
+    sync_from_disk(store, store_level_dirs(store, level_ids))
+    reconcile_jobs(store, list(store.jobs_of_levels(level_ids).values()))
+
+
+def cancel(store: Store, jobs: list[Job], spec: ExecutorSpec | None = None) -> list[str]:
     from slurm.executors import make_executor
 
     cancelled = []
-    for r in runs:
+    for j in jobs:
         # Recorded first, so a trainer stopping on the scheduler's signal finds it cancelled.
-        if not store.set_state(r.run_id, "CANCELLED", message="cancelled by tp-sweep cancel",
-                               only_from=(*ACTIVE_STATES, "PLANNED", "PREEMPTED")):
+        if not store.set_job_state(j.job_id, "CANCELLED", message="cancelled by tp-sweep cancel",
+                                   only_from=(*ACTIVE_STATES, "PLANNED", "PREEMPTED")):
             continue
-        cancelled.append(r.run_id)
-        if r.job_id and r.executor:
-            make_executor(r.executor, spec or ExecutorSpec(), Path(".")).cancel([r.job_id])
+        cancelled.append(j.job_id)
+        if j.sched_id and j.executor:
+            make_executor(j.executor, spec or ExecutorSpec(), Path(".")).cancel([j.sched_id])
     return cancelled

@@ -1,22 +1,22 @@
-"""Plan a sweep: expand the grid into runs with content-addressed ids and their pruning levels.
+"""Plan a sweep: expand the grid into runs, the levels they need, and the level serving each point.
 
-Grid points that differ only in target sparsity share one iterative trajectory: an IMP run visits
-0.5, 0.8 and 0.9 on its way down, so one run (one job) answers all three, where a naive sweep
-would train each point's levels again from scratch. One-shot methods get a run per sparsity;
-`dense` ignores the sparsity axis.
+A run is one method x seed x axes configuration (its id: a hash of its resolved config); a level
+is one training, identified by what it computes (trainer/lineage.py). Runs share levels: every
+method that trains dense from init shares level 0, and a later sweep that adds a target, a seed or
+a method to a finished one adds only the levels that are new. Which levels are already done, and
+which jobs train the rest, is decided against the store (orchestrator/controller.py).
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from orchestrator.spec import RESERVED_AXES, SweepSpec
 from trainer import config as trainer_config
+from trainer.lineage import LevelSpec, LineageError, content_hash, plan_levels
 from trainer.pruning.registry import get_method
-from trainer.pruning.schedule import level_densities, target_levels
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,10 @@ class GridPoint:
     sparsity: float  # the target; 0.0 for dense
     seed: int
     axes: dict[str, Any]  # every other grid axis, by its dotted key
-    run_id: str = ""
-    level: int = 0  # the level of its run at which the target is reached
+    run_id: str
+    level_id: str     # the level that serves it
+    depth: int        # that level's depth
+    naive_levels: int  # levels a job for this point alone would train
 
 
 @dataclass
@@ -35,29 +37,13 @@ class RunPlan:
     method: str
     seed: int
     axes: dict[str, Any]
-    sparsities: list[float]
-    densities: list[float]  # one per level
     config: dict[str, Any]  # fully resolved trainer config (method and seed included)
+    levels: list[str] = field(default_factory=list)  # ids, in training order
     points: list[GridPoint] = field(default_factory=list)
 
     @property
-    def levels_total(self) -> int:
-        return len(self.densities)
-
-    @property
-    def epochs_per_level(self) -> int:
-        return int(self.config["schedule"]["epochs"])
-
-    def description(self) -> dict[str, Any]:
-        """What the job needs besides its checkpoints: written to RUN_DIR/run.json."""
-        return {
-            "run_id": self.run_id,
-            "method": self.method,
-            "seed": self.seed,
-            "sparsities": self.sparsities,
-            "densities": self.densities,
-            "config": self.config,
-        }
+    def sparsities(self) -> list[float]:
+        return [p.sparsity for p in self.points]
 
 
 @dataclass
@@ -65,72 +51,75 @@ class SweepPlan:
     spec: SweepSpec
     runs: list[RunPlan]
     points: list[GridPoint]
+    levels: dict[str, LevelSpec]  # every level any run needs, parents before children
+    # imp_wr rewind points each root level must write: root id -> [{"iterations": k} | {"epochs": e}]
+    snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
-    def counts(self) -> dict[str, int]:
-        """Work this plan does against one-job-per-grid-point, each training all its own levels."""
-        level_trainings = sum(r.levels_total for r in self.runs)
-        epochs = sum(r.levels_total * r.epochs_per_level for r in self.runs)
-        by_id = {r.run_id: r for r in self.runs}
-        naive_levels = sum(p.level + 1 for p in self.points)
-        naive_epochs = sum((p.level + 1) * by_id[p.run_id].epochs_per_level for p in self.points)
+    @property
+    def output_dir(self) -> str:
+        return str(Path(self.spec.output_dir).expanduser().resolve())
+
+    @property
+    def levels_dir(self) -> str:
+        return str(Path(self.output_dir) / "levels")
+
+    def epochs_of(self, level_id: str) -> int:
+        return int(self.levels[level_id].train["schedule"]["epochs"])
+
+    def counts(self, done: set[str] | None = None) -> dict[str, int]:
+        """Level trainings this plan needs, those already done, and what one job per grid point,
+        each training all its own levels, would cost."""
+        done = (done or set()) & set(self.levels)
+        todo = [lid for lid in self.levels if lid not in done]
         return {
             "grid_points": len(self.points),
             "runs": len(self.runs),
-            "level_trainings": level_trainings,
-            "naive_level_trainings": naive_levels,
-            "epochs": epochs,
-            "naive_epochs": naive_epochs,
+            "level_trainings": len(self.levels),
+            "levels_done": len(done),
+            "levels_to_train": len(todo),
+            "naive_level_trainings": sum(p.naive_levels for p in self.points),
+            "epochs": sum(self.epochs_of(lid) for lid in todo),
+            "naive_epochs": sum(p.naive_levels * self.epochs_of(p.level_id) for p in self.points),
         }
 
 
-def _canonical(obj: Any) -> Any:
-    """Normalise so the hash is stable under key order and float formatting (1.0 == 1, 5e-4 == 0.0005)."""
-    if isinstance(obj, dict):
-        return {str(k): _canonical(v) for k, v in sorted(obj.items())}
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
-    if isinstance(obj, float) and obj.is_integer():
-        return int(obj)
-    if isinstance(obj, float):
-        return float(repr(obj))
-    return obj
-
-
-def run_id_for(config: dict[str, Any], sparsities: list[float]) -> str:
-    blob = json.dumps(_canonical({"config": config, "sparsities": sparsities}),
-                      sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def run_id_for(config: dict[str, Any]) -> str:
+    return content_hash({"config": config})
 
 
 def plan_sweep(spec: SweepSpec) -> SweepPlan:
     extra_axes = [k for k in spec.grid if k not in RESERVED_AXES]
     seeds = spec.grid.get("seed", [0])
-    # Group grid points by everything but the sparsity: each group is one trajectory.
-    groups: dict[str, tuple[dict[str, Any], list[float]]] = {}
-    for values in itertools.product(*(spec.grid[k] for k in extra_axes)) if extra_axes else [()]:
+    targets = [float(s) for s in spec.grid.get("sparsity", [])]
+    runs: dict[str, RunPlan] = {}
+    levels: dict[str, LevelSpec] = {}
+    snapshots: dict[str, list[dict[str, Any]]] = {}
+    points: list[GridPoint] = []
+    combos = itertools.product(*(spec.grid[k] for k in extra_axes)) if extra_axes else [()]
+    for values in combos:
         axes = dict(zip(extra_axes, values))
         for method, seed in itertools.product(spec.grid["method"], seeds):
-            info = get_method(method)
-            sparsities = [0.0] if info.schedule == "dense" else [float(s) for s in spec.grid["sparsity"]]
             overrides = {**spec.trainer.overrides, **axes, "method": method, "seed": int(seed)}
             config = trainer_config.resolve(spec.trainer.config, overrides)
-            if info.schedule == "oneshot":
-                for s in sparsities:
-                    groups.setdefault(run_id_for(config, [s]), (config, []))[1].append(s)
-            else:
-                key = run_id_for(config, sorted(set(sparsities)))
-                groups.setdefault(key, (config, []))[1].extend(sparsities)
-
-    runs: list[RunPlan] = []
-    points: list[GridPoint] = []
-    for run_id, (config, sparsities) in groups.items():
-        sparsities = sorted(set(sparsities))
-        info = get_method(config["method"])
-        densities = level_densities(info, sparsities, float(config["prune"]["rate"]))
-        at_level = target_levels(densities, sparsities) if info.schedule != "dense" else {0.0: 0}
-        axes = {k: trainer_config.get_dotted(config, k) for k in extra_axes}
-        run = RunPlan(run_id, config["method"], int(config["seed"]), axes, sparsities, densities, config)
-        run.points = [GridPoint(run.method, s, run.seed, axes, run_id, at_level[s]) for s in sparsities]
-        runs.append(run)
-        points.extend(run.points)
-    return SweepPlan(spec, runs, points)
+            run_id = run_id_for(config)
+            if run_id in runs:
+                continue
+            dense = get_method(method).schedule == "dense"
+            try:
+                lineage = plan_levels(method, config, [0.0] if dense else targets)
+            except LineageError as exc:
+                raise ValueError(f"grid: {exc}") from None
+            run = RunPlan(run_id, method, int(seed), {k: trainer_config.get_dotted(config, k) for k in extra_axes},
+                          config, [lv.level_id for lv in lineage.levels])
+            for lv in lineage.levels:
+                levels.setdefault(lv.level_id, lv)
+                if lv.step and lv.step.get("rewind") == "step":
+                    wanted = snapshots.setdefault(lv.root, [])
+                    if lv.step["rewind_to"] not in wanted:
+                        wanted.append(lv.step["rewind_to"])
+            for s, lv in sorted(lineage.serving.items()):
+                run.points.append(GridPoint(method, s, run.seed, run.axes, run_id, lv.level_id,
+                                            lv.depth, lineage.naive[s]))
+            runs[run_id] = run
+            points.extend(run.points)
+    return SweepPlan(spec, list(runs.values()), points, levels, snapshots)

@@ -28,29 +28,29 @@ class LaunchProgress:
         return self.bar.__exit__(*exc)
 
     def update(self, force: bool = False) -> None:
-        from db.store import level_summary
+        from db.queries import level_progress, run_summaries
         from orchestrator.render import counts
 
         if not force and time.monotonic() - self._last < 1.0:
             return
         self._last = time.monotonic()
-        runs = self.store.sweep_runs(self.sweep)
-        done, _ = level_summary(self.store, [r.run_id for r in runs])
-        total = sum(r.levels_total for r in runs)
-        desc = " ".join(f"{s}:{n}" for s, n in counts(runs).items())
+        done, total = level_progress(self.store, self.sweep)
+        desc = " ".join(f"{s}:{n}" for s, n in counts(run_summaries(self.store, self.sweep)).items())
         if self.task is None:
             self.task = self.bar.add_task(desc, total=total)
-        self.bar.update(self.task, completed=sum(done.values()), total=total, description=desc)
+        self.bar.update(self.task, completed=done, total=total, description=desc)
 
 
 def wait_until_idle(store, sweep: str, console: Console, poll_s: float = 2.0) -> None:
     """Block until no run of the sweep is PENDING or RUNNING (reconciled with the scheduler)."""
+    from db.queries import run_summaries
     from db.store import ACTIVE_STATES
-    from orchestrator.controller import reconcile
+    from orchestrator.controller import reconcile_sweep
 
     with console.status(f"waiting for {sweep}") as st:
         while True:
-            runs = reconcile(store, store.sweep_runs(sweep))
+            reconcile_sweep(store, sweep)
+            runs = run_summaries(store, sweep)
             active = [r for r in runs if r.state in ACTIVE_STATES]
             st.update(f"waiting for {sweep}: {len(active)} of {len(runs)} runs active")
             if not active:

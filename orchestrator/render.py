@@ -5,8 +5,7 @@ from typing import Any, Iterable
 
 from rich.table import Table
 
-from db.queries import fmt_mean_std, group
-from db.schema import Run
+from db.queries import RunSummary, fmt_mean_std, group
 
 STATE_STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "blue", "PLANNED": "dim",
                "FAILED": "red", "LOST": "red", "PREEMPTED": "yellow", "TIMEOUT": "yellow",
@@ -15,23 +14,18 @@ STATE_ORDER = ["PLANNED", "PENDING", "RUNNING", "COMPLETED", "PREEMPTED", "TIMEO
                "LOST", "CANCELLED"]
 
 
-def counts(runs: Iterable[Run]) -> dict[str, int]:
+def counts(runs: Iterable[RunSummary]) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in runs:
         out[r.state] = out.get(r.state, 0) + 1
     return {s: out[s] for s in STATE_ORDER if s in out}
 
 
-def status_json(sweep: str, runs: list[Run], levels_done: dict[str, int]) -> dict[str, Any]:
-    return {"sweep": sweep, "counts": counts(runs), "runs": [{
-        "run_id": r.run_id, "state": r.state, "method": r.method, "seed": r.seed,
-        "sparsities": r.sparsities, "level": levels_done.get(r.run_id, 0),
-        "levels_total": r.levels_total, "epoch": r.epoch, "job_id": r.job_id,
-        "attempts": r.attempts, "axes": r.axes, "message": r.message} for r in runs]}
+def status_json(sweep: str, runs: list[RunSummary]) -> dict[str, Any]:
+    return {"sweep": sweep, "counts": counts(runs), "runs": [r.as_dict() for r in runs]}
 
 
-def status_table(sweep: str, runs: list[Run], levels_done: dict[str, int],
-                 best: dict[str, float]) -> Table:
+def status_table(sweep: str, runs: list[RunSummary]) -> Table:
     summary = "  ".join(f"[{STATE_STYLE.get(s, '')}]{s} {n}[/]" for s, n in counts(runs).items())
     t = Table(title=f"sweep {sweep}: {len(runs)} runs   {summary}", title_justify="left")
     for col in ("run", "method", "seed", "sparsities", "state", "levels", "epoch", "job",
@@ -41,13 +35,18 @@ def status_table(sweep: str, runs: list[Run], levels_done: dict[str, int],
     for a in axes:
         t.add_column(a)
     for r in runs:
-        acc = best.get(r.run_id)
+        acc = r.test_acc
         t.add_row(r.run_id[:10], r.method, str(r.seed), ",".join(f"{s:g}" for s in r.sparsities),
                   f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]",
-                  f"{levels_done.get(r.run_id, 0)}/{r.levels_total}", str(r.epoch), r.job_id or "-",
+                  f"{r.levels_done}/{r.levels_total}", str(r.epoch), r.sched_id or "-",
                   str(r.attempts), f"{acc * 100:.2f}" if acc is not None else "-",
                   *[str(r.axes.get(a, "")) for a in axes])
     return t
+
+
+# Every key of a grid_results row that is not a grid axis.
+RESULT_KEYS = ("sweep", "method", "sparsity", "seed", "run_id", "level", "level_id", "level_kind",
+               "achieved_sparsity", "test_acc", "test_top5", "best_test_acc", "epochs", "state")
 
 
 def accuracy_table(sweep: str, rows: list[dict[str, Any]], metric: str = "test_acc") -> Table | None:
@@ -55,9 +54,7 @@ def accuracy_table(sweep: str, rows: list[dict[str, Any]], metric: str = "test_a
     done = [r for r in rows if r.get(metric) is not None]
     if not done:
         return None
-    extra = [k for k in rows[0] if k not in ("sweep", "method", "sparsity", "seed", "run_id", "level",
-                                             "achieved_sparsity", "test_acc", "test_top5",
-                                             "best_test_acc", "epochs", "state")]
+    extra = [k for k in rows[0] if k not in RESULT_KEYS]
     groups = group(done, ["method", *extra, "sparsity"], metrics=(metric,))
     sparsities = sorted({g["sparsity"] for g in groups})
     t = Table(title=f"{sweep}: {metric} (%) by sparsity, mean ± std over seeds (n)", title_justify="left")

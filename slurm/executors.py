@@ -22,9 +22,9 @@ GONE = "GONE"  # the scheduler no longer knows the job
 
 @dataclass(frozen=True)
 class JobRequest:
-    run_id: str
-    run_dir: str
-    db_url: str
+    job_id: str
+    job_file: str   # what the trainer trains (trainer/job.py)
+    db_file: str    # a file holding the store URL, readable by its owner alone
 
 
 class Executor(ABC):
@@ -37,12 +37,13 @@ class Executor(ABC):
 
     def _args(self, reqs: list[JobRequest]) -> tuple[list, ...]:
         n = len(reqs)
-        return ([r.run_dir for r in reqs], [r.db_url for r in reqs],
+        return ([r.job_file for r in reqs], [r.db_file for r in reqs],
                 [self.params.procs_per_node] * n, [self.params.nodes] * n)
 
     @abstractmethod
-    def submit(self, reqs: list[JobRequest]) -> list[Any]:
-        """Start (or queue) one job per request; returns submitit Job objects in order."""
+    def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+        """Start (or queue) one job per request, after `dependency` (Slurm's syntax) where the
+        scheduler handles waiting; returns submitit Job objects in order."""
 
     @abstractmethod
     def poll(self, job_ids: list[str]) -> dict[str, str]:
@@ -55,7 +56,7 @@ class Executor(ABC):
 class SlurmExecutor(Executor):
     kind = "slurm"
 
-    def _executor(self) -> submitit.SlurmExecutor:
+    def _executor(self, dependency: str | None = None) -> submitit.SlurmExecutor:
         p = self.params
         ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=p.max_requeues)
         extra = {"open_mode": "append", **p.extra}  # a requeued job appends to its log
@@ -64,22 +65,26 @@ class SlurmExecutor(Executor):
             cpus_per_task=p.cpus_per_task, gpus_per_node=p.gpus_per_node or None,
             mem=f"{int(p.mem_gb * 1024)}M", time=p.timeout_min, signal_delay_s=p.signal_delay_s,
             array_parallelism=p.array_parallelism, additional_parameters=extra)
+        if dependency:
+            ex.update_parameters(dependency=dependency)
         return ex
 
-    def submit(self, reqs: list[JobRequest]) -> list[Any]:
-        return self._executor().map_array(TrainerJob(), *self._args(reqs))
+    def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+        return self._executor(dependency).map_array(TrainerJob(), *self._args(reqs))
 
     def poll(self, job_ids: list[str]) -> dict[str, str]:
         if not job_ids:
             return {}
         out: dict[str, str] = {jid: GONE for jid in job_ids}
         masters = sorted({jid.split("_")[0] for jid in job_ids})
-        sq = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(masters)],
+        sq = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(masters)],
                             capture_output=True, text=True, timeout=60)
         for line in sq.stdout.splitlines():
-            jid, _, state = line.partition("|")
+            jid, state, reason = (line.split("|") + ["", ""])[:3]
             if jid in out:
-                out[jid] = state.strip()
+                # A job waiting on one that failed waits forever: report it so the controller
+                # can take it back (it stays PLANNED until its prerequisite is retried).
+                out[jid] = "DEPENDENCY_FAILED" if reason.strip() == "DependencyNeverSatisfied" else state.strip()
         for jid in [j for j, s in out.items() if s == GONE]:
             # Finished jobs stay in slurmctld's memory for MinJobAge: ask for their end state.
             sc = subprocess.run(["scontrol", "-o", "show", "job", jid], capture_output=True,
@@ -111,7 +116,7 @@ class LocalExecutor(Executor):
     kind = "local"
     blocking = True
 
-    def submit(self, reqs: list[JobRequest]) -> list[Any]:
+    def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
         ex = submitit.LocalExecutor(folder=self.folder / "%j", max_num_timeout=self.params.max_requeues)
         ex.update_parameters(timeout_min=self.params.timeout_min, tasks_per_node=1,
                              signal_delay_s=self.params.signal_delay_s)
@@ -135,7 +140,7 @@ class DebugExecutor(Executor):
     kind = "debug"
     blocking = True
 
-    def submit(self, reqs: list[JobRequest]) -> list[Any]:
+    def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
         ex = submitit.DebugExecutor(folder=self.folder / "debug")
         return [ex.submit(TrainerJob(), *args) for args in zip(*self._args(reqs))]
 

@@ -12,18 +12,18 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import submitit
 
-STATUS_FILE = "status.json"  # written by the trainer's rank 0 at exit: {"state": ..., "message": ...}
+from trainer.storage import status_path
+
 
 
 def _ignore_usr2() -> None:
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
-def torchrun_command(run_dir: str, db_url: str, procs_per_node: int, nodes: int = 1,
+def torchrun_command(job_file: str, db_file: str, procs_per_node: int, nodes: int = 1,
                      node_rank: int = 0, master: str = "127.0.0.1", port: int = 29500) -> list[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs_per_node}"]
     if nodes == 1:
@@ -31,12 +31,13 @@ def torchrun_command(run_dir: str, db_url: str, procs_per_node: int, nodes: int 
     else:
         cmd += [f"--nnodes={nodes}", f"--node_rank={node_rank}", f"--master_addr={master}",
                 f"--master_port={port}"]
-    return cmd + ["-m", "trainer.job", run_dir, "--db", db_url]
+    # The store URL stays in its owner-only file: `ps` and the job log show only the path.
+    return cmd + ["-m", "trainer.job", job_file, "--db-file", db_file]
 
 
-def read_status(run_dir: str) -> dict:
+def read_status(job_file: str) -> dict:
     try:
-        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
+        return json.loads(status_path(job_file).read_text())
     except (OSError, ValueError):
         return {}
 
@@ -47,7 +48,7 @@ class TrainerJob(submitit.helpers.Checkpointable):
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
 
-    def __call__(self, run_dir: str, db_url: str, procs_per_node: int = 1, nodes: int = 1) -> str:
+    def __call__(self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1) -> str:
         env = dict(os.environ)
         try:
             jenv = submitit.JobEnvironment()
@@ -60,19 +61,19 @@ class TrainerJob(submitit.helpers.Checkpointable):
             node_rank, master = 0, "127.0.0.1"
         # A port per job, so two jobs sharing a node do not collide at rendezvous.
         port = 20000 + int(env.get("SLURM_JOB_ID", os.getpid())) % 20000
-        cmd = torchrun_command(run_dir, db_url, procs_per_node, nodes, node_rank, master, port)
-        (Path(run_dir) / STATUS_FILE).unlink(missing_ok=True)
+        cmd = torchrun_command(job_file, db_file, procs_per_node, nodes, node_rank, master, port)
+        status_path(job_file).unlink(missing_ok=True)
         print("[tp] " + " ".join(cmd), flush=True)
         self._proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_ignore_usr2)
         rc = self._proc.wait()
-        status = read_status(run_dir)
+        status = read_status(job_file)
         state = status.get("state", "FAILED" if rc else "COMPLETED")
         if state == "COMPLETED" and rc == 0:
             return state
-        raise RuntimeError(f"trainer for {run_dir} ended {state} (torchrun exit {rc}): "
+        raise RuntimeError(f"trainer for {job_file} ended {state} (torchrun exit {rc}): "
                            f"{status.get('message', 'see the job log')}")
 
-    def checkpoint(self, run_dir: str, db_url: str, procs_per_node: int = 1, nodes: int = 1):
+    def checkpoint(self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1):
         """Tell the trainer ranks to save and stop, wait for them, then ask to be requeued."""
         if self._proc is not None and self._proc.poll() is None:
             try:
@@ -80,4 +81,4 @@ class TrainerJob(submitit.helpers.Checkpointable):
                 self._proc.wait(timeout=float(os.environ.get("TP_STOP_GRACE_S", "60")))
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        return submitit.helpers.DelayedSubmission(TrainerJob(), run_dir, db_url, procs_per_node, nodes)
+        return submitit.helpers.DelayedSubmission(TrainerJob(), job_file, db_file, procs_per_node, nodes)

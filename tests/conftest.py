@@ -80,11 +80,11 @@ def postgres_url() -> str:
 
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory):
-    """An uninterrupted run of `slow_spec("resume")`: its run dir and id, to compare resumed runs with."""
-    from tests.sweeputil import slow_spec, status_json, tp, write_spec
+    """An uninterrupted run of `slow_spec("resume")`: its output folder and level ids (in training
+    order: level 0, trunk level 1, the branch), to compare resumed runs with."""
+    from tests.sweeputil import level_ids, slow_spec, tp, write_spec
 
     tmp = tmp_path_factory.mktemp("reference")
     path = write_spec(tmp, slow_spec("resume"))
     tp("launch", str(path), cwd=tmp, check=True)
-    run = status_json("resume", tmp)["runs"][0]
-    return tmp / "tp-runs" / run["run_id"], run["run_id"]
+    return tmp / "tp-runs", level_ids("resume", tmp)

@@ -69,10 +69,17 @@ def wait_for(pred, timeout: float, what: str, poll: float = 0.2):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def final_weights(run_dir: Path, level: int):
+def level_ids(sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None) -> list[str]:
+    """Every level of the sweep's runs, in training order (from `query --levels`)."""
+    args = ["query", sweep, "--levels", "--format", "json"] + (["--db", db] if db else [])
+    rows = json.loads(tp(*args, cwd=cwd, env=env, check=True).stdout)
+    return list(dict.fromkeys(r["level_id"] for r in rows))
+
+
+def final_weights(level_dir: Path):
     import torch
 
-    return torch.load(run_dir / f"level_{level}" / "final.pt", weights_only=False)["model"]
+    return torch.load(level_dir / "final.pt", weights_only=True)["model"]
 
 
 def same_weights(a: dict, b: dict) -> bool:
@@ -81,20 +88,28 @@ def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-LAST_LEVEL = 2  # imp at rate 0.5 to 0.5 and 0.75: levels 0, 1, 2
+def same_levels(a: Path, b: Path, ids: list[str]) -> bool:
+    """The levels `ids` under two output folders hold bit-identical trained weights."""
+    return all(same_weights(final_weights(a / "levels" / lid), final_weights(b / "levels" / lid)) for lid in ids)
+
+
+# slow_spec's levels by depth: 0 dense, 1 trunk (sparsity 0.5), 2 a branch from it to 0.7.
+TRUNK, BRANCH = 1, 2
 
 
 def slow_spec(name: str, procs: int = 2):
-    """Long enough (a few seconds per level) that a signal lands mid-level."""
+    """Long enough (a few seconds per level) that a signal lands mid-level. One job trains level 0,
+    trunk level 1 (0.5 at rate 0.5) and the branch from it to sparsity 0.7."""
     spec = tiny_spec(name, executor__procs_per_node=procs, executor__cpus_per_task=procs)
     spec["trainer"]["overrides"].update({"model.hidden": [256, 256], "data.batch_size": 16,
                                          "schedule.epochs": 6})
-    spec["grid"] = {"method": ["imp"], "sparsity": [0.5, 0.75], "seed": [0]}
+    spec["grid"] = {"method": ["imp"], "sparsity": [0.5, 0.7], "seed": [0]}
     return spec
 
 
 def run_progress(tmp: Path) -> tuple[int, int]:
-    """(level, epochs done) of the single run recorded in tmp/tp-results.db; (-1, -1) before."""
+    """(depth, epochs done) of the level the one running job trains, from tmp/tp-results.db;
+    (-1, -1) before its first epoch ends."""
     import sqlalchemy as sa
 
     db = tmp / "tp-results.db"
@@ -103,12 +118,19 @@ def run_progress(tmp: Path) -> tuple[int, int]:
     eng = sa.create_engine(f"sqlite:///{db}")
     try:
         with eng.connect() as c:
-            row = c.execute(sa.text("select level, epoch from runs")).first()
+            row = c.execute(sa.text("select l.depth, l.epoch from jobs j join levels l "
+                                    "on l.level_id = j.level_id where j.level_id is not null")).first()
     except sa.exc.OperationalError:
         return (-1, -1)
     finally:
         eng.dispose()
     return tuple(row) if row else (-1, -1)
+
+
+def epochs_trained(tmp: Path, sweep: str) -> int:
+    """Epochs the sweep's jobs trained, counted from their logs (one line per epoch)."""
+    return sum(p.read_text(errors="replace").count("] train_loss ")
+               for p in (tmp / "tp-runs" / "_jobs" / sweep).glob("*/*_log.out"))
 
 
 def free_port_block(n: int, start: int = 17817) -> int:

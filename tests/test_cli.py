@@ -17,9 +17,9 @@ def test_every_design_command_is_there():
 def test_db_upgrade_creates_then_keeps_the_schema(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     first = tp("db", "upgrade", "--db", url, cwd=tmp_path, check=True)
-    assert "schema empty -> 0001" in first.stdout
+    assert "schema empty -> 0002" in first.stdout
     again = tp("db", "upgrade", "--db", url, cwd=tmp_path, check=True)
-    assert "schema 0001 -> 0001" in again.stdout
+    assert "schema 0002 -> 0002" in again.stdout
     eng = sa.create_engine(url)
     assert {"sweeps", "runs", "levels", "epochs", "events", "attempts"} <= set(sa.inspect(eng).get_table_names())
     eng.dispose()

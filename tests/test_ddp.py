@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from orchestrator.plan import run_id_for
 from tests.sweeputil import REPO
+from trainer.__main__ import write_job
 from trainer.config import resolve
 
 # Gradients are averaged in a different order (per-rank means, then an all-reduce), so weights
@@ -20,18 +20,16 @@ ATOL = 1e-5
 
 def _run(tmp: Path, nproc: int) -> dict[str, torch.Tensor]:
     cfg = resolve("digits_mlp", {"method": "imp", "seed": 3, "schedule.epochs": 2,
-                                 "model.hidden": [64], "data.batch_size": 64})
-    desc = {"run_id": run_id_for(cfg, [0.5]), "method": "imp", "seed": 3, "sparsities": [0.5],
-            "densities": [1.0, 0.5], "config": cfg}
-    run_dir = tmp / f"np{nproc}"
-    run_dir.mkdir()
-    (run_dir / "run.json").write_text(json.dumps(desc))
+                                 "model.hidden": [64], "data.batch_size": 64, "prune.rate": 0.5})
+    out = tmp / f"np{nproc}"
+    job_file = write_job(cfg, [0.5], out)  # level 0, then trunk level 1 at 0.5
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={nproc}", "-m", "trainer.job", str(run_dir)],
+                           f"--nproc_per_node={nproc}", "-m", "trainer.job", str(job_file)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "COMPLETED"
-    return torch.load(run_dir / "level_1" / "final.pt", weights_only=False)
+    assert json.loads(job_file.with_name(job_file.stem + ".status.json").read_text())["state"] == "COMPLETED"
+    last = json.loads(job_file.read_text())["levels"][-1]
+    return torch.load(out / "levels" / last / "final.pt", weights_only=True)
 
 
 def test_two_ranks_match_one(tmp_path):

@@ -1,7 +1,9 @@
 """The levels loop in one process: rewinding semantics of imp, imp_wr and imp_lrr, masks held at
-zero, and the schedule each level trains with."""
+zero, levels that compute the same thing in any job, and checkpoints that cannot run code."""
 from __future__ import annotations
 
+import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,9 @@ import torch
 from trainer import checkpoint as ckpt
 from trainer.config import resolve
 from trainer.distributed import DistInfo, StopFlag
-from trainer.levels import LevelRunner, RunDesc
-from trainer.pruning.registry import get_method
-from trainer.pruning.schedule import level_densities
+from trainer.levels import LevelTrainer
+from trainer.lineage import plan_levels
+from trainer.storage import LevelDir, write_json_atomic
 
 INFO = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 K = 3  # imp_wr rewind point, in iterations
@@ -23,26 +25,43 @@ class ListRecorder:
     """Keeps what the trainer reports, as the store would."""
 
     def __init__(self) -> None:
-        self.epochs: list[tuple[int, int, dict[str, Any]]] = []
-        self.levels: dict[int, dict[str, Any]] = {}
+        self.epochs: list[tuple[str, int, dict[str, Any]]] = []
+        self.levels: dict[str, dict[str, Any]] = {}
 
-    def heartbeat(self, level: int, epoch: int) -> None: ...
+    def heartbeat(self, level_id: str, epoch: int) -> None: ...
 
-    def log_epoch(self, level: int, epoch: int, metrics: dict[str, Any]) -> None:
-        self.epochs.append((level, epoch, metrics))
+    def log_epoch(self, level_id: str, epoch: int, metrics: dict[str, Any]) -> None:
+        self.epochs.append((level_id, epoch, metrics))
 
-    def finish_level(self, level: int, metrics: dict[str, Any]) -> None:
-        self.levels[level] = metrics
+    def finish_level(self, level_id: str, result: dict[str, Any]) -> None:
+        self.levels[level_id] = result
 
 
-def make_runner(tmp: Path, method: str, sparsities=(0.5,), **over) -> tuple[LevelRunner, ListRecorder]:
-    cfg = resolve("digits_mlp", {"method": method, "seed": 0, "schedule.epochs": 2,
-                                 "model.hidden": [32], "data.batch_size": 128, "prune.rate": 0.5,
-                                 "prune.rewind_iterations": K, **over})
-    densities = level_densities(get_method(method), list(sparsities), 0.5)
+def config(method: str, **over) -> dict:
+    return resolve("digits_mlp", {"method": method, "seed": 0, "schedule.epochs": 2,
+                                  "model.hidden": [32], "data.batch_size": 128, "prune.rate": 0.5,
+                                  "prune.rewind_iterations": K, **over})
+
+
+def train(tmp: Path, method: str, sparsities=(0.5,), snapshots: bool = True, **over):
+    """Plan a run's levels as a sweep would and train them all; returns (lineage, recorder, trainer)."""
+    cfg = config(method, **over)
+    run = plan_levels(method, cfg, list(sparsities))
+    for lv in run.levels:
+        write_json_atomic(LevelDir(tmp / lv.level_id).description, lv.description())
+    snaps = {}
+    if snapshots:
+        for lv in run.levels:
+            if lv.step and lv.step["rewind"] == "step":
+                snaps[lv.root] = [lv.step["rewind_to"]]
     rec = ListRecorder()
-    desc = RunDesc("test", method, 0, list(sparsities), densities, cfg)
-    return LevelRunner(desc, tmp, INFO, rec, StopFlag(INFO)), rec
+    trainer = LevelTrainer(run.levels[0].train, tmp, INFO, rec, StopFlag(INFO))
+    trainer.run(run.levels, snaps)
+    return run, rec, trainer
+
+
+def final(tmp: Path, level_id: str) -> dict:
+    return ckpt.load_weights(LevelDir(tmp / level_id).final)
 
 
 def _masked(weights: dict[str, torch.Tensor], mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -50,60 +69,126 @@ def _masked(weights: dict[str, torch.Tensor], mask: dict[str, torch.Tensor]) -> 
 
 
 def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return all(torch.equal(a[k], b[k]) for k in a)
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("method", ["imp", "imp_wr", "imp_lrr"])
 def test_rewinding_semantics(tmp_path, method):
-    runner, rec = make_runner(tmp_path, method)
-    runner.run()
-    assert sorted(rec.levels) == [0, 1]
-    init = ckpt.load(tmp_path / "init.pt")["model"]
-    trained0 = ckpt.load(tmp_path / "level_0/final.pt")["model"]
-    mask = ckpt.load(tmp_path / "level_1/mask.pt")
+    run, rec, trainer = train(tmp_path, method)
+    l0, l1 = run.levels
+    assert set(rec.levels) == {l0.level_id, l1.level_id}
+    init = ckpt.load_weights(LevelDir(tmp_path / l0.level_id).init)["model"]
+    trained0 = final(tmp_path, l0.level_id)["model"]
     # Re-create level 1's starting point from the files the run left.
-    runner._prepare_level(1, runner.desc.densities[1])
-    start = {k: v.clone() for k, v in runner.model.state_dict().items()}
-    expected = {"imp": init, "imp_lrr": trained0,
-                "imp_wr": ckpt.load(tmp_path / "rewind.pt")["model"] if method == "imp_wr" else None}[method]
-    assert _equal(start, _masked(expected, mask))
+    mask, opt, start = trainer._prepare(l1, LevelDir(tmp_path / l1.level_id))
+    begin = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     if method == "imp_wr":
-        snap = ckpt.load(tmp_path / "rewind.pt")
-        assert snap["step"] == K and snap["optimizer"]["state"]  # momentum buffers came along
+        snap = ckpt.load_weights(LevelDir(tmp_path / l0.level_id).snapshot(K))
+        assert snap["step"] == K and snap["optimizer"]["state"]
         assert not _equal(snap["model"], init) and not _equal(snap["model"], trained0)
+        expected = snap["model"]
+        assert start == K and not opt.state_dict()["state"]  # the papers: a fresh optimizer at k
+    else:
+        expected = {"imp": init, "imp_lrr": trained0}[method]
+        assert start == 0
+    assert _equal(begin, _masked(expected, mask))
     steps_per_epoch = rec.epochs[0][2]["steps"]
-    level1 = [m for lvl, _, m in rec.epochs if lvl == 1]
-    level0 = [m for lvl, _, m in rec.epochs if lvl == 0]
-    if method == "imp_wr":  # replays the schedule from step k, not from 0
+    level1 = [m for lid, _, m in rec.epochs if lid == l1.level_id]
+    level0 = [m for lid, _, m in rec.epochs if lid == l0.level_id]
+    if method == "imp_wr":  # replays the schedule (and data order) from step k, not from 0
         assert level1[0]["steps"] == steps_per_epoch - K
     else:  # the whole schedule again (LRR: same weights, learning rate restarted)
         assert level1[0]["steps"] == steps_per_epoch
     assert [m["lr"] for m in level1] == pytest.approx([m["lr"] for m in level0])
 
 
+def test_rewind_optimizer_restores_step_k_momentum(tmp_path):
+    run, _, trainer = train(tmp_path, "imp_wr", **{"prune.rewind_optimizer": True})
+    _, opt, start = trainer._prepare(run.levels[1], LevelDir(tmp_path / run.levels[1].level_id))
+    snap = ckpt.load_weights(LevelDir(tmp_path / run.levels[0].level_id).snapshot(K))
+    assert start == K and opt.state_dict()["state"]
+    for k, v in opt.state_dict()["state"].items():
+        assert torch.equal(v["momentum_buffer"], snap["optimizer"]["state"][k]["momentum_buffer"])
+
+
 def test_masked_weights_stay_zero_and_sparsity_is_exact(tmp_path):
-    runner, rec = make_runner(tmp_path, "imp", sparsities=(0.5, 0.75))
-    runner.run()
-    for level, density in enumerate(runner.desc.densities):
-        final = ckpt.load(tmp_path / f"level_{level}/final.pt")
-        for name, m in final["mask"].items():
-            assert torch.count_nonzero(final["model"][name][~m]) == 0, (level, name)
-        assert rec.levels[level]["achieved_sparsity"] == pytest.approx(1 - density, abs=1e-3)
+    run, rec, _ = train(tmp_path, "imp", sparsities=(0.5, 0.7))  # trunk 0.5, branch to 0.3
+    assert [lv.kind for lv in run.levels] == ["dense", "trunk", "branch"]
+    for lv in run.levels:
+        f = final(tmp_path, lv.level_id)
+        for name, m in f["mask"].items():
+            assert torch.count_nonzero(f["model"][name][~m]) == 0, (lv.kind, name)
+        assert rec.levels[lv.level_id]["achieved_sparsity"] == pytest.approx(1 - lv.density, abs=1e-3)
+    branch, trunk1 = run.levels[2], run.levels[1]
+    assert branch.parent == trunk1.level_id
+    m_branch, m_trunk = final(tmp_path, branch.level_id)["mask"], final(tmp_path, trunk1.level_id)["mask"]
+    assert all(not (m_branch[k] & ~m_trunk[k]).any() for k in m_branch)  # pruned from its parent
 
 
 def test_oneshot_prunes_at_init_and_trains_once(tmp_path):
-    runner, rec = make_runner(tmp_path, "snip", sparsities=(0.9,))
-    runner.run()
-    assert list(rec.levels) == [0]
-    assert rec.levels[0]["achieved_sparsity"] == pytest.approx(0.9, abs=1e-3)
-    assert (tmp_path / "level_0/mask.pt").exists()
+    run, rec, _ = train(tmp_path, "snip", sparsities=(0.9,))
+    (lv,) = run.levels
+    assert lv.kind == "oneshot" and list(rec.levels) == [lv.level_id]
+    assert rec.levels[lv.level_id]["achieved_sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert LevelDir(tmp_path / lv.level_id).mask.exists() and LevelDir(tmp_path / lv.level_id).init.exists()
 
 
-def test_results_are_deterministic(tmp_path):
-    a, _ = make_runner(tmp_path / "a", "random", sparsities=(0.5,))
-    b, _ = make_runner(tmp_path / "b", "random", sparsities=(0.5,))
-    a.run()
-    b.run()
-    wa = ckpt.load(tmp_path / "a/level_1/final.pt")
-    wb = ckpt.load(tmp_path / "b/level_1/final.pt")
-    assert _equal(wa["model"], wb["model"]) and _equal(wa["mask"], wb["mask"])
+@pytest.mark.parametrize("method", ["imp", "imp_wr", "imp_lrr", "random"])
+def test_a_level_is_the_same_computation_in_any_job(tmp_path, method):
+    """Grid independence, bit for bit: the level serving 0.9 of a {0.9} run and of a
+    {0.5, 0.8, 0.9} run (which trains other levels in between) has the same id and weights."""
+    alone, _, _ = train(tmp_path / "alone", method, sparsities=(0.9,), **{"schedule.epochs": 1})
+    grid, _, _ = train(tmp_path / "grid", method, sparsities=(0.5, 0.8, 0.9), **{"schedule.epochs": 1})
+    lid = alone.serving[0.9].level_id
+    assert grid.serving[0.9].level_id == lid and len(grid.levels) > len(alone.levels)
+    a, b = final(tmp_path / "alone", lid), final(tmp_path / "grid", lid)
+    assert _equal(a["model"], b["model"]) and _equal(a["mask"], b["mask"])
+
+
+def test_a_missing_rewind_snapshot_is_replayed_exactly(tmp_path):
+    """Level 0 trained without knowing about imp_wr (say, for imp): the snapshot at step k is
+    replayed from init when imp_wr needs it, and equals the one written while training."""
+    ref, _, _ = train(tmp_path / "ref", "imp_wr", snapshots=True)
+    run, _, _ = train(tmp_path / "late", "imp_wr", snapshots=False)
+    root, lv1 = run.levels[0].level_id, run.levels[1].level_id
+    a = ckpt.load_weights(LevelDir(tmp_path / "ref" / root).snapshot(K))
+    b = ckpt.load_weights(LevelDir(tmp_path / "late" / root).snapshot(K))
+    assert _equal(a["model"], b["model"])
+    assert _equal(final(tmp_path / "ref", lv1)["model"], final(tmp_path / "late", lv1)["model"])
+
+
+def test_finished_levels_are_reported_not_retrained(tmp_path):
+    run, first, _ = train(tmp_path, "imp")
+    before = {lv.level_id: LevelDir(tmp_path / lv.level_id).final.stat().st_mtime_ns for lv in run.levels}
+    _, again, _ = train(tmp_path, "imp")
+    assert again.epochs == [] and set(again.levels) == set(first.levels)
+    assert again.levels[run.levels[1].level_id]["test_acc"] == first.levels[run.levels[1].level_id]["test_acc"]
+    assert before == {lid: LevelDir(tmp_path / lid).final.stat().st_mtime_ns for lid in before}
+    result = json.loads(LevelDir(tmp_path / run.levels[1].level_id).metrics.read_text())
+    assert result["level_id"] == run.levels[1].level_id and len(result["history"]) == 2
+
+
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_checkpoints_cannot_run_code_and_damage_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "checkpoint.pt"
+    with open(evil, "wb") as f:
+        pickle.dump({"step": 0, "model": _Boom()}, f)
+    with pytest.raises(ckpt.CheckpointError, match="checkpoint.pt is corrupt or unreadable"):
+        ckpt.load_checkpoint(evil)
+    torch.save({"model": {"w": torch.zeros(2)}, "extra": _Boom()}, tmp_path / "init.pt")
+    with pytest.raises(ckpt.CheckpointError):
+        ckpt.load_weights(tmp_path / "init.pt")
+    assert not (tmp_path / "PWNED").exists()
+    torch.save({"model": {"w": "not a tensor"}}, tmp_path / "odd.pt")
+    with pytest.raises(ckpt.CheckpointError, match="not a turboprune"):
+        ckpt.load_weights(tmp_path / "odd.pt")
+    torch.save({"model": {"w": torch.zeros(2)}}, tmp_path / "ok.pt")
+    ok = tmp_path / "ok.pt"
+    ok.write_bytes(ok.read_bytes()[: ok.stat().st_size // 2])
+    with pytest.raises(ckpt.CheckpointError, match="ok.pt is corrupt"):
+        ckpt.load_weights(ok)

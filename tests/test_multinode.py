@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from slurm.dev import cluster
 from tests.conftest import require_service
-from tests.sweeputil import LAST_LEVEL, final_weights, free_port_block, same_weights, slow_spec, \
-    status_json, tp, wait_for, write_spec
+from tests.sweeputil import free_port_block, same_levels, slow_spec, status_json, tp, wait_for, \
+    write_spec
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def two_nodes():
 
 @pytest.mark.slurm
 def test_two_node_job_matches_one_node(tmp_path, two_nodes, reference):
-    ref_dir, run_id = reference  # the same run: 2 ranks, here one per node
+    ref, ids = reference  # the same levels: 2 ranks, here one per node
     spec = slow_spec("resume", procs=1)
     spec["executor"]["nodes"] = 2
     env = {**two_nodes.env, "TP_MASTER_ADDR": "127.0.0.1"}  # node names tpmn1/2 do not resolve
@@ -46,6 +46,5 @@ def test_two_node_job_matches_one_node(tmp_path, two_nodes, reference):
     with eng.connect() as c:
         assert c.execute(sa.text("select world_size from attempts")).scalar() == 2
     eng.dispose()
-    assert same_weights(final_weights(tmp_path / "tp-runs" / run_id, LAST_LEVEL),
-                        final_weights(ref_dir, LAST_LEVEL))
+    assert same_levels(tmp_path / "tp-runs", ref, ids)
 

@@ -1,7 +1,7 @@
-"""Preempted, killed and corrupted runs: resume from the last checkpoint, same result as uninterrupted.
+"""Preempted, killed and corrupted jobs: resume from the last checkpoint, same result as uninterrupted.
 
 The reference run and the interrupted run live in separate folders and stores; the same spec gives
-them the same run id, so their final weights can be compared bit for bit.
+them the same level ids, so their trained weights can be compared bit for bit, level by level.
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import signal
 import subprocess
 from pathlib import Path
 
+from tests.sweeputil import BRANCH, REPO, TP, TRUNK, run_progress, same_levels, slow_spec, \
+    status_json, tp, wait_for, write_spec
 
-from tests.sweeputil import LAST_LEVEL, REPO, TP, final_weights, run_progress, same_weights, \
-    slow_spec, status_json, tp, wait_for, write_spec
 
-def _signal_trainer(run_dir: Path, sig: int) -> None:
-    subprocess.run(["pkill", f"-{sig}", "-f", f"trainer.job {run_dir}"], check=False)
+def _signal_trainer(tmp: Path, sig: int) -> None:
+    subprocess.run(["pkill", f"-{sig}", "-f", f"trainer.job {tmp}"], check=False)
 
 
 def _launch_in_background(tmp: Path, spec: dict) -> subprocess.Popen:
@@ -25,36 +25,39 @@ def _launch_in_background(tmp: Path, spec: dict) -> subprocess.Popen:
                             env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)})
 
 
-def test_preempted_run_resumes_to_the_same_weights(tmp_path, reference):
-    ref_dir, run_id = reference
-    launcher = _launch_in_background(tmp_path, slow_spec("resume"))
-    # Stop it in the middle of level 1, after at least one epoch of that level.
-    wait_for(lambda: run_progress(tmp_path) >= (1, 1), 240, "level 1 to start")
-    run_dir = tmp_path / "tp-runs" / run_id
-    _signal_trainer(run_dir, signal.SIGTERM)  # what Slurm sends on requeue or preemption
+def _stop_at(tmp: Path, where: tuple[int, int], sig: int = signal.SIGTERM) -> str:
+    launcher = _launch_in_background(tmp, slow_spec("resume"))
+    wait_for(lambda: run_progress(tmp) >= where, 240, f"level {where[0]} epoch {where[1]}")
+    _signal_trainer(tmp, sig)  # SIGTERM: what Slurm sends on requeue or preemption
     out, _ = launcher.communicate(timeout=120)
+    return out
+
+
+def test_preempted_branch_resumes_to_the_same_weights(tmp_path, reference):
+    ref, ids = reference
+    out = _stop_at(tmp_path, (BRANCH, 1))  # in the middle of the branch level
     st = status_json("resume", tmp_path)["runs"][0]
     assert st["state"] == "PREEMPTED", out
-    assert "checkpoint saved" in (st["message"] or "")
-    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / f"level_{LAST_LEVEL}").exists()
+    assert "checkpoint saved" in (st["message"] or "") and "branch 2" in st["message"]
+    levels = tmp_path / "tp-runs" / "levels"
+    assert (levels / ids[BRANCH] / "checkpoint.pt").exists()
+    assert not (levels / ids[BRANCH] / "final.pt").exists() and (levels / ids[TRUNK] / "final.pt").exists()
 
     proc = tp("resume", "resume", cwd=tmp_path, check=True)
-    assert "resubmitted 1 runs" in proc.stdout
+    assert "resubmitted 1 jobs" in proc.stdout
     st = status_json("resume", tmp_path)["runs"][0]
     assert st["state"] == "COMPLETED" and st["attempts"] == 2
-    for level in range(LAST_LEVEL + 1):
-        assert same_weights(final_weights(run_dir, level), final_weights(ref_dir, level)), level
+    assert same_levels(tmp_path / "tp-runs", ref, ids)
 
 
-def test_killed_run_is_lost_then_resumed(tmp_path, reference):
-    ref_dir, run_id = reference
+def test_killed_job_is_lost_then_resumed(tmp_path, reference):
+    ref, ids = reference
     launcher = _launch_in_background(tmp_path, slow_spec("resume"))
     wait_for(lambda: run_progress(tmp_path) >= (0, 2), 240, "level 0 to be under way")
-    run_dir = tmp_path / "tp-runs" / run_id
     launcher.send_signal(signal.SIGKILL)  # the controller dies too: nobody records anything
-    _signal_trainer(run_dir, signal.SIGKILL)
+    _signal_trainer(tmp_path, signal.SIGKILL)
     launcher.wait(timeout=30)
-    wait_for(lambda: subprocess.run(["pgrep", "-f", f"trainer.job {run_dir}"],
+    wait_for(lambda: subprocess.run(["pgrep", "-f", f"trainer.job {tmp_path}"],
                                     capture_output=True).returncode != 0, 30, "trainer to die")
     assert status_json("resume", tmp_path)["runs"][0]["state"] == "RUNNING"
     # The job's wrapper process notices its trainer died and exits a moment later; from then on
@@ -64,23 +67,28 @@ def test_killed_run_is_lost_then_resumed(tmp_path, reference):
         60, "status to report the run LOST", poll=1)
     assert proc.returncode == 1  # a LOST run is a failed check
     tp("resume", "resume", cwd=tmp_path, check=True)
-    st = status_json("resume", tmp_path)["runs"][0]
-    assert st["state"] == "COMPLETED"
-    assert same_weights(final_weights(run_dir, LAST_LEVEL), final_weights(ref_dir, LAST_LEVEL))
+    assert status_json("resume", tmp_path)["runs"][0]["state"] == "COMPLETED"
+    assert same_levels(tmp_path / "tp-runs", ref, ids)
 
 
-def test_corrupt_checkpoint_fails_with_a_clear_message(tmp_path, reference):
-    _, run_id = reference
-    launcher = _launch_in_background(tmp_path, slow_spec("resume"))
-    wait_for(lambda: run_progress(tmp_path) >= (0, 1), 240, "the first epoch")
-    run_dir = tmp_path / "tp-runs" / run_id
-    _signal_trainer(run_dir, signal.SIGTERM)
-    launcher.communicate(timeout=120)
+def test_corrupt_checkpoint_costs_only_its_own_level(tmp_path, reference):
+    ref, ids = reference
+    _stop_at(tmp_path, (TRUNK, 1))
     assert status_json("resume", tmp_path)["runs"][0]["state"] == "PREEMPTED"
-    ckpt = run_dir / "checkpoint.pt"
+    level = tmp_path / "tp-runs" / "levels" / ids[TRUNK]
+    ckpt = level / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 3])  # a truncated file
     tp("resume", "resume", cwd=tmp_path)
     st = status_json("resume", tmp_path)["runs"][0]
     assert st["state"] == "FAILED"
-    assert "checkpoint.pt is corrupt" in st["message"] and str(run_dir) in st["message"]
+    assert "checkpoint.pt is corrupt" in st["message"] and str(level) in st["message"]
     assert ckpt.exists()  # nothing is deleted behind the user's back
+    # The user moves it aside: only that level starts over; level 0 is not trained again.
+    ckpt.rename(level / "checkpoint.pt.bad")
+    level0 = tmp_path / "tp-runs" / "levels" / ids[0] / "final.pt"
+    before = level0.stat().st_mtime_ns
+    tp("resume", "resume", "--include-failed", cwd=tmp_path, check=True)
+    st = status_json("resume", tmp_path)["runs"][0]
+    assert st["state"] == "COMPLETED" and st["attempts"] == 3
+    assert level0.stat().st_mtime_ns == before
+    assert same_levels(tmp_path / "tp-runs", ref, ids)

@@ -87,7 +87,13 @@ def test_dry_run_json(tmp_path):
     proc = tp("launch", str(path), "--dry-run", "--format", "json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    # dense: 1 run (sparsity ignored); imp: one run visiting 0.5 and 0.75 at rate 0.5 -> 3 levels.
-    assert out == {"sweep": "dry", "grid_points": 3, "runs": 2, "level_trainings": 4,
-                   "naive_level_trainings": 1 + 2 + 3, "epochs": 4, "naive_epochs": 6}
+    # dense: 1 run (sparsity ignored); imp at rate 0.5: trunk levels 1 (0.5) and 2 (0.75) on top of
+    # level 0, which it shares with dense -> 3 level trainings, in 1 job (one chain).
+    assert {k: out[k] for k in ("sweep", "grid_points", "runs", "level_trainings", "levels_done",
+                                "levels_to_train", "naive_level_trainings", "epochs", "naive_epochs",
+                                "jobs")} == {
+        "sweep": "dry", "grid_points": 3, "runs": 2, "level_trainings": 3, "levels_done": 0,
+        "levels_to_train": 3, "naive_level_trainings": 1 + 2 + 3, "epochs": 3, "naive_epochs": 6,
+        "jobs": 1}
+    assert out["branches"].startswith("inline")
     assert not (tmp_path / "tp-results.db").exists()

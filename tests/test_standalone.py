@@ -19,9 +19,10 @@ def test_hydra_standalone_matches_the_planned_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     spec = tiny_spec("standalone")
     spec["grid"] = {"method": ["imp"], "sparsity": [0.5, 0.75], "seed": [0]}
-    planned = plan_sweep(parse_spec(spec)).runs[0]
-    run_dir = tmp_path / "tp-runs" / planned.run_id
-    assert json.loads((run_dir / "run.json").read_text())["densities"] == planned.densities
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "COMPLETED"
-    assert (run_dir / "level_2" / "final.pt").exists()
+    plan = plan_sweep(parse_spec(spec))
+    levels = tmp_path / "tp-runs" / "levels"
+    for lid, lv in plan.levels.items():  # the very levels a sweep plans, trained and finished
+        assert json.loads((levels / lid / "level.json").read_text()) == json.loads(json.dumps(lv.description()))
+        assert json.loads((levels / lid / "metrics.json").read_text())["level_id"] == lid
+    assert len(plan.levels) == 3
     assert not (tmp_path / "outputs").exists()  # hydra kept out of the way

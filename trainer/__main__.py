@@ -3,52 +3,72 @@
     python -m trainer --config-name digits_mlp method=imp +sparsities=[0.5,0.8] schedule.epochs=2
     torchrun --nproc_per_node=2 -m trainer --config-name digits_mlp method=snip +sparsities=[0.9]
 
-The config is resolved exactly as a sweep would resolve it, so the run id (and the folder,
-`+run_dir=...`, default tp-runs/RUN_ID) is the one `tp-sweep launch` would give the same run.
+The levels are planned exactly as a sweep would plan them (trainer/lineage.py), so they get the
+ids `tp-sweep launch` would give them and land in the same folders (`+output_dir=...`, default
+tp-runs): a level trained here is never trained again by a sweep on that folder, and vice versa.
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
+import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-# Keep hydra from making outputs/DATE/TIME folders and changing logging: the run dir is the record.
+# Keep hydra from making outputs/DATE/TIME folders and changing logging: the level folders are
+# the record.
 _QUIET = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disabled",
           "hydra/hydra_logging=disabled"]
 
 
+def write_job(config: dict, sparsities: list[float], output_dir: Path, write: bool = True) -> Path:
+    """Level folders and one job file for every level the run needs (written by rank 0 only;
+    planning is pure, so every rank knows the job file's path)."""
+    from orchestrator.jobs import JobPlan
+    from trainer.lineage import content_hash, plan_levels
+    from trainer.pruning.registry import get_method
+    from trainer.storage import LevelDir, write_json_atomic
+
+    if get_method(config["method"]).schedule == "dense":
+        sparsities = [0.0]
+    lineage = plan_levels(config["method"], config, sparsities)
+    levels_dir = (output_dir / "levels").resolve()
+    snapshots: dict[str, list] = {}
+    for lv in lineage.levels:
+        d = LevelDir(levels_dir / lv.level_id)
+        if write and not d.description.exists():
+            write_json_atomic(d.description, lv.description())
+        if lv.step and lv.step.get("rewind") == "step":
+            snapshots.setdefault(lv.root, [])
+            if lv.step["rewind_to"] not in snapshots[lv.root]:
+                snapshots[lv.root].append(lv.step["rewind_to"])
+    ids = [lv.level_id for lv in lineage.levels]
+    job = JobPlan(content_hash({"levels": ids}), ids, [], snapshots)
+    path = output_dir.resolve() / "jobs" / f"{job.job_id}.json"
+    if not write:
+        return path
+    write_json_atomic(path, job.description(str(levels_dir)))
+    for s, lv in sorted(lineage.serving.items()):
+        print(f"[trainer] sparsity {s:g}: level {lv.level_id} ({lv.kind}, depth {lv.depth}) in "
+              f"{levels_dir / lv.level_id}", flush=True)
+    return path
+
+
 @hydra.main(config_path="conf", config_name="digits_mlp", version_base="1.3")
 def _main(cfg: DictConfig) -> int:
-    from orchestrator.plan import run_id_for
+    import os
+
     from trainer.job import main as job_main
-    from trainer.pruning.registry import get_method
-    from trainer.pruning.schedule import level_densities
 
     config = OmegaConf.to_container(cfg, resolve=True)
     sparsities = [float(s) for s in config.pop("sparsities", None) or [0.0]]
-    run_dir = config.pop("run_dir", None)
-    method = get_method(config["method"])
-    if method.schedule == "dense":
-        sparsities = [0.0]
-    densities = level_densities(method, sparsities, float(config["prune"]["rate"]))
-    run_id = run_id_for(config, sorted(sparsities))
-    run_dir = Path(run_dir or Path("tp-runs") / run_id)
-    if int(os.environ.get("RANK", "0")) == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "run.json").write_text(json.dumps({
-            "run_id": run_id, "method": config["method"], "seed": config["seed"],
-            "sparsities": sorted(sparsities), "densities": densities, "config": config}, indent=1))
-    else:  # the other ranks wait for rank 0's run.json
-        import time
-
-        while not (run_dir / "run.json").exists():
-            time.sleep(0.1)
-    print(f"[trainer] run {run_id} in {run_dir}", flush=True)
-    status = job_main([str(run_dir)])
+    output_dir = Path(config.pop("output_dir", None) or "tp-runs")
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    job_file = write_job(config, sparsities, output_dir, write=main_rank)
+    while not job_file.exists():  # the other ranks wait for rank 0's files
+        time.sleep(0.1)
+    status = job_main([str(job_file)])
     if status:
         sys.exit(status)
     return 0

@@ -1,7 +1,12 @@
-"""Atomic checkpoints: write to a temporary file in the same folder, fsync, then rename.
+"""Atomic checkpoints, loaded without running any code.
 
-A job killed mid-write leaves the previous checkpoint intact; a file that fails to load anyway
-(disk damage, a copy gone wrong) raises CheckpointError naming the file, never a silent restart.
+Saving: write to a temporary file in the same folder, fsync, then rename, so a job killed mid-write
+leaves the previous file intact.
+
+Loading: `torch.load(weights_only=True)`, whose unpickler builds only tensors and plain containers
+and refuses every other global, so a crafted file in a level folder cannot run anything. On top,
+each kind of file must have exactly the structure the project writes (`_SHAPES`); anything else,
+or a file that does not load (truncated, damaged, foreign), raises CheckpointError naming the file.
 """
 from __future__ import annotations
 
@@ -38,12 +43,67 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
-def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+# What each file holds: required top-level keys -> the type of their value ("tensors": a dict of
+# name -> tensor). Optional keys may be None.
+_TENSORS = "tensors"
+_SHAPES: dict[str, dict[str, Any]] = {
+    "weights": {"model": _TENSORS},                                   # init.pt
+    "mask": {"mask": _TENSORS},                                       # mask.pt
+    "final": {"model": _TENSORS, "mask": _TENSORS},                   # final.pt
+    "snapshot": {"model": _TENSORS, "optimizer": dict, "step": int},  # rewind_step<k>.pt
+    "checkpoint": {"step": int, "model": _TENSORS, "optimizer": dict, "mask": _TENSORS,
+                   "best": float, "carry": (torch.Tensor, type(None)), "history": list,
+                   "rng": (torch.Tensor, type(None))},
+}
+
+
+def _check(obj: Any, kind: str, path: Path) -> dict[str, Any]:
+    shape = _SHAPES[kind]
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is not a turboprune {kind} file (holds {type(obj).__name__})")
+    missing = [k for k in shape if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path} is not a turboprune {kind} file (missing {', '.join(missing)})")
+    for key, want in shape.items():
+        value = obj[key]
+        if want == _TENSORS:
+            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in value.items())
+        elif want is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if not ok:
+            raise CheckpointError(f"{path} is not a turboprune {kind} file ({key!r} holds an "
+                                  f"unexpected {type(value).__name__})")
+    return obj
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None) -> Any:
+    """Load a file the project wrote; with `kind`, also check its structure."""
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as exc:  # torch raises several types for truncated/corrupt pickles and zips
+    except Exception as exc:  # truncated zips, bad pickles, and globals the safe unpickler refuses
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: "
-                              f"{exc}); move it aside to restart that level from its start") from None
+                              f"{first[:300]}); move it aside to restart that level from its start"
+                              ) from None
+    return _check(obj, kind, path) if kind else obj
+
+
+def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """init.pt, mask.pt, final.pt or a rewind snapshot, told apart by their keys."""
+    obj = load(path, map_location)
+    if isinstance(obj, dict):
+        keys = set(obj)
+        for kind in ("snapshot", "final", "weights", "mask"):
+            if set(_SHAPES[kind]) == keys:
+                return _check(obj, kind, Path(path))
+    raise CheckpointError(f"{path} is not a turboprune weights, mask or snapshot file")
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    return load(path, map_location, kind="checkpoint")

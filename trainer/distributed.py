@@ -51,6 +51,16 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def rank0_says(info: DistInfo, flag: bool) -> bool:
+    """Rank 0's answer, on every rank: for decisions that read files, which ranks may see at
+    slightly different moments, and which all ranks must take alike."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 def shutdown(info: DistInfo) -> None:
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()

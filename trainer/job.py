@@ -1,7 +1,9 @@
-"""A job's entry point: `torchrun --nproc_per_node=N -m trainer.job RUN_DIR --db URL`.
+"""A job's entry point: `torchrun --nproc_per_node=N -m trainer.job JOB_FILE [--db-file F]`.
 
-The job needs nothing but its run directory (run.json written at plan time, and its checkpoints)
-and the store URL. Rank 0 reports to the store; every rank trains.
+JOB_FILE (written by the controller) names the levels to train, in order, and the folder they live
+in; each level's own LEVEL_DIR/level.json says what it computes. The store's URL comes from a file
+only its owner can read (`--db-file`) or from TP_DB_URL, never from the command line, where `ps`
+would show its password. Rank 0 reports to the store; every rank trains.
 Exit status: 0 completed, 75 stopped by a signal with its checkpoint saved (resume me), 1 failed.
 """
 from __future__ import annotations
@@ -13,7 +15,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from trainer.distributed import EXIT_PREEMPTED, init_distributed, shutdown, StopFlag
+from trainer.distributed import EXIT_PREEMPTED, StopFlag, init_distributed, shutdown
+from trainer.storage import status_path, write_json_atomic
 
 
 def job_id_from_env() -> str | None:
@@ -24,34 +27,45 @@ def job_id_from_env() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
+def read_db_url(db_file: str | None) -> str | None:
+    if db_file:
+        return Path(db_file).read_text().strip() or None
+    return os.environ.get("TP_DB_URL") or None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m trainer.job")
-    ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--db", default=os.environ.get("TP_DB_URL"), help="results store URL")
+    ap.add_argument("job_file", type=Path)
+    ap.add_argument("--db-file", help="file holding the results store URL (else TP_DB_URL)")
     args = ap.parse_args(argv)
-    desc_path = args.run_dir / "run.json"
-    if not desc_path.is_file():
-        print(f"error: {desc_path} not found (a run directory holds run.json)", file=sys.stderr)
+    try:
+        job = json.loads(args.job_file.read_text())
+        levels_dir = Path(job["levels_dir"])
+        level_ids = [str(x) for x in job["levels"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: {args.job_file} is not a job file: {exc}", file=sys.stderr)
         return 2
 
     # Imported after argument checks: torch and the data stack take seconds to import.
-    from trainer.levels import LevelRunner, NullRecorder, RunDesc, Stopped
+    from trainer.levels import LevelTrainer, NullRecorder, Stopped, read_level
 
-    desc = RunDesc.from_dict(json.loads(desc_path.read_text()))
     info = init_distributed()
     stop = StopFlag(info)
     recorder = None
-    if info.is_main and args.db:
-        from db.store import RunRecorder  # only rank 0 talks to the store
+    if info.is_main:
+        url = read_db_url(args.db_file)
+        if url:
+            from db.recorder import JobRecorder  # only rank 0 talks to the store
 
-        recorder = RunRecorder(args.db, desc.run_id)
-    resumed = args.run_dir / "checkpoint.pt"
-    if recorder:
-        recorder.start_attempt(job_id_from_env(), info.world_size,
-                               str(resumed) if resumed.exists() else None)
+            recorder = JobRecorder(url, job["job_id"])
+            resumed = [lid for lid in level_ids if (levels_dir / lid / "checkpoint.pt").exists()]
+            recorder.start_attempt(job_id_from_env(), info.world_size,
+                                   f"{resumed[0]}/checkpoint.pt" if resumed else None)
     status, state, message = 0, "COMPLETED", None
     try:
-        LevelRunner(desc, args.run_dir, info, recorder or NullRecorder(), stop).run()
+        levels = [read_level(levels_dir, lid) for lid in level_ids]
+        trainer = LevelTrainer(levels[0].train, levels_dir, info, recorder or NullRecorder(), stop)
+        trainer.run(levels, job.get("snapshots", {}))
     except Stopped as exc:
         status, state = EXIT_PREEMPTED, "PREEMPTED"
         message = f"stopped by {stop.signal_name or 'signal'} at {exc.where}; checkpoint saved"
@@ -60,12 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         status, state = 1, "FAILED"
         message = f"{type(exc).__name__}: {exc}"[:2000]
     if recorder:
-        recorder.finish_run(state, message)
+        recorder.finish_job(state, message)
         recorder.close()
     if info.is_main:  # read by the job wrapper (slurm/job.py): torchrun's own exit status is coarser
-        (args.run_dir / "status.json").write_text(json.dumps({"state": state, "message": message}))
+        write_json_atomic(status_path(args.job_file), {"state": state, "message": message})
     if message:
-        print(f"[trainer] run {desc.run_id} rank {info.rank}: {state}: {message}", file=sys.stderr)
+        print(f"[trainer] job {job['job_id']} rank {info.rank}: {state}: {message}", file=sys.stderr)
     shutdown(info)
     return status
 

@@ -1,0 +1,112 @@
+"""Engines for the results store, and the one upsert every writer uses.
+
+SQLite is the default (WAL mode, so local jobs write while `status` reads); PostgreSQL on clusters.
+Engines hide SQL parameters in error messages (`hide_parameters`): a failed INSERT of a spec must
+never print it, nor any URL inside it. SQLite transactions are opened by us (`BEGIN`, or `BEGIN
+IMMEDIATE` for a serialized one) instead of by pysqlite, which defers the lock to the first write
+and so cannot serialize a read-then-write.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+DEFAULT_URL = "sqlite:///tp-results.db"
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached or used; the message names the (password-free) URL."""
+
+
+def display_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL has no password we could find either
+        return "<unparsable database URL>"
+
+
+def resolve_url(cli_url: str | None = None, spec_url: str | None = None) -> str:
+    """--db, else TP_DB_URL, else the spec's db:, else SQLite in the working directory.
+    A relative SQLite path is made absolute (jobs may start elsewhere) and `~` is expanded."""
+    url = cli_url or os.environ.get("TP_DB_URL") or spec_url or DEFAULT_URL
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url  # Store() reports it
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = os.path.abspath(os.path.expanduser(parsed.database))
+        return parsed.set(database=path).render_as_string(hide_password=False)
+    return url
+
+
+def store_may_exist(url: str) -> bool:
+    """False when opening the store would create it (a SQLite file that is not there yet)."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return False
+    if parsed.get_backend_name() == "sqlite":
+        return bool(parsed.database) and os.path.isfile(parsed.database)
+    return True
+
+
+def make_engine(url: str) -> sa.Engine:
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise StoreError(f"invalid database URL {display_url(url)!r}: {type(exc).__name__}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = sa.create_engine(parsed, hide_parameters=True, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # noqa: ANN001 - DB-API objects
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see "begin" below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writing jobs
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn):  # noqa: ANN001
+            immediate = conn.get_execution_options().get("tp_serialized", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() in ("", "psycopg2"):
+            parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we ship
+        return sa.create_engine(parsed, hide_parameters=True, pool_pre_ping=True,
+                                connect_args={"connect_timeout": 10})
+    try:
+        return sa.create_engine(parsed, hide_parameters=True)
+    except Exception as exc:
+        raise StoreError(f"unsupported database URL {display_url(url)}: {type(exc).__name__}") from None
+
+
+def upsert(conn: sa.Connection | Any, table: sa.Table, rows: Iterable[dict[str, Any]],
+           keys: list[str], update: list[str] | None = None, chunk: int = 500) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE SET update (or DO NOTHING): atomic, so concurrent
+    writers of one row never fail or duplicate it (a read-then-write `merge` does both)."""
+    rows = list(rows)
+    if not rows:
+        return
+    dialect = conn.bind.dialect.name if hasattr(conn, "bind") and conn.bind is not None else conn.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise StoreError(f"upsert is not implemented for {dialect}")
+    for i in range(0, len(rows), chunk):
+        stmt = insert(table).values(rows[i:i + chunk])
+        if update:
+            stmt = stmt.on_conflict_do_update(index_elements=keys,
+                                              set_={c: stmt.excluded[c] for c in update})
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        conn.execute(stmt)

@@ -1,0 +1,191 @@
+"""Submit jobs to an executor, in dependency order.
+
+A job may start once the levels its chain continues from (trained by other jobs) are finished.
+For a scheduler (Slurm) the controller hands that wait to the scheduler: jobs that wait for the
+same jobs go in one array with `--dependency=afterok:...`, and never hold a GPU while they wait.
+Local and debug jobs belong to this machine, so the controller drives them itself, starting a job
+when what it waits for is done, `array_parallelism` at a time. A job whose prerequisite failed is
+not submitted: it stays PLANNED, says why, and `resume --include-failed` takes both.
+
+Each job is claimed in the store before it is submitted (a compare-and-set), so of two launches
+racing for the same job exactly one submits it. The store's URL reaches jobs through a file only
+its owner can read, never through a command line, a pickle or a log.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from db.schema import Job
+from db.store import ACTIVE_STATES, Store
+
+_BLOCKED = ("FAILED", "CANCELLED", "TIMEOUT", "LOST", "PREEMPTED")
+
+
+class SubmitError(RuntimeError):
+    """The scheduler refused or could not be reached; the jobs stay as they were (PLANNED...)."""
+
+
+def executor_for(spec: Any, kind: str):
+    from slurm.executors import make_executor
+
+    return make_executor(kind, spec.executor, Path(spec.output_dir).expanduser().resolve() / "_jobs" / spec.name)
+
+
+def db_url_file(url: str, output_dir: str) -> str:
+    """The store URL in OUTPUT/_jobs/secrets/<hash>.url, readable by its owner alone."""
+    folder = Path(output_dir).expanduser().resolve() / "_jobs" / "secrets"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    path = folder / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".url")
+    if not path.exists() or path.read_text() != url:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(url)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def _prerequisites(store: Store, job: Job) -> dict[str, Job | None]:
+    """Jobs in charge of the unfinished levels `job` continues from (None: nobody is). A level
+    finished on disk but not yet in the store (its trainer lost the store) counts as finished."""
+    from orchestrator.controller import store_level_dirs, sync_from_disk
+
+    parents = store.external_parents(job)
+    unfinished = [lid for lid, st in parents.items() if not st.finished]
+    if unfinished and sync_from_disk(store, store_level_dirs(store, unfinished)):
+        parents = store.external_parents(job)
+    waits: dict[str, Job | None] = {}
+    owners = []
+    for lid, st in parents.items():
+        if not st.finished:
+            if st.job_id is None:
+                waits[f"level {lid}"] = None
+            else:
+                owners.append(st.job_id)
+    for jid, dep in store.jobs(sorted(set(owners))).items():
+        waits[jid] = dep
+    return waits
+
+
+def submit_jobs(store: Store, spec: Any, todo: list[Job], kind: str, result: Any,
+                on_progress: Callable[[], None] | None = None) -> None:
+    if not todo:
+        return
+    ex = executor_for(spec, kind)
+    db_file = db_url_file(store.url, spec.output_dir)
+    if ex.blocking:
+        _drive(store, spec, ex, todo, db_file, result, on_progress)
+    else:
+        _to_scheduler(store, ex, todo, db_file, result)
+
+
+def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: Any) -> None:
+    from slurm.executors import JobRequest
+
+    queue = {j.job_id: j for j in todo}
+    while queue:
+        groups: dict[tuple[str, ...], list[Job]] = {}
+        for job in list(queue.values()):
+            deps, why = [], None
+            for ref, dep in _prerequisites(store, job).items():
+                if dep is None:
+                    why = f"no job trains {ref}"
+                elif dep.job_id in queue:
+                    why = "later"  # submitted in a later round, once it has a scheduler id
+                elif dep.state in ACTIVE_STATES and dep.sched_id:
+                    deps.append(dep.sched_id)
+                elif dep.job_id in result.submitted:
+                    deps.append(result.submitted[dep.job_id])
+                else:
+                    why = f"waits for job {dep.job_id} ({dep.state}); resume --include-failed retries it"
+                if why:
+                    break
+            if why == "later":
+                continue
+            del queue[job.job_id]
+            if why:
+                result.waiting[job.job_id] = why
+                store.note(job.job_id, why)
+                continue
+            groups.setdefault(tuple(sorted(deps)), []).append(job)
+        if not groups:
+            for job in queue.values():  # a cycle cannot happen (levels form trees); be safe anyway
+                result.waiting[job.job_id] = "waits for a job that could not be submitted"
+            break
+        for deps, jobs in groups.items():
+            claimed = [(j, j.state) for j in jobs if store.claim(j.job_id, (j.state,))]
+            if not claimed:
+                continue
+            reqs = [JobRequest(j.job_id, j.job_file, db_file) for j, _ in claimed]
+            try:
+                handles = ex.submit(reqs, dependency=("afterok:" + ":".join(deps)) if deps else None)
+            except Exception as exc:  # sbatch missing, slurmctld down, a rejected option...
+                for j, prev in claimed:
+                    store.unclaim(j.job_id, prev)
+                detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                raise SubmitError(f"submission to {ex.kind} failed, nothing more was submitted "
+                                  f"({len(queue) + len(reqs)} jobs stay as they were): {detail}") from None
+            for (j, prev), h in zip(claimed, handles):
+                store.submitted(j.job_id, prev, str(h.job_id), ex.kind)
+                result.submitted[j.job_id] = str(h.job_id)
+
+
+def _drive(store: Store, spec: Any, ex: Any, todo: list[Job], db_file: str, result: Any,
+           on_progress: Callable[[], None] | None) -> None:
+    """Run local/debug jobs to completion here, each once what it continues from is finished."""
+    from slurm.executors import JobRequest
+
+    cap = 1 if ex.kind == "debug" else spec.executor.array_parallelism
+    queue = [j for j in todo]
+    queued = {j.job_id for j in queue}
+    active: list[tuple[Job, Any]] = []
+    while queue or active:
+        for job in list(queue):
+            if len(active) >= cap:
+                break
+            start, why = True, None
+            for ref, dep in _prerequisites(store, job).items():
+                if dep is None:
+                    why = f"no job trains {ref}"
+                elif dep.job_id in queued or dep.state in ACTIVE_STATES:
+                    start = False  # queued here, running elsewhere, or finishing: wait for it
+                else:
+                    why = f"waits for job {dep.job_id} ({dep.state}); resume --include-failed retries it"
+                if why:
+                    break
+            if why:
+                queue.remove(job)
+                queued.discard(job.job_id)
+                result.waiting[job.job_id] = why
+                store.note(job.job_id, why)
+                continue
+            if not start:
+                continue
+            queue.remove(job)
+            if not store.claim(job.job_id, (job.state,)):
+                queued.discard(job.job_id)
+                continue  # another launch took it
+            handle = ex.submit([JobRequest(job.job_id, job.job_file, db_file)])[0]
+            store.submitted(job.job_id, job.state, str(handle.job_id), ex.kind)
+            result.submitted[job.job_id] = str(handle.job_id)
+            active.append((job, handle))
+        for job, handle in list(active):
+            if ex.kind == "debug" or handle.done():
+                active.remove((job, handle))
+                queued.discard(job.job_id)
+                exc = handle.exception()
+                if exc is not None:
+                    result.failed[job.job_id] = str(exc).strip().splitlines()[-1][:500]
+                # A trainer that died before reporting leaves its job active: say so.
+                store.set_job_state(job.job_id, "FAILED", only_from=ACTIVE_STATES,
+                                    message=f"job {handle.job_id} ended without reporting: "
+                                            f"{result.failed.get(job.job_id, 'no result')}")
+        if on_progress:
+            on_progress()
+        if active or queue:
+            time.sleep(0.5)

@@ -1,0 +1,98 @@
+"""Levels through `tp-sweep launch`: level 0 trained once for every method that shares it, results
+equal to each method launched alone, sweeps extended by training only what is new, and the store
+rebuilt from the output folder."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.sweeputil import epochs_trained, same_levels, status_json, tiny_spec, tp, write_spec
+
+METHODS = ["dense", "imp", "imp_wr", "imp_lrr", "random"]
+
+
+def _spec(name: str, methods: list[str], sparsities: list[float]) -> dict:
+    spec = tiny_spec(name)
+    spec["grid"] = {"method": methods, "sparsity": sparsities, "seed": [0]}
+    spec["trainer"]["overrides"]["prune.rewind_iterations"] = 2  # one epoch per level: k inside it
+    return spec
+
+
+def _query(tmp, sweep: str, db: str | None = None) -> list[dict]:
+    args = ["query", sweep, "--format", "json"] + (["--db", db] if db else [])
+    return json.loads(tp(*args, cwd=tmp, check=True).stdout)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """All five methods at {0.5, 0.8} in one sweep: level 0, then per iterative method trunk 1
+    (0.5), trunk 2 (0.25) and a branch from it to 0.8 -> 1 + 4 x 3 = 13 levels."""
+    tmp = tmp_path_factory.mktemp("shared")
+    path = write_spec(tmp, _spec("shared", METHODS, [0.5, 0.8]))
+    dry = json.loads(tp("launch", str(path), "--dry-run", "--format", "json", cwd=tmp, check=True).stdout)
+    tp("launch", str(path), cwd=tmp, check=True)
+    return tmp, path, dry
+
+
+def test_level_zero_is_trained_once_for_all_methods(shared):
+    tmp, _, dry = shared
+    assert dry["level_trainings"] == 13 and dry["levels_to_train"] == 13 and dry["jobs"] == 5
+    assert dry["naive_level_trainings"] == 1 + 4 * (2 + 4)
+    assert status_json("shared", tmp)["counts"] == {"COMPLETED": 5}
+    assert epochs_trained(tmp, "shared") == 13  # one epoch per level, each level once
+    rows = _query(tmp, "shared")
+    level0 = {r["level_id"] for r in rows if r["method"] == "dense"}
+    assert len(level0) == 1
+    logs = "".join(p.read_text() for p in (tmp / "tp-runs" / "_jobs" / "shared").glob("*/*_log.out"))
+    assert logs.count(f"[level {level0.pop()} dense 0 epoch 0]") == 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_equals_itself_launched_alone(shared, tmp_path, method):
+    tmp, _, _ = shared
+    path = write_spec(tmp_path, _spec("alone", [method], [0.5, 0.8]))
+    tp("launch", str(path), cwd=tmp_path, check=True)
+    mine = _query(tmp_path, "alone")
+    theirs = [r for r in _query(tmp, "shared") if r["method"] == method]
+    assert [(r["sparsity"], r["level_id"], r["test_acc"]) for r in mine] == \
+        [(r["sparsity"], r["level_id"], r["test_acc"]) for r in theirs]
+    assert same_levels(tmp_path / "tp-runs", tmp / "tp-runs", [r["level_id"] for r in mine])
+
+
+def test_extending_a_sweep_trains_only_the_new_levels(shared):
+    tmp, _, _ = shared
+    before = epochs_trained(tmp, "shared")
+    wider = write_spec(tmp, _spec("shared", METHODS, [0.5, 0.8, 0.9]))
+    dry = json.loads(tp("launch", str(wider), "--dry-run", "--format", "json", cwd=tmp, check=True).stdout)
+    # 0.9 at rate 0.5: trunk 3 (0.125) and a branch from it to 0.1, for each iterative method.
+    assert (dry["levels_done"], dry["levels_to_train"]) == (13, 8)
+    tp("launch", str(wider), cwd=tmp, check=True)
+    assert epochs_trained(tmp, "shared") - before == 8
+    assert status_json("shared", tmp)["counts"] == {"COMPLETED": 5}
+    rows = _query(tmp, "shared")
+    assert {r["sparsity"] for r in rows if r["method"] == "imp"} == {0.5, 0.8, 0.9}
+    assert all(r["state"] == "COMPLETED" and r["test_acc"] is not None for r in rows)
+
+
+def test_a_second_store_and_a_rebuilt_store_show_the_same_results(shared):
+    tmp, path, _ = shared
+    first = _query(tmp, "shared")
+    other = f"sqlite:///{tmp / 'other.db'}"
+    proc = tp("launch", str(path), "--db", other, cwd=tmp, check=True)
+    assert "nothing to submit" in proc.stdout and "imported" in proc.stdout
+    st = status_json("shared", tmp, db=other)
+    assert st["counts"] == {"COMPLETED": 5} and all(r["test_acc"] is not None for r in st["runs"])
+    # Lose the store; rebuild it from the output folder.
+    (tmp / "tp-results.db").unlink()
+    for extra in tmp.glob("tp-results.db-*"):
+        extra.unlink()
+    out = tp("db", "import", "tp-runs", cwd=tmp, check=True)
+    assert "imported 1 sweeps" in out.stdout
+    assert _query(tmp, "shared") == first
+    table = tp("query", "shared", cwd=tmp, check=True).stdout
+    assert "imp_lrr" in table
+    bad = tp("db", "import", str(tmp / "nowhere"), cwd=tmp)
+    assert bad.returncode == 2 and "not a turboprune output folder" in bad.stderr
+    shutil.rmtree(tmp / "tp-runs" / "_jobs" / "shared", ignore_errors=True)  # logs no longer needed

@@ -1,0 +1,119 @@
+"""Stores written by an older schema carry forward: 0001 (one trajectory per run) -> head, on
+SQLite and PostgreSQL, and the sweeps recorded there still query."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from db import migrate
+from db.engine import make_engine
+from db.queries import grid_results, run_summaries
+from db.store import Store
+from tests.sweeputil import tp
+
+NOW = dt.datetime(2026, 11, 1, 12, 0, 0)
+
+
+def _old_store(url: str) -> None:
+    """A 0001 store holding one finished imp run (levels 0..2 at densities 1, 0.5, 0.25) and a
+    dense run that was preempted after level 0 had not finished."""
+    eng = make_engine(url)
+    migrate.upgrade_to(eng, "0001")
+    meta = sa.MetaData()
+    meta.reflect(eng)
+    t = meta.tables
+    with eng.begin() as c:
+        c.execute(t["sweeps"].insert(), [{"id": 1, "name": "old", "spec": {"name": "old"},
+                                          "executor": "local", "output_dir": "/x", "created_at": NOW}])
+        base = {"axes": {}, "config": {"method": "imp"}, "run_dir": "/x/r", "executor": "local",
+                "level": 0, "epoch": 0, "heartbeat_at": NOW, "message": None, "created_at": NOW,
+                "updated_at": NOW}
+        c.execute(t["runs"].insert(), [
+            {**base, "run_id": "aaaa", "method": "imp", "seed": 0, "sparsities": [0.5, 0.75],
+             "densities": [1.0, 0.5, 0.25], "state": "COMPLETED", "job_id": "12_0", "attempts": 2},
+            {**base, "run_id": "bbbb", "method": "dense", "seed": 0, "sparsities": [0.0],
+             "densities": [1.0], "state": "PREEMPTED", "job_id": "12_1", "attempts": 1}])
+        c.execute(t["sweep_runs"].insert(), [{"sweep_id": 1, "run_id": "aaaa"}, {"sweep_id": 1, "run_id": "bbbb"}])
+        c.execute(t["grid_points"].insert(), [
+            {"sweep_id": 1, "run_id": "aaaa", "method": "imp", "sparsity": s, "seed": 0, "axes": {},
+             "axes_key": "{}", "level": lvl} for s, lvl in ((0.5, 1), (0.75, 2))] + [
+            {"sweep_id": 1, "run_id": "bbbb", "method": "dense", "sparsity": 0.0, "seed": 0, "axes": {},
+             "axes_key": "{}", "level": 0}])
+        c.execute(t["levels"].insert(), [
+            {"run_id": "aaaa", "level": i, "density": d, "achieved_sparsity": 1 - d, "test_acc": acc,
+             "test_top5": None, "test_loss": 0.5, "best_test_acc": acc, "train_loss": 0.4,
+             "train_acc": 0.9, "epochs": 2, "seconds": 1.5, "finished_at": NOW}
+            for i, (d, acc) in enumerate(((1.0, 0.91), (0.5, 0.92), (0.25, 0.9)))])
+        c.execute(t["epochs"].insert(), [
+            {"run_id": "aaaa", "level": i, "epoch": e, "train_loss": 0.4, "train_acc": 0.9,
+             "test_loss": None, "test_acc": None, "test_top5": None, "lr": 0.1, "steps": 10,
+             "seconds": 0.7, "images_per_s": 100.0, "at": NOW} for i in range(3) for e in range(2)])
+        c.execute(t["events"].insert(), [
+            {"run_id": "aaaa", "at": NOW, "state_from": None, "state_to": "PLANNED", "job_id": None,
+             "message": "planned"},
+            {"run_id": "bbbb", "at": NOW, "state_from": "RUNNING", "state_to": "PREEMPTED",
+             "job_id": "12_1", "message": "stopped"}])
+        c.execute(t["attempts"].insert(), [
+            {"run_id": "aaaa", "attempt": 1, "job_id": "12_0", "host": "h", "world_size": 2,
+             "resumed_from": None, "started_at": NOW, "ended_at": NOW, "outcome": "COMPLETED"}])
+    eng.dispose()
+
+
+def _check_carried_forward(url: str) -> None:
+    store = Store(url)  # first use upgrades to head
+    with store.engine.connect() as c:
+        assert migrate.current_revision(c) == migrate.head_revision()
+        assert c.execute(sa.text("select count(*) from epochs")).scalar() == 6
+        assert c.execute(sa.text("select count(*) from jobs")).scalar() == 2
+        assert c.execute(sa.text("select sched_id from attempts")).scalar() == "12_0"
+    rows = {(r["method"], r["sparsity"]): r for r in grid_results(store, "old")}
+    assert rows[("imp", 0.5)]["test_acc"] == 0.92 and rows[("imp", 0.75)]["test_acc"] == 0.9
+    assert rows[("imp", 0.75)]["level"] == 2 and rows[("imp", 0.75)]["level_kind"] == "legacy"
+    assert rows[("dense", 0.0)]["state"] == "PREEMPTED" and rows[("dense", 0.0)]["test_acc"] is None
+    runs = {r.method: r for r in run_summaries(store, "old")}
+    assert runs["imp"].state == "COMPLETED" and runs["imp"].levels_done == 3 and runs["imp"].attempts == 2
+    assert runs["dense"].state == "PREEMPTED"
+    assert len(grid_results(store, "old", levels=True)) == 4
+    store.close()
+
+
+def test_sqlite_store_of_0001_carries_forward(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    _old_store(url)
+    _check_carried_forward(url)
+    out = tp("query", "old", "--db", url, "--format", "json", cwd=tmp_path, check=True)
+    assert {r["method"] for r in json.loads(out.stdout)} == {"imp", "dense"}
+
+
+def test_postgres_store_of_0001_carries_forward(postgres_url):
+    schema = "tp_migration_test"
+    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    with admin.begin() as c:
+        c.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
+    url = f"{postgres_url}?options=-csearch_path%3D{schema}"
+    try:
+        _old_store(url)
+        _check_carried_forward(url)
+    finally:
+        with admin.begin() as c:
+            c.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.mark.parametrize("n", [8])
+def test_many_processes_can_open_a_fresh_store_at_once(tmp_path, n):
+    """Migrations run under a lock: every process finds the schema, none fails creating it."""
+    import subprocess
+    import sys
+
+    from tests.sweeputil import REPO
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code = "import sys; from db.store import Store; Store(sys.argv[1]).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=REPO, stderr=subprocess.PIPE, text=True)
+             for _ in range(n)]
+    errs = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in errs), [e for rc, e in errs if rc]
