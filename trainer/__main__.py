@@ -28,9 +28,17 @@ def _main(cfg: DictConfig) -> int:
     from trainer.pruning.registry import get_method
     from trainer.pruning.schedule import level_densities
 
+    from trainer.config import ConfigError
+    from trainer.schema import validate_config
+
     config = OmegaConf.to_container(cfg, resolve=True)
     sparsities = [float(s) for s in config.pop("sparsities", None) or [0.0]]
     run_dir = config.pop("run_dir", None)
+    try:  # the same check a sweep gets, before any folder or training
+        validate_config(config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     method = get_method(config["method"])
     if method.schedule == "dense":
         sparsities = [0.0]
