@@ -2,6 +2,9 @@
 recorded or submitted. `launch --dry-run` skips them to answer in about a second."""
 from __future__ import annotations
 
+import inspect
+from typing import Any, Callable
+
 from orchestrator.plan import SweepPlan
 
 
@@ -38,9 +41,26 @@ def check_plan(plan: SweepPlan) -> None:
              f"{cfg['prune'].get('rewind_epochs')} is not less than schedule.epochs "
              f"{cfg['schedule']['epochs']}"),
         ]
+        checks += _model_option_checks(cfg["model"], MODELS)
         for ok, msg in checks:
             if not ok and msg not in seen:
                 seen.add(msg)
                 problems.append(msg)
     if problems:
         raise PreflightError("; ".join(problems))
+
+
+def _model_option_checks(model: dict[str, Any], models: dict[str, Callable]) -> list[tuple[bool, str]]:
+    """Options in the model section that its builder does not take (model.hidden on a resnet):
+    build_model would pass them as keyword arguments and fail in the job."""
+    build = models.get(model.get("name"))
+    if build is None:
+        return []  # the unknown name is reported on its own
+    params = inspect.signature(build).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    takes = [p for p in params if p not in ("num_classes", "input_shape")]
+    return [(key in params,
+             f"model.{key}: model {model['name']!r} does not take it; "
+             f"its options: {', '.join(takes) or 'none'} (remove the key)")
+            for key in model if key != "name"]

@@ -26,11 +26,11 @@ BAD = [
      "data.name: unknown data set 'mnist'"),
     ("snip without data", lambda s: (s["grid"].__setitem__("method", ["snip"]),
                                      s["trainer"]["overrides"].__setitem__("prune.snip_batches", 0)),
-     "needs at least 1 batch"),
+     "prune.snip_batches: 0 is below the minimum 1"),
     ("imp_wr rewinds past the end", lambda s: s["grid"].__setitem__("method", ["imp_wr"]),
      "is not less than schedule.epochs"),
     ("unreachable schedule", lambda s: s["trainer"]["overrides"].__setitem__("prune.rate", 0.0),
-     "prune.rate must lie in (0, 1)"),
+     "prune.rate: 0.0 is outside [0.01, 0.9]"),
 ]
 
 

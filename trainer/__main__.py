@@ -61,9 +61,17 @@ def _main(cfg: DictConfig) -> int:
 
     from trainer.job import main as job_main
 
+    from trainer.config import ConfigError
+    from trainer.schema import validate_config
+
     config = OmegaConf.to_container(cfg, resolve=True)
     sparsities = [float(s) for s in config.pop("sparsities", None) or [0.0]]
     output_dir = Path(config.pop("output_dir", None) or "tp-runs")
+    try:  # the same check a sweep gets, before any folder or training
+        validate_config(config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     job_file = write_job(config, sparsities, output_dir, write=main_rank)
     while not job_file.exists():  # the other ranks wait for rank 0's files

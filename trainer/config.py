@@ -20,8 +20,74 @@ class ConfigError(ValueError):
     """A trainer config or override that cannot be resolved."""
 
 
+MAX_ALIASES = 50          # alias uses per document: plenty for reuse, too few for a bomb
+MAX_EXPANDED_NODES = 100_000  # nodes once aliases are expanded (JSON, the store, sbatch expand them)
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `5e-4` as a float (YAML 1.1 would make it a string)."""
+    """SafeLoader that reads `5e-4` as a float (YAML 1.1 would make it a string), refuses
+    duplicate keys (YAML keeps the last one silently) and bounds alias expansion (a few hundred
+    bytes of nested aliases expand to gigabytes once serialised)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_ALIASES} alias uses (*name) in one document",
+                    event.start_mark)
+        return super().compose_node(parent, index)
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        if self._aliases and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases expand this document to more than {MAX_EXPANDED_NODES:,} "
+                "nodes", node.start_mark)
+        self._aliases = 0
+        return node
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base` then a key: overriding a merged key is the point
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue  # an unhashable key; the base class reports it
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: Any, memo: dict[int, int | None]) -> int:
+    """Nodes in the document with every alias expanded, counted over the shared graph."""
+    key = id(node)
+    if key in memo:
+        size = memo[key]
+        if size is None:  # still being counted: the node contains an alias to itself
+            raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains "
+                                              "it (a recursive structure)", node.start_mark)
+        return size
+    memo[key] = None
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(n, memo) for n in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    memo[key] = size
+    return size
 
 
 _Loader.add_implicit_resolver(
@@ -44,7 +110,8 @@ def available_configs() -> list[str]:
 
 def load_config(name: str) -> dict[str, Any]:
     path = CONF_DIR / f"{name}.yaml"
-    if not path.is_file():
+    # A name, not a path: `../../elsewhere` must not read YAML from outside trainer/conf/.
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or not path.is_file():
         raise ConfigError(
             f"unknown trainer config {name!r}; known: {', '.join(available_configs())}"
         )
