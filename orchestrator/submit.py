@@ -128,8 +128,10 @@ def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: 
                 for j, prev in claimed:
                     store.unclaim(j.job_id, prev)
                 detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                raise SubmitError(f"submission to {ex.kind} failed, nothing more was submitted "
-                                  f"({len(queue) + len(reqs)} jobs stay as they were): {detail}") from None
+                done = (f"after {len(result.submitted)} jobs were submitted, the other "
+                        if result.submitted else "nothing was submitted, ")
+                raise SubmitError(f"submission to {ex.kind} failed, {done}{len(queue) + len(reqs)} "
+                                  f"jobs stay as they were: {detail}") from None
             for (j, prev), h in zip(claimed, handles):
                 store.submitted(j.job_id, prev, str(h.job_id), ex.kind)
                 result.submitted[j.job_id] = str(h.job_id)
