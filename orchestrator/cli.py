@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -74,6 +75,18 @@ def _done_without_side_effects(plan, url: str | None) -> set[str]:
     return done
 
 
+def _check_writable(folder: str) -> None:
+    """The output folder must take files before anything is recorded or submitted."""
+    import tempfile
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tp-write-check-"):
+            pass
+    except OSError as exc:
+        raise BadInput(f"output_dir {folder}: cannot write there ({exc.strerror or exc})") from None
+
+
 def cmd_launch(a: argparse.Namespace) -> int:
     from orchestrator.controller import SubmitError, launch
     from orchestrator.jobs import BRANCHES_INLINE, group_jobs
@@ -111,6 +124,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
         check_plan(plan)
     except PreflightError as exc:
         raise BadInput(f"{a.spec}: {exc}") from None
+    _check_writable(plan.output_dir)
     store = _store(a.db, spec.db)
     counts = plan.counts()
     console.print(f"sweep [bold]{spec.name}[/]: {counts['runs']} runs, {counts['level_trainings']} "
@@ -430,6 +444,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the store going away mid-command is an outage, not a bug
+        outage = _store_outage(exc)
+        if outage is None:
+            raise
+        _error(outage)
+        return 1
+
+
+def _store_outage(exc: BaseException) -> str | None:
+    """A one-line message for a store that became unreachable or failed mid-command (SQL
+    parameters are hidden by the engine, so nothing secret is in it); None for anything else."""
+    import sqlalchemy as sa
+
+    from db.engine import StoreError
+
+    if isinstance(exc, StoreError):
+        return str(exc)
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return (f"the results store became unreachable ({text[0] if text else type(exc).__name__}); "
+                "nothing is lost: running jobs keep their results on disk and in their write "
+                "queues, and the next launch, status or resume picks them up")
+    return None
 
 
 if __name__ == "__main__":

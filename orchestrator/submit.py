@@ -78,6 +78,9 @@ def submit_jobs(store: Store, spec: Any, todo: list[Job], kind: str, result: Any
         return
     ex = executor_for(spec, kind)
     db_file = db_url_file(store.url, spec.output_dir)
+    # Jobs inherit this process's environment (sbatch --export=ALL, local subprocesses): the URL,
+    # password and all, must reach them through the file only.
+    os.environ.pop("TP_DB_URL", None)
     if ex.blocking:
         _drive(store, spec, ex, todo, db_file, result, on_progress)
     else:
@@ -137,10 +140,43 @@ def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: 
                 result.submitted[j.job_id] = str(h.job_id)
 
 
+class _Patient:
+    """The store as the local driver sees it: an outage (PostgreSQL restarting) makes it wait and
+    retry, not die, since the jobs it drives keep training meanwhile."""
+
+    def __init__(self, store: Store, give_up_s: float = 900.0) -> None:
+        self.store, self.give_up_s = store, give_up_s
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        import sqlalchemy as sa
+
+        start, warned = time.monotonic(), False
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                if time.monotonic() - start > self.give_up_s:
+                    raise
+                if not warned:
+                    print(f"store {self.store.display_url} unreachable; jobs keep training, "
+                          "waiting for it", flush=True)
+                    warned = True
+                time.sleep(2.0)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        fn = getattr(self.store, name)
+        return lambda *args, **kwargs: self.run(fn, *args, **kwargs)
+
+
 def _drive(store: Store, spec: Any, ex: Any, todo: list[Job], db_file: str, result: Any,
            on_progress: Callable[[], None] | None) -> None:
     """Run local/debug jobs to completion here, each once what it continues from is finished."""
+    import sqlalchemy as sa
+
     from slurm.executors import JobRequest
+
+    patient = _Patient(store)
+    store = patient  # type: ignore[assignment]
 
     cap = 1 if ex.kind == "debug" else spec.executor.array_parallelism
     queue = [j for j in todo]
@@ -151,7 +187,7 @@ def _drive(store: Store, spec: Any, ex: Any, todo: list[Job], db_file: str, resu
             if len(active) >= cap:
                 break
             start, why = True, None
-            for ref, dep in _prerequisites(store, job).items():
+            for ref, dep in patient.run(_prerequisites, patient.store, job).items():
                 if dep is None:
                     why = f"no job trains {ref}"
                 elif dep.job_id in queued or dep.state in ACTIVE_STATES:
@@ -173,13 +209,11 @@ def _drive(store: Store, spec: Any, ex: Any, todo: list[Job], db_file: str, resu
                 queued.discard(job.job_id)
                 continue  # another launch took it
             handle = ex.submit([JobRequest(job.job_id, job.job_file, db_file)])[0]
-            store.submitted(job.job_id, job.state, str(handle.job_id), ex.kind)
+            active.append((job, handle))  # tracked before anything else can fail
             result.submitted[job.job_id] = str(handle.job_id)
-            active.append((job, handle))
+            store.submitted(job.job_id, job.state, str(handle.job_id), ex.kind)
         for job, handle in list(active):
             if ex.kind == "debug" or handle.done():
-                active.remove((job, handle))
-                queued.discard(job.job_id)
                 exc = handle.exception()
                 if exc is not None:
                     result.failed[job.job_id] = str(exc).strip().splitlines()[-1][:500]
@@ -187,7 +221,12 @@ def _drive(store: Store, spec: Any, ex: Any, todo: list[Job], db_file: str, resu
                 store.set_job_state(job.job_id, "FAILED", only_from=ACTIVE_STATES,
                                     message=f"job {handle.job_id} ended without reporting: "
                                             f"{result.failed.get(job.job_id, 'no result')}")
+                active.remove((job, handle))
+                queued.discard(job.job_id)
         if on_progress:
-            on_progress()
+            try:
+                on_progress()
+            except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                pass  # the bar waits for the store like everything else
         if active or queue:
             time.sleep(0.5)

@@ -26,7 +26,8 @@ def _old_store(url: str) -> None:
     meta.reflect(eng)
     t = meta.tables
     with eng.begin() as c:
-        c.execute(t["sweeps"].insert(), [{"id": 1, "name": "old", "spec": {"name": "old"},
+        c.execute(t["sweeps"].insert(), [{"id": 1, "name": "old",
+                                          "spec": {"name": "old", "db": "postgresql://u:hunter2@h/d"},
                                           "executor": "local", "output_dir": "/x", "created_at": NOW}])
         base = {"axes": {}, "config": {"method": "imp"}, "run_dir": "/x/r", "executor": "local",
                 "level": 0, "epoch": 0, "heartbeat_at": NOW, "message": None, "created_at": NOW,
@@ -69,6 +70,7 @@ def _check_carried_forward(url: str) -> None:
         assert c.execute(sa.text("select count(*) from epochs")).scalar() == 6
         assert c.execute(sa.text("select count(*) from jobs")).scalar() == 2
         assert c.execute(sa.text("select sched_id from attempts")).scalar() == "12_0"
+    assert store.get_sweep("old").spec["db"] == "postgresql://u:***@h/d"  # no password kept
     rows = {(r["method"], r["sparsity"]): r for r in grid_results(store, "old")}
     assert rows[("imp", 0.5)]["test_acc"] == 0.92 and rows[("imp", 0.75)]["test_acc"] == 0.9
     assert rows[("imp", 0.75)]["level"] == 2 and rows[("imp", 0.75)]["level_kind"] == "legacy"

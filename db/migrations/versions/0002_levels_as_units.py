@@ -190,6 +190,16 @@ def upgrade() -> None:
                        ("jobs", jobs), ("events", events), ("attempts", attempts)):
         if rows:
             op.bulk_insert(t[name], rows)
+    # Specs stored before 0002 kept a `db:` URL as written, password included: remove it.
+    sweeps = sa.Table("sweeps", sa.MetaData(), autoload_with=conn)
+    for row in conn.execute(sa.select(sweeps.c.id, sweeps.c.spec)):
+        spec = row.spec
+        if isinstance(spec, dict) and spec.get("db"):
+            try:
+                safe = sa.engine.make_url(str(spec["db"])).render_as_string(hide_password=True)
+            except Exception:  # noqa: BLE001 - unparsable: drop it rather than keep a secret
+                safe = None
+            conn.execute(sweeps.update().where(sweeps.c.id == row.id).values(spec={**spec, "db": safe}))
     if conn.dialect.name == "postgresql":  # explicit ids were inserted: move the sequences past them
         for name in ("grid_points", "events", "attempts"):
             conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
