@@ -18,6 +18,10 @@ from sqlalchemy.engine import Connection, Engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_KEY = 0x7470_6D69  # "tpmi": one advisory lock id for all turboprune migrations
+# Our own version table: Optuna keeps its studies in the same database (tp-sweep's search) and
+# its Alembic uses the default `alembic_version`, which two histories cannot share.
+VERSION_TABLE = "tp_alembic_version"
+_LEGACY_VERSION_TABLE = "alembic_version"
 
 
 def _config(url: str | None = None):
@@ -39,7 +43,29 @@ def head_revision() -> str | None:
 def current_revision(conn: Connection) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    return MigrationContext.configure(conn).get_current_revision()
+    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def _our_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def _adopt_legacy_version_table(conn: Connection) -> None:
+    """Stores made before VERSION_TABLE recorded our revision in `alembic_version`: move it."""
+    insp = sa.inspect(conn)
+    if VERSION_TABLE in insp.get_table_names() or _LEGACY_VERSION_TABLE not in insp.get_table_names():
+        return
+    legacy = sa.table(_LEGACY_VERSION_TABLE, sa.column("version_num"))
+    ours = [r for r in conn.execute(sa.select(legacy.c.version_num)).scalars() if r in _our_revisions()]
+    if not ours:
+        return  # someone else's (Optuna's) history
+    conn.execute(sa.text(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+    conn.execute(sa.text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)"), {"v": ours[0]})
+    conn.execute(legacy.delete().where(legacy.c.version_num == ours[0]))
+    if conn.execute(sa.select(sa.func.count()).select_from(legacy)).scalar() == 0:
+        conn.execute(sa.text(f"DROP TABLE {_LEGACY_VERSION_TABLE}"))
 
 
 @contextlib.contextmanager
@@ -62,6 +88,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     head = head_revision()
     with engine.connect() as conn:  # the common case, unlocked: already at head
         before = current_revision(conn)
+        conn.rollback()
     if before == head:
         return before, before
     from alembic import command
@@ -71,6 +98,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            _adopt_legacy_version_table(conn)
             before = current_revision(conn)
             if before != head:
                 cfg = _config()

@@ -60,6 +60,8 @@ def _old_store(url: str) -> None:
         c.execute(t["attempts"].insert(), [
             {"run_id": "aaaa", "attempt": 1, "job_id": "12_0", "host": "h", "world_size": 2,
              "resumed_from": None, "started_at": NOW, "ended_at": NOW, "outcome": "COMPLETED"}])
+        # Stores of that time kept our revision in Alembic's default table.
+        c.execute(sa.text("ALTER TABLE tp_alembic_version RENAME TO alembic_version"))
     eng.dispose()
 
 
@@ -67,6 +69,7 @@ def _check_carried_forward(url: str) -> None:
     store = Store(url)  # first use upgrades to head
     with store.engine.connect() as c:
         assert migrate.current_revision(c) == migrate.head_revision()
+        assert "alembic_version" not in sa.inspect(c).get_table_names()  # left free for Optuna
         assert c.execute(sa.text("select count(*) from epochs")).scalar() == 6
         assert c.execute(sa.text("select count(*) from jobs")).scalar() == 2
         assert c.execute(sa.text("select sched_id from attempts")).scalar() == "12_0"
@@ -119,3 +122,23 @@ def test_many_processes_can_open_a_fresh_store_at_once(tmp_path, n):
              for _ in range(n)]
     errs = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     assert all(rc == 0 for rc, _ in errs), [e for rc, e in errs if rc]
+
+
+def test_optuna_studies_share_the_store(tmp_path):
+    """Optuna's RDB storage (tp-sweep's search) lives in the store's database: both histories
+    of migrations coexist, whichever comes first."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'both.db'}"
+    Store(url).close()
+    study = optuna.create_study(study_name="s", storage=url)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    Store(url).close()
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == 2
+    url2 = f"sqlite:///{tmp_path / 'optuna_first.db'}"
+    optuna.create_study(study_name="s", storage=url2)
+    store = Store(url2)
+    with store.engine.connect() as c:
+        assert migrate.current_revision(c) == migrate.head_revision()
+    store.close()
+    assert optuna.load_study(study_name="s", storage=url2).trials == []
