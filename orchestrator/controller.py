@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from db.schema import Job
 from db.store import ACTIVE_STATES, RESUMABLE_STATES, Store
-from orchestrator.jobs import group_jobs
+from orchestrator.jobs import group_jobs, runs_of_job
 from orchestrator.plan import SweepPlan
 from orchestrator.spec import ExecutorSpec, SweepSpec, parse_spec
 from orchestrator.submit import SubmitError, submit_jobs
@@ -126,7 +126,8 @@ def launch(store: Store, plan: SweepPlan, spec_dict: dict[str, Any], executor_ki
         new_jobs = group_jobs(to_train, owner, plan.snapshots)
         files = {j.job_id: str(Path(plan.output_dir) / "jobs" / f"{j.job_id}.json") for j in new_jobs}
         for j in new_jobs:
-            write_json_atomic(Path(files[j.job_id]), j.description(plan.levels_dir))
+            write_json_atomic(Path(files[j.job_id]),
+                              j.description(plan.levels_dir, runs_of_job(j, plan.runs, plan.spec.name)))
         store.create_jobs(s, new_jobs, plan.spec.name, files)
     result.jobs_new = [j.job_id for j in new_jobs]
     jobs = store.jobs_of_levels(list(plan.levels))

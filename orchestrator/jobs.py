@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainer.lineage import LevelSpec, content_hash
+from trainer.storage import job_description
 
 
 @dataclass
@@ -25,10 +26,25 @@ class JobPlan:
     depends_on: list[str] = field(default_factory=list)  # job ids
     snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # root -> rewind points
 
-    def description(self, levels_dir: str) -> dict[str, Any]:
-        """JOB_FILE: what `python -m trainer.job JOB_FILE` trains."""
-        return {"job_id": self.job_id, "levels_dir": levels_dir, "levels": self.levels,
-                "snapshots": self.snapshots}
+    def description(self, levels_dir: str, runs: dict[str, Any] | None = None) -> dict[str, Any]:
+        return job_description(self.job_id, levels_dir, self.levels, self.snapshots, runs or {})
+
+
+def runs_of_job(job: JobPlan, runs: list[Any], sweep: str) -> dict[str, Any]:
+    """The runs (orchestrator.plan.RunPlan) that need any of `job`'s levels, as the trainer's
+    recorders see them: who they are, and which of their targets each level serves."""
+    mine = set(job.levels)
+    out: dict[str, Any] = {}
+    for r in runs:
+        if mine.isdisjoint(r.levels):
+            continue
+        serves: dict[str, list[float]] = {}
+        for p in r.points:
+            serves.setdefault(p.level_id, []).append(p.sparsity)
+        out[r.run_id] = {"sweep": sweep, "method": r.method, "seed": r.seed, "axes": r.axes,
+                         "levels": r.levels, "serves": serves,
+                         "logging": r.config.get("logging") or {}}
+    return out
 
 
 BRANCHES_INLINE = "inline: a branch trains in its trunk level's job, right after that level"

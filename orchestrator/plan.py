@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.spec import RESERVED_AXES, SweepSpec
 from trainer import config as trainer_config
-from trainer.lineage import LevelSpec, LineageError, content_hash, plan_levels
+from trainer.lineage import LevelSpec, LineageError, plan_levels, run_id
 from trainer.pruning.registry import get_method
 
 
@@ -83,8 +83,7 @@ class SweepPlan:
         }
 
 
-def run_id_for(config: dict[str, Any]) -> str:
-    return content_hash({"config": config})
+run_id_for = run_id  # the planner's name for it
 
 
 def plan_sweep(spec: SweepSpec) -> SweepPlan:

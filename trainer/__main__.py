@@ -25,10 +25,9 @@ _QUIET = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disa
 def write_job(config: dict, sparsities: list[float], output_dir: Path, write: bool = True) -> Path:
     """Level folders and one job file for every level the run needs (written by rank 0 only;
     planning is pure, so every rank knows the job file's path)."""
-    from orchestrator.jobs import JobPlan
-    from trainer.lineage import content_hash, plan_levels
+    from trainer.lineage import content_hash, plan_levels, run_id
     from trainer.pruning.registry import get_method
-    from trainer.storage import LevelDir, write_json_atomic
+    from trainer.storage import LevelDir, job_description, write_json_atomic
 
     if get_method(config["method"]).schedule == "dense":
         sparsities = [0.0]
@@ -44,11 +43,14 @@ def write_job(config: dict, sparsities: list[float], output_dir: Path, write: bo
             if lv.step["rewind_to"] not in snapshots[lv.root]:
                 snapshots[lv.root].append(lv.step["rewind_to"])
     ids = [lv.level_id for lv in lineage.levels]
-    job = JobPlan(content_hash({"levels": ids}), ids, [], snapshots)
-    path = output_dir.resolve() / "jobs" / f"{job.job_id}.json"
+    job_id = content_hash({"levels": ids})
+    path = output_dir.resolve() / "jobs" / f"{job_id}.json"
     if not write:
         return path
-    write_json_atomic(path, job.description(str(levels_dir)))
+    run = {"sweep": None, "method": config["method"], "seed": config["seed"], "axes": {}, "levels": ids,
+           "serves": {lv.level_id: [s] for s, lv in lineage.serving.items()},
+           "logging": config.get("logging") or {}}
+    write_json_atomic(path, job_description(job_id, str(levels_dir), ids, snapshots, {run_id(config): run}))
     for s, lv in sorted(lineage.serving.items()):
         print(f"[trainer] sparsity {s:g}: level {lv.level_id} ({lv.kind}, depth {lv.depth}) in "
               f"{levels_dir / lv.level_id}", flush=True)

@@ -29,8 +29,9 @@ from typing import Any
 from trainer.pruning.registry import CRITERIA, get_method
 
 # Keys of a run's config that do not change what a level trains: the method picks the pruning
-# steps (described in each step), and `prune` only feeds them.
-NOT_TRAINING = ("method", "prune")
+# steps (described in each step), `prune` only feeds them, and `logging` only says where metrics
+# go besides the store.
+NOT_TRAINING = ("method", "prune", "logging")
 # A trunk level serves a target whose density it equals to this precision (float noise: 0.8**2
 # is 0.6400000000000001 while a user writes sparsity 0.36).
 DENSITY_TOL = 1e-9
@@ -58,6 +59,11 @@ def canonical(obj: Any) -> Any:
 def content_hash(obj: Any) -> str:
     blob = json.dumps(canonical(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_id(config: dict[str, Any]) -> str:
+    """A run (method x seed x axes) is what it computes: turning W&B on keeps its id."""
+    return content_hash({"config": {k: v for k, v in config.items() if k != "logging"}})
 
 
 def training_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -138,6 +138,21 @@ class TrainConfig:
 
 
 @dataclass
+class WandbConfig:
+    project: str = _f()
+    entity: Optional[str] = _f(None)
+    # auto: online when a W&B API key is set (WANDB_API_KEY or a login), offline otherwise
+    mode: str = _f("auto", choices=("auto", "online", "offline", "disabled"))
+    dir: Optional[str] = _f(None)   # where W&B writes its files; default: OUTPUT_DIR/wandb
+    tags: list[str] = _f([], max_len=64)
+
+
+@dataclass
+class LoggingConfig:
+    wandb: Optional[WandbConfig] = _f(None)   # null: W&B off (and never imported)
+
+
+@dataclass
 class TrainerConfig:
     method: str = _f(choices=tuple(sorted(METHODS)))
     seed: int = _f(ge=0, lt=SEED_LIMIT)
@@ -147,6 +162,7 @@ class TrainerConfig:
     schedule: ScheduleConfig = _f()
     prune: PruneConfig = _f()
     train: TrainConfig = _f()
+    logging: LoggingConfig = _f(None)  # where metrics go besides the store; no effect on results
 
 
 # ---- validation ------------------------------------------------------------------------------

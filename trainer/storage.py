@@ -40,6 +40,15 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
+def job_description(job_id: str, levels_dir: str, levels: list[str],
+                    snapshots: dict[str, list[dict[str, Any]]], runs: dict[str, Any]) -> dict[str, Any]:
+    """JOB_FILE, what `python -m trainer.job JOB_FILE` trains: its levels (in order, under
+    levels_dir), the imp_wr rewind points its root levels write, and the runs its levels serve
+    (for recorders that report per run, such as W&B)."""
+    return {"job_id": job_id, "levels_dir": levels_dir, "levels": levels, "snapshots": snapshots,
+            "runs": runs}
+
+
 def status_path(job_file: str | Path) -> Path:
     """Where a job's rank 0 leaves its outcome for the scheduler-side wrapper (slurm/job.py)."""
     p = Path(job_file)
