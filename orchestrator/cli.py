@@ -107,8 +107,16 @@ def cmd_launch(a: argparse.Namespace) -> int:
         jobs = group_jobs([lv for lid, lv in plan.levels.items() if lid not in done], {}, plan.snapshots)
         info = {"sweep": spec.name, **counts, "jobs": len(jobs), "branches": BRANCHES_INLINE,
                 "executor": kind}
+        if spec.search is not None:
+            from orchestrator.search_plan import search_plan
+
+            info["search"] = search_plan(spec, plan)
         if a.format == "json":
             print(json.dumps(info))
+        elif spec.search is not None:
+            from orchestrator.search_plan import print_search_plan
+
+            print_search_plan(console, info["search"], kind)
         else:
             console.print(
                 f"sweep [bold]{spec.name}[/]: {counts['grid_points']} grid points, {counts['runs']} runs, "
@@ -129,6 +137,8 @@ def cmd_launch(a: argparse.Namespace) -> int:
     counts = plan.counts()
     console.print(f"sweep [bold]{spec.name}[/]: {counts['runs']} runs, {counts['level_trainings']} "
                   f"level trainings -> {kind}, store {store.display_url}")
+    if spec.search is not None:
+        return _run_search(store, spec, _stored_spec_dict(a.spec, spec), kind, plan)
     progress = LaunchProgress(store, spec.name, console) if kind in ("local", "debug") else None
     try:
         with progress or nullcontext():
@@ -153,6 +163,23 @@ def cmd_launch(a: argparse.Namespace) -> int:
     return _show_status(store, spec.name, "table", progress is not None or a.wait)
 
 
+def _run_search(store, spec, spec_dict: dict[str, Any], kind: str, plan) -> int:
+    """Drive the sweep's Optuna search to its end (it can be stopped and started again)."""
+    from orchestrator.controller import SubmitError
+    from orchestrator.progress import SearchProgress
+    from orchestrator.search import SearchDriver
+
+    with SearchProgress(console, spec.name) as bar:
+        try:
+            res = SearchDriver(store, spec, spec_dict, kind, plan, on_progress=bar.update).run()
+        except SubmitError as exc:
+            _error(str(exc))
+            return 1
+    console.print("search done: " + ", ".join(f"{n} {s.lower()}" for s, n in res.told.items())
+                  if res.told else "search done: nothing left to try")
+    return _show_status(store, spec.name, "table", True)
+
+
 # ---- status ------------------------------------------------------------------------------------
 def _show_status(store, target: str, fmt: str, show_results: bool = True) -> int:
     from db.queries import QueryError, grid_results, run_summaries
@@ -174,16 +201,34 @@ def _show_status(store, target: str, fmt: str, show_results: bool = True) -> int
         runs = run_summaries(store, target)
     except QueryError as exc:
         raise BadInput(str(exc)) from None
+    search = _search_rows(store, target)
     if fmt == "json":
-        print(json.dumps(render.status_json(target, runs)))
+        out = render.status_json(target, runs)
+        if search is not None:
+            out["search"] = search
+        print(json.dumps(out))
     else:
         console.print(render.status_table(target, runs))
-        if show_results:
+        if search is not None:
+            from orchestrator.search_plan import search_table
+
+            console.print(search_table(target, search))
+        elif show_results:
             table = render.accuracy_table(target, grid_results(store, target))
             if table is not None:
                 console.print(table)
     bad = [r for r in runs if r.state in ("FAILED", "LOST")]
     return 1 if bad else 0
+
+
+def _search_rows(store, sweep: str):
+    """Trials per cell of a sweep with a search (None for a plain sweep)."""
+    row = store.get_sweep(sweep)
+    if row is None or not (row.spec or {}).get("search"):
+        return None
+    from orchestrator.search import search_summary
+
+    return search_summary(store, sweep)
 
 
 def _show_run(store, run, fmt: str) -> int:
@@ -246,9 +291,14 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
     store = _store(a.db)
     try:
-        kind = a.executor or stored_spec(store, a.sweep).executor.kind
+        spec = stored_spec(store, a.sweep)
+        kind = a.executor or spec.executor.kind
     except LookupError as exc:
         raise BadInput(str(exc)) from None
+    if spec.search is not None:  # the search goes on where it stopped, adopting its trials
+        from orchestrator.plan import plan_sweep
+
+        return _run_search(store, spec, store.get_sweep(a.sweep).spec, kind, plan_sweep(spec))
     progress = LaunchProgress(store, a.sweep, console) if kind in ("local", "debug") else None
     try:
         with progress or nullcontext():
@@ -301,7 +351,16 @@ def _query_rows(store, a: argparse.Namespace) -> list[dict[str, Any]]:
 def cmd_query(a: argparse.Namespace) -> int:
     from orchestrator.render import rows_table
 
-    rows = _query_rows(_store(a.db), a)
+    if a.best:
+        store = _store(a.db)
+        rows = _search_rows(store, a.sweep)
+        if rows is None:
+            raise BadInput(f"sweep {a.sweep!r} has no search (--best is for sweeps with a search: block)")
+        rows = [{k: r.get(k) for k in ("method", "sparsity", "seed", "axes", "trials", "complete",
+                                       "running", "fail", "pruned", "best_value", "best_params",
+                                       "best_trial", "best_run_id")} for r in rows]
+    else:
+        rows = _query_rows(_store(a.db), a)
     if a.format == "json":
         print(json.dumps(rows))
     elif a.format == "csv":
@@ -398,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--where", help="e.g. \"method == 'imp' and sparsity >= 0.8\"")
     sp.add_argument("--group-by", help="comma-separated columns; mean/std/n over the rest")
     sp.add_argument("--levels", action="store_true", help="one row per level of every run: trunk and branches")
+    sp.add_argument("--best", action="store_true", help="sweeps with a search: the best trial per cell")
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sp.set_defaults(fn=cmd_query)
 

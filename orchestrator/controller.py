@@ -112,6 +112,14 @@ def done_on_disk(plan: SweepPlan) -> set[str]:
 # ---- launch / resume -------------------------------------------------------------------------
 def launch(store: Store, plan: SweepPlan, spec_dict: dict[str, Any], executor_kind: str,
            on_progress: Callable[[], None] | None = None) -> LaunchResult:
+    result, jobs, todo = prepare(store, plan, spec_dict)
+    return _submit(store, plan.spec, jobs, todo, executor_kind, result, on_progress)
+
+
+def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[LaunchResult, dict[str, Job], list[Job]]:
+    """Everything of a launch but the submission: files, the store's records, levels finished on
+    disk, and jobs for what is missing. Returns the result so far, the jobs in charge of the
+    plan's unfinished levels, and those to submit now (PLANNED or resumable)."""
     write_plan_files(plan, spec_dict)
     store.record_plan(plan, spec_dict, plan.levels_dir)
     result = LaunchResult(plan.spec.name)
@@ -132,7 +140,7 @@ def launch(store: Store, plan: SweepPlan, spec_dict: dict[str, Any], executor_ki
     result.jobs_new = [j.job_id for j in new_jobs]
     jobs = store.jobs_of_levels(list(plan.levels))
     todo = [j for j in jobs.values() if j.state == "PLANNED" or j.state in RESUMABLE_STATES]
-    return _submit(store, plan.spec, jobs, todo, executor_kind, result, on_progress)
+    return result, jobs, todo
 
 
 def resume(store: Store, sweep: str, include_failed: bool = False, executor_kind: str | None = None,

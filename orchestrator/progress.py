@@ -56,3 +56,24 @@ def wait_until_idle(store, sweep: str, console: Console, poll_s: float = 2.0) ->
             if not active:
                 return
             time.sleep(poll_s)
+
+
+class SearchProgress:
+    """A bar over trials told (complete, pruned or failed for good) while a search runs."""
+
+    def __init__(self, console: Console, sweep: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn(f"[bold]{sweep}[/] search"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("trials"), TimeElapsedColumn(), console=console)
+        self.task = self.bar.add_task("search", total=None)
+
+    def __enter__(self) -> "SearchProgress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def update(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=total)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.search_spec import SearchSpec
 from trainer import config as trainer_config
 from trainer.pruning.registry import METHODS
 from trainer.schema import SEED_LIMIT, validate_config
@@ -124,6 +125,7 @@ class SweepSpec(_Strict):
     db: str | None = None
     output_dir: str = "tp-runs"
     max_grid_points: int = Field(DEFAULT_MAX_GRID_POINTS, ge=1, le=1_000_000)
+    search: SearchSpec | None = None  # an Optuna search in every grid cell (orchestrator/search.py)
 
     @field_validator("name")
     @classmethod
@@ -190,6 +192,8 @@ class SweepSpec(_Strict):
             raise ValueError(f"grid: {sizes} is {points:,} grid points, more than "
                              f"max_grid_points {self.max_grid_points:,} (raise it if you mean it)")
         _check_trainer_configs(self)
+        if self.search is not None:
+            _check_search_params(self)
         return self
 
     @property
@@ -243,6 +247,20 @@ def _check_trainer_configs(spec: SweepSpec) -> None:
             except trainer_config.ConfigError as exc:
                 combo = ", ".join(f"{k}={_short(v)}" for k, v in zip(axes, values))
                 raise ValueError(f"grid: with {combo}: {exc}") from None
+
+
+def _check_search_params(spec: SweepSpec) -> None:
+    """Every search parameter is a trainer key, not a grid axis, and every value its distribution
+    can give (the ends; every choice) passes the trainer schema."""
+    base = _with(trainer_config.load_config(spec.trainer.config), spec.trainer.overrides)
+    for key, dist in spec.search.params.items():
+        if key in spec.grid:
+            raise ValueError(f"search.params.{key}: also a grid axis; search it or grid it, not both")
+        for value in dist.examples():
+            try:
+                validate_config(_with(base, {key: value}))
+            except trainer_config.ConfigError as exc:
+                raise ValueError(f"search.params.{key}: {exc}") from None
 
 
 def _format_validation_error(exc: ValidationError) -> str:

@@ -82,7 +82,9 @@ def submit_jobs(store: Store, spec: Any, todo: list[Job], kind: str, result: Any
     # password and all, must reach them through the file only.
     os.environ.pop("TP_DB_URL", None)
     if ex.blocking:
-        _drive(store, spec, ex, todo, db_file, result, on_progress)
+        driver = LocalDriver(store, spec, ex, db_file, result)
+        driver.add(todo)
+        driver.drive(on_progress)
     else:
         _to_scheduler(store, ex, todo, db_file, result)
 
@@ -168,65 +170,87 @@ class _Patient:
         return lambda *args, **kwargs: self.run(fn, *args, **kwargs)
 
 
-def _drive(store: Store, spec: Any, ex: Any, todo: list[Job], db_file: str, result: Any,
-           on_progress: Callable[[], None] | None) -> None:
-    """Run local/debug jobs to completion here, each once what it continues from is finished."""
-    import sqlalchemy as sa
+class LocalDriver:
+    """Local and debug jobs, run here: each starts once what it continues from is finished,
+    `array_parallelism` at a time. `step()` does one round, so a caller (the Optuna search) can
+    interleave its own work; `drive()` runs everything queued to the end."""
 
-    from slurm.executors import JobRequest
+    def __init__(self, store: Store, spec: Any, ex: Any, db_file: str, result: Any) -> None:
+        self.patient = _Patient(store)
+        self.ex, self.db_file, self.result = ex, db_file, result
+        self.cap = 1 if ex.kind == "debug" else spec.executor.array_parallelism
+        self.queue: list[Job] = []
+        self.queued: set[str] = set()
+        self.active: list[tuple[Job, Any]] = []
 
-    patient = _Patient(store)
-    store = patient  # type: ignore[assignment]
+    @property
+    def busy(self) -> bool:
+        return bool(self.queue or self.active)
 
-    cap = 1 if ex.kind == "debug" else spec.executor.array_parallelism
-    queue = [j for j in todo]
-    queued = {j.job_id for j in queue}
-    active: list[tuple[Job, Any]] = []
-    while queue or active:
-        for job in list(queue):
-            if len(active) >= cap:
+    def add(self, jobs: list[Job]) -> None:
+        for j in jobs:
+            if j.job_id not in self.queued:
+                self.queue.append(j)
+                self.queued.add(j.job_id)
+
+    def _start(self) -> None:
+        from slurm.executors import JobRequest
+
+        store = self.patient
+        for job in list(self.queue):
+            if len(self.active) >= self.cap:
                 break
             start, why = True, None
-            for ref, dep in patient.run(_prerequisites, patient.store, job).items():
+            for ref, dep in store.run(_prerequisites, store.store, job).items():
                 if dep is None:
                     why = f"no job trains {ref}"
-                elif dep.job_id in queued or dep.state in ACTIVE_STATES:
+                elif dep.job_id in self.queued or dep.state in ACTIVE_STATES:
                     start = False  # queued here, running elsewhere, or finishing: wait for it
                 else:
                     why = f"waits for job {dep.job_id} ({dep.state}); resume --include-failed retries it"
                 if why:
                     break
             if why:
-                queue.remove(job)
-                queued.discard(job.job_id)
-                result.waiting[job.job_id] = why
+                self.queue.remove(job)
+                self.queued.discard(job.job_id)
+                self.result.waiting[job.job_id] = why
                 store.note(job.job_id, why)
                 continue
             if not start:
                 continue
-            queue.remove(job)
+            self.queue.remove(job)
             if not store.claim(job.job_id, (job.state,)):
-                queued.discard(job.job_id)
+                self.queued.discard(job.job_id)
                 continue  # another launch took it
-            handle = ex.submit([JobRequest(job.job_id, job.job_file, db_file)])[0]
-            active.append((job, handle))  # tracked before anything else can fail
-            result.submitted[job.job_id] = str(handle.job_id)
-            store.submitted(job.job_id, job.state, str(handle.job_id), ex.kind)
-        for job, handle in list(active):
-            if ex.kind == "debug" or handle.done():
+            handle = self.ex.submit([JobRequest(job.job_id, job.job_file, self.db_file)])[0]
+            self.active.append((job, handle))  # tracked before anything else can fail
+            self.result.submitted[job.job_id] = str(handle.job_id)
+            store.submitted(job.job_id, job.state, str(handle.job_id), self.ex.kind)
+
+    def step(self) -> None:
+        self._start()
+        for job, handle in list(self.active):
+            if self.ex.kind == "debug" or handle.done():
                 exc = handle.exception()
                 if exc is not None:
-                    result.failed[job.job_id] = str(exc).strip().splitlines()[-1][:500]
+                    self.result.failed[job.job_id] = str(exc).strip().splitlines()[-1][:500]
                 # A trainer that died before reporting leaves its job active: say so.
-                store.set_job_state(job.job_id, "FAILED", only_from=ACTIVE_STATES,
-                                    message=f"job {handle.job_id} ended without reporting: "
-                                            f"{result.failed.get(job.job_id, 'no result')}")
-                active.remove((job, handle))
-                queued.discard(job.job_id)
-        if on_progress:
-            try:
-                on_progress()
-            except (sa.exc.OperationalError, sa.exc.InterfaceError):
-                pass  # the bar waits for the store like everything else
-        if active or queue:
-            time.sleep(0.5)
+                self.patient.set_job_state(
+                    job.job_id, "FAILED", only_from=ACTIVE_STATES,
+                    message=f"job {handle.job_id} ended without reporting: "
+                            f"{self.result.failed.get(job.job_id, 'no result')}")
+                self.active.remove((job, handle))
+                self.queued.discard(job.job_id)
+
+    def drive(self, on_progress: Callable[[], None] | None = None) -> None:
+        import sqlalchemy as sa
+
+        while self.busy:
+            self.step()
+            if on_progress:
+                try:
+                    on_progress()
+                except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                    pass  # the bar waits for the store like everything else
+            if self.busy:
+                time.sleep(0.5)

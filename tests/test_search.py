@@ -1,0 +1,138 @@
+"""Optuna searches through `tp-sweep launch`: trials as runs on the real executors, studies in the
+store's database, interrupted trials resumed, failed ones retried, the best per cell."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.sweeputil import REPO, TP, status_json, tiny_spec, tp, wait_for, write_spec
+
+
+def _spec(name: str, n_trials: int = 8, **search) -> dict:
+    spec = tiny_spec(name)
+    # Slow enough (a few seconds per trial) that a signal lands mid-level.
+    spec["trainer"]["overrides"].update({"model.hidden": [128, 128], "data.batch_size": 16,
+                                         "schedule.epochs": 3})
+    spec["grid"] = {"method": ["dense"], "seed": [0]}
+    spec["executor"]["array_parallelism"] = 2
+    spec["search"] = {"params": {"optimizer.lr": {"type": "log_float", "low": 0.01, "high": 0.3},
+                                 "optimizer.weight_decay": {"type": "float", "low": 0.0, "high": 0.001}},
+                      "n_trials": n_trials, "sampler": {"name": "tpe", "seed": 1}, **search}
+    return spec
+
+
+def _launch(tmp, spec, *args, env=None) -> subprocess.Popen:
+    path = write_spec(tmp, spec)
+    return subprocess.Popen([*TP, "launch", str(path), *args], cwd=tmp, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def _trainers(tmp) -> list[str]:
+    out = subprocess.run(["pgrep", "-f", f"trainer.job {tmp}"], capture_output=True, text=True).stdout
+    return out.split()
+
+
+def _studies(url: str) -> list[tuple[str, int]]:
+    eng = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with eng.connect() as c:
+        rows = c.execute(sa.text("select s.study_name, count(t.trial_id) from studies s "
+                                 "join trials t on t.study_id = s.study_id "
+                                 "where t.state = 'COMPLETE' group by s.study_name")).all()
+    eng.dispose()
+    return [tuple(r) for r in rows]
+
+
+def _check_done(tmp, sweep: str, url: str, db_args: list[str]) -> dict:
+    assert _studies(url) == [(f"{sweep}|dense|0|0|{{}}", 8)]  # the study is in the store's database
+    best = json.loads(tp("query", sweep, "--best", "--format", "json", *db_args, cwd=tmp, check=True).stdout)
+    assert len(best) == 1 and best[0]["complete"] == 8 and 0.5 < best[0]["best_value"] <= 1.0
+    assert set(best[0]["best_params"]) == {"optimizer.lr", "optimizer.weight_decay"}
+    st = status_json(sweep, tmp, db=url if db_args else None)
+    runs = {r["run_id"]: r for r in st["runs"]}
+    assert best[0]["best_run_id"] in runs and all(r["state"] == "COMPLETED" for r in runs.values())
+    assert st["search"][0]["complete"] == 8
+    table = tp("status", sweep, *db_args, cwd=tmp, check=True).stdout
+    assert "search, trials per cell" in table
+    return st
+
+
+def test_local_search_with_an_interrupted_trial(tmp_path):
+    launcher = _launch(tmp_path, _spec("search_local"))
+    wait_for(lambda: len(_trainers(tmp_path)) > 0, 240, "a trial to train")
+    time.sleep(3)  # inside its first level
+    for pid in _trainers(tmp_path)[:1]:
+        os.kill(int(pid), signal.SIGUSR2)  # the timeout warning: save, stop, be resumed
+    out, _ = launcher.communicate(timeout=900)
+    assert launcher.returncode == 0, out
+    url = f"sqlite:///{tmp_path / 'tp-results.db'}"
+    _check_done(tmp_path, "search_local", url, [])
+    eng = sa.create_engine(url)
+    with eng.connect() as c:
+        states = [r[0] for r in c.execute(sa.text("select state_to from events")).all()]
+        resumed = c.execute(sa.text("select count(*) from attempts where resumed_from is not null")).scalar()
+    eng.dispose()
+    assert "PREEMPTED" in states and resumed >= 1  # stopped mid-level, resumed from its checkpoint
+
+
+def test_failed_trials_are_retried_then_given_up(tmp_path):
+    spec = _spec("search_fail", n_trials=2, sampler={"name": "grid", "seed": 0}, max_retries=1)
+    # A batch bigger than the training set: valid config, fails in the job, every time.
+    spec["search"]["params"] = {"data.batch_size": {"type": "categorical", "choices": [64, 4096]}}
+    spec["trainer"]["overrides"]["schedule.epochs"] = 1
+    launcher = _launch(tmp_path, spec)
+    out, _ = launcher.communicate(timeout=900)
+    assert launcher.returncode in (0, 1), out  # a FAILED run makes status exit 1
+    best = json.loads(tp("query", "search_fail", "--best", "--format", "json", cwd=tmp_path, check=True).stdout)
+    assert best[0]["complete"] == 1 and best[0]["fail"] == 2  # tried, retried once, given up
+    assert best[0]["best_params"] == {"data.batch_size": 64}
+
+
+@pytest.mark.slurm
+def test_slurm_search_on_postgres(tmp_path, slurm_cluster, postgres_url):
+    schema = "tp_search_test"
+    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    with admin.begin() as c:
+        c.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
+    url = f"{postgres_url}?options=-csearch_path%3D{schema}"
+    try:
+        spec = _spec("search_slurm")
+        spec["executor"].update({"kind": "slurm", "procs_per_node": 1, "cpus_per_task": 1})
+        launcher = _launch(tmp_path, spec, "--db", url)
+        wait_for(lambda: len(_trainers(tmp_path)) > 0, 300, "a trial to train under Slurm")
+        time.sleep(3)
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i", "-t", "R"], capture_output=True, text=True).stdout.split()
+        if jobs:
+            subprocess.run(["scancel", "--signal=USR2", jobs[0]], check=False)
+        out, _ = launcher.communicate(timeout=1200)
+        assert launcher.returncode == 0, out
+        _check_done(tmp_path, "search_slurm", url, ["--db", url])
+    finally:
+        with admin.begin() as c:
+            c.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.mark.parametrize("search, message", [
+    ({"params": {}, "n_trials": 2}, "search space is empty"),
+    ({"params": {"optimizer.lr": {"type": "log_float", "low": 0, "high": 1}}, "n_trials": 2}, "needs low > 0"),
+    ({"params": {"optimizer.lr": {"type": "float", "low": 1, "high": 0.1}}, "n_trials": 2}, "must be below high"),
+    ({"params": {"optimizer.lr": {"type": "normal", "low": 0.1, "high": 1}}, "n_trials": 2}, "type"),
+    ({"params": {"optimizer.lr": {"type": "categorical", "choices": []}}, "n_trials": 2}, "non-empty list"),
+    ({"params": {"optimizer.lrr": {"type": "float", "low": 0.1, "high": 1}}, "n_trials": 2}, "unknown trainer key"),
+    ({"params": {"optimizer.lr": {"type": "float", "low": 0.1, "high": 1}}, "n_trials": 2,
+      "sampler": {"name": "grid"}}, "is continuous"),
+    ({"params": {"optimizer.lr": {"type": "float", "low": 0.1, "high": 1}}, "n_trials": 0}, "n_trials"),
+])
+def test_bad_searches_exit_2_before_anything_runs(tmp_path, search, message):
+    spec = _spec("bad_search")
+    spec["search"] = search
+    proc = tp("launch", str(write_spec(tmp_path, spec)), cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr.replace("\n", " "), proc.stderr
+    assert not (tmp_path / "tp-results.db").exists()
