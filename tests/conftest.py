@@ -88,3 +88,36 @@ def reference(tmp_path_factory):
     path = write_spec(tmp, slow_spec("resume"))
     tp("launch", str(path), cwd=tmp, check=True)
     return tmp / "tp-runs", level_ids("resume", tmp)
+
+
+# ---- no process left behind ----------------------------------------------------------------
+def _leftovers(base: str) -> list[str]:
+    """Processes whose command line names this session's tmp folder (every job file, run folder
+    and log of a test lives there) or a private two-node cluster's folder (tpmn-)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    me = str(os.getpid())
+    return [line.strip() for line in out.splitlines()
+            if (base in line or "/tpmn-" in line) and line.split()[0] != me]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a test left a trainer, torchrun, submitit or srun process behind (they
+    would hold CPUs and ports for whatever runs next); kill them so the next run starts clean."""
+    import signal
+    import time
+
+    base = str(session.config._tmp_path_factory.getbasetemp())
+    deadline = time.monotonic() + 30  # jobs of the last test may be exiting
+    left = _leftovers(base)
+    while left and time.monotonic() < deadline:
+        time.sleep(1)
+        left = _leftovers(base)
+    if not left:
+        return
+    for line in left:
+        try:
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    print("\nprocesses left behind by the tests (killed):\n  " + "\n  ".join(left))
+    session.exitstatus = 1

@@ -40,7 +40,7 @@ def test_two_node_job_matches_one_node(tmp_path, two_nodes, reference):
     tp("launch", str(write_spec(tmp_path, spec)), "--executor", "slurm", cwd=tmp_path, env=env,
        check=True)
     run = wait_for(lambda: (lambda r: r if r["state"] not in ("PENDING", "RUNNING") else None)(
-        status_json("resume", tmp_path, env=env)["runs"][0]), 300, "the two-node job to finish", poll=2)
+        status_json("resume", tmp_path, env=env)["runs"][0]), 900, "the two-node job to finish", poll=2)
     assert run["state"] == "COMPLETED", run
     eng = sa.create_engine(f"sqlite:///{tmp_path / 'tp-results.db'}")
     with eng.connect() as c:
