@@ -162,7 +162,7 @@ class TrainerConfig:
     schedule: ScheduleConfig = _f()
     prune: PruneConfig = _f()
     train: TrainConfig = _f()
-    logging: LoggingConfig = _f(None)  # where metrics go besides the store; no effect on results
+    logging: Optional[LoggingConfig] = _f(None)  # where metrics go besides the store; no effect on results
 
 
 # ---- validation ------------------------------------------------------------------------------
