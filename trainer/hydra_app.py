@@ -80,11 +80,11 @@ def split_options(composed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
         raise ConfigError(f"sweep: {opts['sweep']!r} must start with a letter, digit or _ and use only "
                           "letters, digits, _ . and - (at most 128)")
     if opts["db"]:
-        _refuse_password(str(opts["db"]))
+        refuse_password(str(opts["db"]))
     return config, opts
 
 
-def _refuse_password(url: str) -> None:
+def refuse_password(url: str) -> None:
     from sqlalchemy.engine import make_url
 
     try:

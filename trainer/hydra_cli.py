@@ -47,10 +47,10 @@ def prepare_argv(argv: list[str]) -> list[str]:
     own_conf = args.config_path is None and args.config_dir is None
     for o in overrides:
         if o.key_or_group == "db" and not o.is_delete():
-            from trainer.hydra_app import _refuse_password
+            from trainer.hydra_app import refuse_password
 
             for url in _values(o):
-                _refuse_password(url)
+                refuse_password(url)
         if own_conf and o.key_or_group in groups() and o.package is None and not o.is_delete():
             options = group_options(o.key_or_group)
             for value in _values(o):
