@@ -69,18 +69,25 @@ def _adopt_legacy_version_table(conn: Connection) -> None:
 
 
 @contextlib.contextmanager
-def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
-    db = engine.url.database
-    if not db or db == ":memory:":
-        yield
-        return
-    fd = os.open(f"{db}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created readable by its owner only) for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    db = engine.url.database
+    if not db or db == ":memory:":
+        yield
+        return
+    with file_lock(f"{db}.migrate-lock"):
+        yield
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str | None]:

@@ -86,6 +86,13 @@ class SweepPlan:
 run_id_for = run_id  # the planner's name for it
 
 
+def _axis_values(config: dict[str, Any], axes: dict[str, Any]) -> dict[str, Any]:
+    """A run's axes as status and query show them: a dotted key's value in the resolved config,
+    a group choice's option name (`model: lenet`, not the whole model section)."""
+    return {k: v if trainer_config.is_group_choice(k, v) else trainer_config.get_dotted(config, k)
+            for k, v in axes.items()}
+
+
 def plan_sweep(spec: SweepSpec) -> SweepPlan:
     extra_axes = [k for k in spec.grid if k not in RESERVED_AXES]
     seeds = spec.grid.get("seed", [0])
@@ -108,8 +115,8 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
                 lineage = plan_levels(method, config, [0.0] if dense else targets)
             except LineageError as exc:
                 raise ValueError(f"grid: {exc}") from None
-            run = RunPlan(run_id, method, int(seed), {k: trainer_config.get_dotted(config, k) for k in extra_axes},
-                          config, [lv.level_id for lv in lineage.levels])
+            run = RunPlan(run_id, method, int(seed), _axis_values(config, axes), config,
+                          [lv.level_id for lv in lineage.levels])
             for lv in lineage.levels:
                 levels.setdefault(lv.level_id, lv)
                 if lv.step and lv.step.get("rewind") == "step":

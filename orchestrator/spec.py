@@ -217,17 +217,25 @@ def _with(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def _config_with(spec: SweepSpec, base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The config a run with grid values `extra` gets. `base` is the preset with the spec's
+    overrides; a value that picks a group option (`model: lenet`) recomposes the preset, as the
+    planner does (trainer.config.resolve: group choices first, then dotted keys)."""
+    if any(trainer_config.is_group_choice(k, v) for k, v in extra.items()):
+        return trainer_config.resolve(spec.trainer.config, {**spec.trainer.overrides, **extra})
+    return _with(base, extra)
+
+
 def _check_trainer_configs(spec: SweepSpec) -> None:
     """Validate every trainer config a run of this sweep can get, before any run is planned:
     the named config, then with the overrides, then with each grid value and combination."""
     name = spec.trainer.config
     try:
-        base = trainer_config.load_config(name)
-        validate_config(base)
+        validate_config(trainer_config.load_config(name))
     except trainer_config.ConfigError as exc:
         raise ValueError(f"trainer.config: {exc}") from None
     try:
-        base = _with(base, spec.trainer.overrides)
+        base = trainer_config.resolve(name, spec.trainer.overrides)
         validate_config(base)
     except trainer_config.ConfigError as exc:
         raise ValueError(f"trainer.overrides: {exc}") from None
@@ -235,7 +243,7 @@ def _check_trainer_configs(spec: SweepSpec) -> None:
     for axis in axes:  # one value at a time, so the message can name the axis
         for value in spec.grid[axis]:
             try:
-                validate_config(_with(base, {axis: value}))
+                validate_config(_config_with(spec, base, {axis: value}))
             except trainer_config.ConfigError as exc:
                 msg = str(exc)
                 named = msg.startswith((f"{axis}:", f"{axis}["))
@@ -243,7 +251,7 @@ def _check_trainer_configs(spec: SweepSpec) -> None:
     if len(axes) > 1:  # rules between two keys (model.hidden and model.name...) need the product
         for values in itertools.product(*(spec.grid[k] for k in axes)):
             try:
-                validate_config(_with(base, dict(zip(axes, values))))
+                validate_config(_config_with(spec, base, dict(zip(axes, values))))
             except trainer_config.ConfigError as exc:
                 combo = ", ".join(f"{k}={_short(v)}" for k, v in zip(axes, values))
                 raise ValueError(f"grid: with {combo}: {exc}") from None

@@ -19,11 +19,11 @@ from tests.sweeputil import REPO, TP, slow_spec, status_json, tiny_spec, tp, wai
 SECRET = "Zq7-pw-" + uuid.uuid4().hex[:10]
 
 
-def _admin(sql: str, port: int = 5432) -> str:
+def _admin(sql: str, port: int = 5432, db: str = "postgres") -> str:
     """SQL as PostgreSQL's superuser (tests run as root, like .ci/run)."""
     if os.geteuid() != 0 or shutil.which("runuser") is None:
         require_service("PostgreSQL superuser", "needs root to create roles")
-    out = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", str(port), "-qtAc", sql],
+    out = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", str(port), "-d", db, "-qtAc", sql],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -35,9 +35,9 @@ def secret_pg(postgres_url):
     role = "tp_secret_" + uuid.uuid4().hex[:6]
     _admin(f"CREATE ROLE {role} LOGIN PASSWORD '{SECRET}'")
     _admin(f"GRANT CREATE, CONNECT ON DATABASE tp_test TO {role}")
-    _admin(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
+    _admin(f"CREATE SCHEMA {role} AUTHORIZATION {role}", db="tp_test")  # where the URL connects
     yield f"postgresql://{role}:{SECRET}@127.0.0.1:5432/tp_test?options=-csearch_path%3D{role}"
-    _admin(f"DROP SCHEMA {role} CASCADE")
+    _admin(f"DROP SCHEMA {role} CASCADE", db="tp_test")
     _admin(f"REVOKE ALL ON DATABASE tp_test FROM {role}")
     _admin(f"DROP ROLE {role}")
 

@@ -20,9 +20,12 @@ second. Names from torch-side registries (model.name, data.name) stay plain stri
 orchestrator/preflight.py checks them at launch. Optimizer and schedule names are fixed lists
 (tests/test_bad_input.py checks them against trainer.optim).
 
-Hydra note: registering these materialises every default into the composed config, which would
-change run ids and hand model options to builders that do not take them; drop the keys the YAML
-does not set before hashing or building.
+Hydra note: these classes are not the configs' hydra schema. Used as one (a `defaults` entry, or
+OmegaConf.structured merged under the YAML), they would materialise every default into the composed
+config, which would change run ids and hand model options to builders that do not take them.
+`python -m trainer` (trainer/hydra_app.py) checks hydra's composition with `validate_config`
+instead, the check a sweep gets, and registers the classes in hydra's ConfigStore only as group
+`tp_schema`, for code that builds on them.
 """
 import dataclasses
 import math
@@ -162,7 +165,7 @@ class TrainerConfig:
     schedule: ScheduleConfig = _f()
     prune: PruneConfig = _f()
     train: TrainConfig = _f()
-    logging: LoggingConfig = _f(None)  # where metrics go besides the store; no effect on results
+    logging: Optional[LoggingConfig] = _f(None)  # where metrics go besides the store; no effect on results
 
 
 # ---- validation ------------------------------------------------------------------------------
