@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTEST_ARGS ?=
 
-.PHONY: demo test bootstrap services-down bench
+.PHONY: demo test bootstrap services-down bench bench-gpu
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -21,3 +21,8 @@ services-down:
 bench: bootstrap
 	$(VENV)/bin/python bench/bench_trainer.py
 	$(VENV)/bin/python bench/bench_loader.py
+
+# On a lent GPU machine: no internet, so no bootstrap; its python3 has torch and torchvision.
+PYTHON ?= python3
+bench-gpu:
+	$(PYTHON) bench/bench_gpu.py --out bench_gpu.json

@@ -7,8 +7,8 @@ builders that need them.
 ``name`` and ``batch_size``):
 
 Common
-    name             registered data set: digits, synthetic, cifar10, cifar100, imagenet, beton,
-                     imagefolder
+    name             registered data set: digits, synthetic, synthetic_gpu, cifar10, cifar100,
+                     imagenet, beton, imagefolder
     batch_size       GLOBAL train batch size; each rank gets batch_size // world_size (must divide)
     test_batch_size  GLOBAL test batch size (default: batch_size); same divisibility rule
     subset           train on the first N training examples only (for quick trials)
@@ -21,6 +21,9 @@ In-memory (digits, synthetic) -- DDP is exactly one process on the same global b
     size             synthetic only: number of train examples (default 1024)
     test_size        synthetic only: number of test examples (default 256)
     noise            synthetic only: noise std around the class means (default 1.0)
+
+Device-resident (synthetic_gpu): random images drawn once on ctx.device, for throughput
+benchmarks without FFCV; keys as for synthetic plus mean/std; see trainer/data/device_synthetic.py
 
 FFCV betons (cifar10, cifar100, imagenet, beton); see trainer/data/ffcv_loaders.py
     train_path, val_path   .beton files with fields "image" (RGB) and "label" (int)
@@ -139,6 +142,7 @@ def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device):
 from . import memory as _memory  # noqa: E402,F401
 from . import ffcv_loaders as _ffcv_loaders  # noqa: E402,F401
 from . import imagefolder as _imagefolder  # noqa: E402,F401
+from . import device_synthetic as _device_synthetic  # noqa: E402,F401
 
 __all__ = [
     "DATASETS", "DataError", "EpochLoader", "LoaderContext", "Loaders", "build_loaders",
