@@ -100,6 +100,8 @@ class LevelTrainer:
         self.opts = train.get("train", {})
         if self.opts.get("deterministic") and info.device.type == "cpu":
             torch.use_deterministic_algorithms(True)
+        elif info.device.type == "cuda" and not self.opts.get("deterministic"):
+            torch.backends.cudnn.benchmark = True  # pick the fastest conv kernels for the fixed shapes
         self.loaders: Loaders = build_loaders(train["data"], LoaderContext(
             rank=info.rank, world_size=info.world_size, seed=self.seed, device=info.device,
             distributed=info.distributed))
