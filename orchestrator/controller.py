@@ -24,7 +24,7 @@ from orchestrator.spec import ExecutorSpec, SweepSpec, parse_spec
 from orchestrator.submit import SubmitError, submit_jobs
 from trainer.storage import LevelDir, write_json_atomic
 
-__all__ = ["LaunchResult", "SubmitError", "cancel", "launch", "reconcile", "resume", "stored_spec",
+__all__ = ["LaunchResult", "SubmitError", "cancel", "launch", "prepare", "reconcile_jobs", "resume", "stored_spec",
            "sync_from_disk"]
 
 # Slurm's end states, as the store names them.

@@ -78,6 +78,24 @@ def postgres_url() -> str:
     return url
 
 
+@pytest.fixture
+def secret_pg(postgres_url):
+    """A role with a distinctive password (sweeputil.SECRET) and a schema of its own in the test
+    database: its URL, for tests that look for the password where it must not be."""
+    import uuid
+
+    from tests.sweeputil import SECRET, admin_sql
+
+    role = "tp_secret_" + uuid.uuid4().hex[:6]
+    admin_sql(f"CREATE ROLE {role} LOGIN PASSWORD '{SECRET}'")
+    admin_sql(f"GRANT CREATE, CONNECT ON DATABASE tp_test TO {role}")
+    admin_sql(f"CREATE SCHEMA {role} AUTHORIZATION {role}", db="tp_test")  # where the URL connects
+    yield f"postgresql://{role}:{SECRET}@127.0.0.1:5432/tp_test?options=-csearch_path%3D{role}"
+    admin_sql(f"DROP SCHEMA {role} CASCADE", db="tp_test")
+    admin_sql(f"REVOKE ALL ON DATABASE tp_test FROM {role}")
+    admin_sql(f"DROP ROLE {role}")
+
+
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory):
     """An uninterrupted run of `slow_spec("resume")`: its output folder and level ids (in training

@@ -148,3 +148,36 @@ def free_port_block(n: int, start: int = 17817) -> int:
         except OSError:
             continue
     raise RuntimeError("no free port block")
+
+
+# ---- adversarial helpers -------------------------------------------------------------------
+SECRET = "Zq7-pw-" + __import__("uuid").uuid4().hex[:10]  # a password no file may hold by chance
+
+
+def admin_sql(sql: str, port: int = 5432, db: str = "postgres") -> str:
+    """SQL as PostgreSQL's superuser (tests run as root, like .ci/run)."""
+    import shutil
+
+    from tests.conftest import require_service
+
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        require_service("PostgreSQL superuser", "needs root to create roles")
+    out = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", str(port), "-d", db, "-qtAc", sql],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def grep_tree(root, needle: bytes) -> list[str]:
+    """Every file under `root` whose bytes contain `needle`."""
+    hits = []
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            try:
+                with open(p, "rb") as fh:
+                    if needle in fh.read():
+                        hits.append(p)
+            except OSError:
+                pass
+    return hits

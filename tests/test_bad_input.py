@@ -1,22 +1,31 @@
-"""Every bad input is refused before anything runs, with a message that names the field.
+"""Adversarial cases: every bad input is refused before anything runs, with a message that names
+the field; a checkpoint crafted to run code runs nothing; and the store's password appears nowhere
+but its owner-only URL file (command lines while a job runs, every file under output_dir, the job
+logs, the store's own tables).
 
 Trainer values go through the spec (overrides and grid axes), YAML-level problems through files
-and load_spec, filters through compile_where. None of this starts a process or imports torch,
-except the two tests that compare the schema's fixed lists with the torch-side registries.
+and load_spec, filters through compile_where; none of those start a process. The checkpoint and
+password tests at the end do.
 """
 from __future__ import annotations
 
 import glob
+import json
+import os
+import pickle
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+import torch
 
 from db.queries import QueryError, compile_where
 from orchestrator.spec import SpecError, load_spec, parse_spec
-from tests.sweeputil import REPO, tiny_spec
+from tests.sweeputil import REPO, SECRET, TP, grep_tree, slow_spec, tiny_spec, tp, write_spec
+from trainer import checkpoint as ckpt
 from trainer import config as trainer_config
 from trainer.config import ConfigError, load_yaml
 from trainer.schema import OPTIMIZER_NAMES, SCHEDULE_NAMES, TrainerConfig, validate_config
@@ -354,3 +363,69 @@ def test_preflight_refuses_a_model_option_its_builder_does_not_take():
         check_plan(plan_sweep(parse_spec(spec)))
     spec["trainer"]["overrides"]["model.name"] = "mlp"
     check_plan(plan_sweep(parse_spec(spec)))
+
+
+# ---- files and secrets ------------------------------------------------------------------------
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_checkpoints_cannot_run_code_and_damage_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "checkpoint.pt"
+    with open(evil, "wb") as f:
+        pickle.dump({"step": 0, "model": _Boom()}, f)
+    with pytest.raises(ckpt.CheckpointError, match="checkpoint.pt is corrupt or unreadable"):
+        ckpt.load_checkpoint(evil)
+    torch.save({"model": {"w": torch.zeros(2)}, "extra": _Boom()}, tmp_path / "init.pt")
+    with pytest.raises(ckpt.CheckpointError):
+        ckpt.load_weights(tmp_path / "init.pt")
+    assert not (tmp_path / "PWNED").exists()
+    torch.save({"model": {"w": "not a tensor"}}, tmp_path / "odd.pt")
+    with pytest.raises(ckpt.CheckpointError, match="not a turboprune"):
+        ckpt.load_weights(tmp_path / "odd.pt")
+    torch.save({"model": {"w": torch.zeros(2)}}, tmp_path / "ok.pt")
+    ok = tmp_path / "ok.pt"
+    ok.write_bytes(ok.read_bytes()[: ok.stat().st_size // 2])
+    with pytest.raises(ckpt.CheckpointError, match="ok.pt is corrupt"):
+        ckpt.load_weights(ok)
+
+
+def test_the_password_is_nowhere_but_the_url_file(tmp_path, secret_pg):
+    spec = slow_spec("secret")
+    spec["db"] = secret_pg  # in the spec too: the stored spec must lose it
+    path = write_spec(tmp_path, spec)
+    proc = subprocess.Popen([*TP, "launch", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO),
+                                 "TP_DB_URL": secret_pg})
+    seen_running = False
+    try:
+        while proc.poll() is None:
+            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            assert SECRET not in ps, "the password shows in ps"
+            seen_running |= "trainer.job" in ps
+            time.sleep(0.5)
+        out = proc.stdout.read()
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert seen_running and SECRET not in out
+    url_files = grep_tree(tmp_path / "tp-runs", SECRET.encode())
+    secrets_dir = tmp_path / "tp-runs" / "_jobs" / "secrets"
+    assert url_files and all(p.startswith(str(secrets_dir)) for p in url_files), url_files
+    for p in url_files:
+        assert os.stat(p).st_mode & 0o077 == 0  # readable by its owner alone
+    assert os.stat(secrets_dir).st_mode & 0o077 == 0
+    st = tp("status", "secret", "--format", "json", "--db", secret_pg, cwd=tmp_path, check=True)
+    assert SECRET not in st.stdout + st.stderr and json.loads(st.stdout)["counts"] == {"COMPLETED": 1}
+    eng = sa.create_engine(secret_pg.replace("postgresql://", "postgresql+psycopg://"))
+    with eng.connect() as c:
+        stored = json.dumps(c.execute(sa.text("select spec from sweeps")).scalar())
+        dump = " ".join(str(r) for t in ("events", "jobs", "attempts")
+                        for r in c.execute(sa.text(f"select * from {t}")).all())
+    eng.dispose()
+    assert SECRET not in stored and "***" in stored and SECRET not in dump
+
+

@@ -15,7 +15,7 @@ import yaml
 from orchestrator.plan import plan_sweep
 from orchestrator.spec import SpecError, parse_spec
 from tests.sweeputil import REPO, tiny_spec, tp, write_spec
-from tests.test_trust import SECRET, _grep_tree, secret_pg  # noqa: F401 - secret_pg: a fixture
+from tests.sweeputil import SECRET, grep_tree
 from trainer import config as trainer_config
 from trainer.lineage import run_id
 from trainer.schema import validate_config
@@ -211,7 +211,7 @@ def test_submitit_local_with_tp_db_url_keeps_the_password_out_of_files(tmp_path,
                     *TINY, "+sweep=hydra_pg", cwd=tmp_path, env={"TP_DB_URL": url})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     _check_recorded(tmp_path, url, "hydra_pg")
-    hits = _grep_tree(tmp_path, SECRET.encode())  # multirun.yaml, submitit's pickles and logs...
+    hits = grep_tree(tmp_path, SECRET.encode())  # multirun.yaml, submitit's pickles and logs...
     assert hits and all("/_jobs/secrets/" in h for h in hits), hits
     assert all(os.stat(h).st_mode & 0o077 == 0 for h in hits)
 

@@ -1,8 +1,7 @@
-"""Trust under attack and load, on the real SQLite and PostgreSQL: no password anywhere but the
-store URL file, concurrent first use, concurrent writers and launches, and a store outage mid-run."""
+"""Trust under load, on the real SQLite and PostgreSQL: concurrent first use, concurrent writers
+and launches, and a store outage mid-run. (Attacks are in test_bad_input.py.)"""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,84 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import require_service
-from tests.sweeputil import REPO, TP, slow_spec, status_json, tiny_spec, tp, wait_for, write_spec
-
-SECRET = "Zq7-pw-" + uuid.uuid4().hex[:10]
-
-
-def _admin(sql: str, port: int = 5432, db: str = "postgres") -> str:
-    """SQL as PostgreSQL's superuser (tests run as root, like .ci/run)."""
-    if os.geteuid() != 0 or shutil.which("runuser") is None:
-        require_service("PostgreSQL superuser", "needs root to create roles")
-    out = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", str(port), "-d", db, "-qtAc", sql],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-@pytest.fixture
-def secret_pg(postgres_url):
-    """A role with a distinctive password and a schema of its own in the test database."""
-    role = "tp_secret_" + uuid.uuid4().hex[:6]
-    _admin(f"CREATE ROLE {role} LOGIN PASSWORD '{SECRET}'")
-    _admin(f"GRANT CREATE, CONNECT ON DATABASE tp_test TO {role}")
-    _admin(f"CREATE SCHEMA {role} AUTHORIZATION {role}", db="tp_test")  # where the URL connects
-    yield f"postgresql://{role}:{SECRET}@127.0.0.1:5432/tp_test?options=-csearch_path%3D{role}"
-    _admin(f"DROP SCHEMA {role} CASCADE", db="tp_test")
-    _admin(f"REVOKE ALL ON DATABASE tp_test FROM {role}")
-    _admin(f"DROP ROLE {role}")
-
-
-def _grep_tree(root, needle: bytes) -> list[str]:
-    hits = []
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            try:
-                with open(p, "rb") as fh:
-                    if needle in fh.read():
-                        hits.append(p)
-            except OSError:
-                pass
-    return hits
-
-
-def test_the_password_is_nowhere_but_the_url_file(tmp_path, secret_pg):
-    spec = slow_spec("secret")
-    spec["db"] = secret_pg  # in the spec too: the stored spec must lose it
-    path = write_spec(tmp_path, spec)
-    proc = subprocess.Popen([*TP, "launch", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO),
-                                 "TP_DB_URL": secret_pg})
-    seen_running = False
-    try:
-        while proc.poll() is None:
-            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-            assert SECRET not in ps, "the password shows in ps"
-            seen_running |= "trainer.job" in ps
-            time.sleep(0.5)
-        out = proc.stdout.read()
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out
-    assert seen_running and SECRET not in out
-    url_files = _grep_tree(tmp_path / "tp-runs", SECRET.encode())
-    secrets_dir = tmp_path / "tp-runs" / "_jobs" / "secrets"
-    assert url_files and all(p.startswith(str(secrets_dir)) for p in url_files), url_files
-    for p in url_files:
-        assert os.stat(p).st_mode & 0o077 == 0  # readable by its owner alone
-    assert os.stat(secrets_dir).st_mode & 0o077 == 0
-    st = tp("status", "secret", "--format", "json", "--db", secret_pg, cwd=tmp_path, check=True)
-    assert SECRET not in st.stdout + st.stderr and json.loads(st.stdout)["counts"] == {"COMPLETED": 1}
-    eng = sa.create_engine(secret_pg.replace("postgresql://", "postgresql+psycopg://"))
-    with eng.connect() as c:
-        stored = json.dumps(c.execute(sa.text("select spec from sweeps")).scalar())
-        dump = " ".join(str(r) for t in ("events", "jobs", "attempts")
-                        for r in c.execute(sa.text(f"select * from {t}")).all())
-    eng.dispose()
-    assert SECRET not in stored and "***" in stored and SECRET not in dump
-
+from tests.sweeputil import REPO, TP, admin_sql, slow_spec, status_json, tiny_spec, wait_for, write_spec
 
 def _fresh_pg_schema(postgres_url: str, name: str) -> tuple[str, sa.Engine]:
     admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
@@ -180,8 +102,8 @@ def private_pg():
     subprocess.run(["pg_createcluster", "15", name, "-p", str(port)], check=True, capture_output=True)
     subprocess.run(["pg_ctlcluster", "15", name, "start"], check=True, capture_output=True)
     try:
-        _admin("CREATE ROLE tpo LOGIN PASSWORD 'tpo'", port)
-        _admin("CREATE DATABASE tpo OWNER tpo", port)
+        admin_sql("CREATE ROLE tpo LOGIN PASSWORD 'tpo'", port)
+        admin_sql("CREATE DATABASE tpo OWNER tpo", port)
         yield name, f"postgresql://tpo:tpo@127.0.0.1:{port}/tpo"
     finally:
         subprocess.run(["pg_dropcluster", "--stop", "15", name], capture_output=True)
