@@ -43,7 +43,7 @@ def runs_of_job(job: JobPlan, runs: list[Any], sweep: str) -> dict[str, Any]:
             serves.setdefault(p.level_id, []).append(p.sparsity)
         out[r.run_id] = {"sweep": sweep, "method": r.method, "seed": r.seed, "axes": r.axes,
                          "levels": r.levels, "serves": serves,
-                         "logging": r.config.get("logging") or {}}
+                         "logging": r.config.get("logging") or {}, "config": r.config}
     return out
 
 

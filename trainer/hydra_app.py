@@ -142,7 +142,7 @@ def write_job(config: dict, sparsities: list[float], output_dir: Path, write: bo
         return path
     run = {"sweep": sweep, "method": config["method"], "seed": config["seed"], "axes": {}, "levels": ids,
            "serves": {lv.level_id: [s] for s, lv in lineage.serving.items()},
-           "logging": config.get("logging") or {}}
+           "logging": config.get("logging") or {}, "config": config}
     write_json_atomic(path, job_description(job_id, str(levels_dir), ids, snapshots, {run_id(config): run}))
     for s, lv in sorted(lineage.serving.items()):
         print(f"[trainer] sparsity {s:g}: level {lv.level_id} ({lv.kind}, depth {lv.depth}) in "

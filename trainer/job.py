@@ -3,7 +3,8 @@
 JOB_FILE (written by the controller) names the levels to train, in order, and the folder they live
 in; each level's own LEVEL_DIR/level.json says what it computes. The store's URL comes from a file
 only its owner can read (`--db-file`) or from TP_DB_URL, never from the command line, where `ps`
-would show its password. Rank 0 reports to the store; every rank trains.
+would show its password. Rank 0 reports to the store and, for runs that ask for it, to W&B
+(trainer/wandb_recorder.py); every rank trains.
 Exit status: 0 completed, 75 stopped by a signal with its checkpoint saved (resume me), 1 failed.
 """
 from __future__ import annotations
@@ -33,6 +34,40 @@ def read_db_url(db_file: str | None) -> str | None:
     return os.environ.get("TP_DB_URL") or None
 
 
+class Recorders:
+    """The trainer's one recorder, fanned out to each of ours (the store's, W&B's). A recorder's
+    exception is printed and goes no further: reporting never fails training."""
+
+    def __init__(self, recorders: list) -> None:
+        self.recorders = recorders
+
+    def _each(self, name: str, *args) -> None:
+        for rec in self.recorders:
+            fn = getattr(rec, name, None)
+            if fn is None:
+                continue
+            try:
+                fn(*args)
+            except Exception as exc:
+                print(f"[recorder] {type(rec).__name__}.{name} failed ({type(exc).__name__}: {exc}); "
+                      "training goes on", file=sys.stderr, flush=True)
+
+    def heartbeat(self, level_id: str, epoch: int) -> None:
+        self._each("heartbeat", level_id, epoch)
+
+    def log_epoch(self, level_id: str, epoch: int, metrics: dict) -> None:
+        self._each("log_epoch", level_id, epoch, metrics)
+
+    def finish_level(self, level_id: str, result: dict) -> None:
+        self._each("finish_level", level_id, result)
+
+    def finish_job(self, state: str, message: str | None) -> None:
+        self._each("finish_job", state, message)
+
+    def close(self) -> None:
+        self._each("close")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m trainer.job")
     ap.add_argument("job_file", type=Path)
@@ -52,15 +87,25 @@ def main(argv: list[str] | None = None) -> int:
     info = init_distributed()
     stop = StopFlag(info)
     recorder = None
-    if info.is_main:
+    if info.is_main:  # only rank 0 reports
+        recorders: list = []
         url = read_db_url(args.db_file)
         if url:
-            from db.recorder import JobRecorder  # only rank 0 talks to the store
+            from db.recorder import JobRecorder
 
-            recorder = JobRecorder(url, job["job_id"])
+            store = JobRecorder(url, job["job_id"])
             resumed = [lid for lid in level_ids if (levels_dir / lid / "checkpoint.pt").exists()]
-            recorder.start_attempt(job_id_from_env(), info.world_size,
-                                   f"{resumed[0]}/checkpoint.pt" if resumed else None)
+            store.start_attempt(job_id_from_env(), info.world_size,
+                                f"{resumed[0]}/checkpoint.pt" if resumed else None)
+            recorders.append(store)
+        from trainer.wandb_recorder import WandbRecorder, wandb_runs  # imports wandb only if used
+
+        if wandb_runs(job):
+            try:
+                recorders.insert(0, WandbRecorder(job, levels_dir))  # finishes while the store flushes
+            except Exception as exc:
+                print(f"[wandb] off for this job ({type(exc).__name__}: {exc})", file=sys.stderr)
+        recorder = Recorders(recorders) if recorders else None
     status, state, message = 0, "COMPLETED", None
     try:
         levels = [read_level(levels_dir, lid) for lid in level_ids]
