@@ -152,6 +152,10 @@ class LevelTrainer:
         d = self.dir(level.level_id)
         if self._report_if_done(level, d):
             return
+        if level.parent is not None and self.dir(level.parent).result() is None:
+            raise RuntimeError(f"level {level.level_id} continues from level {level.parent}, which is "
+                               f"not trained yet (no {self.dir(level.parent).metrics}); the job that "
+                               "trains it must finish first")
         with LevelLock(d, self.info.is_main, agree=lambda ok: rank0_says(self.info, ok),
                        on_wait=lambda: self.rec.heartbeat(level.level_id, 0)):
             if self._report_if_done(level, d):  # trained by another job while we waited
