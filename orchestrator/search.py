@@ -112,11 +112,28 @@ def _sampler(search: SearchSpec):
     s = search.sampler
     if s.name == "grid":
         space = {k: [_encode(v) for v in d.grid_values() or []] for k, d in search.params.items()}
-        return optuna.samplers.GridSampler(space, seed=s.seed)
+        return _AskTellGrid(space, seed=s.seed)
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     # constant_liar: trials in flight count as (pessimistic) results, so parallel asks spread out
     return optuna.samplers.TPESampler(seed=s.seed, constant_liar=True)
+
+
+def _grid_class():
+    import optuna
+
+    class AskTellGrid(optuna.samplers.GridSampler):
+        """GridSampler stops `optimize` when the grid is used up, by calling `study.stop()`,
+        which raises outside `optimize`; this driver uses ask/tell and keeps its own budget."""
+
+        def after_trial(self, study, trial, state, values) -> None:  # noqa: ANN001
+            return None
+
+    return AskTellGrid
+
+
+def _AskTellGrid(space: dict[str, list[Any]], seed: int):  # noqa: N802 - a class, made lazily
+    return _grid_class()(space, seed=seed)
 
 
 def _pruner(search: SearchSpec):
