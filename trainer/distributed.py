@@ -1,8 +1,11 @@
 """Process-group set-up under torchrun, and the stop flag that preemption signals raise."""
 from __future__ import annotations
 
+import gc
+import importlib
 import os
 import signal
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +45,12 @@ def init_distributed() -> DistInfo:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     if world > 1 and not dist.is_initialized():
+        # Imported BEFORE the group exists, on purpose: torch.distributed.nn.functional binds
+        # `group=group.WORLD` as default arguments when it is imported. Imported later (here
+        # torch.use_deterministic_algorithms pulls it in through torch._inductor and torch._dynamo),
+        # ten of its functions keep the default group alive for the life of the process, and
+        # shutdown() can no longer free the group and stop its threads before the exit.
+        importlib.import_module("torch.distributed.nn")
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return DistInfo(rank, world, local_rank, device)
 
@@ -62,8 +71,44 @@ def rank0_says(info: DistInfo, flag: bool) -> bool:
 
 
 def shutdown(info: DistInfo) -> None:
-    if info.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+    """Destroy the process group AND free it, so its worker threads are gone before the exit.
+
+    destroy_process_group() only unregisters the group (Backend.shutdown() is a no-op for gloo);
+    ProcessGroupGloo's worker threads stop when the object is freed. A worker drops its reference
+    to a finished collective a moment after the caller's wait() returns, and if that is the last
+    reference it frees the collective's tensors, which takes the GIL. When the group was still
+    alive at exit, a worker descheduled in that moment (a loaded machine) tried to take the GIL
+    while the interpreter was finalizing: CPython ends such a thread with pthread_exit, the unwind
+    hits the noexcept ~AsyncWork, and std::terminate aborts a run that had already COMPLETED
+    ("terminate called without an active exception", SIGABRT). Freeing the group here runs
+    ~ProcessGroupGloo, which joins the workers (with the GIL released) while Python is alive.
+    """
+    if not (info.distributed and dist.is_initialized()):
+        return
+    dist.destroy_process_group()  # normally drops the last reference: the workers are joined
+    if _gloo_worker_threads():  # a DDP wrapper left in a reference cycle holds it (its Reducer)
+        gc.collect()
+    left = _gloo_worker_threads()
+    if left:  # someone else still holds the group: say so rather than abort at random later
+        print(f"[trainer] warning: rank {info.rank}: {left} gloo worker thread(s) outlive "
+              "destroy_process_group(); something still references the process group, and the "
+              "exit may abort (see trainer/distributed.py shutdown)", file=sys.stderr, flush=True)
+
+
+def _gloo_worker_threads() -> int:
+    """Live ProcessGroupGloo worker threads of this process (Linux; 0 where it cannot tell)."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0
+    n = 0
+    for t in tasks:
+        try:
+            with open(f"/proc/self/task/{t}/comm") as f:
+                n += f.read().strip() == "pt_gloo_runloop"
+        except OSError:  # the thread ended meanwhile
+            pass
+    return n
 
 
 class StopFlag:
