@@ -2,9 +2,12 @@
 as the same two ranks on one node. Runs on a private two-node dev cluster beside the main one."""
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
+import subprocess
 import tempfile
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -22,11 +25,22 @@ def two_nodes():
     top = tempfile.mkdtemp(prefix="tpmn-", dir="/tmp")
     os.chmod(top, 0o755)  # munged must reach the folder
     d = os.path.join(top, "c")
+    st = None
     try:
         st = cluster.up(d, nodes=2, cpus_per_node=2, mem_mb=4000, port=free_port_block(2, start=23817),
                         cluster_name="tpmn", node_prefix="tpmn", install_conf=False)
         yield st
     finally:
+        # The store says COMPLETED before torchrun, srun and the job's slurmstepd have exited:
+        # empty the private cluster's queue first, or stopping its daemons orphans them.
+        if st is not None:
+            env = {**os.environ, **st.env}
+            subprocess.run(["scancel", "--full", "--quiet", "--user", getpass.getuser()], env=env,
+                           capture_output=True)
+            end = time.monotonic() + 60
+            while time.monotonic() < end and subprocess.run(
+                    ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout.strip():
+                time.sleep(1)
         cluster.down(d)
         shutil.rmtree(top, ignore_errors=True)
 
