@@ -41,9 +41,12 @@ def init_distributed() -> DistInfo:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-        # Share the cores between the local ranks instead of oversubscribing them.
+        # Share the job's CPUs between the local ranks instead of oversubscribing them: the
+        # CPUs Slurm allocated (cpus_per_task, not the node's count), else this process's
+        # affinity. The thread count changes float summation order, so it must depend on the
+        # allocation alone for a job to give the same weights however its ranks are placed.
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        torch.set_num_threads(max(1, job_cpus() // local_world))
     if world > 1 and not dist.is_initialized():
         # Imported BEFORE the group exists, on purpose: torch.distributed.nn.functional binds
         # `group=group.WORLD` as default arguments when it is imported. Imported later (here
@@ -53,6 +56,17 @@ def init_distributed() -> DistInfo:
         importlib.import_module("torch.distributed.nn")
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return DistInfo(rank, world, local_rank, device)
+
+
+def job_cpus() -> int:
+    try:
+        return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))
+    except (KeyError, ValueError):
+        pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def barrier(info: DistInfo) -> None:
