@@ -341,6 +341,7 @@ def cmd_db(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tp-sweep", description="Lottery-ticket pruning sweeps on Slurm.")
+    p.add_argument("--version", action=_Version, help="print the version and exit")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def with_db(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -393,24 +394,36 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dir", nargs="?", help="import: the sweep's output_dir (holds levels/ and sweeps/)")
     sp.set_defaults(fn=cmd_db)
 
-    # `data` and `cluster` belong to their own modules (argparse there); main() hands them over.
-    sub.add_parser("data", help="build FFCV files: tp-sweep data write --from KIND SRC --out F.beton")
-    sub.add_parser("cluster", help="a real Slurm cluster on this machine: up | down | status")
+    # `data` and `cluster` belong to their own modules (argparse there); main() hands them over,
+    # --help included.
+    sub.add_parser("data", help="build FFCV files: tp-sweep data write --from KIND SRC --out F.beton",
+                   add_help=False)
+    sub.add_parser("cluster", help="a real Slurm cluster on this machine: up | down | status",
+                   add_help=False)
     return p
 
 
-DELEGATED = {"data": "trainer.data.write", "cluster": "slurm.dev.cluster"}
+# Their own argparse, in modules that import nothing heavy until the arguments are parsed.
+DELEGATED = {"data": "trainer.data_cli", "cluster": "slurm.dev.cluster"}
 
 
 def _delegate(cmd: str, argv: list[str]) -> int:
     import importlib
 
-    if cmd == "data":
-        if argv[:1] != ["write"]:
-            raise BadInput("usage: tp-sweep data write --from imagefolder|cifar|digits|synthetic "
-                           "SRC --out FILE.beton [options]   (tp-sweep data write --help)")
-        argv = argv[1:]
     return int(importlib.import_module(DELEGATED[cmd]).main(argv) or 0)
+
+
+class _Version(argparse.Action):
+    """--version, worked out only when asked (importlib.metadata costs a few milliseconds)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from orchestrator import version
+
+        print(f"tp-sweep (turboprune) {version()}")
+        parser.exit()
 
 
 def main(argv: list[str] | None = None) -> int:
