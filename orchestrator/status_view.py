@@ -130,7 +130,8 @@ def watch(console: Any, view: Callable[[], tuple[int, Any, tuple[int, int] | Non
                                             width=max(10, min(50, console.width - 30))),
                                 Text(f"{done:,}/{total:,} levels"),
                                 Text(time.strftime("%H:%M:%S"), style="dim"))
-                    items.insert(min(3, len(items)), row)
+                    at = next((i for i, x in enumerate(items) if not isinstance(x, Text)), len(items))
+                    items.insert(at, row)  # under the sweep's header lines
                 live.update(Group(*items), refresh=True)
                 time.sleep(interval)
         except KeyboardInterrupt:
