@@ -183,14 +183,14 @@ def _show_status(store, target: str, fmt: str, show_results: bool = True, show_a
 def cmd_status(a: argparse.Namespace) -> int:
     store = _store(a.db)
     if a.target is None:
-        from db.summaries import run_summaries
+        from db.summaries import sweep_status
         from orchestrator.render_status import counts
 
         names = store.sweep_names()
         if not names:
             console.print(f"no sweeps in {store.display_url}")
             return 0
-        rows = [{"sweep": n, "counts": counts(run_summaries(store, n))} for n in names]
+        rows = [{"sweep": n, "counts": counts(sweep_status(store, n, details_up_to=0)[0])} for n in names]
         if a.format == "json":
             print(json.dumps(rows))
             return 0

@@ -34,7 +34,7 @@ class LaunchProgress:
         if not force and time.monotonic() - self._last < 1.0:
             return
         self._last = time.monotonic()
-        runs, totals = sweep_status(self.store, self.sweep)
+        runs, totals = sweep_status(self.store, self.sweep, details_up_to=0)  # counts are enough
         done, total = totals.levels_done, totals.levels_total
         desc = " ".join(f"{s}:{n}" for s, n in counts(runs).items())
         if self.task is None:
