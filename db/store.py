@@ -168,7 +168,8 @@ class Store:
                 runs = set(s.scalars(sa.select(SweepRun.run_id).where(SweepRun.sweep_id == sid)))
             else:
                 q = q.join(SweepRun, SweepRun.run_id == RunLevel.run_id).where(SweepRun.sweep_id == sid)
-            return [Unfinished(run_id, level_id, pos, depth, int(epoch or 0), level_dir, job_id, state, attempts or 0)
+            return [Unfinished(run_id, level_id, pos, depth, int(epoch or 0), level_dir, job_id, state,
+                               attempts or 0)
                     for run_id, level_id, pos, depth, epoch, level_dir, job_id, state, attempts
                     in s.connection().execute(q).all() if runs is None or run_id in runs]
 
