@@ -21,3 +21,4 @@ services-down:
 bench: bootstrap
 	$(VENV)/bin/python bench/bench_trainer.py
 	$(VENV)/bin/python bench/bench_loader.py
+	$(VENV)/bin/python bench/bench_store.py
