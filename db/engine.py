@@ -93,9 +93,12 @@ def make_engine(url: str) -> sa.Engine:
 
 
 def upsert(conn: sa.Connection | Any, table: sa.Table, rows: Iterable[dict[str, Any]],
-           keys: list[str], update: list[str] | None = None, chunk: int = 500) -> None:
+           keys: list[str], update: list[str] | None = None, chunk: int = 5000) -> None:
     """INSERT ... ON CONFLICT (keys) DO UPDATE SET update (or DO NOTHING): atomic, so concurrent
-    writers of one row never fail or duplicate it (a read-then-write `merge` does both)."""
+    writers of one row never fail or duplicate it (a read-then-write `merge` does both).
+
+    One statement, executed for many rows (executemany): compiling a 500-row VALUES list per
+    chunk made recording a 10,000-point plan take 16 s. Every row must have the same keys."""
     rows = list(rows)
     if not rows:
         return
@@ -106,11 +109,10 @@ def upsert(conn: sa.Connection | Any, table: sa.Table, rows: Iterable[dict[str, 
         from sqlalchemy.dialects.sqlite import insert
     else:
         raise StoreError(f"upsert is not implemented for {dialect}")
+    stmt = insert(table)
+    if update:
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in update})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
     for i in range(0, len(rows), chunk):
-        stmt = insert(table).values(rows[i:i + chunk])
-        if update:
-            stmt = stmt.on_conflict_do_update(index_elements=keys,
-                                              set_={c: stmt.excluded[c] for c in update})
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-        conn.execute(stmt)
+        conn.execute(stmt, rows[i:i + chunk])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -38,6 +39,34 @@ def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+_REVISION = re.compile(r"^(down_)?revision\b[^=]*=\s*['\"]?([\w]+)?", re.M)
+
+
+def _head_from_files() -> str | None:
+    """The head revision read from the version files' `revision` / `down_revision` lines: what
+    Alembic finds, without importing it (a third of a second on every command). None when the
+    files do not say plainly (then Alembic decides)."""
+    revs, downs = set(), set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        found = dict((bool(m.group(1)), m.group(2)) for m in _REVISION.finditer(path.read_text()))
+        if False not in found:
+            return None
+        revs.add(found[False])
+        if found.get(True) and found[True] != "None":
+            downs.add(found[True])
+    heads = revs - downs
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _stored_revision(conn: Connection) -> str | None:
+    try:
+        rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+    except sa.exc.DBAPIError:
+        conn.rollback()  # no table yet (PostgreSQL aborts the transaction)
+        return None
+    return rows[0][0] if len(rows) == 1 else None
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -92,8 +121,12 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
 
 def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     """Bring the schema to head; returns (before, after) revisions."""
+    with engine.connect() as conn:  # the common case, unlocked and without Alembic: at head
+        stored = _stored_revision(conn)
+    if stored is not None and stored == _head_from_files():
+        return stored, stored
     head = head_revision()
-    with engine.connect() as conn:  # the common case, unlocked: already at head
+    with engine.connect() as conn:
         before = current_revision(conn)
         conn.rollback()
     if before == head:

@@ -1,17 +1,14 @@
-"""Read-side queries: runs with their derived state, one row per grid point (or per level),
-filtering and grouping.
-
-A run has no state of its own: it is done when every level it needs is finished, and otherwise
-as busy as the busiest job working on what is missing. Kept free of pandas so `tp-sweep query`
-answers in about a second.
+"""Read-side queries: one row per grid point (or per level), filtering and grouping. Runs and
+their derived states are in db.summaries. Kept free of pandas so `tp-sweep query` answers in
+well under a second.
 """
 from __future__ import annotations
 
 import ast
+import json
 import math
 import operator
 import statistics
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import sqlalchemy as sa
@@ -28,32 +25,6 @@ class QueryError(ValueError):
     pass
 
 
-@dataclass
-class RunSummary:
-    run_id: str
-    method: str
-    seed: int
-    axes: dict[str, Any]
-    sparsities: list[float] = field(default_factory=list)  # this sweep's targets for the run
-    state: str = "PLANNED"
-    levels_done: int = 0
-    levels_total: int = 0
-    depth: int = 0                 # depth of the level being trained (or the last finished)
-    epoch: int = 0                 # epochs finished in the level being trained
-    job_id: str | None = None      # the job shown (the one that decides the state)
-    sched_id: str | None = None
-    attempts: int = 0
-    message: str | None = None
-    test_acc: float | None = None  # of the last level finished, in training order
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "state": self.state, "method": self.method, "seed": self.seed,
-                "sparsities": self.sparsities, "level": self.levels_done,
-                "levels_total": self.levels_total, "depth": self.depth, "epoch": self.epoch,
-                "job": self.job_id, "job_id": self.sched_id, "attempts": self.attempts,
-                "axes": self.axes, "message": self.message, "test_acc": self.test_acc}
-
-
 def _sweep_id(s, store: Store, sweep: str) -> int:
     sid = s.scalar(sa.select(Sweep.id).where(Sweep.name == sweep))
     if sid is None:
@@ -61,48 +32,11 @@ def _sweep_id(s, store: Store, sweep: str) -> int:
     return sid
 
 
-def run_summaries(store: Store, sweep: str) -> list[RunSummary]:
-    with store.session() as s:
-        sid = _sweep_id(s, store, sweep)
-        runs = {r.run_id: RunSummary(r.run_id, r.method, r.seed, r.axes) for r in s.execute(
-            sa.select(Run.run_id, Run.method, Run.seed, Run.axes).join(SweepRun, SweepRun.run_id == Run.run_id)
-            .where(SweepRun.sweep_id == sid).order_by(Run.method, Run.seed, Run.run_id))}
-        for run_id, sp in s.execute(sa.select(GridPoint.run_id, GridPoint.sparsity)
-                                    .where(GridPoint.sweep_id == sid).order_by(GridPoint.sparsity)):
-            if run_id in runs:
-                runs[run_id].sparsities.append(sp)
-        rows = s.execute(
-            sa.select(RunLevel.run_id, RunLevel.position, Level.depth, Level.finished_at, Level.epoch,
-                      Level.test_acc, Job.job_id, Job.state, Job.sched_id, Job.attempts, Job.message)
-            .join(SweepRun, SweepRun.run_id == RunLevel.run_id)
-            .join(Level, Level.level_id == RunLevel.level_id)
-            .outerjoin(Job, Job.job_id == Level.job_id)
-            .where(SweepRun.sweep_id == sid).order_by(RunLevel.run_id, RunLevel.position))
-        rank = {st: i for i, st in enumerate(RUN_STATE_PRIORITY)}
-        best: dict[str, tuple[int, Any]] = {}
-        for row in rows:
-            r = runs[row.run_id]
-            r.levels_total += 1
-            if row.finished_at is not None:
-                r.levels_done += 1
-                if row.test_acc is not None:
-                    r.test_acc = row.test_acc
-                if row.run_id not in best:
-                    r.depth, r.attempts, r.job_id, r.sched_id = row.depth, row.attempts or 0, row.job_id, row.sched_id
-                continue
-            state = row.state or "PLANNED"
-            key = rank.get(state, len(rank))
-            if row.run_id not in best or key < best[row.run_id][0]:
-                best[row.run_id] = (key, row)
-        for run_id, (_, row) in best.items():
-            r = runs[run_id]
-            r.state = row.state or "PLANNED"
-            r.depth, r.epoch, r.job_id, r.sched_id = row.depth, row.epoch, row.job_id, row.sched_id
-            r.attempts, r.message = row.attempts or 0, row.message
-        for r in runs.values():
-            if r.run_id not in best:
-                r.state = "COMPLETED" if r.levels_total else "PLANNED"
-    return list(runs.values())
+def run_summaries(store: Store, sweep: str):
+    """Every run of the sweep with its state (db.summaries, where the SQL aggregation lives)."""
+    from db.summaries import run_summaries as summaries
+
+    return summaries(store, sweep)
 
 
 def level_progress(store: Store, sweep: str) -> tuple[int, int]:
@@ -116,41 +50,85 @@ def level_progress(store: Store, sweep: str) -> tuple[int, int]:
     return int(row[1]), int(row[0])
 
 
-def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[str, Any]]:
-    """One dict per grid point, with the result of the level that serves it. With `levels`, one
-    dict per level of every run in the sweep (trunk and branches; target: the level's density)."""
+def accuracy_lines(store: Store, sweep: str) -> int:
+    """Lines of the accuracy table (method x other grid axes), counted without reading results."""
     with store.session() as s:
         sid = _sweep_id(s, store, sweep)
+        pairs = sa.select(GridPoint.method, GridPoint.axes_key).where(GridPoint.sweep_id == sid).distinct()
+        return int(s.scalar(sa.select(sa.func.count()).select_from(pairs.subquery())))
+
+
+_LEVEL_COLUMNS = (Level.level_id, Level.depth, Level.kind, Level.finished_at.is_not(None).label("finished"),
+                  Level.achieved_sparsity, Level.test_acc, Level.test_top5, Level.best_test_acc,
+                  Level.epochs)
+
+
+def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[str, Any]]:
+    """One dict per grid point, with the result of the level that serves it. With `levels`, one
+    dict per level of every run in the sweep (trunk and branches; target: the level's density).
+
+    Built for 30,000 grid points: plain tuples (no ORM objects, no timestamps), each distinct
+    axes text decoded once, sorted here rather than by the database, and the job state read only
+    for unfinished levels (the rest are COMPLETED)."""
+    with store.session() as s:
+        conn = s.connection()
+        sid = _sweep_id(s, store, sweep)
         if levels:
-            q = (sa.select(Run.run_id, Run.method, Run.seed, Run.axes, Level, Job.state)
+            q = (sa.select(Run.method, (1.0 - Level.density).label("sparsity"), Run.seed, Run.run_id,
+                           RunLevel.position, sa.type_coerce(Run.axes, sa.String), *_LEVEL_COLUMNS)
                  .join(SweepRun, SweepRun.run_id == Run.run_id)
                  .join(RunLevel, RunLevel.run_id == Run.run_id)
                  .join(Level, Level.level_id == RunLevel.level_id)
-                 .outerjoin(Job, Job.job_id == Level.job_id)
-                 .where(SweepRun.sweep_id == sid)
-                 .order_by(Run.method, Run.seed, Run.run_id, RunLevel.position))
-            return [_row(sweep, r.method, round(1.0 - r.Level.density, 12), r.seed, r.run_id, r.axes,
-                         r.Level, r.state) for r in s.execute(q)]
-        q = (sa.select(GridPoint, Level, Job.state).join(Level, Level.level_id == GridPoint.level_id)
-             .outerjoin(Job, Job.job_id == Level.job_id).where(GridPoint.sweep_id == sid)
-             .order_by(GridPoint.method, GridPoint.sparsity, GridPoint.seed, GridPoint.id))
-        return [_row(sweep, r.GridPoint.method, r.GridPoint.sparsity, r.GridPoint.seed,
-                     r.GridPoint.run_id, r.GridPoint.axes, r.Level, r.state) for r in s.execute(q)]
+                 .where(SweepRun.sweep_id == sid))
+            order = (0, 2, 3, 4)    # method, seed, run, position
+        else:
+            q = (sa.select(GridPoint.method, GridPoint.sparsity, GridPoint.seed, GridPoint.run_id, GridPoint.id,
+                           sa.type_coerce(GridPoint.axes, sa.String), *_LEVEL_COLUMNS)
+                 .join(Level, Level.level_id == GridPoint.level_id).where(GridPoint.sweep_id == sid))
+            order = (0, 1, 2, 4)    # method, sparsity, seed, grid point
+        rows = sorted(conn.execute(q).all(), key=lambda r: tuple(r[i] for i in order))
+        unfinished = [r[6] for r in rows if not r[9]]
+        states: dict[str, str] = {}
+        for i in range(0, len(unfinished), 900):
+            states.update(conn.execute(sa.select(Level.level_id, Job.state).join(Job, Job.job_id == Level.job_id)
+                                       .where(Level.level_id.in_(unfinished[i:i + 900]))).all())
+    decoded: dict[str | None, dict[str, Any]] = {}
+    out = []
+    for (method, sparsity, seed, run_id, _order, axes, level_id, depth, kind, finished, achieved,
+         test_acc, top5, best, epochs) in rows:
+        if isinstance(axes, dict):  # PostgreSQL's driver decodes JSON itself
+            extra = axes
+        else:
+            if axes not in decoded:
+                decoded[axes] = json.loads(axes) if axes else {}
+            extra = decoded[axes]
+        row = {"sweep": sweep, "method": method, "sparsity": round(sparsity, 12) if levels else sparsity,
+               "seed": seed, "run_id": run_id, "level": depth, "level_id": level_id, "level_kind": kind,
+               "achieved_sparsity": achieved, "test_acc": test_acc, "test_top5": top5,
+               "best_test_acc": best, "epochs": epochs if finished else 0,
+               "state": "COMPLETED" if finished else states.get(level_id, "PLANNED")}
+        row.update(extra)
+        out.append(row)
+    return out
 
 
-def _row(sweep: str, method: str, sparsity: float, seed: int, run_id: str, axes: dict[str, Any],
-         lv: Level, job_state: str | None) -> dict[str, Any]:
-    done = lv.finished_at is not None
-    row: dict[str, Any] = {
-        "sweep": sweep, "method": method, "sparsity": sparsity, "seed": seed, "run_id": run_id,
-        "level": lv.depth, "level_id": lv.level_id, "level_kind": lv.kind,
-        "achieved_sparsity": lv.achieved_sparsity, "test_acc": lv.test_acc,
-        "test_top5": lv.test_top5, "best_test_acc": lv.best_test_acc,
-        "epochs": lv.epochs if done else 0,
-        "state": "COMPLETED" if done else (job_state or "PLANNED"),
-    }
-    row.update(axes)
-    return row
+GROUP_METRICS = ("test_acc", "best_test_acc", "achieved_sparsity")
+_POINT_COLUMNS = {"method": GridPoint.method, "sparsity": GridPoint.sparsity, "seed": GridPoint.seed}
+
+
+def grouped_results(store: Store, sweep: str, by: list[str]) -> list[dict[str, Any]] | None:
+    """group(grid_results(store, sweep), by), reading only the grouping columns and the metrics:
+    a third of the time on 30,000 grid points. None when `by` is not a subset of method,
+    sparsity and seed (then group the full rows)."""
+    if not by or any(b not in _POINT_COLUMNS for b in by):
+        return None
+    with store.session() as s:
+        sid = _sweep_id(s, store, sweep)
+        q = (sa.select(*(_POINT_COLUMNS[b] for b in by), *(getattr(Level, m) for m in GROUP_METRICS))
+             .join(Level, Level.level_id == GridPoint.level_id).where(GridPoint.sweep_id == sid))
+        rows = s.connection().execute(q).all()
+    names = [*by, *GROUP_METRICS]
+    return group([dict(zip(names, r)) for r in rows], by)
 
 
 MAX_WHERE_CHARS = 500
@@ -276,8 +254,8 @@ def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
     return match
 
 
-def group(rows: list[dict[str, Any]], by: list[str], metrics: tuple[str, ...] = (
-        "test_acc", "best_test_acc", "achieved_sparsity")) -> list[dict[str, Any]]:
+def group(rows: list[dict[str, Any]], by: list[str], metrics: tuple[str, ...] = GROUP_METRICS
+          ) -> list[dict[str, Any]]:
     """Mean, std (sample, n-1) and count of each metric over the rows sharing `by`."""
     if rows:
         unknown = [b for b in by if b not in rows[0]]

@@ -118,13 +118,19 @@ def cmd_launch(a: argparse.Namespace) -> int:
 
             print_search_plan(console, info["search"], kind)
         else:
-            console.print(
-                f"sweep [bold]{spec.name}[/]: {counts['grid_points']} grid points, {counts['runs']} runs, "
-                f"{counts['level_trainings']} level trainings planned: {counts['levels_done']} already "
-                f"done, {counts['levels_to_train']} to train in {len(jobs)} jobs "
-                f"({counts['epochs']} epochs). Naive, each grid point alone: "
-                f"{counts['naive_level_trainings']} level trainings ({counts['naive_epochs']} epochs). "
-                f"Branches: {BRANCHES_INLINE}. Executor {kind}; nothing submitted.")
+            from orchestrator.tables import phrases
+
+            for line in phrases([  # wrapped between phrases, never inside one
+                    f"sweep [bold]{spec.name}[/]: {counts['grid_points']} grid points, {counts['runs']} runs,",
+                    f"{counts['level_trainings']} level trainings planned:",
+                    f"{counts['levels_done']} already done,",
+                    f"{counts['levels_to_train']} to train in {len(jobs)} jobs ({counts['epochs']} epochs).",
+                    "Naive, each grid point alone:",
+                    f"{counts['naive_level_trainings']} level trainings ({counts['naive_epochs']} epochs).",
+                    f"Branches: {BRANCHES_INLINE.split(': ', 1)[0]}:", f"{BRANCHES_INLINE.split(': ', 1)[-1]}.",
+                    f"Executor {kind}; nothing submitted."],
+                    console.width, sep=" ", indent=""):
+                console.print(line, highlight=False)
         return 0
     from orchestrator.preflight import PreflightError, check_plan
 
@@ -181,93 +187,37 @@ def _run_search(store, spec, spec_dict: dict[str, Any], kind: str, plan) -> int:
 
 
 # ---- status ------------------------------------------------------------------------------------
-def _show_status(store, target: str, fmt: str, show_results: bool = True) -> int:
-    from db.queries import QueryError, grid_results, run_summaries
-    from orchestrator import render
-    from orchestrator.controller import reconcile_sweep
+def _status_out(store, target: str, fmt: str, show_results: bool = True, show_all: bool = False):
+    """(exit status, output, progress) of `status TARGET`: a sweep, else a run (id or prefix)."""
+    from orchestrator.status_view import TargetError, find_run, run_view, sweep_view
 
-    if store.get_sweep(target) is None:
-        found = store.find_runs(target)
-        if len(found) == 1:
-            return _show_run(store, found[0], fmt)
-        names = store.sweep_names()
-        if len(found) > 1:
-            raise BadInput(f"{target!r} matches {len(found)} runs: "
-                           + ", ".join(f"{r.run_id} ({r.method} seed {r.seed})" for r in found[:10]))
-        raise BadInput(f"no sweep or run {target!r} in {store.display_url}"
-                       + (f" (sweeps: {', '.join(names)})" if names else ""))
-    reconcile_sweep(store, target)
     try:
-        runs = run_summaries(store, target)
-    except QueryError as exc:
+        if store.get_sweep(target) is not None:
+            return sweep_view(store, target, fmt, console.width, show_results, show_all)
+        return run_view(store, find_run(store, target), fmt, console.width)
+    except TargetError as exc:
         raise BadInput(str(exc)) from None
-    search = _search_rows(store, target)
-    if fmt == "json":
-        out = render.status_json(target, runs)
-        if search is not None:
-            out["search"] = search
-        print(json.dumps(out))
-    else:
-        console.print(render.status_table(target, runs))
-        if search is not None:
-            from orchestrator.search_plan import search_table
-
-            console.print(search_table(target, search))
-        elif show_results:
-            table = render.accuracy_table(target, grid_results(store, target))
-            if table is not None:
-                console.print(table)
-    bad = [r for r in runs if r.state in ("FAILED", "LOST")]
-    return 1 if bad else 0
 
 
-def _search_rows(store, sweep: str):
-    """Trials per cell of a sweep with a search (None for a plain sweep)."""
-    row = store.get_sweep(sweep)
-    if row is None or not (row.spec or {}).get("search"):
-        return None
-    from orchestrator.search import search_summary
+def _show_status(store, target: str, fmt: str, show_results: bool = True, show_all: bool = False) -> int:
+    from orchestrator.status_view import show
 
-    return search_summary(store, sweep)
-
-
-def _show_run(store, run, fmt: str) -> int:
-    from orchestrator.render import rows_table
-
-    lvls = store.run_levels(run.run_id)
-    levels = [{"level_id": lv.level_id, "kind": lv.kind, "depth": lv.depth, "density": lv.density,
-               "achieved_sparsity": lv.achieved_sparsity, "test_acc": lv.test_acc,
-               "best_test_acc": lv.best_test_acc, "epochs": lv.epochs, "seconds": lv.seconds,
-               "job": lv.job_id, "finished": lv.finished_at is not None} for lv in lvls]
-    job_ids = sorted({lv.job_id for lv in lvls if lv.job_id})
-    jobs = store.jobs(job_ids)
-    events = [{"at": e.at.isoformat(timespec="seconds"), "job": e.job_id, "sched_id": e.sched_id,
-               "from": e.state_from, "to": e.state_to, "message": e.message}
-              for e in store.events(job_ids)]
-    job_rows = [{"job": j.job_id, "state": j.state, "sched_id": j.sched_id, "attempts": j.attempts,
-                 "levels": len(j.levels), "message": j.message} for j in jobs.values()]
-    if fmt == "json":
-        print(json.dumps({"run_id": run.run_id, "method": run.method, "seed": run.seed,
-                          "axes": run.axes, "levels": levels, "jobs": job_rows, "events": events}))
-        return 0
-    console.print(f"run [bold]{run.run_id}[/] {run.method} seed {run.seed} {run.axes or ''}")
-    console.print(rows_table(levels, "levels"))
-    console.print(rows_table(job_rows, "jobs"))
-    console.print(rows_table(events, "events"))
-    return 1 if any(j.state in ("FAILED", "LOST") for j in jobs.values()) else 0
+    code, out, _ = _status_out(store, target, fmt, show_results, show_all)
+    show(console, out)
+    return code
 
 
 def cmd_status(a: argparse.Namespace) -> int:
     store = _store(a.db)
     if a.target is None:
-        from db.queries import run_summaries
-        from orchestrator.render import counts
+        from db.summaries import sweep_status
+        from orchestrator.render_status import counts
 
         names = store.sweep_names()
         if not names:
             console.print(f"no sweeps in {store.display_url}")
             return 0
-        rows = [{"sweep": n, "counts": counts(run_summaries(store, n))} for n in names]
+        rows = [{"sweep": n, "counts": counts(sweep_status(store, n, details_up_to=0)[0])} for n in names]
         if a.format == "json":
             print(json.dumps(rows))
             return 0
@@ -275,14 +225,18 @@ def cmd_status(a: argparse.Namespace) -> int:
             console.print(f"[bold]{r['sweep']}[/]: " + ", ".join(f"{s} {c}" for s, c in r["counts"].items()))
         return 0
     if not a.watch:
-        return _show_status(store, a.target, a.format)
-    try:
-        while True:
-            console.clear()
-            _show_status(store, a.target, a.format)
-            time.sleep(a.interval)
-    except KeyboardInterrupt:
-        return 0
+        return _show_status(store, a.target, a.format, show_all=a.all)
+    if a.format == "json":  # one JSON document per refresh, one per line
+        try:
+            while True:
+                _show_status(store, a.target, a.format)
+                time.sleep(a.interval)
+        except KeyboardInterrupt:
+            return 0
+    from orchestrator.status_view import watch
+
+    _status_out(store, a.target, a.format)  # a bad target is an error before the screen is taken
+    return watch(console, lambda: _status_out(store, a.target, a.format, show_all=a.all), a.interval)
 
 
 # ---- resume / cancel ---------------------------------------------------------------------------
@@ -322,11 +276,13 @@ def cmd_cancel(a: argparse.Namespace) -> int:
     if store.get_sweep(a.target) is not None:
         level_ids = sweep_level_ids(store, a.target)
     else:
-        runs = store.find_runs(a.target)
-        if len(runs) != 1:
-            raise BadInput(f"no sweep or run {a.target!r} in {store.display_url}" if not runs else
-                           f"{a.target!r} matches {len(runs)} runs: " + ", ".join(r.run_id for r in runs[:10]))
-        level_ids = [lv.level_id for lv in store.run_levels(runs[0].run_id)]
+        from orchestrator.status_view import TargetError, find_run
+
+        try:
+            run = find_run(store, a.target)
+        except TargetError as exc:
+            raise BadInput(str(exc)) from None
+        level_ids = [lv.level_id for lv in store.run_levels(run.run_id)]
     done = cancel(store, list(store.jobs_of_levels(level_ids).values()))
     console.print(f"cancelled {len(done)} jobs" + (f": {', '.join(done)}" if done else ""))
     return 0
@@ -334,26 +290,34 @@ def cmd_cancel(a: argparse.Namespace) -> int:
 
 # ---- query / plot ------------------------------------------------------------------------------
 def _query_rows(store, a: argparse.Namespace) -> list[dict[str, Any]]:
-    from db.queries import QueryError, compile_where, grid_results, group
+    from db.queries import QueryError, compile_where, grid_results, group, grouped_results
 
     try:
+        by = [c.strip() for c in (getattr(a, "group_by", None) or "").split(",") if c.strip()]
+        if by and not getattr(a, "where", None) and not getattr(a, "levels", False):
+            fast = grouped_results(store, a.sweep, by)  # reads only what the groups need
+            if fast is not None:
+                return fast
         rows = grid_results(store, a.sweep, levels=getattr(a, "levels", False))
         if getattr(a, "where", None):
             match = compile_where(a.where)
             rows = [r for r in rows if match(r)]
-        if getattr(a, "group_by", None):
-            rows = group(rows, [c.strip() for c in a.group_by.split(",") if c.strip()])
+        if by:
+            rows = group(rows, by)
     except QueryError as exc:
         raise BadInput(str(exc)) from None
     return rows
 
 
 def cmd_query(a: argparse.Namespace) -> int:
-    from orchestrator.render import rows_table
+    from orchestrator.render import query_table
+    from orchestrator.tables import show
 
     if a.best:
         store = _store(a.db)
-        rows = _search_rows(store, a.sweep)
+        from orchestrator.status_view import search_rows
+
+        rows = search_rows(store, a.sweep)
         if rows is None:
             raise BadInput(f"sweep {a.sweep!r} has no search (--best is for sweeps with a search: block)")
         rows = [{k: r.get(k) for k in ("method", "sparsity", "seed", "axes", "trials", "complete",
@@ -371,7 +335,7 @@ def cmd_query(a: argparse.Namespace) -> int:
             w.writeheader()
             w.writerows(rows)
     else:
-        console.print(rows_table(rows, f"{a.sweep}: {len(rows)} rows"))
+        show(console, query_table(a.sweep, rows, console.width))
     return 0
 
 
@@ -420,6 +384,7 @@ def cmd_db(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tp-sweep", description="Lottery-ticket pruning sweeps on Slurm.")
+    p.add_argument("--version", action=_Version, help="print the version and exit")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def with_db(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -437,8 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = with_db(sub.add_parser("status", help="where every run stands"))
     sp.add_argument("target", nargs="?", metavar="SWEEP|RUN_ID")
-    sp.add_argument("--watch", action="store_true")
-    sp.add_argument("--interval", type=float, default=5.0)
+    sp.add_argument("--watch", action="store_true", help="refresh in place, with a progress bar")
+    sp.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
+    sp.add_argument("--all", action="store_true", help="list every run of a big sweep")
     sp.add_argument("--format", choices=["table", "json"], default="table")
     sp.set_defaults(fn=cmd_status)
 
@@ -472,24 +438,36 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dir", nargs="?", help="import: the sweep's output_dir (holds levels/ and sweeps/)")
     sp.set_defaults(fn=cmd_db)
 
-    # `data` and `cluster` belong to their own modules (argparse there); main() hands them over.
-    sub.add_parser("data", help="build FFCV files: tp-sweep data write --from KIND SRC --out F.beton")
-    sub.add_parser("cluster", help="a real Slurm cluster on this machine: up | down | status")
+    # `data` and `cluster` belong to their own modules (argparse there); main() hands them over,
+    # --help included.
+    sub.add_parser("data", help="build FFCV files: tp-sweep data write --from KIND SRC --out F.beton",
+                   add_help=False)
+    sub.add_parser("cluster", help="a real Slurm cluster on this machine: up | down | status",
+                   add_help=False)
     return p
 
 
-DELEGATED = {"data": "trainer.data.write", "cluster": "slurm.dev.cluster"}
+# Their own argparse, in modules that import nothing heavy until the arguments are parsed.
+DELEGATED = {"data": "trainer.data_cli", "cluster": "slurm.dev.cluster"}
 
 
 def _delegate(cmd: str, argv: list[str]) -> int:
     import importlib
 
-    if cmd == "data":
-        if argv[:1] != ["write"]:
-            raise BadInput("usage: tp-sweep data write --from imagefolder|cifar|digits|synthetic "
-                           "SRC --out FILE.beton [options]   (tp-sweep data write --help)")
-        argv = argv[1:]
     return int(importlib.import_module(DELEGATED[cmd]).main(argv) or 0)
+
+
+class _Version(argparse.Action):
+    """--version, worked out only when asked (importlib.metadata costs a few milliseconds)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from orchestrator import version
+
+        print(f"tp-sweep (turboprune) {version()}")
+        parser.exit()
 
 
 def main(argv: list[str] | None = None) -> int:

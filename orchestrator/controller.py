@@ -8,10 +8,7 @@ status, resume), so a run is never COMPLETED without its results, and nothing is
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,26 +17,14 @@ from db.schema import Job
 from db.store import ACTIVE_STATES, RESUMABLE_STATES, Store
 from orchestrator.jobs import group_jobs, runs_of_job
 from orchestrator.plan import SweepPlan
+from orchestrator.reconcile import (lost_after_s, reconcile_jobs, reconcile_sweep,  # noqa: F401
+                                    store_level_dirs, sweep_level_ids, sync_from_disk)
 from orchestrator.spec import ExecutorSpec, SweepSpec, parse_spec
 from orchestrator.submit import SubmitError, submit_jobs
 from trainer.storage import LevelDir, write_json_atomic
 
-__all__ = ["LaunchResult", "SubmitError", "cancel", "launch", "prepare", "reconcile_jobs", "resume", "stored_spec",
-           "sync_from_disk"]
-
-# Slurm's end states, as the store names them.
-_SCHED_TO_STATE = {
-    "TIMEOUT": "TIMEOUT", "PREEMPTED": "PREEMPTED", "CANCELLED": "CANCELLED",
-    "FAILED": "FAILED", "NODE_FAIL": "FAILED", "OUT_OF_MEMORY": "FAILED", "BOOT_FAIL": "FAILED",
-    "DEADLINE": "TIMEOUT", "COMPLETED": "FAILED",  # COMPLETED yet still active here: never reported
-}
-_SCHED_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING"}
-SUBMIT_STALE_S = 600  # a job claimed for submission but never given a scheduler id
-
-
-def lost_after_s() -> float:
-    """How long an active job may go without a heartbeat once the scheduler forgot it: then LOST."""
-    return float(os.environ.get("TP_LOST_AFTER_S", "30"))
+__all__ = ["LaunchResult", "SubmitError", "cancel", "launch", "lost_after_s", "prepare",
+           "reconcile_jobs", "reconcile_sweep", "resume", "stored_spec", "sync_from_disk"]
 
 
 @dataclass
@@ -89,20 +74,6 @@ def write_plan_files(plan: SweepPlan, spec_dict: dict[str, Any]) -> None:
 
 def _point_key(p: dict[str, Any]) -> str:
     return json.dumps([p["method"], p["sparsity"], p["seed"], p["axes"]], sort_keys=True)
-
-
-def sync_from_disk(store: Store, level_dirs: dict[str, str]) -> int:
-    """Import levels finished on disk that the store does not have as finished yet."""
-    states = store.level_states(list(level_dirs))
-    results = {}
-    for lid, path in level_dirs.items():
-        st = states.get(lid)
-        if st is not None and not st.finished:
-            res = LevelDir(Path(path)).result()
-            if res is not None:
-                results[lid] = res
-    store.import_results(results)
-    return len(results)
 
 
 def done_on_disk(plan: SweepPlan) -> set[str]:
@@ -163,91 +134,6 @@ def _submit(store: Store, spec: SweepSpec, jobs: dict[str, Job], todo: list[Job]
         if j.job_id not in result.submitted and j.job_id not in result.waiting:
             result.skipped[j.state] = result.skipped.get(j.state, 0) + 1
     return result
-
-
-def sweep_level_ids(store: Store, sweep: str) -> list[str]:
-    import sqlalchemy as sa
-
-    from db.schema import RunLevel, Sweep, SweepRun
-
-    with store.session() as s:
-        q = (sa.select(RunLevel.level_id).join(SweepRun, SweepRun.run_id == RunLevel.run_id)
-             .join(Sweep, Sweep.id == SweepRun.sweep_id).where(Sweep.name == sweep).distinct())
-        return list(s.scalars(q))
-
-
-def store_level_dirs(store: Store, level_ids: list[str]) -> dict[str, str]:
-    import sqlalchemy as sa
-
-    from db.schema import Level
-
-    out: dict[str, str] = {}
-    with store.session() as s:
-        for i in range(0, len(level_ids), 900):
-            out.update(s.execute(sa.select(Level.level_id, Level.level_dir).where(
-                Level.level_id.in_(level_ids[i:i + 900]), Level.finished_at.is_(None))).all())
-    return out
-
-
-# ---- reconcile ---------------------------------------------------------------------------------
-def reconcile_jobs(store: Store, jobs: list[Job], spec: ExecutorSpec | None = None) -> list[Job]:
-    """Bring the store's view of active jobs in line with what their scheduler knows."""
-    from slurm.executors import GONE, make_executor
-
-    now = time.time()
-    changed = False
-    for j in jobs:  # claimed for submission by a launch that died before it got a scheduler id
-        if j.state == "PENDING" and not j.sched_id and _age(j.updated_at, now) > SUBMIT_STALE_S:
-            changed |= store.set_job_state(j.job_id, "PLANNED", only_from=("PENDING",),
-                                           message="submission never completed")
-    watched = [j for j in jobs if j.sched_id and j.state in (*ACTIVE_STATES, "PREEMPTED")]
-    by_kind: dict[str, list[Job]] = {}
-    for j in watched:
-        by_kind.setdefault(j.executor or "local", []).append(j)
-    for kind, js in by_kind.items():
-        if kind == "debug":
-            continue
-        states = make_executor(kind, spec or ExecutorSpec(), Path(".")).poll([j.sched_id for j in js])
-        for j in js:
-            sched = states.get(j.sched_id, GONE)
-            if j.state == "PREEMPTED":
-                if sched in _SCHED_QUEUED or sched == "RUNNING":
-                    changed |= store.set_job_state(j.job_id, "PENDING", message="requeued by the scheduler",
-                                                   only_from=("PREEMPTED",))
-                continue
-            if sched == "DEPENDENCY_FAILED":
-                make_executor(kind, spec or ExecutorSpec(), Path(".")).cancel([j.sched_id])
-                changed |= store.set_job_state(j.job_id, "PLANNED", only_from=ACTIVE_STATES, clear_sched=True,
-                                               message="a job it waits for failed; resume --include-failed retries both")
-            elif sched in _SCHED_TO_STATE:
-                msg = f"scheduler reports job {j.sched_id} {sched}"
-                if sched == "COMPLETED":
-                    msg += " but the trainer never reported a result"
-                changed |= store.set_job_state(j.job_id, _SCHED_TO_STATE[sched], message=msg,
-                                               only_from=ACTIVE_STATES)
-            elif sched == GONE:
-                age = _age(j.heartbeat_at or j.updated_at, now)
-                if age > lost_after_s():
-                    changed |= store.set_job_state(
-                        j.job_id, "LOST", only_from=ACTIVE_STATES,
-                        message=f"job {j.sched_id} is gone and the last heartbeat is {age:.0f} s old")
-    if changed:
-        fresh = store.jobs([j.job_id for j in jobs])
-        return [fresh[j.job_id] for j in jobs]
-    return jobs
-
-
-def _age(when: dt.datetime | None, now: float) -> float:
-    if when is None:
-        return float("inf")
-    return now - when.replace(tzinfo=dt.timezone.utc).timestamp()  # naive UTC, as the store writes
-
-
-def reconcile_sweep(store: Store, sweep: str) -> None:
-    """What status and watch call: results from disk, then job states from the scheduler."""
-    level_ids = sweep_level_ids(store, sweep)
-    sync_from_disk(store, store_level_dirs(store, level_ids))
-    reconcile_jobs(store, list(store.jobs_of_levels(level_ids).values()))
 
 
 def cancel(store: Store, jobs: list[Job], spec: ExecutorSpec | None = None) -> list[str]:

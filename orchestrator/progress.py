@@ -28,14 +28,15 @@ class LaunchProgress:
         return self.bar.__exit__(*exc)
 
     def update(self, force: bool = False) -> None:
-        from db.queries import level_progress, run_summaries
-        from orchestrator.render import counts
+        from db.summaries import sweep_status
+        from orchestrator.render_status import counts
 
         if not force and time.monotonic() - self._last < 1.0:
             return
         self._last = time.monotonic()
-        done, total = level_progress(self.store, self.sweep)
-        desc = " ".join(f"{s}:{n}" for s, n in counts(run_summaries(self.store, self.sweep)).items())
+        runs, totals = sweep_status(self.store, self.sweep, details_up_to=0)  # counts are enough
+        done, total = totals.levels_done, totals.levels_total
+        desc = " ".join(f"{s}:{n}" for s, n in counts(runs).items())
         if self.task is None:
             self.task = self.bar.add_task(desc, total=total)
         self.bar.update(self.task, completed=done, total=total, description=desc)
@@ -43,9 +44,9 @@ class LaunchProgress:
 
 def wait_until_idle(store, sweep: str, console: Console, poll_s: float = 2.0) -> None:
     """Block until no run of the sweep is PENDING or RUNNING (reconciled with the scheduler)."""
-    from db.queries import run_summaries
     from db.store import ACTIVE_STATES
-    from orchestrator.controller import reconcile_sweep
+    from db.summaries import run_summaries
+    from orchestrator.reconcile import reconcile_sweep
 
     with console.status(f"waiting for {sweep}") as st:
         while True:

@@ -3,19 +3,18 @@
 The controller hands an executor the runs to start; the executor returns job ids and, later,
 what its scheduler says about them. Local and debug jobs belong to this machine, so the
 controller drives them to completion itself (`blocking`), keeping `array_parallelism` at a time.
+submitit (and the job wrapper) are imported when a job is submitted, not to poll or cancel: `status`
+polls on every refresh.
 """
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-
-import submitit
-
-from slurm.job import TrainerJob
 
 GONE = "GONE"  # the scheduler no longer knows the job
 
@@ -56,7 +55,9 @@ class Executor(ABC):
 class SlurmExecutor(Executor):
     kind = "slurm"
 
-    def _executor(self, dependency: str | None = None) -> submitit.SlurmExecutor:
+    def _executor(self, dependency: str | None = None) -> Any:
+        import submitit
+
         p = self.params
         ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=p.max_requeues)
         extra = {"open_mode": "append", **p.extra}  # a requeued job appends to its log
@@ -70,14 +71,24 @@ class SlurmExecutor(Executor):
         return ex
 
     def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+        from slurm.job import TrainerJob
+
         return self._executor(dependency).map_array(TrainerJob(), *self._args(reqs))
 
+    # Up to this many job ids go to squeue by name (-j); more, and it lists the user's jobs instead.
+    MAX_IDS_PER_CALL = 2000
+
     def poll(self, job_ids: list[str]) -> dict[str, str]:
+        """One squeue call for all of them, whatever their number. `--states=all` also lists jobs
+        that ended but that slurmctld still remembers (MinJobAge), with their end state, which
+        a plain squeue leaves out (before: one scontrol call per such job)."""
         if not job_ids:
             return {}
         out: dict[str, str] = {jid: GONE for jid in job_ids}
         masters = sorted({jid.split("_")[0] for jid in job_ids})
-        sq = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(masters)],
+        which = (["-j", ",".join(masters)] if len(masters) <= self.MAX_IDS_PER_CALL
+                 else ["-u", getpass.getuser()])
+        sq = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T|%r", *which],
                             capture_output=True, text=True, timeout=60)
         for line in sq.stdout.splitlines():
             jid, state, reason = (line.split("|") + ["", ""])[:3]
@@ -85,14 +96,6 @@ class SlurmExecutor(Executor):
                 # A job waiting on one that failed waits forever: report it so the controller
                 # can take it back (it stays PLANNED until its prerequisite is retried).
                 out[jid] = "DEPENDENCY_FAILED" if reason.strip() == "DependencyNeverSatisfied" else state.strip()
-        for jid in [j for j, s in out.items() if s == GONE]:
-            # Finished jobs stay in slurmctld's memory for MinJobAge: ask for their end state.
-            sc = subprocess.run(["scontrol", "-o", "show", "job", jid], capture_output=True,
-                                text=True, timeout=60)
-            for tok in sc.stdout.split():
-                if tok.startswith("JobState="):
-                    out[jid] = tok.split("=", 1)[1]
-                    break
         return out
 
     def cancel(self, job_ids: list[str]) -> None:
@@ -117,13 +120,23 @@ class LocalExecutor(Executor):
     blocking = True
 
     def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+        import submitit
+
+        from slurm.job import TrainerJob
+
         ex = submitit.LocalExecutor(folder=self.folder / "%j", max_num_timeout=self.params.max_requeues)
         ex.update_parameters(timeout_min=self.params.timeout_min, tasks_per_node=1,
                              signal_delay_s=self.params.signal_delay_s)
         return [ex.submit(TrainerJob(), *args) for args in zip(*self._args(reqs))]
 
     def poll(self, job_ids: list[str]) -> dict[str, str]:
-        return {jid: "RUNNING" if _pid_alive(jid) else GONE for jid in job_ids}
+        # One listing of /proc, then a read only for the pids that are there (a zombie check).
+        try:
+            present = set(os.listdir("/proc"))
+        except OSError:
+            present = None
+        return {jid: "RUNNING" if (present is None or jid in present) and _pid_alive(jid) else GONE
+                for jid in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:
         import signal
@@ -141,6 +154,10 @@ class DebugExecutor(Executor):
     blocking = True
 
     def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+        import submitit
+
+        from slurm.job import TrainerJob
+
         ex = submitit.DebugExecutor(folder=self.folder / "debug")
         return [ex.submit(TrainerJob(), *args) for args in zip(*self._args(reqs))]
 

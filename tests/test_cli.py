@@ -1,12 +1,26 @@
-"""Every command of DESIGN.md answers, and `db upgrade` migrates a new and a current store."""
+"""The command line: every command answers (its --help without torch, FFCV or scikit-learn), `db
+upgrade` migrates, and status and query stay whole at 80 columns, fast at scale, and say what
+they know (elapsed time, ETA, device-hours). Stores are written directly (a real plan recorded
+with Store.record_plan, levels finished with Store.import_results, jobs created as launch does):
+no training, so each test takes seconds."""
 from __future__ import annotations
 
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
 import sqlalchemy as sa
 
 from orchestrator.cli import build_parser
-from tests.sweeputil import tp
+from tests.sweeputil import REPO, tp
 
 COMMANDS = ["launch", "status", "resume", "cancel", "query", "plot", "data", "db", "cluster"]
+HEAVY = ("torch", "ffcv", "sklearn")
+METHODS = ["dense", "imp", "imp_lrr", "random_balanced", "er_balanced", "synflow"]
 
 
 def test_every_design_command_is_there():
@@ -23,3 +37,282 @@ def test_db_upgrade_creates_then_keeps_the_schema(tmp_path):
     eng = sa.create_engine(url)
     assert {"sweeps", "runs", "levels", "epochs", "events", "attempts"} <= set(sa.inspect(eng).get_table_names())
     eng.dispose()
+
+
+# ---- help and version -----------------------------------------------------------------------
+HELPS = [[], *[[c] for c in COMMANDS], ["data", "write"], ["cluster", "up"]]
+_PROBE = """import sys
+from orchestrator.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print("HEAVY=" + ",".join(m for m in {heavy!r} if m in sys.modules), "CODE=" + str(code))
+"""
+
+
+@pytest.mark.parametrize("args", HELPS, ids=lambda a: " ".join(a) or "tp-sweep")
+def test_every_help_answers_without_heavy_imports(args, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY), *args, "--help"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"})
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == "HEAVY= CODE=0", proc.stdout + proc.stderr
+    assert "usage: tp-sweep" in proc.stdout
+
+
+def test_version():
+    from orchestrator import version
+
+    proc = tp("--version", cwd=REPO, check=True)
+    assert re.fullmatch(r"tp-sweep \(turboprune\) \d+\.\d+\S*", proc.stdout.strip()), proc.stdout
+    assert proc.stdout.split()[-1] == version()
+
+
+# ---- a demo-sized sweep, written straight into a store ---------------------------------------
+def _acc(level_id: str) -> float:
+    """A made-up accuracy with two decimals in percent that differ from level to level."""
+    return round(0.5 + (int(level_id[:6], 16) % 4900) / 10000, 4)
+
+
+def make_sweep(tmp_path, name: str = "narrow"):
+    """A real plan of METHODS x 4 sparsities x 2 seeds x 2 learning rates, recorded; every level
+    finished with metrics and epochs but those after level 0 of two runs: an imp run RUNNING
+    mid-level and an imp_lrr run FAILED."""
+    from db.schema import Attempt, Job, Level
+    from db.store import Store
+    from orchestrator.jobs import group_jobs
+    from orchestrator.plan import plan_sweep
+    from orchestrator.spec import parse_spec
+
+    spec = {"name": name, "output_dir": str(tmp_path / "runs"),
+            "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 3}},
+            "grid": {"method": METHODS, "sparsity": [0.5, 0.8, 0.9, 0.95], "seed": [0, 1],
+                     "optimizer.lr": [0.1, 0.05]},
+            "executor": {"kind": "local", "gpus_per_node": 0, "cpus_per_task": 2}}
+    plan = plan_sweep(parse_spec(spec))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(url)
+    store.record_plan(plan, spec, plan.levels_dir)
+    busy = {next(r for r in plan.runs if r.method == m).run_id: st
+            for m, st in (("imp", "RUNNING"), ("imp_lrr", "FAILED"))}
+    state_of = {lid: busy[r.run_id] for r in plan.runs if r.run_id in busy for lid in r.levels[1:]}
+    open_levels = set(state_of)
+    with store.serialized() as s:
+        jobs = group_jobs(list(plan.levels.values()), {}, plan.snapshots)
+        store.create_jobs(s, jobs, name, {j.job_id: f"{tmp_path}/{j.job_id}.json" for j in jobs})
+    results = {}
+    for lid, lv in plan.levels.items():
+        if lid in open_levels:
+            continue
+        history = [{"epoch": e, "train_loss": 0.1, "train_acc": 0.9, "test_acc": _acc(lid), "lr": 0.1,
+                    "steps": 10, "seconds": 2.0, "images_per_s": 700.0} for e in range(3)]
+        results[lid] = {"achieved_sparsity": round(1 - lv.density, 6), "test_acc": _acc(lid),
+                        "best_test_acc": _acc(lid), "test_loss": 0.3, "train_loss": 0.1, "train_acc": 0.9,
+                        "epochs": 3, "seconds": 6.0, "history": history}
+    store.import_results(results)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    with store.session() as s:
+        for j in jobs:
+            state = next((state_of[lid] for lid in j.levels if lid in state_of), "COMPLETED")
+            # debug jobs are never polled: the RUNNING one stays RUNNING while status reconciles
+            s.execute(sa.update(Job).where(Job.job_id == j.job_id).values(
+                state=state, executor="debug", sched_id="1", attempts=1, heartbeat_at=now,
+                message="trainer exit 1" if state == "FAILED" else None))
+            s.add(Attempt(job_id=j.job_id, attempt=1, started_at=now - dt.timedelta(minutes=30),
+                          ended_at=None if state == "RUNNING" else now - dt.timedelta(minutes=5),
+                          outcome=None if state == "RUNNING" else state))
+        running = next(r for r in plan.runs if busy.get(r.run_id) == "RUNNING").levels[1]
+        s.execute(sa.update(Level).where(Level.level_id == running).values(epoch=1))
+    store.close()
+    return url, plan, busy
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("narrow")
+    url, plan, busy = make_sweep(tmp)
+    return tmp, url, plan, busy
+
+
+def _cli(tmp, *args, columns: int = 80):
+    return tp(*args, cwd=tmp, env={"COLUMNS": str(columns), "TP_LOST_AFTER_S": "1e12"})
+
+
+def test_status_at_80_columns_shows_every_method_state_and_accuracy_whole(narrow):
+    tmp, url, plan, busy = narrow
+    proc = _cli(tmp, "status", "narrow", "--db", url)
+    assert proc.returncode == 1, proc.stderr  # a FAILED run: exit 1
+    out = proc.stdout
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    runs = json.loads(_cli(tmp, "status", "narrow", "--db", url, "--format", "json").stdout)["runs"]
+    words = set(out.split())
+    assert {"COMPLETED", "RUNNING", "FAILED"} <= words and set(METHODS) <= words, out
+    for r in runs:  # every run is listed (fewer than 40), its accuracy in percent, whole
+        assert r["run_id"][:8] in words
+        if r["test_acc"] is not None:
+            assert f"{r['test_acc'] * 100:.2f}" in words, (r, out)
+    assert "test_acc (%) by sparsity" in out and "trainer exit 1" in out
+
+
+@pytest.mark.parametrize("extra", [[], ["--group-by", "method,sparsity"], ["--levels"]])
+def test_query_at_80_columns_shows_methods_and_percent_whole(narrow, extra):
+    tmp, url, plan, busy = narrow
+    out = _cli(tmp, "query", "narrow", "--db", url, *extra).stdout
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    assert "test_acc (%)" in out
+    words = set(out.split())
+    assert set(METHODS) <= words, out
+    rows = json.loads(_cli(tmp, "query", "narrow", "--db", url, *extra, "--format", "json").stdout)
+    key = "test_acc_mean" if extra[:1] == ["--group-by"] else "test_acc"
+    for r in rows:
+        if r[key] is not None:
+            assert f"{r[key] * 100:.2f}" in words, (r, out)
+    assert all(r[key] is None or 0 <= r[key] <= 1 for r in rows)  # JSON keeps fractions
+
+
+def test_status_json_says_time_and_device_hours(narrow):
+    tmp, url, plan, busy = narrow
+    st = json.loads(_cli(tmp, "status", "narrow", "--db", url, "--format", "json").stdout)
+    assert st["counts"]["FAILED"] == 1 and st["counts"]["RUNNING"] == 1
+    assert st["levels_total"] == len(plan.levels) and st["levels_done"] < st["levels_total"]
+    assert st["device"] == "CPU" and st["devices_per_job"] == 2 and st["gpu_hours_used"] == 0.0
+    assert st["epoch_s"] == 2.0  # every recorded epoch took 2 s
+    assert st["device_hours_used"] == pytest.approx(st["epochs_done"] * 2.0 * 2 / 3600, abs=1e-3)
+    assert st["device_hours_left"] == pytest.approx(st["epochs_left"] * 2.0 * 2 / 3600, abs=1e-3)
+    by_state = {r["state"]: r for r in st["runs"]}
+    running, failed = by_state["RUNNING"], by_state["FAILED"]
+    assert running["epoch"] == 1 and running["epochs_left"] > 0
+    assert running["eta_s"] == pytest.approx(running["epochs_left"] * 2.0, abs=0.1)
+    assert running["elapsed_s"] >= 30 * 60 - 5  # its job's attempt started 30 minutes ago
+    assert failed["message"] == "trainer exit 1" and failed["elapsed_s"] == pytest.approx(25 * 60, abs=5)
+    assert all(r["eta_s"] is None and r["epochs_left"] == 0 for r in st["runs"] if r["state"] == "COMPLETED")
+
+
+def test_watch_shows_a_bar_of_levels_and_stops_on_ctrl_c(narrow):
+    import signal
+    import time
+
+    tmp, url, plan, busy = narrow
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "status", "narrow", "--db", url,
+                             "--watch", "--interval", "0.2"], cwd=tmp, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"})
+    time.sleep(8)  # imports and a first refresh, on a loaded machine too
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err  # the FAILED run, as without --watch
+    assert f"/{len(plan.levels)} levels" in out and "Traceback" not in err, out + err
+
+
+def test_a_second_sweep_in_the_store_counts_only_its_own_levels(narrow):
+    from db.queries import level_progress
+    from db.store import Store
+    from db.summaries import sweep_status
+    from orchestrator.plan import plan_sweep
+    from orchestrator.spec import parse_spec
+
+    tmp, url, plan, busy = narrow
+    spec = {"name": "subset", "output_dir": str(tmp / "runs"),
+            "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 3}},
+            "grid": {"method": ["imp", "synflow"], "sparsity": [0.5], "seed": [0], "optimizer.lr": [0.1]}}
+    sub = plan_sweep(parse_spec(spec))
+    store = Store(url)
+    try:
+        store.record_plan(sub, spec, sub.levels_dir)  # two of `narrow`'s runs, and their levels
+        runs, totals = sweep_status(store, "subset")
+        assert len(runs) == 2 and (totals.levels_done, totals.levels_total) == level_progress(store, "subset")
+        assert totals.levels_total < len(plan.levels)
+        everything = sweep_status(store, "narrow")[1]
+        assert everything.levels_total == len(plan.levels)
+        assert 0 < totals.device_hours_used < everything.device_hours_used
+    finally:
+        store.close()
+
+
+def test_a_run_id_prefix_that_matches_several_runs_lists_them(narrow):
+    tmp, url, plan, busy = narrow
+    ids = sorted(r.run_id for r in plan.runs)
+    prefix = next(a[:1] for a, b in zip(ids, ids[1:]) if a[:1] == b[:1])
+    matching = [i for i in ids if i.startswith(prefix)]
+    for cmd in (["status", prefix], ["cancel", prefix]):
+        proc = _cli(tmp, *cmd, "--db", url)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert f"matches {len(matching)} runs" in proc.stderr
+        assert all(i in proc.stderr for i in matching[:10]), proc.stderr
+    detail = json.loads(_cli(tmp, "status", ids[0][:10], "--db", url, "--format", "json").stdout)
+    assert detail["run_id"] == ids[0]
+
+
+# ---- a big sweep: summarised ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    sys.path.insert(0, str(REPO / "bench"))
+    import synth_store
+
+    tmp = tmp_path_factory.mktemp("big")
+    url = f"sqlite:///{tmp / 'big.db'}"
+    synth_store.write(url, synth_store.generate(200, str(tmp / "out")))
+    return tmp, url
+
+
+def test_a_big_sweep_is_summarised_and_all_lists_every_run(big):
+    tmp, url = big
+    out = _cli(tmp, "status", "bench", "--db", url).stdout
+    assert "runs by method and state" in out and "runs that need a look" in out
+    assert "GPU-hours" in out and "4 GPUs a job" in out
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    st = json.loads(_cli(tmp, "status", "bench", "--db", url, "--format", "json").stdout)
+    look = [r for r in st["runs"] if r["state"] in ("FAILED", "LOST", "PREEMPTED", "TIMEOUT", "RUNNING")]
+    assert all(r["run_id"][:8] in out for r in look) and len(look) < 40
+    done = [r for r in st["runs"] if r["state"] == "COMPLETED"]
+    assert not any(r["run_id"][:8] in out for r in done)  # only counted
+    every = _cli(tmp, "status", "bench", "--db", url, "--all", columns=200).stdout
+    assert all(r["run_id"][:8] in every for r in st["runs"])
+
+
+def test_status_asks_the_scheduler_once_per_refresh(big, tmp_path):
+    tmp, url = big
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    calls = tmp_path / "calls"
+    for tool in ("squeue", "scontrol", "sacct"):
+        (stub / tool).write_text(f"#!/bin/sh\necho \"$0 $*\" >> {calls}\n")
+        (stub / tool).chmod(0o755)
+    env = {"PATH": f"{stub}:{os.environ['PATH']}", "TP_LOST_AFTER_S": "1e12"}
+    tp("status", "bench", "--db", url, "--format", "json", cwd=tmp, env=env)
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 1 and "squeue" in lines[0] and "--states=all" in lines[0], lines
+
+
+def test_slurm_poll_is_one_call_for_any_number_of_jobs(monkeypatch):
+    from slurm import executors
+
+    seen = []
+
+    def fake_run(cmd, **kw):
+        seen.append(cmd)
+        out = "".join(f"{100 + i}|{'COMPLETED' if i % 2 else 'RUNNING'}|None\n" for i in range(5000))
+        return subprocess.CompletedProcess(cmd, 0, out, "")
+
+    monkeypatch.setattr(executors.subprocess, "run", fake_run)
+    ex = executors.SlurmExecutor(None, REPO)
+    got = ex.poll([str(100 + i) for i in range(5000)])
+    assert len(seen) == 1 and "-u" in seen[0]  # past MAX_IDS_PER_CALL: the user's jobs, in one call
+    assert got["101"] == "COMPLETED" and got["100"] == "RUNNING"
+    seen.clear()
+    assert ex.poll(["7", "8"]) == {"7": executors.GONE, "8": executors.GONE} and len(seen) == 1
+
+
+def test_bench_store_small_runs(tmp_path):
+    """bench/bench_store.py --small builds a store and times every command (the timings depend
+    on the machine, so only that it ran and printed its table is checked): about 10 s idle."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_store.py"), "--small", "--no-pg",
+                           "--repeats", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    for what in ("status SWEEP --format json", "query SWEEP --group-by method,sparsity",
+                 "status SWEEP (table)", "scheduler calls per status refresh",
+                 "plan + record 10,000 grid points", "tp-sweep data write --help"):
+        assert what in proc.stdout, proc.stdout
+    assert re.search(r"scheduler calls per status refresh\s+1\s+1\s+yes", proc.stdout), proc.stdout

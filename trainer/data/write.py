@@ -19,7 +19,6 @@ Policies:
 from __future__ import annotations
 
 import _thread
-import argparse
 import contextlib
 import multiprocessing as mp
 import os
@@ -30,10 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainer.data_cli import DEFAULT_SMART_THRESHOLD, WRITE_MODES, write_parser
+
 from . import DataError
 
-WRITE_MODES = ("smart", "raw", "jpg", "proportion")
-DEFAULT_SMART_THRESHOLD = 3 * 64 * 64
+build_parser = write_parser  # the options live in trainer/data_cli.py, free of heavy imports
 
 
 @dataclass
@@ -237,32 +237,12 @@ def write_source(source, out: str, *, max_resolution: int | None = None, jpeg_qu
                         skipped=len(bad))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tp-sweep data write",
-                                description="Convert a data set to an FFCV .beton file.")
-    p.add_argument("--from", dest="kind", required=True,
-                   choices=["imagefolder", "cifar", "digits", "synthetic"])
-    p.add_argument("src", nargs="?", default=None,
-                   help="source folder (ignored for digits/synthetic; '-' allowed)")
-    p.add_argument("--out", required=True, help="output .beton path")
-    p.add_argument("--split", default="train", choices=["train", "test"])
-    p.add_argument("--max-resolution", type=int, default=None)
-    p.add_argument("--jpeg-quality", type=int, default=90)
-    p.add_argument("--write-mode", default="smart", choices=WRITE_MODES)
-    p.add_argument("--compress-probability", type=float, default=0.5)
-    p.add_argument("--smart-threshold", type=int, default=DEFAULT_SMART_THRESHOLD)
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--subset", type=int, default=None, help="write only the first N images")
-    p.add_argument("--size", type=int, default=256, help="synthetic: number of images")
-    p.add_argument("--classes", type=int, default=10, help="synthetic: number of classes")
-    p.add_argument("--image-size", type=int, default=32, help="synthetic: image side")
-    p.add_argument("--data-seed", type=int, default=0, help="synthetic: data seed")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(write_parser().parse_args(argv))
+
+
+def run(args) -> int:
+    """Write the beton `args` (write_parser's) ask for; 2 on a DataError."""
     src = None if args.src in (None, "-") else args.src
     synthetic = {"size": args.size, "classes": args.classes, "image_size": args.image_size,
                  "data_seed": args.data_seed} if args.kind == "synthetic" else None

@@ -1,0 +1,196 @@
+"""The CLI at scale: whole `tp-sweep` processes against a synthetic store of 10,000 runs, 150,000
+levels and about 2,000,000 epochs (bench/synth_store.py), on SQLite and on PostgreSQL, timed
+against a bare `python -c pass` measured in the same run. Goals, start-up included:
+
+    status SWEEP --format json            < 1 s
+    query SWEEP --group-by method,sparsity < 1 s
+    status SWEEP (the table)               < 1.5 s
+    every --help                           < 0.5 s
+    plan_sweep + Store.record_plan of 10,000 grid points < 5 s (in one process, after imports)
+    scheduler calls per status refresh     1, whatever the number of jobs
+
+Each command runs `--repeats` times, interleaved with the baseline; the table gives the median
+wall time, the median CPU time of the process (what an idle machine would take, roughly, on a
+loaded one) and the ratio to the baseline. Slurm is stood in for by a stub `squeue`/`scontrol` on
+PATH that counts its calls and knows no job (TP_LOST_AFTER_S keeps the jobs from turning LOST,
+so every repetition sees the same store).
+
+    python bench/bench_store.py [--small] [--runs N] [--pg URL] [--repeats 5] [--keep DIR]
+
+--small: 200 runs, 2 repeats, SQLite (and PostgreSQL with --pg or TP_TEST_PG_URL): a check that
+everything runs, in well under a minute. PostgreSQL: a schema of its own, dropped afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import synth_store  # noqa: E402
+
+STUB = "#!/bin/sh\necho \"$(basename \"$0\") $*\" >> \"$TP_BENCH_CALLS\"\n"
+HELP = ["--help", "launch --help", "status --help", "query --help", "data --help",
+        "data write --help", "cluster --help", "db --help"]
+
+
+def run_timed(cmd: list[str], env: dict[str, str], cwd: str) -> tuple[float, float, int, str]:
+    """(wall s, CPU s of the child, exit status, stderr) of one process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, timeout=600)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, proc.returncode, proc.stderr
+
+
+def measure(commands: dict[str, list[str]], env: dict[str, str], cwd: str, repeats: int
+            ) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) of each command, the baseline included, interleaved repetitions."""
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
+    for _ in range(repeats):
+        for name, cmd in commands.items():
+            wall, cpu, rc, err = run_timed(cmd, env, cwd)
+            if rc not in (0, 1):  # status exits 1 when a run FAILED or is LOST: expected here
+                raise SystemExit(f"{name}: exit {rc}\n{err}")
+            times[name].append((wall, cpu))
+    return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+            for k, v in times.items()}
+
+
+def plan_and_record(url: str, out: str) -> float:
+    """Seconds for plan_sweep + Store.record_plan of a 10,000-point grid (5 methods x 4
+    sparsities x 500 seeds), in this process after its imports."""
+    from db.store import Store
+    from orchestrator.plan import plan_sweep
+    from orchestrator.spec import parse_spec
+
+    spec = parse_spec({"name": "plan10k", "output_dir": out, "max_grid_points": 10_000,
+                       "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 2}},
+                       "grid": {"method": ["imp", "imp_lrr", "random", "snip", "synflow"],
+                                "sparsity": [0.5, 0.8, 0.9, 0.95], "seed": list(range(500))}})
+    store = Store(url)
+    t0 = time.perf_counter()
+    plan = plan_sweep(spec)
+    store.record_plan(plan, {"name": "plan10k"}, plan.levels_dir)
+    seconds = time.perf_counter() - t0
+    store.close()
+    assert len(plan.points) == 10_000, len(plan.points)
+    return seconds
+
+
+def bench_backend(name: str, url: str, runs: int, repeats: int, work: str) -> list[tuple]:
+    print(f"[{name}] building {runs:,} runs ...", flush=True)
+    t0 = time.perf_counter()
+    counts = synth_store.write(url, synth_store.generate(runs, f"{work}/out"))
+    print(f"[{name}] {counts['runs']:,} runs, {counts['levels']:,} levels, {counts['epochs']:,} epochs "
+          f"in {time.perf_counter() - t0:.0f} s", flush=True)
+    stub = Path(work) / "stub"
+    stub.mkdir(exist_ok=True)
+    for tool in ("squeue", "scontrol"):
+        (stub / tool).write_text(STUB)
+        (stub / tool).chmod(0o755)
+    calls = Path(work) / f"calls-{name}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100", "TP_LOST_AFTER_S": "1e12",
+           "PATH": f"{stub}:{os.environ['PATH']}", "TP_BENCH_CALLS": str(calls)}
+    env.pop("TP_DB_URL", None)
+    tp = [sys.executable, "-m", "orchestrator.cli"]
+    commands = {"baseline: python -c pass": [sys.executable, "-c", "pass"],
+                "status SWEEP --format json": [*tp, "status", "bench", "--db", url, "--format", "json"],
+                "query SWEEP --group-by method,sparsity": [*tp, "query", "bench", "--db", url,
+                                                           "--group-by", "method,sparsity"],
+                "status SWEEP (table)": [*tp, "status", "bench", "--db", url]}
+    got = measure(commands, env, work, repeats)
+    calls.unlink(missing_ok=True)
+    run_timed(commands["status SWEEP --format json"], env, work)
+    n_calls = len(calls.read_text().splitlines()) if calls.exists() else 0
+    base = got.pop("baseline: python -c pass")
+    goals = {"status SWEEP --format json": 1.0, "query SWEEP --group-by method,sparsity": 1.0,
+             "status SWEEP (table)": 1.5}
+    rows = [(name, "baseline: python -c pass", base[0], base[1], None, None)]
+    rows += [(name, k, w, c, w / base[0], goals[k]) for k, (w, c) in got.items()]
+    rows.append((name, "scheduler calls per status refresh", n_calls, None, None, 1))
+    rows.append((name, "plan + record 10,000 grid points", plan_and_record(url, f"{work}/plan"), None,
+                 None, 5.0))
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--small", action="store_true", help="200 runs, 2 repeats: a quick check")
+    p.add_argument("--runs", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--pg", default=os.environ.get("TP_TEST_PG_URL"), help="PostgreSQL URL (a schema is made)")
+    p.add_argument("--no-pg", action="store_true")
+    p.add_argument("--keep", default=None, help="work in this folder and keep it")
+    a = p.parse_args()
+    runs = a.runs or (200 if a.small else 10_000)
+    repeats = a.repeats or (2 if a.small else 5)
+    work = a.keep or tempfile.mkdtemp(prefix="tp-bench-store-")
+    os.makedirs(work, exist_ok=True)
+    rows = []
+    try:
+        help_env = {**os.environ, "PYTHONPATH": str(REPO)}
+        help_cmds = {"baseline: python -c pass": [sys.executable, "-c", "pass"]}
+        help_cmds.update({f"tp-sweep {h}": [sys.executable, "-m", "orchestrator.cli", *h.split()] for h in HELP})
+        got = measure(help_cmds, help_env, work, repeats)
+        base = got.pop("baseline: python -c pass")
+        rows.append(("-", "baseline: python -c pass", base[0], base[1], None, None))
+        rows += [("-", k, w, c, w / base[0], 0.5) for k, (w, c) in got.items()]
+        db = Path(work) / "bench.db"
+        for f in Path(work).glob("bench.db*"):
+            f.unlink()
+        rows += bench_backend("sqlite", f"sqlite:///{db}", runs, repeats, work)
+        if a.pg and not a.no_pg:
+            rows += _with_pg_schema(a.pg, lambda url: bench_backend("postgresql", url, runs, repeats, work))
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    _print(rows, runs, repeats)
+    return 0 if all(r[5] is None or r[2] <= r[5] for r in rows) else 1
+
+
+def _with_pg_schema(url: str, fn):
+    import sqlalchemy as sa
+
+    schema = f"tp_bench_{os.getpid()}"
+    admin = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as c:
+        c.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        sep = "&" if "?" in url else "?"
+        return fn(f"{url}{sep}options=-csearch_path%3D{schema}")
+    finally:
+        with admin.begin() as c:
+            c.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+def _print(rows: list[tuple], runs: int, repeats: int) -> None:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\n{runs:,} runs, median of {repeats}, load average {load}, {os.cpu_count()} CPUs")
+    print(f"{'store':<11}{'what':<42}{'wall s':>8}{'cpu s':>8}{'ratio':>7}{'goal':>7}  met")
+    for store, what, wall, cpu, ratio, goal in rows:
+        count = what.startswith("scheduler calls")
+        w = f"{wall:>8.0f}" if count else f"{wall:>8.2f}"
+        c = f"{cpu:>8.2f}" if cpu is not None else f"{'':>8}"
+        r = f"{ratio:>7.1f}" if ratio is not None else f"{'':>7}"
+        g = "" if goal is None else (f"{goal:>7.0f}" if count else f"{goal:>7.1f}")
+        met = "" if goal is None else ("yes" if wall <= goal else "NO")
+        print(f"{store:<11}{what:<42}{w}{c}{r}{g:>7}  {met}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

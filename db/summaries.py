@@ -1,0 +1,390 @@
+"""Where a sweep stands: each run's state, progress, elapsed time and ETA, and the sweep's levels,
+epochs and device-hours.
+
+A run has no state of its own: it is done when every level it needs is finished, and otherwise
+as busy as the busiest job working on what is missing.
+
+Built for sweeps of 10,000 runs and 150,000 levels, where looking up every level costs more than
+everything else together: the levels looked at one by one are the unfinished ones (through the
+index on finished_at), each run's last finished level, and the finished levels of unfinished
+runs. Counts per run come from run_levels alone, aggregated in SQL; the sweep's totals from one
+pass over the levels table.
+
+Time estimates come from measured epochs: a level trains `schedule.epochs` epochs (the run's
+config); a run's ETA is the epochs its unfinished levels still need times its own mean epoch time
+(finished levels and the epochs of the level in training), or the sweep's mean when it has none.
+It counts training time only, not time waiting in a queue. Device-hours are seconds of training
+times the devices a job holds: GPUs (executor gpus_per_node x nodes) or, without GPUs, CPUs
+(cpus_per_task x nodes).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from db.queries import RUN_STATE_PRIORITY, QueryError
+from db.schema import Attempt, Epoch, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, utcnow
+from db.store import ACTIVE_STATES, Store, Unfinished
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    method: str
+    seed: int
+    axes: dict[str, Any]
+    sparsities: list[float] = field(default_factory=list)  # this sweep's targets for the run
+    state: str = "PLANNED"
+    levels_done: int = 0
+    levels_total: int = 0
+    depth: int = 0                 # depth of the level being trained (or the last finished)
+    epoch: int = 0                 # epochs finished in the level being trained
+    job_id: str | None = None      # the job shown (the one that decides the state)
+    sched_id: str | None = None
+    attempts: int = 0
+    message: str | None = None
+    test_acc: float | None = None  # of the last level finished, in training order (a fraction)
+    epochs_left: int | None = None  # epochs its unfinished levels still need (None: unknown)
+    epoch_s: float | None = None   # unfinished runs: mean measured epoch time, its own or the sweep's
+    elapsed_s: float | None = None  # the job shown: first attempt's start -> now, or its last end
+    eta_s: float | None = None     # epochs_left x epoch_s: training time left, queue not included
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "state": self.state, "method": self.method, "seed": self.seed,
+                "sparsities": self.sparsities, "level": self.levels_done,
+                "levels_total": self.levels_total, "depth": self.depth, "epoch": self.epoch,
+                "job": self.job_id, "job_id": self.sched_id, "attempts": self.attempts,
+                "axes": self.axes, "message": self.message, "test_acc": self.test_acc,
+                "epochs_left": self.epochs_left, "epoch_s": _round(self.epoch_s),
+                "elapsed_s": _round(self.elapsed_s), "eta_s": _round(self.eta_s)}
+
+
+@dataclass
+class SweepTotals:
+    """The sweep's distinct levels (a level shared by several runs counts once)."""
+    levels_done: int = 0
+    levels_total: int = 0
+    epochs_done: int = 0
+    epochs_left: int | None = None
+    epoch_s: float | None = None    # mean measured epoch time over the sweep
+    device: str = "CPU"             # what a job holds: GPU when the executor asks for GPUs
+    devices_per_job: int = 1
+    device_hours_used: float = 0.0  # measured epoch seconds x devices per job
+    device_hours_left: float | None = None  # epochs_left x epoch_s x devices per job
+    elapsed_s: float | None = None  # first attempt of a job it planned -> now, or the last end
+
+    def as_dict(self) -> dict[str, Any]:
+        gpu = self.device == "GPU"
+        return {"levels_done": self.levels_done, "levels_total": self.levels_total,
+                "epochs_done": self.epochs_done, "epochs_left": self.epochs_left,
+                "epoch_s": _round(self.epoch_s), "device": self.device,
+                "devices_per_job": self.devices_per_job,
+                "device_hours_used": _round(self.device_hours_used, 3),
+                "device_hours_left": _round(self.device_hours_left, 3),
+                "gpu_hours_used": _round(self.device_hours_used, 3) if gpu else 0.0,
+                "gpu_hours_left": (_round(self.device_hours_left, 3) if gpu else 0.0),
+                "elapsed_s": _round(self.elapsed_s)}
+
+
+def _round(x: float | None, digits: int = 1) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def _sweep(conn, store: Store, sweep: str) -> tuple[int, dict[str, Any]]:
+    row = conn.execute(sa.select(Sweep.id, Sweep.spec).where(Sweep.name == sweep)).first()
+    if row is None:
+        raise QueryError(f"no sweep named {sweep!r} in {store.display_url}")
+    return row.id, row.spec if isinstance(row.spec, dict) else {}
+
+
+def devices(spec: dict[str, Any]) -> tuple[str, int]:
+    """("GPU", gpus per job) when the stored spec's executor asks for GPUs, else ("CPU", cpus)."""
+    ex = spec.get("executor") or {}
+    nodes = int(ex.get("nodes") or 1)
+    gpus = int(ex.get("gpus_per_node") or 0)
+    if gpus > 0:
+        return "GPU", gpus * nodes
+    return "CPU", int(ex.get("cpus_per_task") or 1) * nodes
+
+
+def run_summaries(store: Store, sweep: str) -> list[RunSummary]:
+    return sweep_status(store, sweep)[0]
+
+
+@dataclass
+class _JobInfo:
+    job_id: str
+    state: str
+    sched_id: str | None
+    attempts: int
+    message: str | None
+    start: Any = None   # first attempt's start
+    end: Any = None     # last attempt's end
+    open: int = 0       # attempts not ended
+
+
+def sweep_status(store: Store, sweep: str, unfinished: list[Unfinished] | None = None,
+                 details_up_to: int | None = None) -> tuple[list[RunSummary], SweepTotals]:
+    """Every run of the sweep (ordered by method, seed, run id) and the sweep's totals.
+    `unfinished`: store.unfinished_levels(sweep), when the caller has it already (status gets
+    it from reconcile_sweep). `details_up_to`: beyond that many runs, finished runs come without
+    their sparsities and their last level's accuracy, depth, job and elapsed time (a summary
+    counts them, no more)."""
+    if unfinished is None:
+        unfinished = store.unfinished_levels(sweep)
+    with store.session() as s:
+        conn = s.connection()
+        sid, spec = _sweep(conn, store, sweep)
+        details = details_up_to is None or conn.scalar(
+            sa.select(sa.func.count()).select_from(SweepRun).where(SweepRun.sweep_id == sid)) <= details_up_to
+        runs, last = _per_run(conn, sid, details)
+        unfinished = [u for u in unfinished if u.run_id in runs]
+        points = sa.select(GridPoint.run_id, GridPoint.sparsity).where(GridPoint.sweep_id == sid)
+        for chunk in [None] if details else _chunks(sorted({u.run_id for u in unfinished})):
+            q = points if chunk is None else points.where(GridPoint.run_id.in_(chunk))
+            for run_id, sp in conn.execute(q.order_by(GridPoint.sparsity)).all():
+                if run_id in runs:
+                    runs[run_id].sparsities.append(sp)
+        measured = _measured(conn, unfinished)
+        by_run: dict[str, list[Unfinished]] = {}
+        for u in unfinished:
+            by_run.setdefault(u.run_id, []).append(u)
+        # Runs with unfinished levels: their finished levels (the measured epoch time) and the
+        # last of them (the accuracy shown), and the jobs on what is left.
+        undone = {(u.run_id, u.position) for u in unfinished}
+        done_of = {run_id: [lid for p, lid in sorted(ps.items()) if (run_id, p) not in undone]
+                   for run_id, ps in _positions(conn, sorted(by_run)).items()}
+        finished = _levels(conn, sorted({lid for ids in done_of.values() for lid in ids}))
+        jobs = _jobs(conn, sorted({u.job_id for u in unfinished if u.job_id}
+                                  | {d.job_id for d in finished.values() if d.job_id}))
+        planned = _planned_epochs(conn, sorted(by_run))
+        totals = _totals(conn, sid, spec, sweep)
+    now = utcnow()
+    for r in runs.values():
+        unf = by_run.get(r.run_id)
+        lv = last.get(r.run_id)
+        if not unf:  # every level finished: the last one says it all
+            r.levels_done = r.levels_total
+            r.state, r.epochs_left = ("COMPLETED", 0) if r.levels_total else ("PLANNED", None)
+            job = lv.job if lv is not None else None
+            if lv is not None:
+                r.test_acc, r.depth = lv.test_acc, lv.depth
+        else:
+            r.levels_done = r.levels_total - len(unf)
+            done = [finished[lid] for lid in done_of.get(r.run_id, []) if lid in finished]
+            if done:
+                r.test_acc = done[-1].test_acc
+            job_id = _busiest(r, unf, jobs)
+            job = jobs.get(job_id) if job_id else None
+            r.epochs_left = _epochs_left(unf, planned.get(r.run_id))
+            in_training = [measured.get(u.level_id, (0.0, 0)) for u in unf]
+            secs = sum(d.seconds or 0.0 for d in done) + sum(m[0] for m in in_training)
+            n_ep = sum(d.epochs or 0 for d in done) + sum(m[1] for m in in_training)
+            r.epoch_s = secs / n_ep if n_ep else None
+        if job is not None:
+            r.job_id, r.sched_id, r.attempts = job.job_id, job.sched_id, job.attempts
+            r.message = job.message if unf else None
+            if job.start is not None:
+                stop = now if (job.open or job.state in ACTIVE_STATES) else (job.end or now)
+                r.elapsed_s = max(0.0, (stop - job.start).total_seconds())
+    _sweep_estimates(totals, planned, unfinished, measured)
+    for r in runs.values():  # a run with no measured epoch of its own goes at the sweep's pace
+        if r.state != "COMPLETED" and r.epochs_left is not None:
+            r.epoch_s = r.epoch_s or totals.epoch_s
+            r.eta_s = r.epochs_left * r.epoch_s if r.epoch_s is not None else None
+    return sorted(runs.values(), key=lambda r: (r.method, r.seed, r.run_id)), totals
+
+
+def _busiest(r: RunSummary, unf: list[Unfinished], jobs: dict[str, _JobInfo]) -> str | None:
+    """Set the run's state from the busiest job on its unfinished levels (RUN_STATE_PRIORITY;
+    then the earliest level), with that level's depth and epoch; returns that job's id."""
+    rank = {st: i for i, st in enumerate(RUN_STATE_PRIORITY)}
+
+    def key(u: Unfinished) -> tuple[int, int]:
+        job = jobs.get(u.job_id) if u.job_id else None
+        return rank.get(job.state if job else "PLANNED", len(rank)), u.position
+
+    u = min(unf, key=key)
+    job = jobs.get(u.job_id) if u.job_id else None
+    r.state = job.state if job else "PLANNED"
+    r.depth, r.epoch = u.depth, u.epoch
+    return u.job_id
+
+
+def _epochs_left(unf: list[Unfinished], planned: int | None) -> int | None:
+    if planned is None:
+        return None  # a config without schedule.epochs (a store carried from schema 0001)
+    return sum(max(0, int(planned) - u.epoch) for u in unf)
+
+
+@dataclass
+class _Last:
+    test_acc: float | None
+    depth: int
+    job: _JobInfo | None
+
+
+def _per_run(conn, sid: int, details: bool = True) -> tuple[dict[str, RunSummary], dict[str, _Last]]:
+    """Each run with its number of levels, and its last level (in training order) with the job in
+    charge of it: for a finished run, everything status shows. One query; the levels it looks up
+    are one per run. (run_levels holds the order; only the last level is read from levels.)
+    Without `details`, runs and their number of levels only: enough to count them by state."""
+    # Grouped by sweep_runs.run_id: SQLite reads run_levels in that order, so it needs no sort.
+    agg = (sa.select(SweepRun.run_id, sa.func.count().label("n"), sa.func.max(RunLevel.position).label("pos"))
+           .join(RunLevel, RunLevel.run_id == SweepRun.run_id).where(SweepRun.sweep_id == sid)
+           .group_by(SweepRun.run_id))
+    if not details:
+        a = agg.subquery()
+        q = sa.select(a.c.run_id, a.c.n, Run.method, Run.seed, Run.axes).join(Run, Run.run_id == a.c.run_id)
+        return {run_id: RunSummary(run_id, method, seed, axes or {}, levels_total=int(n))
+                for run_id, n, method, seed, axes in conn.execute(q).all()}, {}
+    if conn.dialect.name == "sqlite":
+        # SQLite fills a bare column from the row holding the one max(): the last level's id.
+        a = agg.add_columns(RunLevel.level_id.label("level_id")).subquery()
+        last_id, q = a.c.level_id, sa.select(a.c.run_id, a.c.n)
+    else:
+        a = agg.subquery()
+        last = sa.orm.aliased(RunLevel)
+        last_id = last.level_id
+        q = sa.select(a.c.run_id, a.c.n).join(last, (last.run_id == a.c.run_id) & (last.position == a.c.pos))
+    spans = _attempt_spans().subquery()
+    q = (q.add_columns(Run.method, Run.seed, Run.axes, Level.finished_at.is_not(None).label("finished"),
+                       Level.test_acc, Level.depth, Level.job_id, Job.state, Job.sched_id, Job.attempts,
+                       Job.message, _raw(spans.c.start), _raw(spans.c.end), spans.c.open)
+         .join(Run, Run.run_id == a.c.run_id).join(Level, Level.level_id == last_id)
+         .outerjoin(Job, Job.job_id == Level.job_id).outerjoin(spans, spans.c.job_id == Level.job_id))
+    runs: dict[str, RunSummary] = {}
+    last_of: dict[str, _Last] = {}
+    for (run_id, n, method, seed, axes, finished, test_acc, depth, job_id, state, sched_id, attempts,
+         message, start, end, open_) in conn.execute(q).all():
+        runs[run_id] = RunSummary(run_id, method, seed, axes or {}, levels_total=int(n))
+        if finished:
+            job = None if job_id is None or state is None else _JobInfo(
+                job_id, state, sched_id, attempts or 0, message, _when(start), _when(end), int(open_ or 0))
+            last_of[run_id] = _Last(test_acc, depth, job)
+    return runs, last_of
+
+
+def _raw(col):
+    """A timestamp as the driver returns it: SQLite's text is parsed by _when, in C, instead of by
+    SQLAlchemy's regular expression (a tenth of a second on 10,000 runs)."""
+    return sa.type_coerce(col, sa.String).label(col.name)
+
+
+def _when(value: Any) -> Any:
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _attempt_spans():
+    """Per job: its first attempt's start, its last attempt's end, and attempts not ended."""
+    return sa.select(Attempt.job_id, sa.func.min(Attempt.started_at).label("start"),
+                     sa.func.max(Attempt.ended_at).label("end"),
+                     (sa.func.count() - sa.func.count(Attempt.ended_at)).label("open")).group_by(Attempt.job_id)
+
+
+def _measured(conn, unfinished: list[Unfinished]) -> dict[str, tuple[float, int]]:
+    """Seconds and count of the epochs recorded for levels in training."""
+    if not any(u.epoch for u in unfinished):
+        return {}
+    e = (sa.select(Level.level_id, sa.func.sum(Epoch.seconds), sa.func.count())
+         .join(Epoch, Epoch.level_id == Level.level_id).where(Level.finished_at.is_(None), Level.epoch > 0)
+         .group_by(Level.level_id))
+    return {lid: (float(secs or 0.0), int(n or 0)) for lid, secs, n in conn.execute(e).all()}
+
+
+def _chunks(ids: list[str], n: int = 900):
+    return (ids[i:i + n] for i in range(0, len(ids), n))
+
+
+def _positions(conn, run_ids: list[str]) -> dict[str, dict[int, str]]:
+    out: dict[str, dict[int, str]] = {}
+    for chunk in _chunks(run_ids):
+        for run_id, pos, lid in conn.execute(sa.select(RunLevel.run_id, RunLevel.position, RunLevel.level_id)
+                                             .where(RunLevel.run_id.in_(chunk))):
+            out.setdefault(run_id, {})[pos] = lid
+    return out
+
+
+def _levels(conn, level_ids: list[str]) -> dict[str, Any]:
+    out = {}
+    for chunk in _chunks(level_ids):
+        for r in conn.execute(sa.select(Level.level_id, Level.test_acc, Level.depth, Level.job_id,
+                                        Level.seconds, Level.epochs).where(Level.level_id.in_(chunk))):
+            out[r.level_id] = r
+    return out
+
+
+def _planned_epochs(conn, run_ids: list[str]) -> dict[str, int | None]:
+    """schedule.epochs of these runs' configs: every level of a run trains that many."""
+    pe = Run.config[("schedule", "epochs")].as_integer()
+    out: dict[str, int | None] = {}
+    for chunk in _chunks(run_ids):
+        out.update(conn.execute(sa.select(Run.run_id, pe).where(Run.run_id.in_(chunk))).all())
+    return out
+
+
+def _jobs(conn, job_ids: list[str]) -> dict[str, _JobInfo]:
+    """These jobs, with their attempts' span."""
+    out: dict[str, _JobInfo] = {}
+    for chunk in _chunks(job_ids):
+        spans = _attempt_spans().where(Attempt.job_id.in_(chunk)).subquery()
+        for j in conn.execute(
+                sa.select(Job.job_id, Job.state, Job.sched_id, Job.attempts, Job.message, _raw(spans.c.start),
+                          _raw(spans.c.end), spans.c.open)
+                .outerjoin(spans, spans.c.job_id == Job.job_id).where(Job.job_id.in_(chunk))):
+            out[j.job_id] = _JobInfo(j.job_id, j.state, j.sched_id, j.attempts or 0, j.message,
+                                     _when(j.start), _when(j.end), int(j.open or 0))
+    return out
+
+
+def _totals(conn, sid: int, spec: dict[str, Any], sweep: str) -> SweepTotals:
+    """Distinct levels of the sweep, the finished ones and their measured seconds and epochs;
+    the sweep's wall time (attempts of the jobs it planned)."""
+    fin = Level.finished_at.is_not(None)
+    q = sa.select(sa.func.count(), sa.func.count(Level.finished_at),
+                  sa.func.sum(sa.case((fin, Level.seconds), else_=0.0)),
+                  sa.func.sum(sa.case((fin, Level.epochs), else_=0)))
+    runs_in_store = conn.scalar(sa.select(sa.func.count()).select_from(Run))
+    runs_in_sweep = conn.scalar(sa.select(sa.func.count()).select_from(SweepRun).where(SweepRun.sweep_id == sid))
+    if runs_in_sweep != runs_in_store:
+        # Only then find the sweep's levels: a sweep holding every run of the store (a store of
+        # one sweep) holds every level, and a plain pass over them costs a tenth of the search
+        # (0.04 against 0.47 CPU-seconds for 150,000 levels on SQLite).
+        q = q.where(Level.level_id.in_(sa.select(RunLevel.level_id).join(
+            SweepRun, SweepRun.run_id == RunLevel.run_id).where(SweepRun.sweep_id == sid)))
+    total, done, secs, epochs = conn.execute(q).one()
+    t = SweepTotals(levels_done=int(done), levels_total=int(total), epochs_done=int(epochs or 0))
+    t.device_hours_used = float(secs or 0.0)  # seconds until _sweep_estimates
+    t.device, t.devices_per_job = devices(spec)
+    start, end, open_ = conn.execute(
+        sa.select(sa.func.min(Attempt.started_at), sa.func.max(Attempt.ended_at),
+                  sa.func.count() - sa.func.count(Attempt.ended_at))
+        .join(Job, Job.job_id == Attempt.job_id).where(Job.sweep == sweep)).one()
+    if start is not None:
+        stop = utcnow() if open_ or end is None else end
+        t.elapsed_s = max(0.0, (stop - start).total_seconds())
+    return t
+
+
+def _sweep_estimates(t: SweepTotals, planned: dict[str, int | None], unfinished: list[Unfinished],
+                     measured: dict[str, tuple[float, int]]) -> None:
+    """Add the levels in training to the measured time; the epochs left and what they will cost."""
+    secs, epochs = t.device_hours_used, t.epochs_done
+    left: int | None = 0
+    seen: set[str] = set()
+    for u in unfinished:
+        if u.level_id in seen:
+            continue  # a level shared by several runs counts once
+        seen.add(u.level_id)
+        level_secs, n = measured.get(u.level_id, (0.0, 0))
+        secs, epochs = secs + level_secs, epochs + n
+        pe = planned.get(u.run_id)
+        left = None if pe is None or left is None else left + max(0, int(pe) - u.epoch)
+    t.epochs_done, t.epochs_left = epochs, left
+    t.epoch_s = secs / epochs if epochs else None
+    t.device_hours_used = secs * t.devices_per_job / 3600.0
+    if left is not None and (t.epoch_s is not None or left == 0):
+        t.device_hours_left = left * (t.epoch_s or 0.0) * t.devices_per_job / 3600.0
