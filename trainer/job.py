@@ -30,7 +30,12 @@ def job_id_from_env() -> str | None:
 
 def read_db_url(db_file: str | None) -> str | None:
     if db_file:
-        return Path(db_file).read_text().strip() or None
+        try:
+            return Path(db_file).read_text().strip() or None
+        except OSError as exc:  # train anyway: the level folders are the record, imported later
+            print(f"[trainer] cannot read the store URL from {db_file} ({exc.strerror}); training "
+                  "without the store", file=sys.stderr, flush=True)
+            return None
     return os.environ.get("TP_DB_URL") or None
 
 
