@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from db.migrate import file_lock
 from db.schema import Job
 from db.store import ACTIVE_STATES, RESUMABLE_STATES, Store
 from orchestrator.jobs import group_jobs, runs_of_job
@@ -56,6 +57,12 @@ def write_plan_files(plan: SweepPlan, spec_dict: dict[str, Any]) -> None:
         if not d.description.exists():
             write_json_atomic(d.description, lv.description())
     path = Path(plan.output_dir) / "sweeps" / f"{plan.spec.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(f".{path.stem}.lock")):  # read-merge-write: one writer at a time
+        _merge_sweep_record(path, plan, spec_dict)
+
+
+def _merge_sweep_record(path: Path, plan: SweepPlan, spec_dict: dict[str, Any]) -> None:
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -12,7 +12,7 @@ same content hash the job file carries. The sweep is named after the multirun (o
 Several jobs of one multirun record into the same sweep at once: every write is an upsert, the
 job row is keyed by its content hash and created under the store's planning lock, and the sweep's
 file OUTPUT/sweeps/<name>.json, which merges what earlier launches recorded, is rewritten under
-an exclusive flock. The stored spec is the last job's (each job's grid holds its own run); the
+an exclusive flock (controller.write_plan_files). The stored spec is the last job's (each job's grid holds its own run); the
 store and the sweep file hold every run.
 
 Imported only when a store is given: the trainer never imports orchestrator/ otherwise.
@@ -23,7 +23,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from db.migrate import file_lock
 from db.store import ACTIVE_STATES, Store
 from orchestrator.controller import sync_from_disk, write_plan_files
 from orchestrator.jobs import JobPlan
@@ -70,10 +69,7 @@ def record_run(url: str, sweep: str, preset: str, config: dict[str, Any], sparsi
     run = plan.runs[0]
     store = Store(url)
     try:
-        lock = Path(plan.output_dir) / "sweeps" / f".{sweep}.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(lock):  # write_plan_files merges with what is there: one writer at a time
-            write_plan_files(plan, spec_dict)
+        write_plan_files(plan, spec_dict)  # merges with what other jobs recorded, under a lock
         store.record_plan(plan, spec_dict, plan.levels_dir)
         sync_from_disk(store, {lid: f"{plan.levels_dir}/{lid}" for lid in run.levels})
         snapshots = {lid: list(plan.snapshots[lid]) for lid in run.levels if lid in plan.snapshots}
