@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from slurm.procs import pid_alive
+
 GONE = "GONE"  # the scheduler no longer knows the job
 
 
@@ -103,17 +105,6 @@ class SlurmExecutor(Executor):
             subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
 
 
-def _pid_alive(pid: str) -> bool:
-    """A live process, not a zombie: a job whose controller died is reparented to init, and an
-    init that does not reap (containers) leaves it as a zombie that os.kill(pid, 0) still finds."""
-    try:
-        with open(f"/proc/{int(pid)}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, ValueError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 class LocalExecutor(Executor):
     """Jobs are processes on this machine (submitit's LocalExecutor); the job id is the pid."""
     kind = "local"
@@ -135,7 +126,7 @@ class LocalExecutor(Executor):
             present = set(os.listdir("/proc"))
         except OSError:
             present = None
-        return {jid: "RUNNING" if (present is None or jid in present) and _pid_alive(jid) else GONE
+        return {jid: "RUNNING" if (present is None or jid in present) and pid_alive(jid) else GONE
                 for jid in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:

@@ -12,9 +12,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import submitit
 
+from slurm.procs import children_of, pid_alive
 from trainer.storage import status_path
 
 
@@ -74,11 +76,22 @@ class TrainerJob(submitit.helpers.Checkpointable):
                            f"{status.get('message', 'see the job log')}")
 
     def checkpoint(self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1):
-        """Tell the trainer ranks to save and stop, wait for them, then ask to be requeued."""
-        if self._proc is not None and self._proc.poll() is None:
-            try:
-                os.killpg(self._proc.pid, signal.SIGUSR2)
-                self._proc.wait(timeout=float(os.environ.get("TP_STOP_GRACE_S", "60")))
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
+        """Tell the trainer ranks to save and stop, wait for them, then ask to be requeued.
+
+        Runs in submitit's USR2 handler, while __call__ is inside `self._proc.wait()`: a second
+        Popen.wait here cannot take Popen's wait lock and never sees the exit (it used to sit out
+        its whole timeout), so this waits for torchrun to become a zombie through /proc instead.
+        torchrun starts every rank in a session of its own, so the signal goes to each rank's
+        group; torchrun itself ignores USR2 and exits once its ranks have."""
+        proc = self._proc
+        if proc is not None and pid_alive(proc.pid):
+            for rank in children_of(proc.pid):
+                try:
+                    os.killpg(rank, signal.SIGUSR2)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            deadline = time.monotonic() + float(os.environ.get("TP_STOP_GRACE_S", "60"))
+            while pid_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
         return submitit.helpers.DelayedSubmission(TrainerJob(), job_file, db_file, procs_per_node, nodes)
+
