@@ -24,7 +24,7 @@ import torch
 
 from db.queries import QueryError, compile_where
 from orchestrator.spec import SpecError, load_spec, parse_spec
-from tests.sweeputil import REPO, SECRET, TP, grep_tree, slow_spec, tiny_spec, tp, write_spec
+from tests.sweeputil import REPO, SECRET, TP, grep_tree, tiny_spec, tp, write_spec
 from trainer import checkpoint as ckpt
 from trainer import config as trainer_config
 from trainer.config import ConfigError, load_yaml
@@ -393,7 +393,7 @@ def test_checkpoints_cannot_run_code_and_damage_is_named(tmp_path, monkeypatch):
 
 
 def test_the_password_is_nowhere_but_the_url_file(tmp_path, secret_pg):
-    spec = slow_spec("secret")
+    spec = tiny_spec("secret")  # one job: level 0, then imp's trunk levels 1 and 2
     spec["db"] = secret_pg  # in the spec too: the stored spec must lose it
     path = write_spec(tmp_path, spec)
     proc = subprocess.Popen([*TP, "launch", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
@@ -419,7 +419,8 @@ def test_the_password_is_nowhere_but_the_url_file(tmp_path, secret_pg):
         assert os.stat(p).st_mode & 0o077 == 0  # readable by its owner alone
     assert os.stat(secrets_dir).st_mode & 0o077 == 0
     st = tp("status", "secret", "--format", "json", "--db", secret_pg, cwd=tmp_path, check=True)
-    assert SECRET not in st.stdout + st.stderr and json.loads(st.stdout)["counts"] == {"COMPLETED": 1}
+    assert SECRET not in st.stdout + st.stderr
+    assert json.loads(st.stdout)["counts"] == {"COMPLETED": 2}
     eng = sa.create_engine(secret_pg.replace("postgresql://", "postgresql+psycopg://"))
     with eng.connect() as c:
         stored = json.dumps(c.execute(sa.text("select spec from sweeps")).scalar())

@@ -64,11 +64,32 @@ def _check_done(tmp, sweep: str, url: str, db_args: list[str]) -> dict:
     return st
 
 
+def _mid_level(tmp) -> list[str]:
+    """The ranks of a trial whose level has finished an epoch and has more to go, so that a
+    signal lands mid-level (and only on ranks that are training, never on one still starting)."""
+    db = tmp / "tp-results.db"
+    if not db.exists():
+        return []
+    eng = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with eng.connect() as c:
+            row = c.execute(sa.text(
+                "select j.job_file from jobs j join levels l on l.level_id = j.level_id "
+                "where j.state = 'RUNNING' and l.epoch between 1 and 2")).first()
+    except sa.exc.OperationalError:
+        return []
+    finally:
+        eng.dispose()
+    if row is None:
+        return []
+    out = subprocess.run(["pgrep", "-f", "--", f"-u -m trainer.job {row[0]}"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
 def test_local_search_with_an_interrupted_trial(tmp_path):
     launcher = _launch(tmp_path, _spec("search_local"))
-    wait_for(lambda: len(_trainers(tmp_path)) > 0, 240, "a trial to train")
-    time.sleep(3)  # inside its first level
-    for pid in _trainers(tmp_path)[:1]:
+    ranks = wait_for(lambda: _mid_level(tmp_path), 240, "a trial in mid-level", poll=0.1)
+    for pid in ranks:
         os.kill(int(pid), signal.SIGUSR2)  # the timeout warning: save, stop, be resumed
     out, _ = launcher.communicate(timeout=900)
     assert launcher.returncode == 0, out
