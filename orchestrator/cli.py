@@ -7,184 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any
 
 from contextlib import nullcontext
 
-from rich.console import Console
-
-from orchestrator.progress import LaunchProgress, wait_until_idle
-
-console = Console()
-err = Console(stderr=True)
-
-
-class BadInput(Exception):
-    """Reported as `error: ...` with exit status 2."""
-
-
-def _error(msg: str) -> None:
-    from rich.markup import escape
-
-    err.print(f"[red]error:[/] {escape(msg)}", highlight=False)
-
-
-def _store(url: str | None, spec_url: str | None = None):
-    from db.engine import StoreError, resolve_url
-    from db.store import Store
-
-    try:
-        return Store(resolve_url(url, spec_url))
-    except StoreError as exc:
-        raise BadInput(str(exc)) from None
-
-
-# ---- launch ------------------------------------------------------------------------------------
-def _stored_spec_dict(path: str, spec) -> dict[str, Any]:
-    """The spec as written, with a database password removed: what the store and the sweep record
-    keep."""
-    from db.engine import display_url
-    from trainer.config import load_yaml
-
-    data = load_yaml(open(path).read())
-    if data.get("db"):
-        data["db"] = display_url(str(data["db"]))
-    return data
-
-
-def _done_without_side_effects(plan, url: str | None) -> set[str]:
-    """Levels finished on disk, or in the store when it exists already (a dry run creates nothing)."""
-    from orchestrator.controller import done_on_disk
-
-    done = done_on_disk(plan)
-    from db.engine import store_may_exist
-
-    if url and store_may_exist(url):
-        from db.store import Store
-
-        try:
-            store = Store(url, migrate_schema=False)
-            states = store.level_states(list(plan.levels))
-            store.close()
-            done |= {lid for lid, st in states.items() if st.finished}
-        except Exception:  # noqa: BLE001 - an old or unreachable store: the disk still answers
-            pass
-    return done
-
-
-def _check_writable(folder: str) -> None:
-    """The output folder must take files before anything is recorded or submitted."""
-    import tempfile
-
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tp-write-check-"):
-            pass
-    except OSError as exc:
-        raise BadInput(f"output_dir {folder}: cannot write there ({exc.strerror or exc})") from None
-
-
-def cmd_launch(a: argparse.Namespace) -> int:
-    from orchestrator.controller import SubmitError, launch
-    from orchestrator.jobs import BRANCHES_INLINE, group_jobs
-    from orchestrator.plan import plan_sweep
-    from orchestrator.spec import SpecError, load_spec
-
-    try:
-        spec = load_spec(a.spec)
-        plan = plan_sweep(spec)
-    except (SpecError, ValueError) as exc:
-        raise BadInput(str(exc)) from None
-    kind = a.executor or spec.executor.kind
-    if a.dry_run:
-        from db.engine import resolve_url
-
-        done = _done_without_side_effects(plan, resolve_url(a.db, spec.db))
-        counts = plan.counts(done)
-        jobs = group_jobs([lv for lid, lv in plan.levels.items() if lid not in done], {}, plan.snapshots)
-        info = {"sweep": spec.name, **counts, "jobs": len(jobs), "branches": BRANCHES_INLINE,
-                "executor": kind}
-        if spec.search is not None:
-            from orchestrator.search_plan import search_plan
-
-            info["search"] = search_plan(spec, plan)
-        if a.format == "json":
-            print(json.dumps(info))
-        elif spec.search is not None:
-            from orchestrator.search_plan import print_search_plan
-
-            print_search_plan(console, info["search"], kind)
-        else:
-            from orchestrator.tables import phrases
-
-            for line in phrases([  # wrapped between phrases, never inside one
-                    f"sweep [bold]{spec.name}[/]: {counts['grid_points']} grid points, {counts['runs']} runs,",
-                    f"{counts['level_trainings']} level trainings planned:",
-                    f"{counts['levels_done']} already done,",
-                    f"{counts['levels_to_train']} to train in {len(jobs)} jobs ({counts['epochs']} epochs).",
-                    "Naive, each grid point alone:",
-                    f"{counts['naive_level_trainings']} level trainings ({counts['naive_epochs']} epochs).",
-                    f"Branches: {BRANCHES_INLINE.split(': ', 1)[0]}:", f"{BRANCHES_INLINE.split(': ', 1)[-1]}.",
-                    f"Executor {kind}; nothing submitted."],
-                    console.width, sep=" ", indent=""):
-                console.print(line, highlight=False)
-        return 0
-    from orchestrator.preflight import PreflightError, check_plan
-
-    try:
-        check_plan(plan)
-    except PreflightError as exc:
-        raise BadInput(f"{a.spec}: {exc}") from None
-    _check_writable(plan.output_dir)
-    store = _store(a.db, spec.db)
-    counts = plan.counts()
-    console.print(f"sweep [bold]{spec.name}[/]: {counts['runs']} runs, {counts['level_trainings']} "
-                  f"level trainings -> {kind}, store {store.display_url}")
-    if spec.search is not None:
-        return _run_search(store, spec, _stored_spec_dict(a.spec, spec), kind, plan)
-    progress = LaunchProgress(store, spec.name, console) if kind in ("local", "debug") else None
-    try:
-        with progress or nullcontext():
-            res = launch(store, plan, _stored_spec_dict(a.spec, spec), kind,
-                         on_progress=progress.update if progress else None)
-    except SubmitError as exc:
-        _error(str(exc))
-        return 1
-    if res.imported:
-        console.print(f"found {res.imported} finished levels on disk that the store lacked: imported")
-    for job, why in res.waiting.items():
-        console.print(f"job {job} not submitted: {why}")
-    if not res.submitted:
-        left = ", ".join(f"{n} {s}" for s, n in res.skipped.items())
-        console.print("nothing to submit: every level is done or being trained"
-                      + (f" (jobs: {left})" if left else ""))
-    else:
-        console.print(f"submitted {len(res.submitted)} jobs"
-                      + (f"; left alone: {res.skipped}" if res.skipped else ""))
-    if kind == "slurm" and a.wait:
-        wait_until_idle(store, spec.name, console)
-    return _show_status(store, spec.name, "table", progress is not None or a.wait)
-
-
-def _run_search(store, spec, spec_dict: dict[str, Any], kind: str, plan) -> int:
-    """Drive the sweep's Optuna search to its end (it can be stopped and started again)."""
-    from orchestrator.controller import SubmitError
-    from orchestrator.progress import SearchProgress
-    from orchestrator.search import SearchDriver
-
-    with SearchProgress(console, spec.name) as bar:
-        try:
-            res = SearchDriver(store, spec, spec_dict, kind, plan, on_progress=bar.update).run()
-        except SubmitError as exc:
-            _error(str(exc))
-            return 1
-    console.print("search done: " + ", ".join(f"{n} {s.lower()}" for s, n in res.told.items())
-                  if res.told else "search done: nothing left to try")
-    return _show_status(store, spec.name, "table", True)
-
+from orchestrator.cli_common import BadInput, console, error as _error, open_store as _store
+from orchestrator.cli_launch import cmd_launch
+from orchestrator.progress import LaunchProgress
 
 # ---- status ------------------------------------------------------------------------------------
 def _status_out(store, target: str, fmt: str, show_results: bool = True, show_all: bool = False):
@@ -199,7 +30,7 @@ def _status_out(store, target: str, fmt: str, show_results: bool = True, show_al
         raise BadInput(str(exc)) from None
 
 
-def _show_status(store, target: str, fmt: str, show_results: bool = True, show_all: bool = False) -> int:
+def show_status(store, target: str, fmt: str, show_results: bool = True, show_all: bool = False) -> int:
     from orchestrator.status_view import show
 
     code, out, _ = _status_out(store, target, fmt, show_results, show_all)
@@ -225,11 +56,11 @@ def cmd_status(a: argparse.Namespace) -> int:
             console.print(f"[bold]{r['sweep']}[/]: " + ", ".join(f"{s} {c}" for s, c in r["counts"].items()))
         return 0
     if not a.watch:
-        return _show_status(store, a.target, a.format, show_all=a.all)
+        return show_status(store, a.target, a.format, show_all=a.all)
     if a.format == "json":  # one JSON document per refresh, one per line
         try:
             while True:
-                _show_status(store, a.target, a.format)
+                show_status(store, a.target, a.format)
                 time.sleep(a.interval)
         except KeyboardInterrupt:
             return 0
@@ -252,7 +83,9 @@ def cmd_resume(a: argparse.Namespace) -> int:
     if spec.search is not None:  # the search goes on where it stopped, adopting its trials
         from orchestrator.plan import plan_sweep
 
-        return _run_search(store, spec, store.get_sweep(a.sweep).spec, kind, plan_sweep(spec))
+        from orchestrator.cli_launch import run_search
+
+        return run_search(store, spec, store.get_sweep(a.sweep).spec, kind, plan_sweep(spec))
     progress = LaunchProgress(store, a.sweep, console) if kind in ("local", "debug") else None
     try:
         with progress or nullcontext():
@@ -266,7 +99,7 @@ def cmd_resume(a: argparse.Namespace) -> int:
         console.print(f"nothing to resume ({', '.join(f'{n} {s}' for s, n in res.skipped.items())})")
     else:
         console.print(f"resubmitted {len(res.submitted)} jobs; they continue from their last checkpoints")
-    return _show_status(store, a.sweep, "table", progress is not None)
+    return show_status(store, a.sweep, "table", progress is not None)
 
 
 def cmd_cancel(a: argparse.Namespace) -> int:
