@@ -1,9 +1,11 @@
-"""What a scheduler job runs: torchrun on one run directory, with preemption handled.
+"""What a scheduler job runs: the trainer on one job file, with preemption handled.
 
 One task per node runs `torchrun` (the pattern NOTES.md records: submitit's own multi-task mode and
 torchrun do not mix). torchrun starts in its own process group with SIGUSR2 ignored, so a Slurm
 signal that reaches every process of the step stops only the trainer ranks, which save and exit;
-torchrun itself survives to report. Stdlib + submitit only: this module is unpickled in the job.
+torchrun itself survives to report. A job of one process on one node runs the trainer directly:
+torchrun would add a launcher process and a rendezvous (about 3 s a job) and nothing else.
+Stdlib + submitit only: this module is unpickled in the job.
 """
 from __future__ import annotations
 
@@ -25,16 +27,19 @@ def _ignore_usr2() -> None:
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
-def torchrun_command(job_file: str, db_file: str, procs_per_node: int, nodes: int = 1,
-                     node_rank: int = 0, master: str = "127.0.0.1", port: int = 29500) -> list[str]:
+def trainer_command(job_file: str, db_file: str, procs_per_node: int, nodes: int = 1,
+                    node_rank: int = 0, master: str = "127.0.0.1", port: int = 29500) -> list[str]:
+    # The store URL stays in its owner-only file: `ps` and the job log show only the path.
+    job = ["-m", "trainer.job", job_file, "--db-file", db_file]
+    if nodes == 1 and procs_per_node == 1:
+        return [sys.executable, "-u", *job]
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs_per_node}"]
     if nodes == 1:
         cmd.append("--standalone")
     else:
         cmd += [f"--nnodes={nodes}", f"--node_rank={node_rank}", f"--master_addr={master}",
                 f"--master_port={port}"]
-    # The store URL stays in its owner-only file: `ps` and the job log show only the path.
-    return cmd + ["-m", "trainer.job", job_file, "--db-file", db_file]
+    return cmd + job
 
 
 def read_status(job_file: str) -> dict:
@@ -63,7 +68,7 @@ class TrainerJob(submitit.helpers.Checkpointable):
             node_rank, master = 0, "127.0.0.1"
         # A port per job, so two jobs sharing a node do not collide at rendezvous.
         port = 20000 + int(env.get("SLURM_JOB_ID", os.getpid())) % 20000
-        cmd = torchrun_command(job_file, db_file, procs_per_node, nodes, node_rank, master, port)
+        cmd = trainer_command(job_file, db_file, procs_per_node, nodes, node_rank, master, port)
         status_path(job_file).unlink(missing_ok=True)
         print("[tp] " + " ".join(cmd), flush=True)
         self._proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_ignore_usr2)
@@ -72,7 +77,7 @@ class TrainerJob(submitit.helpers.Checkpointable):
         state = status.get("state", "FAILED" if rc else "COMPLETED")
         if state == "COMPLETED" and rc == 0:
             return state
-        raise RuntimeError(f"trainer for {job_file} ended {state} (torchrun exit {rc}): "
+        raise RuntimeError(f"trainer for {job_file} ended {state} (exit status {rc}): "
                            f"{status.get('message', 'see the job log')}")
 
     def checkpoint(self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1):
@@ -82,10 +87,12 @@ class TrainerJob(submitit.helpers.Checkpointable):
         Popen.wait here cannot take Popen's wait lock and never sees the exit (it used to sit out
         its whole timeout), so this waits for torchrun to become a zombie through /proc instead.
         torchrun starts every rank in a session of its own, so the signal goes to each rank's
-        group; torchrun itself ignores USR2 and exits once its ranks have."""
+        group; torchrun itself ignores USR2 and exits once its ranks have. A one-process job is
+        the trainer itself."""
         proc = self._proc
         if proc is not None and pid_alive(proc.pid):
-            for rank in children_of(proc.pid):
+            ranks = [proc.pid] if procs_per_node == 1 and nodes == 1 else children_of(proc.pid)
+            for rank in ranks:
                 try:
                     os.killpg(rank, signal.SIGUSR2)
                 except (ProcessLookupError, PermissionError):
