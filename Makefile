@@ -12,7 +12,7 @@ demo: bootstrap
 	$(VENV)/bin/tp-sweep status demo
 
 test: bootstrap
-	@url=$$(bash scripts/services.sh up) && \
+	@url=$$(bash scripts/services.sh up | tail -n 1) && test -n "$$url" && \
 	TP_TEST_PG_URL=$$url $(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)
 
 services-down:

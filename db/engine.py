@@ -2,9 +2,9 @@
 
 SQLite is the default (WAL mode, so local jobs write while `status` reads); PostgreSQL on clusters.
 Engines hide SQL parameters in error messages (`hide_parameters`): a failed INSERT of a spec must
-never print it, nor any URL inside it. SQLite transactions are opened by us (`BEGIN`, or `BEGIN
-IMMEDIATE` for a serialized one) instead of by pysqlite, which defers the lock to the first write
-and so cannot serialize a read-then-write.
+never print it, nor any URL inside it. SQLite transactions are opened by us (`BEGIN IMMEDIATE`,
+or a plain `BEGIN` for a read-only one) instead of by pysqlite, which defers the lock to the first
+write and so cannot serialize a read-then-write.
 """
 from __future__ import annotations
 
@@ -77,8 +77,12 @@ def make_engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _begin(conn):  # noqa: ANN001
-            immediate = conn.get_execution_options().get("tp_serialized", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            # IMMEDIATE unless the caller only reads: a WAL transaction that reads, then writes
+            # after another process committed, fails at once with "database is locked" (its
+            # snapshot is stale; the busy timeout does not apply), where taking the write lock
+            # first makes it wait its turn. Readers never block writers either way.
+            read_only = conn.get_execution_options().get("tp_read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     if backend == "postgresql":

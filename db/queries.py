@@ -41,7 +41,7 @@ def run_summaries(store: Store, sweep: str):
 
 def level_progress(store: Store, sweep: str) -> tuple[int, int]:
     """(finished, all) distinct levels the sweep's runs need: shared levels count once."""
-    with store.session() as s:
+    with store.reading() as s:
         sid = _sweep_id(s, store, sweep)
         ids = (sa.select(RunLevel.level_id).join(SweepRun, SweepRun.run_id == RunLevel.run_id)
                .where(SweepRun.sweep_id == sid).distinct().subquery())
@@ -52,7 +52,7 @@ def level_progress(store: Store, sweep: str) -> tuple[int, int]:
 
 def accuracy_lines(store: Store, sweep: str) -> int:
     """Lines of the accuracy table (method x other grid axes), counted without reading results."""
-    with store.session() as s:
+    with store.reading() as s:
         sid = _sweep_id(s, store, sweep)
         pairs = sa.select(GridPoint.method, GridPoint.axes_key).where(GridPoint.sweep_id == sid).distinct()
         return int(s.scalar(sa.select(sa.func.count()).select_from(pairs.subquery())))
@@ -70,7 +70,7 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
     Built for 30,000 grid points: plain tuples (no ORM objects, no timestamps), each distinct
     axes text decoded once, sorted here rather than by the database, and the job state read only
     for unfinished levels (the rest are COMPLETED)."""
-    with store.session() as s:
+    with store.reading() as s:
         conn = s.connection()
         sid = _sweep_id(s, store, sweep)
         if levels:
@@ -122,7 +122,7 @@ def grouped_results(store: Store, sweep: str, by: list[str]) -> list[dict[str, A
     sparsity and seed (then group the full rows)."""
     if not by or any(b not in _POINT_COLUMNS for b in by):
         return None
-    with store.session() as s:
+    with store.reading() as s:
         sid = _sweep_id(s, store, sweep)
         q = (sa.select(*(_POINT_COLUMNS[b] for b in by), *(getattr(Level, m) for m in GROUP_METRICS))
              .join(Level, Level.level_id == GridPoint.level_id).where(GridPoint.sweep_id == sid))

@@ -82,10 +82,20 @@ class Store:
             yield s
 
     @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only transaction (SQLite: no write lock; status and query read big sweeps)."""
+        conn = self.engine.connect().execution_options(tp_read_only=True)
+        try:
+            with Session(bind=conn, expire_on_commit=False) as s, s.begin():
+                yield s
+        finally:
+            conn.close()
+
+    @contextmanager
     def serialized(self) -> Iterator[Session]:
         """A transaction no other serialized one overlaps: PostgreSQL's advisory lock, SQLite's
         BEGIN IMMEDIATE (the database write lock, taken before the first read)."""
-        conn = self.engine.connect().execution_options(tp_serialized=True)
+        conn = self.engine.connect()
         try:
             with Session(bind=conn, expire_on_commit=False) as s, s.begin():
                 if self.engine.dialect.name == "postgresql":
@@ -99,11 +109,11 @@ class Store:
 
     # ---- sweeps and plans ----------------------------------------------------------------
     def get_sweep(self, name: str) -> Sweep | None:
-        with self.session() as s:
+        with self.reading() as s:
             return s.scalar(sa.select(Sweep).where(Sweep.name == name))
 
     def sweep_names(self) -> list[str]:
-        with self.session() as s:
+        with self.reading() as s:
             return list(s.scalars(sa.select(Sweep.name).order_by(Sweep.created_at, Sweep.id)))
 
     def record_plan(self, plan: Any, spec: dict[str, Any], levels_dir: str) -> None:
@@ -147,7 +157,7 @@ class Store:
             return out
         if s is not None:
             return read(s)
-        with self.session() as sess:
+        with self.reading() as sess:
             return read(sess)
 
     def unfinished_levels(self, sweep: str) -> list[Unfinished]:
@@ -155,7 +165,7 @@ class Store:
         found through the index on levels.finished_at: cheap however many levels are finished.
         (On SQLite, joining the sweep in the query makes it walk all of the sweep's levels
         instead; the few unfinished levels of other sweeps are dropped here.)"""
-        with self.session() as s:
+        with self.reading() as s:
             sid = s.scalar(sa.select(Sweep.id).where(Sweep.name == sweep))
             if sid is None:
                 return []
@@ -208,7 +218,7 @@ class Store:
                         message=f"planned by sweep {sweep}: {len(j.levels)} levels"))
 
     def jobs(self, job_ids: list[str]) -> dict[str, Job]:
-        with self.session() as s:
+        with self.reading() as s:
             out = {}
             for i in range(0, len(job_ids), 900):
                 out.update({j.job_id: j for j in s.scalars(sa.select(Job).where(
@@ -217,7 +227,7 @@ class Store:
 
     def jobs_of_levels(self, level_ids: list[str]) -> dict[str, Job]:
         """The jobs in charge of these levels' unfinished part."""
-        with self.session() as s:
+        with self.reading() as s:
             ids: set[str] = set()
             for i in range(0, len(level_ids), 900):
                 ids.update(s.scalars(sa.select(Level.job_id).where(
@@ -279,34 +289,34 @@ class Store:
     def external_parents(self, job: Job) -> dict[str, LevelState]:
         """The levels a job's first levels continue from that other jobs train: it may start
         once they are finished."""
-        with self.session() as s:
+        with self.reading() as s:
             parents = set(s.scalars(sa.select(Level.parent_id).where(
                 Level.level_id.in_(job.levels), Level.parent_id.is_not(None))))
         parents -= set(job.levels)
         return self.level_states(sorted(parents))
 
     def events(self, job_ids: list[str]) -> list[Event]:
-        with self.session() as s:
+        with self.reading() as s:
             return list(s.scalars(sa.select(Event).where(Event.job_id.in_(job_ids))
                                   .order_by(Event.at, Event.id)))
 
     # ---- runs ----------------------------------------------------------------------------
     def sweep_runs(self, name: str) -> list[Run]:
-        with self.session() as s:
+        with self.reading() as s:
             q = (sa.select(Run).join(SweepRun, SweepRun.run_id == Run.run_id)
                  .join(Sweep, Sweep.id == SweepRun.sweep_id).where(Sweep.name == name)
                  .order_by(Run.method, Run.seed, Run.run_id))
             return list(s.scalars(q))
 
     def find_runs(self, prefix: str) -> list[Run]:
-        with self.session() as s:
+        with self.reading() as s:
             return list(s.scalars(sa.select(Run).where(Run.run_id.startswith(prefix)).limit(50)))
 
     def run_levels(self, run_id: str) -> list[Level]:
-        with self.session() as s:
+        with self.reading() as s:
             return list(s.scalars(sa.select(Level).join(RunLevel, RunLevel.level_id == Level.level_id)
                                   .where(RunLevel.run_id == run_id).order_by(RunLevel.position)))
 
     def epochs(self, level_id: str) -> list[Epoch]:
-        with self.session() as s:
+        with self.reading() as s:
             return list(s.scalars(sa.select(Epoch).where(Epoch.level_id == level_id).order_by(Epoch.epoch)))

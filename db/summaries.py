@@ -135,7 +135,7 @@ def sweep_status(store: Store, sweep: str, unfinished: list[Unfinished] | None =
     counts them, no more)."""
     if unfinished is None:
         unfinished = store.unfinished_levels(sweep)
-    with store.session() as s:
+    with store.reading() as s:
         conn = s.connection()
         sid, spec = _sweep(conn, store, sweep)
         details = details_up_to is None or conn.scalar(

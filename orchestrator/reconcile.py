@@ -57,7 +57,7 @@ def sweep_level_ids(store: Store, sweep: str) -> list[str]:
 
     from db.schema import RunLevel, Sweep, SweepRun
 
-    with store.session() as s:
+    with store.reading() as s:
         q = (sa.select(RunLevel.level_id).join(SweepRun, SweepRun.run_id == RunLevel.run_id)
              .join(Sweep, Sweep.id == SweepRun.sweep_id).where(Sweep.name == sweep).distinct())
         return list(s.scalars(q))
@@ -69,7 +69,7 @@ def store_level_dirs(store: Store, level_ids: list[str]) -> dict[str, str]:
     from db.schema import Level
 
     out: dict[str, str] = {}
-    with store.session() as s:
+    with store.reading() as s:
         for i in range(0, len(level_ids), 900):
             out.update(s.execute(sa.select(Level.level_id, Level.level_dir).where(
                 Level.level_id.in_(level_ids[i:i + 900]), Level.finished_at.is_(None))).all())

@@ -308,7 +308,7 @@ class SearchDriver:
                 self._submit(resumable)  # from its checkpoint
 
     def _level(self, level_id: str) -> Level | None:
-        with self.store.session() as s:
+        with self.store.reading() as s:
             return s.get(Level, level_id)
 
     def _tell(self, tid: int, f: InFlight, value: float | None, state: Any = None) -> None:
@@ -342,7 +342,7 @@ class SearchDriver:
         from optuna.trial import TrialState
 
         order = {lid: i for i, lid in enumerate(f.run.levels)}
-        with self.store.session() as s:
+        with self.store.reading() as s:
             rows = s.execute(sa.select(Epoch.level_id, Epoch.epoch, Epoch.test_acc, Epoch.test_loss,
                                        Epoch.test_top5).where(Epoch.level_id.in_(f.run.levels))).all()
         rows.sort(key=lambda r: (order[r.level_id], r.epoch))
