@@ -105,3 +105,61 @@ def test_no_scheduler_means_nothing_submitted(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "submission to slurm failed, nothing was submitted" in proc.stderr.replace("\n", " ")
     assert status_json("no_slurm", tmp_path)["counts"] == {"PLANNED": 2}
+
+
+def test_sigkill_of_the_whole_job_is_resumed_from_its_checkpoint(tmp_path, slurm_cluster, reference):
+    """A node that dies takes every process of the job with it, SIGKILL, no chance to save: the
+    branch resumes from its last epoch checkpoint and ends bit-identical to the reference."""
+    ref, ids = reference
+    path = write_spec(tmp_path, slow_spec("resume"))
+    tp("launch", str(path), "--executor", "slurm", cwd=tmp_path, check=True)
+    wait_for(lambda: run_progress(tmp_path) >= (BRANCH, 2), 300, "the branch level under way under Slurm")
+    job_id = status_json("resume", tmp_path)["runs"][0]["job_id"]
+    pids = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True,
+                          check=True).stdout.split("\n")[1:]
+    pids = [int(line.split()[0]) for line in pids if line.strip()]
+    assert pids, "scontrol listpids found no process of the running job"
+    for pid in pids:  # the batch script, srun, submitit and the trainer ranks, all at once
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    run = wait_for(lambda: (lambda r: r if r["state"] not in ("RUNNING", "PENDING", "PLANNED") else None)(
+        status_json("resume", tmp_path, env={"TP_LOST_AFTER_S": "0"})["runs"][0]), 120,
+        "status to see the killed job", poll=2)
+    assert run["state"] in ("FAILED", "LOST"), run
+    level = tmp_path / "tp-runs" / "levels" / ids[BRANCH]
+    assert (level / "checkpoint.pt").exists() and not (level / "final.pt").exists()
+    level0 = tmp_path / "tp-runs" / "levels" / ids[0] / "final.pt"
+    before = level0.stat().st_mtime_ns
+    tp("resume", "resume", "--include-failed", "--executor", "slurm", cwd=tmp_path, check=True)
+    run = wait_for(lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST") else None)(
+        status_json("resume", tmp_path)["runs"][0]), 300, "the resumed job to finish", poll=2)
+    assert run["state"] == "COMPLETED", run
+    assert level0.stat().st_mtime_ns == before  # finished levels are not trained again
+    assert same_levels(tmp_path / "tp-runs", ref, ids)
+
+
+def test_real_time_limit_checkpoints_and_requeues(tmp_path, slurm_cluster):
+    """Slurm's own time limit, not a hand-sent signal: a 1-minute limit with the warning 1 s
+    before it. slurmctld checks limits on a 30 s tick and sends the warning up to 30 s early, so
+    it comes 29 to 59 s into each attempt. The run needs more than one attempt; each saves where
+    it stopped and the next one continues."""
+    spec = slow_spec("time_limit")
+    spec["trainer"]["overrides"]["schedule.epochs"] = 64  # 3 x 64 epochs, 70 s or more: past one attempt
+    spec["executor"].update({"timeout_min": 1, "signal_delay_s": 1, "max_requeues": 20})
+    path = write_spec(tmp_path, spec)
+    tp("launch", str(path), "--executor", "slurm", cwd=tmp_path, check=True)
+    job_id = status_json("time_limit", tmp_path)["runs"][0]["job_id"]
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    assert "TimeLimit=00:01:00" in shown, shown
+    run = wait_for(lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST", "TIMEOUT") else None)(
+        status_json("time_limit", tmp_path)["runs"][0]), 540, "the time-limited run to finish", poll=3)
+    assert run["state"] == "COMPLETED", run
+    assert run["attempts"] >= 2 and run["job_id"] == job_id
+    detail = json.loads(tp("status", run["run_id"], "--format", "json", cwd=tmp_path).stdout)
+    stops = [e for e in detail["events"] if e["to"] == "PREEMPTED"]
+    assert stops and all("SIGUSR2" in e["message"] for e in stops), detail["events"]
+    # Each stop saved mid-epoch and the next attempt went on from there: every epoch is logged
+    # once (the one a stop cut short, by the attempt that finished it).
+    assert epochs_trained(tmp_path, "time_limit") == 3 * 64
