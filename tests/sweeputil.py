@@ -5,8 +5,9 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -166,6 +167,23 @@ def admin_sql(sql: str, port: int = 5432, db: str = "postgres") -> str:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+@contextmanager
+def pg_schema(postgres_url: str, name: str) -> Iterator[str]:
+    """A store URL on an empty PostgreSQL schema of its own (dropped afterwards), so a test's
+    tables never meet another test's."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    with admin.begin() as c:
+        c.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"))
+    try:
+        yield f"{postgres_url}?options=-csearch_path%3D{name}"
+    finally:
+        with admin.begin() as c:
+            c.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+        admin.dispose()
 
 
 def grep_tree(root, needle: bytes) -> list[str]:

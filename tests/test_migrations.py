@@ -12,7 +12,7 @@ from db import migrate
 from db.engine import make_engine
 from db.queries import grid_results, run_summaries
 from db.store import Store
-from tests.sweeputil import tp
+from tests.sweeputil import pg_schema, tp
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, 0)
 
@@ -94,18 +94,9 @@ def test_sqlite_store_of_0001_carries_forward(tmp_path):
 
 
 def test_postgres_store_of_0001_carries_forward(postgres_url):
-    schema = "tp_migration_test"
-    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
-    with admin.begin() as c:
-        c.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
-    url = f"{postgres_url}?options=-csearch_path%3D{schema}"
-    try:
+    with pg_schema(postgres_url, "tp_migration_test") as url:
         _old_store(url)
         _check_carried_forward(url)
-    finally:
-        with admin.begin() as c:
-            c.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
 
 
 @pytest.mark.parametrize("n", [8])

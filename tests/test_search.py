@@ -6,12 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 import sqlalchemy as sa
 
-from tests.sweeputil import REPO, TP, status_json, tiny_spec, tp, wait_for, write_spec
+from tests.sweeputil import REPO, TP, pg_schema, status_json, tiny_spec, tp, wait_for, write_spec
 
 
 def _spec(name: str, n_trials: int = 8, **search) -> dict:
@@ -32,12 +31,6 @@ def _launch(tmp, spec, *args, env=None) -> subprocess.Popen:
     return subprocess.Popen([*TP, "launch", str(path), *args], cwd=tmp, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO), **(env or {})})
-
-
-def _trainers(tmp) -> list[str]:
-    """Trainer ranks (not torchrun, which ignores USR2 so that only the ranks stop and save)."""
-    out = subprocess.run(["pgrep", "-f", "--", f"-u -m trainer.job {tmp}"], capture_output=True, text=True).stdout
-    return out.split()
 
 
 def _studies(url: str) -> list[tuple[str, int]]:
@@ -64,43 +57,50 @@ def _check_done(tmp, sweep: str, url: str, db_args: list[str]) -> dict:
     return st
 
 
-def _mid_level(tmp) -> list[str]:
-    """The ranks of a trial whose level has finished an epoch and has more to go, so that a
-    signal lands mid-level (and only on ranks that are training, never on one still starting)."""
-    db = tmp / "tp-results.db"
-    if not db.exists():
-        return []
-    eng = sa.create_engine(f"sqlite:///{db}")
+def _engine(url: str) -> sa.Engine:
+    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+
+
+def _mid_level(url: str, last_epoch: int = 2) -> tuple[str, str] | None:
+    """(job file, scheduler id) of a trial whose level has finished an epoch (and at most
+    `last_epoch`) of its 3, so that a signal lands mid-level (and never on a trial still starting)."""
+    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
+        return None
+    eng = _engine(url)
     try:
         with eng.connect() as c:
             row = c.execute(sa.text(
-                "select j.job_file from jobs j join levels l on l.level_id = j.level_id "
-                "where j.state = 'RUNNING' and l.epoch between 1 and 2")).first()
-    except sa.exc.OperationalError:
-        return []
+                "select j.job_file, j.sched_id from jobs j join levels l on l.level_id = j.level_id "
+                "where j.state = 'RUNNING' and l.epoch between 1 and :last"), {"last": last_epoch}).first()
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # no store (SQLite) or tables (PG) yet
+        return None
     finally:
         eng.dispose()
-    if row is None:
-        return []
-    out = subprocess.run(["pgrep", "-f", "--", f"-u -m trainer.job {row[0]}"], capture_output=True, text=True)
-    return out.stdout.split()
+    return tuple(row) if row else None
 
 
-def test_local_search_with_an_interrupted_trial(tmp_path):
-    launcher = _launch(tmp_path, _spec("search_local"))
-    ranks = wait_for(lambda: _mid_level(tmp_path), 240, "a trial in mid-level", poll=0.1)
-    for pid in ranks:
-        os.kill(int(pid), signal.SIGUSR2)  # the timeout warning: save, stop, be resumed
-    out, _ = launcher.communicate(timeout=900)
-    assert launcher.returncode == 0, out
-    url = f"sqlite:///{tmp_path / 'tp-results.db'}"
-    _check_done(tmp_path, "search_local", url, [])
-    eng = sa.create_engine(url)
+def _was_stopped_and_resumed(url: str) -> None:
+    eng = _engine(url)
     with eng.connect() as c:
         states = [r[0] for r in c.execute(sa.text("select state_to from events")).all()]
         resumed = c.execute(sa.text("select count(*) from attempts where resumed_from is not null")).scalar()
     eng.dispose()
     assert "PREEMPTED" in states and resumed >= 1  # stopped mid-level, resumed from its checkpoint
+
+
+def test_local_search_with_an_interrupted_trial(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tp-results.db'}"
+    launcher = _launch(tmp_path, _spec("search_local"))
+    job_file, _ = wait_for(lambda: _mid_level(url), 240, "a trial in mid-level", poll=0.1)
+    ranks = subprocess.run(["pgrep", "-f", "--", f"-u -m trainer.job {job_file}"],
+                           capture_output=True, text=True).stdout.split()
+    assert ranks, "the trial's trainer ranks"
+    for pid in ranks:
+        os.kill(int(pid), signal.SIGUSR2)  # the timeout warning: save, stop, be resumed
+    out, _ = launcher.communicate(timeout=900)
+    assert launcher.returncode == 0, out
+    _check_done(tmp_path, "search_local", url, [])
+    _was_stopped_and_resumed(url)
 
 
 def test_failed_trials_are_retried_then_given_up(tmp_path):
@@ -118,27 +118,19 @@ def test_failed_trials_are_retried_then_given_up(tmp_path):
 
 @pytest.mark.slurm
 def test_slurm_search_on_postgres(tmp_path, slurm_cluster, postgres_url):
-    schema = "tp_search_test"
-    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
-    with admin.begin() as c:
-        c.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
-    url = f"{postgres_url}?options=-csearch_path%3D{schema}"
-    try:
+    with pg_schema(postgres_url, "tp_search_test") as url:
         spec = _spec("search_slurm")
         spec["executor"].update({"kind": "slurm", "procs_per_node": 1, "cpus_per_task": 1})
         launcher = _launch(tmp_path, spec, "--db", url)
-        wait_for(lambda: len(_trainers(tmp_path)) > 0, 300, "a trial to train under Slurm")
-        time.sleep(3)
-        jobs = subprocess.run(["squeue", "-h", "-o", "%i", "-t", "R"], capture_output=True, text=True).stdout.split()
-        if jobs:
-            subprocess.run(["scancel", "--signal=USR2", jobs[0]], check=False)
+        # One epoch done, two to go: time for the signal to travel through slurmctld and slurmd.
+        _, sched_id = wait_for(lambda: _mid_level(url, last_epoch=1), 300, "a trial in mid-level under Slurm",
+                               poll=0.1)
+        # What Slurm sends before a time limit: submitit saves the trial and requeues it.
+        subprocess.run(["scancel", "--signal=USR2", sched_id], check=True)
         out, _ = launcher.communicate(timeout=1200)
         assert launcher.returncode == 0, out
         _check_done(tmp_path, "search_slurm", url, ["--db", url])
-    finally:
-        with admin.begin() as c:
-            c.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
+        _was_stopped_and_resumed(url)
 
 
 @pytest.mark.parametrize("search, message", [

@@ -13,13 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import require_service
-from tests.sweeputil import REPO, TP, admin_sql, slow_spec, status_json, tiny_spec, wait_for, write_spec
-
-def _fresh_pg_schema(postgres_url: str, name: str) -> tuple[str, sa.Engine]:
-    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
-    with admin.begin() as c:
-        c.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"))
-    return f"{postgres_url}?options=-csearch_path%3D{name}", admin
+from tests.sweeputil import REPO, TP, admin_sql, pg_schema, slow_spec, status_json, tiny_spec, wait_for, write_spec
 
 
 def _many(n: int, code: str, *args: str) -> list[tuple[int, str]]:
@@ -61,13 +55,8 @@ def test_concurrent_first_use_and_same_row_writes_on_sqlite(tmp_path):
 
 
 def test_concurrent_first_use_and_same_row_writes_on_postgres(postgres_url):
-    url, admin = _fresh_pg_schema(postgres_url, "tp_concurrency_test")
-    try:
+    with pg_schema(postgres_url, "tp_concurrency_test") as url:
         _check_concurrency(url)
-    finally:
-        with admin.begin() as c:
-            c.execute(sa.text("DROP SCHEMA IF EXISTS tp_concurrency_test CASCADE"))
-        admin.dispose()
 
 
 def test_five_concurrent_launches_of_one_spec_end_cleanly(tmp_path):
