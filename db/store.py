@@ -94,15 +94,12 @@ class Store:
     @contextmanager
     def serialized(self) -> Iterator[Session]:
         """A transaction no other serialized one overlaps: PostgreSQL's advisory lock, SQLite's
-        BEGIN IMMEDIATE (the database write lock, taken before the first read)."""
-        conn = self.engine.connect()
-        try:
-            with Session(bind=conn, expire_on_commit=False) as s, s.begin():
-                if self.engine.dialect.name == "postgresql":
-                    s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_PLAN_LOCK})
-                yield s
-        finally:
-            conn.close()
+        BEGIN IMMEDIATE, which every writing session takes (the database write lock, before the
+        first read)."""
+        with self.session() as s:
+            if self.engine.dialect.name == "postgresql":
+                s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_PLAN_LOCK})
+            yield s
 
     def close(self) -> None:
         self.engine.dispose()
