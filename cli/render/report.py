@@ -31,6 +31,7 @@ import statistics
 from typing import Any
 
 MAX_MESSAGE = 2000      # characters of a job's message shown (the rest: `tp-sweep status RUN`)
+MAX_EVENT_MESSAGE = 300  # characters of a state change's message
 MAX_IDS = 6             # level ids named in one hover, then "+N more"
 MAX_LINES = 12          # accuracy lines (method x other axes) before averaging over the axes
 MAX_TROUBLE = 200       # jobs listed under "what went wrong"
@@ -101,13 +102,27 @@ def collect(store: Any, sweep: str) -> dict[str, Any]:
         "curves": [{"method": m, "run_id": r.run_id, "seed": r.seed, "axes": r.axes,
                     "levels_done": r.levels_done, "levels_total": r.levels_total,
                     "levels": curves.get(r.run_id, [])} for m, r in sorted(chosen.items())],
-        "trouble": job_trouble(store, sweep, most=MAX_TROUBLE),
+        "trouble": _cut_messages(job_trouble(store, sweep, most=MAX_TROUBLE)),
         "provenance": provenance(store, sweep),
         "search": None,
     }
     if spec.get("search"):
         data["search"] = search_data(store, sweep, spec["search"])
     return data
+
+
+def _cut_messages(trouble: dict[str, Any]) -> dict[str, Any]:
+    """Job messages at MAX_MESSAGE characters, event messages at MAX_EVENT_MESSAGE, with the
+    length they had (a traceback of a megabyte must not make the page one)."""
+    for j in trouble["jobs"]:
+        msg = j.get("message") or ""
+        j["message_chars"] = len(msg)
+        j["message"] = msg[:MAX_MESSAGE] or None
+        for ev in j["events"]:
+            text = ev.get("message") or ""
+            ev["message_chars"] = len(text)
+            ev["message"] = text[:MAX_EVENT_MESSAGE] or None
+    return trouble
 
 
 def accuracy_lines(rows: list[dict[str, Any]], axes: list[str]) -> dict[str, Any]:
@@ -216,12 +231,12 @@ def _duration(seconds: float | None) -> str:
     return f"{d}d {h}h" if d else f"{h}h {m}m" if h else f"{m}m {s % 60}s" if m else f"{s}s"
 
 
-def _message(text: str | None) -> str:
+def _message(text: str | None, chars: int) -> str:
     if not text:
         return ""
-    if len(text) <= MAX_MESSAGE:
+    if chars <= len(text):
         return f"<pre class=msg>{e(text)}</pre>"
-    return (f"<pre class=msg>{e(text[:MAX_MESSAGE])}</pre><p class=dim>… {len(text) - MAX_MESSAGE:,} more "
+    return (f"<pre class=msg>{e(text)}</pre><p class=dim>… {chars - len(text):,} more "
             "characters (tp-sweep status RUN_ID --format json has the whole message)</p>")
 
 
@@ -285,17 +300,16 @@ def _trouble_html(d: dict[str, Any]) -> str:
             runs += f" +{len(j['runs']) - 5} more"
         evs = "".join(f"<li>{e(ev['at'])} {e(ev['from'] or '')} → {e(ev['to'])}"
                       + (f" <code>{e(ev['sched_id'])}</code>" if ev["sched_id"] else "")
-                      + (f": {e(_cut(ev['message']))}" if ev["message"] else "") + "</li>" for ev in j["events"])
+                      + (f": {e(ev['message'])}" if ev["message"] else "")
+                      + (f" … ({ev['message_chars'] - len(ev['message']):,} more characters)"
+                         if ev["message"] and ev["message_chars"] > len(ev["message"]) else "")
+                      + "</li>" for ev in j["events"])
         older = j["events_total"] - len(j["events"])
         trail = (f"<details><summary>{j['events_total']} state changes</summary>"
                  + (f"<p class=dim>{older} older not shown</p>" if older else "") + f"<ul>{evs}</ul></details>")
         body.append([f"<code>{e(j['job'][:8])}</code>", e(j["sched_id"] or "–"), _state(j["state"]),
-                     f"{j['attempts']}", runs, _message(j["message"]) + trail])
+                     f"{j['attempts']}", runs, _message(j["message"], j["message_chars"]) + trail])
     return head + _table(["job", "scheduler id", "state", "attempts", "runs", "message, state changes"], body, "trouble")
-
-
-def _cut(text: str, most: int = 300) -> str:
-    return text if len(text) <= most else text[:most] + f" … ({len(text) - most:,} more characters)"
 
 
 def _search_html(d: dict[str, Any]) -> str:
@@ -435,7 +449,7 @@ JS = r"""
     var lines = D.accuracy.lines, traces = [], colorOf = {}, k = 0;
     var sp = [];
     lines.forEach(function (l) { l.points.forEach(function (p) { if (p.mean !== null) sp.push(p.sparsity); }); });
-    var lo = Math.min.apply(null, sp.concat([0])), hi = Math.max.apply(null, sp.concat([0.5]));
+    var hi = Math.max.apply(null, sp.concat([0.5]));
     lines.forEach(function (l) {
       var color = l.dense ? "#333333" : COLORS[k++ % COLORS.length];
       var pts = l.points.filter(function (p) { return p.mean !== null; });
@@ -448,15 +462,16 @@ JS = r"""
           " grid points<br>levels: " + ids;
       });
       if (l.dense) {
-        var p = pts[0], xs = [X(mode, lo), X(mode, hi)];
+        // From the dense point (sparsity 0) across the whole axis; only that point hovers.
+        var p = pts[0], xs = [X(mode, 0), mode === "log" ? 50 * (1 - hi) : 1.0];
         traces.push({uid: "band:" + l.name, x: [xs[0], xs[1], xs[1], xs[0]],
           y: [(p.mean - p.std) * 100, (p.mean - p.std) * 100, (p.mean + p.std) * 100, (p.mean + p.std) * 100],
           fill: "toself", fillcolor: "rgba(0,0,0,0.07)", line: {width: 0}, hoverinfo: "skip",
           legendgroup: l.name, showlegend: false, type: "scatter", mode: "lines"});
         traces.push({uid: "line:" + l.name, name: esc(l.name) + " (" + pct(p.mean) + " %)", x: xs,
-          y: [p.mean * 100, p.mean * 100], mode: "lines+markers", marker: {size: 5},
+          y: [p.mean * 100, p.mean * 100], mode: "lines+markers", marker: {size: [7, 0]},
           line: {color: color, dash: "dash", width: 1.5}, legendgroup: l.name, type: "scatter",
-          text: [hover[0], hover[0]], hoverinfo: "text", meta: {method: l.method, dense: true}});
+          text: [hover[0], ""], hoverinfo: ["text", "skip"], meta: {method: l.method, dense: true}});
         return;
       }
       var x = pts.map(function (p) { return X(mode, p.sparsity); });
