@@ -52,7 +52,7 @@ class LevelArtifacts:
 
 
 def level_path(source: Any, level_id: str) -> Path:
-    """The folder of level `level_id` (or an unambiguous prefix of it, through a store): `source`
+    """The folder of level `level_id` (or an unambiguous prefix of it): `source`
     is an output folder (holds levels/), a levels folder, or a store (URL, SQLite path, Store)."""
     if not isinstance(level_id, str) or not _LEVEL_ID.fullmatch(level_id):
         raise LevelNotFound(f"{level_id!r} is not a level id (hex digits)")
@@ -61,6 +61,12 @@ def level_path(source: Any, level_id: str) -> Path:
         for base in (root / "levels", root):
             if (base / level_id / "level.json").is_file():
                 return base / level_id
+            found = sorted(p for p in base.glob(f"{level_id}*") if (p / "level.json").is_file())
+            if len(found) > 1:
+                raise LevelNotFound(f"level id prefix {level_id!r} matches {len(found)} levels under {base}: "
+                                    f"{', '.join(p.name for p in found[:10])}")
+            if found:
+                return found[0]
         raise LevelNotFound(f"no level {level_id} under {root}")
     import sqlalchemy as sa
 
