@@ -97,8 +97,9 @@ def network_requests(driver: Any) -> tuple[list[str], list[str]]:
     return urls, failed
 
 
-def screenshot(report: Path, out: Path) -> None:
-    with chromium(1200, 1500) as driver:
+def screenshot(report: Path, out: Path, width: int = 1100, height: int = 1150) -> None:
+    """The top of the page (the sweep's state and the accuracy chart), charts drawn."""
+    with chromium(width, height) as driver:
         state = open_report(driver, report)
         if not state["ready"]:
             raise SystemExit(f"the report did not draw: {state['error']}")

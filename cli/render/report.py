@@ -35,6 +35,7 @@ MAX_EVENT_MESSAGE = 300  # characters of a state change's message
 MAX_IDS = 6             # level ids named in one hover, then "+N more"
 MAX_LINES = 12          # accuracy lines (method x other axes) before averaging over the axes
 MAX_TROUBLE = 200       # jobs listed under "what went wrong"
+MAX_EVENTS = 10         # their last state changes shown
 MAX_TRIALS = 5000       # search trials plotted
 RESULT_KEYS = ("sweep", "method", "sparsity", "seed", "run_id", "level", "level_id", "level_kind",
                "achieved_sparsity", "test_acc", "test_top5", "best_test_acc", "epochs", "state")
@@ -101,14 +102,25 @@ def collect(store: Any, sweep: str) -> dict[str, Any]:
         "table": group(rows, ["method", "sparsity"]) if rows else [],
         "curves": [{"method": m, "run_id": r.run_id, "seed": r.seed, "axes": r.axes,
                     "levels_done": r.levels_done, "levels_total": r.levels_total,
-                    "levels": curves.get(r.run_id, [])} for m, r in sorted(chosen.items())],
-        "trouble": _cut_messages(job_trouble(store, sweep, most=MAX_TROUBLE)),
+                    "levels": [_compact(lv) for lv in curves.get(r.run_id, [])]}
+                   for m, r in sorted(chosen.items())],
+        "trouble": _cut_messages(job_trouble(store, sweep, most=MAX_TROUBLE, events_per_job=MAX_EVENTS)),
         "provenance": provenance(store, sweep),
         "search": None,
     }
     if spec.get("search"):
         data["search"] = search_data(store, sweep, spec["search"])
     return data
+
+
+def _compact(level: dict[str, Any]) -> dict[str, Any]:
+    """A level of a learning curve with only what the chart draws: its epochs' test accuracy
+    (6 decimals), not every column of every epoch (a fifth of the page on a big sweep)."""
+    eps = level["epochs"]
+    return {**{k: v for k, v in level.items() if k != "epochs"},
+            "epochs": [{"epoch": ep["epoch"],
+                        "test_acc": None if ep["test_acc"] is None else round(ep["test_acc"], 6)}
+                       for ep in eps]}
 
 
 def _cut_messages(trouble: dict[str, Any]) -> dict[str, Any]:
@@ -401,11 +413,20 @@ def render(d: dict[str, Any]) -> str:
 {_search_html(d)}
 <section id=spec><h2>Spec</h2><details><summary>the sweep's spec as recorded</summary><pre>{e(spec_text)}</pre></details></section>
 <section id=provenance><h2>Provenance</h2>{_provenance_html(d, plotly_version)}</section>
-<script type="application/json" id=tp-data>{script_json(d)}</script>
+<script type="application/json" id=tp-data>{script_json(_payload(d))}</script>
 <script type="text/plain" id=tp-plotly-gz>{bundle}</script>
 <script>{JS}</script>
 </body></html>
 """
+
+
+def _payload(d: dict[str, Any]) -> dict[str, Any]:
+    """The data embedded for the scripts (and for anyone who reads the file): all of it but the
+    jobs' state changes, which the page shows as HTML only."""
+    t = d["trouble"]
+    jobs = [{**{k: v for k, v in j.items() if k not in ("events", "runs")}, "runs": j["runs"][:5]}
+            for j in t["jobs"]]
+    return {**d, "trouble": {**t, "jobs": jobs}}
 
 
 def build(store: Any, sweep: str) -> str:
