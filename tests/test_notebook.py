@@ -90,3 +90,23 @@ def test_bad_sources_say_what_is_wrong(shared, tmp_path):
         tp.load_level(url, "0123456789abcdef")
     with pytest.raises(AttributeError):
         tp.no_such_function
+
+
+@pytest.mark.postgres
+def test_the_same_frames_and_report_from_postgresql(shared, postgres_url, tmp_path):
+    """The shared sweep imported into PostgreSQL from its output folder (`tp-sweep db import`):
+    the same DataFrame from a postgresql:// URL, and a report from it."""
+    import turboprune as tp
+
+    from tests.sweeputil import pg_schema
+
+    tmp, url = shared
+    with pg_schema(postgres_url, "tp_notebook") as pg:
+        cli("db", "import", str(tmp / "tp-runs"), "--db", pg, cwd=tmp, check=True)
+        lite = tp.grid_points(url, "share").sort_values(["method", "sparsity", "seed"]).reset_index(drop=True)
+        post = tp.grid_points(pg, "share").sort_values(["method", "sparsity", "seed"]).reset_index(drop=True)
+        keep = ["method", "sparsity", "seed", "run_id", "level_id", "achieved_sparsity", "test_acc"]
+        assert lite[keep].equals(post[keep])
+        assert len(tp.epochs(pg, "share")) == len(tp.epochs(url, "share"))
+        cli("report", "share", "--db", pg, "--out", str(tmp_path / "pg.html"), cwd=tmp_path, check=True)
+        assert "Results by method and sparsity" in (tmp_path / "pg.html").read_text()
