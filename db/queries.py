@@ -14,15 +14,7 @@ from typing import Any, Callable
 import sqlalchemy as sa
 
 from db.schema import GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun
-from db.store import Store
-
-# Which job state a run shows when several jobs work on it: what needs attention first.
-RUN_STATE_PRIORITY = ("RUNNING", "PREEMPTED", "TIMEOUT", "LOST", "FAILED", "PENDING", "CANCELLED",
-                      "PLANNED")
-
-
-class QueryError(ValueError):
-    pass
+from db.store import QueryError, Store
 
 
 def _sweep_id(s, store: Store, sweep: str) -> int:
@@ -30,13 +22,6 @@ def _sweep_id(s, store: Store, sweep: str) -> int:
     if sid is None:
         raise QueryError(f"no sweep named {sweep!r} in {store.display_url}")
     return sid
-
-
-def run_summaries(store: Store, sweep: str):
-    """Every run of the sweep with its state (db.summaries, where the SQL aggregation lives)."""
-    from db.summaries import run_summaries as summaries
-
-    return summaries(store, sweep)
 
 
 def level_progress(store: Store, sweep: str) -> tuple[int, int]:
@@ -55,7 +40,7 @@ def accuracy_lines(store: Store, sweep: str) -> int:
     with store.reading() as s:
         sid = _sweep_id(s, store, sweep)
         pairs = sa.select(GridPoint.method, GridPoint.axes_key).where(GridPoint.sweep_id == sid).distinct()
-        return int(s.scalar(sa.select(sa.func.count()).select_from(pairs.subquery())))
+        return int(s.scalar(sa.select(sa.func.count()).select_from(pairs.subquery())) or 0)
 
 
 _LEVEL_COLUMNS = (Level.level_id, Level.depth, Level.kind, Level.finished_at.is_not(None).label("finished"),

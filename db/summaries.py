@@ -25,9 +25,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from db.queries import RUN_STATE_PRIORITY, QueryError
 from db.schema import Attempt, Epoch, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, utcnow
-from db.store import ACTIVE_STATES, Store, Unfinished
+from db.store import ACTIVE_STATES, RUN_STATE_PRIORITY, QueryError, Store, Unfinished
 
 
 @dataclass
@@ -138,8 +137,8 @@ def sweep_status(store: Store, sweep: str, unfinished: list[Unfinished] | None =
     with store.reading() as s:
         conn = s.connection()
         sid, spec = _sweep(conn, store, sweep)
-        details = details_up_to is None or conn.scalar(
-            sa.select(sa.func.count()).select_from(SweepRun).where(SweepRun.sweep_id == sid)) <= details_up_to
+        details = details_up_to is None or (conn.scalar(
+            sa.select(sa.func.count()).select_from(SweepRun).where(SweepRun.sweep_id == sid)) or 0) <= details_up_to
         runs, last = _per_run(conn, sid, details)
         unfinished = [u for u in unfinished if u.run_id in runs]
         points = sa.select(GridPoint.run_id, GridPoint.sparsity).where(GridPoint.sweep_id == sid)
@@ -248,7 +247,7 @@ def _per_run(conn, sid: int, details: bool = True) -> tuple[dict[str, RunSummary
     else:
         a = agg.subquery()
         last = sa.orm.aliased(RunLevel)
-        last_id = last.level_id
+        last_id = last.level_id  # type: ignore[assignment]  # a column either way
         q = sa.select(a.c.run_id, a.c.n).join(last, (last.run_id == a.c.run_id) & (last.position == a.c.pos))
     spans = _attempt_spans().subquery()
     q = (q.add_columns(Run.method, Run.seed, Run.axes, Level.finished_at.is_not(None).label("finished"),

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
+from core.methods import METHODS
 from tests.sweeputil import status_json, tiny_spec, tp, write_spec
-from trainer.pruning.registry import METHODS
 
 
 def test_every_method_through_launch(tmp_path):

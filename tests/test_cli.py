@@ -15,7 +15,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.cli import build_parser
+from cli.tp_sweep import build_parser
 from tests.sweeputil import REPO, tp
 
 COMMANDS = ["launch", "status", "resume", "cancel", "query", "plot", "data", "db", "cluster"]
@@ -42,7 +42,7 @@ def test_db_upgrade_creates_then_keeps_the_schema(tmp_path):
 # ---- help and version -----------------------------------------------------------------------
 HELPS = [[], *[[c] for c in COMMANDS], ["data", "write"], ["cluster", "up"]]
 _PROBE = """import sys
-from orchestrator.cli import main
+from cli.tp_sweep import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:
@@ -62,7 +62,7 @@ def test_every_help_answers_without_heavy_imports(args, tmp_path):
 
 
 def test_version():
-    from orchestrator import version
+    from core import version
 
     proc = tp("--version", cwd=REPO, check=True)
     assert re.fullmatch(r"tp-sweep \(turboprune\) \d+\.\d+\S*", proc.stdout.strip()), proc.stdout
@@ -81,9 +81,9 @@ def make_sweep(tmp_path, name: str = "narrow"):
     mid-level and an imp_lrr run FAILED."""
     from db.schema import Attempt, Job, Level
     from db.store import Store
-    from orchestrator.jobs import group_jobs
-    from orchestrator.plan import plan_sweep
-    from orchestrator.spec import parse_spec
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.jobs import group_jobs
+    from orchestrator.plan.spec import parse_spec
 
     spec = {"name": name, "output_dir": str(tmp_path / "runs"),
             "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 3}},
@@ -194,7 +194,7 @@ def test_watch_shows_a_bar_of_levels_and_stops_on_ctrl_c(narrow):
     import time
 
     tmp, url, plan, busy = narrow
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "status", "narrow", "--db", url,
+    proc = subprocess.Popen([sys.executable, "-m", "cli.tp_sweep", "status", "narrow", "--db", url,
                              "--watch", "--interval", "0.2"], cwd=tmp, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"})
@@ -209,8 +209,8 @@ def test_a_second_sweep_in_the_store_counts_only_its_own_levels(narrow):
     from db.queries import level_progress
     from db.store import Store
     from db.summaries import sweep_status
-    from orchestrator.plan import plan_sweep
-    from orchestrator.spec import parse_spec
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
 
     tmp, url, plan, busy = narrow
     spec = {"name": "subset", "output_dir": str(tmp / "runs"),

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
+from cli.hydra_app import write_job
+from core.config import resolve
 from tests.sweeputil import REPO
-from trainer.__main__ import write_job
-from trainer.config import resolve
 
 # Gradients are averaged in a different order (per-rank means, then an all-reduce), so weights
 # agree to float32 rounding, not bit for bit: after 2 levels x 2 epochs the largest difference

@@ -8,8 +8,19 @@ import sys
 
 import sqlalchemy as sa
 
-from tests.sweeputil import BRANCH, TRUNK, epochs_trained, run_progress, same_levels, slow_spec, status_json, \
-    tiny_spec, tp, wait_for, write_spec
+from tests.sweeputil import (
+    BRANCH,
+    TRUNK,
+    epochs_trained,
+    run_progress,
+    same_levels,
+    slow_spec,
+    status_json,
+    tiny_spec,
+    tp,
+    wait_for,
+    write_spec,
+)
 
 
 def test_slurm_launch_runs_as_array_jobs(tmp_path, slurm_cluster):

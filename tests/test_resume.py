@@ -10,8 +10,19 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.sweeputil import BRANCH, REPO, TP, TRUNK, run_progress, same_levels, slow_spec, \
-    status_json, tp, wait_for, write_spec
+from tests.sweeputil import (
+    BRANCH,
+    REPO,
+    TP,
+    TRUNK,
+    run_progress,
+    same_levels,
+    slow_spec,
+    status_json,
+    tp,
+    wait_for,
+    write_spec,
+)
 
 
 def _signal_trainer(tmp: Path, sig: int) -> None:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from orchestrator.spec import SpecError, load_spec, parse_spec
+from orchestrator.plan.spec import SpecError, load_spec, parse_spec
 from tests.sweeputil import tiny_spec, tp, write_spec
 
 BAD = [

@@ -5,8 +5,8 @@ import json
 import subprocess
 import sys
 
-from orchestrator.plan import plan_sweep
-from orchestrator.spec import parse_spec
+from orchestrator.plan.grid import plan_sweep
+from orchestrator.plan.spec import parse_spec
 from tests.sweeputil import REPO, tiny_spec
 
 

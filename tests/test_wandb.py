@@ -20,8 +20,19 @@ from typing import Any
 
 import pytest
 
-from tests.sweeputil import REPO, TP, TRUNK, epochs_trained, run_progress, slow_spec, status_json, \
-    tiny_spec, tp, wait_for, write_spec
+from tests.sweeputil import (
+    REPO,
+    TP,
+    TRUNK,
+    epochs_trained,
+    run_progress,
+    slow_spec,
+    status_json,
+    tiny_spec,
+    tp,
+    wait_for,
+    write_spec,
+)
 from trainer.wandb_recorder import WandbRecorder
 
 OFFLINE = {"project": "tp-test", "mode": "offline"}
@@ -178,8 +189,8 @@ def test_a_wandb_mode_that_does_not_exist_exits_2_before_anything(tmp_path):
 # ---- one job, run as `python -m trainer.job` ---------------------------------------------------
 def _standalone_job(out: Path, wandb: dict[str, Any] | None) -> Path:
     """A one-level dense job, planned as `python -m trainer` plans it."""
-    from trainer.__main__ import write_job
-    from trainer.config import resolve
+    from cli.hydra_app import write_job
+    from core.config import resolve
 
     over = {"method": "dense", "seed": 0, "schedule.epochs": 1, "model.hidden": [32],
             "data.batch_size": 128}
@@ -351,8 +362,9 @@ def test_a_failed_log_turns_wandb_off_for_that_run_only(tmp_path, monkeypatch, c
 
 
 def test_auto_mode_is_online_only_with_credentials(tmp_path, monkeypatch):
-    import wandb
     from urllib.parse import urlsplit
+
+    import wandb
 
     from trainer.wandb_recorder import _has_credentials
 

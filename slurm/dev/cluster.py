@@ -30,11 +30,28 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from ._config import (BINARIES, DEFAULT_DIR, DEFAULT_PORT, ETC_CONF, MARKER, BadInput,
-                      ClusterError, acct_ports,
-                      _abs, _check_dir, _conf_path, _etc_owner, _load_settings, _log_of,
-                      _make_settings, _munge_key, _pidfiles, _render, _settings_path)
 from . import _accounting
+from ._config import (
+    BINARIES,
+    DEFAULT_DIR,
+    DEFAULT_PORT,
+    ETC_CONF,
+    MARKER,
+    BadInput,
+    ClusterError,
+    _abs,
+    _check_dir,
+    _conf_path,
+    _etc_owner,
+    _load_settings,
+    _log_of,
+    _make_settings,
+    _munge_key,
+    _pidfiles,
+    _render,
+    _settings_path,
+    acct_ports,
+)
 from ._procs import _alive, _read_pid, _stop, _tail
 
 __all__ = ["ClusterStatus", "ClusterError", "BadInput", "up", "down", "status", "main"]

@@ -1,0 +1,1 @@
+"""What the commands print: tables that fit the terminal, results, status, searches, the plot."""
