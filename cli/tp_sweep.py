@@ -56,10 +56,10 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 # ---- resume / cancel ---------------------------------------------------------------------------
 def cmd_resume(a: argparse.Namespace) -> int:
-    from orchestrator.control.controller import resume, stored_spec  # the store: SQLAlchemy, 0.3 s
-    from orchestrator.control.submit import SubmitError  # the store: SQLAlchemy, 0.3 s
+    store = _store(a.db, target=a.sweep)  # first: an unknown sweep answers before the imports
+    from orchestrator.control.controller import resume, stored_spec  # the controller: submitit's side
+    from orchestrator.control.submit import SubmitError
 
-    store = _store(a.db, target=a.sweep)
     try:
         spec = stored_spec(store, a.sweep)
         kind = a.executor or spec.executor.kind
@@ -87,10 +87,10 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
 
 def cmd_cancel(a: argparse.Namespace) -> int:
-    from orchestrator.control.controller import cancel  # the store: SQLAlchemy, 0.3 s
-    from orchestrator.control.reconcile import sweep_level_ids  # the store: SQLAlchemy, 0.3 s
+    store = _store(a.db, target=a.target, runs=True)  # first: a typo answers before the imports
+    from orchestrator.control.controller import cancel  # the controller: submitit's side
+    from orchestrator.control.reconcile import sweep_level_ids
 
-    store = _store(a.db, target=a.target, runs=True)
     if store.get_sweep(a.target) is not None:
         level_ids = sweep_level_ids(store, a.target)
     else:
@@ -126,10 +126,10 @@ def _query_rows(store, a: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_query(a: argparse.Namespace) -> int:
+    store = _store(a.db, target=a.sweep)  # first: an unknown sweep answers before the imports
     from cli.render.results import query_table  # the store's queries: SQLAlchemy, 0.3 s
 
     if a.best:
-        store = _store(a.db, target=a.sweep)
 
         rows = search_rows(store, a.sweep)
         if rows is None:
@@ -138,7 +138,7 @@ def cmd_query(a: argparse.Namespace) -> int:
                                        "running", "fail", "pruned", "best_value", "best_params",
                                        "best_trial", "best_run_id")} for r in rows]
     else:
-        rows = _query_rows(_store(a.db, target=a.sweep), a)
+        rows = _query_rows(store, a)
     if a.format == "json":
         print(json.dumps(rows))
     elif a.format == "csv":
@@ -154,9 +154,9 @@ def cmd_query(a: argparse.Namespace) -> int:
 
 
 def cmd_plot(a: argparse.Namespace) -> int:
+    store = _store(a.db, target=a.sweep)  # first: an unknown sweep answers before matplotlib
     from cli.render.plot import plot_accuracy  # matplotlib (about a second)
 
-    store = _store(a.db, target=a.sweep)
     a.levels, a.where, a.group_by = False, None, None
     rows = _query_rows(store, a)
     if not any(r.get(a.metric) is not None for r in rows):

@@ -61,6 +61,28 @@ def test_every_help_answers_without_heavy_imports(args, tmp_path):
     assert "usage: tp-sweep" in proc.stdout
 
 
+
+@pytest.mark.parametrize("args", [["status", "nosuch"], ["query", "nosuch"], ["resume", "nosuch"],
+                                  ["cancel", "nosuch"], ["plot", "nosuch"]], ids=" ".join)
+def test_an_unknown_sweep_is_an_error_before_sqlalchemy(args, tmp_path):
+    """A typo answers at once (db/probe.py): no SQLAlchemy import, exit 2, and no store created
+    where there was none; against an existing store, the same, naming the store."""
+    heavy = (*HEAVY, "sqlalchemy")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    env.pop("TP_DB_URL", None)
+    run = lambda: subprocess.run([sys.executable, "-c", _PROBE.format(heavy=heavy), *args],
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    proc = run()
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY= CODE=2", proc.stdout + proc.stderr
+    assert "nosuch" in proc.stderr and "has no store yet" in proc.stderr
+    assert not (tmp_path / "tp-results.db").exists()
+    from db.store import Store
+
+    Store(f"sqlite:///{tmp_path / 'tp-results.db'}").close()  # an empty store, at head
+    proc = run()
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY= CODE=2", proc.stdout + proc.stderr
+    assert f"{args[1]!r} in sqlite:///{tmp_path / 'tp-results.db'}" in proc.stderr
+
 def test_version():
     from core import version
 
