@@ -72,6 +72,9 @@ def make_engine(url: str) -> sa.Engine:
             # results are on disk beside the weights anyway, and the store re-imports them.
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=60000")
+            # Reads through a memory map instead of read() into a 2 MB page cache: status on a
+            # 10,000-run store reads tens of MB, and its main query took 0.22 s, 0.17 s mapped.
+            cur.execute("PRAGMA mmap_size=268435456")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 

@@ -5,7 +5,6 @@ well under a second.
 from __future__ import annotations
 
 import ast
-import json
 import math
 import operator
 import statistics
@@ -13,7 +12,7 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from db.schema import GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun
+from db.schema import AxesDecoder, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, as_text
 from db.store import QueryError, Store
 
 
@@ -60,7 +59,7 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
         sid = _sweep_id(s, store, sweep)
         if levels:
             q = (sa.select(Run.method, (1.0 - Level.density).label("sparsity"), Run.seed, Run.run_id,
-                           RunLevel.position, sa.type_coerce(Run.axes, sa.String), *_LEVEL_COLUMNS)
+                           RunLevel.position, as_text(Run.axes), *_LEVEL_COLUMNS)
                  .join(SweepRun, SweepRun.run_id == Run.run_id)
                  .join(RunLevel, RunLevel.run_id == Run.run_id)
                  .join(Level, Level.level_id == RunLevel.level_id)
@@ -68,7 +67,7 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
             order = (0, 2, 3, 4)    # method, seed, run, position
         else:
             q = (sa.select(GridPoint.method, GridPoint.sparsity, GridPoint.seed, GridPoint.run_id, GridPoint.id,
-                           sa.type_coerce(GridPoint.axes, sa.String), *_LEVEL_COLUMNS)
+                           as_text(GridPoint.axes), *_LEVEL_COLUMNS)
                  .join(Level, Level.level_id == GridPoint.level_id).where(GridPoint.sweep_id == sid))
             order = (0, 1, 2, 4)    # method, sparsity, seed, grid point
         rows = sorted(conn.execute(q).all(), key=lambda r: tuple(r[i] for i in order))
@@ -77,16 +76,11 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
         for i in range(0, len(unfinished), 900):
             states.update(conn.execute(sa.select(Level.level_id, Job.state).join(Job, Job.job_id == Level.job_id)
                                        .where(Level.level_id.in_(unfinished[i:i + 900]))).all())
-    decoded: dict[str | None, dict[str, Any]] = {}
+    decode = AxesDecoder()
     out = []
     for (method, sparsity, seed, run_id, _order, axes, level_id, depth, kind, finished, achieved,
          test_acc, top5, best, epochs) in rows:
-        if isinstance(axes, dict):  # PostgreSQL's driver decodes JSON itself
-            extra = axes
-        else:
-            if axes not in decoded:
-                decoded[axes] = json.loads(axes) if axes else {}
-            extra = decoded[axes]
+        extra = decode(axes)
         row = {"sweep": sweep, "method": method, "sparsity": round(sparsity, 12) if levels else sparsity,
                "seed": seed, "run_id": run_id, "level": depth, "level_id": level_id, "level_kind": kind,
                "achieved_sparsity": achieved, "test_acc": test_acc, "test_top5": top5,

@@ -25,7 +25,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from db.schema import Attempt, Epoch, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, utcnow
+from db.schema import (
+    Attempt,
+    AxesDecoder,
+    Epoch,
+    GridPoint,
+    Job,
+    Level,
+    Run,
+    RunLevel,
+    Sweep,
+    SweepRun,
+    as_text,
+    utcnow,
+)
 from db.store import ACTIVE_STATES, RUN_STATE_PRIORITY, QueryError, Store, Unfinished
 
 
@@ -231,14 +244,15 @@ def _per_run(conn, sid: int, details: bool = True) -> tuple[dict[str, RunSummary
     charge of it: for a finished run, everything status shows. One query; the levels it looks up
     are one per run. (run_levels holds the order; only the last level is read from levels.)
     Without `details`, runs and their number of levels only: enough to count them by state."""
+    decode = AxesDecoder()
     # Grouped by sweep_runs.run_id: SQLite reads run_levels in that order, so it needs no sort.
     agg = (sa.select(SweepRun.run_id, sa.func.count().label("n"), sa.func.max(RunLevel.position).label("pos"))
            .join(RunLevel, RunLevel.run_id == SweepRun.run_id).where(SweepRun.sweep_id == sid)
            .group_by(SweepRun.run_id))
     if not details:
         a = agg.subquery()
-        q = sa.select(a.c.run_id, a.c.n, Run.method, Run.seed, Run.axes).join(Run, Run.run_id == a.c.run_id)
-        return {run_id: RunSummary(run_id, method, seed, axes or {}, levels_total=int(n))
+        q = sa.select(a.c.run_id, a.c.n, Run.method, Run.seed, as_text(Run.axes)).join(Run, Run.run_id == a.c.run_id)
+        return {run_id: RunSummary(run_id, method, seed, decode(axes), levels_total=int(n))
                 for run_id, n, method, seed, axes in conn.execute(q).all()}, {}
     if conn.dialect.name == "sqlite":
         # SQLite fills a bare column from the row holding the one max(): the last level's id.
@@ -250,7 +264,7 @@ def _per_run(conn, sid: int, details: bool = True) -> tuple[dict[str, RunSummary
         last_id = last.level_id  # type: ignore[assignment]  # a column either way
         q = sa.select(a.c.run_id, a.c.n).join(last, (last.run_id == a.c.run_id) & (last.position == a.c.pos))
     spans = _attempt_spans().subquery()
-    q = (q.add_columns(Run.method, Run.seed, Run.axes, Level.finished_at.is_not(None).label("finished"),
+    q = (q.add_columns(Run.method, Run.seed, as_text(Run.axes), Level.finished_at.is_not(None).label("finished"),
                        Level.test_acc, Level.depth, Level.job_id, Job.state, Job.sched_id, Job.attempts,
                        Job.message, _raw(spans.c.start), _raw(spans.c.end), spans.c.open)
          .join(Run, Run.run_id == a.c.run_id).join(Level, Level.level_id == last_id)
@@ -259,7 +273,7 @@ def _per_run(conn, sid: int, details: bool = True) -> tuple[dict[str, RunSummary
     last_of: dict[str, _Last] = {}
     for (run_id, n, method, seed, axes, finished, test_acc, depth, job_id, state, sched_id, attempts,
          message, start, end, open_) in conn.execute(q).all():
-        runs[run_id] = RunSummary(run_id, method, seed, axes or {}, levels_total=int(n))
+        runs[run_id] = RunSummary(run_id, method, seed, decode(axes), levels_total=int(n))
         if finished:
             job = None if job_id is None or state is None else _JobInfo(
                 job_id, state, sched_id, attempts or 0, message, _when(start), _when(end), int(open_ or 0))
