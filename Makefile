@@ -14,7 +14,7 @@ demo: bootstrap
 # The inner loop: lint, format, types, import contracts, then every test that needs neither Slurm
 # nor PostgreSQL (no services to start).
 check: lint
-	$(VENV)/bin/python -m pytest -q -m "not slurm and not postgres" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -m "not slurm and not postgres and not slow" $(PYTEST_ARGS)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

@@ -211,6 +211,7 @@ def test_status_json_says_time_and_device_hours(narrow):
     assert all(r["eta_s"] is None and r["epochs_left"] == 0 for r in st["runs"] if r["state"] == "COMPLETED")
 
 
+@pytest.mark.slow
 def test_watch_shows_a_bar_of_levels_and_stops_on_ctrl_c(narrow):
     import signal
     import time
@@ -326,6 +327,7 @@ def test_slurm_poll_is_one_call_for_any_number_of_jobs(monkeypatch):
     assert ex.poll(["7", "8"]) == {"7": executors.GONE, "8": executors.GONE} and len(seen) == 1
 
 
+@pytest.mark.slow
 def test_bench_store_small_runs(tmp_path):
     """bench/bench_store.py --small builds a store and times every command (the timings depend
     on the machine, so only that it ran and printed its table is checked): about 10 s idle."""

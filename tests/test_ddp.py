@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from cli.hydra_app import write_job
@@ -36,6 +37,7 @@ def _run(tmp: Path, nproc: int) -> dict[str, torch.Tensor]:
     return torch.load(out / "levels" / last / "final.pt", weights_only=True)
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one(tmp_path):
     one, two = _run(tmp_path, 1), _run(tmp_path, 2)
     assert all(torch.equal(one["mask"][k], two["mask"][k]) for k in one["mask"])

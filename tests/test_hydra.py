@@ -196,6 +196,7 @@ def _check_recorded(tmp_path: Path, db: str, sweep: str | None = None) -> str:
     return sweep
 
 
+@pytest.mark.slow
 def test_submitit_local_multirun_records_both_runs_with_tp_sweep_ids(tmp_path):
     db = f"sqlite:///{tmp_path / 'store.db'}"
     proc = _trainer("-m", "hydra/launcher=submitit_local", "method=imp,random", "+sparsities=[0.5]",
@@ -215,6 +216,7 @@ def test_submitit_local_with_tp_db_url_keeps_the_password_out_of_files(tmp_path,
     assert all(os.stat(h).st_mode & 0o077 == 0 for h in hits)
 
 
+@pytest.mark.slow
 def test_submitit_slurm_multirun_records_both_runs(tmp_path, slurm_cluster):
     db = f"sqlite:///{tmp_path / 'store.db'}"
     proc = _trainer("-m", "hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1",

@@ -130,6 +130,7 @@ def run_matrix(name: str, big: bool):
                     mask = check_step(model, method, mask, density ** (i / 3), ctx, False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAST_MODELS)
 def test_every_method_small_models(name):
     run_matrix(name, big=False)
@@ -143,6 +144,7 @@ SLOW_MODELS = ("resnet18", "resnet50", "vgg16_bn", "vgg19_bn", "deit_small")
     "name",
     [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n for n in MODELS if n not in FAST_MODELS],
 )
+@pytest.mark.slow
 def test_every_method_big_models(name):
     run_matrix(name, big=True)
 

@@ -100,6 +100,7 @@ def test_postgres_store_of_0001_carries_forward(postgres_url):
         _check_carried_forward(url)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [8])
 def test_many_processes_can_open_a_fresh_store_at_once(tmp_path, n):
     """Migrations run under a lock: every process finds the schema, none fails creating it."""

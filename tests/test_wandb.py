@@ -128,6 +128,7 @@ def wandb_spec(name: str, spec: dict[str, Any] | None = None, **wandb: Any) -> d
 
 
 # ---- through tp-sweep --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_offline_run_holds_every_epoch_of_each_run(tmp_path):
     """dense and imp share level 0: one job, two W&B runs in one process, level 0 in both."""
     spec = wandb_spec("wb", tags=["digits"])
@@ -209,6 +210,7 @@ def _imported_wandb(stderr: str) -> bool:
     return any(re.search(r"\|\s+wandb(\.\S+)?\s*$", line) for line in stderr.splitlines())
 
 
+@pytest.mark.slow
 def test_without_wandb_nothing_imports_it(tmp_path):
     off = _run_job(_standalone_job(tmp_path / "off", None))
     assert off.returncode == 0, off.stderr[-3000:]
@@ -222,6 +224,7 @@ def test_without_wandb_nothing_imports_it(tmp_path):
     assert part["run"]["group"] == ""  # standalone: no sweep, no group
 
 
+@pytest.mark.slow
 def test_a_wandb_failure_does_not_fail_the_job(tmp_path):
     """mode online without credentials: wandb.init itself refuses. The job completes."""
     job = _standalone_job(tmp_path, {"project": "tp-test", "mode": "online"})
@@ -322,6 +325,7 @@ def test_a_resumed_level_logs_at_the_steps_it_would_have(tmp_path, monkeypatch):
     assert [s for s, _ in fake.runs["tp-bbbb"].rows] == [1 * 3 + 2]
 
 
+@pytest.mark.slow
 def test_slow_or_failing_wandb_never_slows_or_fails_training(tmp_path, monkeypatch, capsys):
     from trainer.job import Recorders
 
