@@ -17,7 +17,8 @@ Settings worth knowing (slurm.conf.tmpl):
 - DefMemPerCPU: a job that asks no memory does not take a whole node.
 `down` ends the cluster's jobs before it stops the daemons (scancel, then a kill of what is left,
 found through DIR: see _jobs.py); stopping slurmd alone would leave them running. `up` of a
-half-alive cluster restarts its daemons and keeps its jobs, as a slurmd restart does.
+half-alive cluster (slurmctld stopped by SIGTERM, which saves its state) restarts the daemons
+and keeps the jobs: slurmd adopts their slurmstepds again.
 """
 from __future__ import annotations
 
