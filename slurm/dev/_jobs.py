@@ -254,13 +254,15 @@ def end_jobs(d: str, cfg: dict, timeout: float, client: Callable[..., subprocess
             _signal(procs.tasks, signal.SIGTERM)  # what Slurm's cancel would have sent
             termed = True
             deadline = min(deadline, now + min(timeout, kill_wait))
-        if procs.pids:
-            gone_since = None
-        else:
+        # Done waiting once the processes are gone, or, through Slurm, once the slurmstepds are:
+        # what is left then escaped Slurm's tracking (a double fork) and Slurm will not end it.
+        if not procs.pids or (via_slurm and not procs.stepds):
             gone_since = gone_since or now
-            # Processes gone: give slurmctld a moment to record the jobs as ended.
+            # Give slurmctld a moment to record the jobs as ended.
             if not listing or now - gone_since > 2:
                 break
+        else:
+            gone_since = None
         if now > deadline:
             break
         time.sleep(0.25)
