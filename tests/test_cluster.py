@@ -411,6 +411,8 @@ def test_down_ends_its_jobs_and_no_others(tmp_path, capsys):
         assert not _strays(sb.conf, os.path.join(b, "state"))
         assert cluster.down(b) == 0 and cluster.down(a) == 0
     finally:
-        cluster.down(a)
-        cluster.down(b)
-        shutil.rmtree(top, ignore_errors=True)
+        try:
+            cluster.down(a)
+        finally:
+            cluster.down(b)
+            shutil.rmtree(top, ignore_errors=True)
