@@ -20,7 +20,7 @@ import pytest
 
 from slurm.dev import _config, cluster
 from tests.conftest import REPO, require_service
-from tests.sweeputil import free_port_block
+from tests.sweeputil import free_port_block, run_progress, slow_spec, status_json, tp, wait_for, write_spec
 
 MAIN_DIR = os.environ.get("TP_CLUSTER_DIR", os.path.join(REPO, ".tp-cluster"))
 
@@ -324,7 +324,7 @@ def _job_procs(env: dict) -> dict[tuple[int, str], str]:
     """Every process of the cluster's jobs, as Slurm lists them (`scontrol listpids`, from the
     stepds' own records) plus the slurmstepd above each: (pid, start time) -> job id."""
     out = subprocess.run(["scontrol", "listpids"], capture_output=True, text=True, env=env,
-                         timeout=30).stdout
+                         timeout=30, check=False).stdout
     procs = {}
     for line in out.splitlines()[1:]:
         pid, job = int(line.split()[0]), line.split()[1]
@@ -335,6 +335,14 @@ def _job_procs(env: dict) -> dict[tuple[int, str], str]:
             with open(f"/proc/{pid}/stat") as f:
                 pid = int(f.read().rsplit(")", 1)[1].split()[1])
     return procs
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _alive(procs) -> list[int]:
@@ -349,10 +357,9 @@ def _strays(conf: str, needle: str) -> list[str]:
         try:
             with open(f"/proc/{e}/environ", "rb") as f:
                 env = f.read().split(b"\0")
-            with open(f"/proc/{e}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
+        cmd = _cmdline(int(e))
         if _start_time(int(e)) and int(e) != os.getpid() and (
                 needle in cmd or (f"SLURM_CONF={conf}".encode() in env
                                   and any(v.startswith(b"SLURM_JOB_ID=") for v in env))):
@@ -367,8 +374,6 @@ def test_down_ends_its_jobs_and_no_others(tmp_path, capsys):
     for Slurm's SIGTERM to work before down kills what is left). Then the second cluster, its
     slurmctld dead and its job ignoring SIGTERM, is ended through its folder alone; down twice
     is a no-op. One test for all: a cluster and a sweep job cost seconds to start."""
-    from tests.sweeputil import run_progress, slow_spec, status_json, tp, wait_for, write_spec
-
     why = _can_run_daemons()
     if why:
         require_service("slurm daemons", why)
@@ -393,7 +398,7 @@ def test_down_ends_its_jobs_and_no_others(tmp_path, capsys):
         assert status_json("downed", tmp_path, env=sa.env)["runs"][0]["state"] == "RUNNING"
         procs_a, procs_b = _job_procs(env_a), _job_procs(env_b)
         assert len(set(procs_a.values())) == 2 and srun_job in procs_a.values(), procs_a
-        trainer = [p for p, _ in procs_a if "trainer.job" in open(f"/proc/{p}/cmdline").read()]
+        trainer = [p for p, _ in procs_a if "trainer.job" in _cmdline(p)]
         assert trainer, "the sweep's trainer must be among the job's processes"
         assert procs_b and all(_alive(procs_b))
 
@@ -402,7 +407,7 @@ def test_down_ends_its_jobs_and_no_others(tmp_path, capsys):
         assert not _alive(procs_a), _alive(procs_a)
         assert not _strays(sa.conf, str(tmp_path)), _strays(sa.conf, str(tmp_path))
         assert sorted(_alive(procs_b)) == sorted(p for p, _ in procs_b), "b's job was touched"
-        assert "RUNNING" in subprocess.run(["squeue", "-h", "-o", "%T"], env=env_b,
+        assert "RUNNING" in subprocess.run(["squeue", "-h", "-o", "%T"], env=env_b, check=False,
                                            capture_output=True, text=True).stdout
 
         os.kill(cluster.status(b).daemons["slurmctld"], 9)  # scancel cannot reach b now

@@ -28,10 +28,8 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
-
-from slurm.procs import pid_alive
 
 # A slurmstepd's socket in the spool folder: NODE_JOBID.STEPID (4294967291 is the batch step).
 _SOCKET = re.compile(r"^(?P<node>.+)_(?P<job>\d+)\.(?P<step>\d+)$")
