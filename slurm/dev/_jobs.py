@@ -21,6 +21,7 @@ Slurm 22.05 (proctrack/linuxproc, no cgroups):
   this cluster, so all three must be there.
 The caller's own process and its ancestors are never touched (a `down` run from inside a job).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,17 @@ from dataclasses import dataclass, field
 # A slurmstepd's socket in the spool folder: NODE_JOBID.STEPID (4294967291 is the batch step).
 _SOCKET = re.compile(r"^(?P<node>.+)_(?P<job>\d+)\.(?P<step>\d+)$")
 _CMDLINE = re.compile(r"^slurmstepd: \[(?P<job>\d+)\.")
-_END_STATES = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
-               "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+_END_STATES = {
+    "COMPLETED",
+    "CANCELLED",
+    "FAILED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 
 
 @dataclass
@@ -161,8 +171,11 @@ def find(d: str, cfg: dict, spare: set[int] = frozenset()) -> JobProcs:
                     found.job_ids.add(m.group("job"))
             continue
         env = _environ(pid)
-        if (env.get("SLURM_JOB_ID") and env.get("SLURMD_NODENAME") in nodes
-                and os.path.realpath(env.get("SLURM_CONF", "/")) == conf):
+        if (
+            env.get("SLURM_JOB_ID")
+            and env.get("SLURMD_NODENAME") in nodes
+            and os.path.realpath(env.get("SLURM_CONF", "/")) == conf
+        ):
             found.tasks.add(pid)
             found.job_ids.add(env["SLURM_JOB_ID"])
     children: dict[int, list[int]] = {}
@@ -217,8 +230,14 @@ def _queue(client: Callable[..., subprocess.CompletedProcess]) -> dict[str, tupl
     return jobs
 
 
-def end_jobs(d: str, cfg: dict, timeout: float, client: Callable[..., subprocess.CompletedProcess],
-             ctld_alive: bool, spare: set[int] = frozenset()) -> int:
+def end_jobs(
+    d: str,
+    cfg: dict,
+    timeout: float,
+    client: Callable[..., subprocess.CompletedProcess],
+    ctld_alive: bool,
+    spare: set[int] = frozenset(),
+) -> int:
     """End every job of the cluster in DIR; returns how many there were.
 
     With slurmctld alive: scancel each job (Slurm sends SIGTERM, then SIGKILL after KillWait) and
