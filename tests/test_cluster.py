@@ -19,6 +19,7 @@ import time
 import pytest
 
 from slurm.dev import _config, cluster
+from slurm.dev._procs import _tail
 from tests.conftest import REPO, require_service
 from tests.sweeputil import free_port_block, run_progress, slow_spec, status_json, tp, wait_for, write_spec
 
@@ -337,6 +338,23 @@ def _job_procs(env: dict) -> dict[tuple[int, str], str]:
     return procs
 
 
+def _wait_procs(env: dict, steps: dict[str, int], d: str, timeout: float = 60) -> dict:
+    """_job_procs once each job in `steps` has that many slurmstepds (an srun job: 2); the
+    cluster's view of its jobs in the message if they never get there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = _job_procs(env)
+        stepds = [job for (pid, _), job in procs.items() if _cmdline(pid).startswith("slurmstepd")]
+        if all(stepds.count(job) >= n for job, n in steps.items()):
+            return procs
+        if time.monotonic() > deadline:
+            jobs = subprocess.run(["scontrol", "show", "job"], env=env, capture_output=True, text=True,
+                                  check=False)
+            raise AssertionError(f"jobs {steps} not running after {timeout} s: {procs}\n{jobs.stdout}\n"
+                                 f"{_tail(os.path.join(d, 'log', 'slurmctld.log'), 20)}")
+        time.sleep(0.5)
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -396,8 +414,9 @@ def test_down_ends_its_jobs_and_no_others(tmp_path, capsys):
            env=sa.env, check=True)
         wait_for(lambda: run_progress(tmp_path) >= (0, 1), 240, "the tp-sweep job mid-level")
         assert status_json("downed", tmp_path, env=sa.env)["runs"][0]["state"] == "RUNNING"
-        procs_a, procs_b = _job_procs(env_a), _job_procs(env_b)
-        assert len(set(procs_a.values())) == 2 and srun_job in procs_a.values(), procs_a
+        procs_a = _wait_procs(env_a, {srun_job: 2}, a)  # the srun job's batch step and step 0
+        procs_b = _wait_procs(env_b, {"1": 2}, b)
+        assert len(set(procs_a.values())) == 2, procs_a  # and the sweep's job
         trainer = [p for p, _ in procs_a if "trainer.job" in _cmdline(p)]
         assert trainer, "the sweep's trainer must be among the job's processes"
         assert procs_b and all(_alive(procs_b))
