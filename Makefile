@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTEST_ARGS ?=
 
-.PHONY: demo test bootstrap services-down bench bench-gpu
+.PHONY: demo test check lint bootstrap services-down bench bench-gpu
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -10,6 +10,17 @@ bootstrap:
 demo: bootstrap
 	$(VENV)/bin/tp-sweep launch sweeps/demo.yaml
 	$(VENV)/bin/tp-sweep status demo
+
+# The inner loop: lint, format, types, import contracts, then every test that needs neither Slurm
+# nor PostgreSQL (no services to start).
+check: lint
+	$(VENV)/bin/python -m pytest -q -m "not slurm and not postgres and not slow" $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: bootstrap
 	@url=$$(bash scripts/services.sh up | tail -n 1) && test -n "$$url" && \

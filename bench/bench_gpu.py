@@ -12,7 +12,7 @@ on the device, gathered and normalised there per batch, so the loader costs next
 the figures are the model step's. No JPEG decoding is measured.
 
 1. Throughput, per model (ResNet-50, ResNet-18 at 176 px, ImageNet's training resolution), with
-   and without torch.compile: `trainer.levels.LevelTrainer` trains one dense level (the real
+   and without torch.compile: `trainer.level_trainer.LevelTrainer` trains one dense level (the real
    levels loop: LR schedule, mask hook, on-device metrics, a checkpoint after every epoch) on
    imagenet_rn50's config with bf16 autocast and channels_last; its images/s are the epochs'
    wall time between the trainer's per-epoch reports, which includes the previous epoch's
@@ -48,17 +48,26 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from gpu_report import (  # noqa: E402
+    DATA_NOTE,
+    IMAGENET_TRAIN,
+    RATIO_GOAL,
+    RN50_GOAL,
+    environment,
+    error_text,
+    forbidden_imported,
+    fs_type,
+    print_report,
+)
 from torch import nn  # noqa: E402
 
-from trainer.config import resolve  # noqa: E402
+from core.atomic import write_json_atomic  # noqa: E402
+from core.config import resolve  # noqa: E402
+from core.layout import LevelDir  # noqa: E402
+from core.levels import content_hash, plan_levels  # noqa: E402
 from trainer.distributed import DistInfo, StopFlag  # noqa: E402
-from trainer.levels import LevelTrainer, Stopped  # noqa: E402
-from trainer.lineage import content_hash, plan_levels  # noqa: E402
+from trainer.level_trainer import LevelTrainer, Stopped  # noqa: E402
 from trainer.models import build_model  # noqa: E402
-from trainer.storage import LevelDir, write_json_atomic  # noqa: E402
-
-from gpu_report import (DATA_NOTE, IMAGENET_TRAIN, RATIO_GOAL, RN50_GOAL, environment,  # noqa: E402
-                        error_text, forbidden_imported, fs_type, print_report)
 
 
 class Recorder:

@@ -8,6 +8,7 @@ grid point as JSON). Goals: written in under 10 s, under 5 MB.
 --small: 200 runs, 1 repeat (a check that it runs). Prints the time (median wall and CPU of the
 process), the report's size, the share of it that is plotly.js, and the machine's load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,23 +34,30 @@ def bench(name: str, url: str, runs: int, repeats: int, work: str) -> list[tuple
     print(f"[{name}] building {runs:,} runs ...", flush=True)
     t0 = time.perf_counter()
     counts = synth_store.write(url, synth_store.generate(runs, f"{work}/out"))
-    print(f"[{name}] {counts['runs']:,} runs, {counts['levels']:,} levels, {counts['epochs']:,} epochs "
-          f"in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(
+        f"[{name}] {counts['runs']:,} runs, {counts['levels']:,} levels, {counts['epochs']:,} epochs "
+        f"in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100"}
     env.pop("TP_DB_URL", None)
-    tp = [sys.executable, "-m", "orchestrator.cli"]
+    tp = [sys.executable, "-m", "cli.tp_sweep"]
     out = Path(work) / f"{name}-report.html"
-    commands = {"baseline: python -c pass": [sys.executable, "-c", "pass"],
-                "baseline: query SWEEP --format json": [*tp, "query", "bench", "--db", url, "--format", "json"],
-                "report SWEEP": [*tp, "report", "bench", "--db", url, "--out", str(out)]}
+    commands = {
+        "baseline: python -c pass": [sys.executable, "-c", "pass"],
+        "baseline: query SWEEP --format json": [*tp, "query", "bench", "--db", url, "--format", "json"],
+        "report SWEEP": [*tp, "report", "bench", "--db", url, "--out", str(out)],
+    }
     got = measure(commands, env, work, repeats)
     size = out.stat().st_size
     text = out.read_text()
     start = text.index("id=tp-plotly-gz>") + len("id=tp-plotly-gz>")
     bundle = text.index("</script>", start) - start
     base = got["baseline: python -c pass"][0]
-    rows = [(name, k, w, c, w / base if base else None, TIME_GOAL_S if k == "report SWEEP" else None)
-            for k, (w, c) in got.items()]
+    rows = [
+        (name, k, w, c, w / base if base else None, TIME_GOAL_S if k == "report SWEEP" else None)
+        for k, (w, c) in got.items()
+    ]
     rows.append((name, "report size, MB", size / 1e6, None, None, SIZE_GOAL / 1e6))
     rows.append((name, "  of which plotly.js (gzip + base64), MB", bundle / 1e6, None, None, None))
     rows.append((name, "  of which everything else, kB", (size - bundle) / 1e3, None, None, None))

@@ -74,8 +74,8 @@ def plan_and_record(url: str, out: str) -> float:
     """Seconds for plan_sweep + Store.record_plan of a 10,000-point grid (5 methods x 4
     sparsities x 500 seeds), in this process after its imports."""
     from db.store import Store
-    from orchestrator.plan import plan_sweep
-    from orchestrator.spec import parse_spec
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
 
     spec = parse_spec({"name": "plan10k", "output_dir": out, "max_grid_points": 10_000,
                        "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 2}},
@@ -106,7 +106,7 @@ def bench_backend(name: str, url: str, runs: int, repeats: int, work: str) -> li
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100", "TP_LOST_AFTER_S": "1e12",
            "PATH": f"{stub}:{os.environ['PATH']}", "TP_BENCH_CALLS": str(calls)}
     env.pop("TP_DB_URL", None)
-    tp = [sys.executable, "-m", "orchestrator.cli"]
+    tp = [sys.executable, "-m", "cli.tp_sweep"]
     commands = {"baseline: python -c pass": [sys.executable, "-c", "pass"],
                 "status SWEEP --format json": [*tp, "status", "bench", "--db", url, "--format", "json"],
                 "query SWEEP --group-by method,sparsity": [*tp, "query", "bench", "--db", url,
@@ -144,7 +144,7 @@ def main() -> int:
     try:
         help_env = {**os.environ, "PYTHONPATH": str(REPO)}
         help_cmds = {"baseline: python -c pass": [sys.executable, "-c", "pass"]}
-        help_cmds.update({f"tp-sweep {h}": [sys.executable, "-m", "orchestrator.cli", *h.split()] for h in HELP})
+        help_cmds.update({f"tp-sweep {h}": [sys.executable, "-m", "cli.tp_sweep", *h.split()] for h in HELP})
         got = measure(help_cmds, help_env, work, repeats)
         base = got.pop("baseline: python -c pass")
         rows.append(("-", "baseline: python -c pass", base[0], base[1], None, None))

@@ -79,7 +79,7 @@ def _level_shape() -> list[tuple[int, str, float, int | None]]:
 
 def generate(runs: int, output_dir: str, name: str = "bench", seed: int = 0) -> dict[str, list[dict]]:
     """Rows for every table, as dicts keyed by column name."""
-    from trainer import config as trainer_config
+    from core import config as trainer_config
 
     global T0
     T0 = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0) - dt.timedelta(days=2)

@@ -1,37 +1,33 @@
 """`tp-sweep report SWEEP [--out FILE.html]`: write the sweep's self-contained HTML report
-(cli/render/report.py builds it) atomically: a temporary file beside the target, then a rename,
-so a bad sweep or a failed write leaves nothing behind and never half a file."""
+(cli/render/report.py builds it) atomically (core.atomic: a temporary file beside the target, then
+a rename), so a bad sweep or a failed write leaves nothing behind and never half a file."""
+
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import tempfile
 from pathlib import Path
 
-from orchestrator.cli_common import BadInput, console, open_store
+from cli.common import BadInput, console, open_store
+from core.atomic import write_atomic
 
 
 def default_out(sweep: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", sweep).lstrip(".-") + "-report.html"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Temporary file in the target's folder, fsync, rename; permissions as a new file gets."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(f.fileno(), 0o666 & ~umask)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def write_report(path: Path, page: str) -> None:
+    """core.atomic's temporary file, fsync and rename, readable as a new file would be (a report is
+    for sharing, not owner-only like mkstemp's files)."""
+
+    def write(f) -> None:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(f.fileno(), 0o666 & ~umask)
+        f.write(page.encode("utf-8"))
+
+    write_atomic(path, write)
 
 
 def _check_out(out: Path) -> None:
@@ -59,10 +55,9 @@ def cmd_report(a: argparse.Namespace) -> int:
     finally:
         store.close()
     try:
-        write_atomic(out, page)
+        write_report(out, page)
     except OSError as exc:
         raise BadInput(f"--out {out}: cannot write: {exc.strerror or exc}") from None
     size = out.stat().st_size
-    console.print(f"wrote {out} ({size / 1e6:.1f} MB): open it in a browser, no network needed",
-                  highlight=False)
+    console.print(f"wrote {out} ({size / 1e6:.1f} MB): open it in a browser, no network needed", highlight=False)
     return 0

@@ -9,12 +9,12 @@ write and so cannot serialize a read-then-write.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-DEFAULT_URL = "sqlite:///tp-results.db"
+from db import requested_url
 
 
 class StoreError(RuntimeError):
@@ -31,7 +31,7 @@ def display_url(url: str) -> str:
 def resolve_url(cli_url: str | None = None, spec_url: str | None = None) -> str:
     """--db, else TP_DB_URL, else the spec's db:, else SQLite in the working directory.
     A relative SQLite path is made absolute (jobs may start elsewhere) and `~` is expanded."""
-    url = cli_url or os.environ.get("TP_DB_URL") or spec_url or DEFAULT_URL
+    url = requested_url(cli_url, spec_url)
     try:
         parsed = make_url(url)
     except Exception:
@@ -49,7 +49,7 @@ def store_may_exist(url: str) -> bool:
     except Exception:
         return False
     if parsed.get_backend_name() == "sqlite":
-        return bool(parsed.database) and os.path.isfile(parsed.database)
+        return parsed.database is not None and os.path.isfile(parsed.database)
     return True
 
 
@@ -72,6 +72,9 @@ def make_engine(url: str) -> sa.Engine:
             # results are on disk beside the weights anyway, and the store re-imports them.
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=60000")
+            # Reads through a memory map instead of read() into a 2 MB page cache: status on a
+            # 10,000-run store reads tens of MB, and its main query took 0.22 s, 0.17 s mapped.
+            cur.execute("PRAGMA mmap_size=268435456")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -96,7 +99,7 @@ def make_engine(url: str) -> sa.Engine:
         raise StoreError(f"unsupported database URL {display_url(url)}: {type(exc).__name__}") from None
 
 
-def upsert(conn: sa.Connection | Any, table: sa.Table, rows: Iterable[dict[str, Any]],
+def upsert(conn: sa.Connection | Any, table: sa.Table | sa.FromClause, rows: Iterable[dict[str, Any]],
            keys: list[str], update: list[str] | None = None, chunk: int = 5000) -> None:
     """INSERT ... ON CONFLICT (keys) DO UPDATE SET update (or DO NOTHING): atomic, so concurrent
     writers of one row never fail or duplicate it (a read-then-write `merge` does both).
@@ -108,12 +111,12 @@ def upsert(conn: sa.Connection | Any, table: sa.Table, rows: Iterable[dict[str, 
         return
     dialect = conn.bind.dialect.name if hasattr(conn, "bind") and conn.bind is not None else conn.dialect.name
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects import postgresql as backend  # the dialect in use, only
     elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        from sqlalchemy.dialects import sqlite as backend  # type: ignore[no-redef]
     else:
         raise StoreError(f"upsert is not implemented for {dialect}")
-    stmt = insert(table)
+    stmt = backend.insert(cast(sa.Table, table))  # a mapped class's __table__ is typed as FromClause
     if update:
         stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in update})
     else:

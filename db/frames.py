@@ -14,17 +14,50 @@ Accuracies and sparsities are fractions; other grid axes are columns named by th
 pandas is imported here only (`pip install 'turboprune[notebook]'`): the rest of the tool does
 not need it. Reading only: a SQLite file that does not exist is an error, never created.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
-GRID_COLUMNS = ("sweep", "method", "sparsity", "seed", "run_id", "level", "level_id", "level_kind",
-                "achieved_sparsity", "test_acc", "test_top5", "best_test_acc", "epochs", "state")
-EPOCH_COLUMNS = ("sweep", "method", "seed", "run_id", "level", "level_id", "level_kind", "sparsity",
-                 "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr",
-                 "steps", "seconds", "images_per_s")
+GRID_COLUMNS = (
+    "sweep",
+    "method",
+    "sparsity",
+    "seed",
+    "run_id",
+    "level",
+    "level_id",
+    "level_kind",
+    "achieved_sparsity",
+    "test_acc",
+    "test_top5",
+    "best_test_acc",
+    "epochs",
+    "state",
+)
+EPOCH_COLUMNS = (
+    "sweep",
+    "method",
+    "seed",
+    "run_id",
+    "level",
+    "level_id",
+    "level_kind",
+    "sparsity",
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "test_top5",
+    "lr",
+    "steps",
+    "seconds",
+    "images_per_s",
+)
 
 
 def store_url(source: str | os.PathLike) -> str:

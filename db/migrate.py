@@ -62,7 +62,7 @@ def _head_from_files() -> str | None:
 
 def _stored_revision(conn: Connection) -> str | None:
     try:
-        rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+        rows = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
     except sa.exc.DBAPIError:
         conn.rollback()  # no table yet (PostgreSQL aborts the transaction)
         return None

@@ -5,7 +5,6 @@ well under a second.
 from __future__ import annotations
 
 import ast
-import json
 import math
 import operator
 import statistics
@@ -13,16 +12,8 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from db.schema import Epoch, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun
-from db.store import Store
-
-# Which job state a run shows when several jobs work on it: what needs attention first.
-RUN_STATE_PRIORITY = ("RUNNING", "PREEMPTED", "TIMEOUT", "LOST", "FAILED", "PENDING", "CANCELLED",
-                      "PLANNED")
-
-
-class QueryError(ValueError):
-    pass
+from db.schema import AxesDecoder, Epoch, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, as_text
+from db.store import QueryError, Store
 
 
 def _sweep_id(s, store: Store, sweep: str) -> int:
@@ -30,13 +21,6 @@ def _sweep_id(s, store: Store, sweep: str) -> int:
     if sid is None:
         raise QueryError(f"no sweep named {sweep!r} in {store.display_url}")
     return sid
-
-
-def run_summaries(store: Store, sweep: str):
-    """Every run of the sweep with its state (db.summaries, where the SQL aggregation lives)."""
-    from db.summaries import run_summaries as summaries
-
-    return summaries(store, sweep)
 
 
 def level_progress(store: Store, sweep: str) -> tuple[int, int]:
@@ -55,7 +39,7 @@ def accuracy_lines(store: Store, sweep: str) -> int:
     with store.reading() as s:
         sid = _sweep_id(s, store, sweep)
         pairs = sa.select(GridPoint.method, GridPoint.axes_key).where(GridPoint.sweep_id == sid).distinct()
-        return int(s.scalar(sa.select(sa.func.count()).select_from(pairs.subquery())))
+        return int(s.scalar(sa.select(sa.func.count()).select_from(pairs.subquery())) or 0)
 
 
 _LEVEL_COLUMNS = (Level.level_id, Level.depth, Level.kind, Level.finished_at.is_not(None).label("finished"),
@@ -75,7 +59,7 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
         sid = _sweep_id(s, store, sweep)
         if levels:
             q = (sa.select(Run.method, (1.0 - Level.density).label("sparsity"), Run.seed, Run.run_id,
-                           RunLevel.position, sa.type_coerce(Run.axes, sa.String), *_LEVEL_COLUMNS)
+                           RunLevel.position, as_text(Run.axes), *_LEVEL_COLUMNS)
                  .join(SweepRun, SweepRun.run_id == Run.run_id)
                  .join(RunLevel, RunLevel.run_id == Run.run_id)
                  .join(Level, Level.level_id == RunLevel.level_id)
@@ -83,7 +67,7 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
             order = (0, 2, 3, 4)    # method, seed, run, position
         else:
             q = (sa.select(GridPoint.method, GridPoint.sparsity, GridPoint.seed, GridPoint.run_id, GridPoint.id,
-                           sa.type_coerce(GridPoint.axes, sa.String), *_LEVEL_COLUMNS)
+                           as_text(GridPoint.axes), *_LEVEL_COLUMNS)
                  .join(Level, Level.level_id == GridPoint.level_id).where(GridPoint.sweep_id == sid))
             order = (0, 1, 2, 4)    # method, sparsity, seed, grid point
         rows = sorted(conn.execute(q).all(), key=lambda r: tuple(r[i] for i in order))
@@ -92,16 +76,11 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
         for i in range(0, len(unfinished), 900):
             states.update(conn.execute(sa.select(Level.level_id, Job.state).join(Job, Job.job_id == Level.job_id)
                                        .where(Level.level_id.in_(unfinished[i:i + 900]))).all())
-    decoded: dict[str | None, dict[str, Any]] = {}
+    decode = AxesDecoder()
     out = []
     for (method, sparsity, seed, run_id, _order, axes, level_id, depth, kind, finished, achieved,
          test_acc, top5, best, epochs) in rows:
-        if isinstance(axes, dict):  # PostgreSQL's driver decodes JSON itself
-            extra = axes
-        else:
-            if axes not in decoded:
-                decoded[axes] = json.loads(axes) if axes else {}
-            extra = decoded[axes]
+        extra = decode(axes)
         row = {"sweep": sweep, "method": method, "sparsity": round(sparsity, 12) if levels else sparsity,
                "seed": seed, "run_id": run_id, "level": depth, "level_id": level_id, "level_kind": kind,
                "achieved_sparsity": achieved, "test_acc": test_acc, "test_top5": top5,
@@ -302,8 +281,8 @@ def run_curves(store: Store, run_ids: list[str]) -> dict[str, list[dict[str, Any
                            Level.density, Level.finished_at.is_not(None))
                  .join(Level, Level.level_id == RunLevel.level_id)
                  .where(RunLevel.run_id.in_(run_ids[i:i + 900])))
-            for run_id, pos, lid, depth, kind, density, finished in sorted(conn.execute(q).all(),
-                                                                           key=lambda r: (r[0], r[1])):
+            for run_id, _pos, lid, depth, kind, density, finished in sorted(conn.execute(q).all(),
+                                                                            key=lambda r: (r[0], r[1])):
                 eps: list[dict[str, Any]] = by_level.setdefault(lid, [])
                 out[run_id].append({"level_id": lid, "depth": depth, "kind": kind, "density": density,
                                     "finished": bool(finished), "epochs": eps})
@@ -323,7 +302,7 @@ def epoch_results(store: Store, sweep: str) -> list[dict[str, Any]]:
     with store.reading() as s:
         conn = s.connection()
         sid = _sweep_id(s, store, sweep)
-        q = (sa.select(Run.method, Run.seed, Run.run_id, sa.type_coerce(Run.axes, sa.String), RunLevel.position,
+        q = (sa.select(Run.method, Run.seed, Run.run_id, as_text(Run.axes), RunLevel.position,
                        Level.level_id, Level.depth, Level.kind, Level.density,
                        *(getattr(Epoch, f) for f in _EPOCH_FIELDS))
              .join(SweepRun, SweepRun.run_id == Run.run_id)
@@ -332,15 +311,10 @@ def epoch_results(store: Store, sweep: str) -> list[dict[str, Any]]:
              .join(Epoch, Epoch.level_id == Level.level_id)
              .where(SweepRun.sweep_id == sid))
         rows = sorted(conn.execute(q).all(), key=lambda r: (r[0], r[1], r[2], r[4], r[9]))
-    decoded: dict[Any, dict[str, Any]] = {}
+    decode = AxesDecoder()
     out = []
     for method, seed, run_id, axes, _pos, lid, depth, kind, density, *values in rows:
-        if isinstance(axes, dict):
-            extra = axes
-        else:
-            if axes not in decoded:
-                decoded[axes] = json.loads(axes) if axes else {}
-            extra = decoded[axes]
+        extra = decode(axes)
         row = {"sweep": sweep, "method": method, "seed": seed, "run_id": run_id, "level": depth,
                "level_id": lid, "level_kind": kind, "sparsity": round(1.0 - density, 12),
                **dict(zip(_EPOCH_FIELDS, values))}

@@ -11,9 +11,10 @@ are the record; this store is their index and can be rebuilt from them (`tp-swee
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, type_coerce
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -156,3 +157,23 @@ class Attempt(Base):
     started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+def as_text(column: Any) -> Any:
+    """A JSON column read as the driver's text, for AxesDecoder (SQLAlchemy decodes every row's
+    JSON; a sweep's 10,000 runs share a handful of distinct axes)."""
+    return type_coerce(column, String)
+
+
+class AxesDecoder:
+    """Decodes each distinct axes text once; each call returns a dict of its own."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str | None, dict[str, Any]] = {}
+
+    def __call__(self, value: Any) -> dict[str, Any]:
+        if isinstance(value, dict):  # PostgreSQL's driver decodes JSON itself
+            return value
+        if value not in self._seen:
+            self._seen[value] = json.loads(value) if value else {}
+        return dict(self._seen[value])

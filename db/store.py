@@ -21,6 +21,13 @@ from db.engine import StoreError, display_url, make_engine, upsert
 from db.schema import Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, utcnow
 
 ACTIVE_STATES = ("PENDING", "RUNNING")
+# Which job state a run shows when several jobs work on it: what needs attention first.
+RUN_STATE_PRIORITY = ("RUNNING", "PREEMPTED", "TIMEOUT", "LOST", "FAILED", "PENDING", "CANCELLED",
+                      "PLANNED")
+
+
+class QueryError(ValueError):
+    """A read that cannot be answered as asked (unknown sweep, bad --where or --group-by): exit 2."""
 RESUMABLE_STATES = ("PREEMPTED", "TIMEOUT", "LOST")
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
 _PG_PLAN_LOCK = 0x7470_706C  # "tppl": serializes planning transactions
@@ -250,7 +257,7 @@ class Store:
                 values["sched_id"] = sched_id
             if executor is not None:
                 values["executor"] = executor
-            if s.execute(q.values(**values)).rowcount == 0:
+            if _rowcount(s.execute(q.values(**values))) == 0:
                 return False
             s.add(Event(job_id=job_id, state_from=old.state, state_to=to,
                         sched_id=sched_id or old.sched_id, message=message))
@@ -260,9 +267,9 @@ class Store:
         """Take a job for submission (-> PENDING without a scheduler id) if it is still in one of
         `from_states`: of two launches racing for it, exactly one wins."""
         with self.session() as s:
-            return s.execute(sa.update(Job).where(Job.job_id == job_id, Job.state.in_(from_states))
+            return _rowcount(s.execute(sa.update(Job).where(Job.job_id == job_id, Job.state.in_(from_states))
                              .values(state="PENDING", sched_id=None, message="submitting",
-                                     updated_at=utcnow())).rowcount == 1
+                                     updated_at=utcnow()))) == 1
 
     def submitted(self, job_id: str, state_from: str, sched_id: str, executor: str) -> None:
         with self.session() as s:
@@ -287,7 +294,7 @@ class Store:
         """The levels a job's first levels continue from that other jobs train: it may start
         once they are finished."""
         with self.reading() as s:
-            parents = set(s.scalars(sa.select(Level.parent_id).where(
+            parents: set[str] = set(s.scalars(sa.select(Level.parent_id).where(
                 Level.level_id.in_(job.levels), Level.parent_id.is_not(None))))
         parents -= set(job.levels)
         return self.level_states(sorted(parents))
@@ -317,3 +324,8 @@ class Store:
     def epochs(self, level_id: str) -> list[Epoch]:
         with self.reading() as s:
             return list(s.scalars(sa.select(Epoch).where(Epoch.level_id == level_id).order_by(Epoch.epoch)))
+
+
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE matched (a CursorResult's rowcount; Session.execute is typed as plain Result)."""
+    return int(result.rowcount)

@@ -25,9 +25,22 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from db.queries import RUN_STATE_PRIORITY, QueryError
-from db.schema import Attempt, Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, utcnow
-from db.store import ACTIVE_STATES, Store, Unfinished
+from db.schema import (
+    Attempt,
+    AxesDecoder,
+    Epoch,
+    Event,
+    GridPoint,
+    Job,
+    Level,
+    Run,
+    RunLevel,
+    Sweep,
+    SweepRun,
+    as_text,
+    utcnow,
+)
+from db.store import ACTIVE_STATES, RUN_STATE_PRIORITY, QueryError, Store, Unfinished
 
 
 @dataclass
@@ -138,8 +151,8 @@ def sweep_status(store: Store, sweep: str, unfinished: list[Unfinished] | None =
     with store.reading() as s:
         conn = s.connection()
         sid, spec = _sweep(conn, store, sweep)
-        details = details_up_to is None or conn.scalar(
-            sa.select(sa.func.count()).select_from(SweepRun).where(SweepRun.sweep_id == sid)) <= details_up_to
+        details = details_up_to is None or (conn.scalar(
+            sa.select(sa.func.count()).select_from(SweepRun).where(SweepRun.sweep_id == sid)) or 0) <= details_up_to
         runs, last = _per_run(conn, sid, details)
         unfinished = [u for u in unfinished if u.run_id in runs]
         points = sa.select(GridPoint.run_id, GridPoint.sparsity).where(GridPoint.sweep_id == sid)
@@ -232,14 +245,15 @@ def _per_run(conn, sid: int, details: bool = True) -> tuple[dict[str, RunSummary
     charge of it: for a finished run, everything status shows. One query; the levels it looks up
     are one per run. (run_levels holds the order; only the last level is read from levels.)
     Without `details`, runs and their number of levels only: enough to count them by state."""
+    decode = AxesDecoder()
     # Grouped by sweep_runs.run_id: SQLite reads run_levels in that order, so it needs no sort.
     agg = (sa.select(SweepRun.run_id, sa.func.count().label("n"), sa.func.max(RunLevel.position).label("pos"))
            .join(RunLevel, RunLevel.run_id == SweepRun.run_id).where(SweepRun.sweep_id == sid)
            .group_by(SweepRun.run_id))
     if not details:
         a = agg.subquery()
-        q = sa.select(a.c.run_id, a.c.n, Run.method, Run.seed, Run.axes).join(Run, Run.run_id == a.c.run_id)
-        return {run_id: RunSummary(run_id, method, seed, axes or {}, levels_total=int(n))
+        q = sa.select(a.c.run_id, a.c.n, Run.method, Run.seed, as_text(Run.axes)).join(Run, Run.run_id == a.c.run_id)
+        return {run_id: RunSummary(run_id, method, seed, decode(axes), levels_total=int(n))
                 for run_id, n, method, seed, axes in conn.execute(q).all()}, {}
     if conn.dialect.name == "sqlite":
         # SQLite fills a bare column from the row holding the one max(): the last level's id.
@@ -248,10 +262,10 @@ def _per_run(conn, sid: int, details: bool = True) -> tuple[dict[str, RunSummary
     else:
         a = agg.subquery()
         last = sa.orm.aliased(RunLevel)
-        last_id = last.level_id
+        last_id = last.level_id  # type: ignore[assignment]  # a column either way
         q = sa.select(a.c.run_id, a.c.n).join(last, (last.run_id == a.c.run_id) & (last.position == a.c.pos))
     spans = _attempt_spans().subquery()
-    q = (q.add_columns(Run.method, Run.seed, Run.axes, Level.finished_at.is_not(None).label("finished"),
+    q = (q.add_columns(Run.method, Run.seed, as_text(Run.axes), Level.finished_at.is_not(None).label("finished"),
                        Level.test_acc, Level.depth, Level.job_id, Job.state, Job.sched_id, Job.attempts,
                        Job.message, _raw(spans.c.start), _raw(spans.c.end), spans.c.open)
          .join(Run, Run.run_id == a.c.run_id).join(Level, Level.level_id == last_id)
@@ -260,7 +274,7 @@ def _per_run(conn, sid: int, details: bool = True) -> tuple[dict[str, RunSummary
     last_of: dict[str, _Last] = {}
     for (run_id, n, method, seed, axes, finished, test_acc, depth, job_id, state, sched_id, attempts,
          message, start, end, open_) in conn.execute(q).all():
-        runs[run_id] = RunSummary(run_id, method, seed, axes or {}, levels_total=int(n))
+        runs[run_id] = RunSummary(run_id, method, seed, decode(axes), levels_total=int(n))
         if finished:
             job = None if job_id is None or state is None else _JobInfo(
                 job_id, state, sched_id, attempts or 0, message, _when(start), _when(end), int(open_ or 0))
@@ -411,7 +425,8 @@ def job_trouble(store: Store, sweep: str, most: int = 200, events_per_job: int =
         # lookups (a join lets SQLite walk every level of the sweep instead: 2 s on 150,000).
         job_of: dict[str, str] = {}
         for chunk in _chunks(ids):
-            job_of.update(conn.execute(sa.select(Level.level_id, Level.job_id).where(Level.job_id.in_(chunk))).all())
+            q = sa.select(Level.level_id, Level.job_id).where(Level.job_id.in_(chunk))
+            job_of.update({lid: jid for lid, jid in conn.execute(q) if jid is not None})
         run_jobs: dict[str, set[str]] = {}
         for chunk in _chunks(sorted(job_of)):
             for run_id, level_id in conn.execute(sa.select(RunLevel.run_id, RunLevel.level_id)
@@ -478,7 +493,7 @@ def provenance(store: Store, sweep: str, most_hosts: int = 20) -> dict[str, Any]
         level_cols = {c["name"] for c in sa.inspect(conn).get_columns("levels")}
         per_level = None
         if "provenance" in level_cols:
-            col = sa.column("provenance")
+            col: sa.ColumnClause[Any] = sa.column("provenance")
             q = (sa.select(sa.type_coerce(col, sa.String), sa.func.count())
                  .select_from(sa.table("levels", col, sa.column("level_id")))
                  .where(sa.column("level_id").in_(sa.select(RunLevel.level_id).join(

@@ -32,7 +32,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # ffcv builds from source against OpenCV/turbojpeg; its build needs numpy and cython at hand.
   "$VENV/bin/pip" install -q numpy cython pkgconfig
   "$VENV/bin/pip" install -q --no-build-isolation ffcv==1.0.2
-  "$VENV/bin/pip" install -q -e ".[test,notebook]"
+  "$VENV/bin/pip" install -q -e ".[test,check,notebook]"
   touch "$stamp"
 fi
 echo "[bootstrap] ready: $VENV"

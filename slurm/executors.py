@@ -33,7 +33,7 @@ class Executor(ABC):
     blocking: bool = False
 
     def __init__(self, params: Any, folder: Path) -> None:
-        self.params = params  # orchestrator.spec.ExecutorSpec
+        self.params = params  # orchestrator.plan.spec.ExecutorSpec
         self.folder = Path(folder)
 
     def _args(self, reqs: list[JobRequest]) -> tuple[list, ...]:
@@ -73,7 +73,7 @@ class SlurmExecutor(Executor):
         return ex
 
     def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
-        from slurm.job import TrainerJob
+        from slurm.job import TrainerJob  # submitit: only to submit
 
         return self._executor(dependency).map_array(TrainerJob(), *self._args(reqs))
 
@@ -113,7 +113,7 @@ class LocalExecutor(Executor):
     def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
         import submitit
 
-        from slurm.job import TrainerJob
+        from slurm.job import TrainerJob  # submitit: only to submit
 
         ex = submitit.LocalExecutor(folder=self.folder / "%j", max_num_timeout=self.params.max_requeues)
         ex.update_parameters(timeout_min=self.params.timeout_min, tasks_per_node=1,
@@ -147,7 +147,7 @@ class DebugExecutor(Executor):
     def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
         import submitit
 
-        from slurm.job import TrainerJob
+        from slurm.job import TrainerJob  # submitit: only to submit
 
         ex = submitit.DebugExecutor(folder=self.folder / "debug")
         return [ex.submit(TrainerJob(), *args) for args in zip(*self._args(reqs))]

@@ -18,9 +18,8 @@ import time
 
 import submitit
 
+from core.layout import status_path
 from slurm.procs import children_of, pid_alive
-from trainer.storage import status_path
-
 
 
 def _ignore_usr2() -> None:

@@ -9,6 +9,7 @@ test (tests/conftest.py's require_service), elsewhere it skips.
 
     python -m tests.browserutil REPORT.html OUT.png   # a screenshot (docs/report.png)
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -45,12 +47,24 @@ def chromium(width: int = 1280, height: int = 1000) -> Iterator[Any]:
     profile = tempfile.mkdtemp(prefix="tp-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={width},{height}", f"--user-data-dir={profile}",
-                f"--proxy-server={DEAD_PROXY}", "--proxy-bypass-list=<-loopback>",
-                "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--metrics-recording-only", "--hide-scrollbars"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},{height}",
+        f"--user-data-dir={profile}",
+        f"--proxy-server={DEAD_PROXY}",
+        "--proxy-bypass-list=<-loopback>",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-extensions",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--metrics-recording-only",
+        "--hide-scrollbars",
+    ):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     service = Service(executable_path=CHROMEDRIVER, log_output=os.devnull)
@@ -80,8 +94,11 @@ def open_report(driver: Any, path: Path, timeout: float = 60) -> dict[str, Any]:
 
 
 def console_errors(driver: Any) -> list[str]:
-    return [f"{e.get('level')}: {e.get('message')}" for e in driver.get_log("browser")
-            if e.get("level") in ("SEVERE", "ERROR")]
+    return [
+        f"{e.get('level')}: {e.get('message')}"
+        for e in driver.get_log("browser")
+        if e.get("level") in ("SEVERE", "ERROR")
+    ]
 
 
 def network_requests(driver: Any) -> tuple[list[str], list[str]]:

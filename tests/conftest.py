@@ -41,6 +41,17 @@ def _slurm_problem() -> str | None:
     return None
 
 
+# A test that uses one of these fixtures needs that service: it gets the marker, so that
+# `make check` (-m "not slurm and not postgres") runs exactly the tests that need neither.
+SERVICE_FIXTURES = {"slurm_cluster": "slurm", "two_nodes": "slurm", "private_dir": "slurm",
+                    "postgres_url": "postgres", "secret_pg": "postgres"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture in set(getattr(item, "fixturenames", ())) & set(SERVICE_FIXTURES):
+            item.add_marker(getattr(pytest.mark, SERVICE_FIXTURES[fixture]))
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
     """One intra-op thread for in-process torch work: on 2 shared cores, OpenMP threads spinning

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-TP = [sys.executable, "-m", "orchestrator.cli"]
+TP = [sys.executable, "-m", "cli.tp_sweep"]
 
 
 def tiny_spec(name: str, **over: Any) -> dict[str, Any]:

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from core.methods import METHODS
 from tests.sweeputil import status_json, tiny_spec, tp, write_spec
-from trainer.pruning.registry import METHODS
 
 
+@pytest.mark.slow
 def test_every_method_through_launch(tmp_path):
     spec = tiny_spec("all_methods")
     # 0.75 at rate 0.5 is trunk level 2 of the iterative methods: one branch-free chain each

@@ -22,13 +22,13 @@ import pytest
 import sqlalchemy as sa
 import torch
 
+from core import config as trainer_config
+from core.config import ConfigError, load_yaml
+from core.schema import OPTIMIZER_NAMES, SCHEDULE_NAMES, TrainerConfig, validate_config
 from db.queries import QueryError, compile_where
-from orchestrator.spec import SpecError, load_spec, parse_spec
+from orchestrator.plan.spec import SpecError, load_spec, parse_spec
 from tests.sweeputil import REPO, SECRET, TP, grep_tree, tiny_spec, tp, write_spec
 from trainer import checkpoint as ckpt
-from trainer import config as trainer_config
-from trainer.config import ConfigError, load_yaml
-from trainer.schema import OPTIMIZER_NAMES, SCHEDULE_NAMES, TrainerConfig, validate_config
 
 
 def _refused(spec: dict, needle: str) -> str:
@@ -147,7 +147,7 @@ SPEC_BAD = [
      "more than max_grid_points 100"),
     ("max_grid_points 0", lambda s: s.__setitem__("max_grid_points", 0), "max_grid_points"),
     ("trainer config path", lambda s: s["trainer"].__setitem__("config", "../../sweeps/demo"),
-     "trainer.config: unknown trainer config '../../sweeps/demo'"),
+     "core.config: unknown trainer config '../../sweeps/demo'"),
     ("extra newline", lambda s: s["executor"].__setitem__("extra", {"comment": "x\n#SBATCH --uid=0"}),
      "executor.extra: comment: control characters"),
     ("partition newline", lambda s: s["executor"].__setitem__("partition", "gpu\nrm -rf ~"),
@@ -328,7 +328,7 @@ def test_validate_config_accepts_optional_keys_left_out():
 
 
 def test_schema_modules_do_not_import_torch():
-    code = ("import sys, orchestrator.spec, trainer.schema, db.queries; "
+    code = ("import sys, orchestrator.plan.spec, core.schema, db.queries; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
@@ -353,8 +353,8 @@ def test_fixed_choices_match_the_torch_registries():
 
 
 def test_preflight_refuses_a_model_option_its_builder_does_not_take():
-    from orchestrator.plan import plan_sweep
-    from orchestrator.preflight import PreflightError, check_plan
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.preflight import PreflightError, check_plan
 
     spec = tiny_spec("opts")
     spec["trainer"]["overrides"]["model.name"] = "lenet"  # digits_mlp's model.hidden stays

@@ -15,7 +15,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.cli import build_parser
+from cli.tp_sweep import build_parser
 from tests.sweeputil import REPO, tp
 
 COMMANDS = ["launch", "status", "resume", "cancel", "query", "plot", "report", "data", "db", "cluster"]
@@ -42,7 +42,7 @@ def test_db_upgrade_creates_then_keeps_the_schema(tmp_path):
 # ---- help and version -----------------------------------------------------------------------
 HELPS = [[], *[[c] for c in COMMANDS], ["data", "write"], ["cluster", "up"]]
 _PROBE = """import sys
-from orchestrator.cli import main
+from cli.tp_sweep import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:
@@ -61,8 +61,30 @@ def test_every_help_answers_without_heavy_imports(args, tmp_path):
     assert "usage: tp-sweep" in proc.stdout
 
 
+
+@pytest.mark.parametrize("args", [["status", "nosuch"], ["query", "nosuch"], ["resume", "nosuch"],
+                                  ["cancel", "nosuch"], ["plot", "nosuch"]], ids=" ".join)
+def test_an_unknown_sweep_is_an_error_before_sqlalchemy(args, tmp_path):
+    """A typo answers at once (db/probe.py): no SQLAlchemy import, exit 2, and no store created
+    where there was none; against an existing store, the same, naming the store."""
+    heavy = (*HEAVY, "sqlalchemy")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    env.pop("TP_DB_URL", None)
+    run = lambda: subprocess.run([sys.executable, "-c", _PROBE.format(heavy=heavy), *args],
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    proc = run()
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY= CODE=2", proc.stdout + proc.stderr
+    assert "nosuch" in proc.stderr and "has no store yet" in proc.stderr
+    assert not (tmp_path / "tp-results.db").exists()
+    from db.store import Store
+
+    Store(f"sqlite:///{tmp_path / 'tp-results.db'}").close()  # an empty store, at head
+    proc = run()
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY= CODE=2", proc.stdout + proc.stderr
+    assert f"{args[1]!r} in sqlite:///{tmp_path / 'tp-results.db'}" in proc.stderr
+
 def test_version():
-    from orchestrator import version
+    from core import version
 
     proc = tp("--version", cwd=REPO, check=True)
     assert re.fullmatch(r"tp-sweep \(turboprune\) \d+\.\d+\S*", proc.stdout.strip()), proc.stdout
@@ -81,9 +103,9 @@ def make_sweep(tmp_path, name: str = "narrow"):
     mid-level and an imp_lrr run FAILED."""
     from db.schema import Attempt, Job, Level
     from db.store import Store
-    from orchestrator.jobs import group_jobs
-    from orchestrator.plan import plan_sweep
-    from orchestrator.spec import parse_spec
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.jobs import group_jobs
+    from orchestrator.plan.spec import parse_spec
 
     spec = {"name": name, "output_dir": str(tmp_path / "runs"),
             "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 3}},
@@ -189,12 +211,13 @@ def test_status_json_says_time_and_device_hours(narrow):
     assert all(r["eta_s"] is None and r["epochs_left"] == 0 for r in st["runs"] if r["state"] == "COMPLETED")
 
 
+@pytest.mark.slow
 def test_watch_shows_a_bar_of_levels_and_stops_on_ctrl_c(narrow):
     import signal
     import time
 
     tmp, url, plan, busy = narrow
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "status", "narrow", "--db", url,
+    proc = subprocess.Popen([sys.executable, "-m", "cli.tp_sweep", "status", "narrow", "--db", url,
                              "--watch", "--interval", "0.2"], cwd=tmp, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"})
@@ -209,8 +232,8 @@ def test_a_second_sweep_in_the_store_counts_only_its_own_levels(narrow):
     from db.queries import level_progress
     from db.store import Store
     from db.summaries import sweep_status
-    from orchestrator.plan import plan_sweep
-    from orchestrator.spec import parse_spec
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
 
     tmp, url, plan, busy = narrow
     spec = {"name": "subset", "output_dir": str(tmp / "runs"),
@@ -304,6 +327,7 @@ def test_slurm_poll_is_one_call_for_any_number_of_jobs(monkeypatch):
     assert ex.poll(["7", "8"]) == {"7": executors.GONE, "8": executors.GONE} and len(seen) == 1
 
 
+@pytest.mark.slow
 def test_bench_store_small_runs(tmp_path):
     """bench/bench_store.py --small builds a store and times every command (the timings depend
     on the machine, so only that it ran and printed its table is checked): about 10 s idle."""

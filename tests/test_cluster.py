@@ -19,8 +19,9 @@ import time
 import pytest
 
 from slurm.dev import _config, cluster
+from slurm.dev._procs import _tail
 from tests.conftest import REPO, require_service
-from tests.sweeputil import free_port_block
+from tests.sweeputil import free_port_block, run_progress, slow_spec, status_json, tp, wait_for, write_spec
 
 MAIN_DIR = os.environ.get("TP_CLUSTER_DIR", os.path.join(REPO, ".tp-cluster"))
 
@@ -305,3 +306,137 @@ def test_accounting_cluster_makes_sacct_work(private_dir):
     finally:
         cluster.down(private_dir)
     assert not any(cluster.status(private_dir).daemons.values())
+
+
+# ---------------------------------------------------------------- down ends the jobs (#17)
+
+
+def _start_time(pid: int) -> str | None:
+    """A live process's start time (a reused pid has another); None if gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if rest[0] in ("Z", "X") else rest[19]
+
+
+def _job_procs(env: dict) -> dict[tuple[int, str], str]:
+    """Every process of the cluster's jobs, as Slurm lists them (`scontrol listpids`, from the
+    stepds' own records) plus the slurmstepd above each: (pid, start time) -> job id."""
+    out = subprocess.run(["scontrol", "listpids"], capture_output=True, text=True, env=env,
+                         timeout=30, check=False).stdout
+    procs = {}
+    for line in out.splitlines()[1:]:
+        pid, job = int(line.split()[0]), line.split()[1]
+        while pid > 1 and _start_time(pid):
+            procs[(pid, _start_time(pid))] = job
+            if os.readlink(f"/proc/{pid}/exe").endswith("slurmstepd"):
+                break
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+    return procs
+
+
+def _wait_procs(env: dict, steps: dict[str, int], d: str, timeout: float = 60) -> dict:
+    """_job_procs once each job in `steps` has that many slurmstepds (an srun job: 2); the
+    cluster's view of its jobs in the message if they never get there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = _job_procs(env)
+        stepds = [job for (pid, _), job in procs.items() if _cmdline(pid).startswith("slurmstepd")]
+        if all(stepds.count(job) >= n for job, n in steps.items()):
+            return procs
+        if time.monotonic() > deadline:
+            jobs = subprocess.run(["scontrol", "show", "job"], env=env, capture_output=True, text=True,
+                                  check=False)
+            raise AssertionError(f"jobs {steps} not running after {timeout} s: {procs}\n{jobs.stdout}\n"
+                                 f"{_tail(os.path.join(d, 'log', 'slurmctld.log'), 20)}")
+        time.sleep(0.5)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(procs) -> list[int]:
+    return [pid for pid, start in procs if _start_time(pid) == start]
+
+
+def _strays(conf: str, needle: str) -> list[str]:
+    """Live processes of a cluster's jobs found through /proc, independently of listpids: job
+    environment naming its config, or a command line naming the test's folder."""
+    found = []
+    for e in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{e}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        cmd = _cmdline(int(e))
+        if _start_time(int(e)) and int(e) != os.getpid() and (
+                needle in cmd or (f"SLURM_CONF={conf}".encode() in env
+                                  and any(v.startswith(b"SLURM_JOB_ID=") for v in env))):
+            found.append(f"{e} {cmd}")
+    return found
+
+
+@pytest.mark.slurm
+def test_down_ends_its_jobs_and_no_others(tmp_path, capsys):
+    """`down` of a cluster with a running `srun` job and a tp-sweep job mid-level leaves no
+    process of either and does not touch a second cluster's job (--timeout 4 bounds the wait
+    for Slurm's SIGTERM to work before down kills what is left). Then the second cluster, its
+    slurmctld dead and its job ignoring SIGTERM, is ended through its folder alone; down twice
+    is a no-op. One test for all: a cluster and a sweep job cost seconds to start."""
+    why = _can_run_daemons()
+    if why:
+        require_service("slurm daemons", why)
+    top = tempfile.mkdtemp(prefix="tpc-", dir="/tmp")
+    os.chmod(top, 0o755)  # munged must reach the folders
+    a, b = os.path.join(top, "a"), os.path.join(top, "b")
+    try:
+        sa = cluster.up(a, cpus_per_node=2, mem_mb=3000, port=free_port_block(1),
+                        cluster_name="tpka", node_prefix="tpka", install_conf=False)
+        sb = cluster.up(b, cpus_per_node=1, mem_mb=1000, port=free_port_block(1, start=19817),
+                        cluster_name="tpkb", node_prefix="tpkb", install_conf=False)
+        env_a, env_b = {**os.environ, **sa.env}, {**os.environ, **sb.env}
+        # Both clusters number their jobs from 1: job ids and "slurmstepd: [1.0]" are shared.
+        srun_job = _sbatch(["-o", "/dev/null", "--wrap", "srun sleep 300"], env_a)
+        _sbatch(["-o", "/dev/null", "--wrap",
+                 "trap '' TERM; srun sh -c \"trap '' TERM; sleep 300\""], env_b)
+        spec = slow_spec("downed", procs=1)
+        spec["trainer"]["overrides"]["schedule.epochs"] = 50  # still in level 0 when down comes
+        tp("launch", str(write_spec(tmp_path, spec)), "--executor", "slurm", cwd=tmp_path,
+           env=sa.env, check=True)
+        wait_for(lambda: run_progress(tmp_path) >= (0, 1), 240, "the tp-sweep job mid-level")
+        assert status_json("downed", tmp_path, env=sa.env)["runs"][0]["state"] == "RUNNING"
+        procs_a = _wait_procs(env_a, {srun_job: 2}, a)  # the srun job's batch step and step 0
+        procs_b = _wait_procs(env_b, {"1": 2}, b)
+        assert len(set(procs_a.values())) == 2, procs_a  # and the sweep's job
+        trainer = [p for p, _ in procs_a if "trainer.job" in _cmdline(p)]
+        assert trainer, "the sweep's trainer must be among the job's processes"
+        assert procs_b and all(_alive(procs_b))
+
+        assert cluster.main(["down", "--dir", a, "--timeout", "4"]) == 0
+        assert "stopped; ended 2 jobs" in capsys.readouterr().out
+        assert not _alive(procs_a), _alive(procs_a)
+        assert not _strays(sa.conf, str(tmp_path)), _strays(sa.conf, str(tmp_path))
+        assert sorted(_alive(procs_b)) == sorted(p for p, _ in procs_b), "b's job was touched"
+        assert "RUNNING" in subprocess.run(["squeue", "-h", "-o", "%T"], env=env_b, check=False,
+                                           capture_output=True, text=True).stdout
+
+        os.kill(cluster.status(b).daemons["slurmctld"], 9)  # scancel cannot reach b now
+        assert cluster.down(b, timeout=3) == 1
+        assert not _alive(procs_b), _alive(procs_b)
+        assert not _strays(sb.conf, os.path.join(b, "state"))
+        assert cluster.down(b) == 0 and cluster.down(a) == 0
+    finally:
+        try:
+            cluster.down(a)
+        finally:
+            cluster.down(b)
+            shutil.rmtree(top, ignore_errors=True)

@@ -48,6 +48,7 @@ def run_ranks(tmp_path, cfgs: dict) -> list[dict]:
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
 
+@pytest.mark.slow
 def test_in_memory_ranks_equal_one_process(tmp_path):
     cfgs = {"digits": {"name": "digits", "batch_size": 64, "test_batch_size": 50},
             "synthetic": {"name": "synthetic", "batch_size": 32, "size": 200, "test_size": 33}}
@@ -66,6 +67,7 @@ def test_in_memory_ranks_equal_one_process(tmp_path):
         assert torch.equal(shards[0], full[0::2]) and torch.equal(shards[1], full[1::2])
 
 
+@pytest.mark.slow
 @pytest.mark.ffcv
 def test_ffcv_ranks_see_disjoint_covering_shards(tmp_path):
     from trainer.data.sources import ArraySource, synthetic_source

@@ -39,6 +39,7 @@ def ids(loader, key=None):
     return torch.cat([y.clone() for _, y in loader])
 
 
+@pytest.mark.slow
 def test_cifar_loader_order_and_shapes(cifar_like):
     cfg, images = cifar_like
     L = build_loaders(cfg, LoaderContext(seed=5))
@@ -72,6 +73,7 @@ def folder(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_imagenet_recipe_with_progressive_resizing(folder):
     cfg = {"name": "beton", "batch_size": 8, "train_path": str(folder / "train.beton"),
            "val_path": str(folder / "val.beton"), "num_workers": 2, "resolution": 48,

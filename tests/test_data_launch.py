@@ -37,6 +37,7 @@ def _launch(tmp, name: str, data: dict) -> dict:
     return status_json(name, tmp)["runs"][0]
 
 
+@pytest.mark.slow
 def test_cifar_pickles_train_through_launch(inputs):
     run = _launch(inputs, "cifar_ffcv", {"name": "cifar10", "train_path": str(inputs / "c_train.beton"),
                                          "val_path": str(inputs / "c_test.beton"), "batch_size": 40,
@@ -44,6 +45,7 @@ def test_cifar_pickles_train_through_launch(inputs):
     assert run["state"] == "COMPLETED" and run["level"] == 2, run
 
 
+@pytest.mark.slow
 def test_image_folder_beton_trains_through_launch(inputs):
     run = _launch(inputs, "folder_ffcv", {"name": "beton", "train_path": str(inputs / "f_train.beton"),
                                           "val_path": str(inputs / "f_val.beton"), "batch_size": 16,
@@ -51,6 +53,7 @@ def test_image_folder_beton_trains_through_launch(inputs):
     assert run["state"] == "COMPLETED" and run["level"] == 2, run
 
 
+@pytest.mark.slow
 def test_image_folder_fallback_trains_through_launch(inputs):
     run = _launch(inputs, "folder_tv", {"name": "imagefolder", "root": str(inputs / "folder"),
                                         "batch_size": 16, "resolution": 32, "num_workers": 0})

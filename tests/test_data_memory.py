@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data import (DATASETS, DataError, LoaderContext, build_loaders,
-                          resolution_for_epoch)
+from trainer.data import DATASETS, DataError, LoaderContext, build_loaders, resolution_for_epoch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
+from cli.data import write_main as main
 from trainer.data import DataError, LoaderContext, build_loaders
 from trainer.data.fixtures import make_cifar_pickles, make_image_folder
-from trainer.data.write import main, write_beton
+from trainer.data.write import write_beton
 
 pytestmark = pytest.mark.ffcv
 

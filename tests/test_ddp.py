@@ -6,11 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
+from cli.hydra_app import write_job
+from core.config import resolve
 from tests.sweeputil import REPO
-from trainer.__main__ import write_job
-from trainer.config import resolve
 
 # Gradients are averaged in a different order (per-rank means, then an all-reduce), so weights
 # agree to float32 rounding, not bit for bit: after 2 levels x 2 epochs the largest difference
@@ -36,6 +37,7 @@ def _run(tmp: Path, nproc: int) -> dict[str, torch.Tensor]:
     return torch.load(out / "levels" / last / "final.pt", weights_only=True)
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one(tmp_path):
     one, two = _run(tmp_path, 1), _run(tmp_path, 2)
     assert all(torch.equal(one["mask"][k], two["mask"][k]) for k in one["mask"])

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from trainer.pruning.density import (
+from core.density import (
     balanced_densities,
     cap_counts,
     counts_for,

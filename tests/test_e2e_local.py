@@ -18,6 +18,7 @@ def finished_sweep(tmp_path_factory):
     return tmp, path, proc
 
 
+@pytest.mark.slow
 def test_launch_completes_every_run(finished_sweep):
     tmp, _, proc = finished_sweep
     st = status_json("local_e2e", tmp)

@@ -3,13 +3,25 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import sqlalchemy as sa
 
-from tests.sweeputil import BRANCH, TRUNK, epochs_trained, run_progress, same_levels, slow_spec, status_json, \
-    tiny_spec, tp, wait_for, write_spec
+from tests.sweeputil import (
+    BRANCH,
+    TRUNK,
+    epochs_trained,
+    run_progress,
+    same_levels,
+    slow_spec,
+    status_json,
+    tiny_spec,
+    tp,
+    wait_for,
+    write_spec,
+)
 
 
 def test_slurm_launch_runs_as_array_jobs(tmp_path, slurm_cluster):
@@ -47,13 +59,52 @@ def test_slurm_launch_runs_as_array_jobs(tmp_path, slurm_cluster):
     assert epochs_trained(tmp_path, "slurm_e2e") == 4  # four levels, one epoch each, each once
 
 
+_STOP_SIGNALS = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGUSR2 - 1))
+
+
+def _frozen_trainer(tmp_path) -> list[int]:
+    """SIGSTOP every process of the trainer on this test's job file (torchrun and its ranks)."""
+    out = subprocess.run(["pgrep", "-f", f"trainer.job {tmp_path}"], capture_output=True, text=True).stdout
+    pids = [int(x) for x in out.split()]
+    assert pids, "no trainer process to freeze"
+    for pid in pids:
+        _signal(pid, signal.SIGSTOP)
+    return pids
+
+
+def _signalled(pid: int) -> bool:
+    """The interrupt reached this frozen process: SIGTERM or SIGUSR2 is pending on it, or someone
+    else resumed it (slurmstepd sends SIGCONT before SIGTERM), or it is gone."""
+    try:
+        status = open(f"/proc/{pid}/status").read()
+    except OSError:
+        return True
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+    return bool(pending & _STOP_SIGNALS) or not fields["State"].strip().startswith("T")
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _requeue_then_complete(tmp_path, reference, interrupt, where: tuple[int, int]) -> dict:
     ref, ids = reference
     path = write_spec(tmp_path, slow_spec("resume"))
     tp("launch", str(path), "--executor", "slurm", cwd=tmp_path, check=True)
-    wait_for(lambda: run_progress(tmp_path) >= where, 300, f"level {where[0]} under way under Slurm")
     job_id = status_json("resume", tmp_path)["runs"][0]["job_id"]
+    wait_for(lambda: run_progress(tmp_path) >= where, 300, f"level {where[0]} under way under Slurm",
+             poll=0.05)
+    # Freeze the trainer (torchrun and its ranks) so the level cannot finish before the signal
+    # lands, whatever the load; let it go once the signal is pending on one of its processes.
+    pids = _frozen_trainer(tmp_path)
     interrupt(job_id)
+    wait_for(lambda: any(_signalled(pid) for pid in pids), 120, "the signal to reach the trainer", poll=0.1)
+    for pid in pids:
+        _signal(pid, signal.SIGCONT)
     run = wait_for(lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST") else None)(
         status_json("resume", tmp_path)["runs"][0]), 400, "the requeued job to finish", poll=2)
     assert run["state"] == "COMPLETED", run

@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.plan import plan_sweep
-from orchestrator.spec import SpecError, parse_spec
-from tests.sweeputil import REPO, tiny_spec, tp, write_spec
-from tests.sweeputil import SECRET, grep_tree
-from trainer import config as trainer_config
-from trainer.lineage import run_id
-from trainer.schema import validate_config
+from core import config as trainer_config
+from core.levels import run_id
+from core.schema import validate_config
+from orchestrator.plan.grid import plan_sweep
+from orchestrator.plan.spec import SpecError, parse_spec
+from tests.sweeputil import REPO, SECRET, grep_tree, tiny_spec, tp, write_spec
 
 FIXTURES = REPO / "tests" / "data" / "presets"   # captured before conf/ was split into groups
 PRESETS = trainer_config.available_configs()
@@ -44,7 +43,7 @@ def test_the_three_presets_are_the_three_flat_configs():
 
 
 def test_shipped_sweeps_keep_their_run_and_level_ids():
-    from orchestrator.spec import load_spec
+    from orchestrator.plan.spec import load_spec
 
     want = json.loads((FIXTURES / "sweep_ids.json").read_text())
     for name, ids in want.items():
@@ -134,7 +133,7 @@ def test_unknown_group_option_in_a_spec_exits_2(tmp_path):
 
 # ---- python -m trainer -------------------------------------------------------------------------
 def test_the_entry_imports_neither_orchestrator_nor_the_store_nor_torch():
-    code = ("import sys, trainer.__main__, trainer.hydra_cli; bad = [m for m in sys.modules "
+    code = ("import sys, trainer.__main__, cli.hydra_argv; bad = [m for m in sys.modules "
             "if m.split('.')[0] in ('orchestrator', 'db', 'torch')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
@@ -197,6 +196,7 @@ def _check_recorded(tmp_path: Path, db: str, sweep: str | None = None) -> str:
     return sweep
 
 
+@pytest.mark.slow
 def test_submitit_local_multirun_records_both_runs_with_tp_sweep_ids(tmp_path):
     db = f"sqlite:///{tmp_path / 'store.db'}"
     proc = _trainer("-m", "hydra/launcher=submitit_local", "method=imp,random", "+sparsities=[0.5]",
@@ -216,6 +216,7 @@ def test_submitit_local_with_tp_db_url_keeps_the_password_out_of_files(tmp_path,
     assert all(os.stat(h).st_mode & 0o077 == 0 for h in hits)
 
 
+@pytest.mark.slow
 def test_submitit_slurm_multirun_records_both_runs(tmp_path, slurm_cluster):
     db = f"sqlite:///{tmp_path / 'store.db'}"
     proc = _trainer("-m", "hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1",

@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 import torch
 
+from core.atomic import write_json_atomic
+from core.config import resolve
+from core.layout import LevelDir
+from core.levels import plan_levels
 from trainer import checkpoint as ckpt
-from trainer.config import resolve
 from trainer.distributed import DistInfo, StopFlag
-from trainer.levels import LevelTrainer
-from trainer.lineage import plan_levels
-from trainer.storage import LevelDir, write_json_atomic
+from trainer.level_trainer import LevelTrainer
 
 INFO = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 K = 3  # imp_wr rewind point, in iterations

@@ -36,6 +36,7 @@ def shared(tmp_path_factory):
     return tmp, path, dry
 
 
+@pytest.mark.slow
 def test_level_zero_is_trained_once_for_all_methods(shared):
     tmp, _, dry = shared
     assert dry["level_trainings"] == 13 and dry["levels_to_train"] == 13 and dry["jobs"] == 5
@@ -49,6 +50,7 @@ def test_level_zero_is_trained_once_for_all_methods(shared):
     assert logs.count(f"[level {level0.pop()} dense 0 epoch 0]") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_equals_itself_launched_alone(shared, tmp_path, method):
     tmp, _, _ = shared
@@ -61,6 +63,7 @@ def test_each_method_equals_itself_launched_alone(shared, tmp_path, method):
     assert same_levels(tmp_path / "tp-runs", tmp / "tp-runs", [r["level_id"] for r in mine])
 
 
+@pytest.mark.slow
 def test_extending_a_sweep_trains_only_the_new_levels(shared):
     tmp, _, _ = shared
     before = epochs_trained(tmp, "shared")
@@ -76,6 +79,7 @@ def test_extending_a_sweep_trains_only_the_new_levels(shared):
     assert all(r["state"] == "COMPLETED" and r["test_acc"] is not None for r in rows)
 
 
+@pytest.mark.slow
 def test_a_second_store_and_a_rebuilt_store_show_the_same_results(shared):
     tmp, path, _ = shared
     first = _query(tmp, "shared")

@@ -7,12 +7,12 @@ import sys
 import pytest
 import torch
 
+from core.density import balanced_densities, erk_densities, uniform_densities
+from core.methods import CRITERIA, METHODS, MethodInfo, get_method
 from trainer.models import MODELS, build_model
-from trainer.pruning.density import balanced_densities, erk_densities, uniform_densities
 from trainer.pruning.masks import apply_mask, full_mask, mask_density
 from trainer.pruning.methods import PruneContext
-from trainer.pruning.registry import METHODS, MethodInfo, get_method
-
+from trainer.pruning.registry import PRUNERS, pruner_for
 
 SPARSITIES = (0.5, 0.9, 0.99)
 # Methods whose per-layer counts follow a density distribution (checked to within one weight).
@@ -68,7 +68,7 @@ def assert_untouched(model, snap):
 def check_step(model, method: str, mask, density: float, ctx, exact_layers: bool):
     """One pruner call: exact global count, subset, per-layer distribution, model untouched."""
     snap = snapshot(model)
-    new = get_method(method).load()(model, mask, density, ctx)
+    new = pruner_for(get_method(method).criterion)(model, mask, density, ctx)
     assert_untouched(model, snap)
     assert set(new) == set(mask)
     total = sum(m.numel() for m in mask.values())
@@ -102,7 +102,7 @@ def unique_pruners() -> dict[str, str]:
     """One method name per distinct pruner function (imp/imp_wr/imp_lrr share one, etc.)."""
     out: dict[str, str] = {}
     for method, info in METHODS.items():
-        out.setdefault(info.pruner, method)
+        out.setdefault(info.criterion, method)
     return {m: p for p, m in out.items()}
 
 
@@ -130,6 +130,7 @@ def run_matrix(name: str, big: bool):
                     mask = check_step(model, method, mask, density ** (i / 3), ctx, False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAST_MODELS)
 def test_every_method_small_models(name):
     run_matrix(name, big=False)
@@ -143,6 +144,7 @@ SLOW_MODELS = ("resnet18", "resnet50", "vgg16_bn", "vgg19_bn", "deit_small")
     "name",
     [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n for n in MODELS if n not in FAST_MODELS],
 )
+@pytest.mark.slow
 def test_every_method_big_models(name):
     run_matrix(name, big=True)
 
@@ -153,18 +155,18 @@ def test_layerwise_scope_magnitude_and_snip():
     mask = full_mask(model)
     ctx = make_ctx((1, 8, 8), scope="layerwise")
     for method in ("imp", "snip"):
-        new = get_method(method).load()(model, mask, 0.1, ctx)
+        new = pruner_for(get_method(method).criterion)(model, mask, 0.1, ctx)
         assert sum(int(m.sum()) for m in new.values()) == round(0.1 * sum(m.numel() for m in mask.values()))
         for n, m in new.items():
             assert abs(int(m.sum()) - 0.1 * m.numel()) <= 1, (method, n)
     with pytest.raises(ValueError, match="scope"):
-        get_method("imp").load()(model, mask, 0.1, make_ctx((1, 8, 8), scope="nope"))
+        pruner_for(get_method("imp").criterion)(model, mask, 0.1, make_ctx((1, 8, 8), scope="nope"))
 
 
 def test_magnitude_keeps_largest():
     model = build_model({"name": "mlp", "hidden": [8]}, 3, (1, 2, 2))
     mask = full_mask(model)
-    new = get_method("imp").load()(model, mask, 0.5, make_ctx((1, 2, 2)))
+    new = pruner_for(get_method("imp").criterion)(model, mask, 0.5, make_ctx((1, 2, 2)))
     params = dict(model.named_parameters())
     kept = torch.cat([params[n].abs()[new[n]] for n in new])
     dropped = torch.cat([params[n].abs()[~new[n]] for n in new])
@@ -177,9 +179,9 @@ def test_snip_needs_batches_and_uses_them():
     ctx = make_ctx((1, 4, 4))
     ctx.batches = None
     with pytest.raises(ValueError, match="snip needs data batches"):
-        get_method("snip").load()(model, mask, 0.5, ctx)
-    a = get_method("snip").load()(model, mask, 0.3, make_ctx((1, 4, 4), seed=1))
-    b = get_method("snip").load()(model, mask, 0.3, make_ctx((1, 4, 4), seed=2))
+        pruner_for(get_method("snip").criterion)(model, mask, 0.5, ctx)
+    a = pruner_for(get_method("snip").criterion)(model, mask, 0.3, make_ctx((1, 4, 4), seed=1))
+    b = pruner_for(get_method("snip").criterion)(model, mask, 0.3, make_ctx((1, 4, 4), seed=2))
     assert any(not torch.equal(a[n], b[n]) for n in a), "SNIP ignored its data"
 
 
@@ -188,13 +190,13 @@ def test_snip_keeps_bn_stats_and_grads():
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     snap = snapshot(model)
-    get_method("snip").load()(model, full_mask(model), 0.2, make_ctx((3, 8, 8), snip_batches=1))
+    pruner_for(get_method("snip").criterion)(model, full_mask(model), 0.2, make_ctx((3, 8, 8), snip_batches=1))
     assert_untouched(model, snap)
 
 
 def test_random_methods_follow_generator():
     model = build_model({"name": "lenet"}, 10, (1, 8, 8))
-    prune = get_method("er_erk").load()
+    prune = pruner_for(get_method("er_erk").criterion)
     a = prune(model, full_mask(model), 0.2, make_ctx((1, 8, 8), seed=3))
     b = prune(model, full_mask(model), 0.2, make_ctx((1, 8, 8), seed=3))
     c = prune(model, full_mask(model), 0.2, make_ctx((1, 8, 8), seed=4))
@@ -211,7 +213,7 @@ def test_random_shortfall_redistributed():
     mask[first].view(-1)[:3] = True  # 3 weights left in the first layer
     total = sum(m.numel() for m in mask.values())
     density = 0.5 * mask_density(mask)
-    new = get_method("random_erk").load()(model, mask, density, make_ctx((1, 4, 4)))
+    new = pruner_for(get_method("random_erk").criterion)(model, mask, density, make_ctx((1, 4, 4)))
     assert int(new[first].sum()) == 3
     assert sum(int(m.sum()) for m in new.values()) == round(density * total)
     assert all(not (new[n] & ~mask[n]).any() for n in mask)
@@ -221,7 +223,7 @@ def test_keep_first_last_dense_masks_exclude_them():
     model = build_model({"name": "lenet"}, 10, (1, 8, 8))
     mask = full_mask(model, keep_first_last_dense=True)
     assert "0.weight" not in mask and "11.weight" not in mask
-    new = get_method("snip").load()(model, mask, 0.1, make_ctx((1, 8, 8)))
+    new = pruner_for(get_method("snip").criterion)(model, mask, 0.1, make_ctx((1, 8, 8)))
     assert set(new) == set(mask)
 
 
@@ -238,7 +240,8 @@ def test_registry_schedules_and_rewind():
         assert get_method(m).schedule == "iterative"
     assert [m for m, i in METHODS.items() if i.needs_data] == ["snip"]
     for info in METHODS.values():
-        assert isinstance(info, MethodInfo) and callable(info.load())
+        assert isinstance(info, MethodInfo) and callable(pruner_for(info.criterion))
+    assert set(PRUNERS) == set(CRITERIA)  # the trainer prunes by every criterion the core names
 
 
 def test_unknown_method_names_known_ones():
@@ -247,7 +250,7 @@ def test_unknown_method_names_known_ones():
 
 
 def test_registry_imports_without_torch():
-    code = "import sys, trainer.pruning.registry as r; r.get_method('imp'); assert 'torch' not in sys.modules"
+    code = "import sys, core.methods as r; r.get_method('imp'); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

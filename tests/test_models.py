@@ -8,7 +8,6 @@ from torch import nn
 from trainer.models import MODELS, build_model, register
 from trainer.pruning.masks import prunable_names
 
-
 EXPECTED = {
     "mlp", "lenet", "resnet20", "resnet32", "resnet56", "resnet18", "resnet50",
     "vgg11_bn", "vgg16_bn", "vgg19_bn", "deit_tiny", "deit_small",

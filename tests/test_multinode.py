@@ -14,8 +14,7 @@ import sqlalchemy as sa
 
 from slurm.dev import cluster
 from tests.conftest import require_service
-from tests.sweeputil import free_port_block, same_levels, slow_spec, status_json, tp, wait_for, \
-    write_spec
+from tests.sweeputil import free_port_block, same_levels, slow_spec, status_json, tp, wait_for, write_spec
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The notebook API, as a notebook uses it: `import turboprune as tp`, DataFrames from a store URL
 or path, a level's mask and weights by id. The sweep is the one test_report.py reads
 (sweeputil.finished_sweep: trained once per session)."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,10 @@ import sys
 
 import pytest
 
-from tests.sweeputil import REPO, finished_sweep, tp as cli
+from tests.sweeputil import REPO, finished_sweep
+from tests.sweeputil import tp as cli
+
+pytestmark = pytest.mark.slow  # every test reads a sweep trained through real processes
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +25,22 @@ def shared(tmp_path_factory):
 def test_import_is_light_until_a_function_needs_more(shared):
     """`import turboprune` and the first DataFrame import no torch; only load_level does."""
     tmp, url = shared
-    probe = ("import sys, turboprune as tp\n"
-             "assert 'pandas' not in sys.modules and 'torch' not in sys.modules\n"
-             f"df = tp.grid_points({str(tmp / 'tp-results.db')!r}, 'share')\n"
-             "print('TORCH=' + str('torch' in sys.modules), 'PANDAS=' + str('pandas' in sys.modules), len(df))\n"
-             "lv = tp.load_level(sys.argv[1], df.level_id[0])\n"
-             "print('TORCH=' + str('torch' in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", probe, url], cwd=tmp, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    probe = (
+        "import sys, turboprune as tp\n"
+        "assert 'pandas' not in sys.modules and 'torch' not in sys.modules\n"
+        f"df = tp.grid_points({str(tmp / 'tp-results.db')!r}, 'share')\n"
+        "print('TORCH=' + str('torch' in sys.modules), 'PANDAS=' + str('pandas' in sys.modules), len(df))\n"
+        "lv = tp.load_level(sys.argv[1], df.level_id[0])\n"
+        "print('TORCH=' + str('torch' in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, url],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["TORCH=False PANDAS=True 10", "TORCH=True"], proc.stdout
 
@@ -42,8 +54,11 @@ def test_grouped_means_match_query_and_a_mask_gives_the_recorded_sparsity(shared
     query_cols = list(json.loads(tp_query(tmp, url))[0])
     assert list(df.columns) == query_cols
     means = df.groupby(["method", "sparsity"]).test_acc.agg(["mean", "std", "count"]).reset_index()
-    grouped = json.loads(cli("query", "share", "--group-by", "method,sparsity", "--format", "json", "--db", url,
-                            cwd=tmp, check=True).stdout)
+    grouped = json.loads(
+        cli(
+            "query", "share", "--group-by", "method,sparsity", "--format", "json", "--db", url, cwd=tmp, check=True
+        ).stdout
+    )
     assert len(means) == len(grouped)
     for (_, row), g in zip(means.iterrows(), grouped):
         assert (row["method"], row["sparsity"]) == (g["method"], g["sparsity"])
@@ -52,8 +67,9 @@ def test_grouped_means_match_query_and_a_mask_gives_the_recorded_sparsity(shared
         assert row["count"] == g["n"]
 
     levels = tp.levels(url, "share")
-    assert len(levels) == len(json.loads(cli("query", "share", "--levels", "--format", "json", "--db", url,
-                                            cwd=tmp, check=True).stdout))
+    assert len(levels) == len(
+        json.loads(cli("query", "share", "--levels", "--format", "json", "--db", url, cwd=tmp, check=True).stdout)
+    )
     epochs = tp.epochs(url, "share")
     assert set(epochs.method) == {"dense", "imp", "random"} and epochs.epoch.max() == 1
     one = epochs[(epochs.method == "imp") & (epochs.seed == 0)]
@@ -89,7 +105,7 @@ def test_bad_sources_say_what_is_wrong(shared, tmp_path):
     with pytest.raises(tp.LevelNotFound, match="no level"):
         tp.load_level(url, "0123456789abcdef")
     with pytest.raises(AttributeError):
-        tp.no_such_function
+        _ = tp.no_such_function
 
 
 @pytest.mark.postgres
@@ -97,7 +113,6 @@ def test_the_same_frames_and_report_from_postgresql(shared, postgres_url, tmp_pa
     """The shared sweep imported into PostgreSQL from its output folder (`tp-sweep db import`):
     the same DataFrame from a postgresql:// URL, and a report from it."""
     import turboprune as tp
-
     from tests.sweeputil import pg_schema
 
     tmp, url = shared

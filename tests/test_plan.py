@@ -5,12 +5,12 @@ import math
 
 import pytest
 
-from orchestrator.jobs import group_jobs
-from orchestrator.plan import plan_sweep, run_id_for
-from orchestrator.spec import load_spec, parse_spec
+from core.config import resolve
+from core.levels import LevelSpec, LineageError, content_hash, plan_levels, trunk_density
+from orchestrator.plan.grid import plan_sweep, run_id_for
+from orchestrator.plan.jobs import group_jobs
+from orchestrator.plan.spec import load_spec, parse_spec
 from tests.sweeputil import REPO, tiny_spec
-from trainer.config import resolve
-from trainer.lineage import (LevelSpec, LineageError, content_hash, plan_levels, trunk_density)
 
 ITERATIVE = ["imp", "imp_wr", "imp_lrr"]
 

@@ -4,6 +4,7 @@ chromium through Selenium, tests/browserutil.py) with no network at all.
 One small sweep trained once for the session (sweeputil.finished_sweep, shared with
 test_notebook.py); the adversarial sweeps are written straight into stores of their own.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -54,11 +55,14 @@ def _query(args: list[str], url: str, cwd: Path):
 
 def _page_data(path: Path) -> dict:
     text = path.read_text()
-    start = text.index('<script type="application/json" id=tp-data>') + len('<script type="application/json" id=tp-data>')
-    return json.loads(text[start:text.index("</script>", start)])
+    start = text.index('<script type="application/json" id=tp-data>') + len(
+        '<script type="application/json" id=tp-data>'
+    )
+    return json.loads(text[start : text.index("</script>", start)])
 
 
 # ---- in the browser ----------------------------------------------------------------------------
+@pytest.mark.slow  # the shared sweep trains through real processes
 def test_report_renders_offline_with_a_trace_per_method_and_hover(report, shared, browser, tmp_path):
     from PIL import Image
 
@@ -73,7 +77,8 @@ def test_report_renders_offline_with_a_trace_per_method_and_hover(report, shared
 
     lines = browser.execute_script(
         "return document.getElementById('acc-plot').data.filter(t => t.meta)"
-        ".map(t => ({method: t.meta.method, dense: t.meta.dense, x: t.x}))")
+        ".map(t => ({method: t.meta.method, dense: t.meta.dense, x: t.x}))"
+    )
     assert sorted(t["method"] for t in lines) == sorted(METHODS)  # one trace per method, no more
     assert [t["method"] for t in lines if t["dense"]] == ["dense"]
 
@@ -86,8 +91,11 @@ def test_report_renders_offline_with_a_trace_per_method_and_hover(report, shared
 
     # Hover the imp point at 0.75 with the real mouse: its method and level id show.
     tmp, url = shared
-    (level_id,) = {r["level_id"] for r in _query([], url, tmp) if r["method"] == "imp" and r["sparsity"] == 0.75
-                   and r["seed"] == 0}
+    (level_id,) = {
+        r["level_id"]
+        for r in _query([], url, tmp)
+        if r["method"] == "imp" and r["sparsity"] == 0.75 and r["seed"] == 0
+    }
     text = _hover(browser, "imp", 0.75)
     assert "imp" in text and "0.75" in text and "achieved sparsity" in text, text
     assert level_id in text, text  # both seeds' levels are named (up to 6, then "+N more")
@@ -95,7 +103,8 @@ def test_report_renders_offline_with_a_trace_per_method_and_hover(report, shared
     # The switch: log density ("% of weights remaining"), legend state kept.
     browser.execute_script("""
         var gd = document.getElementById('acc-plot');
-        Plotly.restyle(gd, {visible: 'legendonly'}, [gd.data.findIndex(t => t.meta && t.meta.method === 'random')]);""")
+        var i = gd.data.findIndex(t => t.meta && t.meta.method === 'random');
+        Plotly.restyle(gd, {visible: 'legendonly'}, [i]);""")
     browser.find_element("id", "x-log").click()
     axis, xs, hidden = browser.execute_script("""
         var gd = document.getElementById('acc-plot');
@@ -111,7 +120,8 @@ def test_report_renders_offline_with_a_trace_per_method_and_hover(report, shared
 
 def _point_xy(browser, method: str, sparsity: float) -> tuple[float, float]:
     """Page pixel of a point of the accuracy chart, from plotly's own axis mapping."""
-    return browser.execute_script("""
+    return browser.execute_script(
+        """
         var gd = document.getElementById('acc-plot'), L = gd._fullLayout;
         var i = gd.data.findIndex(t => t.meta && t.meta.method === arguments[0]);
         var t = gd.data[i], log = L.xaxis.type === 'log';
@@ -119,7 +129,10 @@ def _point_xy(browser, method: str, sparsity: float) -> tuple[float, float]:
         var box = gd.getBoundingClientRect();
         var x = L.xaxis._offset + L.xaxis.l2p(log ? Math.log10(t.x[k]) : t.x[k]);
         var y = L.yaxis._offset + L.yaxis.l2p(t.y[k]);
-        return [box.left + x, box.top + y];""", method, sparsity)
+        return [box.left + x, box.top + y];""",
+        method,
+        sparsity,
+    )
 
 
 def _hover(browser, method: str, sparsity: float) -> str:
@@ -134,10 +147,12 @@ def _hover(browser, method: str, sparsity: float) -> str:
         actions.perform()
     ActionChains(browser).pause(0.3).perform()
     return browser.execute_script(
-        "var h = document.querySelector('#acc-plot .hoverlayer'); return h ? h.textContent : ''")
+        "var h = document.querySelector('#acc-plot .hoverlayer'); return h ? h.textContent : ''"
+    )
 
 
 # ---- the page's contents ---------------------------------------------------------------------
+@pytest.mark.slow  # the shared sweep trains through real processes
 def test_report_holds_the_query_table_curves_and_spec(report, shared):
     tmp, url = shared
     data = _page_data(report)
@@ -159,6 +174,7 @@ def test_report_holds_the_query_table_curves_and_spec(report, shared):
     assert 1.5 * MB < report.stat().st_size < 2.5 * MB  # the bundle (2 MB) and a little data
 
 
+@pytest.mark.slow  # the shared sweep trains through real processes
 def test_status_of_a_finished_sweep_names_the_report(shared):
     tmp, url = shared
     out = tp("status", "share", "--db", url, cwd=tmp, check=True).stdout
@@ -166,12 +182,16 @@ def test_status_of_a_finished_sweep_names_the_report(shared):
 
 
 # ---- bad input -------------------------------------------------------------------------------
+@pytest.mark.slow  # the shared sweep trains through real processes
 def test_bad_sweep_or_out_path_exits_2_and_writes_nothing(shared, tmp_path):
     _, url = shared
     proc = tp("report", "nosuch", "--db", url, cwd=tmp_path)
     assert proc.returncode == 2 and "no sweep named 'nosuch'" in proc.stderr and "share" in proc.stderr
-    for out, why in ((tmp_path / "missing" / "r.html", "does not exist"), (tmp_path, "is a folder"),
-                     (Path("/proc/tp-report.html"), "cannot write")):
+    for out, why in (
+        (tmp_path / "missing" / "r.html", "does not exist"),
+        (tmp_path, "is a folder"),
+        (Path("/proc/tp-report.html"), "cannot write"),
+    ):
         proc = tp("report", "share", "--db", url, "--out", str(out), cwd=tmp_path)
         assert proc.returncode == 2 and why in proc.stderr, (out, proc.stderr)
     assert list(tmp_path.iterdir()) == []  # no report, no temporary file
@@ -188,9 +208,9 @@ def _evil_store(tmp: Path) -> tuple[str, str]:
     message full of markup, were LOST after three attempts, and were preempted."""
     from db.schema import Attempt, Event, Job, Sweep
     from db.store import Store
-    from orchestrator.jobs import group_jobs
-    from orchestrator.plan import plan_sweep
-    from orchestrator.spec import parse_spec
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.jobs import group_jobs
+    from orchestrator.plan.spec import parse_spec
 
     spec = tiny_spec("evil")
     spec["grid"]["method"] = ["dense", "imp", "random"]
@@ -209,12 +229,29 @@ def _evil_store(tmp: Path) -> tuple[str, str]:
     with store.session() as s:
         s.execute(sa.update(Sweep).where(Sweep.name == "evil").values(name=name))
         for j, st in zip(jobs, states):
-            s.execute(sa.update(Job).where(Job.job_id == j.job_id).values(
-                state=st, sweep=name, attempts=3, sched_id=f"9{EVIL}", executor="debug",
-                message=huge if st == "FAILED" else f"{st.lower()}: {EVIL}"))
+            s.execute(
+                sa.update(Job)
+                .where(Job.job_id == j.job_id)
+                .values(
+                    state=st,
+                    sweep=name,
+                    attempts=3,
+                    sched_id=f"9{EVIL}",
+                    executor="debug",
+                    message=huge if st == "FAILED" else f"{st.lower()}: {EVIL}",
+                )
+            )
             for a in range(3):
-                s.add(Attempt(job_id=j.job_id, attempt=a + 1, host=f"node{EVIL}", started_at=now, ended_at=now,
-                              outcome=st))
+                s.add(
+                    Attempt(
+                        job_id=j.job_id,
+                        attempt=a + 1,
+                        host=f"node{EVIL}",
+                        started_at=now,
+                        ended_at=now,
+                        outcome=st,
+                    )
+                )
             s.add(Event(job_id=j.job_id, state_from="RUNNING", state_to=st, message=huge[:5000]))
     store.close()
     return url, name
@@ -256,12 +293,19 @@ def test_a_big_synthetic_sweep_stays_small_and_needs_no_pandas_or_torch(tmp_path
 
     url = f"sqlite:///{tmp_path / 'synth.db'}"
     synth_store.write(url, synth_store.generate(500, str(tmp_path / "runs")))
-    probe = ("import sys\nfrom orchestrator.cli import main\ncode = main(sys.argv[1:])\n"
-             "print('PANDAS=' + str('pandas' in sys.modules), 'TORCH=' + str('torch' in sys.modules),"
-             " 'CODE=' + str(code))")
-    proc = subprocess.run([sys.executable, "-c", probe, "report", "bench", "--db", url, "--out",
-                           str(tmp_path / "r.html")], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    probe = (
+        "import sys\nfrom cli.tp_sweep import main\ncode = main(sys.argv[1:])\n"
+        "print('PANDAS=' + str('pandas' in sys.modules), 'TORCH=' + str('torch' in sys.modules),"
+        " 'CODE=' + str(code))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, "report", "bench", "--db", url, "--out", str(tmp_path / "r.html")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+    )
     assert proc.stdout.strip().splitlines()[-1] == "PANDAS=False TORCH=False CODE=0", proc.stdout + proc.stderr
     size = (tmp_path / "r.html").stat().st_size
     assert size < 2.5 * MB < 5 * MB

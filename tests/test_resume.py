@@ -10,8 +10,21 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.sweeputil import BRANCH, REPO, TP, TRUNK, run_progress, same_levels, slow_spec, \
-    status_json, tp, wait_for, write_spec
+import pytest
+
+from tests.sweeputil import (
+    BRANCH,
+    REPO,
+    TP,
+    TRUNK,
+    run_progress,
+    same_levels,
+    slow_spec,
+    status_json,
+    tp,
+    wait_for,
+    write_spec,
+)
 
 
 def _signal_trainer(tmp: Path, sig: int) -> None:
@@ -33,6 +46,7 @@ def _stop_at(tmp: Path, where: tuple[int, int], sig: int = signal.SIGTERM) -> st
     return out
 
 
+@pytest.mark.slow
 def test_preempted_branch_resumes_to_the_same_weights(tmp_path, reference):
     ref, ids = reference
     out = _stop_at(tmp_path, (BRANCH, 1))  # in the middle of the branch level
@@ -50,6 +64,7 @@ def test_preempted_branch_resumes_to_the_same_weights(tmp_path, reference):
     assert same_levels(tmp_path / "tp-runs", ref, ids)
 
 
+@pytest.mark.slow
 def test_killed_job_is_lost_then_resumed(tmp_path, reference):
     ref, ids = reference
     launcher = _launch_in_background(tmp_path, slow_spec("resume"))
@@ -71,6 +86,7 @@ def test_killed_job_is_lost_then_resumed(tmp_path, reference):
     assert same_levels(tmp_path / "tp-runs", ref, ids)
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_costs_only_its_own_level(tmp_path, reference):
     ref, ids = reference
     _stop_at(tmp_path, (TRUNK, 1))

@@ -88,6 +88,7 @@ def _was_stopped_and_resumed(url: str) -> None:
     assert "PREEMPTED" in states and resumed >= 1  # stopped mid-level, resumed from its checkpoint
 
 
+@pytest.mark.slow
 def test_local_search_with_an_interrupted_trial(tmp_path):
     url = f"sqlite:///{tmp_path / 'tp-results.db'}"
     launcher = _launch(tmp_path, _spec("search_local"))
@@ -103,6 +104,7 @@ def test_local_search_with_an_interrupted_trial(tmp_path):
     _was_stopped_and_resumed(url)
 
 
+@pytest.mark.slow
 def test_failed_trials_are_retried_then_given_up(tmp_path):
     spec = _spec("search_fail", n_trials=2, sampler={"name": "grid", "seed": 0}, max_retries=1)
     # A batch bigger than the training set: valid config, fails in the job, every time.

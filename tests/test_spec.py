@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from orchestrator.spec import SpecError, load_spec, parse_spec
+from orchestrator.plan.spec import SpecError, load_spec, parse_spec
 from tests.sweeputil import tiny_spec, tp, write_spec
 
 BAD = [
@@ -34,6 +34,7 @@ BAD = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label,mutate,needle", BAD, ids=[b[0] for b in BAD])
 def test_bad_spec_exits_2_and_writes_nothing(tmp_path, label, mutate, needle):
     spec = tiny_spec("bad")

@@ -5,11 +5,14 @@ import json
 import subprocess
 import sys
 
-from orchestrator.plan import plan_sweep
-from orchestrator.spec import parse_spec
+import pytest
+
+from orchestrator.plan.grid import plan_sweep
+from orchestrator.plan.spec import parse_spec
 from tests.sweeputil import REPO, tiny_spec
 
 
+@pytest.mark.slow
 def test_hydra_standalone_matches_the_planned_run(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "trainer", "method=imp", "+sparsities=[0.5,0.75]", "seed=0",

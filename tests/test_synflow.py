@@ -10,7 +10,6 @@ from trainer.pruning.masks import full_mask, mask_density
 from trainer.pruning.methods import PruneContext, prune_magnitude, prune_snip
 from trainer.pruning.synflow import prune_synflow
 
-
 # 12 linear layers, widths 64 with a width-4 bottleneck in the middle.
 DEEP_NARROW = [64] * 5 + [4] + [64] * 5
 SHAPE = (1, 4, 4)

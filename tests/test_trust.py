@@ -50,6 +50,7 @@ def _check_concurrency(url: str) -> None:
     assert len(rows) == 35 and all(n == 1 for _, _, n in rows)
 
 
+@pytest.mark.slow
 def test_concurrent_first_use_and_same_row_writes_on_sqlite(tmp_path):
     _check_concurrency(f"sqlite:///{tmp_path / 'fresh.db'}")
 
@@ -59,6 +60,7 @@ def test_concurrent_first_use_and_same_row_writes_on_postgres(postgres_url):
         _check_concurrency(url)
 
 
+@pytest.mark.slow
 def test_five_concurrent_launches_of_one_spec_end_cleanly(tmp_path):
     path = write_spec(tmp_path, tiny_spec("race"))
     env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)}
@@ -98,6 +100,7 @@ def private_pg():
         subprocess.run(["pg_dropcluster", "--stop", "15", name], capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_store_outage_mid_run_loses_nothing(tmp_path, private_pg):
     name, url = private_pg
     spec = slow_spec("outage")

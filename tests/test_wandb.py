@@ -20,8 +20,19 @@ from typing import Any
 
 import pytest
 
-from tests.sweeputil import REPO, TP, TRUNK, epochs_trained, run_progress, slow_spec, status_json, \
-    tiny_spec, tp, wait_for, write_spec
+from tests.sweeputil import (
+    REPO,
+    TP,
+    TRUNK,
+    epochs_trained,
+    run_progress,
+    slow_spec,
+    status_json,
+    tiny_spec,
+    tp,
+    wait_for,
+    write_spec,
+)
 from trainer.wandb_recorder import WandbRecorder
 
 OFFLINE = {"project": "tp-test", "mode": "offline"}
@@ -117,6 +128,7 @@ def wandb_spec(name: str, spec: dict[str, Any] | None = None, **wandb: Any) -> d
 
 
 # ---- through tp-sweep --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_offline_run_holds_every_epoch_of_each_run(tmp_path):
     """dense and imp share level 0: one job, two W&B runs in one process, level 0 in both."""
     spec = wandb_spec("wb", tags=["digits"])
@@ -178,8 +190,8 @@ def test_a_wandb_mode_that_does_not_exist_exits_2_before_anything(tmp_path):
 def test_a_dotted_wandb_key_turns_wandb_on_and_keeps_run_ids(tmp_path):
     """`logging.wandb.project: x` (or a grid axis over logging.wandb.mode) fills the rest of
     the section with conf/logging/wandb.yaml's defaults; logging is in no run id."""
-    from orchestrator.plan import plan_sweep
-    from orchestrator.spec import parse_spec
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
 
     plain = tiny_spec("dotted")
     dotted = tiny_spec("dotted")
@@ -201,8 +213,8 @@ def test_a_dotted_wandb_key_turns_wandb_on_and_keeps_run_ids(tmp_path):
 # ---- one job, run as `python -m trainer.job` ---------------------------------------------------
 def _standalone_job(out: Path, wandb: dict[str, Any] | None) -> Path:
     """A one-level dense job, planned as `python -m trainer` plans it."""
-    from trainer.__main__ import write_job
-    from trainer.config import resolve
+    from cli.hydra_app import write_job
+    from core.config import resolve
 
     over = {"method": "dense", "seed": 0, "schedule.epochs": 1, "model.hidden": [32],
             "data.batch_size": 128}
@@ -221,6 +233,7 @@ def _imported_wandb(stderr: str) -> bool:
     return any(re.search(r"\|\s+wandb(\.\S+)?\s*$", line) for line in stderr.splitlines())
 
 
+@pytest.mark.slow
 def test_without_wandb_nothing_imports_it(tmp_path):
     off = _run_job(_standalone_job(tmp_path / "off", None))
     assert off.returncode == 0, off.stderr[-3000:]
@@ -234,6 +247,7 @@ def test_without_wandb_nothing_imports_it(tmp_path):
     assert part["run"]["group"] == ""  # standalone: no sweep, no group
 
 
+@pytest.mark.slow
 def test_a_wandb_failure_does_not_fail_the_job(tmp_path):
     """mode online without credentials: wandb.init itself refuses. The job completes."""
     job = _standalone_job(tmp_path, {"project": "tp-test", "mode": "online"})
@@ -334,6 +348,7 @@ def test_a_resumed_level_logs_at_the_steps_it_would_have(tmp_path, monkeypatch):
     assert [s for s, _ in fake.runs["tp-bbbb"].rows] == [1 * 3 + 2]
 
 
+@pytest.mark.slow
 def test_slow_or_failing_wandb_never_slows_or_fails_training(tmp_path, monkeypatch, capsys):
     from trainer.job import Recorders
 
@@ -374,8 +389,9 @@ def test_a_failed_log_turns_wandb_off_for_that_run_only(tmp_path, monkeypatch, c
 
 
 def test_auto_mode_is_online_only_with_credentials(tmp_path, monkeypatch):
-    import wandb
     from urllib.parse import urlsplit
+
+    import wandb
 
     from trainer.wandb_recorder import _has_credentials
 

@@ -1,11 +1,12 @@
 """A level's files by id, for notebooks: `tp.load_level(store_or_output_dir, level_id)`.
 
-The level's folder (trainer/storage.py) holds its initial weights (root levels), the mask it
+The level's folder (core/layout.py) holds its initial weights (root levels), the mask it
 trained under, its trained weights and mask (final.pt) and its metrics. The folder is found
 through the store (levels.level_dir, recorded at plan time) or under an output folder
 (OUTPUT_DIR/levels/<id>). Files load through trainer.checkpoint, with
 `torch.load(weights_only=True)` and a structure check: a crafted file cannot run code.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.storage import LevelDir
+from core.layout import LevelDir
 
 _LEVEL_ID = re.compile(r"[0-9a-f]{4,40}")
 
@@ -29,6 +30,7 @@ class LevelArtifacts:
     """What a level's folder holds. `weights`/`mask`: final.pt's when the level is finished, else
     None and mask.pt's mask (pruning levels) or None. `init`: init.pt (root levels). `result`:
     metrics.json (with `history`, every epoch) when finished."""
+
     level_id: str
     path: Path
     description: dict[str, Any]
@@ -63,8 +65,10 @@ def level_path(source: Any, level_id: str) -> Path:
                 return base / level_id
             found = sorted(p for p in base.glob(f"{level_id}*") if (p / "level.json").is_file())
             if len(found) > 1:
-                raise LevelNotFound(f"level id prefix {level_id!r} matches {len(found)} levels under {base}: "
-                                    f"{', '.join(p.name for p in found[:10])}")
+                raise LevelNotFound(
+                    f"level id prefix {level_id!r} matches {len(found)} levels under {base}: "
+                    f"{', '.join(p.name for p in found[:10])}"
+                )
             if found:
                 return found[0]
         raise LevelNotFound(f"no level {level_id} under {root}")
@@ -74,18 +78,23 @@ def level_path(source: Any, level_id: str) -> Path:
     from db.schema import Level
 
     with opened(source) as store, store.reading() as s:
-        found = s.execute(sa.select(Level.level_id, Level.level_dir)
-                          .where(Level.level_id.startswith(level_id)).limit(11)).all()
+        found = s.execute(
+            sa.select(Level.level_id, Level.level_dir).where(Level.level_id.startswith(level_id)).limit(11)
+        ).all()
         where = store.display_url
     if not found:
         raise LevelNotFound(f"no level {level_id} in {where}")
     if len(found) > 1:
-        raise LevelNotFound(f"level id prefix {level_id!r} matches {'more than 10' if len(found) > 10 else len(found)} "
-                            f"levels: {', '.join(lid for lid, _ in found[:10])}")
+        raise LevelNotFound(
+            f"level id prefix {level_id!r} matches {'more than 10' if len(found) > 10 else len(found)} "
+            f"levels: {', '.join(lid for lid, _ in found[:10])}"
+        )
     path = Path(found[0][1])
     if not (path / "level.json").is_file():
-        raise LevelNotFound(f"level {found[0][0]}: its folder {path} is not here (the store records "
-                            "it; pass the output folder instead if it moved)")
+        raise LevelNotFound(
+            f"level {found[0][0]}: its folder {path} is not here (the store records "
+            "it; pass the output folder instead if it moved)"
+        )
     return path
 
 

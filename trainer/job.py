@@ -16,8 +16,9 @@ import sys
 import traceback
 from pathlib import Path
 
+from core.atomic import write_json_atomic
+from core.layout import status_path
 from trainer.distributed import EXIT_PREEMPTED, StopFlag, init_distributed, shutdown
-from trainer.storage import status_path, write_json_atomic
 
 
 def job_id_from_env() -> str | None:
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Imported after argument checks: torch and the data stack take seconds to import.
-    from trainer.levels import LevelTrainer, NullRecorder, Stopped, read_level
+    from trainer.level_trainer import LevelTrainer, NullRecorder, Stopped, read_level  # torch (seconds)
 
     info = init_distributed()
     stop = StopFlag(info)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         recorders: list = []
         url = read_db_url(args.db_file)
         if url:
-            from db.recorder import JobRecorder
+            from db.recorder import JobRecorder  # SQLAlchemy, 0.3 s
 
             store = JobRecorder(url, job["job_id"])
             resumed = [lid for lid in level_ids if (levels_dir / lid / "checkpoint.pt").exists()]

@@ -9,16 +9,22 @@
 Names are resolved on first use: `import turboprune` imports neither pandas nor torch; the
 DataFrame functions import pandas (the `notebook` extra), load_level imports torch.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 _EXPORTS = {
-    "grid_points": "db.frames", "levels": "db.frames", "epochs": "db.frames", "sweeps": "db.frames",
+    "grid_points": "db.frames",
+    "levels": "db.frames",
+    "epochs": "db.frames",
+    "sweeps": "db.frames",
     "store_url": "db.frames",
-    "load_level": "trainer.artifacts", "level_path": "trainer.artifacts",
-    "LevelArtifacts": "trainer.artifacts", "LevelNotFound": "trainer.artifacts",
+    "load_level": "trainer.artifacts",
+    "level_path": "trainer.artifacts",
+    "LevelArtifacts": "trainer.artifacts",
+    "LevelNotFound": "trainer.artifacts",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -19,6 +19,7 @@ where the page shows it; the data the scripts read is JSON inside a non-executed
 with <, > and & escaped, and reaches the page only through textContent or plotly text escaped
 again in the script. Messages are cut at MAX_MESSAGE characters.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,20 +31,41 @@ import math
 import statistics
 from typing import Any
 
-MAX_MESSAGE = 2000      # characters of a job's message shown (the rest: `tp-sweep status RUN`)
+MAX_MESSAGE = 2000  # characters of a job's message shown (the rest: `tp-sweep status RUN`)
 MAX_EVENT_MESSAGE = 300  # characters of a state change's message
-MAX_IDS = 6             # level ids named in one hover, then "+N more"
-MAX_LINES = 12          # accuracy lines (method x other axes) before averaging over the axes
-MAX_TROUBLE = 200       # jobs listed under "what went wrong"
-MAX_EVENTS = 10         # their last state changes shown
-MAX_TRIALS = 5000       # search trials plotted
-RESULT_KEYS = ("sweep", "method", "sparsity", "seed", "run_id", "level", "level_id", "level_kind",
-               "achieved_sparsity", "test_acc", "test_top5", "best_test_acc", "epochs", "state")
-STATE_ORDER = ("PLANNED", "PENDING", "RUNNING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED",
-               "LOST", "CANCELLED")
-STATE_COLOR = {"COMPLETED": "#2ca02c", "RUNNING": "#17becf", "PENDING": "#1f77b4", "PLANNED": "#888",
-               "FAILED": "#d62728", "LOST": "#d62728", "PREEMPTED": "#bcbd22", "TIMEOUT": "#bcbd22",
-               "CANCELLED": "#9467bd"}
+MAX_IDS = 6  # level ids named in one hover, then "+N more"
+MAX_LINES = 12  # accuracy lines (method x other axes) before averaging over the axes
+MAX_TROUBLE = 200  # jobs listed under "what went wrong"
+MAX_EVENTS = 10  # their last state changes shown
+MAX_TRIALS = 5000  # search trials plotted
+RESULT_KEYS = (
+    "sweep",
+    "method",
+    "sparsity",
+    "seed",
+    "run_id",
+    "level",
+    "level_id",
+    "level_kind",
+    "achieved_sparsity",
+    "test_acc",
+    "test_top5",
+    "best_test_acc",
+    "epochs",
+    "state",
+)
+STATE_ORDER = ("PLANNED", "PENDING", "RUNNING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED", "LOST", "CANCELLED")
+STATE_COLOR = {
+    "COMPLETED": "#2ca02c",
+    "RUNNING": "#17becf",
+    "PENDING": "#1f77b4",
+    "PLANNED": "#888",
+    "FAILED": "#d62728",
+    "LOST": "#d62728",
+    "PREEMPTED": "#bcbd22",
+    "TIMEOUT": "#bcbd22",
+    "CANCELLED": "#9467bd",
+}
 
 
 class ReportError(ValueError):
@@ -60,8 +82,10 @@ def collect(store: Any, sweep: str) -> dict[str, Any]:
     row = store.get_sweep(sweep)
     if row is None:
         names = store.sweep_names()
-        raise ReportError(f"no sweep named {sweep!r} in {store.display_url}"
-                          + (f" (sweeps: {', '.join(names)})" if names else ""))
+        raise ReportError(
+            f"no sweep named {sweep!r} in {store.display_url}"
+            + (f" (sweeps: {', '.join(names)})" if names else "")
+        )
     spec = row.spec if isinstance(row.spec, dict) else {}
     try:
         runs, totals = sweep_status(store, sweep, details_up_to=0)
@@ -92,18 +116,27 @@ def collect(store: Any, sweep: str) -> dict[str, Any]:
         "spec": spec,
         "runs": len(runs),
         "counts": counts,
-        "by_method": {m: dict(sorted(c.items(), key=lambda kv: order.get(kv[0], 99)))
-                      for m, c in sorted(by_method.items())},
+        "by_method": {
+            m: dict(sorted(c.items(), key=lambda kv: order.get(kv[0], 99))) for m, c in sorted(by_method.items())
+        },
         "totals": totals.as_dict(),
         "grid_points": len(rows),
         "finished_points": sum(1 for r in rows if r["test_acc"] is not None),
         "axes": axes,
         "accuracy": accuracy_lines(rows, axes),
         "table": group(rows, ["method", "sparsity"]) if rows else [],
-        "curves": [{"method": m, "run_id": r.run_id, "seed": r.seed, "axes": r.axes,
-                    "levels_done": r.levels_done, "levels_total": r.levels_total,
-                    "levels": [_compact(lv) for lv in curves.get(r.run_id, [])]}
-                   for m, r in sorted(chosen.items())],
+        "curves": [
+            {
+                "method": m,
+                "run_id": r.run_id,
+                "seed": r.seed,
+                "axes": r.axes,
+                "levels_done": r.levels_done,
+                "levels_total": r.levels_total,
+                "levels": [_compact(lv) for lv in curves.get(r.run_id, [])],
+            }
+            for m, r in sorted(chosen.items())
+        ],
         "trouble": _cut_messages(job_trouble(store, sweep, most=MAX_TROUBLE, events_per_job=MAX_EVENTS)),
         "provenance": provenance(store, sweep),
         "search": None,
@@ -117,10 +150,13 @@ def _compact(level: dict[str, Any]) -> dict[str, Any]:
     """A level of a learning curve with only what the chart draws: its epochs' test accuracy
     (6 decimals), not every column of every epoch (a fifth of the page on a big sweep)."""
     eps = level["epochs"]
-    return {**{k: v for k, v in level.items() if k != "epochs"},
-            "epochs": [{"epoch": ep["epoch"],
-                        "test_acc": None if ep["test_acc"] is None else round(ep["test_acc"], 6)}
-                       for ep in eps]}
+    return {
+        **{k: v for k, v in level.items() if k != "epochs"},
+        "epochs": [
+            {"epoch": ep["epoch"], "test_acc": None if ep["test_acc"] is None else round(ep["test_acc"], 6)}
+            for ep in eps
+        ],
+    }
 
 
 def _cut_messages(trouble: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +178,7 @@ def accuracy_lines(rows: list[dict[str, Any]], axes: list[str]) -> dict[str, Any
     axes while there are at most MAX_LINES lines; beyond, averaged over them), each point the mean
     and sample std over the finished grid points at that target, with n, the runs and the ids of
     the levels behind it. Dense (or any method only at sparsity 0) is a reference, not a line."""
+
     def combo(r: dict[str, Any]) -> tuple:
         return tuple((a, r.get(a)) for a in axes)
 
@@ -160,33 +197,47 @@ def accuracy_lines(rows: list[dict[str, Any]], axes: list[str]) -> dict[str, Any
             accs = [r["test_acc"] for r in done]
             achieved = [r["achieved_sparsity"] for r in done if r["achieved_sparsity"] is not None]
             ids = list(dict.fromkeys(r["level_id"] for r in done))
-            points.append({
-                "sparsity": sp, "n": len(done), "runs": len(at),
-                "mean": statistics.fmean(accs) if accs else None,
-                "std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None),
-                "achieved": statistics.fmean(achieved) if achieved else None,
-                "ids": ids[:MAX_IDS], "more_ids": max(0, len(ids) - MAX_IDS)})
+            points.append(
+                {
+                    "sparsity": sp,
+                    "n": len(done),
+                    "runs": len(at),
+                    "mean": statistics.fmean(accs) if accs else None,
+                    "std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None),
+                    "achieved": statistics.fmean(achieved) if achieved else None,
+                    "ids": ids[:MAX_IDS],
+                    "more_ids": max(0, len(ids) - MAX_IDS),
+                }
+            )
         dense = method == "dense" or all(p["sparsity"] == 0 for p in points)
         lines.append({"name": name, "method": method, "dense": dense, "points": points})
     note = None
     if axes and not split:
         values = {a: len({str(r.get(a)) for r in rows}) for a in axes}
-        note = ("averaged over " + ", ".join(f"{n:,} values of {a}" for a, n in values.items())
-                + f" ({n_lines:,} method × axes lines would be too many to read; "
-                  "tp-sweep query --group-by has them all)")
+        note = (
+            "averaged over "
+            + ", ".join(f"{n:,} values of {a}" for a, n in values.items())
+            + f" ({n_lines:,} method × axes lines would be too many to read; "
+            "tp-sweep query --group-by has them all)"
+        )
     return {"lines": lines, "note": note, "split_by": axes if split else []}
 
 
 def search_data(store: Any, sweep: str, search_spec: dict[str, Any]) -> dict[str, Any]:
     """The best trial per cell (`query --best`) and every trial's parameters and value."""
-    from orchestrator.search import search_summary, search_trials
+    from orchestrator.search.driver import search_summary, search_trials
 
     cells = search_summary(store, sweep)
     trials = search_trials(store, sweep, most=MAX_TRIALS)
     params = search_spec.get("params") or {}
-    return {"metric": search_spec.get("metric", "test_acc"), "direction": search_spec.get("direction", "maximize"),
-            "params": {k: (v.get("type") if isinstance(v, dict) else None) for k, v in params.items()},
-            "cells": cells, "trials": trials, "trials_cut": len(trials) >= MAX_TRIALS}
+    return {
+        "metric": search_spec.get("metric", "test_acc"),
+        "direction": search_spec.get("direction", "maximize"),
+        "params": {k: (v.get("type") if isinstance(v, dict) else None) for k, v in params.items()},
+        "cells": cells,
+        "trials": trials,
+        "trials_cut": len(trials) >= MAX_TRIALS,
+    }
 
 
 # ---- the page --------------------------------------------------------------------------------
@@ -248,8 +299,10 @@ def _message(text: str | None, chars: int) -> str:
         return ""
     if chars <= len(text):
         return f"<pre class=msg>{e(text)}</pre>"
-    return (f"<pre class=msg>{e(text)}</pre><p class=dim>… {chars - len(text):,} more "
-            "characters (tp-sweep status RUN_ID --format json has the whole message)</p>")
+    return (
+        f"<pre class=msg>{e(text)}</pre><p class=dim>… {chars - len(text):,} more "
+        "characters (tp-sweep status RUN_ID --format json has the whole message)</p>"
+    )
 
 
 def _state(s: str) -> str:
@@ -268,60 +321,112 @@ def _summary_html(d: dict[str, Any]) -> str:
     states = " · ".join(f"{_state(s)} {n:,}" for s, n in d["counts"].items()) or "no runs"
     share = f" ({100 * t['levels_done'] / t['levels_total']:.0f} %)" if t["levels_total"] else ""
     dev = t["device"]
-    by_method = _table(["method", *[e(s) for s in STATE_ORDER if any(s in c for c in d["by_method"].values())], "runs"],
-                       [[e(m), *[f"{c.get(s, 0):,}" if c.get(s) else "–"
-                                 for s in STATE_ORDER if any(s in cc for cc in d["by_method"].values())],
-                         f"{sum(c.values()):,}"] for m, c in d["by_method"].items()], "num")
-    return (f"<p><b>{d['runs']:,} runs</b>: {states}</p>"
-            f"<p>levels {t['levels_done']:,} / {t['levels_total']:,} finished{share} · "
-            f"grid points with a result {d['finished_points']:,} / {d['grid_points']:,} · "
-            f"elapsed {_duration(t['elapsed_s'])}</p>"
-            f"<p>{e(dev)}-hours <b>{_hours(t['device_hours_used'])}</b> used, "
-            f"<b>{_hours(t['device_hours_left'])}</b> still planned · {t['devices_per_job']} "
-            f"{e(dev)}{'s' if t['devices_per_job'] != 1 else ''} a job"
-            + (f" · {t['epoch_s']:.1f} s an epoch" if t["epoch_s"] is not None else "")
-            + f" · epochs {t['epochs_done']:,} done"
-            + (f", {t['epochs_left']:,} to go" if t["epochs_left"] is not None else "") + "</p>"
-            + "<h3>Runs by method and state</h3>" + by_method)
+    by_method = _table(
+        ["method", *[e(s) for s in STATE_ORDER if any(s in c for c in d["by_method"].values())], "runs"],
+        [
+            [
+                e(m),
+                *[
+                    f"{c.get(s, 0):,}" if c.get(s) else "–"
+                    for s in STATE_ORDER
+                    if any(s in cc for cc in d["by_method"].values())
+                ],
+                f"{sum(c.values()):,}",
+            ]
+            for m, c in d["by_method"].items()
+        ],
+        "num",
+    )
+    return (
+        f"<p><b>{d['runs']:,} runs</b>: {states}</p>"
+        f"<p>levels {t['levels_done']:,} / {t['levels_total']:,} finished{share} · "
+        f"grid points with a result {d['finished_points']:,} / {d['grid_points']:,} · "
+        f"elapsed {_duration(t['elapsed_s'])}</p>"
+        f"<p>{e(dev)}-hours <b>{_hours(t['device_hours_used'])}</b> used, "
+        f"<b>{_hours(t['device_hours_left'])}</b> still planned · {t['devices_per_job']} "
+        f"{e(dev)}{'s' if t['devices_per_job'] != 1 else ''} a job"
+        + (f" · {t['epoch_s']:.1f} s an epoch" if t["epoch_s"] is not None else "")
+        + f" · epochs {t['epochs_done']:,} done"
+        + (f", {t['epochs_left']:,} to go" if t["epochs_left"] is not None else "")
+        + "</p>"
+        + "<h3>Runs by method and state</h3>"
+        + by_method
+    )
 
 
 def _results_table_html(d: dict[str, Any]) -> str:
     rows = d["table"]
     if not rows:
         return "<p class=dim>no grid points</p>"
-    body = [[e(r["method"]), f"{r['sparsity']:g}", _mean_std(r["test_acc_mean"], r["test_acc_std"]),
-             _mean_std(r["best_test_acc_mean"], r["best_test_acc_std"]),
-             _mean_std(r["achieved_sparsity_mean"], r["achieved_sparsity_std"], 1.0, 4),
-             f"{r['n']:,}", f"{r['runs']:,}"] for r in rows]
-    return _table(["method", "sparsity", "test_acc (%)", "best_test_acc (%)", "achieved sparsity",
-                   "n", "runs"], body, "num")
+    body = [
+        [
+            e(r["method"]),
+            f"{r['sparsity']:g}",
+            _mean_std(r["test_acc_mean"], r["test_acc_std"]),
+            _mean_std(r["best_test_acc_mean"], r["best_test_acc_std"]),
+            _mean_std(r["achieved_sparsity_mean"], r["achieved_sparsity_std"], 1.0, 4),
+            f"{r['n']:,}",
+            f"{r['runs']:,}",
+        ]
+        for r in rows
+    ]
+    return _table(
+        ["method", "sparsity", "test_acc (%)", "best_test_acc (%)", "achieved sparsity", "n", "runs"], body, "num"
+    )
 
 
 def _trouble_html(d: dict[str, Any]) -> str:
     t = d["trouble"]
     if not t["total"]:
-        return "<p>Nothing: no job of this sweep failed, was lost, timed out, was preempted or cancelled, or needed a retry.</p>"
+        return (
+            "<p>Nothing: no job of this sweep failed, was lost, timed out, was preempted or cancelled, "
+            "or needed a retry.</p>"
+        )
     what = ", ".join(f"{_state(s)} {n:,}" for s, n in t["counts"].items())
-    head = (f"<p>{t['total']:,} jobs: {what or 'none in a bad state'}; {t['retried']:,} retried "
-            "(more than one attempt)."
-            + (f" The first {t['shown']:,} are listed, worst first." if t["shown"] < t["total"] else "") + "</p>")
+    head = (
+        f"<p>{t['total']:,} jobs: {what or 'none in a bad state'}; {t['retried']:,} retried "
+        "(more than one attempt)."
+        + (f" The first {t['shown']:,} are listed, worst first." if t["shown"] < t["total"] else "")
+        + "</p>"
+    )
     body = []
     for j in t["jobs"]:
-        runs = ", ".join(f"{e(r['method'])} s{e(r['seed'])} <code>{e(r['run_id'][:8])}</code>" for r in j["runs"][:5])
+        runs = ", ".join(
+            f"{e(r['method'])} s{e(r['seed'])} <code>{e(r['run_id'][:8])}</code>" for r in j["runs"][:5]
+        )
         if len(j["runs"]) > 5:
             runs += f" +{len(j['runs']) - 5} more"
-        evs = "".join(f"<li>{e(ev['at'])} {e(ev['from'] or '')} → {e(ev['to'])}"
-                      + (f" <code>{e(ev['sched_id'])}</code>" if ev["sched_id"] else "")
-                      + (f": {e(ev['message'])}" if ev["message"] else "")
-                      + (f" … ({ev['message_chars'] - len(ev['message']):,} more characters)"
-                         if ev["message"] and ev["message_chars"] > len(ev["message"]) else "")
-                      + "</li>" for ev in j["events"])
+        evs = "".join(
+            f"<li>{e(ev['at'])} {e(ev['from'] or '')} → {e(ev['to'])}"
+            + (f" <code>{e(ev['sched_id'])}</code>" if ev["sched_id"] else "")
+            + (f": {e(ev['message'])}" if ev["message"] else "")
+            + (
+                f" … ({ev['message_chars'] - len(ev['message']):,} more characters)"
+                if ev["message"] and ev["message_chars"] > len(ev["message"])
+                else ""
+            )
+            + "</li>"
+            for ev in j["events"]
+        )
         older = j["events_total"] - len(j["events"])
-        trail = (f"<details><summary>{j['events_total']} state changes</summary>"
-                 + (f"<p class=dim>{older} older not shown</p>" if older else "") + f"<ul>{evs}</ul></details>")
-        body.append([f"<code>{e(j['job'][:8])}</code>", e(j["sched_id"] or "–"), _state(j["state"]),
-                     f"{j['attempts']}", runs, _message(j["message"], j["message_chars"]) + trail])
-    return head + _table(["job", "scheduler id", "state", "attempts", "runs", "message, state changes"], body, "trouble")
+        trail = (
+            f"<details><summary>{j['events_total']} state changes</summary>"
+            + (f"<p class=dim>{older} older not shown</p>" if older else "")
+            + f"<ul>{evs}</ul></details>"
+        )
+        body.append(
+            [
+                f"<code>{e(j['job'][:8])}</code>",
+                e(j["sched_id"] or "–"),
+                _state(j["state"]),
+                f"{j['attempts']}",
+                runs,
+                _message(j["message"], j["message_chars"]) + trail,
+            ]
+        )
+    return head + _table(
+        ["job", "scheduler id", "state", "attempts", "runs", "message, state changes"], body, "trouble"
+    )
 
 
 def _search_html(d: dict[str, Any]) -> str:
@@ -332,16 +437,44 @@ def _search_html(d: dict[str, Any]) -> str:
     for c in s["cells"]:
         params = ", ".join(f"{e(k)}={e(_short(v))}" for k, v in (c.get("best_params") or {}).items())
         axes = " ".join(f"{e(k)}={e(v)}" for k, v in (c.get("axes") or {}).items())
-        body.append([e(c["method"]), f"{c['sparsity']:g}", e(c["seed"]), axes, f"{c['trials']}",
-                     f"{c.get('complete', 0)}", f"{c.get('fail', 0)}", f"{c.get('pruned', 0)}",
-                     "–" if c.get("best_value") is None else f"{c['best_value']:.4f}", params,
-                     f"<code>{e((c.get('best_run_id') or '')[:8])}</code>"])
-    table = _table(["method", "sparsity", "seed", "axes", "trials", "complete", "failed", "pruned",
-                    f"best {e(s['metric'])}", "best parameters", "run"], body, "num")
+        body.append(
+            [
+                e(c["method"]),
+                f"{c['sparsity']:g}",
+                e(c["seed"]),
+                axes,
+                f"{c['trials']}",
+                f"{c.get('complete', 0)}",
+                f"{c.get('fail', 0)}",
+                f"{c.get('pruned', 0)}",
+                "–" if c.get("best_value") is None else f"{c['best_value']:.4f}",
+                params,
+                f"<code>{e((c.get('best_run_id') or '')[:8])}</code>",
+            ]
+        )
+    table = _table(
+        [
+            "method",
+            "sparsity",
+            "seed",
+            "axes",
+            "trials",
+            "complete",
+            "failed",
+            "pruned",
+            f"best {e(s['metric'])}",
+            "best parameters",
+            "run",
+        ],
+        body,
+        "num",
+    )
     cut = "<p class=dim>only the first trials are plotted</p>" if s["trials_cut"] else ""
-    return (f"<section id=search><h2>Search: the best trial per cell</h2><p>{e(s['direction'])} "
-            f"{e(s['metric'])} of the level serving each cell's target.</p>{table}"
-            f"<h3>Each parameter against {e(s['metric'])}</h3>{cut}<div id=search-plots></div></section>")
+    return (
+        f"<section id=search><h2>Search: the best trial per cell</h2><p>{e(s['direction'])} "
+        f"{e(s['metric'])} of the level serving each cell's target.</p>{table}"
+        f"<h3>Each parameter against {e(s['metric'])}</h3>{cut}<div id=search-plots></div></section>"
+    )
 
 
 def _short(v: Any) -> str:
@@ -349,25 +482,39 @@ def _short(v: Any) -> str:
 
 
 def _provenance_html(d: dict[str, Any], plotly_version: str) -> str:
-    from orchestrator import version
+    from core import version
 
     p = d["provenance"]
-    hosts = ", ".join(f"{e(h['host'] or '?')} ({h['attempts']:,} attempts, {h['world_size'] or '?'} ranks)"
-                      for h in p["hosts"]) or "no attempt recorded yet"
+    hosts = (
+        ", ".join(
+            f"{e(h['host'] or '?')} ({h['attempts']:,} attempts, {h['world_size'] or '?'} ranks)"
+            for h in p["hosts"]
+        )
+        or "no attempt recorded yet"
+    )
     if p["hosts_total"] > len(p["hosts"]):
         hosts += f", and {p['hosts_total'] - len(p['hosts']):,} more hosts"
     if p["level_provenance"] is None:
         code = "not recorded by this store (no per-level provenance in its schema)"
     else:
-        code = "<ul>" + "".join(f"<li><code>{e(x['provenance'])}</code>: {x['levels']:,} levels</li>"
-                                for x in p["level_provenance"]) + "</ul>"
-    return (f"<dl><dt>sweep recorded</dt><dd>{e(p['created_at'])} UTC, executor {e(p['executor'])}</dd>"
-            f"<dt>output folder</dt><dd><code>{e(p['output_dir'])}</code></dd>"
-            f"<dt>store</dt><dd><code>{e(d['store'])}</code></dd>"
-            f"<dt>ran on</dt><dd>{hosts}</dd>"
-            f"<dt>code per level</dt><dd>{code}</dd>"
-            f"<dt>this report</dt><dd>{e(d['generated_at'])}, turboprune {e(version())}, plotly.js from "
-            f"plotly {e(plotly_version)}; states as recorded in the store (tp-sweep status asks the scheduler first)</dd></dl>")
+        code = (
+            "<ul>"
+            + "".join(
+                f"<li><code>{e(x['provenance'])}</code>: {x['levels']:,} levels</li>"
+                for x in p["level_provenance"]
+            )
+            + "</ul>"
+        )
+    return (
+        f"<dl><dt>sweep recorded</dt><dd>{e(p['created_at'])} UTC, executor {e(p['executor'])}</dd>"
+        f"<dt>output folder</dt><dd><code>{e(p['output_dir'])}</code></dd>"
+        f"<dt>store</dt><dd><code>{e(d['store'])}</code></dd>"
+        f"<dt>ran on</dt><dd>{hosts}</dd>"
+        f"<dt>code per level</dt><dd>{code}</dd>"
+        f"<dt>this report</dt><dd>{e(d['generated_at'])}, turboprune {e(version())}, plotly.js from "
+        f"plotly {e(plotly_version)}; states as recorded in the store "
+        "(tp-sweep status asks the scheduler first)</dd></dl>"
+    )
 
 
 def render(d: dict[str, Any]) -> str:
@@ -379,39 +526,46 @@ def render(d: dict[str, Any]) -> str:
     spec_text = yaml.safe_dump(_clean(d["spec"]), sort_keys=False, allow_unicode=False, width=100)
     acc = d["accuracy"]
     no_result = d["finished_points"] == 0
-    acc_html = ("<p class=warn>No grid point has a result yet: nothing to plot.</p>" if no_result else
-                "<div class=switch role=radiogroup aria-label='x axis'>x axis: "
-                "<label><input type=radio name=xmode value=linear checked id=x-linear> sparsity (linear)</label> "
-                "<label><input type=radio name=xmode value=log id=x-log> % of weights remaining (log)</label>"
-                "</div><div id=acc-plot class=plot></div>"
-                + (f"<p class=dim>{e(acc['note'])}</p>" if acc["note"] else "")
-                + "<p class=dim>Band: mean ± std over seeds; dense: the dashed line. Click a method in "
-                  "the legend to hide it, double-click to show it alone.</p>")
-    curves_html = ("<p class=dim>No epoch recorded yet.</p>"
-                   if not any(lv["epochs"] for c in d["curves"] for lv in c["levels"]) else
-                   "<div id=curve-plot class=plot></div><p class=dim>One run per method (the one with the "
-                   "most finished levels, then the lowest seed): every epoch of its levels in training "
-                   "order; gaps separate levels.</p>")
+    acc_html = (
+        "<p class=warn>No grid point has a result yet: nothing to plot.</p>"
+        if no_result
+        else "<div class=switch role=radiogroup aria-label='x axis'>x axis: "
+        "<label><input type=radio name=xmode value=linear checked id=x-linear> sparsity (linear)</label> "
+        "<label><input type=radio name=xmode value=log id=x-log> % of weights remaining (log)</label>"
+        "</div><div id=acc-plot class=plot></div>"
+        + (f"<p class=dim>{e(acc['note'])}</p>" if acc["note"] else "")
+        + "<p class=dim>Band: mean ± std over seeds; dense: the dashed line. Click a method in "
+        "the legend to hide it, double-click to show it alone.</p>"
+    )
+    curves_html = (
+        "<p class=dim>No epoch recorded yet.</p>"
+        if not any(lv["epochs"] for c in d["curves"] for lv in c["levels"])
+        else "<div id=curve-plot class=plot></div><p class=dim>One run per method (the one with the "
+        "most finished levels, then the lowest seed): every epoch of its levels in training "
+        "order; gaps separate levels.</p>"
+    )
     title = f"turboprune report: {d['sweep']}"
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8>
 <meta name=viewport content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval' blob:; style-src 'unsafe-inline'; img-src data: blob:; font-src data:; connect-src blob: data:">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
 <title>{e(title)}</title>
 <style>{CSS}</style></head>
 <body>
-<header><h1>Sweep <span class=name>{e(d['sweep'])}</span></h1>
-<p class=dim>generated {e(d['generated_at'])} from <code>{e(d['store'])}</code></p>
+<header><h1>Sweep <span class=name>{e(d["sweep"])}</span></h1>
+<p class=dim>generated {e(d["generated_at"])} from <code>{e(d["store"])}</code></p>
 <p id=tp-js-status class=dim>drawing the charts…</p></header>
 <section id=summary><h2>Where it stands</h2>{_summary_html(d)}</section>
 <section id=accuracy><h2>Accuracy against sparsity</h2>{acc_html}</section>
 <section id=results><h2>Results by method and sparsity</h2>
-<p class=dim>tp-sweep query {e(d['sweep'])} --group-by method,sparsity: mean ± std over the finished grid points (n of runs).</p>
+<p class=dim>tp-sweep query {e(d["sweep"])} --group-by method,sparsity: mean ± std over the finished
+grid points (n of runs).</p>
 {_results_table_html(d)}</section>
 <section id=curves><h2>Learning curves</h2>{curves_html}</section>
 <section id=trouble><h2>What went wrong</h2>{_trouble_html(d)}</section>
 {_search_html(d)}
-<section id=spec><h2>Spec</h2><details><summary>the sweep's spec as recorded</summary><pre>{e(spec_text)}</pre></details></section>
+<section id=spec><h2>Spec</h2><details><summary>the sweep's spec as recorded</summary>
+<pre>{e(spec_text)}</pre></details></section>
 <section id=provenance><h2>Provenance</h2>{_provenance_html(d, plotly_version)}</section>
 <script type="application/json" id=tp-data>{script_json(_payload(d))}</script>
 <script type="text/plain" id=tp-plotly-gz>{bundle}</script>
@@ -424,8 +578,9 @@ def _payload(d: dict[str, Any]) -> dict[str, Any]:
     """The data embedded for the scripts (and for anyone who reads the file): all of it but the
     jobs' state changes, which the page shows as HTML only."""
     t = d["trouble"]
-    jobs = [{**{k: v for k, v in j.items() if k not in ("events", "runs")}, "runs": j["runs"][:5]}
-            for j in t["jobs"]]
+    jobs = [
+        {**{k: v for k, v in j.items() if k not in ("events", "runs")}, "runs": j["runs"][:5]} for j in t["jobs"]
+    ]
     return {**d, "trouble": {**t, "jobs": jobs}}
 
 
@@ -433,11 +588,20 @@ def build(store: Any, sweep: str) -> str:
     return render(collect(store, sweep))
 
 
+# No network at all: nothing may be fetched, whatever a message or a name in the page holds.
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval' blob:; style-src 'unsafe-inline'; "
+    "img-src data: blob:; font-src data:; connect-src blob: data:"
+)
+
 CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:0 16px 40px;color:#222}
-h1{font-size:22px;margin:18px 0 4px}h2{font-size:18px;margin:26px 0 8px;border-bottom:1px solid #ddd}h3{font-size:15px}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;
+ padding:0 16px 40px;color:#222}
+h1{font-size:22px;margin:18px 0 4px}h2{font-size:18px;margin:26px 0 8px;border-bottom:1px solid #ddd}
+h3{font-size:15px}
 .name{font-family:ui-monospace,monospace;overflow-wrap:anywhere}.dim{color:#666}.warn{color:#a15c00}
-table{border-collapse:collapse;margin:6px 0}th,td{border-bottom:1px solid #eee;padding:3px 8px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:6px 0}
+th,td{border-bottom:1px solid #eee;padding:3px 8px;text-align:left;vertical-align:top}
 table.num td{text-align:right}table.num td:first-child{text-align:left}th{background:#f6f6f6}
 .st{font-weight:600}.plot{width:100%;height:460px}.switch label{margin-right:12px}
 pre{background:#f7f7f7;padding:8px;overflow:auto;max-height:420px;white-space:pre-wrap;overflow-wrap:anywhere}
@@ -501,7 +665,8 @@ JS = r"""
       traces.push({uid: "band:" + l.name, x: x.concat(x.slice().reverse()), y: up.concat(dn.slice().reverse()),
         fill: "toself", fillcolor: rgba(color, 0.15), line: {width: 0}, hoverinfo: "skip",
         legendgroup: l.name, showlegend: false, type: "scatter", mode: "lines"});
-      traces.push({uid: "line:" + l.name, name: esc(l.name), x: x, y: pts.map(function (p) { return p.mean * 100; }),
+      traces.push({uid: "line:" + l.name, name: esc(l.name), x: x,
+        y: pts.map(function (p) { return p.mean * 100; }),
         mode: "lines+markers", line: {color: color, width: 2}, marker: {size: 7}, legendgroup: l.name,
         type: "scatter", text: hover, hoverinfo: "text", meta: {method: l.method, dense: false}});
     });
@@ -567,7 +732,8 @@ JS = r"""
       host.appendChild(div);
       var traces = Object.keys(methods).sort().map(function (m, i) {
         var ts = S.trials.filter(function (t) { return t.method === m && t.value !== null && name in t.params; });
-        return {name: esc(m), x: ts.map(function (t) { return t.params[name]; }), y: ts.map(function (t) { return t.value; }),
+        return {name: esc(m), x: ts.map(function (t) { return t.params[name]; }),
+          y: ts.map(function (t) { return t.value; }),
           mode: "markers", type: "scatter", marker: {size: 8, color: COLORS[i % COLORS.length], opacity: 0.8},
           hoverinfo: "text", text: ts.map(function (t) {
             return "<b>" + esc(m) + "</b> sparsity " + g(t.sparsity) + " seed " + esc(t.seed) + "<br>trial " +

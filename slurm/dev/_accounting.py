@@ -13,7 +13,8 @@ import string
 import subprocess
 import time
 
-from ._config import ClusterError, _conf_path, acct_ports as ports
+from ._config import ClusterError, _conf_path
+from ._config import acct_ports as ports
 
 PACKAGES = ("slurmdbd", "mariadb-server")
 POLICY_RC = "/usr/sbin/policy-rc.d"

@@ -15,7 +15,10 @@ Settings worth knowing (slurm.conf.tmpl):
 - AuthInfo cred_expire=10: a requeued job restarts ~15 s later instead of 120 s;
 - MinJobAge=300: finished jobs stay visible to scontrol for 5 min (no sacct without --accounting);
 - DefMemPerCPU: a job that asks no memory does not take a whole node.
-`down` leaves running jobs' slurmstepd alone (as Slurm does); the next `up` picks them up again.
+`down` ends the cluster's jobs before it stops the daemons (scancel, then a kill of what is left,
+found through DIR: see _jobs.py); stopping slurmd alone would leave them running. `up` of a
+half-alive cluster (slurmctld stopped by SIGTERM, which saves its state) restarts the daemons
+and keeps the jobs: slurmd adopts their slurmstepds again.
 """
 from __future__ import annotations
 
@@ -30,11 +33,28 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from ._config import (BINARIES, DEFAULT_DIR, DEFAULT_PORT, ETC_CONF, MARKER, BadInput,
-                      ClusterError, acct_ports,
-                      _abs, _check_dir, _conf_path, _etc_owner, _load_settings, _log_of,
-                      _make_settings, _munge_key, _pidfiles, _render, _settings_path)
-from . import _accounting
+from . import _accounting, _jobs
+from ._config import (
+    BINARIES,
+    DEFAULT_DIR,
+    DEFAULT_PORT,
+    ETC_CONF,
+    MARKER,
+    BadInput,
+    ClusterError,
+    _abs,
+    _check_dir,
+    _conf_path,
+    _etc_owner,
+    _load_settings,
+    _log_of,
+    _make_settings,
+    _munge_key,
+    _pidfiles,
+    _render,
+    _settings_path,
+    acct_ports,
+)
 from ._procs import _alive, _read_pid, _stop, _tail
 
 __all__ = ["ClusterStatus", "ClusterError", "BadInput", "up", "down", "status", "main"]
@@ -215,15 +235,31 @@ def up(dir: str = DEFAULT_DIR, nodes: int = 1, accounting: bool = False,
     return st
 
 
-def down(dir: str = DEFAULT_DIR, timeout: float = 30.0) -> None:
-    """Stop the daemons of DIR by PID (slurmd, slurmctld, munged); logs and state stay."""
+def down(dir: str = DEFAULT_DIR, timeout: float = 30.0) -> int:
+    """End DIR's jobs, then stop its daemons by PID (slurmd, slurmctld, munged); logs and state
+    stay. Returns how many jobs it ended.
+
+    Jobs are cancelled through slurmctld (SIGTERM, SIGKILL after KillWait) when it answers;
+    their processes, and any left over (slurmctld dead, a job ignoring SIGTERM), are then found
+    through DIR's spool and log folders and killed (_jobs.py), never by a process name: another
+    cluster's jobs on this machine are not touched.
+    """
     d = _abs(dir)
     cfg = _load_settings(d)
     if cfg is None:
-        return
+        return 0
+    live = _live_pids(d, cfg)
+    spare = {pid for pid in live.values() if pid}
+    ended = _jobs.end_jobs(d, cfg, timeout, lambda *argv: _client(d, *argv),
+                           bool(live.get("slurmctld")), spare)
     _stop_all(d, cfg, timeout)
     if _etc_owner(ETC_CONF) == d:
         os.remove(ETC_CONF)
+    left = _jobs.find(d, cfg).pids
+    if left:
+        raise ClusterError(f"daemons stopped, but {len(left)} process(es) of its jobs would not "
+                           f"die: {sorted(left)}")
+    return ended
 
 
 # ---------------------------------------------------------------- start / stop
@@ -374,8 +410,9 @@ def main(argv: list[str] | None = None) -> int:
             _print_status(st, console)
             return 0
         if args.cmd == "down":
-            down(args.dir, args.timeout)
-            console.print(f"Slurm dev cluster in {_abs(args.dir)}: stopped (logs kept in "
+            ended = down(args.dir, args.timeout)
+            console.print(f"Slurm dev cluster in {_abs(args.dir)}: stopped; ended {ended} "
+                          f"job{'' if ended == 1 else 's'} (logs kept in "
                           f"{os.path.join(_abs(args.dir), 'log')})", markup=False)
             return 0
         st = status(args.dir)

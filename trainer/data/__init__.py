@@ -139,10 +139,10 @@ def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device):
 
 
 # Registering the builders: these modules import only torch/numpy at top level.
-from . import memory as _memory  # noqa: E402,F401
+from . import device_synthetic as _device_synthetic  # noqa: E402,F401
 from . import ffcv_loaders as _ffcv_loaders  # noqa: E402,F401
 from . import imagefolder as _imagefolder  # noqa: E402,F401
-from . import device_synthetic as _device_synthetic  # noqa: E402,F401
+from . import memory as _memory  # noqa: E402,F401
 
 __all__ = [
     "DATASETS", "DataError", "EpochLoader", "LoaderContext", "Loaders", "build_loaders",

@@ -113,10 +113,19 @@ class FFCVEpochLoader:
 
 
 def _image_pipeline(kind: str, train: bool, res: int, mean, std, device: torch.device):
-    from ffcv.fields.rgb_image import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,
-                                       SimpleRGBImageDecoder)
-    from ffcv.transforms import (NormalizeImage, RandomHorizontalFlip, RandomTranslate, ToDevice,
-                                 ToTensor, ToTorchImage)
+    from ffcv.fields.rgb_image import (
+        CenterCropRGBImageDecoder,
+        RandomResizedCropRGBImageDecoder,
+        SimpleRGBImageDecoder,
+    )
+    from ffcv.transforms import (
+        NormalizeImage,
+        RandomHorizontalFlip,
+        RandomTranslate,
+        ToDevice,
+        ToTensor,
+        ToTorchImage,
+    )
 
     if kind == "cifar":
         decoder = SimpleRGBImageDecoder()

@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from . import DataError
+from .memory import digits_split, load_digits_arrays, synthetic_arrays
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -135,7 +136,6 @@ class CifarSource:
 
 def digits_uint8(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """(N, 32, 32, 3) uint8 digits and labels, the in-memory data set's split."""
-    from .memory import digits_split, load_digits_arrays
 
     images, labels = load_digits_arrays()
     tr, te = digits_split(labels)
@@ -162,7 +162,6 @@ def digits_source(split: str = "train") -> ArraySource:
 
 def synthetic_source(split: str = "train", *, size: int = 256, classes: int = 10,
                      image_size: int = 32, data_seed: int = 0) -> ArraySource:
-    from .memory import synthetic_arrays
 
     xtr, ytr, xte, yte = synthetic_arrays((3, image_size, image_size), classes, size,
                                           max(1, size // 4), data_seed)

@@ -29,11 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.data_cli import DEFAULT_SMART_THRESHOLD, WRITE_MODES, write_parser
+from trainer.beton_options import DEFAULT_SMART_THRESHOLD, WRITE_MODES
 
-from . import DataError
-
-build_parser = write_parser  # the options live in trainer/data_cli.py, free of heavy imports
+from . import DataError, sources
 
 
 @dataclass
@@ -93,8 +91,7 @@ def _rich_progress(enabled: bool, description: str, total: int):
     if not enabled:
         yield lambda n=1: None
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as bar:
@@ -103,8 +100,6 @@ def _rich_progress(enabled: bool, description: str, total: int):
 
 
 def open_source(kind: str, src: str | None, split: str, **synthetic):
-    from . import sources
-
     if kind == "imagefolder":
         if not src:
             raise DataError("--from imagefolder needs a folder")
@@ -237,12 +232,8 @@ def write_source(source, out: str, *, max_resolution: int | None = None, jpeg_qu
                         skipped=len(bad))
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run(write_parser().parse_args(argv))
-
-
 def run(args) -> int:
-    """Write the beton `args` (write_parser's) ask for; 2 on a DataError."""
+    """Write the beton `args` (cli/data.py's write parser) ask for; 2 on a DataError."""
     src = None if args.src in (None, "-") else args.src
     synthetic = {"size": args.size, "classes": args.classes, "image_size": args.image_size,
                  "data_seed": args.data_seed} if args.kind == "synthetic" else None
@@ -259,7 +250,3 @@ def run(args) -> int:
     print(f"wrote {s.path}: {s.images} images, {s.classes} classes, {s.bytes:,} bytes, "
           f"{s.seconds:.1f} s" + (f", {s.skipped} corrupt images skipped" if s.skipped else ""))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.pruning.density import (
+from core.density import (
     balanced_densities,
     cap_counts,
     counts_for,

@@ -1,97 +1,32 @@
-"""Pruning methods and criteria by name. Torch-free on purpose: the planner imports this to expand
-a sweep into levels and must answer in about a second, so pruners are referenced as
-"module:function" strings and only imported by `Criterion.load()` inside the trainer.
-
-A *criterion* is how one pruning step scores weights (a function from model, current mask,
-density and a few batches to a new mask). A *method* is a criterion plus a schedule (one-shot at
-initialisation, or iterative along a trunk of levels) and a rewind rule. Level ids hash the
-criterion and its settings, never the method's name, so methods that compute the same level
-(level 0 of every method that trains dense from init) share it.
-"""
+"""The pruner of each criterion: core/methods.py names the criteria (torch-free, for the planner);
+this maps each name to the function that computes its mask, `pruner(model, mask, density, ctx)`."""
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
-Schedule = Literal["dense", "oneshot", "iterative"]
-Rewind = Literal["init", "step", "none"]
+from core.methods import get_criterion
+from trainer.pruning.methods import (
+    prune_dense,
+    prune_magnitude,
+    prune_random_balanced,
+    prune_random_erk,
+    prune_random_uniform,
+    prune_snip,
+)
+from trainer.pruning.synflow import prune_synflow
 
-
-@dataclass(frozen=True)
-class Criterion:
-    name: str
-    pruner: str                  # "module:function", imported lazily
-    needs_data: bool             # the pruner reads ctx.batches
-    params: tuple[str, ...] = () # prune.* keys that change its result (hashed into level ids)
-
-    def load(self) -> Callable:
-        module_name, _, func_name = self.pruner.partition(":")
-        return getattr(importlib.import_module(module_name), func_name)
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    name: str
-    schedule: Schedule  # dense: 1 level; oneshot: prune at init, train once; iterative: a trunk
-    rewind: Rewind      # where weights go after pruning: init, the step-k snapshot, or stay (LR rewinding)
-    criterion: str      # key of CRITERIA; "dense" for the unpruned baseline
-
-    @property
-    def pruner(self) -> str:
-        return CRITERIA[self.criterion].pruner
-
-    @property
-    def needs_data(self) -> bool:
-        return CRITERIA[self.criterion].needs_data
-
-    def load(self) -> Callable:
-        return CRITERIA[self.criterion].load()
-
-
-_M = "trainer.pruning.methods"
-
-CRITERIA: dict[str, Criterion] = {
-    c.name: c
-    for c in (
-        Criterion("dense", f"{_M}:prune_dense", False),
-        Criterion("magnitude", f"{_M}:prune_magnitude", False, ("scope",)),
-        Criterion("snip", f"{_M}:prune_snip", True, ("scope", "snip_batches")),
-        # SynFlow's input is all ones: a batch only gives it the input shape.
-        Criterion("synflow", "trainer.pruning.synflow:prune_synflow", False, ("synflow_rounds",)),
-        Criterion("random_erk", f"{_M}:prune_random_erk", False, ("erk_power_scale",)),
-        Criterion("random_balanced", f"{_M}:prune_random_balanced", False),
-        Criterion("random_uniform", f"{_M}:prune_random_uniform", False),
-    )
-}
-
-METHODS: dict[str, MethodInfo] = {
-    m.name: m
-    for m in (
-        MethodInfo("dense", "dense", "init", "dense"),
-        MethodInfo("imp", "iterative", "init", "magnitude"),
-        MethodInfo("imp_wr", "iterative", "step", "magnitude"),
-        MethodInfo("imp_lrr", "iterative", "none", "magnitude"),
-        MethodInfo("snip", "oneshot", "init", "snip"),
-        MethodInfo("synflow", "oneshot", "init", "synflow"),
-        MethodInfo("er_erk", "oneshot", "init", "random_erk"),
-        MethodInfo("er_balanced", "oneshot", "init", "random_balanced"),
-        MethodInfo("random_erk", "iterative", "init", "random_erk"),
-        MethodInfo("random_balanced", "iterative", "init", "random_balanced"),
-        MethodInfo("random", "iterative", "init", "random_uniform"),
-    )
+PRUNERS: dict[str, Callable] = {
+    "dense": prune_dense,
+    "magnitude": prune_magnitude,
+    "snip": prune_snip,
+    "synflow": prune_synflow,
+    "random_erk": prune_random_erk,
+    "random_balanced": prune_random_balanced,
+    "random_uniform": prune_random_uniform,
 }
 
 
-def get_method(name: str) -> MethodInfo:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown pruning method {name!r}; known: {', '.join(METHODS)}") from None
-
-
-def get_criterion(name: str) -> Criterion:
-    try:
-        return CRITERIA[name]
-    except KeyError:
-        raise ValueError(f"unknown pruning criterion {name!r}; known: {', '.join(CRITERIA)}") from None
+def pruner_for(criterion: str) -> Callable:
+    """The function that prunes by `criterion` (a ValueError naming the known ones if unknown)."""
+    get_criterion(criterion)
+    return PRUNERS[criterion]

@@ -1,0 +1,37 @@
+"""What every `tp-sweep` command shares: the consoles, bad input (exit 2), opening the store."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape  # loaded by rich.console already
+
+from db import requested_url
+from db.probe import missing_target
+
+console = Console()
+err = Console(stderr=True)
+
+
+class BadInput(Exception):
+    """Reported as `error: ...` with exit status 2."""
+
+
+def error(msg: str) -> None:
+    err.print(f"[red]error:[/] {escape(msg)}", highlight=False)
+
+
+def open_store(url: str | None, spec_url: str | None = None, *, target: str | None = None,
+               runs: bool = False):
+    """The store at --db, TP_DB_URL, the spec's db: or the default. With `target`, the sweep (or,
+    with `runs`, run-id prefix) the command is about: a SQLite store that certainly lacks it is an
+    error before SQLAlchemy is even imported (db/probe.py)."""
+    if target is not None:
+        missing = missing_target(requested_url(url, spec_url), target, runs)
+        if missing:
+            raise BadInput(missing)
+    from db.engine import StoreError, resolve_url  # SQLAlchemy: a quarter of a second
+    from db.store import Store  # SQLAlchemy, 0.3 s
+
+    try:
+        return Store(resolve_url(url, spec_url))
+    except StoreError as exc:
+        raise BadInput(str(exc)) from None

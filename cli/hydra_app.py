@@ -1,0 +1,187 @@
+"""`python -m trainer`: the trainer under hydra, alone or under any hydra launcher.
+
+    python -m trainer method=imp +sparsities=[0.5,0.8] schedule.epochs=2
+    python -m trainer --config-name cifar10_resnet20 model=resnet56 optimizer.lr=0.1
+    python -m trainer --cfg job model=resnet20 data=cifar10        # print the composed config
+    python -m trainer -m hydra/launcher=submitit_local method=imp,random +sparsities=[0.5] db=sqlite:///tp.db
+
+The config is hydra's composition of core/conf (presets and config groups). Before anything
+runs it is checked by `core.schema.validate_config`, the validator `tp-sweep` uses (messages
+that name the key and the allowed values; exit 2), not by hydra structured configs: registering
+the schema's dataclasses as the configs' schema would materialise every default into the config,
+which would change run ids and hand models options their builders do not take. The dataclasses
+are still in hydra's ConfigStore (group `tp_schema`) for anyone who wants to build on them.
+
+The levels are planned exactly as a sweep would plan them (core/levels.py), so they get the
+ids `tp-sweep launch` would give them and land in the same folders (`+output_dir=...`, default
+tp-runs): a level trained here is never trained again by a sweep on that folder, and vice versa.
+
+Keys that are not part of the run (never hashed, never trained on): `+sparsities`, `+output_dir`,
+`+sweep`, and `db` / `db_file` (the store to record the run in; TP_DB_URL works too). With a
+store, each run is recorded before it trains, as `tp-sweep launch` would record it, in a sweep
+named `+sweep` or after the multirun's folder (orchestrator/control/standalone.py).
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from cli.hydra_argv import prepare_argv, split_options, store_url
+from core import schema
+from core.atomic import write_json_atomic
+from core.config import CONF_DIR, ConfigError
+from core.layout import LevelDir, job_description
+from core.levels import content_hash, plan_levels, run_id
+from core.methods import get_method
+from core.schema import validate_config
+
+DEFAULT_PRESET = "digits_mlp"
+
+
+@dataclass
+class StandaloneOptions:
+    """`db=URL` / `db_file=PATH` without hydra's `+`: added to every composition (+tp=standalone)."""
+    db: Optional[str] = None
+    db_file: Optional[str] = None
+
+
+def _register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+
+    cs = ConfigStore.instance()
+    cs.store(group="tp", name="standalone", node=StandaloneOptions, package="_global_")
+    cs.store(group="tp_schema", name="trainer", node=schema.TrainerConfig)
+    for section, cls in (("model", schema.ModelConfig), ("data", schema.DataConfig),
+                         ("optimizer", schema.OptimizerConfig), ("schedule", schema.ScheduleConfig),
+                         ("prune", schema.PruneConfig), ("train", schema.TrainConfig),
+                         ("logging", schema.LoggingConfig)):
+        cs.store(group="tp_schema", name=section, node=cls)
+
+
+# ---- level folders and the job file -----------------------------------------------------------
+def write_job(config: dict, sparsities: list[float], output_dir: Path, write: bool = True,
+              sweep: str | None = None) -> Path:
+    """Level folders and one job file for every level the run needs (written by rank 0 only;
+    planning is pure, so every rank knows the job file's path)."""
+
+    if get_method(config["method"]).schedule == "dense":
+        sparsities = [0.0]
+    lineage = plan_levels(config["method"], config, sparsities)
+    levels_dir = (output_dir / "levels").resolve()
+    snapshots: dict[str, list] = {}
+    for lv in lineage.levels:
+        d = LevelDir(levels_dir / lv.level_id)
+        if write and not d.description.exists():
+            write_json_atomic(d.description, lv.description())
+        if lv.step and lv.step.get("rewind") == "step":
+            snapshots.setdefault(lv.root, [])
+            if lv.step["rewind_to"] not in snapshots[lv.root]:
+                snapshots[lv.root].append(lv.step["rewind_to"])
+    ids = [lv.level_id for lv in lineage.levels]
+    job_id = content_hash({"levels": ids})
+    path = output_dir.resolve() / "jobs" / f"{job_id}.json"
+    if not write:
+        return path
+    run = {"sweep": sweep, "method": config["method"], "seed": config["seed"], "axes": {}, "levels": ids,
+           "serves": {lv.level_id: [s] for s, lv in lineage.serving.items()},
+           "logging": config.get("logging") or {}, "config": config}
+    write_json_atomic(path, job_description(job_id, str(levels_dir), ids, snapshots, {run_id(config): run}))
+    for s, lv in sorted(lineage.serving.items()):
+        print(f"[trainer] sparsity {s:g}: level {lv.level_id} ({lv.kind}, depth {lv.depth}) in "
+              f"{levels_dir / lv.level_id}", flush=True)
+    return path
+
+
+# ---- the task hydra runs (once, or once per multirun job) --------------------------------------
+class RunFailed(RuntimeError):
+    """A multirun job that failed: raised, so the launcher reports it and the other jobs go on."""
+
+
+def _fail(code: int, message: str, multirun: bool) -> None:
+    if multirun:
+        raise RunFailed(message)
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+def _where_it_runs() -> tuple[str, str]:
+    """(executor kind, scheduler id) as `tp-sweep status` polls them: the Slurm job (submitit_slurm,
+    or srun inside an allocation), else a local process id: submitit_local's job (the id of its
+    .submitit/ folder), or this process."""
+    from trainer.job import job_id_from_env  # torch (seconds)
+
+    sched = job_id_from_env()
+    if sched and os.environ.get("SLURM_JOB_ID"):
+        return "slurm", sched
+    return "local", os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
+
+
+def default_sweep_name(hc: Any, output_dir: str) -> str:
+    from hydra.types import RunMode
+
+    folder = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else output_dir
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(str(folder)).resolve().name) or "run"
+    return f"hydra-{name}"[:128]
+
+
+def task(cfg: Any) -> int:
+    """Validate, plan the levels, record them in the store when there is one, train."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from trainer.job import main as job_main  # torch (seconds)
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:  # the same check a sweep gets, before any folder or training
+        config, opts = split_options(OmegaConf.to_container(cfg, resolve=True))
+        validate_config(config)
+        url = store_url(opts)
+    except ConfigError as exc:
+        _fail(2, f"error: {exc}", multirun)
+    output_dir = Path(opts["output_dir"])
+    sweep = opts["sweep"] or default_sweep_name(hc, opts["output_dir"])
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    job_file = write_job(config, opts["sparsities"], output_dir, write=main_rank, sweep=sweep if url else None)
+    db_args: list[str] = []
+    if url and main_rank:
+        # Only with a store (SQLAlchemy, 0.3 s): the trainer alone never imports them.
+        from db.engine import StoreError
+        from orchestrator.control.standalone import record_run
+
+        executor, sched_id = _where_it_runs()
+        try:
+            db_file = record_run(url, sweep, hc.job.config_name, config, opts["sparsities"],
+                                 str(output_dir), job_file, executor, sched_id)
+        except StoreError as exc:
+            _fail(2, f"error: {exc}", multirun)
+        print(f"[trainer] recorded in sweep {sweep} ({executor} {sched_id})", flush=True)
+        db_args = ["--db-file", db_file]
+    while not job_file.exists():  # the other ranks wait for rank 0's files
+        time.sleep(0.1)
+    status = job_main([str(job_file), *db_args])
+    if status:
+        _fail(status, f"error: job {job_file.stem} ended with status {status}", multirun)
+    return 0
+
+
+# ---- the command line --------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    import hydra
+
+
+    _register()
+    try:
+        args = prepare_argv(list(sys.argv[1:] if argv is None else argv))
+    except ConfigError as exc:  # bad input: nothing composed, written or submitted
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *args]  # hydra.main reads sys.argv
+    hydra.main(config_path=str(CONF_DIR), config_name=DEFAULT_PRESET, version_base="1.3")(task)()

@@ -1,0 +1,179 @@
+"""What `tp-sweep status` shows: a sweep (reconciled with the disk and the scheduler first) or
+one run, as renderables or JSON, once or refreshed under `--watch` with a progress bar.
+
+Nothing here imports torch, submitit or the planner: status answers in well under a second.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+from cli.common import BadInput, console
+from cli.render.search import search_table
+from cli.render.tables import Plain
+from cli.render.tables import show as show_items
+
+BAD_STATES = ("FAILED", "LOST")  # a run in one of these makes status exit 1
+
+
+class TargetError(ValueError):
+    """No sweep or run by that name, or a run-id prefix that matches several runs."""
+
+
+def find_run(store: Any, target: str, sweeps: bool = True) -> Any:
+    """The run whose id starts with `target`; an error that lists the candidates when several
+    match, or the sweeps there are when none does."""
+    found = store.find_runs(target)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        more = "50 or more" if len(found) >= 50 else str(len(found))
+        lines = [f"  {r.run_id}  {r.method} seed {r.seed}"
+                 + ("  " + " ".join(f"{k}={v}" for k, v in r.axes.items()) if r.axes else "")
+                 for r in found[:10]]
+        rest = [f"  ... and {len(found) - 10}{' or more' if len(found) >= 50 else ''} more"] \
+            if len(found) > 10 else []
+        raise TargetError("\n".join([f"run id prefix {target!r} matches {more} runs; "
+                                     "give more of the id:", *lines, *rest]))
+    names = store.sweep_names() if sweeps else []
+    raise TargetError(f"no {'sweep or ' if sweeps else ''}run {target!r} in {store.display_url}"
+                      + (f" (sweeps: {', '.join(names)})" if names else ""))
+
+
+def sweep_view(store: Any, sweep: str, fmt: str, width: int, show_results: bool = True,
+               show_all: bool = False) -> tuple[int, Any, tuple[int, int]]:
+    """(exit status, JSON text or a list of renderables, (levels done, levels)) for a sweep."""
+    # The store's reads (SQLAlchemy, 0.3 s): `tp-sweep` imports this module at start-up.
+    from cli.render import status as render_status
+    from cli.render.results import MAX_ACCURACY_LINES
+    from db.queries import QueryError, accuracy_lines, grid_results
+    from db.summaries import sweep_status
+    from orchestrator.control.reconcile import reconcile_sweep
+
+    unfinished = reconcile_sweep(store, sweep)
+    summary_only = fmt != "json" and not show_all  # a big sweep's table shows only some runs
+    try:
+        runs, totals = sweep_status(store, sweep, unfinished,
+                                    render_status.BIG if summary_only else None)
+    except QueryError as exc:
+        raise TargetError(str(exc)) from None
+    code = 1 if any(r.state in BAD_STATES for r in runs) else 0
+    bar = (totals.levels_done, totals.levels_total)
+    search = search_rows(store, sweep)
+    if fmt == "json":
+        out = render_status.status_json(sweep, runs, totals)
+        if search is not None:
+            out["search"] = search
+        return code, json.dumps(out), bar
+    items = render_status.status_renderables(sweep, runs, totals, width, show_all)
+    if search is not None:  # trials per cell, and the best of each, instead of the accuracy grid
+
+        items.append(search_table(sweep, search))
+    elif show_results:
+        from cli.render.results import accuracy_table, too_many_lines  # the store's queries: SQLAlchemy, 0.3 s
+
+        lines = accuracy_lines(store, sweep)
+        items += (too_many_lines(sweep, lines) if lines > MAX_ACCURACY_LINES
+                  else accuracy_table(sweep, grid_results(store, sweep), width))
+    if show_results and runs and all(r.state == "COMPLETED" for r in runs):
+        from rich.text import Text
+
+        items.append(Text(f"to share it: tp-sweep report {sweep} (one HTML file, opens offline)", style="dim"))
+    return code, items, bar
+
+
+def search_rows(store: Any, sweep: str) -> list[dict[str, Any]] | None:
+    """Trials per cell of a sweep with a search (None for a plain sweep: Optuna stays unimported)."""
+    row = store.get_sweep(sweep)
+    if row is None or not (row.spec or {}).get("search"):
+        return None
+    from orchestrator.search.driver import search_summary  # Optuna (about a second)
+
+    return search_summary(store, sweep)
+
+
+def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, None]:
+    """(exit status, JSON text or renderables, no bar) for one run: its levels, jobs, events."""
+    from rich.text import Text
+
+    from cli.render.results import dict_table  # the store's queries: SQLAlchemy, 0.3 s
+
+    lvls = store.run_levels(run.run_id)
+    levels = [{"level_id": lv.level_id, "kind": lv.kind, "depth": lv.depth, "density": lv.density,
+               "achieved_sparsity": lv.achieved_sparsity, "test_acc": lv.test_acc,
+               "best_test_acc": lv.best_test_acc, "epochs": lv.epochs, "seconds": lv.seconds,
+               "job": lv.job_id, "finished": lv.finished_at is not None} for lv in lvls]
+    job_ids = sorted({lv.job_id for lv in lvls if lv.job_id})
+    jobs = store.jobs(job_ids)
+    events = [{"at": e.at.isoformat(timespec="seconds"), "job": e.job_id, "sched_id": e.sched_id,
+               "from": e.state_from, "to": e.state_to, "message": e.message}
+              for e in store.events(job_ids)]
+    job_rows = [{"job": j.job_id, "state": j.state, "sched_id": j.sched_id, "attempts": j.attempts,
+                 "levels": len(j.levels), "message": j.message} for j in jobs.values()]
+    code = 1 if any(j.state in BAD_STATES for j in jobs.values()) else 0
+    if fmt == "json":
+        return 0, json.dumps({"run_id": run.run_id, "method": run.method, "seed": run.seed,
+                              "axes": run.axes, "levels": levels, "jobs": job_rows, "events": events}), None
+    axes = " ".join(f"{k}={v}" for k, v in (run.axes or {}).items())
+    items: list[Any] = [Text.from_markup(f"run [bold]{run.run_id}[/] {run.method} seed {run.seed} {axes}")]
+    items += dict_table("levels", levels, width, ("kind", "depth", "test_acc", "finished"))
+    items += dict_table("jobs", job_rows, width, ("job", "state"))
+    items += dict_table("events", events, width, ("at", "to"))
+    return code, items, None
+
+
+def show(console: Any, out: Any) -> None:
+    if isinstance(out, str):
+        print(out)
+    else:
+        show_items(console, out)
+
+
+def watch(console: Any, view: Callable[[], tuple[int, Any, tuple[int, int] | None]],
+          interval: float) -> int:
+    """Refresh the view in place every `interval` seconds, with a bar of levels done, until ^C."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+
+    code = 0
+    with Live(console=console, auto_refresh=False, transient=False) as live:
+        try:
+            while True:
+                code, out, bar = view()
+                items = [Text(out)] if isinstance(out, str) else \
+                    [Text(str(i)) if isinstance(i, Plain) else i for i in out]
+                if bar is not None:
+                    done, total = bar
+                    row = Table.grid(padding=(0, 1))
+                    row.add_row(ProgressBar(total=max(total, 1), completed=done,
+                                            width=max(10, min(50, console.width - 30))),
+                                Text(f"{done:,}/{total:,} levels"),
+                                Text(time.strftime("%H:%M:%S"), style="dim"))
+                    at = next((i for i, x in enumerate(items) if not isinstance(x, Text)), len(items))
+                    items.insert(at, row)  # under the sweep's header lines
+                live.update(Group(*items), refresh=True)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
+    return code
+
+
+def status_output(store, target: str, fmt: str, show_results: bool = True, show_all: bool = False):
+    """(exit status, output, progress) of `status TARGET`: a sweep, else a run (id or prefix)."""
+    try:
+        if store.get_sweep(target) is not None:
+            return sweep_view(store, target, fmt, console.width, show_results, show_all)
+        return run_view(store, find_run(store, target), fmt, console.width)
+    except TargetError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def show_status(store, target: str, fmt: str, show_results: bool = True, show_all: bool = False) -> int:
+    code, out, _ = status_output(store, target, fmt, show_results, show_all)
+    show(console, out)
+    return code

@@ -1,0 +1,334 @@
+"""`tp-sweep`: launch, status, resume, cancel, query, plot, report, data, db, cluster.
+
+Imports stay lazy: --help, status, query, cancel and launch --dry-run never import torch.
+Exit status: 0 success, 1 a run or check failed, 2 bad input (nothing submitted or changed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import nullcontext
+from typing import Any
+
+from cli.common import BadInput, console
+from cli.common import error as _error
+from cli.common import open_store as _store
+from cli.launch import cmd_launch, run_search
+from cli.progress import LaunchProgress
+from cli.render.tables import show
+from cli.status import TargetError, find_run, search_rows, show_status, status_output, watch
+from core import version
+
+
+# ---- status ------------------------------------------------------------------------------------
+def cmd_status(a: argparse.Namespace) -> int:
+    store = _store(a.db, target=a.target, runs=True)
+    if a.target is None:
+        from cli.render.status import counts  # the store's summaries: SQLAlchemy, 0.3 s
+        from db.summaries import sweep_status  # SQLAlchemy, 0.3 s
+
+        names = store.sweep_names()
+        if not names:
+            console.print(f"no sweeps in {store.display_url}")
+            return 0
+        rows = [{"sweep": n, "counts": counts(sweep_status(store, n, details_up_to=0)[0])} for n in names]
+        if a.format == "json":
+            print(json.dumps(rows))
+            return 0
+        for r in rows:
+            console.print(f"[bold]{r['sweep']}[/]: " + ", ".join(f"{s} {c}" for s, c in r["counts"].items()))
+        return 0
+    if not a.watch:
+        return show_status(store, a.target, a.format, show_all=a.all)
+    if a.format == "json":  # one JSON document per refresh, one per line
+        try:
+            while True:
+                show_status(store, a.target, a.format)
+                time.sleep(a.interval)
+        except KeyboardInterrupt:
+            return 0
+
+    status_output(store, a.target, a.format)  # a bad target is an error before the screen is taken
+    return watch(console, lambda: status_output(store, a.target, a.format, show_all=a.all), a.interval)
+
+
+# ---- resume / cancel ---------------------------------------------------------------------------
+def cmd_resume(a: argparse.Namespace) -> int:
+    store = _store(a.db, target=a.sweep)  # first: an unknown sweep answers before the imports
+    from orchestrator.control.controller import resume, stored_spec  # the controller: submitit's side
+    from orchestrator.control.submit import SubmitError
+
+    try:
+        spec = stored_spec(store, a.sweep)
+        kind = a.executor or spec.executor.kind
+    except LookupError as exc:
+        raise BadInput(str(exc)) from None
+    if spec.search is not None:  # the search goes on where it stopped, adopting its trials
+        from orchestrator.plan.grid import plan_sweep  # the planner (pydantic, YAML): 0.2 s
+
+
+        return run_search(store, spec, store.get_sweep(a.sweep).spec, kind, plan_sweep(spec))
+    progress = LaunchProgress(store, a.sweep, console) if kind in ("local", "debug") else None
+    try:
+        with progress or nullcontext():
+            res = resume(store, a.sweep, a.include_failed, kind, progress.update if progress else None)
+    except SubmitError as exc:
+        _error(str(exc))
+        return 1
+    for job, why in res.waiting.items():
+        console.print(f"job {job} not submitted: {why}")
+    if not res.submitted:
+        console.print(f"nothing to resume ({', '.join(f'{n} {s}' for s, n in res.skipped.items())})")
+    else:
+        console.print(f"resubmitted {len(res.submitted)} jobs; they continue from their last checkpoints")
+    return show_status(store, a.sweep, "table", progress is not None)
+
+
+def cmd_cancel(a: argparse.Namespace) -> int:
+    store = _store(a.db, target=a.target, runs=True)  # first: a typo answers before the imports
+    from orchestrator.control.controller import cancel  # the controller: submitit's side
+    from orchestrator.control.reconcile import sweep_level_ids
+
+    if store.get_sweep(a.target) is not None:
+        level_ids = sweep_level_ids(store, a.target)
+    else:
+        try:
+            run = find_run(store, a.target)
+        except TargetError as exc:
+            raise BadInput(str(exc)) from None
+        level_ids = [lv.level_id for lv in store.run_levels(run.run_id)]
+    done = cancel(store, list(store.jobs_of_levels(level_ids).values()))
+    console.print(f"cancelled {len(done)} jobs" + (f": {', '.join(done)}" if done else ""))
+    return 0
+
+
+# ---- query / plot ------------------------------------------------------------------------------
+def _query_rows(store, a: argparse.Namespace) -> list[dict[str, Any]]:
+    from db.queries import QueryError, compile_where, grid_results, group, grouped_results  # SQLAlchemy, 0.3 s
+
+    try:
+        by = [c.strip() for c in (getattr(a, "group_by", None) or "").split(",") if c.strip()]
+        if by and not getattr(a, "where", None) and not getattr(a, "levels", False):
+            fast = grouped_results(store, a.sweep, by)  # reads only what the groups need
+            if fast is not None:
+                return fast
+        rows = grid_results(store, a.sweep, levels=getattr(a, "levels", False))
+        if getattr(a, "where", None):
+            match = compile_where(a.where)
+            rows = [r for r in rows if match(r)]
+        if by:
+            rows = group(rows, by)
+    except QueryError as exc:
+        raise BadInput(str(exc)) from None
+    return rows
+
+
+def cmd_query(a: argparse.Namespace) -> int:
+    store = _store(a.db, target=a.sweep)  # first: an unknown sweep answers before the imports
+    from cli.render.results import query_table  # the store's queries: SQLAlchemy, 0.3 s
+
+    if a.best:
+
+        rows = search_rows(store, a.sweep)
+        if rows is None:
+            raise BadInput(f"sweep {a.sweep!r} has no search (--best is for sweeps with a search: block)")
+        rows = [{k: r.get(k) for k in ("method", "sparsity", "seed", "axes", "trials", "complete",
+                                       "running", "fail", "pruned", "best_value", "best_params",
+                                       "best_trial", "best_run_id")} for r in rows]
+    else:
+        rows = _query_rows(store, a)
+    if a.format == "json":
+        print(json.dumps(rows))
+    elif a.format == "csv":
+        import csv
+
+        if rows:
+            w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        show(console, query_table(a.sweep, rows, console.width))
+    return 0
+
+
+def cmd_plot(a: argparse.Namespace) -> int:
+    store = _store(a.db, target=a.sweep)  # first: an unknown sweep answers before matplotlib
+    from cli.render.plot import plot_accuracy  # matplotlib (about a second)
+
+    a.levels, a.where, a.group_by = False, None, None
+    rows = _query_rows(store, a)
+    if not any(r.get(a.metric) is not None for r in rows):
+        raise BadInput(f"sweep {a.sweep!r} has no finished {a.metric} yet")
+    out = a.out or f"{a.sweep}_{a.metric}.png"
+    plot_accuracy(rows, a.metric, out, title=a.sweep)
+    console.print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from cli.report import cmd_report as report
+
+    return report(a)
+
+
+# ---- data / db / cluster -----------------------------------------------------------------------
+def cmd_db(a: argparse.Namespace) -> int:
+    from db import migrate  # SQLAlchemy, 0.3 s
+    from db.engine import StoreError, resolve_url  # SQLAlchemy, 0.3 s
+    from db.store import Store  # SQLAlchemy, 0.3 s
+
+    if a.action == "import":
+        if not a.dir:
+            raise BadInput("usage: tp-sweep db import OUTPUT_DIR [--db URL]")
+        from orchestrator.control.importer import ImportFailed, import_output_dir  # the store: SQLAlchemy, 0.3 s
+
+        store = _store(a.db)
+        try:
+            n = import_output_dir(store, a.dir)
+        except ImportFailed as exc:
+            raise BadInput(str(exc)) from None
+        console.print(f"{store.display_url}: imported {n['sweeps']} sweeps, {n['runs']} runs, "
+                      f"{n['levels']} levels ({n['finished']} finished) from {a.dir}")
+        return 0
+    url = resolve_url(a.db)
+    try:
+        store = Store(url, migrate_schema=False)
+        before, after = migrate.upgrade(store.engine)
+    except StoreError as exc:
+        raise BadInput(str(exc)) from None
+    console.print(f"{store.display_url}: schema {before or 'empty'} -> {after}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tp-sweep", description="Lottery-ticket pruning sweeps on Slurm.")
+    p.add_argument("--version", action=_Version, help="print the version and exit")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def with_db(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--db", help="results store URL (else TP_DB_URL, the spec's db:, "
+                                     "sqlite:///tp-results.db)")
+        return sp
+
+    sp = with_db(sub.add_parser("launch", help="validate, plan, record and submit a sweep spec"))
+    sp.add_argument("spec")
+    sp.add_argument("--dry-run", action="store_true", help="validate and plan only")
+    sp.add_argument("--executor", choices=["local", "slurm", "debug"])
+    sp.add_argument("--format", choices=["table", "json"], default="table")
+    sp.add_argument("--wait", action="store_true", help="slurm: wait until no run is active")
+    sp.set_defaults(fn=cmd_launch)
+
+    sp = with_db(sub.add_parser("status", help="where every run stands"))
+    sp.add_argument("target", nargs="?", metavar="SWEEP|RUN_ID")
+    sp.add_argument("--watch", action="store_true", help="refresh in place, with a progress bar")
+    sp.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
+    sp.add_argument("--all", action="store_true", help="list every run of a big sweep")
+    sp.add_argument("--format", choices=["table", "json"], default="table")
+    sp.set_defaults(fn=cmd_status)
+
+    sp = with_db(sub.add_parser("resume", help="resubmit preempted, timed-out and lost runs"))
+    sp.add_argument("sweep")
+    sp.add_argument("--include-failed", action="store_true", help="also failed and cancelled runs")
+    sp.add_argument("--executor", choices=["local", "slurm", "debug"])
+    sp.set_defaults(fn=cmd_resume)
+
+    sp = with_db(sub.add_parser("cancel", help="cancel a sweep's or one run's jobs"))
+    sp.add_argument("target", metavar="SWEEP|RUN_ID")
+    sp.set_defaults(fn=cmd_cancel)
+
+    sp = with_db(sub.add_parser("query", help="results, one row per grid point"))
+    sp.add_argument("sweep")
+    sp.add_argument("--where", help="e.g. \"method == 'imp' and sparsity >= 0.8\"")
+    sp.add_argument("--group-by", help="comma-separated columns; mean/std/n over the rest")
+    sp.add_argument("--levels", action="store_true", help="one row per level of every run: trunk and branches")
+    sp.add_argument("--best", action="store_true", help="sweeps with a search: the best trial per cell")
+    sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sp.set_defaults(fn=cmd_query)
+
+    sp = with_db(sub.add_parser("plot", help="accuracy against sparsity, a line per method"))
+    sp.add_argument("sweep")
+    sp.add_argument("--metric", default="test_acc", choices=["test_acc", "best_test_acc", "test_top5"])
+    sp.add_argument("--out", help="PNG path (default SWEEP_METRIC.png)")
+    sp.set_defaults(fn=cmd_plot)
+
+    sp = with_db(sub.add_parser("report", help="the sweep as one self-contained HTML file (opens offline)"))
+    sp.add_argument("sweep")
+    sp.add_argument("--out", help="HTML path (default SWEEP-report.html here)")
+    sp.set_defaults(fn=cmd_report)
+
+    sp = with_db(sub.add_parser("db", help="schema migrations; rebuild a store from an output folder"))
+    sp.add_argument("action", choices=["upgrade", "import"])
+    sp.add_argument("dir", nargs="?", help="import: the sweep's output_dir (holds levels/ and sweeps/)")
+    sp.set_defaults(fn=cmd_db)
+
+    # `data` and `cluster` belong to their own modules (argparse there); main() hands them over,
+    # --help included.
+    sub.add_parser("data", help="build FFCV files: tp-sweep data write --from KIND SRC --out F.beton",
+                   add_help=False)
+    sub.add_parser("cluster", help="a real Slurm cluster on this machine: up | down | status",
+                   add_help=False)
+    return p
+
+
+# Their own argparse, in modules that import nothing heavy until the arguments are parsed.
+DELEGATED = {"data": "cli.data", "cluster": "slurm.dev.cluster"}
+
+
+def _delegate(cmd: str, argv: list[str]) -> int:
+    import importlib
+
+    return int(importlib.import_module(DELEGATED[cmd]).main(argv) or 0)
+
+
+class _Version(argparse.Action):
+    """--version, worked out only when asked (importlib.metadata costs a few milliseconds)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"tp-sweep (turboprune) {version()}")
+        parser.exit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] and argv[0] in DELEGATED:
+            return _delegate(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
+        return int(args.fn(args) or 0)
+    except BadInput as exc:
+        _error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the store going away mid-command is an outage, not a bug
+        outage = _store_outage(exc)
+        if outage is None:
+            raise
+        _error(outage)
+        return 1
+
+
+def _store_outage(exc: BaseException) -> str | None:
+    """A one-line message for a store that became unreachable or failed mid-command (SQL
+    parameters are hidden by the engine, so nothing secret is in it); None for anything else."""
+    import sqlalchemy as sa
+
+    from db.engine import StoreError  # SQLAlchemy, 0.3 s
+
+    if isinstance(exc, StoreError):
+        return str(exc)
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return (f"the results store became unreachable ({text[0] if text else type(exc).__name__}); "
+                "nothing is lost: running jobs keep their results on disk and in their write "
+                "queues, and the next launch, status or resume picks them up")
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Levels and their identity: what each pruning level computes, and the hash that names it.
+
+Torch-free on purpose: the planner (orchestrator/) and the trainer both import this, so the id a
+sweep plans is the id the trainer writes, and neither imports the other.
+
+A level is one training of the network under one mask. It is fully described by
+  - its parent level (None for a level that starts from the seed's initial weights),
+  - its pruning step: the criterion, the density it prunes to, the criterion's own settings, and
+    where the weights go afterwards (rewind), and
+  - the training config (everything in the run's config but `method` and `prune`).
+Its id is a hash of exactly that, so a level is the same computation in every sweep, method and
+store that asks for it, and is trained once. `dense`, `imp`, `imp_wr`, `imp_lrr` and the random
+methods share level 0 (dense training from init) whenever their training config and seed agree.
+
+The trunk of an iterative method prunes a fixed `prune.rate` of the remaining weights per level, so
+trunk level L keeps (1 - rate)^L whatever targets the grid holds. A target is served by the trunk
+level that equals it, or (prune.landing: branch) by a branch: from the deepest trunk level still
+denser than the target, one pruning step to exactly the target, rewound and trained as the method
+does. With prune.landing: trunk, the first trunk level at or past the target serves it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.methods import CRITERIA, get_method
+
+# Keys of a run's config that do not change what a level trains: the method picks the pruning
+# steps (described in each step), `prune` only feeds them, and `logging` only says where metrics
+# go besides the store.
+NOT_TRAINING = ("method", "prune", "logging")
+# A trunk level serves a target whose density it equals to this precision (float noise: 0.8**2
+# is 0.6400000000000001 while a user writes sparsity 0.36).
+DENSITY_TOL = 1e-9
+# Levels one run may plan; deeper trunks come from a tiny prune.rate or sparsity near 1.
+MAX_LEVELS_PER_RUN = 100
+
+
+class LineageError(ValueError):
+    """A run whose levels cannot be planned (e.g. too many levels for its rate and targets)."""
+
+
+def canonical(obj: Any) -> Any:
+    """Normalise so hashes are stable under key order and float formatting (1.0 == 1, 5e-4 == 0.0005)."""
+    if isinstance(obj, dict):
+        return {str(k): canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, float) and obj.is_integer():
+        return int(obj)
+    if isinstance(obj, float):
+        return float(repr(obj))
+    return obj
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(canonical(obj), sort_keys=True, separators=(",", ":"))
+
+
+def content_hash(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
+
+
+def run_id(config: dict[str, Any]) -> str:
+    """A run (method x seed x axes) is what it computes: turning W&B on keeps its id."""
+    return content_hash({"config": {k: v for k, v in config.items() if k != "logging"}})
+
+
+def training_config(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in NOT_TRAINING}
+
+
+def trunk_density(rate: float, depth: int) -> float:
+    return round((1.0 - rate) ** depth, 12)
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """One level: what it computes (parent, step, train) and where it sits (root, depth, kind)."""
+    level_id: str
+    parent: str | None
+    root: str                      # the level whose init.pt (and rewind snapshots) it rewinds to
+    depth: int                     # 0 for a root; parent's depth + 1 otherwise
+    kind: str                      # dense | oneshot | trunk | branch
+    density: float                 # fraction of prunable weights kept
+    step: dict[str, Any] | None    # the pruning step; None for dense training from init
+    train: dict[str, Any] = field(repr=False)
+
+    def description(self) -> dict[str, Any]:
+        """LEVEL_DIR/level.json: everything a trainer needs to compute this level."""
+        return {"level_id": self.level_id, "parent": self.parent, "root": self.root,
+                "depth": self.depth, "kind": self.kind, "density": self.density,
+                "step": self.step, "train": self.train}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LevelSpec":
+        spec = cls(str(d["level_id"]), d.get("parent"), str(d["root"]), int(d["depth"]),
+                   str(d["kind"]), float(d["density"]), d.get("step"), dict(d["train"]))
+        stepped = round(float(spec.step["density"]), 12) if spec.step else 1.0
+        if level_id(spec.parent, spec.step, spec.train) != spec.level_id or stepped != spec.density:
+            raise LineageError(f"level {spec.level_id}: its description does not hash to its id "
+                               "(edited or damaged level.json)")
+        return spec
+
+    @property
+    def seed(self) -> int:
+        return int(self.train.get("seed", 0))
+
+
+def level_id(parent: str | None, step: dict[str, Any] | None, train: dict[str, Any],
+             train_json: str | None = None) -> str:
+    """content_hash({"parent", "step", "train"}). `train_json` (canonical_json(train)), when a
+    caller hashes many levels of one training config, spares canonicalising it every time: the
+    text is the same, so is the id (planning 10,000 grid points spent most of its time here)."""
+    if train_json is None:
+        return content_hash({"parent": parent, "step": step, "train": train})
+    blob = (f'{{"parent":{canonical_json(parent)},"step":{canonical_json(step)},'
+            f'"train":{train_json}}}')  # what json.dumps(sort_keys=True) writes for these keys
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prune_step(method: str, prune: dict[str, Any], density: float) -> dict[str, Any]:
+    """The pruning step of `method` to `density`: criterion, its settings, and the rewind rule."""
+    info = get_method(method)
+    crit = CRITERIA[info.criterion]
+    step: dict[str, Any] = {"criterion": info.criterion, "density": round(float(density), 12),
+                            "keep_first_last_dense": bool(prune.get("keep_first_last_dense", False))}
+    for key in crit.params:
+        step[key] = prune.get(key)
+    step["rewind"] = info.rewind
+    if info.rewind == "step":
+        # Frankle et al. 2020 / open_lth: weights from step k, schedule and data order resumed at
+        # k, a fresh optimizer; rewind_optimizer also restores step k's momentum (the old default).
+        if prune.get("rewind_iterations") is not None:
+            step["rewind_to"] = {"iterations": int(prune["rewind_iterations"])}
+        else:
+            step["rewind_to"] = {"epochs": float(prune.get("rewind_epochs", 0))}
+        step["rewind_optimizer"] = bool(prune.get("rewind_optimizer", False))
+    return step
+
+
+def _make(parent: LevelSpec | None, kind: str, density: float, step: dict[str, Any] | None,
+          train: dict[str, Any], train_json: str | None = None) -> LevelSpec:
+    lid = level_id(parent.level_id if parent else None, step, train, train_json)
+    return LevelSpec(lid, parent.level_id if parent else None, parent.root if parent else lid,
+                     parent.depth + 1 if parent else 0, kind, round(float(density), 12), step, train)
+
+
+@dataclass
+class RunLevels:
+    """The levels one run (method x seed x axes) trains, and which level serves each target."""
+    levels: list[LevelSpec]                    # in training order: parents first
+    serving: dict[float, LevelSpec]            # target sparsity -> level
+    naive: dict[float, int]                    # target -> levels a lone job for it would train
+
+
+def plan_levels(method: str, config: dict[str, Any], sparsities: list[float]) -> RunLevels:
+    """Levels of one run for its targets. Pure: the same inputs give the same ids anywhere."""
+    info = get_method(method)
+    train = training_config(config)
+    tj = canonical_json(train)  # hashed into every level of the run: canonicalised once
+    prune = config.get("prune", {})
+    dense = _make(None, "dense", 1.0, None, train, tj)
+    targets = sorted({float(s) for s in sparsities})
+    serving: dict[float, LevelSpec] = {}
+    naive: dict[float, int] = {}
+    if info.schedule == "dense":
+        return RunLevels([dense], {s: dense for s in targets or [0.0]}, {s: 1 for s in targets or [0.0]})
+    levels: dict[str, LevelSpec] = {}
+    if info.schedule == "oneshot":
+        for s in targets:
+            d = 1.0 - s
+            lv = dense if d >= 1.0 - DENSITY_TOL else _make(None, "oneshot", d,
+                                                            prune_step(method, prune, d), train, tj)
+            levels.setdefault(lv.level_id, lv)
+            serving[s], naive[s] = lv, 1
+        return RunLevels(list(levels.values()), serving, naive)
+
+    rate = float(prune.get("rate", 0.2))
+    landing = prune.get("landing", "branch")
+    if not 0.0 < rate < 1.0:
+        raise LineageError(f"prune.rate must lie in (0, 1), got {rate}")
+    # Which trunk depth each target needs: the level itself, or the parent of its branch.
+    plan: dict[float, tuple[int, bool]] = {}  # target -> (trunk depth, needs a branch)
+    for s in targets:
+        d = 1.0 - s
+        if d >= 1.0 - DENSITY_TOL:
+            plan[s] = (0, False)
+            continue
+        exact = math.log(d) / math.log(1.0 - rate)  # trunk depth at which density == d
+        depth = max(0, math.floor(exact + 1e-9))
+        if abs(trunk_density(rate, depth) - d) <= DENSITY_TOL:
+            plan[s] = (depth, False)
+        elif abs(trunk_density(rate, depth + 1) - d) <= DENSITY_TOL:
+            plan[s] = (depth + 1, False)
+        elif landing == "trunk":
+            plan[s] = (depth + 1, False)   # first trunk level past the target
+        else:
+            plan[s] = (depth, True)        # deepest trunk level still denser than the target
+    deepest = max((dep for dep, _ in plan.values()), default=0)
+    n_branches = sum(1 for _, b in plan.values() if b)
+    if deepest + 1 + n_branches > MAX_LEVELS_PER_RUN:
+        worst = max(targets)
+        raise LineageError(
+            f"{method}: sparsity {worst:g} at prune.rate {rate:g} needs {deepest + 1 + n_branches} "
+            f"levels; a run may plan at most {MAX_LEVELS_PER_RUN} (raise prune.rate)")
+    trunk = [dense]
+    for depth in range(1, deepest + 1):
+        dens = trunk_density(rate, depth)
+        trunk.append(_make(trunk[-1], "trunk", dens, prune_step(method, prune, dens), train, tj))
+    branches_at: dict[int, list[LevelSpec]] = {}
+    for s in targets:
+        depth, branch = plan[s]
+        if branch:
+            lv = _make(trunk[depth], "branch", 1.0 - s, prune_step(method, prune, 1.0 - s), train, tj)
+            branches_at.setdefault(depth, []).append(lv)
+            serving[s] = lv
+        else:
+            serving[s] = trunk[depth]
+        naive[s] = serving[s].depth + 1
+    ordered: list[LevelSpec] = []
+    for lv in trunk:  # a branch right after its trunk level: its result arrives early
+        ordered.append(lv)
+        ordered.extend(branches_at.get(lv.depth, []))
+    return RunLevels(ordered, serving, naive)

@@ -1,0 +1,83 @@
+"""Pruning methods and criteria by name. Torch-free on purpose: the planner imports this to expand
+a sweep into levels and must answer in about a second. The functions that prune are the
+trainer's (trainer/pruning/registry.py maps each criterion here to one; a test checks both sides
+name the same criteria).
+
+A *criterion* is how one pruning step scores weights (a function from model, current mask,
+density and a few batches to a new mask). A *method* is a criterion plus a schedule (one-shot at
+initialisation, or iterative along a trunk of levels) and a rewind rule. Level ids hash the
+criterion and its settings, never the method's name, so methods that compute the same level
+(level 0 of every method that trains dense from init) share it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Schedule = Literal["dense", "oneshot", "iterative"]
+Rewind = Literal["init", "step", "none"]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str
+    needs_data: bool             # the pruner reads ctx.batches
+    params: tuple[str, ...] = () # prune.* keys that change its result (hashed into level ids)
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    schedule: Schedule  # dense: 1 level; oneshot: prune at init, train once; iterative: a trunk
+    rewind: Rewind      # where weights go after pruning: init, the step-k snapshot, or stay (LR rewinding)
+    criterion: str      # key of CRITERIA; "dense" for the unpruned baseline
+
+    @property
+    def needs_data(self) -> bool:
+        return CRITERIA[self.criterion].needs_data
+
+
+CRITERIA: dict[str, Criterion] = {
+    c.name: c
+    for c in (
+        Criterion("dense", False),
+        Criterion("magnitude", False, ("scope",)),
+        Criterion("snip", True, ("scope", "snip_batches")),
+        # SynFlow's input is all ones: a batch only gives it the input shape.
+        Criterion("synflow", False, ("synflow_rounds",)),
+        Criterion("random_erk", False, ("erk_power_scale",)),
+        Criterion("random_balanced", False),
+        Criterion("random_uniform", False),
+    )
+}
+
+METHODS: dict[str, MethodInfo] = {
+    m.name: m
+    for m in (
+        MethodInfo("dense", "dense", "init", "dense"),
+        MethodInfo("imp", "iterative", "init", "magnitude"),
+        MethodInfo("imp_wr", "iterative", "step", "magnitude"),
+        MethodInfo("imp_lrr", "iterative", "none", "magnitude"),
+        MethodInfo("snip", "oneshot", "init", "snip"),
+        MethodInfo("synflow", "oneshot", "init", "synflow"),
+        MethodInfo("er_erk", "oneshot", "init", "random_erk"),
+        MethodInfo("er_balanced", "oneshot", "init", "random_balanced"),
+        MethodInfo("random_erk", "iterative", "init", "random_erk"),
+        MethodInfo("random_balanced", "iterative", "init", "random_balanced"),
+        MethodInfo("random", "iterative", "init", "random_uniform"),
+    )
+}
+
+
+def get_method(name: str) -> MethodInfo:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown pruning method {name!r}; known: {', '.join(METHODS)}") from None
+
+
+def get_criterion(name: str) -> Criterion:
+    try:
+        return CRITERIA[name]
+    except KeyError:
+        raise ValueError(f"unknown pruning criterion {name!r}; known: {', '.join(CRITERIA)}") from None

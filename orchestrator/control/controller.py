@@ -1,0 +1,154 @@
+"""The controller: record a plan, find what is done, group the rest into jobs, submit them, and
+reconcile job states with the scheduler.
+
+Data flows one way: spec -> plan -> store -> executor; the trainer then reports to the store and
+the level folders, and `status` reads them back. The disk is the record and the store its index:
+a level finished on disk is imported into the store wherever the controller meets it (launch,
+status, resume), so a run is never COMPLETED without its results, and nothing is trained twice.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from core.atomic import write_json_atomic
+from core.layout import LevelDir
+from db.migrate import file_lock
+from db.schema import Job
+from db.store import ACTIVE_STATES, RESUMABLE_STATES, Store
+from orchestrator.control.reconcile import reconcile_jobs, store_level_dirs, sweep_level_ids, sync_from_disk
+from orchestrator.control.submit import submit_jobs
+from orchestrator.plan.grid import SweepPlan
+from orchestrator.plan.jobs import group_jobs, runs_of_job
+from orchestrator.plan.spec import ExecutorSpec, SweepSpec, parse_spec
+from slurm.executors import make_executor
+
+
+@dataclass
+class LaunchResult:
+    sweep: str
+    jobs_new: list[str] = field(default_factory=list)
+    submitted: dict[str, str] = field(default_factory=dict)  # job_id -> scheduler id
+    waiting: dict[str, str] = field(default_factory=dict)    # job_id -> why it was not submitted
+    failed: dict[str, str] = field(default_factory=dict)     # job_id -> message (blocking executors)
+    imported: int = 0                                        # levels found finished on disk
+    skipped: dict[str, int] = field(default_factory=dict)    # job state -> jobs left alone
+
+
+def stored_spec(store: Store, sweep: str) -> SweepSpec:
+    row = store.get_sweep(sweep)
+    if row is None:
+        raise LookupError(f"no sweep named {sweep!r} in {store.display_url}")
+    return parse_spec(row.spec, f"stored spec of {sweep}")
+
+
+# ---- the disk ------------------------------------------------------------------------------
+def write_plan_files(plan: SweepPlan, spec_dict: dict[str, Any]) -> None:
+    """LEVELS/<id>/level.json for every level, and OUTPUT/sweeps/<name>.json: the sweep as planned,
+    from which `tp-sweep db import` rebuilds a lost store. Like the store, the record only grows:
+    a relaunch with fewer grid points keeps the points recorded before."""
+    levels_dir = Path(plan.levels_dir)
+    for lv in plan.levels.values():
+        d = LevelDir(levels_dir / lv.level_id)
+        if not d.description.exists():
+            write_json_atomic(d.description, lv.description())
+    path = Path(plan.output_dir) / "sweeps" / f"{plan.spec.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(f".{path.stem}.lock")):  # read-merge-write: one writer at a time
+        _merge_sweep_record(path, plan, spec_dict)
+
+
+def _merge_sweep_record(path: Path, plan: SweepPlan, spec_dict: dict[str, Any]) -> None:
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    runs = {r["run_id"]: r for r in old.get("runs", [])}
+    runs.update({r.run_id: {"run_id": r.run_id, "method": r.method, "seed": r.seed, "axes": r.axes,
+                            "config": r.config, "levels": r.levels} for r in plan.runs})
+    points = {_point_key(p): p for p in old.get("points", [])}
+    points.update({_point_key(vars(p)): {"method": p.method, "sparsity": p.sparsity, "seed": p.seed,
+                                        "axes": p.axes, "run_id": p.run_id, "level_id": p.level_id,
+                                        "depth": p.depth, "naive_levels": p.naive_levels}
+                   for p in plan.points})
+    write_json_atomic(path, {"name": plan.spec.name, "spec": spec_dict, "levels_dir": plan.levels_dir,
+                             "runs": list(runs.values()), "points": list(points.values())})
+
+
+def _point_key(p: dict[str, Any]) -> str:
+    return json.dumps([p["method"], p["sparsity"], p["seed"], p["axes"]], sort_keys=True)
+
+
+def done_on_disk(plan: SweepPlan) -> set[str]:
+    return {lid for lid in plan.levels if LevelDir(Path(plan.levels_dir) / lid).result() is not None}
+
+
+# ---- launch / resume -------------------------------------------------------------------------
+def launch(store: Store, plan: SweepPlan, spec_dict: dict[str, Any], executor_kind: str,
+           on_progress: Callable[[], None] | None = None) -> LaunchResult:
+    result, jobs, todo = prepare(store, plan, spec_dict)
+    return _submit(store, plan.spec, jobs, todo, executor_kind, result, on_progress)
+
+
+def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[LaunchResult, dict[str, Job], list[Job]]:
+    """Everything of a launch but the submission: files, the store's records, levels finished on
+    disk, and jobs for what is missing. Returns the result so far, the jobs in charge of the
+    plan's unfinished levels, and those to submit now (PLANNED or resumable)."""
+    write_plan_files(plan, spec_dict)
+    store.record_plan(plan, spec_dict, plan.levels_dir)
+    result = LaunchResult(plan.spec.name)
+    result.imported = sync_from_disk(store, {lid: f"{plan.levels_dir}/{lid}" for lid in plan.levels})
+    jobs = store.jobs_of_levels(list(plan.levels))
+    reconcile_jobs(store, list(jobs.values()), plan.spec.executor)
+    with store.serialized() as s:
+        states = store.level_states(list(plan.levels), s)
+        to_train = [lv for lid, lv in plan.levels.items()
+                    if lid in states and not states[lid].finished and states[lid].job_id is None]
+        owner = {lid: st.job_id for lid, st in states.items() if not st.finished and st.job_id}
+        new_jobs = group_jobs(to_train, owner, plan.snapshots)
+        files = {j.job_id: str(Path(plan.output_dir) / "jobs" / f"{j.job_id}.json") for j in new_jobs}
+        for j in new_jobs:
+            write_json_atomic(Path(files[j.job_id]),
+                              j.description(plan.levels_dir, runs_of_job(j, plan.runs, plan.spec.name)))
+        store.create_jobs(s, new_jobs, plan.spec.name, files)
+    result.jobs_new = [j.job_id for j in new_jobs]
+    jobs = store.jobs_of_levels(list(plan.levels))
+    todo = [j for j in jobs.values() if j.state == "PLANNED" or j.state in RESUMABLE_STATES]
+    return result, jobs, todo
+
+
+def resume(store: Store, sweep: str, include_failed: bool = False, executor_kind: str | None = None,
+           on_progress: Callable[[], None] | None = None) -> LaunchResult:
+    spec = stored_spec(store, sweep)
+    level_ids = sweep_level_ids(store, sweep)
+    result = LaunchResult(sweep)
+    result.imported = sync_from_disk(store, store_level_dirs(store, level_ids))
+    jobs = store.jobs_of_levels(level_ids)
+    jobs = {j.job_id: j for j in reconcile_jobs(store, list(jobs.values()), spec.executor)}
+    states = {"PLANNED", *RESUMABLE_STATES} | ({"FAILED", "CANCELLED"} if include_failed else set())
+    todo = [j for j in jobs.values() if j.state in states]
+    return _submit(store, spec, jobs, todo, executor_kind or spec.executor.kind, result, on_progress)
+
+
+def _submit(store: Store, spec: SweepSpec, jobs: dict[str, Job], todo: list[Job], kind: str,
+            result: LaunchResult, on_progress: Callable[[], None] | None) -> LaunchResult:
+    submit_jobs(store, spec, todo, kind, result, on_progress)
+    for j in store.jobs(list(jobs)).values():
+        if j.job_id not in result.submitted and j.job_id not in result.waiting:
+            result.skipped[j.state] = result.skipped.get(j.state, 0) + 1
+    return result
+
+
+def cancel(store: Store, jobs: list[Job], spec: ExecutorSpec | None = None) -> list[str]:
+    cancelled = []
+    for j in jobs:
+        # Recorded first, so a trainer stopping on the scheduler's signal finds it cancelled.
+        if not store.set_job_state(j.job_id, "CANCELLED", message="cancelled by tp-sweep cancel",
+                                   only_from=(*ACTIVE_STATES, "PLANNED", "PREEMPTED")):
+            continue
+        cancelled.append(j.job_id)
+        if j.sched_id and j.executor:
+            make_executor(j.executor, spec or ExecutorSpec(), Path(".")).cancel([j.sched_id])
+    return cancelled

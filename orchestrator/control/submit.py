@@ -1,0 +1,248 @@
+"""Submit jobs to an executor, in dependency order.
+
+A job may start once the levels its chain continues from (trained by other jobs) are finished.
+For a scheduler (Slurm) the controller hands that wait to the scheduler: jobs that wait for the
+same jobs go in one array with `--dependency=afterok:...`, and never hold a GPU while they wait.
+Local and debug jobs belong to this machine, so the controller drives them itself, starting a job
+when what it waits for is done, `array_parallelism` at a time. A job whose prerequisite failed is
+not submitted: it stays PLANNED, says why, and `resume --include-failed` takes both.
+
+Each job is claimed in the store before it is submitted (a compare-and-set), so of two launches
+racing for the same job exactly one submits it. The store's URL reaches jobs through a file only
+its owner can read, never through a command line, a pickle or a log.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from core.atomic import write_text_atomic
+from db.schema import Job
+from db.store import ACTIVE_STATES, Store
+from orchestrator.control.reconcile import store_level_dirs, sync_from_disk
+from slurm.executors import JobRequest, make_executor
+
+_BLOCKED = ("FAILED", "CANCELLED", "TIMEOUT", "LOST", "PREEMPTED")
+
+
+class SubmitError(RuntimeError):
+    """The scheduler refused or could not be reached; the jobs stay as they were (PLANNED...)."""
+
+
+def executor_for(spec: Any, kind: str):
+    return make_executor(kind, spec.executor, Path(spec.output_dir).expanduser().resolve() / "_jobs" / spec.name)
+
+
+def db_url_file(url: str, output_dir: str) -> str:
+    """The store URL in OUTPUT/_jobs/secrets/<hash>.url, readable by its owner alone."""
+    folder = Path(output_dir).expanduser().resolve() / "_jobs" / "secrets"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    path = folder / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".url")
+    if not path.exists() or path.read_text() != url:
+        write_text_atomic(path, url)  # owner-only, like the folder
+    return str(path)
+
+
+def _prerequisites(store: Store, job: Job) -> dict[str, Job | None]:
+    """Jobs in charge of the unfinished levels `job` continues from (None: nobody is). A level
+    finished on disk but not yet in the store (its trainer lost the store) counts as finished."""
+
+    parents = store.external_parents(job)
+    unfinished = [lid for lid, st in parents.items() if not st.finished]
+    if unfinished and sync_from_disk(store, store_level_dirs(store, unfinished)):
+        parents = store.external_parents(job)
+    waits: dict[str, Job | None] = {}
+    owners = []
+    for lid, st in parents.items():
+        if not st.finished:
+            if st.job_id is None:
+                waits[f"level {lid}"] = None
+            else:
+                owners.append(st.job_id)
+    for jid, dep in store.jobs(sorted(set(owners))).items():
+        waits[jid] = dep
+    return waits
+
+
+def submit_jobs(store: Store, spec: Any, todo: list[Job], kind: str, result: Any,
+                on_progress: Callable[[], None] | None = None) -> None:
+    if not todo:
+        return
+    ex = executor_for(spec, kind)
+    db_file = db_url_file(store.url, spec.output_dir)
+    # Jobs inherit this process's environment (sbatch --export=ALL, local subprocesses): the URL,
+    # password and all, must reach them through the file only.
+    os.environ.pop("TP_DB_URL", None)
+    if ex.blocking:
+        driver = LocalDriver(store, spec, ex, db_file, result)
+        driver.add(todo)
+        driver.drive(on_progress)
+    else:
+        _to_scheduler(store, ex, todo, db_file, result)
+
+
+def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: Any) -> None:
+    queue = {j.job_id: j for j in todo}
+    while queue:
+        groups: dict[tuple[str, ...], list[Job]] = {}
+        for job in list(queue.values()):
+            deps, why = [], None
+            for ref, dep in _prerequisites(store, job).items():
+                if dep is None:
+                    why = f"no job trains {ref}"
+                elif dep.job_id in queue:
+                    why = "later"  # submitted in a later round, once it has a scheduler id
+                elif dep.state in ACTIVE_STATES and dep.sched_id:
+                    deps.append(dep.sched_id)
+                elif dep.job_id in result.submitted:
+                    deps.append(result.submitted[dep.job_id])
+                else:
+                    why = f"waits for job {dep.job_id} ({dep.state}); resume --include-failed retries it"
+                if why:
+                    break
+            if why == "later":
+                continue
+            del queue[job.job_id]
+            if why:
+                result.waiting[job.job_id] = why
+                store.note(job.job_id, why)
+                continue
+            groups.setdefault(tuple(sorted(deps)), []).append(job)
+        if not groups:
+            for job in queue.values():  # a cycle cannot happen (levels form trees); be safe anyway
+                result.waiting[job.job_id] = "waits for a job that could not be submitted"
+            break
+        for deps, jobs in groups.items():
+            claimed = [(j, j.state) for j in jobs if store.claim(j.job_id, (j.state,))]
+            if not claimed:
+                continue
+            reqs = [JobRequest(j.job_id, j.job_file, db_file) for j, _ in claimed]
+            try:
+                handles = ex.submit(reqs, dependency=("afterok:" + ":".join(deps)) if deps else None)
+            except Exception as exc:  # sbatch missing, slurmctld down, a rejected option...
+                for j, prev in claimed:
+                    store.unclaim(j.job_id, prev)
+                detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                done = (f"after {len(result.submitted)} jobs were submitted, the other "
+                        if result.submitted else "nothing was submitted, ")
+                raise SubmitError(f"submission to {ex.kind} failed, {done}{len(queue) + len(reqs)} "
+                                  f"jobs stay as they were: {detail}") from None
+            for (j, prev), h in zip(claimed, handles):
+                store.submitted(j.job_id, prev, str(h.job_id), ex.kind)
+                result.submitted[j.job_id] = str(h.job_id)
+
+
+class _Patient:
+    """The store as the local driver sees it: an outage (PostgreSQL restarting) makes it wait and
+    retry, not die, since the jobs it drives keep training meanwhile."""
+
+    def __init__(self, store: Store, give_up_s: float = 900.0) -> None:
+        self.store, self.give_up_s = store, give_up_s
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        import sqlalchemy as sa
+
+        start, warned = time.monotonic(), False
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                if time.monotonic() - start > self.give_up_s:
+                    raise
+                if not warned:
+                    print(f"store {self.store.display_url} unreachable; jobs keep training, "
+                          "waiting for it", flush=True)
+                    warned = True
+                time.sleep(2.0)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        fn = getattr(self.store, name)
+        return lambda *args, **kwargs: self.run(fn, *args, **kwargs)
+
+
+class LocalDriver:
+    """Local and debug jobs, run here: each starts once what it continues from is finished,
+    `array_parallelism` at a time. `step()` does one round, so a caller (the Optuna search) can
+    interleave its own work; `drive()` runs everything queued to the end."""
+
+    def __init__(self, store: Store, spec: Any, ex: Any, db_file: str, result: Any) -> None:
+        self.patient = _Patient(store)
+        self.ex, self.db_file, self.result = ex, db_file, result
+        self.cap = 1 if ex.kind == "debug" else spec.executor.array_parallelism
+        self.queue: list[Job] = []
+        self.queued: set[str] = set()
+        self.active: list[tuple[Job, Any]] = []
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.queue or self.active)
+
+    def add(self, jobs: list[Job]) -> None:
+        for j in jobs:
+            if j.job_id not in self.queued:
+                self.queue.append(j)
+                self.queued.add(j.job_id)
+
+    def _start(self) -> None:
+        store = self.patient
+        for job in list(self.queue):
+            if len(self.active) >= self.cap:
+                break
+            start, why = True, None
+            for ref, dep in store.run(_prerequisites, store.store, job).items():
+                if dep is None:
+                    why = f"no job trains {ref}"
+                elif dep.job_id in self.queued or dep.state in ACTIVE_STATES:
+                    start = False  # queued here, running elsewhere, or finishing: wait for it
+                else:
+                    why = f"waits for job {dep.job_id} ({dep.state}); resume --include-failed retries it"
+                if why:
+                    break
+            if why:
+                self.queue.remove(job)
+                self.queued.discard(job.job_id)
+                self.result.waiting[job.job_id] = why
+                store.note(job.job_id, why)
+                continue
+            if not start:
+                continue
+            self.queue.remove(job)
+            if not store.claim(job.job_id, (job.state,)):
+                self.queued.discard(job.job_id)
+                continue  # another launch took it
+            handle = self.ex.submit([JobRequest(job.job_id, job.job_file, self.db_file)])[0]
+            self.active.append((job, handle))  # tracked before anything else can fail
+            self.result.submitted[job.job_id] = str(handle.job_id)
+            store.submitted(job.job_id, job.state, str(handle.job_id), self.ex.kind)
+
+    def step(self) -> None:
+        self._start()
+        for job, handle in list(self.active):
+            if self.ex.kind == "debug" or handle.done():
+                exc = handle.exception()
+                if exc is not None:
+                    self.result.failed[job.job_id] = str(exc).strip().splitlines()[-1][:500]
+                # A trainer that died before reporting leaves its job active: say so.
+                self.patient.set_job_state(
+                    job.job_id, "FAILED", only_from=ACTIVE_STATES,
+                    message=f"job {handle.job_id} ended without reporting: "
+                            f"{self.result.failed.get(job.job_id, 'no result')}")
+                self.active.remove((job, handle))
+                self.queued.discard(job.job_id)
+
+    def drive(self, on_progress: Callable[[], None] | None = None) -> None:
+        import sqlalchemy as sa
+
+        while self.busy:
+            self.step()
+            if on_progress:
+                try:
+                    on_progress()
+                except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                    pass  # the bar waits for the store like everything else
+            if self.busy:
+                time.sleep(0.5)

@@ -1,0 +1,131 @@
+"""Plan a sweep: expand the grid into runs, the levels they need, and the level serving each point.
+
+A run is one method x seed x axes configuration (its id: a hash of its resolved config); a level
+is one training, identified by what it computes (core/levels.py). Runs share levels: every
+method that trains dense from init shares level 0, and a later sweep that adds a target, a seed or
+a method to a finished one adds only the levels that are new. Which levels are already done, and
+which jobs train the rest, is decided against the store (orchestrator/control/controller.py).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import config as trainer_config
+from core.levels import LevelSpec, LineageError, plan_levels, run_id
+from core.methods import get_method
+from orchestrator.plan.spec import RESERVED_AXES, SweepSpec
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    method: str
+    sparsity: float  # the target; 0.0 for dense
+    seed: int
+    axes: dict[str, Any]  # every other grid axis, by its dotted key
+    run_id: str
+    level_id: str     # the level that serves it
+    depth: int        # that level's depth
+    naive_levels: int  # levels a job for this point alone would train
+
+
+@dataclass
+class RunPlan:
+    run_id: str
+    method: str
+    seed: int
+    axes: dict[str, Any]
+    config: dict[str, Any]  # fully resolved trainer config (method and seed included)
+    levels: list[str] = field(default_factory=list)  # ids, in training order
+    points: list[GridPoint] = field(default_factory=list)
+
+    @property
+    def sparsities(self) -> list[float]:
+        return [p.sparsity for p in self.points]
+
+
+@dataclass
+class SweepPlan:
+    spec: SweepSpec
+    runs: list[RunPlan]
+    points: list[GridPoint]
+    levels: dict[str, LevelSpec]  # every level any run needs, parents before children
+    # imp_wr rewind points each root level must write: root id -> [{"iterations": k} | {"epochs": e}]
+    snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def output_dir(self) -> str:
+        return str(Path(self.spec.output_dir).expanduser().resolve())
+
+    @property
+    def levels_dir(self) -> str:
+        return str(Path(self.output_dir) / "levels")
+
+    def epochs_of(self, level_id: str) -> int:
+        return int(self.levels[level_id].train["schedule"]["epochs"])
+
+    def counts(self, done: set[str] | None = None) -> dict[str, int]:
+        """Level trainings this plan needs, those already done, and what one job per grid point,
+        each training all its own levels, would cost."""
+        done = (done or set()) & set(self.levels)
+        todo = [lid for lid in self.levels if lid not in done]
+        return {
+            "grid_points": len(self.points),
+            "runs": len(self.runs),
+            "level_trainings": len(self.levels),
+            "levels_done": len(done),
+            "levels_to_train": len(todo),
+            "naive_level_trainings": sum(p.naive_levels for p in self.points),
+            "epochs": sum(self.epochs_of(lid) for lid in todo),
+            "naive_epochs": sum(p.naive_levels * self.epochs_of(p.level_id) for p in self.points),
+        }
+
+
+run_id_for = run_id  # the planner's name for it
+
+
+def _axis_values(config: dict[str, Any], axes: dict[str, Any]) -> dict[str, Any]:
+    """A run's axes as status and query show them: a dotted key's value in the resolved config,
+    a group choice's option name (`model: lenet`, not the whole model section)."""
+    return {k: v if trainer_config.is_group_choice(k, v) else trainer_config.get_dotted(config, k)
+            for k, v in axes.items()}
+
+
+def plan_sweep(spec: SweepSpec) -> SweepPlan:
+    extra_axes = [k for k in spec.grid if k not in RESERVED_AXES]
+    seeds = spec.grid.get("seed", [0])
+    targets = [float(s) for s in spec.grid.get("sparsity", [])]
+    runs: dict[str, RunPlan] = {}
+    levels: dict[str, LevelSpec] = {}
+    snapshots: dict[str, list[dict[str, Any]]] = {}
+    points: list[GridPoint] = []
+    combos = itertools.product(*(spec.grid[k] for k in extra_axes)) if extra_axes else [()]
+    for values in combos:
+        axes = dict(zip(extra_axes, values))
+        for method, seed in itertools.product(spec.grid["method"], seeds):
+            overrides = {**spec.trainer.overrides, **axes, "method": method, "seed": int(seed)}
+            config = trainer_config.resolve(spec.trainer.config, overrides)
+            run_id = run_id_for(config)
+            if run_id in runs:
+                continue
+            dense = get_method(method).schedule == "dense"
+            try:
+                lineage = plan_levels(method, config, [0.0] if dense else targets)
+            except LineageError as exc:
+                raise ValueError(f"grid: {exc}") from None
+            run = RunPlan(run_id, method, int(seed), _axis_values(config, axes), config,
+                          [lv.level_id for lv in lineage.levels])
+            for lv in lineage.levels:
+                levels.setdefault(lv.level_id, lv)
+                if lv.step and lv.step.get("rewind") == "step":
+                    wanted = snapshots.setdefault(lv.root, [])
+                    if lv.step["rewind_to"] not in wanted:
+                        wanted.append(lv.step["rewind_to"])
+            for s, lv in sorted(lineage.serving.items()):
+                run.points.append(GridPoint(method, s, run.seed, run.axes, run_id, lv.level_id,
+                                            lv.depth, lineage.naive[s]))
+            runs[run_id] = run
+            points.extend(run.points)
+    return SweepPlan(spec, list(runs.values()), points, levels, snapshots)

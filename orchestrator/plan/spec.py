@@ -1,0 +1,310 @@
+"""Sweep specs: the YAML a researcher writes, validated into typed objects.
+
+Everything a spec can get wrong is caught here, before anything is planned, recorded or
+submitted, and reported as `field: problem` so the user knows which line to fix. That includes
+every trainer config a run can get (core/schema.py), and bounds on everything that grows:
+the file, the grid, sbatch's extra options.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from core import config as trainer_config
+from core.methods import METHODS
+from core.schema import SEED_LIMIT, validate_config
+from orchestrator.plan.search_spec import SearchSpec
+
+RESERVED_AXES = ("method", "sparsity", "seed")
+DEFAULT_MAX_GRID_POINTS = 10_000
+MAX_SPEC_BYTES = 1 << 20     # a spec is a page of YAML; a megabyte is a mistake or an attack
+MAX_EXTRA_KEYS = 32
+MAX_EXTRA_CHARS = 256
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")   # one path component, never . or .. or -x
+_SBATCH_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot be used; the message names the offending field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainerSpec(_Strict):
+    config: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+def _sbatch_value_problem(value: Any) -> str | None:
+    """Why `value` cannot be one `#SBATCH --key=value` line (submitit writes str(value))."""
+    if value is True:
+        return None  # submitit writes a bare flag: `#SBATCH --exclusive`
+    if value is False or value is None:
+        return f"{'false' if value is False else 'null'} is not an sbatch value (leave the key out)"
+    if isinstance(value, int):
+        return None if abs(value) < 2**63 else f"{value} is too large"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value} is not a finite number"
+    if isinstance(value, str):
+        if len(value) > MAX_EXTRA_CHARS:
+            return f"a string of {len(value)} characters is longer than {MAX_EXTRA_CHARS}"
+        if _CONTROL.search(value):
+            return "control characters (a newline would end the #SBATCH line)"
+        return None
+    if isinstance(value, list):
+        return ("a list is not an sbatch value (submitit would write its Python repr); "
+                "write one string, e.g. 'a,b'")
+    return f"a {type(value).__name__} is not an sbatch value (a string, number or true)"
+
+
+class ExecutorSpec(_Strict):
+    kind: Literal["slurm", "local", "debug"] = "local"
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+    procs_per_node: int = Field(1, ge=1)
+    cpus_per_task: int = Field(1, ge=1)
+    mem_gb: float = Field(4.0, gt=0)
+    timeout_min: int = Field(60, ge=1)
+    partition: str | None = None
+    array_parallelism: int = Field(16, ge=1)
+    signal_delay_s: int = Field(120, ge=0)
+    max_requeues: int = Field(3, ge=0)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("partition")
+    @classmethod
+    def _one_line(cls, partition: str | None) -> str | None:
+        problem = None if partition is None else _sbatch_value_problem(partition)
+        if problem:
+            raise ValueError(problem)
+        return partition
+
+    @field_validator("extra")
+    @classmethod
+    def _sbatch_options(cls, extra: dict[str, Any]) -> dict[str, Any]:
+        if len(extra) > MAX_EXTRA_KEYS:
+            raise ValueError(f"{len(extra)} options; at most {MAX_EXTRA_KEYS}")
+        for key, value in extra.items():
+            if not _SBATCH_KEY.fullmatch(key):
+                raise ValueError(f"{key[:40]!r} is not an sbatch option name "
+                                 "(a letter, then letters, digits, - or _)")
+            problem = _sbatch_value_problem(value)
+            if problem:
+                raise ValueError(f"{key}: {problem}")
+        return extra
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a YAML value, to find duplicates among axis values."""
+    if isinstance(value, list):
+        return ("list", tuple(_frozen(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", frozenset((k, _frozen(v)) for k, v in value.items()))
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class SweepSpec(_Strict):
+    name: str = Field(max_length=128)
+    trainer: TrainerSpec
+    grid: dict[str, list[Any]]
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    db: str | None = None
+    output_dir: str = "tp-runs"
+    max_grid_points: int = Field(DEFAULT_MAX_GRID_POINTS, ge=1, le=1_000_000)
+    search: SearchSpec | None = None  # an Optuna search in every grid cell (orchestrator/search/driver.py)
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, name: str) -> str:
+        # The name becomes a folder (OUTPUT_DIR/_jobs/NAME) and a CLI argument.
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"{_short(name)} must start with a letter, digit or _ and use only "
+                             "letters, digits, _ . and -")
+        return name
+
+    @field_validator("output_dir")
+    @classmethod
+    def _expanded(cls, output_dir: str) -> str:
+        if not output_dir or _CONTROL.search(output_dir):
+            raise ValueError(f"{_short(output_dir)} is not a usable folder name")
+        expanded = os.path.expanduser(output_dir)
+        if expanded.startswith("~"):
+            raise ValueError(f"cannot expand {output_dir.split('/')[0]!r}: no such user")
+        return expanded
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"grid.{key}: has no values")
+            seen: set[Any] = set()
+            for v in values:
+                frozen = _frozen(v)
+                try:
+                    if frozen in seen:
+                        raise ValueError(f"grid.{key}: duplicate value {_short(v)}")
+                    seen.add(frozen)
+                except TypeError:
+                    pass  # an unhashable oddity; the trainer schema refuses it below
+        methods = grid.get("method")
+        if not methods:
+            raise ValueError("grid.method is required (a list of pruning methods)")
+        for m in methods:
+            if not isinstance(m, str) or m not in METHODS:
+                raise ValueError(f"grid.method: unknown method {_short(m)}; "
+                                 f"known: {', '.join(sorted(METHODS))}")
+        needs_sparsity = any(METHODS[m].schedule != "dense" for m in methods)
+        if needs_sparsity and not grid.get("sparsity"):
+            raise ValueError("grid.sparsity is required for pruning methods")
+        for s in grid.get("sparsity", []):
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
+                raise ValueError(f"grid.sparsity: sparsity {_short(s)} is not a number")
+            if not 0.0 <= float(s) < 1.0:
+                raise ValueError(f"grid.sparsity: sparsity {s} is outside [0, 1)")
+        for s in grid.get("seed", [0]):
+            if isinstance(s, bool) or not isinstance(s, int):
+                raise ValueError(f"grid.seed: seed {_short(s)} is not an integer")
+            if not 0 <= s < SEED_LIMIT:
+                raise ValueError(f"grid.seed: seed {s} is outside [0, 2**63)")
+        return grid
+
+    @model_validator(mode="after")
+    def _bounded_and_valid(self) -> "SweepSpec":
+        # Multiply the axis lengths before anything expands the product.
+        points = math.prod(len(v) for v in self.grid.values())
+        if points > self.max_grid_points:
+            sizes = " x ".join(f"{len(v)} {k}" for k, v in self.grid.items())
+            raise ValueError(f"grid: {sizes} is {points:,} grid points, more than "
+                             f"max_grid_points {self.max_grid_points:,} (raise it if you mean it)")
+        _check_trainer_configs(self)
+        if self.search is not None:
+            _check_search_params(self)
+        return self
+
+    @property
+    def axes(self) -> list[str]:
+        return list(self.grid)
+
+
+def _with(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with dotted overrides, copying only the dicts on the overridden paths (this runs
+    once per grid combination, so no deep copy of the whole config)."""
+    cfg = dict(base)
+    for key, value in overrides.items():
+        node = cfg
+        for part in key.split(".")[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                break  # set_dotted below reports the bad key
+            node[part] = dict(child)
+            node = node[part]
+        trainer_config.set_dotted(cfg, key, value)
+    return cfg
+
+
+def _config_with(spec: SweepSpec, base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The config a run with grid values `extra` gets. `base` is the preset with the spec's
+    overrides; a value that picks a group option (`model: lenet`) recomposes the preset, as the
+    planner does (core.config.resolve: group choices first, then dotted keys)."""
+    if any(trainer_config.is_group_choice(k, v) for k, v in extra.items()):
+        return trainer_config.resolve(spec.trainer.config, {**spec.trainer.overrides, **extra})
+    return _with(base, extra)
+
+
+def _check_trainer_configs(spec: SweepSpec) -> None:
+    """Validate every trainer config a run of this sweep can get, before any run is planned:
+    the named config, then with the overrides, then with each grid value and combination."""
+    name = spec.trainer.config
+    try:
+        validate_config(trainer_config.load_config(name))
+    except trainer_config.ConfigError as exc:
+        raise ValueError(f"core.config: {exc}") from None
+    try:
+        base = trainer_config.resolve(name, spec.trainer.overrides)
+        validate_config(base)
+    except trainer_config.ConfigError as exc:
+        raise ValueError(f"trainer.overrides: {exc}") from None
+    axes = [k for k in spec.grid if k not in RESERVED_AXES]
+    for axis in axes:  # one value at a time, so the message can name the axis
+        for value in spec.grid[axis]:
+            try:
+                validate_config(_config_with(spec, base, {axis: value}))
+            except trainer_config.ConfigError as exc:
+                msg = str(exc)
+                named = msg.startswith((f"{axis}:", f"{axis}["))
+                raise ValueError(f"grid.{msg}" if named else f"grid.{axis}: {msg}") from None
+    if len(axes) > 1:  # rules between two keys (model.hidden and model.name...) need the product
+        for values in itertools.product(*(spec.grid[k] for k in axes)):
+            try:
+                validate_config(_config_with(spec, base, dict(zip(axes, values))))
+            except trainer_config.ConfigError as exc:
+                combo = ", ".join(f"{k}={_short(v)}" for k, v in zip(axes, values))
+                raise ValueError(f"grid: with {combo}: {exc}") from None
+
+
+def _check_search_params(spec: SweepSpec) -> None:
+    """Every search parameter is a trainer key, not a grid axis, and every value its distribution
+    can give (the ends; every choice) passes the trainer schema."""
+    base = _with(trainer_config.load_config(spec.trainer.config), spec.trainer.overrides)
+    for key, dist in spec.search.params.items():
+        if key in spec.grid:
+            raise ValueError(f"search.params.{key}: also a grid axis; search it or grid it, not both")
+        for value in dist.examples():
+            try:
+                validate_config(_with(base, {key: value}))
+            except trainer_config.ConfigError as exc:
+                raise ValueError(f"search.params.{key}: {exc}") from None
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        # Messages that already name their field (grid.sparsity: ...) keep just that name.
+        lines.append(msg if not loc or msg.startswith((f"{loc}.", f"{loc}:")) else f"{loc}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a sweep spec must be a YAML mapping, got {type(data).__name__}")
+    if "name" not in data:
+        raise SpecError(f"{source}: name: missing (every sweep needs a unique name)")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"{source}: {_format_validation_error(exc)}") from None
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)  # bounded: the path may be /dev/zero or a huge file
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: spec is larger than {MAX_SPEC_BYTES // 1024} KiB")
+    try:
+        data = trainer_config.load_yaml(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except Exception as exc:  # yaml raises several error types; all mean "not YAML"
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    return parse_spec(data, str(path))

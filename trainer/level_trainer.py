@@ -1,0 +1,368 @@
+"""The levels loop: train each level of a job, in order, once.
+
+    for level in job's levels (parents first):
+        if LEVEL_DIR/metrics.json exists: report it, next          (trained before, anywhere)
+        if the level prunes:
+            mask = criterion(weights it scores, parent's mask, density, a few batches)
+        weights = init | step-k snapshot of level 0 | parent's trained weights   (step.rewind)
+        train for the schedule's epochs, masked weights held at zero
+        LEVEL_DIR/{final.pt, metrics.json}
+
+A level lives in LEVEL_DIR = LEVELS/<level id>/ (level.json written at plan time). Every epoch
+ends with an atomic LEVEL_DIR/checkpoint.pt and a stop signal saves one mid-epoch, so a job
+restarted on the same levels picks up exactly there, with results equal to an uninterrupted run.
+Everything random in a level is seeded by the level itself (its seed, depth, epoch and id), never
+by what the process did before, so a level computes the same thing in any job.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from core.layout import LevelDir, LevelLock
+from core.levels import LevelSpec
+from core.methods import get_criterion
+from trainer import checkpoint as ckpt
+from trainer.data import LoaderContext, Loaders, build_loaders
+from trainer.distributed import DistInfo, StopFlag, barrier, rank0_says
+from trainer.loop import EpochResult, StepHooks, evaluate, train_epoch
+from trainer.models import build_model
+from trainer.optim import build_optimizer
+from trainer.pruning.masks import MaskEnforcer, achieved_sparsity, apply_mask, full_mask
+from trainer.pruning.methods import PruneContext
+from trainer.pruning.registry import pruner_for
+
+PRUNE_ORDER_KEY = 1_000_000  # data order for pruning batches, apart from any epoch's order
+
+
+class Recorder(Protocol):
+    """What the trainer tells the outside world (the store; W&B) about its levels."""
+    def heartbeat(self, level_id: str, epoch: int) -> None: ...
+    def log_epoch(self, level_id: str, epoch: int, metrics: dict[str, Any]) -> None: ...
+    def finish_level(self, level_id: str, result: dict[str, Any]) -> None: ...
+
+
+class NullRecorder:
+    def heartbeat(self, level_id: str, epoch: int) -> None: ...
+    def log_epoch(self, level_id: str, epoch: int, metrics: dict[str, Any]) -> None: ...
+    def finish_level(self, level_id: str, result: dict[str, Any]) -> None: ...
+
+
+class Stopped(Exception):
+    """Raised after a stop signal was honoured and the checkpoint saved."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where)
+        self.where = where
+
+
+class _StopAt:
+    """A stop flag that fires at a fixed step on every rank alike (no collective needed)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def should_stop(self, step: int, force_sync: bool = False) -> bool:
+        return step >= self.step
+
+
+def _epoch_line(level: LevelSpec, epoch: int, m: dict[str, Any]) -> str:
+    test = f" test_acc {m['test_acc']:.4f}" if m.get("test_acc") is not None else ""
+    return (f"[level {level.level_id} {level.kind} {level.depth} epoch {epoch}] train_loss "
+            f"{m['train_loss']:.4f} train_acc {m['train_acc']:.4f}{test} lr {m['lr']:.4g} "
+            f"{m['images_per_s']:.0f} img/s")
+
+
+def _seed_for(*parts: int) -> int:
+    h = 0
+    for p in parts:
+        h = (h * 1_000_003 + int(p)) % (2**63 - 1)
+    return h
+
+
+def rewind_step(rewind_to: dict[str, Any], steps_per_epoch: int) -> int:
+    if "iterations" in rewind_to:
+        return int(rewind_to["iterations"])
+    return int(round(float(rewind_to.get("epochs", 0)) * steps_per_epoch))
+
+
+class LevelTrainer:
+    """Trains levels that share one training config (one job's levels always do)."""
+
+    def __init__(self, train: dict[str, Any], levels_dir: Path, info: DistInfo, recorder: Recorder,
+                 stop: StopFlag) -> None:
+        self.train, self.levels_dir, self.info, self.rec, self.stop = train, levels_dir, info, recorder, stop
+        self.seed = int(train.get("seed", 0))
+        self.opts = train.get("train", {})
+        if self.opts.get("deterministic") and info.device.type == "cpu":
+            torch.use_deterministic_algorithms(True)
+        elif info.device.type == "cuda" and not self.opts.get("deterministic"):
+            torch.backends.cudnn.benchmark = True  # pick the fastest conv kernels for the fixed shapes
+        self.loaders: Loaders = build_loaders(train["data"], LoaderContext(
+            rank=info.rank, world_size=info.world_size, seed=self.seed, device=info.device,
+            distributed=info.distributed))
+        torch.manual_seed(self.seed)  # the initial weights are a function of the seed alone
+        self.model = build_model(train["model"], self.loaders.num_classes,
+                                 self.loaders.input_shape).to(info.device)
+        self.init_weights = self._weights()
+        conv = any(isinstance(m, nn.Conv2d) for m in self.model.modules())
+        cl = self.opts.get("channels_last", "auto")
+        self.channels_last = conv and (cl is True or (cl == "auto" and info.device.type == "cuda"))
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.precision = self.opts.get("precision", "auto")
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=self.opts.get("label_smoothing", 0.0))
+        self.eval_loss = nn.CrossEntropyLoss()
+        self.steps_per_epoch = len(self.loaders.train)
+        if self.steps_per_epoch == 0:
+            raise ValueError("the training set yields no full batch per rank: lower data.batch_size")
+        self.epochs = int(train["schedule"]["epochs"])
+        self._epoch = 0
+
+    # ---- files ---------------------------------------------------------------------------
+    def dir(self, level_id: str) -> LevelDir:
+        return LevelDir(self.levels_dir / level_id)
+
+    def _save(self, obj: Any, path: Path) -> None:
+        if self.info.is_main:
+            ckpt.save_atomic(obj, path)
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _init(self, level: LevelSpec) -> dict[str, torch.Tensor]:
+        """The root's initial weights (init.pt, written by the root level the first time)."""
+        path = self.dir(level.root).init
+        if level.parent is None:
+            if self.info.is_main and not path.exists():
+                self._save({"model": self.init_weights}, path)
+            barrier(self.info)
+        return ckpt.load_weights(path, self.info.device)["model"]
+
+    # ---- the algorithm -------------------------------------------------------------------
+    def run(self, levels: list[LevelSpec], snapshots: dict[str, list[dict[str, Any]]]) -> None:
+        for level in levels:
+            self.run_level(level, snapshots.get(level.level_id, []))
+
+    def run_level(self, level: LevelSpec, snapshots: list[dict[str, Any]] = ()) -> None:
+        d = self.dir(level.level_id)
+        if self._report_if_done(level, d):
+            return
+        if level.parent is not None and self.dir(level.parent).result() is None:
+            raise RuntimeError(f"level {level.level_id} continues from level {level.parent}, which is "
+                               f"not trained yet (no {self.dir(level.parent).metrics}); the job that "
+                               "trains it must finish first")
+        with LevelLock(d, self.info.is_main, agree=lambda ok: rank0_says(self.info, ok),
+                       on_wait=lambda: self.rec.heartbeat(level.level_id, 0)):
+            if self._report_if_done(level, d):  # trained by another job while we waited
+                return
+            self._train_level(level, d, snapshots)
+
+    def _report_if_done(self, level: LevelSpec, d: LevelDir) -> bool:
+        result = d.result() if self.info.is_main else None
+        if not rank0_says(self.info, result is not None):  # every rank follows rank 0's view
+            return False
+        if result is not None:
+            self.rec.finish_level(level.level_id, result)
+        return True
+
+    def _train_level(self, level: LevelSpec, d: LevelDir, snapshots: list[dict[str, Any]]) -> None:
+        state = ckpt.load_checkpoint(d.checkpoint, self.info.device) if d.checkpoint.exists() else None
+        if state is None:
+            mask, opt, start_step = self._prepare(level, d)
+            best, history, carry = 0.0, [], None
+            self._checkpoint(d, start_step, mask, opt, best, None, history)
+        else:
+            mask = {k: v.to(self.info.device) for k, v in state["mask"].items()}
+            self.model.load_state_dict(state["model"])
+            opt = build_optimizer(self.model, self.train["optimizer"])
+            opt.load_state_dict(state["optimizer"])
+            start_step, best, carry = state["step"], state["best"], state["carry"]
+            history = state["history"]
+            if state.get("rng") is not None:
+                torch.set_rng_state(state["rng"])
+        enforce = MaskEnforcer(self.model, mask)
+        enforce()
+        net = self._wrap()
+        hooks = StepHooks(after_step=enforce, heartbeat=(lambda: self.rec.heartbeat(level.level_id, self._epoch))
+                          if self.info.is_main else None)
+        if level.parent is None and level.step is None:  # level 0 writes the imp_wr rewind points
+            for rewind_to in snapshots:
+                k = rewind_step(rewind_to, self.steps_per_epoch)
+                if not d.snapshot(k).exists():
+                    hooks.at_step[k] = self._snapshot_hook(d, k, opt)
+        first_epoch, skip = divmod(start_step, self.steps_per_epoch)
+        for epoch in range(first_epoch, self.epochs):
+            self._epoch = epoch
+            res = self._epoch_pass(net, level, opt, epoch, hooks, self.stop, skip, carry)
+            skip, carry = 0, None
+            if res.stopped_at is not None:
+                step = epoch * self.steps_per_epoch + res.stopped_at
+                self._checkpoint(d, step, mask, opt, best, res.sums, history, rng=torch.get_rng_state())
+                raise Stopped(f"level {level.level_id} ({level.kind} {level.depth}) epoch {epoch} "
+                              f"step {res.stopped_at}")
+            metrics = self._epoch_metrics(net, res, epoch)
+            if metrics.get("test_acc") is not None:
+                best = max(best, metrics["test_acc"])
+            history.append({"epoch": epoch, **metrics})
+            if self.info.is_main:
+                self.rec.log_epoch(level.level_id, epoch, metrics)
+                print(_epoch_line(level, epoch, metrics), flush=True)  # the job log's progress
+            self._checkpoint(d, (epoch + 1) * self.steps_per_epoch, mask, opt, best, None, history)
+            if self.stop.should_stop(0, force_sync=True):
+                raise Stopped(f"level {level.level_id} ({level.kind} {level.depth}) after epoch {epoch}")
+        self._finish(level, d, mask, history, best)
+
+    def _epoch_pass(self, net: nn.Module, level: LevelSpec, opt: torch.optim.Optimizer, epoch: int,
+                    hooks: StepHooks, stop: Any, skip: int = 0, carry: torch.Tensor | None = None) -> EpochResult:
+        if skip == 0:
+            torch.manual_seed(_seed_for(self.seed, level.depth, epoch))  # dropout/augment RNG
+        self.loaders.train.set_epoch(epoch)
+        return train_epoch(net, self.loaders.train, opt, info=self.info, epoch=epoch,
+                           steps_per_epoch=self.steps_per_epoch,
+                           base_lr=float(self.train["optimizer"]["lr"]), schedule=self.train["schedule"],
+                           loss_fn=self.loss_fn, hooks=hooks, stop=stop, precision=self.precision,
+                           channels_last=self.channels_last, skip=skip, carry=carry)
+
+    def _snapshot_hook(self, d: LevelDir, k: int, opt: torch.optim.Optimizer):
+        return lambda: self._save({"model": self._weights(), "optimizer": opt.state_dict(), "step": k},
+                                  d.snapshot(k))
+
+    def _prepare(self, level: LevelSpec, d: LevelDir):
+        """Choose the level's mask, put its starting weights in the model; returns (mask, optimizer,
+        first step)."""
+        init = self._init(level)
+        step = level.step
+        if step is None:  # dense training from init
+            self.model.load_state_dict(init)
+            mask = full_mask(self.model)
+        else:
+            mask = full_mask(self.model, bool(step.get("keep_first_last_dense", False)))
+            if level.parent is None:  # one-shot: score the initial weights
+                self.model.load_state_dict(init)
+            else:  # iterative: score the parent's trained weights, within the parent's mask
+                parent = ckpt.load_weights(self.dir(level.parent).final, self.info.device)
+                self.model.load_state_dict(parent["model"])
+                mask = {k: parent["mask"][k].to(self.info.device) if k in parent["mask"] else m
+                        for k, m in mask.items()}
+            if self.info.is_main:
+                mask = self._prune(level, mask)
+                self._save({"mask": {k: v.cpu() for k, v in mask.items()}}, d.mask)
+            barrier(self.info)
+            mask = {k: v.to(self.info.device) for k, v in
+                    ckpt.load_weights(d.mask, self.info.device)["mask"].items()}
+        rewind = step.get("rewind", "init") if step else "init"
+        opt = build_optimizer(self.model, self.train["optimizer"])
+        start_step = 0
+        if level.parent is not None and rewind == "init":
+            self.model.load_state_dict(init)
+        elif level.parent is not None and rewind == "step":
+            k = rewind_step(step["rewind_to"], self.steps_per_epoch)
+            total = self.steps_per_epoch * self.epochs
+            if not 0 <= k < total:
+                raise ValueError(f"imp_wr rewind point {k} is outside the level's {total} steps "
+                                 "(prune.rewind_epochs / prune.rewind_iterations)")
+            snap = ckpt.load_weights(self._snapshot(level.root, k), self.info.device)
+            self.model.load_state_dict(snap["model"])
+            if step.get("rewind_optimizer"):
+                opt.load_state_dict(snap["optimizer"])
+            start_step = k
+        # rewind "none" (learning-rate rewinding): keep the parent's trained weights
+        apply_mask(self.model, mask)
+        return mask, opt, start_step
+
+    def _snapshot(self, root_id: str, k: int) -> Path:
+        """Level 0's weights and optimizer at step k. Written while level 0 trains when the plan
+        asks for k; otherwise replayed here from init (k steps, same seeds and data order)."""
+        root = self.dir(root_id)
+        if root.snapshot(k).exists():
+            return root.snapshot(k)
+        init = ckpt.load_weights(root.init, self.info.device)["model"]
+        self.model.load_state_dict(init)
+        mask = full_mask(self.model)
+        opt = build_optimizer(self.model, self.train["optimizer"])
+        net = self._wrap()
+        hooks = StepHooks(after_step=MaskEnforcer(self.model, mask))
+        hooks.at_step[k] = self._snapshot_hook(root, k, opt)
+        spec = LevelSpec(root_id, None, root_id, 0, "dense", 1.0, None, self.train)
+        for epoch in range(0, k // self.steps_per_epoch + 1):
+            if self._epoch_pass(net, spec, opt, epoch, hooks, _StopAt(k)).stopped_at is not None:
+                break
+        barrier(self.info)
+        return root.snapshot(k)
+
+    def _prune(self, level: LevelSpec, mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        step = level.step
+        crit = get_criterion(step["criterion"])
+        pcfg = {**step, "input_shape": tuple(self.loaders.input_shape)}
+        batches = None
+        if crit.needs_data or crit.name == "synflow":
+            n = int(step.get("snip_batches") or step.get("prune_batches") or 1)
+            self.loaders.train.set_epoch(PRUNE_ORDER_KEY + level.depth)
+            batches = []
+            for x, y in self.loaders.train:
+                batches.append((x.clone(), y.clone()))  # FFCV reuses its buffers a few batches on
+                if len(batches) >= n:
+                    break
+        # Seeded by the level itself, so a random mask is the same in every sweep that asks for it.
+        gen = torch.Generator().manual_seed(int(level.level_id, 16) % (2**63 - 1))
+        ctx = PruneContext(cfg=pcfg, generator=gen, batches=batches, loss_fn=self.eval_loss)
+        return pruner_for(crit.name)(self.model, mask, level.density, ctx)
+
+    def _wrap(self) -> nn.Module:
+        net: nn.Module = self.model
+        if self.info.distributed:
+            net = DDP(net, device_ids=[self.info.local_rank] if self.info.device.type == "cuda" else None)
+        if self.opts.get("compile"):
+            net = torch.compile(net)
+        return net
+
+    def _epoch_metrics(self, net: nn.Module, res: EpochResult, epoch: int) -> dict[str, Any]:
+        every = max(int(self.opts.get("eval_every", 1)), 1)
+        metrics: dict[str, Any] = {
+            "train_loss": res.loss, "train_acc": res.acc, "seconds": res.seconds,
+            "images_per_s": float(res.sums[2]) / max(res.seconds, 1e-9),
+            "lr": res.lr, "steps": res.steps, "test_loss": None, "test_acc": None, "test_top5": None,
+        }
+        if (epoch + 1) % every == 0 or epoch == self.epochs - 1:
+            metrics.update(evaluate(net, self.loaders.test, info=self.info, loss_fn=self.eval_loss,
+                                    precision=self.precision, channels_last=self.channels_last))
+        return metrics
+
+    def _checkpoint(self, d: LevelDir, step: int, mask: dict[str, torch.Tensor],
+                    opt: torch.optim.Optimizer, best: float, carry: torch.Tensor | None,
+                    history: list[dict[str, Any]], rng: torch.Tensor | None = None) -> None:
+        self._save({"step": step, "model": self._weights(), "optimizer": opt.state_dict(),
+                    "mask": {k: v.cpu() for k, v in mask.items()}, "best": best, "carry": carry,
+                    "history": history, "rng": rng}, d.checkpoint)
+
+    def _finish(self, level: LevelSpec, d: LevelDir, mask: dict[str, torch.Tensor],
+                history: list[dict[str, Any]], best: float) -> None:
+        if self.info.is_main:
+            self._save({"model": self._weights(), "mask": {k: v.cpu() for k, v in mask.items()}}, d.final)
+            last = history[-1] if history else {}
+            result = {
+                "level_id": level.level_id, "density": level.density,
+                "achieved_sparsity": achieved_sparsity(self.model, list(mask)),
+                "test_acc": last.get("test_acc"), "test_top5": last.get("test_top5"),
+                "test_loss": last.get("test_loss"), "best_test_acc": best,
+                "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
+                "epochs": len(history), "seconds": sum(h["seconds"] for h in history),
+                "history": history}
+            d.write_result(result)  # the record: the store imports it from here if it must
+            d.checkpoint.unlink(missing_ok=True)
+            self.rec.finish_level(level.level_id, result)
+        barrier(self.info)
+
+
+def read_level(levels_dir: Path, level_id: str) -> LevelSpec:
+    path = levels_dir / level_id / "level.json"
+    try:
+        return LevelSpec.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: the level was never planned here") from None
