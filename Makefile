@@ -33,6 +33,7 @@ bench: bootstrap
 	$(VENV)/bin/python bench/bench_trainer.py
 	$(VENV)/bin/python bench/bench_loader.py
 	$(VENV)/bin/python bench/bench_store.py
+	$(VENV)/bin/python bench/bench_report.py
 
 # On a lent GPU machine: no internet, so no bootstrap; its python3 has torch and torchvision.
 PYTHON ?= python3

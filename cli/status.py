@@ -76,6 +76,10 @@ def sweep_view(store: Any, sweep: str, fmt: str, width: int, show_results: bool 
         lines = accuracy_lines(store, sweep)
         items += (too_many_lines(sweep, lines) if lines > MAX_ACCURACY_LINES
                   else accuracy_table(sweep, grid_results(store, sweep), width))
+    if show_results and runs and all(r.state == "COMPLETED" for r in runs):
+        from rich.text import Text
+
+        items.append(Text(f"to share it: tp-sweep report {sweep} (one HTML file, opens offline)", style="dim"))
     return code, items, bar
 
 

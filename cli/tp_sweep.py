@@ -1,4 +1,4 @@
-"""`tp-sweep`: launch, status, resume, cancel, query, plot, data, db, cluster.
+"""`tp-sweep`: launch, status, resume, cancel, query, plot, report, data, db, cluster.
 
 Imports stay lazy: --help, status, query, cancel and launch --dry-run never import torch.
 Exit status: 0 success, 1 a run or check failed, 2 bad input (nothing submitted or changed).
@@ -167,6 +167,12 @@ def cmd_plot(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    from cli.report import cmd_report as report
+
+    return report(a)
+
+
 # ---- data / db / cluster -----------------------------------------------------------------------
 def cmd_db(a: argparse.Namespace) -> int:
     from db import migrate  # SQLAlchemy, 0.3 s
@@ -246,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--metric", default="test_acc", choices=["test_acc", "best_test_acc", "test_top5"])
     sp.add_argument("--out", help="PNG path (default SWEEP_METRIC.png)")
     sp.set_defaults(fn=cmd_plot)
+
+    sp = with_db(sub.add_parser("report", help="the sweep as one self-contained HTML file (opens offline)"))
+    sp.add_argument("sweep")
+    sp.add_argument("--out", help="HTML path (default SWEEP-report.html here)")
+    sp.set_defaults(fn=cmd_report)
 
     sp = with_db(sub.add_parser("db", help="schema migrations; rebuild a store from an output folder"))
     sp.add_argument("action", choices=["upgrade", "import"])

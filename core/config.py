@@ -231,13 +231,32 @@ def load_config(name: str, choices: dict[str, str] | None = None) -> dict[str, A
     return cfg
 
 
+# Sections that are null while off and come on when a key inside them is set: the dotted path ->
+# the group option whose file holds the section's defaults (`logging.wandb.project: x` turns W&B
+# on with conf/logging/wandb.yaml's mode, tags, ... for the rest).
+ON_DEMAND_SECTIONS = {"logging": ("logging", "none"), "logging.wandb": ("logging", "wandb")}
+
+
+def _section_defaults(path: str) -> dict[str, Any]:
+    group, option = ON_DEMAND_SECTIONS[path]
+    data: Any = load_group_option(group, option)
+    for part in path.split(".")[1:]:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
 def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
     """Set `a.b.c` in place. The key must already exist: a typo in a sweep axis is an error,
     not a silently ignored setting (hydra's `key=value` without `+` behaves the same way).
-    A mapping value replaces the whole section (a spec's `data: {name: digits, ...}`)."""
+    A mapping value replaces the whole section (a spec's `data: {name: digits, ...}`). A key
+    inside a section that is off (null), such as `logging.wandb.project`, first fills that
+    section with its defaults (ON_DEMAND_SECTIONS)."""
     parts = key.split(".")
     node: Any = cfg
     for i, part in enumerate(parts[:-1]):
+        path = ".".join(parts[: i + 1])
+        if isinstance(node, dict) and node.get(part, "absent") is None and path in ON_DEMAND_SECTIONS:
+            node[part] = _section_defaults(path)
         if not isinstance(node, dict) or part not in node:
             raise ConfigError(f"unknown trainer key {'.'.join(parts[: i + 1])!r} (in {key!r})")
         node = node[part]

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from db.schema import AxesDecoder, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, as_text
+from db.schema import AxesDecoder, Epoch, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, as_text
 from db.store import QueryError, Store
 
 
@@ -261,3 +261,63 @@ def fmt_mean_std(mean: float | None, std: float | None, scale: float = 100.0) ->
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
     return f"{mean * scale:.2f} ± {(std or 0.0) * scale:.2f}"
+
+
+# ---- epochs and curves (the report's learning curves, the notebook API) ------------------------
+_EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr",
+                 "steps", "seconds", "images_per_s")
+
+
+def run_curves(store: Store, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each run's levels in training order, each with its recorded epochs (finished levels and
+    the one in training): {run_id: [{level_id, depth, kind, density, finished, epochs: [...]}]}.
+    Two queries, whatever the number of levels."""
+    out: dict[str, list[dict[str, Any]]] = {r: [] for r in run_ids}
+    with store.reading() as s:
+        conn = s.connection()
+        by_level: dict[str, list[dict[str, Any]]] = {}
+        for i in range(0, len(run_ids), 900):
+            q = (sa.select(RunLevel.run_id, RunLevel.position, Level.level_id, Level.depth, Level.kind,
+                           Level.density, Level.finished_at.is_not(None))
+                 .join(Level, Level.level_id == RunLevel.level_id)
+                 .where(RunLevel.run_id.in_(run_ids[i:i + 900])))
+            for run_id, _pos, lid, depth, kind, density, finished in sorted(conn.execute(q).all(),
+                                                                            key=lambda r: (r[0], r[1])):
+                eps: list[dict[str, Any]] = by_level.setdefault(lid, [])
+                out[run_id].append({"level_id": lid, "depth": depth, "kind": kind, "density": density,
+                                    "finished": bool(finished), "epochs": eps})
+        ids = sorted(by_level)
+        cols = [getattr(Epoch, f) for f in _EPOCH_FIELDS]
+        for i in range(0, len(ids), 900):
+            for row in conn.execute(sa.select(Epoch.level_id, *cols).where(Epoch.level_id.in_(ids[i:i + 900]))
+                                    .order_by(Epoch.level_id, Epoch.epoch)):
+                by_level[row[0]].append(dict(zip(_EPOCH_FIELDS, row[1:])))
+    return out
+
+
+def epoch_results(store: Store, sweep: str) -> list[dict[str, Any]]:
+    """One dict per recorded epoch of every level of every run in the sweep, with the run and the
+    level it belongs to (a level shared by several runs, such as level 0, appears under each),
+    ordered by method, seed, run, training order, epoch."""
+    with store.reading() as s:
+        conn = s.connection()
+        sid = _sweep_id(s, store, sweep)
+        q = (sa.select(Run.method, Run.seed, Run.run_id, as_text(Run.axes), RunLevel.position,
+                       Level.level_id, Level.depth, Level.kind, Level.density,
+                       *(getattr(Epoch, f) for f in _EPOCH_FIELDS))
+             .join(SweepRun, SweepRun.run_id == Run.run_id)
+             .join(RunLevel, RunLevel.run_id == Run.run_id)
+             .join(Level, Level.level_id == RunLevel.level_id)
+             .join(Epoch, Epoch.level_id == Level.level_id)
+             .where(SweepRun.sweep_id == sid))
+        rows = sorted(conn.execute(q).all(), key=lambda r: (r[0], r[1], r[2], r[4], r[9]))
+    decode = AxesDecoder()
+    out = []
+    for method, seed, run_id, axes, _pos, lid, depth, kind, density, *values in rows:
+        extra = decode(axes)
+        row = {"sweep": sweep, "method": method, "seed": seed, "run_id": run_id, "level": depth,
+               "level_id": lid, "level_kind": kind, "sparsity": round(1.0 - density, 12),
+               **dict(zip(_EPOCH_FIELDS, values))}
+        row.update(extra)
+        out.append(row)
+    return out

@@ -29,6 +29,7 @@ from db.schema import (
     Attempt,
     AxesDecoder,
     Epoch,
+    Event,
     GridPoint,
     Job,
     Level,
@@ -401,3 +402,105 @@ def _sweep_estimates(t: SweepTotals, planned: dict[str, int | None], unfinished:
     t.device_hours_used = secs * t.devices_per_job / 3600.0
     if left is not None and (t.epoch_s is not None or left == 0):
         t.device_hours_left = left * (t.epoch_s or 0.0) * t.devices_per_job / 3600.0
+
+
+# ---- what went wrong, and where it ran (the HTML report) ---------------------------------------
+TROUBLE_STATES = ("FAILED", "LOST", "TIMEOUT", "PREEMPTED", "CANCELLED")
+
+
+def job_trouble(store: Store, sweep: str, most: int = 200, events_per_job: int = 20) -> dict[str, Any]:
+    """The jobs in charge of the sweep's levels that FAILED, were LOST, TIMEOUT, PREEMPTED or
+    CANCELLED, or were retried (more than one attempt), at most `most` of them (worst state
+    first), each with its last message, the runs it serves and its last `events_per_job` state
+    changes. `counts`: every such job by state, and `retried`; `shown` < `total` when cut."""
+    with store.reading() as s:
+        conn = s.connection()
+        sid, _ = _sweep(conn, store, sweep)
+        # Few jobs are in trouble: find them first (a pass over jobs), then keep the sweep's.
+        cand = {r.job_id: r for r in conn.execute(
+            sa.select(Job.job_id, Job.state, Job.sched_id, Job.attempts, Job.message, Job.updated_at,
+                      Job.executor).where(sa.or_(Job.state.in_(TROUBLE_STATES), Job.attempts > 1)))}
+        ids = sorted(cand)
+        # Their levels, those levels' runs, and which of those runs are the sweep's: three index
+        # lookups (a join lets SQLite walk every level of the sweep instead: 2 s on 150,000).
+        job_of: dict[str, str] = {}
+        for chunk in _chunks(ids):
+            q = sa.select(Level.level_id, Level.job_id).where(Level.job_id.in_(chunk))
+            job_of.update({lid: jid for lid, jid in conn.execute(q) if jid is not None})
+        run_jobs: dict[str, set[str]] = {}
+        for chunk in _chunks(sorted(job_of)):
+            for run_id, level_id in conn.execute(sa.select(RunLevel.run_id, RunLevel.level_id)
+                                                 .where(RunLevel.level_id.in_(chunk))):
+                run_jobs.setdefault(run_id, set()).add(job_of[level_id])
+        mine: dict[str, set[str]] = {}
+        for chunk in _chunks(sorted(run_jobs)):
+            for (run_id,) in conn.execute(sa.select(SweepRun.run_id).where(SweepRun.sweep_id == sid,
+                                                                           SweepRun.run_id.in_(chunk))):
+                for job_id in run_jobs[run_id]:
+                    mine.setdefault(job_id, set()).add(run_id)
+        jobs = [cand[j] for j in mine]
+        counts: dict[str, int] = {}
+        for j in jobs:
+            if j.state in TROUBLE_STATES:
+                counts[j.state] = counts.get(j.state, 0) + 1
+        retried = sum(1 for j in jobs if (j.attempts or 0) > 1)
+        rank = {st: i for i, st in enumerate(TROUBLE_STATES)}
+        jobs.sort(key=lambda j: (rank.get(j.state, len(rank)), -(j.attempts or 0), j.job_id))
+        shown = jobs[:most]
+        run_ids = sorted({r for j in shown for r in mine[j.job_id]})
+        runs: dict[str, tuple[str, int]] = {}
+        for chunk in _chunks(run_ids):
+            runs.update({r: (m, sd) for r, m, sd in conn.execute(
+                sa.select(Run.run_id, Run.method, Run.seed).where(Run.run_id.in_(chunk)))})
+        events: dict[str, list[dict[str, Any]]] = {}
+        for chunk in _chunks([j.job_id for j in shown]):
+            for e in conn.execute(sa.select(Event.job_id, Event.at, Event.state_from, Event.state_to,
+                                            Event.sched_id, Event.message)
+                                  .where(Event.job_id.in_(chunk)).order_by(Event.at, Event.id)):
+                events.setdefault(e.job_id, []).append(
+                    {"at": _iso(e.at), "from": e.state_from, "to": e.state_to, "sched_id": e.sched_id,
+                     "message": e.message})
+    out = []
+    for j in shown:
+        evs = events.get(j.job_id, [])
+        serves = sorted(mine[j.job_id], key=lambda r: (runs.get(r, ("", 0)), r))
+        out.append({"job": j.job_id, "state": j.state, "sched_id": j.sched_id, "attempts": j.attempts or 0,
+                    "executor": j.executor, "message": j.message, "updated_at": _iso(j.updated_at),
+                    "runs": [{"run_id": r, "method": runs.get(r, ("?", 0))[0], "seed": runs.get(r, ("?", 0))[1]}
+                             for r in serves],
+                    "events": evs[-events_per_job:], "events_total": len(evs)})
+    return {"counts": counts, "retried": retried, "total": len(jobs), "shown": len(out), "jobs": out}
+
+
+def _iso(value: Any) -> str | None:
+    value = _when(value)
+    return value.isoformat(timespec="seconds") if isinstance(value, dt.datetime) else value
+
+
+def provenance(store: Store, sweep: str, most_hosts: int = 20) -> dict[str, Any]:
+    """What the store records about where and how the sweep ran: the sweep row (created, executor,
+    output folder), the hosts its jobs' attempts ran on (with counts) and their world sizes, and
+    any per-level provenance column a later schema adds (`levels.provenance`: its distinct values
+    with the number of levels each)."""
+    with store.reading() as s:
+        conn = s.connection()
+        sid, _ = _sweep(conn, store, sweep)
+        sw = conn.execute(sa.select(Sweep.created_at, Sweep.executor, Sweep.output_dir)
+                          .where(Sweep.id == sid)).one()
+        hosts = conn.execute(sa.select(Attempt.host, sa.func.count(), sa.func.max(Attempt.world_size))
+                             .join(Job, Job.job_id == Attempt.job_id).where(Job.sweep == sweep)
+                             .group_by(Attempt.host).order_by(sa.func.count().desc(), Attempt.host)).all()
+        level_cols = {c["name"] for c in sa.inspect(conn).get_columns("levels")}
+        per_level = None
+        if "provenance" in level_cols:
+            col: sa.ColumnClause[Any] = sa.column("provenance")
+            q = (sa.select(sa.type_coerce(col, sa.String), sa.func.count())
+                 .select_from(sa.table("levels", col, sa.column("level_id")))
+                 .where(sa.column("level_id").in_(sa.select(RunLevel.level_id).join(
+                     SweepRun, SweepRun.run_id == RunLevel.run_id).where(SweepRun.sweep_id == sid)))
+                 .group_by(col).order_by(sa.func.count().desc()).limit(50))
+            per_level = [{"provenance": v, "levels": int(n)} for v, n in conn.execute(q)]
+    return {"created_at": _iso(sw.created_at), "executor": sw.executor, "output_dir": sw.output_dir,
+            "hosts": [{"host": h, "attempts": int(n), "world_size": w} for h, n, w in hosts[:most_hosts]],
+            "hosts_total": len(hosts), "attempts": sum(int(n) for _, n, _ in hosts),
+            "level_provenance": per_level}

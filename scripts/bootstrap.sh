@@ -8,7 +8,9 @@ VENV=${TP_VENV:-.venv}
 PY=${TP_PYTHON:-python3}
 
 need_apt=()
-for pkg in libopencv-dev libturbojpeg0-dev pkg-config slurm-wlm slurmdbd munge mariadb-server postgresql; do
+# chromium + chromium-driver: the HTML report's tests open it in a real headless browser.
+for pkg in libopencv-dev libturbojpeg0-dev pkg-config slurm-wlm slurmdbd munge mariadb-server postgresql \
+           chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -30,7 +32,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # ffcv builds from source against OpenCV/turbojpeg; its build needs numpy and cython at hand.
   "$VENV/bin/pip" install -q numpy cython pkgconfig
   "$VENV/bin/pip" install -q --no-build-isolation ffcv==1.0.2
-  "$VENV/bin/pip" install -q -e ".[test,check]"
+  "$VENV/bin/pip" install -q -e ".[test,check,notebook]"
   touch "$stamp"
 fi
 echo "[bootstrap] ready: $VENV"

@@ -199,3 +199,27 @@ def grep_tree(root, needle: bytes) -> list[str]:
             except OSError:
                 pass
     return hits
+
+
+# ---- one small finished sweep, shared by the modules that only read it ------------------------
+_FINISHED: dict[tuple[str, str], tuple[Path, str]] = {}
+
+
+def share_spec(name: str = "share") -> dict[str, Any]:
+    """dense, imp and random at 0.5 and 0.75 over two seeds, two epochs a level (learning curves
+    need more than one point): 6 runs, 10 level trainings."""
+    spec = tiny_spec(name)
+    spec["trainer"]["overrides"]["schedule.epochs"] = 2
+    spec["grid"] = {"method": ["dense", "imp", "random"], "sparsity": [0.5, 0.75], "seed": [0, 1]}
+    return spec
+
+
+def finished_sweep(tmp_path_factory, name: str = "share") -> tuple[Path, str]:
+    """(folder holding tp-results.db and tp-runs/, store URL) of share_spec(name) trained to the
+    end, once per test session however many modules ask (the report and notebook tests)."""
+    key = (str(tmp_path_factory.getbasetemp()), name)
+    if key not in _FINISHED:
+        tmp = tmp_path_factory.mktemp(name)
+        tp("launch", str(write_spec(tmp, share_spec(name))), cwd=tmp, check=True)
+        _FINISHED[key] = (tmp, f"sqlite:///{tmp / 'tp-results.db'}")
+    return _FINISHED[key]

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from cli.tp_sweep import build_parser
 from tests.sweeputil import REPO, tp
 
-COMMANDS = ["launch", "status", "resume", "cancel", "query", "plot", "data", "db", "cluster"]
+COMMANDS = ["launch", "status", "resume", "cancel", "query", "plot", "report", "data", "db", "cluster"]
 HEAVY = ("torch", "ffcv", "sklearn")
 METHODS = ["dense", "imp", "imp_lrr", "random_balanced", "er_balanced", "synflow"]
 

@@ -116,6 +116,32 @@ def test_failed_trials_are_retried_then_given_up(tmp_path):
     best = json.loads(tp("query", "search_fail", "--best", "--format", "json", cwd=tmp_path, check=True).stdout)
     assert best[0]["complete"] == 1 and best[0]["fail"] == 2  # tried, retried once, given up
     assert best[0]["best_params"] == {"data.batch_size": 64}
+    _check_report(tmp_path, "search_fail", best[0])
+
+
+def _check_report(tmp, sweep: str, best: dict) -> None:
+    """The HTML report of a search: the best trial per cell, each parameter against the metric
+    (drawn in a real browser), and the failed trials' jobs with their messages."""
+    from tests.browserutil import browser_problem, chromium, console_errors, open_report
+    from tests.conftest import require_service
+
+    tp("report", sweep, "--out", str(tmp / "search.html"), cwd=tmp, check=True)
+    page = (tmp / "search.html").read_text()
+    start = page.index('id=tp-data>') + len('id=tp-data>')
+    data = json.loads(page[start:page.index("</script>", start)])
+    (cell,) = data["search"]["cells"]
+    assert cell["best_params"] == best["best_params"] and cell["fail"] == best["fail"]
+    assert {t["state"] for t in data["search"]["trials"]} == {"COMPLETE", "FAIL"}
+    failed = [j for j in data["trouble"]["jobs"] if j["state"] == "FAILED"]
+    assert failed and all(j["message"] for j in failed)
+    assert "Search: the best trial per cell" in page
+    require_service("headless chromium", browser_problem())
+    with chromium() as driver:
+        assert open_report(driver, tmp / "search.html") == {"ready": True, "error": None}
+        assert console_errors(driver) == []
+        names = driver.execute_script("return [...document.querySelectorAll('#search-plots .plot')]"
+                                      ".map(d => d.layout.title.text)")
+        assert names == ["data.batch_size against test_acc"]
 
 
 @pytest.mark.slurm

@@ -187,6 +187,29 @@ def test_a_wandb_mode_that_does_not_exist_exits_2_before_anything(tmp_path):
     assert not (tmp_path / "tp-runs").exists() and not (tmp_path / "tp-results.db").exists()
 
 
+def test_a_dotted_wandb_key_turns_wandb_on_and_keeps_run_ids(tmp_path):
+    """`logging.wandb.project: x` (or a grid axis over logging.wandb.mode) fills the rest of
+    the section with conf/logging/wandb.yaml's defaults; logging is in no run id."""
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
+
+    plain = tiny_spec("dotted")
+    dotted = tiny_spec("dotted")
+    dotted["trainer"]["overrides"].update({"logging.wandb.project": "tp-dotted",
+                                           "logging.wandb.tags": ["a"]})
+    dotted["grid"]["logging.wandb.mode"] = ["offline"]
+    runs = plan_sweep(parse_spec(dotted)).runs
+    assert {r.run_id for r in runs} == {r.run_id for r in plan_sweep(parse_spec(plain)).runs}
+    assert runs[0].config["logging"]["wandb"] == {"project": "tp-dotted", "entity": None,
+                                                   "mode": "offline", "dir": None, "tags": ["a"]}
+    proc = tp("launch", str(write_spec(tmp_path, dotted)), "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bad = tiny_spec("dotted_bad")
+    bad["trainer"]["overrides"]["logging.wandb.projct"] = "x"
+    proc = tp("launch", str(write_spec(tmp_path, bad)), "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 2 and "logging.wandb.projct" in proc.stderr
+
+
 # ---- one job, run as `python -m trainer.job` ---------------------------------------------------
 def _standalone_job(out: Path, wandb: dict[str, Any] | None) -> Path:
     """A one-level dense job, planned as `python -m trainer` plans it."""

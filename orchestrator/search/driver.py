@@ -393,3 +393,22 @@ def search_summary(store: Store, sweep: str) -> list[dict[str, Any]]:
                        best_run_id=best.user_attrs.get("run_id"))
         out.append(row)
     return out
+
+
+def search_trials(store: Store, sweep: str, most: int = 5000) -> list[dict[str, Any]]:
+    """Every trial of the sweep's studies (at most `most`): its cell, number, state, value,
+    parameters and run id; what the report plots each parameter against the metric with."""
+    import optuna
+
+    storage = storage_for(store.url)
+    out: list[dict[str, Any]] = []
+    for name in study_names(storage, sweep):
+        _, method, sparsity, seed, axes = name.split("|", 4)
+        study = optuna.load_study(study_name=name, storage=storage)
+        for t in study.get_trials(deepcopy=False):
+            if len(out) >= most:
+                return out
+            out.append({"method": method, "sparsity": float(sparsity), "seed": int(seed),
+                        "axes": json.loads(axes), "number": t.number, "state": t.state.name,
+                        "value": t.value, "params": dict(t.params), "run_id": t.user_attrs.get("run_id")})
+    return out
