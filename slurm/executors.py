@@ -42,7 +42,8 @@ class Executor(ABC):
                 [self.params.procs_per_node] * n, [self.params.nodes] * n)
 
     @abstractmethod
-    def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+    def submit(self, reqs: list[JobRequest], dependency: str | None = None,
+               overrides: dict[str, Any] | None = None) -> list[Any]:
         """Start (or queue) one job per request, after `dependency` (Slurm's syntax) where the
         scheduler handles waiting; returns submitit Job objects in order."""
 
@@ -57,25 +58,39 @@ class Executor(ABC):
 class SlurmExecutor(Executor):
     kind = "slurm"
 
-    def _executor(self, dependency: str | None = None) -> Any:
+    def _executor(self, dependency: str | None = None, overrides: dict[str, Any] | None = None) -> Any:
         import submitit
 
         p = self.params
+        over = overrides or {}
         ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=p.max_requeues)
-        extra = {"open_mode": "append", **p.extra}  # a requeued job appends to its log
+        options = p.sbatch_options() if hasattr(p, "sbatch_options") else dict(p.extra)
+        extra = {"open_mode": "append", **options}  # a requeued job appends to its log
+        if over.get("exclude"):  # nodes this job's earlier attempts failed on (the supervisor's)
+            extra["exclude"] = over["exclude"]
+        mem_gb = float(over.get("mem_gb") or p.mem_gb)
         ex.update_parameters(
             job_name="tp", partition=p.partition, nodes=p.nodes, ntasks_per_node=1,
             cpus_per_task=p.cpus_per_task, gpus_per_node=p.gpus_per_node or None,
-            mem=f"{int(p.mem_gb * 1024)}M", time=p.timeout_min, signal_delay_s=p.signal_delay_s,
+            mem=f"{int(mem_gb * 1024)}M", time=p.timeout_min, signal_delay_s=p.signal_delay_s,
             array_parallelism=p.array_parallelism, additional_parameters=extra)
         if dependency:
             ex.update_parameters(dependency=dependency)
         return ex
 
-    def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+    def submit(self, reqs: list[JobRequest], dependency: str | None = None,
+               overrides: dict[str, Any] | None = None) -> list[Any]:
+        """`overrides`: sbatch settings of these jobs on top of the sweep's (mem_gb, exclude)."""
         from slurm.job import TrainerJob  # submitit: only to submit
 
-        return self._executor(dependency).map_array(TrainerJob(), *self._args(reqs))
+        return self._executor(dependency, overrides).map_array(TrainerJob(), *self._args(reqs))
+
+    def limits(self) -> Any:
+        """What the cluster allows these jobs (slurm/limits.py): array size, QOS submit limits."""
+        from slurm.limits import read_limits
+
+        p = self.params
+        return read_limits(p.sbatch_options() if hasattr(p, "sbatch_options") else dict(p.extra or {}))
 
     # Up to this many job ids go to squeue by name (-j); more, and it lists the user's jobs instead.
     MAX_IDS_PER_CALL = 2000
@@ -110,7 +125,8 @@ class LocalExecutor(Executor):
     kind = "local"
     blocking = True
 
-    def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+    def submit(self, reqs: list[JobRequest], dependency: str | None = None,
+               overrides: dict[str, Any] | None = None) -> list[Any]:
         import submitit
 
         from slurm.job import TrainerJob  # submitit: only to submit
@@ -144,7 +160,8 @@ class DebugExecutor(Executor):
     kind = "debug"
     blocking = True
 
-    def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+    def submit(self, reqs: list[JobRequest], dependency: str | None = None,
+               overrides: dict[str, Any] | None = None) -> list[Any]:
         import submitit
 
         from slurm.job import TrainerJob  # submitit: only to submit
