@@ -12,13 +12,31 @@ import getpass
 import os
 import subprocess
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from slurm.procs import pid_alive
 
 GONE = "GONE"  # the scheduler no longer knows the job
+_KEEP = ("SLURM_CONF",)
+
+
+@contextmanager
+def outside_job_env() -> Iterator[None]:
+    """Submit as if from outside any job: a supervisor (itself a Slurm job) or a job wrapper
+    submitting a new supervisor would otherwise export its own job's SLURM_* and SUBMITIT_*
+    variables (sbatch --export=ALL), and the new job's submitit would take the old job's id from
+    SLURM_ARRAY_JOB_ID and look for the wrong pickle."""
+    saved = {k: v for k, v in os.environ.items()
+             if (k.startswith(("SLURM_", "SUBMITIT_", "SLURMD_")) and k not in _KEEP)}
+    for k in saved:
+        del os.environ[k]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 @dataclass(frozen=True)
@@ -83,7 +101,8 @@ class SlurmExecutor(Executor):
         """`overrides`: sbatch settings of these jobs on top of the sweep's (mem_gb, exclude)."""
         from slurm.job import TrainerJob  # submitit: only to submit
 
-        return self._executor(dependency, overrides).map_array(TrainerJob(), *self._args(reqs))
+        with outside_job_env():
+            return self._executor(dependency, overrides).map_array(TrainerJob(), *self._args(reqs))
 
     def limits(self) -> Any:
         """What the cluster allows these jobs (slurm/limits.py): array size, QOS submit limits."""

@@ -84,7 +84,10 @@ def submit_supervisor(params: dict[str, Any]) -> str:
                          time=int(params.get("timeout_min", 240)),
                          signal_delay_s=int(params.get("signal_delay_s", 60)),
                          additional_parameters=extra)
-    job = ex.submit(SupervisorJob(), params["sweep"], params["db_file"], params["workdir"])
+    from slurm.executors import outside_job_env
+
+    with outside_job_env():
+        job = ex.submit(SupervisorJob(), params["sweep"], params["db_file"], params["workdir"])
     return str(job.job_id)
 
 
