@@ -113,17 +113,21 @@ def distributions(search: SearchSpec) -> dict[str, Any]:
     return out
 
 
-def _sampler(search: SearchSpec):
+def _sampler(search: SearchSpec, asked: int = 0):
+    """The study's sampler. `asked`: trials the study holds already. A driver started again (a
+    relaunch, a new supervisor) seeds it past them: seeded as the first one was, a random
+    sampler would ask the same points again, and the search would repeat its first trials."""
     import optuna
 
     s = search.sampler
+    seed = (s.seed + asked) % 2**32
     if s.name == "grid":
         space = {k: [_encode(v) for v in d.grid_values() or []] for k, d in search.params.items()}
-        return _AskTellGrid(space, seed=s.seed)
+        return _AskTellGrid(space, seed=seed)
     if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     # constant_liar: trials in flight count as (pessimistic) results, so parallel asks spread out
-    return optuna.samplers.TPESampler(seed=s.seed, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def _grid_class():
@@ -216,10 +220,15 @@ class SearchDriver:
         import optuna
 
         storage = storage_for(self.store.url)
-        return {c: optuna.create_study(study_name=c.study_name(self.spec.name), storage=storage,
-                                       sampler=_sampler(self.search), pruner=_pruner(self.search),
-                                       direction=self.search.direction, load_if_exists=True)
-                for c in self.cells}
+        studies = {c: optuna.create_study(study_name=c.study_name(self.spec.name), storage=storage,
+                                          sampler=_sampler(self.search), pruner=_pruner(self.search),
+                                          direction=self.search.direction, load_if_exists=True)
+                   for c in self.cells}
+        for study in studies.values():
+            asked = len(study.get_trials(deepcopy=False))
+            if asked:
+                study.sampler = _sampler(self.search, asked)
+        return studies
 
     def _done(self, study) -> int:
         """Trials that count against n_trials: complete, pruned, or failed for good."""
