@@ -6,9 +6,11 @@
   neither backoff nor budget;
 - TIMEOUT, the time limit after `max_requeues` requeues: resubmitted from its checkpoint
   (`retry.timeout`);
-- NODE_FAIL, BOOT_FAIL, LOST (the node failed or never booted; the job vanished, was killed or
-  cancelled outside tp-sweep): resubmitted, excluding (`--exclude`) every node with
-  `exclude_after` such failures in the sweep;
+- NODE_FAIL, BOOT_FAIL, LOST (the node failed or never booted; the job vanished or was killed
+  without a word): resubmitted, excluding (`--exclude`) every node with `exclude_after` such
+  failures in the sweep;
+- CANCELLED, cancelled outside tp-sweep (an admin's scancel; its state is LOST, or PREEMPTED when
+  the trainer saved on the way out): resubmitted like LOST, but the node is not held against;
 - OUT_OF_MEMORY: resubmitted once with `oom_mem_factor` x the memory (at most `oom_max_mem_gb`),
   and it says so;
 - ERROR, the trainer raised (a bug, bad data): FAILED, not retried; the message is the
@@ -29,7 +31,7 @@ from typing import Any
 from orchestrator.plan.spec import ExecutorSpec, RetrySpec
 
 NODE_CLASSES = ("NODE_FAIL", "BOOT_FAIL", "LOST")
-RETRIED = ("PREEMPTED", "TIMEOUT", "OUT_OF_MEMORY", *NODE_CLASSES)
+RETRIED = ("PREEMPTED", "TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", *NODE_CLASSES)
 # Store states in which the supervisor looks at a job's failure (PREEMPTED only once its failure
 # says the scheduler will not requeue it).
 FAILED_STATES = ("FAILED", "LOST", "TIMEOUT", "PREEMPTED")
@@ -113,7 +115,8 @@ def decide(failure: str, *, retries: int, level: str | None, node: str | None, m
                         delay, new)
     what = {"TIMEOUT": "time limit reached after its requeues", "NODE_FAIL": "its node failed",
             "BOOT_FAIL": "its node failed to boot",
-            "LOST": "it vanished without a word (killed, its node died, or cancelled outside tp-sweep)"}
+            "LOST": "it vanished without a word (killed, or its node died)",
+            "CANCELLED": "cancelled outside tp-sweep (scancel?)"}
     reason = f"{failure}: {what[failure]}{said}; {after}, from its checkpoint"
     if failure in NODE_CLASSES:
         bad = sorted(n for n, k in history.node_failures.items() if k >= policy.exclude_after)

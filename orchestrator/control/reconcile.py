@@ -30,7 +30,7 @@ _SCHED_TO_STATE = {
     "DEADLINE": "TIMEOUT", "COMPLETED": "FAILED",  # COMPLETED yet still active here: never reported
 }
 _SCHED_FAILURE = {
-    "TIMEOUT": "TIMEOUT", "DEADLINE": "TIMEOUT", "PREEMPTED": "PREEMPTED", "CANCELLED": "LOST",
+    "TIMEOUT": "TIMEOUT", "DEADLINE": "TIMEOUT", "PREEMPTED": "PREEMPTED", "CANCELLED": "CANCELLED",
     "NODE_FAIL": "NODE_FAIL", "BOOT_FAIL": "BOOT_FAIL", "OUT_OF_MEMORY": "OUT_OF_MEMORY",
     "FAILED": "LOST", "COMPLETED": "LOST",  # the trainer never said why: it died without a word
 }
@@ -189,7 +189,7 @@ def _preempted(store: Store, j: Job, sched: str, now: float) -> bool:
         return store.set_job_state(j.job_id, "TIMEOUT", only_from=("PREEMPTED",), failure="TIMEOUT",
                                    message=f"job {j.sched_id} reached its time limit after its requeues; "
                                            "its checkpoint is saved")
-    failure = "PREEMPTED" if sched == "PREEMPTED" else "LOST"
+    failure = {"PREEMPTED": "PREEMPTED", "CANCELLED": "CANCELLED"}.get(sched, "LOST")
     why = {"PREEMPTED": "was preempted and not requeued (PreemptMode=CANCEL)",
            "CANCELLED": "was cancelled outside tp-sweep (scancel?)",
            GONE: "is gone"}.get(sched, f"ended {sched}")
