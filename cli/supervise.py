@@ -93,24 +93,21 @@ def launch_supervised(store: Any, spec: Any, spec_dict: dict[str, Any], kind: st
     if kind != spec.executor.kind:
         raise BadInput(f"--supervise with --executor {kind}: the supervisor uses the spec's executor "
                        f"({spec.executor.kind}); set executor.kind: {kind} in the spec")
+    # Recorded first (the supervisor reads the store): a search's sweep, or the plan and its jobs.
     if spec.search is not None:
         from orchestrator.plan.grid import SweepPlan  # the planner: 0.2 s
 
         store.record_plan(SweepPlan(spec, [], [], {}, {}), spec_dict, plan.levels_dir)
-    elif kind == "slurm":
-        from cli.launch import submit_and_report
-
-        code = submit_and_report(store, plan, spec_dict, kind)
-        if code:
-            return code
     else:
-        res, _, todo = prepare(store, plan, spec_dict)
-        console.print(f"recorded {len(res.jobs_new)} new jobs; {len(todo)} to run, under the supervisor")
+        res, jobs, todo = prepare(store, plan, spec_dict)
     if where == "local":
+        if spec.search is None:
+            console.print(f"recorded {len(res.jobs_new)} new jobs; {len(todo)} to run, under the supervisor")
         supervision.want_supervision(store, spec.name, "local", sup.lease_s, None)
         return run_supervisor(store, spec.name)
     from slurm.supervisor_job import mark_supervised, submit_if_gone
 
+    # The supervisor's job first: trainer jobs may fill a QOS that it shares with them.
     supervision.want_supervision(store, spec.name, "slurm", sup.lease_s, supervisor_params(store, spec))
     mark_supervised(spec.output_dir, spec.name)
     try:
@@ -126,4 +123,14 @@ def launch_supervised(store: Any, spec: Any, spec_dict: dict[str, Any], kind: st
         console.print(f"supervisor: Slurm job {sched_id}; `tp-sweep status {spec.name}` shows it at work")
     elif row is not None:
         console.print(f"supervisor: already there ({row.describe()})")
+    if spec.search is None:  # what fits now; the supervisor submits the rest
+        from cli.launch import report
+        from orchestrator.control.controller import submit_prepared
+        from orchestrator.control.submit import SubmitError
+
+        try:
+            report(submit_prepared(store, spec, jobs, todo, kind, res))
+        except SubmitError as exc:
+            error(f"{exc}; the supervisor tries again")
+            return 1
     return 0

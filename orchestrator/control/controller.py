@@ -120,6 +120,12 @@ def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[L
     return result, jobs, todo
 
 
+def submit_prepared(store: Store, spec: SweepSpec, jobs: dict[str, Job], todo: list[Job], kind: str,
+                    result: LaunchResult) -> LaunchResult:
+    """The submission half of a launch, after prepare()."""
+    return _submit(store, spec, jobs, todo, kind, result, None)
+
+
 def resume(store: Store, sweep: str, include_failed: bool = False, executor_kind: str | None = None,
            on_progress: Callable[[], None] | None = None) -> LaunchResult:
     spec = stored_spec(store, sweep)
