@@ -71,11 +71,12 @@ def pc():
     finally:
         if st is not None:  # empty the queue first: stopping the daemons would orphan job steps
             env = {**os.environ, **st.env}
-            subprocess.run(["scancel", "--full", "--quiet", "--user", getpass.getuser()], env=env,
-                           capture_output=True)
             end = time.monotonic() + 60
+            # Again and again: a supervisor job stopping on SIGTERM may submit what it was at.
             while time.monotonic() < end and subprocess.run(
                     ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout.strip():
+                subprocess.run(["scancel", "--full", "--quiet", "--user", getpass.getuser()], env=env,
+                               capture_output=True)
                 time.sleep(1)
         cluster.down(d)
         shutil.rmtree(top, ignore_errors=True)
@@ -254,8 +255,149 @@ def test_no_person_and_failure_classes(tmp_path, pc, reference):
         assert (s["at"] - r["at"]).total_seconds() >= (1 if r is retries[0] else 2) - 0.5
     node = by("synflow", "failure")[0]["node"]
     scripts = _scripts(b, "faults")
-    first_retry = resub[0]["reason"].split(" as ")[1].split()[0]
+    first_retry = resub[0]["reason"].split(" as ")[1].split()[0].split("_")[0]
     assert f"#SBATCH --exclude={node}" in scripts[first_retry], scripts[first_retry]
-    oom = by("er_erk", "resubmit")[0]["reason"].split(" as ")[1].split()[0]
+    oom = by("er_erk", "resubmit")[0]["reason"].split(" as ")[1].split()[0].split("_")[0]
     assert "#SBATCH --mem=2048M" in scripts[oom]
     print(f"\nno-person + failure classes: {time.monotonic() - t0:.0f} s")
+
+
+def _supervise(pc, tmp: Path, sweep: str, *extra: str) -> subprocess.Popen:
+    """`tp-sweep supervise SWEEP` in the background (this machine, like a login node)."""
+    return subprocess.Popen([sys.executable, "-m", "cli.tp_sweep", "supervise", sweep, *extra], cwd=tmp,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **pc.env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(proc: subprocess.Popen, timeout: float) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"supervisor still running after {timeout:.0f} s:\n{out}") from None
+    return out
+
+
+def test_real_preemption_requeue_and_cancel(tmp_path, pc, reference):
+    """A high-priority job preempts a sweep's job on a PreemptMode=REQUEUE partition and another
+    sweep's on a CANCEL partition. Launch warns that neither gets a signal ahead (and, for CANCEL,
+    that nothing resubmits without a supervisor); both complete under `tp-sweep supervise`,
+    bit-identical to the uninterrupted reference: the requeued job by itself, the cancelled one
+    resubmitted by its supervisor."""
+    ref, ids = reference
+    t0 = time.monotonic()
+    sweeps = {"req": "low", "can": "cancel"}
+    procs = {}
+    for name, partition in sweeps.items():
+        d = tmp_path / name
+        d.mkdir()
+        spec = slow_spec(name)
+        spec["executor"].update(kind="slurm", partition=partition)
+        launched = tp("launch", str(write_spec(d, spec)), cwd=d, env=_env(pc), check=True)
+        assert f"warning: partition {partition} is preempted by jobs of partition high" in \
+            " ".join(launched.stderr.split()), launched.stderr
+        if partition == "cancel":
+            assert "PreemptMode=CANCEL never requeues" in " ".join(launched.stderr.split())
+        procs[name] = _supervise(pc, d, name, "--poll-s", "1")
+    chains = {name: _job_of(tmp_path / name, ids[0]) for name in sweeps}
+    for name in sweeps:  # each mid-level, then its node is taken by a job of partition high
+        d = tmp_path / name
+        wait_for(lambda: _progress(d, chains[name]) >= (TRUNK, 1), 300, f"{name} under way", poll=0.2)
+        sched = _sched_of(d, chains[name])
+        node = _sq(pc, "-j", sched.split("_")[0], "-r", "-o", "%i %N").split()[-1]
+        subprocess.run(["sbatch", "-p", "high", "-w", node, "-c", "4", "--mem=200", "-o", "/dev/null",
+                        "--wrap", "sleep 2"], env={**os.environ, **pc.env}, check=True, capture_output=True)
+        wait_for(lambda: _rows(d, "select count(*) from events where job_id = :j and state_to = 'PREEMPTED'",
+                               j=chains[name])[0][0], 120, f"{name} to be preempted", poll=0.5)
+    for name, proc in procs.items():
+        out = _finish(proc, 400)
+        assert "finished: all 3 levels of the sweep are done" in out, out
+        d = tmp_path / name
+        assert same_levels(d / "tp-runs", ref, ids)
+        acts = [(x["action"], x["failure"]) for x in _actions(d, name)]
+        if name == "can":  # resubmitted by the supervisor: Slurm never requeues it
+            assert ("retry", "PREEMPTED") in acts and ("resubmit", "PREEMPTED") in acts, acts
+        else:  # requeued by Slurm, the same job again: nothing for the supervisor to do
+            assert not [a for a in acts if a[0] in ("retry", "resubmit")], acts
+            assert _rows(d, "select attempts from jobs where job_id = :j", j=chains[name])[0][0] >= 2
+    print(f"\npreemption (REQUEUE and CANCEL): {time.monotonic() - t0:.0f} s")
+
+
+def test_search_without_a_launcher(tmp_path, pc):
+    """launch --supervise of a search spec returns at once; its supervisor (a Slurm job) asks and
+    tells. It is scancel'ed mid-search; the next trial job that ends submits a new supervisor,
+    which adopts the trials in flight; every trial completes, none twice."""
+    from orchestrator.plan.preflight import registries
+
+    registries()  # the launch reads the trainer's names from this cache (as any launch after the first)
+    t0 = time.monotonic()
+    spec = tiny_spec("srch", executor__kind="slurm", executor__partition="debug", executor__array_parallelism=2)
+    spec["trainer"]["overrides"].update({"model.hidden": [256, 256], "data.batch_size": 16, "schedule.epochs": 2})
+    spec["grid"] = {"method": ["snip"], "sparsity": [0.5], "seed": [0]}
+    spec["search"] = {"params": {"optimizer.lr": {"type": "log_float", "low": 0.01, "high": 0.5}},
+                      "n_trials": 6, "sampler": {"name": "random", "seed": 0}}
+    spec["supervisor"] = {"poll_s": 1, "lease_s": 10, "partition": "ctl"}
+    path = write_spec(tmp_path, spec)
+    start = time.monotonic()
+    launched = tp("launch", str(path), "--supervise", cwd=tmp_path, env=_env(pc), check=True)
+    took = time.monotonic() - start
+    assert took < 5, f"launch --supervise took {took:.1f} s"
+    first = launched.stdout.split("supervisor: Slurm job ")[1].split(";")[0]
+
+    def trials(state: str | None = None) -> int:
+        q = "select count(*) from trials" + (" where state = :s" if state else "")
+        try:
+            return _rows(tmp_path, q, s=state)[0][0]
+        except sa.exc.OperationalError:
+            return 0
+    wait_for(lambda: trials("COMPLETE") >= 2 and _sq(pc, "-t", "RUNNING", "-n", "tp", "-o", "%i"), 300,
+             "two trials done and another running", poll=0.5)
+    subprocess.run(["scancel", first], env={**os.environ, **pc.env}, check=True)
+    st = _done(tmp_path, "srch", _env(pc), 400, "the search to finish")
+    assert st["supervisor"]["stopped"].startswith("finished: the search ran all its trials"), st["supervisor"]
+    acts = _actions(tmp_path, "srch")
+    replaced = [x for x in acts if x["action"] == "supervisor_job" and x["job_id"]]
+    assert replaced and "ended and submitted supervisor job" in replaced[0]["reason"], acts
+    assert st["supervisor"]["sched_id"] != first
+    assert any(x["action"] == "pause" for x in acts)  # the scancel'ed supervisor let go of its lease
+    assert trials() == 6 and trials("COMPLETE") == 6
+    runs = _rows(tmp_path, "select value_json from trial_user_attributes where key = 'run_id'")
+    assert len({r[0] for r in runs}) == 6, runs  # six different points, each asked once
+    print(f"\nsearch without a launcher: {time.monotonic() - t0:.0f} s")
+
+
+def test_limits_array_chunks_and_qos(tmp_path, pc):
+    """MaxArraySize=8: a sweep of 30 jobs goes out as arrays of at most 8 and completes. QOS q5
+    (5 submitted jobs per user): launch submits 5 and says why the rest waits; the supervisor
+    submits them as room frees up, never more than 5 at once."""
+    t0 = time.monotonic()
+    arr, qos = tmp_path / "arr", tmp_path / "qos"
+    arr.mkdir(), qos.mkdir()
+    spec = tiny_spec("arr", executor__kind="slurm", executor__partition="debug", executor__mem_gb=0.25,
+                     executor__array_parallelism=30)
+    spec["grid"] = {"method": ["dense"], "seed": list(range(30))}
+    out = tp("launch", str(write_spec(arr, spec)), cwd=arr, env=_env(pc), check=True)
+    assert "submitted 30 jobs" in out.stdout, out.stdout
+    spec = tiny_spec("qos", executor__kind="slurm", executor__partition="debug", executor__mem_gb=0.25,
+                     executor__qos="q5", executor__array_parallelism=8)
+    spec["grid"] = {"method": ["dense"], "seed": list(range(100, 109))}
+    out = tp("launch", str(write_spec(qos, spec)), cwd=qos, env=_env(pc), check=True)
+    text = " ".join(out.stdout.split())
+    assert "submitted 5 jobs" in text and "4 jobs not submitted yet" in text, text
+    assert "QOS q5 MaxSubmitJobsPerUser is 5" in text, text
+    proc = _supervise(pc, qos, "qos", "--poll-s", "1")
+    most = 0
+    while proc.poll() is None:
+        most = max(most, len(_sq(pc, "-r", "-q", "q5", "-o", "%i").split()))
+        time.sleep(0.3)
+    out = proc.stdout.read()
+    assert "finished: all 9 levels" in out, out
+    assert most <= 5, most
+    st = wait_for(lambda: (lambda s: s if s["counts"].get("COMPLETED") == 30 else None)(
+        status_json("arr", arr, env=_env(pc))), 400, "the 30-job sweep", poll=2)
+    assert st["counts"] == {"COMPLETED": 30}
+    arrays = [s for s in _scripts(arr, "arr").values() if "#SBATCH --array=" in s]
+    sizes = sorted(int(s.split("#SBATCH --array=0-")[1].split("%")[0]) + 1 for s in arrays)
+    assert sizes == [6, 8, 8, 8], sizes
+    print(f"\nlimits (arrays of 8, QOS of 5): {time.monotonic() - t0:.0f} s")
