@@ -7,8 +7,8 @@
 - TIMEOUT, the time limit after `max_requeues` requeues: resubmitted from its checkpoint
   (`retry.timeout`);
 - NODE_FAIL, BOOT_FAIL, LOST (the node failed or never booted; the job vanished or was killed
-  without a word): resubmitted, excluding (`--exclude`) every node with `exclude_after` such
-  failures in the sweep;
+  without a word): resubmitted; these failures count against the node they happened on, and
+  every resubmission excludes (`--exclude`) the nodes with `exclude_after` of them in the sweep;
 - CANCELLED, cancelled outside tp-sweep (an admin's scancel; its state is LOST, or PREEMPTED when
   the trainer saved on the way out): resubmitted like LOST, but the node is not held against;
 - OUT_OF_MEMORY: resubmitted once with `oom_mem_factor` x the memory (at most `oom_max_mem_gb`),
@@ -86,8 +86,9 @@ def decide(failure: str, *, retries: int, level: str | None, node: str | None, m
     if failure not in RETRIED:
         return Decision("final", f"{failure}{said}: no policy retries it")
     if failure == "PREEMPTED":
+        new, why = _avoid_bad_nodes(dict(sbatch or {}), history, policy)
         return Decision("retry", "preempted and not requeued by the scheduler; resubmitted from its "
-                                 "checkpoint", sbatch=sbatch, counts=False)
+                                 f"checkpoint{why}", sbatch=new or None, counts=False)
     if failure == "TIMEOUT" and not policy.timeout:
         return Decision("final", f"time limit reached after its requeues{said}; retry.timeout is off")
     if history.same_failures + 1 >= policy.same_error_limit:
@@ -110,26 +111,33 @@ def decide(failure: str, *, retries: int, level: str | None, node: str | None, m
                                      f"(the cap is {_gb(cap)}: raise executor.mem_gb or retry.oom_max_mem_gb)")
         more = min(had * policy.oom_mem_factor, cap)
         new["mem_gb"] = round(more, 3)
+        new, why = _avoid_bad_nodes(new, history, policy)
         return Decision("retry", f"out of memory with {_gb(had)}{said}; resubmitted with {_gb(more)} "
-                                 f"(x{policy.oom_mem_factor:g}, at most {_gb(cap)}), {after}",
+                                 f"(x{policy.oom_mem_factor:g}, at most {_gb(cap)}), {after}{why}",
                         delay, new)
     what = {"TIMEOUT": "time limit reached after its requeues", "NODE_FAIL": "its node failed",
             "BOOT_FAIL": "its node failed to boot",
             "LOST": "it vanished without a word (killed, or its node died)",
             "CANCELLED": "cancelled outside tp-sweep (scancel?)"}
-    reason = f"{failure}: {what[failure]}{said}; {after}, from its checkpoint"
-    if failure in NODE_CLASSES:
-        bad = sorted(n for n, k in history.node_failures.items() if k >= policy.exclude_after)
-        excluded = sorted(set(filter(None, str(new.get("exclude") or "").split(","))) | set(bad))
-        if history.partition_nodes and set(history.partition_nodes) <= set(excluded):
-            reason += f"; every node failed ({', '.join(excluded)}), so none is excluded"
-            new.pop("exclude", None)
-        elif excluded:
-            new["exclude"] = ",".join(excluded)
-            counts = ", ".join(f"{n} {history.node_failures.get(n, 0)}" for n in bad)
-            reason += (f"; excluding {new['exclude']} (node failures: {counts}; "
-                       f"retry.exclude_after {policy.exclude_after})")
-    return Decision("retry", reason, delay, new or None)
+    new, why = _avoid_bad_nodes(new, history, policy)
+    return Decision("retry", f"{failure}: {what[failure]}{said}; {after}, from its checkpoint{why}",
+                    delay, new or None)
+
+
+def _avoid_bad_nodes(sbatch: dict[str, Any], history: History, policy: RetrySpec) -> tuple[dict[str, Any], str]:
+    """Every resubmission avoids the nodes with `exclude_after` node failures in the sweep (never
+    all of the partition's: sbatch would refuse the job). Returns the settings and what to say."""
+    bad = sorted(n for n, k in history.node_failures.items() if k >= policy.exclude_after)
+    excluded = sorted(set(filter(None, str(sbatch.get("exclude") or "").split(","))) | set(bad))
+    if history.partition_nodes and set(history.partition_nodes) <= set(excluded):
+        sbatch.pop("exclude", None)
+        return sbatch, f"; every node failed ({', '.join(excluded)}), so none is excluded"
+    if not excluded:
+        return sbatch, ""
+    sbatch["exclude"] = ",".join(excluded)
+    counts = ", ".join(f"{n} {history.node_failures.get(n, 0)}" for n in bad)
+    return sbatch, (f"; excluding {sbatch['exclude']} (node failures: {counts}; "
+                    f"retry.exclude_after {policy.exclude_after})")
 
 
 _NUMBERS = re.compile(r"\d+")
