@@ -165,12 +165,27 @@ class LocalExecutor(Executor):
                 for jid in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:
+        """SIGTERM to the job's trainer (it saves and stops, as on Slurm), then SIGINT to
+        submitit's controller, what its LocalJob.cancel sends. The trainer runs in a session of
+        its own (slurm/job.py), where the controller's SIGINT never reached it: a cancelled local
+        job used to train on to the end."""
         import signal
+
+        from slurm.procs import descendants
 
         for jid in job_ids:
             try:
-                os.kill(int(jid), signal.SIGINT)  # what submitit's LocalJob.cancel sends
-            except (ProcessLookupError, ValueError):
+                below = descendants(int(jid))
+            except ValueError:
+                continue
+            for pid in below:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            try:
+                os.kill(int(jid), signal.SIGINT)
+            except ProcessLookupError:
                 pass
 
 
