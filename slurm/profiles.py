@@ -93,8 +93,8 @@ def check_profile(path: Path | str, name: Any, body: Any) -> dict[str, Any]:
         if want is None:
             raise ProfileError(f"{where}.{key}: unknown key; known: {', '.join(sorted(EXECUTOR_KEYS))}")
         if isinstance(value, bool) or not isinstance(value, want):
-            kind = want.__name__ if isinstance(want, type) else "number"
-            raise ProfileError(f"{where}.{key}: {str(value)[:40]!r} is not a {kind}")
+            kind = {int: "an integer", str: "a string", dict: "a mapping"}.get(want, "a number")  # type: ignore[call-overload]
+            raise ProfileError(f"{where}.{key}: {str(value)[:40]!r} is not {kind}")
         if isinstance(value, str) and (not value or re.search(r"[\x00-\x1f\x7f]", value)):
             raise ProfileError(f"{where}.{key}: {value[:40]!r} is not one sbatch value")
     return dict(body)
@@ -252,8 +252,10 @@ def allows_lines(facts: dict[str, Any]) -> list[str]:
             lines.append(f"account {a['account']}{' partition ' + a['partition'] if a['partition'] else ''}:"
                          f" QOS {','.join(a['qos']) or '-'} (default {a['default_qos'] or '-'})"
                          + (f", MaxSubmitJobs {a['max_submit']}" if a["max_submit"] is not None else ""))
+        words = {"maxsubmitpu": "MaxSubmitJobsPerUser", "maxjobspu": "MaxJobsPerUser",
+                 "maxsubmitpa": "MaxSubmitJobsPerAccount", "maxjobspa": "MaxJobsPerAccount", "maxwall": "MaxWall"}
         for name, q in facts["qos"].items():
-            limits = {k: v for k, v in (q or {}).items() if k != "name" and v}
+            limits = {words.get(k, k): v for k, v in (q or {}).items() if k != "name" and v}
             lines.append(f"QOS {name}: " + (", ".join(f"{k} {v}" for k, v in limits.items()) or "no limits"))
     return lines
 

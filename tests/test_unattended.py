@@ -401,3 +401,31 @@ def test_limits_array_chunks_and_qos(tmp_path, pc):
     sizes = sorted(int(s.split("#SBATCH --array=0-")[1].split("%")[0]) + 1 for s in arrays)
     assert sizes == [6, 8, 8, 8], sizes
     print(f"\nlimits (arrays of 8, QOS of 5): {time.monotonic() - t0:.0f} s")
+
+
+def test_cluster_check_of_profiles(tmp_path, pc):
+    """`tp-sweep cluster check`: a profile that fits says ok and what the cluster allows; a wrong
+    partition and a wrong account are each exit 2, with what exists instead."""
+    import yaml
+
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({
+        "dev": {"kind": "slurm", "partition": "low", "account": "tp", "qos": "q5", "timeout_min": 30},
+        "badpart": {"partition": "gpu", "account": "tp"},
+        "badacct": {"partition": "debug", "account": "physics"}}))
+    env = _env(pc, TP_CLUSTERS=str(clusters))
+    ok = tp("cluster", "check", "dev", cwd=tmp_path, env=env)
+    text = " ".join(ok.stdout.split())
+    assert ok.returncode == 0 and "profile dev: ok" in text, ok.stdout + ok.stderr
+    assert "MaxArraySize 8" in text and "partition low:" in text and "QOS q5: MaxSubmitJobsPerUser 5" in text, text
+    assert "warning: partition low is preempted by jobs of partition high" in text  # and what to do
+    bad = tp("cluster", "check", "badpart", cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "partition 'gpu' does not exist; partitions: cancel, ctl, debug, high, low" \
+        in " ".join(bad.stdout.split()), bad.stdout
+    bad = tp("cluster", "check", "badacct", cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "account 'physics': you are not in it; your accounts: root, tp" in \
+        " ".join(bad.stdout.split()), bad.stdout
+    every = tp("cluster", "check", "--format", "json", cwd=tmp_path, env=env)
+    assert every.returncode == 2
+    assert {n: bool(v["problems"]) for n, v in json.loads(every.stdout)["profiles"].items()} == \
+        {"dev": False, "badpart": True, "badacct": True}
