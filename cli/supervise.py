@@ -1,5 +1,6 @@
 """`tp-sweep supervise SWEEP` (the sweep's autopilot, in the foreground or as a Slurm job) and
 `tp-sweep launch --supervise` (record the sweep, then start its supervisor)."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,15 @@ def search_hook(store: Any, spec: Any, spec_dict: dict[str, Any]) -> Any:
     return SearchDriver(store, spec, spec_dict, spec.executor.kind, plan_sweep(spec), supervised=True)
 
 
-def run_supervisor(store: Any, sweep: str, *, where: str = "local", sched_id: str | None = None,
-                   poll_s: float | None = None, once: bool = False) -> int:
+def run_supervisor(
+    store: Any,
+    sweep: str,
+    *,
+    where: str = "local",
+    sched_id: str | None = None,
+    poll_s: float | None = None,
+    once: bool = False,
+) -> int:
     """Supervise in this process until the sweep is done or nothing more can be done. Exit 0
     when it finished (or another supervisor holds the sweep), 1 when it stopped with work left."""
     from orchestrator.control.controller import stored_spec  # the controller: SQLAlchemy
@@ -62,8 +70,9 @@ def cmd_supervise(a: argparse.Namespace) -> int:
             raise BadInput(f"--db-file {a.db_file}: {exc.strerror or exc}") from None
     store = open_store(url, target=a.sweep)
     sched_id = (os.environ.get("TP_SUPERVISOR_JOB") or os.environ.get("SLURM_JOB_ID")) if a.in_slurm else None
-    return run_supervisor(store, a.sweep, where="slurm" if a.in_slurm else "local", sched_id=sched_id,
-                          poll_s=a.poll_s, once=a.once)
+    return run_supervisor(
+        store, a.sweep, where="slurm" if a.in_slurm else "local", sched_id=sched_id, poll_s=a.poll_s, once=a.once
+    )
 
 
 def supervisor_params(store: Any, spec: Any) -> dict[str, Any]:
@@ -73,11 +82,18 @@ def supervisor_params(store: Any, spec: Any) -> dict[str, Any]:
 
     sup = spec.supervisor or SupervisorSpec()
     out = Path(spec.output_dir).expanduser().resolve()
-    return {"sweep": spec.name, "db_file": db_url_file(store.url, spec.output_dir), "workdir": os.getcwd(),
-            "folder": str(out / "_jobs" / spec.name / "supervisor"),
-            "partition": sup.partition or spec.executor.partition, "timeout_min": sup.timeout_min,
-            "signal_delay_s": sup.signal_delay_s, "cpus": sup.cpus, "mem_gb": sup.mem_gb,
-            "extra": sup.extra if sup.extra is not None else spec.executor.sbatch_options()}
+    return {
+        "sweep": spec.name,
+        "db_file": db_url_file(store.url, spec.output_dir),
+        "workdir": os.getcwd(),
+        "folder": str(out / "_jobs" / spec.name / "supervisor"),
+        "partition": sup.partition or spec.executor.partition,
+        "timeout_min": sup.timeout_min,
+        "signal_delay_s": sup.signal_delay_s,
+        "cpus": sup.cpus,
+        "mem_gb": sup.mem_gb,
+        "extra": sup.extra if sup.extra is not None else spec.executor.sbatch_options(),
+    }
 
 
 def launch_supervised(store: Any, spec: Any, spec_dict: dict[str, Any], kind: str, plan: Any) -> int:
@@ -91,8 +107,10 @@ def launch_supervised(store: Any, spec: Any, spec_dict: dict[str, Any], kind: st
     sup = spec.supervisor or SupervisorSpec()
     where = sup.where or ("slurm" if kind == "slurm" else "local")
     if kind != spec.executor.kind:
-        raise BadInput(f"--supervise with --executor {kind}: the supervisor uses the spec's executor "
-                       f"({spec.executor.kind}); set executor.kind: {kind} in the spec")
+        raise BadInput(
+            f"--supervise with --executor {kind}: the supervisor uses the spec's executor "
+            f"({spec.executor.kind}); set executor.kind: {kind} in the spec"
+        )
     # Recorded first (the supervisor reads the store): a search's sweep, or the plan and its jobs.
     if spec.search is not None:
         from orchestrator.plan.grid import SweepPlan  # the planner: 0.2 s
@@ -111,12 +129,15 @@ def launch_supervised(store: Any, spec: Any, spec_dict: dict[str, Any], kind: st
     supervision.want_supervision(store, spec.name, "slurm", sup.lease_s, supervisor_params(store, spec))
     mark_supervised(spec.output_dir, spec.name)
     try:
-        sched_id = submit_if_gone(store, spec.name, "tp-sweep launch", f"launch-{os.getpid()}",
-                                  "tp-sweep launch --supervise")
+        sched_id = submit_if_gone(
+            store, spec.name, "tp-sweep launch", f"launch-{os.getpid()}", "tp-sweep launch --supervise"
+        )
     except Exception as exc:  # noqa: BLE001 - sbatch's own words
         text = str(exc).strip().splitlines()
-        error(f"the sweep is recorded, but its supervisor job could not be submitted: "
-              f"{text[-1] if text else type(exc).__name__}; `tp-sweep supervise {spec.name}` runs it here")
+        error(
+            f"the sweep is recorded, but its supervisor job could not be submitted: "
+            f"{text[-1] if text else type(exc).__name__}; `tp-sweep supervise {spec.name}` runs it here"
+        )
         return 1
     row = supervision.lease(store, spec.name)
     if sched_id:

@@ -7,6 +7,7 @@ its heartbeat is older than its `lease_s` (the holder died: SIGKILL, a lost node
 renews it on every pass of its loop; a renewal that finds another owner means the lease was taken
 over, and the old holder stops. Times are the store's naive UTC, like every other table.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,6 +23,7 @@ from db.store import Store, _rowcount
 @dataclass(frozen=True)
 class LeaseView:
     """A lease as read, with its age."""
+
     sweep: str
     owner: str | None
     host: str | None
@@ -53,8 +55,19 @@ class LeaseView:
 
 
 def _view(row: Supervisor) -> LeaseView:
-    return LeaseView(row.sweep, row.owner, row.host, row.pid, row.where, row.sched_id, row.lease_s,
-                     row.heartbeat_at, row.started_at, row.stopped, row.submit)
+    return LeaseView(
+        row.sweep,
+        row.owner,
+        row.host,
+        row.pid,
+        row.where,
+        row.sched_id,
+        row.lease_s,
+        row.heartbeat_at,
+        row.started_at,
+        row.stopped,
+        row.submit,
+    )
 
 
 def lease(store: Store, sweep: str) -> LeaseView | None:
@@ -63,9 +76,18 @@ def lease(store: Store, sweep: str) -> LeaseView | None:
         return None if row is None else _view(row)
 
 
-def acquire(store: Store, sweep: str, owner: str, *, host: str, pid: int, where: str,
-            sched_id: str | None, lease_s: float,
-            submit: dict[str, Any] | None = None) -> tuple[bool, LeaseView | None]:
+def acquire(
+    store: Store,
+    sweep: str,
+    owner: str,
+    *,
+    host: str,
+    pid: int,
+    where: str,
+    sched_id: str | None,
+    lease_s: float,
+    submit: dict[str, Any] | None = None,
+) -> tuple[bool, LeaseView | None]:
     """Take the sweep's lease for `owner`, or renew it if `owner` holds it. Returns (taken, the
     lease before: whom it was taken from, or who holds it)."""
     now = utcnow()
@@ -88,20 +110,37 @@ def acquire(store: Store, sweep: str, owner: str, *, host: str, pid: int, where:
 def renew(store: Store, sweep: str, owner: str) -> bool:
     """The heartbeat; False when the lease is no longer ours (taken over)."""
     with store.session() as s:
-        return _rowcount(s.execute(sa.update(Supervisor).where(
-            Supervisor.sweep == sweep, Supervisor.owner == owner).values(heartbeat_at=utcnow()))) == 1
+        return (
+            _rowcount(
+                s.execute(
+                    sa.update(Supervisor)
+                    .where(Supervisor.sweep == sweep, Supervisor.owner == owner)
+                    .values(heartbeat_at=utcnow())
+                )
+            )
+            == 1
+        )
 
 
 def release(store: Store, sweep: str, owner: str, stopped: str | None = None) -> None:
     """Give the lease up: `stopped` says why supervision ended for good (None: a replacement,
     or this supervisor requeued, takes over at once)."""
     with store.session() as s:
-        s.execute(sa.update(Supervisor).where(Supervisor.sweep == sweep, Supervisor.owner == owner)
-                  .values(owner=None, stopped=stopped, updated_at=utcnow()))
+        s.execute(
+            sa.update(Supervisor)
+            .where(Supervisor.sweep == sweep, Supervisor.owner == owner)
+            .values(owner=None, stopped=stopped, updated_at=utcnow())
+        )
 
 
-def want_supervision(store: Store, sweep: str, where: str, lease_s: float,
-                     submit: dict[str, Any] | None, sched_id: str | None = None) -> None:
+def want_supervision(
+    store: Store,
+    sweep: str,
+    where: str,
+    lease_s: float,
+    submit: dict[str, Any] | None,
+    sched_id: str | None = None,
+) -> None:
     """Record that the sweep wants a supervisor (launch --supervise): clears an old `stopped`,
     keeps any holder."""
     now = utcnow()
@@ -126,16 +165,36 @@ def swap_sched_id(store: Store, sweep: str, expect: str | None, new: str | None)
 
 
 # ---- actions ---------------------------------------------------------------------------------
-def record(store: Store, sweep: str, actor: str | None, action: str, reason: str, *,
-           job_id: str | None = None, failure: str | None = None, level_id: str | None = None,
-           node: str | None = None) -> None:
+def record(
+    store: Store,
+    sweep: str,
+    actor: str | None,
+    action: str,
+    reason: str,
+    *,
+    job_id: str | None = None,
+    failure: str | None = None,
+    level_id: str | None = None,
+    node: str | None = None,
+) -> None:
     with store.session() as s:
-        s.add(Action(sweep=sweep, actor=actor, action=action, reason=reason[:4000], job_id=job_id,
-                     failure=failure, level_id=level_id, node=node))
+        s.add(
+            Action(
+                sweep=sweep,
+                actor=actor,
+                action=action,
+                reason=reason[:4000],
+                job_id=job_id,
+                failure=failure,
+                level_id=level_id,
+                node=node,
+            )
+        )
 
 
-def actions(store: Store, sweep: str, limit: int | None = 20, *, job_id: str | None = None,
-            action: str | None = None) -> list[Action]:
+def actions(
+    store: Store, sweep: str, limit: int | None = 20, *, job_id: str | None = None, action: str | None = None
+) -> list[Action]:
     """The sweep's actions, newest last (the last `limit` of them)."""
     with store.reading() as s:
         q = sa.select(Action).where(Action.sweep == sweep)
@@ -150,9 +209,17 @@ def actions(store: Store, sweep: str, limit: int | None = 20, *, job_id: str | N
 
 
 # ---- the supervisor's marks on jobs ----------------------------------------------------------
-def judge(store: Store, job_id: str, *, failure: str | None, verdict: str | None,
-          retry_at: dt.datetime | None = None, message: str | None = None,
-          sbatch: dict[str, Any] | None = None, only_state: str | None = None) -> bool:
+def judge(
+    store: Store,
+    job_id: str,
+    *,
+    failure: str | None,
+    verdict: str | None,
+    retry_at: dt.datetime | None = None,
+    message: str | None = None,
+    sbatch: dict[str, Any] | None = None,
+    only_state: str | None = None,
+) -> bool:
     """Record the supervisor's verdict on a job's failure (and, for a retry, when and how)."""
     values: dict[str, Any] = {"failure": failure, "verdict": verdict, "retry_at": retry_at}
     if message is not None:
@@ -169,8 +236,9 @@ def judge(store: Store, job_id: str, *, failure: str | None, verdict: str | None
 def count_retry(store: Store, job_id: str) -> None:
     """One more resubmission of the job by a supervisor (its budget and backoff count these)."""
     with store.session() as s:
-        s.execute(sa.update(Job).where(Job.job_id == job_id).values(
-            retries=Job.retries + 1, verdict=None, retry_at=None))
+        s.execute(
+            sa.update(Job).where(Job.job_id == job_id).values(retries=Job.retries + 1, verdict=None, retry_at=None)
+        )
 
 
 def summary(store: Store, sweep: str, n: int = 8) -> dict[str, Any] | None:
@@ -179,14 +247,38 @@ def summary(store: Store, sweep: str, n: int = 8) -> dict[str, Any] | None:
     acts = actions(store, sweep, n)
     if row is None and not acts:
         return None
-    out: dict[str, Any] = {"where": None, "sched_id": None, "host": None, "pid": None,
-                           "heartbeat_age_s": None, "held": False, "stopped": None, "lease_s": None}
+    out: dict[str, Any] = {
+        "where": None,
+        "sched_id": None,
+        "host": None,
+        "pid": None,
+        "heartbeat_age_s": None,
+        "held": False,
+        "stopped": None,
+        "lease_s": None,
+    }
     if row is not None:
         age = row.age_s()
-        out.update(where=row.where, sched_id=row.sched_id, host=row.host, pid=row.pid,
-                   heartbeat_age_s=None if age is None else round(age, 1), held=row.held,
-                   stopped=row.stopped, lease_s=row.lease_s)
-    out["actions"] = [{"at": a.at.isoformat(timespec="seconds"), "action": a.action, "job": a.job_id,
-                       "failure": a.failure, "node": a.node, "by": a.actor, "reason": a.reason}
-                      for a in acts]
+        out.update(
+            where=row.where,
+            sched_id=row.sched_id,
+            host=row.host,
+            pid=row.pid,
+            heartbeat_age_s=None if age is None else round(age, 1),
+            held=row.held,
+            stopped=row.stopped,
+            lease_s=row.lease_s,
+        )
+    out["actions"] = [
+        {
+            "at": a.at.isoformat(timespec="seconds"),
+            "action": a.action,
+            "job": a.job_id,
+            "failure": a.failure,
+            "node": a.node,
+            "by": a.actor,
+            "reason": a.reason,
+        }
+        for a in acts
+    ]
     return out

@@ -12,10 +12,11 @@ import getpass
 import os
 import subprocess
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from slurm.procs import pid_alive
 

@@ -9,6 +9,7 @@ room frees up. A refusal sbatch gives anyway (another tool filled the QOS meanwh
 apart from other errors by `limit_refusal`. Standard library only: `status` and the trainer's
 job wrapper may import it.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -19,9 +20,17 @@ from typing import Any
 
 # sbatch's words when a limit, not the request, refuses a job (Slurm 22.05; the reason codes
 # are those of squeue's %r and the QOS/association limits of sacctmgr).
-_LIMIT_WORDS = ("QOSMaxSubmitJobPerUserLimit", "QOSMaxSubmitJobPerAccountLimit", "AssocMaxSubmitJobLimit",
-                "MaxSubmitJobs", "job submit limit", "Job violates accounting/QOS policy",
-                "MaxJobCount", "Slurm temporarily unable to accept job", "Resource temporarily unavailable")
+_LIMIT_WORDS = (
+    "QOSMaxSubmitJobPerUserLimit",
+    "QOSMaxSubmitJobPerAccountLimit",
+    "AssocMaxSubmitJobLimit",
+    "MaxSubmitJobs",
+    "job submit limit",
+    "Job violates accounting/QOS policy",
+    "MaxJobCount",
+    "Slurm temporarily unable to accept job",
+    "Resource temporarily unavailable",
+)
 
 
 def limit_refusal(text: str) -> str | None:
@@ -97,12 +106,25 @@ class Association:
 
 
 def associations(user: str | None = None) -> list[Association] | None:
-    rows = _sacctmgr("assoc", "where", f"user={user or getpass.getuser()}",
-                     "format=account,partition,qos,defaultqos,maxsubmit,maxjobs")
+    rows = _sacctmgr(
+        "assoc",
+        "where",
+        f"user={user or getpass.getuser()}",
+        "format=account,partition,qos,defaultqos,maxsubmit,maxjobs",
+    )
     if rows is None:
         return None
-    return [Association(r["account"], r["partition"], [q for q in r["qos"].split(",") if q],
-                        r["defaultqos"], _int(r["maxsubmit"]), _int(r["maxjobs"])) for r in rows]
+    return [
+        Association(
+            r["account"],
+            r["partition"],
+            [q for q in r["qos"].split(",") if q],
+            r["defaultqos"],
+            _int(r["maxsubmit"]),
+            _int(r["maxjobs"]),
+        )
+        for r in rows
+    ]
 
 
 def qos_limits(name: str) -> dict[str, str] | None:
@@ -120,16 +142,22 @@ def user_default_account(user: str | None = None) -> str | None:
 @dataclass
 class Limits:
     """What the cluster allows this user; None: no such limit, or the cluster did not say."""
+
     max_array_size: int | None = None
     max_job_count: int | None = None
-    max_submit: int | None = None        # jobs submitted at once (pending + running), this user
-    submit_from: str = ""                # where max_submit comes from, in words
-    qos: str | None = None               # the QOS jobs run under (max_submit counts these)
+    max_submit: int | None = None  # jobs submitted at once (pending + running), this user
+    submit_from: str = ""  # where max_submit comes from, in words
+    qos: str | None = None  # the QOS jobs run under (max_submit counts these)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"max_array_size": self.max_array_size, "max_job_count": self.max_job_count,
-                "max_submit": self.max_submit, "submit_from": self.submit_from, "qos": self.qos}
+        return {
+            "max_array_size": self.max_array_size,
+            "max_job_count": self.max_job_count,
+            "max_submit": self.max_submit,
+            "submit_from": self.submit_from,
+            "qos": self.qos,
+        }
 
 
 def read_limits(extra: dict[str, Any] | None = None, config: dict[str, str] | None = None) -> Limits:
@@ -196,9 +224,13 @@ def partition_nodes(partition: str | None = None) -> list[str]:
 
 
 # ---- preemption ------------------------------------------------------------------------------
-def preemption_warning(partition: str | None, signal_delay_s: int, supervised: bool,
-                       config: dict[str, str] | None = None,
-                       parts: dict[str, dict[str, str]] | None = None) -> str | None:
+def preemption_warning(
+    partition: str | None,
+    signal_delay_s: int,
+    supervised: bool,
+    config: dict[str, str] | None = None,
+    parts: dict[str, dict[str, str]] | None = None,
+) -> str | None:
     """Why, and what to do, when jobs on `partition` can be preempted without the `--signal`
     warning (GraceTime=0): a preempted job gets SIGTERM and KillWait seconds, not the
     signal_delay_s its USR2 would give. None when the partition is not preempted that way."""
@@ -227,13 +259,17 @@ def preemption_warning(partition: str | None, signal_delay_s: int, supervised: b
     if (_int(p.get("GraceTime")) or 0) > 0:
         return None
     kill_wait = _int(conf.get("KillWait")) or 30
-    msg = (f"partition {name} is preempted by {by} ({ptype}, PreemptMode={mode}, GraceTime=0): a "
-           f"preempted job gets no USR2 warning ({signal_delay_s} s), only SIGTERM and KillWait="
-           f"{kill_wait} s before SIGKILL. The trainer saves at its next step on SIGTERM; a step "
-           f"that takes longer loses everything since the last epoch checkpoint, at every "
-           f"preemption. What to do: ask the admins for GraceTime >= {signal_delay_s} on {name}, "
-           "or use a partition that is not preempted, or keep steps short.")
+    msg = (
+        f"partition {name} is preempted by {by} ({ptype}, PreemptMode={mode}, GraceTime=0): a "
+        f"preempted job gets no USR2 warning ({signal_delay_s} s), only SIGTERM and KillWait="
+        f"{kill_wait} s before SIGKILL. The trainer saves at its next step on SIGTERM; a step "
+        f"that takes longer loses everything since the last epoch checkpoint, at every "
+        f"preemption. What to do: ask the admins for GraceTime >= {signal_delay_s} on {name}, "
+        "or use a partition that is not preempted, or keep steps short."
+    )
     if "CANCEL" in mode and not supervised:
-        msg += (" PreemptMode=CANCEL never requeues a preempted job: launch with --supervise (or "
-                "run `tp-sweep supervise`) so that it is resubmitted without you.")
+        msg += (
+            " PreemptMode=CANCEL never requeues a preempted job: launch with --supervise (or "
+            "run `tp-sweep supervise`) so that it is resubmitted without you."
+        )
     return msg

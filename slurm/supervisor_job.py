@@ -11,6 +11,7 @@ Where the replacement comes from: launch records how to submit a supervisor (`su
 the sweep's lease row and drops a marker file OUTPUT/_jobs/supervised/SWEEP, so that a job of an
 unsupervised sweep never opens the store to ask.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,19 @@ import submitit
 
 from slurm.procs import pid_alive
 
-ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
-         "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT"}
+ALIVE = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "CONFIGURING",
+    "COMPLETING",
+    "RESIZING",
+    "SUSPENDED",
+    "SIGNALING",
+    "STAGE_OUT",
+}
 MARKERS = "supervised"  # OUTPUT/_jobs/supervised/<sweep>: the sweep wants a supervisor
 
 
@@ -51,8 +63,7 @@ class SupervisorJob(submitit.helpers.Checkpointable):
         env["TP_SUPERVISOR_JOB"] = str(submitit.JobEnvironment().job_id)
         cmd = supervise_command(sweep, db_file)
         print("[tp] " + " ".join(cmd), flush=True)
-        self._proc = subprocess.Popen(cmd, cwd=workdir, env=env, start_new_session=True,
-                                      preexec_fn=_ignore_usr2)
+        self._proc = subprocess.Popen(cmd, cwd=workdir, env=env, start_new_session=True, preexec_fn=_ignore_usr2)
         rc = self._proc.wait()
         if rc == 0:
             return "supervision ended"
@@ -78,12 +89,17 @@ def submit_supervisor(params: dict[str, Any]) -> str:
     """Submit the supervisor job that `params` (the lease row's `submit`) describes; its id."""
     ex = submitit.SlurmExecutor(folder=Path(params["folder"]) / "%j", max_num_timeout=1_000_000)
     extra = {"open_mode": "append", **(params.get("extra") or {})}
-    ex.update_parameters(job_name="tp-supervise", partition=params.get("partition"), nodes=1,
-                         ntasks_per_node=1, cpus_per_task=int(params.get("cpus", 1)),
-                         mem=f"{int(float(params.get('mem_gb', 1)) * 1024)}M",
-                         time=int(params.get("timeout_min", 240)),
-                         signal_delay_s=int(params.get("signal_delay_s", 60)),
-                         additional_parameters=extra)
+    ex.update_parameters(
+        job_name="tp-supervise",
+        partition=params.get("partition"),
+        nodes=1,
+        ntasks_per_node=1,
+        cpus_per_task=int(params.get("cpus", 1)),
+        mem=f"{int(float(params.get('mem_gb', 1)) * 1024)}M",
+        time=int(params.get("timeout_min", 240)),
+        signal_delay_s=int(params.get("signal_delay_s", 60)),
+        additional_parameters=extra,
+    )
     from slurm.executors import outside_job_env
 
     with outside_job_env():
@@ -124,19 +140,25 @@ def replace_if_stale(job_file: str, db_file: str, me: str | None = None) -> list
     new: list[str] = []
     try:
         for sweep in sweeps:
-            sched_id = submit_if_gone(store, sweep, f"job {job.get('job_id')}", me,
-                                      f"job {job.get('job_id')} ended", job_id=job.get("job_id"))
+            sched_id = submit_if_gone(
+                store,
+                sweep,
+                f"job {job.get('job_id')}",
+                me,
+                f"job {job.get('job_id')} ended",
+                job_id=job.get("job_id"),
+            )
             if sched_id:
-                print(f"[tp] sweep {sweep}: the supervisor was gone; submitted a new one, job {sched_id}",
-                      flush=True)
+                print(
+                    f"[tp] sweep {sweep}: the supervisor was gone; submitted a new one, job {sched_id}", flush=True
+                )
                 new.append(sched_id)
     finally:
         store.close()
     return new
 
 
-def submit_if_gone(store: Any, sweep: str, actor: str, me: str, who: str,
-                   job_id: str | None = None) -> str | None:
+def submit_if_gone(store: Any, sweep: str, actor: str, me: str, who: str, job_id: str | None = None) -> str | None:
     """Submit the sweep's supervisor job unless one holds the lease or is queued, running or
     requeued; of several callers at once, one submits (a compare-and-set on its job id).
     Returns the new job's id, None when none was needed."""
@@ -161,6 +183,12 @@ def submit_if_gone(store: Any, sweep: str, actor: str, me: str, who: str,
     else:
         gone = f"Slurm job {row.sched_id} is gone" if row.sched_id else "it ran elsewhere"
         why = f"the supervisor's lease is {'free' if row.owner is None else 'stale'} ({row.describe()}; {gone})"
-    supervision.record(store, sweep, actor, "supervisor_job",
-                       f"{why}: {who} and submitted supervisor job {sched_id}", job_id=job_id)
+    supervision.record(
+        store,
+        sweep,
+        actor,
+        "supervisor_job",
+        f"{why}: {who} and submitted supervisor job {sched_id}",
+        job_id=job_id,
+    )
     return sched_id

@@ -1,6 +1,7 @@
 """The supervisor without Slurm: its policy (pure), cluster profiles (no cluster needed), and the
 attacks it must survive, on the local executor: two supervisors at once, a supervisor SIGKILLed
 mid-action, a sweep cancelled while supervised, a malformed clusters.yaml."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,8 +25,17 @@ EX = ExecutorSpec(mem_gb=4)
 
 
 def _decide(failure: str, retries: int = 0, sbatch=None, history=None, **policy):
-    return decide(failure, retries=retries, level="abc", node="n1", message="boom", sbatch=sbatch,
-                  policy=RetrySpec(**policy), executor=EX, history=history or History())
+    return decide(
+        failure,
+        retries=retries,
+        level="abc",
+        node="n1",
+        message="boom",
+        sbatch=sbatch,
+        policy=RetrySpec(**policy),
+        executor=EX,
+        history=history or History(),
+    )
 
 
 def test_policy_by_failure_class():
@@ -62,7 +72,9 @@ def test_policy_excludes_failing_nodes_but_never_all():
     # Any resubmission avoids a bad node; only node failures count against one (the supervisor).
     assert _decide("TIMEOUT", history=History(node_failures={"n1": 9})).sbatch == {"exclude": "n1"}
     assert _decide("OUT_OF_MEMORY", history=History(node_failures={"n1": 9})).sbatch == {
-        "mem_gb": 8.0, "exclude": "n1"}
+        "mem_gb": 8.0,
+        "exclude": "n1",
+    }
 
 
 def test_supervisor_block_is_checked():
@@ -85,21 +97,52 @@ def test_a_profile_plans_the_same_runs_as_the_spec_written_out(tmp_path, monkeyp
     from orchestrator.plan.jobs import group_jobs
 
     clusters = tmp_path / "clusters.yaml"
-    clusters.write_text(yaml.safe_dump({"big": {
-        "kind": "slurm", "partition": "gpu", "account": "lab", "qos": "normal", "constraint": "a100",
-        "gres": "gpu:4", "timeout_min": 1440, "signal_delay_s": 300, "gpus_per_node": 4,
-        "extra": {"comment": "tp", "mail-type": "FAIL"}}}))
+    clusters.write_text(
+        yaml.safe_dump(
+            {
+                "big": {
+                    "kind": "slurm",
+                    "partition": "gpu",
+                    "account": "lab",
+                    "qos": "normal",
+                    "constraint": "a100",
+                    "gres": "gpu:4",
+                    "timeout_min": 1440,
+                    "signal_delay_s": 300,
+                    "gpus_per_node": 4,
+                    "extra": {"comment": "tp", "mail-type": "FAIL"},
+                }
+            }
+        )
+    )
     monkeypatch.setenv("TP_CLUSTERS", str(clusters))
     base = tiny_spec("prof")
     with_profile = {**base, "executor": {"profile": "big", "timeout_min": 60, "extra": {"comment": "mine"}}}
-    written = {**base, "executor": {"kind": "slurm", "partition": "gpu", "account": "lab", "qos": "normal",
-                                    "constraint": "a100", "gres": "gpu:4", "timeout_min": 60,
-                                    "signal_delay_s": 300, "gpus_per_node": 4,
-                                    "extra": {"comment": "mine", "mail-type": "FAIL"}}}
+    written = {
+        **base,
+        "executor": {
+            "kind": "slurm",
+            "partition": "gpu",
+            "account": "lab",
+            "qos": "normal",
+            "constraint": "a100",
+            "gres": "gpu:4",
+            "timeout_min": 60,
+            "signal_delay_s": 300,
+            "gpus_per_node": 4,
+            "extra": {"comment": "mine", "mail-type": "FAIL"},
+        },
+    }
     a, b = parse_spec(with_profile), parse_spec(written)
     assert a.executor.resolved() == b.executor.resolved()  # its own keys win, extra key by key
-    assert a.executor.sbatch_options() == {"account": "lab", "qos": "normal", "constraint": "a100",
-                                           "gres": "gpu:4", "comment": "mine", "mail-type": "FAIL"}
+    assert a.executor.sbatch_options() == {
+        "account": "lab",
+        "qos": "normal",
+        "constraint": "a100",
+        "gres": "gpu:4",
+        "comment": "mine",
+        "mail-type": "FAIL",
+    }
     pa, pb, pc = plan_sweep(a), plan_sweep(b), plan_sweep(parse_spec(base))  # pc: the local executor
     assert [r.run_id for r in pa.runs] == [r.run_id for r in pb.runs] == [r.run_id for r in pc.runs]
     assert list(pa.levels) == list(pb.levels) == list(pc.levels)
@@ -107,13 +150,16 @@ def test_a_profile_plans_the_same_runs_as_the_spec_written_out(tmp_path, monkeyp
     assert jobs(pa) == jobs(pb) == jobs(pc)
 
 
-@pytest.mark.parametrize("text, msg", [
-    ("big: [1, 2\n", "not valid YAML"),
-    ("- a\n- b\n", "must map profile names"),
-    ("big: {partitoin: gpu}\n", "big.partitoin: unknown key"),
-    ("big: {timeout_min: soon}\n", "big.timeout_min: 'soon' is not an integer"),
-    ("other: {partition: gpu}\n", "no profile 'big'"),
-])
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        ("big: [1, 2\n", "not valid YAML"),
+        ("- a\n- b\n", "must map profile names"),
+        ("big: {partitoin: gpu}\n", "big.partitoin: unknown key"),
+        ("big: {timeout_min: soon}\n", "big.timeout_min: 'soon' is not an integer"),
+        ("other: {partition: gpu}\n", "no profile 'big'"),
+    ],
+)
 def test_a_bad_clusters_file_is_exit_2_and_nothing_is_recorded(tmp_path, text, msg):
     clusters = tmp_path / "clusters.yaml"
     clusters.write_text(text)
@@ -147,29 +193,43 @@ def test_the_stored_spec_has_the_profile_written_out(tmp_path):
 
 # ---- attacks on the local executor -----------------------------------------------------------------
 def _supervise(tmp: Path, sweep: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli.tp_sweep", "supervise", sweep, *extra], cwd=tmp,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.tp_sweep", "supervise", sweep, *extra],
+        cwd=tmp,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _sql(tmp: Path, sql: str, **params):
     eng = sa.create_engine(f"sqlite:///{tmp / 'tp-results.db'}")
     try:
         with eng.begin() as c:
-            return c.execute(sa.text(sql), params).all() if sql.lstrip().lower().startswith("select") \
+            return (
+                c.execute(sa.text(sql), params).all()
+                if sql.lstrip().lower().startswith("select")
                 else c.execute(sa.text(sql), params)
+            )
     finally:
         eng.dispose()
 
 
 def _record(tmp: Path, spec: dict) -> None:
     """Record a sweep and its jobs, submitting nothing (what launch does before it submits)."""
-    code = ("import sys, yaml; from db.store import Store; from orchestrator.control.controller import prepare; "
-            "from orchestrator.plan.grid import plan_sweep; from orchestrator.plan.spec import load_spec; "
-            "s = load_spec(sys.argv[1]); p = plan_sweep(s); "
-            "prepare(Store('sqlite:///tp-results.db'), p, yaml.safe_load(open(sys.argv[1])))")
-    subprocess.run([sys.executable, "-c", code, str(write_spec(tmp, spec))], cwd=tmp, check=True,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys, yaml; from db.store import Store; from orchestrator.control.controller import prepare; "
+        "from orchestrator.plan.grid import plan_sweep; from orchestrator.plan.spec import load_spec; "
+        "s = load_spec(sys.argv[1]); p = plan_sweep(s); "
+        "prepare(Store('sqlite:///tp-results.db'), p, yaml.safe_load(open(sys.argv[1])))"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(write_spec(tmp, spec))],
+        cwd=tmp,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_two_supervisors_at_once_and_a_killed_one_taken_over(tmp_path):
@@ -181,9 +241,17 @@ def test_two_supervisors_at_once_and_a_killed_one_taken_over(tmp_path):
     spec["supervisor"] = {"poll_s": 0.5, "lease_s": 3}
     path = write_spec(tmp_path, spec)
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    both = [subprocess.Popen([sys.executable, "-m", "cli.tp_sweep", "launch", str(path), "--supervise"],
-                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for _ in range(2)]
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cli.tp_sweep", "launch", str(path), "--supervise"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300)[0] for p in both]
     assert [p.returncode for p in both] == [0, 0], outs
     assert sum("already supervised by local" in o for o in outs) == 1, outs
@@ -196,8 +264,8 @@ def test_two_supervisors_at_once_and_a_killed_one_taken_over(tmp_path):
     spec["supervisor"] = {"poll_s": 0.5, "lease_s": 3}
     _record(tmp_path, spec)
     victim = _supervise(tmp_path, "killed")
-    wait_for(lambda: _sql(tmp_path, "select count(*) from actions where sweep = 'killed' and action = 'start'")[0][0],
-             60, "the first supervisor to start")
+    started = "select count(*) from actions where sweep = 'killed' and action = 'start'"
+    wait_for(lambda: _sql(tmp_path, started)[0][0], 60, "the first supervisor to start")
     os.kill(victim.pid, signal.SIGKILL)
     victim.communicate()
     early = _supervise(tmp_path, "killed")
@@ -216,17 +284,29 @@ def test_two_supervisors_at_once_and_a_killed_one_taken_over(tmp_path):
     spec["supervisor"] = {"poll_s": 0.5, "lease_s": 3}
     _record(tmp_path, spec)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    _sql(tmp_path, 'insert into supervisors (sweep, owner, host, pid, "where", sched_id, lease_s, heartbeat_at, '
-                   "started_at, stopped, submit, updated_at) values ('claimed', 'dead', 'elsewhere', 999999, "
-                   "'local', NULL, 3, :old, :old, NULL, NULL, :old)", old=now - dt.timedelta(seconds=30))
-    _sql(tmp_path, "update jobs set state = 'PENDING', sched_id = NULL, message = 'submitting', updated_at = :old "
-                   "where sweep = 'claimed'", old=now - dt.timedelta(seconds=30))
+    _sql(
+        tmp_path,
+        'insert into supervisors (sweep, owner, host, pid, "where", sched_id, lease_s, heartbeat_at, '
+        "started_at, stopped, submit, updated_at) values ('claimed', 'dead', 'elsewhere', 999999, "
+        "'local', NULL, 3, :old, :old, NULL, NULL, :old)",
+        old=now - dt.timedelta(seconds=30),
+    )
+    _sql(
+        tmp_path,
+        "update jobs set state = 'PENDING', sched_id = NULL, message = 'submitting', updated_at = :old "
+        "where sweep = 'claimed'",
+        old=now - dt.timedelta(seconds=30),
+    )
     proc = _supervise(tmp_path, "claimed")
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0 and "took over from local on elsewhere" in out, out
     assert "finished: all 1 levels" in out, out
-    events = [r[0] for r in _sql(tmp_path, "select e.message from events e join jobs j on j.job_id = e.job_id "
-                                           "where j.sweep = 'claimed'")]
+    events = [
+        r[0]
+        for r in _sql(
+            tmp_path, "select e.message from events e join jobs j on j.job_id = e.job_id where j.sweep = 'claimed'"
+        )
+    ]
     assert "submission never completed" in events, events
 
 
@@ -237,8 +317,12 @@ def test_a_sweep_cancelled_while_supervised(tmp_path):
     spec["supervisor"] = {"poll_s": 0.5, "lease_s": 3}
     _record(tmp_path, spec)
     sup = _supervise(tmp_path, "cancelled")
-    wait_for(lambda: _sql(tmp_path, "select count(*) from jobs where state = 'RUNNING'")[0][0], 120,
-             "its job to run", poll=0.2)
+    wait_for(
+        lambda: _sql(tmp_path, "select count(*) from jobs where state = 'RUNNING'")[0][0],
+        120,
+        "its job to run",
+        poll=0.2,
+    )
     assert "cancelled 1 jobs" in tp("cancel", "cancelled", cwd=tmp_path, check=True).stdout
     out = sup.communicate(timeout=120)[0]
     assert sup.returncode == 1, out

@@ -8,6 +8,7 @@ submitted jobs per user, MaxArraySize=8, and partition-priority preemption betwe
 several scenarios at once (one sweep can carry several faults) to keep CI short; their wall times
 are in the README.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -27,11 +28,9 @@ import sqlalchemy as sa
 from slurm.dev import cluster
 from tests.conftest import require_service
 from tests.sweeputil import (
-    BRANCH,
-    TRUNK,
     REPO,
+    TRUNK,
     free_port_block,
-    level_ids,
     same_levels,
     slow_spec,
     status_json,
@@ -57,26 +56,40 @@ def pc():
     st = None
     try:
         st = cluster.up(
-            d, nodes=2, accounting=True, cpus_per_node=4, mem_mb=4000,
-            port=free_port_block(81, start=31000), cluster_name="tpun", node_prefix="tpu",
+            d,
+            nodes=2,
+            accounting=True,
+            cpus_per_node=4,
+            mem_mb=4000,
+            port=free_port_block(81, start=31000),
+            cluster_name="tpun",
+            node_prefix="tpu",
             install_conf=False,
             extra_conf={"MaxArraySize": 8, "PreemptType": "preempt/partition_prio", "PreemptMode": "REQUEUE"},
-            partitions={"debug": {"PriorityTier": 1, "PreemptMode": "OFF"},
-                        "low": {"PriorityTier": 1, "PreemptMode": "REQUEUE"},
-                        "cancel": {"PriorityTier": 1, "PreemptMode": "CANCEL"},
-                        "high": {"PriorityTier": 10, "PreemptMode": "OFF"},
-                        "ctl": {"PriorityTier": 1, "PreemptMode": "OFF"}},
-            qos={"q5": {"MaxSubmitJobsPerUser": 5}})
+            partitions={
+                "debug": {"PriorityTier": 1, "PreemptMode": "OFF"},
+                "low": {"PriorityTier": 1, "PreemptMode": "REQUEUE"},
+                "cancel": {"PriorityTier": 1, "PreemptMode": "CANCEL"},
+                "high": {"PriorityTier": 10, "PreemptMode": "OFF"},
+                "ctl": {"PriorityTier": 1, "PreemptMode": "OFF"},
+            },
+            qos={"q5": {"MaxSubmitJobsPerUser": 5}},
+        )
         yield st
     finally:
         if st is not None:  # empty the queue first: stopping the daemons would orphan job steps
             env = {**os.environ, **st.env}
             end = time.monotonic() + 60
             # Again and again: a supervisor job stopping on SIGTERM may submit what it was at.
-            while time.monotonic() < end and subprocess.run(
-                    ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout.strip():
-                subprocess.run(["scancel", "--full", "--quiet", "--user", getpass.getuser()], env=env,
-                               capture_output=True)
+            while (
+                time.monotonic() < end
+                and subprocess.run(
+                    ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True
+                ).stdout.strip()
+            ):
+                subprocess.run(
+                    ["scancel", "--full", "--quiet", "--user", getpass.getuser()], env=env, capture_output=True
+                )
                 time.sleep(1)
         cluster.down(d)
         shutil.rmtree(top, ignore_errors=True)
@@ -88,8 +101,9 @@ def _env(pc, **more: str) -> dict[str, str]:
 
 
 def _sq(pc, *args: str) -> str:
-    return subprocess.run(["squeue", "-h", *args], env={**os.environ, **pc.env}, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["squeue", "-h", *args], env={**os.environ, **pc.env}, capture_output=True, text=True
+    ).stdout
 
 
 def _store(tmp: Path):
@@ -108,8 +122,12 @@ def _rows(tmp: Path, sql: str, **params) -> list:
 def _progress(tmp: Path, job_id: str) -> tuple[int, int]:
     """(depth, epochs done) of the level the job trains now; (-1, -1) before its first epoch."""
     try:
-        rows = _rows(tmp, "select l.depth, l.epoch from jobs j join levels l on l.level_id = j.level_id "
-                          "where j.job_id = :j and j.state = 'RUNNING'", j=job_id)
+        rows = _rows(
+            tmp,
+            "select l.depth, l.epoch from jobs j join levels l on l.level_id = j.level_id "
+            "where j.job_id = :j and j.state = 'RUNNING'",
+            j=job_id,
+        )
     except sa.exc.OperationalError:
         return (-1, -1)
     return tuple(rows[0]) if rows else (-1, -1)
@@ -163,10 +181,12 @@ def _actions(tmp: Path, sweep: str) -> list[dict]:
 
 def _done(tmp: Path, sweep: str, env: dict, timeout: float, what: str) -> dict:
     """Wait until the sweep's supervisor stopped (finished or not); the last status."""
+
     def stopped():
         st = status_json(sweep, tmp, env=env)
         sup = st.get("supervisor") or {}
         return st if sup.get("stopped") else None
+
     return wait_for(stopped, timeout, what, poll=2)
 
 
@@ -214,12 +234,23 @@ def test_no_person_and_failure_classes(tmp_path, pc, reference):
     wait_for(lambda: _progress(a, chain) >= (TRUNK, 1), 300, "the chain under way", poll=0.2)
     first = _sched_of(a, chain)
     assert _kill_whole_job(pc, first) >= 3
-    wait_for(lambda: (lambda s: s if s and s != first else None)(_sched_of(a, chain)), 120,
-             "the supervisor to resubmit the killed job", poll=1)
+    wait_for(
+        lambda: (lambda s: s if s and s != first else None)(_sched_of(a, chain)),
+        120,
+        "the supervisor to resubmit the killed job",
+        poll=1,
+    )
     second = _sched_of(a, chain)
-    wait_for(lambda: _progress(a, chain) >= (TRUNK, 0) and _sched_of(a, chain) == second
-             and "R" in _sq(pc, "-j", second.split("_")[0], "-o", "%t"), 300,
-             "the resubmitted job to train", poll=0.2)
+    wait_for(
+        lambda: (
+            _progress(a, chain) >= (TRUNK, 0)
+            and _sched_of(a, chain) == second
+            and "R" in _sq(pc, "-j", second.split("_")[0], "-o", "%t")
+        ),
+        300,
+        "the resubmitted job to train",
+        poll=0.2,
+    )
     subprocess.run(["scancel", second], env={**os.environ, **pc.env}, check=True)
 
     st_a = _done(a, "nop", _env(pc), 400, "the nop sweep's supervisor to finish")
@@ -242,8 +273,13 @@ def test_no_person_and_failure_classes(tmp_path, pc, reference):
     assert "RuntimeError: injected fault" in bug and "log: " in bug and "_log.err" in bug, bug
     assert st_b["supervisor"]["stopped"].startswith("nothing more can be done"), st_b["supervisor"]
     acts = _actions(b, "faults")
-    by = lambda run, action: [x for x in acts if x["action"] == action and x["job_id"] == _job_of(
-        b, _rows(b, "select level_id from run_levels where run_id = :r", r=runs[run])[0][0])]
+    by = lambda run, action: [
+        x
+        for x in acts
+        if x["action"] == action
+        and x["job_id"]
+        == _job_of(b, _rows(b, "select level_id from run_levels where run_id = :r", r=runs[run])[0][0])
+    ]
     assert by("snip", "give_up") and not by("snip", "resubmit")
     assert [x["failure"] for x in by("er_erk", "retry")] == ["OUT_OF_MEMORY"]
     retries = by("synflow", "retry")
@@ -264,9 +300,14 @@ def test_no_person_and_failure_classes(tmp_path, pc, reference):
 
 def _supervise(pc, tmp: Path, sweep: str, *extra: str) -> subprocess.Popen:
     """`tp-sweep supervise SWEEP` in the background (this machine, like a login node)."""
-    return subprocess.Popen([sys.executable, "-m", "cli.tp_sweep", "supervise", sweep, *extra], cwd=tmp,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **pc.env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.tp_sweep", "supervise", sweep, *extra],
+        cwd=tmp,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **pc.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float) -> str:
@@ -295,21 +336,34 @@ def test_real_preemption_requeue_and_cancel(tmp_path, pc, reference):
         spec = slow_spec(name)
         spec["executor"].update(kind="slurm", partition=partition)
         launched = tp("launch", str(write_spec(d, spec)), cwd=d, env=_env(pc), check=True)
-        assert f"warning: partition {partition} is preempted by jobs of partition high" in \
-            " ".join(launched.stderr.split()), launched.stderr
+        assert f"warning: partition {partition} is preempted by jobs of partition high" in " ".join(
+            launched.stderr.split()
+        ), launched.stderr
         if partition == "cancel":
             assert "PreemptMode=CANCEL never requeues" in " ".join(launched.stderr.split())
         procs[name] = _supervise(pc, d, name, "--poll-s", "1")
     chains = {name: _job_of(tmp_path / name, ids[0]) for name in sweeps}
     for name in sweeps:  # each mid-level, then its node is taken by a job of partition high
         d = tmp_path / name
-        wait_for(lambda: _progress(d, chains[name]) >= (TRUNK, 1), 300, f"{name} under way", poll=0.2)
+        wait_for(
+            lambda d=d, name=name: _progress(d, chains[name]) >= (TRUNK, 1), 300, f"{name} under way", poll=0.2
+        )
         sched = _sched_of(d, chains[name])
         node = _sq(pc, "-j", sched.split("_")[0], "-r", "-o", "%i %N").split()[-1]
-        subprocess.run(["sbatch", "-p", "high", "-w", node, "-c", "4", "--mem=200", "-o", "/dev/null",
-                        "--wrap", "sleep 2"], env={**os.environ, **pc.env}, check=True, capture_output=True)
-        wait_for(lambda: _rows(d, "select count(*) from events where job_id = :j and state_to = 'PREEMPTED'",
-                               j=chains[name])[0][0], 120, f"{name} to be preempted", poll=0.5)
+        subprocess.run(
+            ["sbatch", "-p", "high", "-w", node, "-c", "4", "--mem=200", "-o", "/dev/null", "--wrap", "sleep 2"],
+            env={**os.environ, **pc.env},
+            check=True,
+            capture_output=True,
+        )
+        wait_for(
+            lambda d=d, name=name: _rows(
+                d, "select count(*) from events where job_id = :j and state_to = 'PREEMPTED'", j=chains[name]
+            )[0][0],
+            120,
+            f"{name} to be preempted",
+            poll=0.5,
+        )
     for name, proc in procs.items():
         out = _finish(proc, 400)
         assert "finished: all 3 levels of the sweep are done" in out, out
@@ -326,8 +380,9 @@ def test_real_preemption_requeue_and_cancel(tmp_path, pc, reference):
 
 def test_search_without_a_launcher(tmp_path, pc):
     """launch --supervise of a search spec returns at once; its supervisor (a Slurm job) asks and
-    tells. It is scancel'ed mid-search; the next trial job that ends submits a new supervisor,
-    which adopts the trials in flight; every trial completes, none twice."""
+    tells. Warned with USR2 (as before its time limit), it requeues itself and goes on. Then it is
+    scancel'ed mid-search; the next trial job that ends submits a new supervisor, which adopts
+    the trials in flight; every trial completes, none twice."""
     from orchestrator.plan.preflight import registries
 
     registries()  # the launch reads the trainer's names from this cache (as any launch after the first)
@@ -335,8 +390,11 @@ def test_search_without_a_launcher(tmp_path, pc):
     spec = tiny_spec("srch", executor__kind="slurm", executor__partition="debug", executor__array_parallelism=2)
     spec["trainer"]["overrides"].update({"model.hidden": [256, 256], "data.batch_size": 16, "schedule.epochs": 2})
     spec["grid"] = {"method": ["snip"], "sparsity": [0.5], "seed": [0]}
-    spec["search"] = {"params": {"optimizer.lr": {"type": "log_float", "low": 0.01, "high": 0.5}},
-                      "n_trials": 6, "sampler": {"name": "random", "seed": 0}}
+    spec["search"] = {
+        "params": {"optimizer.lr": {"type": "log_float", "low": 0.01, "high": 0.5}},
+        "n_trials": 6,
+        "sampler": {"name": "random", "seed": 0},
+    }
     spec["supervisor"] = {"poll_s": 1, "lease_s": 10, "partition": "ctl"}
     path = write_spec(tmp_path, spec)
     start = time.monotonic()
@@ -351,8 +409,19 @@ def test_search_without_a_launcher(tmp_path, pc):
             return _rows(tmp_path, q, s=state)[0][0]
         except sa.exc.OperationalError:
             return 0
-    wait_for(lambda: trials("COMPLETE") >= 2 and _sq(pc, "-t", "RUNNING", "-n", "tp", "-o", "%i"), 300,
-             "two trials done and another running", poll=0.5)
+
+    starts = lambda: [x for x in _actions(tmp_path, "srch") if x["action"] == "start"]
+    wait_for(lambda: trials("COMPLETE") >= 1 and starts(), 300, "a trial done", poll=0.5)
+    # USR2, as before its time limit: it gives its lease up, requeues itself and goes on.
+    subprocess.run(["scancel", "--signal=USR2", first], env={**os.environ, **pc.env}, check=True)
+    wait_for(lambda: len(starts()) >= 2, 120, "the supervisor job to requeue itself", poll=0.5)
+    assert f"Slurm job {first}" in starts()[-1]["reason"], starts()
+    wait_for(
+        lambda: trials("COMPLETE") >= 2 and _sq(pc, "-t", "RUNNING", "-n", "tp", "-o", "%i"),
+        300,
+        "two trials done and another running",
+        poll=0.5,
+    )
     subprocess.run(["scancel", first], env={**os.environ, **pc.env}, check=True)
     st = _done(tmp_path, "srch", _env(pc), 400, "the search to finish")
     assert st["supervisor"]["stopped"].startswith("finished: the search ran all its trials"), st["supervisor"]
@@ -374,13 +443,24 @@ def test_limits_array_chunks_and_qos(tmp_path, pc):
     t0 = time.monotonic()
     arr, qos = tmp_path / "arr", tmp_path / "qos"
     arr.mkdir(), qos.mkdir()
-    spec = tiny_spec("arr", executor__kind="slurm", executor__partition="debug", executor__mem_gb=0.25,
-                     executor__array_parallelism=30)
+    spec = tiny_spec(
+        "arr",
+        executor__kind="slurm",
+        executor__partition="debug",
+        executor__mem_gb=0.25,
+        executor__array_parallelism=30,
+    )
     spec["grid"] = {"method": ["dense"], "seed": list(range(30))}
     out = tp("launch", str(write_spec(arr, spec)), cwd=arr, env=_env(pc), check=True)
     assert "submitted 30 jobs" in out.stdout, out.stdout
-    spec = tiny_spec("qos", executor__kind="slurm", executor__partition="debug", executor__mem_gb=0.25,
-                     executor__qos="q5", executor__array_parallelism=8)
+    spec = tiny_spec(
+        "qos",
+        executor__kind="slurm",
+        executor__partition="debug",
+        executor__mem_gb=0.25,
+        executor__qos="q5",
+        executor__array_parallelism=8,
+    )
     spec["grid"] = {"method": ["dense"], "seed": list(range(100, 109))}
     out = tp("launch", str(write_spec(qos, spec)), cwd=qos, env=_env(pc), check=True)
     text = " ".join(out.stdout.split())
@@ -394,8 +474,14 @@ def test_limits_array_chunks_and_qos(tmp_path, pc):
     out = proc.stdout.read()
     assert "finished: all 9 levels" in out, out
     assert most <= 5, most
-    st = wait_for(lambda: (lambda s: s if s["counts"].get("COMPLETED") == 30 else None)(
-        status_json("arr", arr, env=_env(pc))), 400, "the 30-job sweep", poll=2)
+    st = wait_for(
+        lambda: (lambda s: s if s["counts"].get("COMPLETED") == 30 else None)(
+            status_json("arr", arr, env=_env(pc))
+        ),
+        400,
+        "the 30-job sweep",
+        poll=2,
+    )
     assert st["counts"] == {"COMPLETED": 30}
     arrays = [s for s in _scripts(arr, "arr").values() if "#SBATCH --array=" in s]
     sizes = sorted(int(s.split("#SBATCH --array=0-")[1].split("%")[0]) + 1 for s in arrays)
@@ -409,10 +495,15 @@ def test_cluster_check_of_profiles(tmp_path, pc):
     import yaml
 
     clusters = tmp_path / "clusters.yaml"
-    clusters.write_text(yaml.safe_dump({
-        "dev": {"kind": "slurm", "partition": "low", "account": "tp", "qos": "q5", "timeout_min": 30},
-        "badpart": {"partition": "gpu", "account": "tp"},
-        "badacct": {"partition": "debug", "account": "physics"}}))
+    clusters.write_text(
+        yaml.safe_dump(
+            {
+                "dev": {"kind": "slurm", "partition": "low", "account": "tp", "qos": "q5", "timeout_min": 30},
+                "badpart": {"partition": "gpu", "account": "tp"},
+                "badacct": {"partition": "debug", "account": "physics"},
+            }
+        )
+    )
     env = _env(pc, TP_CLUSTERS=str(clusters))
     ok = tp("cluster", "check", "dev", cwd=tmp_path, env=env)
     text = " ".join(ok.stdout.split())
@@ -420,12 +511,19 @@ def test_cluster_check_of_profiles(tmp_path, pc):
     assert "MaxArraySize 8" in text and "partition low:" in text and "QOS q5: MaxSubmitJobsPerUser 5" in text, text
     assert "warning: partition low is preempted by jobs of partition high" in text  # and what to do
     bad = tp("cluster", "check", "badpart", cwd=tmp_path, env=env)
-    assert bad.returncode == 2 and "partition 'gpu' does not exist; partitions: cancel, ctl, debug, high, low" \
-        in " ".join(bad.stdout.split()), bad.stdout
+    assert (
+        bad.returncode == 2
+        and "partition 'gpu' does not exist; partitions: cancel, ctl, debug, high, low"
+        in " ".join(bad.stdout.split())
+    ), bad.stdout
     bad = tp("cluster", "check", "badacct", cwd=tmp_path, env=env)
-    assert bad.returncode == 2 and "account 'physics': you are not in it; your accounts: root, tp" in \
-        " ".join(bad.stdout.split()), bad.stdout
+    assert bad.returncode == 2 and "account 'physics': you are not in it; your accounts: root, tp" in " ".join(
+        bad.stdout.split()
+    ), bad.stdout
     every = tp("cluster", "check", "--format", "json", cwd=tmp_path, env=env)
     assert every.returncode == 2
-    assert {n: bool(v["problems"]) for n, v in json.loads(every.stdout)["profiles"].items()} == \
-        {"dev": False, "badpart": True, "badacct": True}
+    assert {n: bool(v["problems"]) for n, v in json.loads(every.stdout)["profiles"].items()} == {
+        "dev": False,
+        "badpart": True,
+        "badacct": True,
+    }

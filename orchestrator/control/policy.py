@@ -21,6 +21,7 @@ Every retry waits `backoff_s` x 2^(retries so far), at most `backoff_max_s`, and
 `same_error_limit` times stops the retries of that job. A verdict is a `Decision` with its reason;
 the supervisor records it on the job and as an action.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -52,19 +53,20 @@ def failure_class(state: str, failure: str | None) -> str | None:
 @dataclass
 class History:
     """What the supervisor has done before, from its actions: for budgets and repeated failures."""
-    sweep_retries: int = 0                                       # retries of all the sweep's jobs
-    same_failures: int = 0                                       # this class on this level, before
+
+    sweep_retries: int = 0  # retries of all the sweep's jobs
+    same_failures: int = 0  # this class on this level, before
     node_failures: dict[str, int] = field(default_factory=dict)  # node -> node-class failures
-    partition_nodes: list[str] = field(default_factory=list)     # where the sweep's jobs may run
+    partition_nodes: list[str] = field(default_factory=list)  # where the sweep's jobs may run
 
 
 @dataclass
 class Decision:
-    verdict: str                      # retry | final
+    verdict: str  # retry | final
     reason: str
     delay_s: float = 0.0
-    sbatch: dict[str, Any] | None = None   # the job's sbatch settings from now on
-    counts: bool = True               # spends retry budget
+    sbatch: dict[str, Any] | None = None  # the job's sbatch settings from now on
+    counts: bool = True  # spends retry budget
 
     def retry_at(self, now: dt.datetime) -> dt.datetime | None:
         return now + dt.timedelta(seconds=self.delay_s) if self.verdict == "retry" else None
@@ -74,54 +76,90 @@ def _gb(x: float) -> str:
     return f"{x:g} GB"
 
 
-def decide(failure: str, *, retries: int, level: str | None, node: str | None, message: str | None,
-           sbatch: dict[str, Any] | None, policy: RetrySpec, executor: ExecutorSpec,
-           history: History) -> Decision:
+def decide(
+    failure: str,
+    *,
+    retries: int,
+    level: str | None,
+    node: str | None,
+    message: str | None,
+    sbatch: dict[str, Any] | None,
+    policy: RetrySpec,
+    executor: ExecutorSpec,
+    history: History,
+) -> Decision:
     """The verdict on one failed job: retry (when, with which sbatch settings) or final, and why."""
     said = f": {message}" if message else ""
     where = f" on level {level[:12]}" if level else ""
     if failure == "ERROR":
-        return Decision("final", f"the trainer raised{said}; a retry would repeat it, not retried "
-                                 "(fix it, then `tp-sweep resume --include-failed`)")
+        return Decision(
+            "final",
+            f"the trainer raised{said}; a retry would repeat it, not retried "
+            "(fix it, then `tp-sweep resume --include-failed`)",
+        )
     if failure not in RETRIED:
         return Decision("final", f"{failure}{said}: no policy retries it")
     if failure == "PREEMPTED":
         new, why = _avoid_bad_nodes(dict(sbatch or {}), history, policy)
-        return Decision("retry", "preempted and not requeued by the scheduler; resubmitted from its "
-                                 f"checkpoint{why}", sbatch=new or None, counts=False)
+        return Decision(
+            "retry",
+            f"preempted and not requeued by the scheduler; resubmitted from its checkpoint{why}",
+            sbatch=new or None,
+            counts=False,
+        )
     if failure == "TIMEOUT" and not policy.timeout:
         return Decision("final", f"time limit reached after its requeues{said}; retry.timeout is off")
     if history.same_failures + 1 >= policy.same_error_limit:
-        return Decision("final", f"{failure}{where} {history.same_failures + 1} times "
-                                 f"(retry.same_error_limit {policy.same_error_limit}){said}; not retried")
+        return Decision(
+            "final",
+            f"{failure}{where} {history.same_failures + 1} times "
+            f"(retry.same_error_limit {policy.same_error_limit}){said}; not retried",
+        )
     if retries >= policy.max_per_job:
-        return Decision("final", f"{failure}{said}; retried {retries} times already "
-                                 f"(retry.max_per_job {policy.max_per_job}), not retried")
+        return Decision(
+            "final",
+            f"{failure}{said}; retried {retries} times already "
+            f"(retry.max_per_job {policy.max_per_job}), not retried",
+        )
     if history.sweep_retries >= policy.max_per_sweep:
-        return Decision("final", f"{failure}{said}; the sweep's {history.sweep_retries} retries spent "
-                                 f"its budget (retry.max_per_sweep {policy.max_per_sweep}), not retried")
-    delay = min(policy.backoff_s * 2 ** retries, policy.backoff_max_s)
+        return Decision(
+            "final",
+            f"{failure}{said}; the sweep's {history.sweep_retries} retries spent "
+            f"its budget (retry.max_per_sweep {policy.max_per_sweep}), not retried",
+        )
+    delay = min(policy.backoff_s * 2**retries, policy.backoff_max_s)
     after = f"retry {retries + 1} of {policy.max_per_job} in {delay:g} s"
     new = dict(sbatch or {})
     if failure == "OUT_OF_MEMORY":
         had = float(new.get("mem_gb") or executor.mem_gb)
         cap = policy.oom_max_mem_gb or 4 * executor.mem_gb
         if "mem_gb" in new or had >= cap:
-            return Decision("final", f"out of memory again with {_gb(had)}{said}; not retried "
-                                     f"(the cap is {_gb(cap)}: raise executor.mem_gb or retry.oom_max_mem_gb)")
+            return Decision(
+                "final",
+                f"out of memory again with {_gb(had)}{said}; not retried "
+                f"(the cap is {_gb(cap)}: raise executor.mem_gb or retry.oom_max_mem_gb)",
+            )
         more = min(had * policy.oom_mem_factor, cap)
         new["mem_gb"] = round(more, 3)
         new, why = _avoid_bad_nodes(new, history, policy)
-        return Decision("retry", f"out of memory with {_gb(had)}{said}; resubmitted with {_gb(more)} "
-                                 f"(x{policy.oom_mem_factor:g}, at most {_gb(cap)}), {after}{why}",
-                        delay, new)
-    what = {"TIMEOUT": "time limit reached after its requeues", "NODE_FAIL": "its node failed",
-            "BOOT_FAIL": "its node failed to boot",
-            "LOST": "it vanished without a word (killed, or its node died)",
-            "CANCELLED": "cancelled outside tp-sweep (scancel?)"}
+        return Decision(
+            "retry",
+            f"out of memory with {_gb(had)}{said}; resubmitted with {_gb(more)} "
+            f"(x{policy.oom_mem_factor:g}, at most {_gb(cap)}), {after}{why}",
+            delay,
+            new,
+        )
+    what = {
+        "TIMEOUT": "time limit reached after its requeues",
+        "NODE_FAIL": "its node failed",
+        "BOOT_FAIL": "its node failed to boot",
+        "LOST": "it vanished without a word (killed, or its node died)",
+        "CANCELLED": "cancelled outside tp-sweep (scancel?)",
+    }
     new, why = _avoid_bad_nodes(new, history, policy)
-    return Decision("retry", f"{failure}: {what[failure]}{said}; {after}, from its checkpoint{why}",
-                    delay, new or None)
+    return Decision(
+        "retry", f"{failure}: {what[failure]}{said}; {after}, from its checkpoint{why}", delay, new or None
+    )
 
 
 def _avoid_bad_nodes(sbatch: dict[str, Any], history: History, policy: RetrySpec) -> tuple[dict[str, Any], str]:
@@ -136,8 +174,9 @@ def _avoid_bad_nodes(sbatch: dict[str, Any], history: History, policy: RetrySpec
         return sbatch, ""
     sbatch["exclude"] = ",".join(excluded)
     counts = ", ".join(f"{n} {history.node_failures.get(n, 0)}" for n in bad)
-    return sbatch, (f"; excluding {sbatch['exclude']} (node failures: {counts}; "
-                    f"retry.exclude_after {policy.exclude_after})")
+    return sbatch, (
+        f"; excluding {sbatch['exclude']} (node failures: {counts}; retry.exclude_after {policy.exclude_after})"
+    )
 
 
 _NUMBERS = re.compile(r"\d+")

@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.atomic import write_text_atomic
 from db.schema import Job
@@ -76,7 +77,7 @@ class Room:
         self.left, self.why, self.array_max = left, why, array_max
 
     @classmethod
-    def of(cls, limits: Any) -> "Room":
+    def of(cls, limits: Any) -> Room:
         if limits is None:
             return cls()
         from slurm.limits import room  # squeue: a call per submission pass

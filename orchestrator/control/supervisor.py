@@ -17,14 +17,16 @@ Each pass:
 It is safe beside `resume`, `cancel` and `launch`: every submission is a compare-and-set on the
 job's state, and cancelled jobs are never touched.
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from db import supervision
 from db.schema import Job, utcnow
@@ -40,29 +42,39 @@ LIMITS_TTL_S = 600.0  # how long the cluster's limits (scontrol, sacctmgr) are r
 
 @dataclass
 class Outcome:
-    finished: bool       # the sweep is done
+    finished: bool  # the sweep is done
     reason: str
-    ran: bool = True     # False: another supervisor holds the lease, this one did nothing
+    ran: bool = True  # False: another supervisor holds the lease, this one did nothing
 
 
 @dataclass
 class Pass:
     """What one pass saw."""
-    active: int = 0          # PENDING, RUNNING, or PREEMPTED and requeued by the scheduler
-    retrying: int = 0        # failed, with a retry due later
+
+    active: int = 0  # PENDING, RUNNING, or PREEMPTED and requeued by the scheduler
+    retrying: int = 0  # failed, with a retry due later
     final: list[Job] = field(default_factory=list)
     cancelled: int = 0
     planned: int = 0
     submitted: int = 0
-    waiting_room: int = 0    # PLANNED for lack of room (QOS, MaxJobCount)
+    waiting_room: int = 0  # PLANNED for lack of room (QOS, MaxJobCount)
     blocked: dict[str, str] = field(default_factory=dict)  # PLANNED for good: job -> why
 
 
 class Supervisor:
-    def __init__(self, store: Store, sweep: str, *, where: str = "local", sched_id: str | None = None,
-                 poll_s: float | None = None, lease_s: float | None = None,
-                 out: Callable[[str], None] | None = None, hook: Any = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        store: Store,
+        sweep: str,
+        *,
+        where: str = "local",
+        sched_id: str | None = None,
+        poll_s: float | None = None,
+        lease_s: float | None = None,
+        out: Callable[[str], None] | None = None,
+        hook: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.store, self.sweep = store, sweep
         self.spec = stored_spec(store, sweep)
         conf = self.spec.supervisor or SupervisorSpec()
@@ -90,16 +102,29 @@ class Supervisor:
 
     def run(self, once: bool = False) -> Outcome:
         taken, before = supervision.acquire(
-            self.store, self.sweep, self.owner, host=self.host, pid=self.pid, where=self.where,
-            sched_id=self.sched_id, lease_s=self.lease_s)
+            self.store,
+            self.sweep,
+            self.owner,
+            host=self.host,
+            pid=self.pid,
+            where=self.where,
+            sched_id=self.sched_id,
+            lease_s=self.lease_s,
+        )
         if not taken:
             assert before is not None
             return Outcome(False, f"already supervised by {before.describe()}", ran=False)
-        took = (f"; took over from {before.describe()}" if before is not None and before.owner
-                and before.owner != self.owner else "")
-        self.act("start", f"supervising on {self.host} (pid {self.pid}"
-                          f"{', Slurm job ' + self.sched_id if self.sched_id else ''}), a pass every "
-                          f"{self.poll_s:g} s, lease {self.lease_s:g} s{took}")
+        took = (
+            f"; took over from {before.describe()}"
+            if before is not None and before.owner and before.owner != self.owner
+            else ""
+        )
+        self.act(
+            "start",
+            f"supervising on {self.host} (pid {self.pid}"
+            f"{', Slurm job ' + self.sched_id if self.sched_id else ''}), a pass every "
+            f"{self.poll_s:g} s, lease {self.lease_s:g} s{took}",
+        )
         stopped: str | None = None
         try:
             while True:
@@ -139,8 +164,10 @@ class Supervisor:
             self.local.step()
         jobs = self.jobs()
         stale_s = min(self.lease_s, 600.0)
-        fresh = {j.job_id: j for j in reconcile_jobs(self.store, list(jobs.values()), self.spec.executor,
-                                                     submit_stale_s=stale_s)}
+        fresh = {
+            j.job_id: j
+            for j in reconcile_jobs(self.store, list(jobs.values()), self.spec.executor, submit_stale_s=stale_s)
+        }
         p = Pass()
         due: list[Job] = []
         now = utcnow()
@@ -164,9 +191,15 @@ class Supervisor:
                     else:
                         p.retrying += 1
         search_done = self.hook.step() if self.hook is not None else None
-        planned = [j for j in self.store.jobs_of_levels(sweep_level_ids(self.store, self.sweep)).values()
-                   if j.state == "PLANNED"] if self.hook is not None else \
-            [j for j in fresh.values() if j.state == "PLANNED"]
+        planned = (
+            [
+                j
+                for j in self.store.jobs_of_levels(sweep_level_ids(self.store, self.sweep)).values()
+                if j.state == "PLANNED"
+            ]
+            if self.hook is not None
+            else [j for j in fresh.values() if j.state == "PLANNED"]
+        )
         self.submit(planned, due, p)
         if self.local is not None and self.local.busy:
             p.active += 1
@@ -175,17 +208,45 @@ class Supervisor:
     def judge(self, j: Job, cls: str, jobs: dict[str, Job]) -> Decision:
         node = self.store_node(j.job_id)
         history = self.history(j, cls, node, jobs)
-        d = decide(cls, retries=j.retries, level=j.level_id, node=node, message=j.message,
-                   sbatch=j.sbatch, policy=self.spec.retry, executor=self.spec.executor, history=history)
-        self.act("failure", f"{j.state} ({cls}){' on node ' + node if node else ''}: {j.message or '-'}",
-                 job_id=j.job_id, failure=cls, level_id=j.level_id, node=node)
+        d = decide(
+            cls,
+            retries=j.retries,
+            level=j.level_id,
+            node=node,
+            message=j.message,
+            sbatch=j.sbatch,
+            policy=self.spec.retry,
+            executor=self.spec.executor,
+            history=history,
+        )
+        self.act(
+            "failure",
+            f"{j.state} ({cls}){' on node ' + node if node else ''}: {j.message or '-'}",
+            job_id=j.job_id,
+            failure=cls,
+            level_id=j.level_id,
+            node=node,
+        )
         now = utcnow()
         message = d.reason[:2000]
-        supervision.judge(self.store, j.job_id, failure=cls, verdict=d.verdict, retry_at=d.retry_at(now),
-                          message=message, sbatch=d.sbatch if d.sbatch is not None else j.sbatch,
-                          only_state=j.state)
-        self.act("retry" if d.verdict == "retry" else "give_up", d.reason, job_id=j.job_id,
-                 failure=cls, level_id=j.level_id, node=node)
+        supervision.judge(
+            self.store,
+            j.job_id,
+            failure=cls,
+            verdict=d.verdict,
+            retry_at=d.retry_at(now),
+            message=message,
+            sbatch=d.sbatch if d.sbatch is not None else j.sbatch,
+            only_state=j.state,
+        )
+        self.act(
+            "retry" if d.verdict == "retry" else "give_up",
+            d.reason,
+            job_id=j.job_id,
+            failure=cls,
+            level_id=j.level_id,
+            node=node,
+        )
         return d
 
     def store_node(self, job_id: str) -> str | None:
@@ -194,15 +255,17 @@ class Supervisor:
         from db.schema import Attempt
 
         with self.store.reading() as s:
-            return s.scalar(sa.select(Attempt.host).where(Attempt.job_id == job_id)
-                            .order_by(Attempt.id.desc()).limit(1))
+            return s.scalar(
+                sa.select(Attempt.host).where(Attempt.job_id == job_id).order_by(Attempt.id.desc()).limit(1)
+            )
 
     def history(self, j: Job, cls: str, node: str | None, jobs: dict[str, Job]) -> History:
         past = supervision.actions(self.store, self.sweep, None, action="failure")
         resubmits = supervision.actions(self.store, self.sweep, None, action="resubmit")
         h = History(sweep_retries=sum(1 for a in resubmits if a.failure != "PREEMPTED"))
-        h.same_failures = sum(1 for a in past if a.job_id == j.job_id and a.failure == cls
-                              and a.level_id == j.level_id)
+        h.same_failures = sum(
+            1 for a in past if a.job_id == j.job_id and a.failure == cls and a.level_id == j.level_id
+        )
         for a in past:
             if a.failure in NODE_CLASSES and a.node:
                 h.node_failures[a.node] = h.node_failures.get(a.node, 0) + 1
@@ -235,8 +298,9 @@ class Supervisor:
             if self.kind in ("local", "debug"):
                 if self.local is None:
                     ex = executor_for(self.spec, self.kind)
-                    self.local = LocalDriver(self.store, self.spec, ex,
-                                             db_url_file(self.store.url, self.spec.output_dir), self.result)
+                    self.local = LocalDriver(
+                        self.store, self.spec, ex, db_url_file(self.store.url, self.spec.output_dir), self.result
+                    )
                 self.local.result = self.result
                 self.local.add(todo)
                 self.local.step()
@@ -249,15 +313,24 @@ class Supervisor:
                 failure, sbatch = reasons[job_id]
                 if failure != "PREEMPTED":
                     supervision.count_retry(self.store, job_id)
-                with_ = "".join(f" --mem={float(v):g}G" if k == "mem_gb" else f" --{k}={v}"
-                                for k, v in sorted((sbatch or {}).items()))
-                self.act("resubmit", f"after {failure}, as {sched}{' with' + with_ if with_ else ''}",
-                         job_id=job_id, failure=failure)
+                with_ = "".join(
+                    f" --mem={float(v):g}G" if k == "mem_gb" else f" --{k}={v}"
+                    for k, v in sorted((sbatch or {}).items())
+                )
+                self.act(
+                    "resubmit",
+                    f"after {failure}, as {sched}{' with' + with_ if with_ else ''}",
+                    job_id=job_id,
+                    failure=failure,
+                )
         new = [j for j in self.result.submitted if j not in reasons]
         if new:
-            self.act("submit", f"{len(new)} planned job{'s' if len(new) > 1 else ''} submitted "
-                               f"({', '.join(self.result.submitted[j] for j in new[:8])}"
-                               f"{', ...' if len(new) > 8 else ''})")
+            self.act(
+                "submit",
+                f"{len(new)} planned job{'s' if len(new) > 1 else ''} submitted "
+                f"({', '.join(self.result.submitted[j] for j in new[:8])}"
+                f"{', ...' if len(new) > 8 else ''})",
+            )
         p.submitted = len(self.result.submitted)
         room = {j: w for j, w in self.result.waiting.items() if w.startswith("waits for room")}
         p.waiting_room = len(room)
@@ -276,8 +349,11 @@ class Supervisor:
     def verdict(self, p: Pass, search_done: bool | None) -> Outcome | None:
         if self.hook is not None:
             if search_done and not p.active and not p.retrying and not p.submitted:
-                return Outcome(True, "finished: the search ran all its trials"
-                               + (f"; {len(p.final)} jobs failed for good" if p.final else ""))
+                return Outcome(
+                    True,
+                    "finished: the search ran all its trials"
+                    + (f"; {len(p.final)} jobs failed for good" if p.final else ""),
+                )
             if search_done is False:
                 return None
         unfinished = self.store.level_states(self.level_ids)
@@ -290,18 +366,24 @@ class Supervisor:
             return None
         parts = []
         if p.final:
-            parts.append(f"{len(p.final)} job{'s' if len(p.final) > 1 else ''} failed for good ("
-                         + "; ".join(f"{j.job_id[:12]}: {_clip(j.message or j.state, 300)}" for j in p.final[:3])
-                         + (", ..." if len(p.final) > 3 else "") + ")")
+            parts.append(
+                f"{len(p.final)} job{'s' if len(p.final) > 1 else ''} failed for good ("
+                + "; ".join(f"{j.job_id[:12]}: {_clip(j.message or j.state, 300)}" for j in p.final[:3])
+                + (", ..." if len(p.final) > 3 else "")
+                + ")"
+            )
         if p.cancelled:
             parts.append(f"{p.cancelled} jobs cancelled (tp-sweep cancel)")
         if p.blocked:
             parts.append(f"{len(p.blocked)} jobs wait for them")
         what = "; ".join(parts) or "no job can train what is left"
-        return Outcome(False, f"nothing more can be done: {left} level{'s' if left != 1 else ''} "
-                              f"unfinished; {what}. "
-                              "Fix the cause, then `tp-sweep resume --include-failed` (and supervise again)")
+        return Outcome(
+            False,
+            f"nothing more can be done: {left} level{'s' if left != 1 else ''} "
+            f"unfinished; {what}. "
+            "Fix the cause, then `tp-sweep resume --include-failed` (and supervise again)",
+        )
 
 
 def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[:n - 3] + "..."
+    return text if len(text) <= n else text[: n - 3] + "..."

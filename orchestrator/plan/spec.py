@@ -171,7 +171,7 @@ class SupervisorSpec(_Strict):
         return None if extra is None else _sbatch_options(extra)
 
     @model_validator(mode="after")
-    def _lease_outlives_polls(self) -> "SupervisorSpec":
+    def _lease_outlives_polls(self) -> SupervisorSpec:
         if self.lease_s < 3 * self.poll_s:
             raise ValueError(f"lease_s {self.lease_s:g} must be at least 3 x poll_s ({3 * self.poll_s:g}): "
                              "a live supervisor renews its lease once a poll")
@@ -261,7 +261,7 @@ class SweepSpec(_Strict):
         return grid
 
     @model_validator(mode="after")
-    def _bounded_and_valid(self) -> "SweepSpec":
+    def _bounded_and_valid(self) -> SweepSpec:
         # Multiply the axis lengths before anything expands the product.
         points = math.prod(len(v) for v in self.grid.values())
         if points > self.max_grid_points:

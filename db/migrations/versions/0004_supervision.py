@@ -9,7 +9,9 @@ the supervisor's verdict on it, when it is retried, how often it was, and the sb
 resubmissions get (more memory after an OOM, nodes to exclude). Nothing recorded before changes:
 the new job columns start empty (retries 0).
 """
-from typing import Sequence, Union
+
+from typing import Union
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -40,7 +42,8 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(), nullable=True),
         sa.Column("stopped", sa.Text(), nullable=True),
         sa.Column("submit", sa.JSON(), nullable=True),
-        sa.Column("updated_at", sa.DateTime(), nullable=False))
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+    )
     op.create_table(
         "actions",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -52,7 +55,8 @@ def upgrade() -> None:
         sa.Column("failure", sa.String(24), nullable=True),
         sa.Column("level_id", sa.String(40), nullable=True),
         sa.Column("node", sa.String(255), nullable=True),
-        sa.Column("reason", sa.Text(), nullable=False))
+        sa.Column("reason", sa.Text(), nullable=False),
+    )
     op.create_index("ix_actions_sweep", "actions", ["sweep"])
     op.create_index("ix_actions_job_id", "actions", ["job_id"])
 
