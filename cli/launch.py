@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from contextlib import nullcontext
 from typing import Any
 
-from cli.common import BadInput, console, error, open_store
+from cli.common import BadInput, console, err, error, open_store
 from cli.progress import LaunchProgress, SearchProgress, wait_until_idle
 from cli.render.search import print_search_plan, search_plan
 from cli.render.tables import phrases
@@ -24,6 +23,9 @@ def _stored_spec_dict(path: str, spec) -> dict[str, Any]:
     data = load_yaml(open(path).read())
     if data.get("db"):
         data["db"] = display_url(str(data["db"]))
+    if isinstance(data.get("executor"), dict) and data["executor"].get("profile"):
+        # The profile written out: the sweep reads the same wherever its spec is read again.
+        data["executor"] = spec.executor.resolved()
     return data
 
 
@@ -112,30 +114,86 @@ def cmd_launch(a: argparse.Namespace) -> int:
     counts = plan.counts()
     console.print(f"sweep [bold]{spec.name}[/]: {counts['runs']} runs, {counts['level_trainings']} "
                   f"level trainings -> {kind}, store {store.display_url}")
+    supervise = a.supervise or spec.supervisor is not None
+    if kind == "slurm":
+        from slurm.limits import preemption_warning  # scontrol: a call or two
+
+        warning = preemption_warning(spec.executor.partition, spec.executor.signal_delay_s, supervise)
+        if warning:
+            err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    spec_dict = _stored_spec_dict(a.spec, spec)
+    if supervise:
+        from cli.supervise import launch_supervised
+
+        return launch_supervised(store, spec, spec_dict, kind, plan)
     if spec.search is not None:
-        return run_search(store, spec, _stored_spec_dict(a.spec, spec), kind, plan)
-    progress = LaunchProgress(store, spec.name, console) if kind in ("local", "debug") else None
+        if _supervised_elsewhere(store, spec.name):
+            return 0
+        return run_search(store, spec, spec_dict, kind, plan)
+    if kind == "slurm":
+        code = submit_and_report(store, plan, spec_dict, kind)
+        if code:
+            return code
+        if a.wait:
+            wait_until_idle(store, spec.name, console)
+        return show_status(store, spec.name, "table", a.wait)
+    progress = LaunchProgress(store, spec.name, console)
     try:
-        with progress or nullcontext():
-            res = launch(store, plan, _stored_spec_dict(a.spec, spec), kind,
-                         on_progress=progress.update if progress else None)
+        with progress:
+            res = launch(store, plan, spec_dict, kind, on_progress=progress.update)
     except SubmitError as exc:
         error(str(exc))
         return 1
+    report(res)
+    return show_status(store, spec.name, "table", True)
+
+
+def _supervised_elsewhere(store, sweep: str) -> bool:
+    """A search whose supervisor is alive is driven by it, not by this launch."""
+    from db import supervision
+
+    row = supervision.lease(store, sweep)
+    if row is not None and row.held:
+        console.print(f"sweep {sweep}: its search is driven by its supervisor ({row.describe()}); "
+                      "`tp-sweep status` follows it")
+        return True
+    return False
+
+
+def submit_and_report(store, plan, spec_dict: dict[str, Any], kind: str) -> int:
+    """Record and submit to a scheduler (within its limits), and say what happened; 1 when the
+    submission failed."""
+    from orchestrator.control.controller import launch  # the store: SQLAlchemy, 0.3 s
+    from orchestrator.control.submit import SubmitError  # the store: SQLAlchemy, 0.3 s
+
+    try:
+        res = launch(store, plan, spec_dict, kind)
+    except SubmitError as exc:
+        error(str(exc))
+        return 1
+    report(res)
+    return 0
+
+
+def report(res) -> None:
     if res.imported:
         console.print(f"found {res.imported} finished levels on disk that the store lacked: imported")
+    room = {j: w for j, w in res.waiting.items() if w.startswith("waits for room")}
     for job, why in res.waiting.items():
-        console.print(f"job {job} not submitted: {why}")
+        if job not in room:
+            console.print(f"job {job} not submitted: {why}")
+    if room:
+        console.print(f"{len(room)} jobs not submitted yet: {next(iter(room.values()))}; "
+                      "the sweep's supervisor (--supervise, or `tp-sweep supervise`) submits them as "
+                      "room frees up, or `tp-sweep resume` later")
     if not res.submitted:
         left = ", ".join(f"{n} {s}" for s, n in res.skipped.items())
-        console.print("nothing to submit: every level is done or being trained"
-                      + (f" (jobs: {left})" if left else ""))
+        if not room:
+            console.print("nothing to submit: every level is done or being trained"
+                          + (f" (jobs: {left})" if left else ""))
     else:
         console.print(f"submitted {len(res.submitted)} jobs"
                       + (f"; left alone: {res.skipped}" if res.skipped else ""))
-    if kind == "slurm" and a.wait:
-        wait_until_idle(store, spec.name, console)
-    return show_status(store, spec.name, "table", progress is not None or a.wait)
 
 
 def run_search(store, spec, spec_dict: dict[str, Any], kind: str, plan) -> int:

@@ -61,12 +61,19 @@ def sweep_view(store: Any, sweep: str, fmt: str, width: int, show_results: bool 
     code = 1 if any(r.state in BAD_STATES for r in runs) else 0
     bar = (totals.levels_done, totals.levels_total)
     search = search_rows(store, sweep)
+    from db.supervision import summary  # SQLAlchemy, loaded above
+
+    supervisor = summary(store, sweep)
     if fmt == "json":
         out = render_status.status_json(sweep, runs, totals)
         if search is not None:
             out["search"] = search
+        if supervisor is not None:
+            out["supervisor"] = supervisor
         return code, json.dumps(out), bar
     items = render_status.status_renderables(sweep, runs, totals, width, show_all)
+    if supervisor is not None:
+        items += render_status.supervisor_lines(supervisor)
     if search is not None:  # trials per cell, and the best of each, instead of the accuracy grid
 
         items.append(search_table(sweep, search))

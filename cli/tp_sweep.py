@@ -1,4 +1,4 @@
-"""`tp-sweep`: launch, status, resume, cancel, query, plot, report, data, db, cluster.
+"""`tp-sweep`: launch, supervise, status, resume, cancel, query, plot, report, data, db, cluster.
 
 Imports stay lazy: --help, status, query, cancel and launch --dry-run never import torch.
 Exit status: 0 success, 1 a run or check failed, 2 bad input (nothing submitted or changed).
@@ -19,6 +19,7 @@ from cli.launch import cmd_launch, run_search
 from cli.progress import LaunchProgress
 from cli.render.tables import show
 from cli.status import TargetError, find_run, search_rows, show_status, status_output, watch
+from cli.supervise import cmd_supervise
 from core import version
 
 
@@ -66,8 +67,11 @@ def cmd_resume(a: argparse.Namespace) -> int:
     except LookupError as exc:
         raise BadInput(str(exc)) from None
     if spec.search is not None:  # the search goes on where it stopped, adopting its trials
+        from cli.launch import _supervised_elsewhere
         from orchestrator.plan.grid import plan_sweep  # the planner (pydantic, YAML): 0.2 s
 
+        if _supervised_elsewhere(store, a.sweep):
+            return 0
 
         return run_search(store, spec, store.get_sweep(a.sweep).spec, kind, plan_sweep(spec))
     progress = LaunchProgress(store, a.sweep, console) if kind in ("local", "debug") else None
@@ -218,7 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--executor", choices=["local", "slurm", "debug"])
     sp.add_argument("--format", choices=["table", "json"], default="table")
     sp.add_argument("--wait", action="store_true", help="slurm: wait until no run is active")
+    sp.add_argument("--supervise", action="store_true",
+                    help="start the sweep's supervisor: a Slurm job for Slurm sweeps (the launch "
+                         "returns at once), else in the foreground (also: a supervisor: block)")
     sp.set_defaults(fn=cmd_launch)
+
+    sp = with_db(sub.add_parser("supervise", help="the sweep's autopilot: reconcile, retry by policy, "
+                                                  "submit what fits, until done"))
+    sp.add_argument("sweep")
+    sp.add_argument("--poll-s", type=float, help="seconds between passes (default: the spec's "
+                                                 "supervisor.poll_s, 30)")
+    sp.add_argument("--once", action="store_true", help="one pass, then exit")
+    sp.add_argument("--db-file", help="a file holding the store URL (what the supervisor job gets)")
+    sp.add_argument("--in-slurm", action="store_true", help=argparse.SUPPRESS)
+    sp.set_defaults(fn=cmd_supervise)
 
     sp = with_db(sub.add_parser("status", help="where every run stands"))
     sp.add_argument("target", nargs="?", metavar="SWEEP|RUN_ID")
@@ -267,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     # --help included.
     sub.add_parser("data", help="build FFCV files: tp-sweep data write --from KIND SRC --out F.beton",
                    add_help=False)
-    sub.add_parser("cluster", help="a real Slurm cluster on this machine: up | down | status",
+    sub.add_parser("cluster", help="a real Slurm cluster on this machine: up | down | status; "
+                                   "check [PROFILE]: a cluster profile against any cluster",
                    add_help=False)
     return p
 

@@ -120,8 +120,10 @@ class JobRecorder:
                       "its results stay on disk only", file=sys.stderr)
                 return
             job.attempts += 1
+            # The node as Slurm names it (what --exclude takes); the host name elsewhere.
+            host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
             att = Attempt(job_id=self.job_id, attempt=job.attempts, sched_id=sched_id,
-                          host=socket.gethostname(), world_size=world_size, resumed_from=resumed_from)
+                          host=host, world_size=world_size, resumed_from=resumed_from)
             s.add(att)
             msg = f"attempt {job.attempts}" + (f", resumed from {resumed_from}" if resumed_from else "")
             s.add(Event(job_id=self.job_id, state_from=job.state, state_to="RUNNING",
@@ -163,6 +165,8 @@ class JobRecorder:
             s.add(Event(job_id=self.job_id, state_from=job.state, state_to=state,
                         sched_id=job.sched_id, message=message))
             job.state, job.message, job.heartbeat_at, job.level_id = state, message, utcnow(), None
+            if state == "FAILED":  # the trainer raised: a bug or bad data, which a retry repeats
+                job.failure = "ERROR"
             if self.attempt_id is not None:
                 att = s.get(Attempt, self.attempt_id)
                 if att is not None:

@@ -132,6 +132,52 @@ class Job(Base):
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    # The supervisor's view (orchestrator/control/policy.py): the class of the last failure
+    # (ERROR, OUT_OF_MEMORY, NODE_FAIL, BOOT_FAIL, LOST, TIMEOUT, PREEMPTED), its verdict on it
+    # (retry | final; None: not judged yet), when it resubmits it, how often it did, and the
+    # sbatch settings the job's next submissions get on top of the sweep's (mem_gb, exclude).
+    failure: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    verdict: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    retry_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sbatch: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class Supervisor(Base):
+    """The lease of a sweep's one supervisor (orchestrator/control/supervisor.py): who holds it,
+    where it runs and its last heartbeat. A lease whose heartbeat is older than `lease_s` is
+    stale, and the next supervisor takes it over. `stopped` says why supervision ended for good
+    (the sweep finished, nothing more can be done); None while the sweep wants a supervisor.
+    `submit` is how to start a replacement as a Slurm job (a job of the sweep that ends while the
+    lease is stale does), `sched_id` that job."""
+    __tablename__ = "supervisors"
+    sweep: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    where: Mapped[str] = mapped_column(String(16), default="local")  # local | slurm
+    sched_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_s: Mapped[float] = mapped_column(Float, default=300.0)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    stopped: Mapped[str | None] = mapped_column(Text, nullable=True)
+    submit: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Action(Base):
+    """What a supervisor (or a job replacing it) did to a sweep, and why: one row per action."""
+    __tablename__ = "actions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sweep: Mapped[str] = mapped_column(String(128), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    action: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    failure: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    level_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    node: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
 
 
 class Event(Base):

@@ -241,7 +241,8 @@ class Store:
 
     def set_job_state(self, job_id: str, to: str, *, sched_id: str | None = None,
                       executor: str | None = None, message: str | None = None,
-                      only_from: tuple[str, ...] | None = None, clear_sched: bool = False) -> bool:
+                      only_from: tuple[str, ...] | None = None, clear_sched: bool = False,
+                      failure: str | None = None) -> bool:
         """Move a job to `to` and write the event; with `only_from`, a compare-and-set (so the
         controller never overwrites what a trainer just reported, and one of two racing
         launches wins a submission)."""
@@ -257,6 +258,8 @@ class Store:
                 values["sched_id"] = sched_id
             if executor is not None:
                 values["executor"] = executor
+            if failure is not None:
+                values["failure"] = failure
             if _rowcount(s.execute(q.values(**values))) == 0:
                 return False
             s.add(Event(job_id=job_id, state_from=old.state, state_to=to,
@@ -267,17 +270,25 @@ class Store:
         """Take a job for submission (-> PENDING without a scheduler id) if it is still in one of
         `from_states`: of two launches racing for it, exactly one wins."""
         with self.session() as s:
+            # A new submission starts with a clean slate: the supervisor judges its own failure.
             return _rowcount(s.execute(sa.update(Job).where(Job.job_id == job_id, Job.state.in_(from_states))
                              .values(state="PENDING", sched_id=None, message="submitting",
+                                     failure=None, verdict=None, retry_at=None,
                                      updated_at=utcnow()))) == 1
 
-    def submitted(self, job_id: str, state_from: str, sched_id: str, executor: str) -> None:
+    def submitted(self, job_id: str, state_from: str, sched_id: str, executor: str,
+                  message: str | None = None) -> bool:
+        """Record the scheduler's id of a claimed job. False when the claim was lost meanwhile
+        (`tp-sweep cancel` took the job): the caller cancels the submission it just made."""
+        message = message or f"submitted to {executor}"
         with self.session() as s:
-            s.execute(sa.update(Job).where(Job.job_id == job_id).values(
-                sched_id=sched_id, executor=executor, message=f"submitted to {executor}",
-                updated_at=utcnow()))
-            s.add(Event(job_id=job_id, state_from=state_from, state_to="PENDING", sched_id=sched_id,
-                        message=f"submitted to {executor}"))
+            done = _rowcount(s.execute(sa.update(Job).where(
+                Job.job_id == job_id, Job.state == "PENDING", Job.sched_id.is_(None)).values(
+                sched_id=sched_id, executor=executor, message=message, updated_at=utcnow()))) == 1
+            if done:
+                s.add(Event(job_id=job_id, state_from=state_from, state_to="PENDING", sched_id=sched_id,
+                            message=message))
+            return done
 
     def unclaim(self, job_id: str, state: str, message: str | None = None) -> None:
         with self.session() as s:

@@ -12,13 +12,32 @@ import getpass
 import os
 import subprocess
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from slurm.procs import pid_alive
 
 GONE = "GONE"  # the scheduler no longer knows the job
+_KEEP = ("SLURM_CONF",)
+
+
+@contextmanager
+def outside_job_env() -> Iterator[None]:
+    """Submit as if from outside any job: a supervisor (itself a Slurm job) or a job wrapper
+    submitting a new supervisor would otherwise export its own job's SLURM_* and SUBMITIT_*
+    variables (sbatch --export=ALL), and the new job's submitit would take the old job's id from
+    SLURM_ARRAY_JOB_ID and look for the wrong pickle."""
+    saved = {k: v for k, v in os.environ.items()
+             if (k.startswith(("SLURM_", "SUBMITIT_", "SLURMD_")) and k not in _KEEP)}
+    for k in saved:
+        del os.environ[k]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 @dataclass(frozen=True)
@@ -42,7 +61,8 @@ class Executor(ABC):
                 [self.params.procs_per_node] * n, [self.params.nodes] * n)
 
     @abstractmethod
-    def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+    def submit(self, reqs: list[JobRequest], dependency: str | None = None,
+               overrides: dict[str, Any] | None = None) -> list[Any]:
         """Start (or queue) one job per request, after `dependency` (Slurm's syntax) where the
         scheduler handles waiting; returns submitit Job objects in order."""
 
@@ -57,25 +77,40 @@ class Executor(ABC):
 class SlurmExecutor(Executor):
     kind = "slurm"
 
-    def _executor(self, dependency: str | None = None) -> Any:
+    def _executor(self, dependency: str | None = None, overrides: dict[str, Any] | None = None) -> Any:
         import submitit
 
         p = self.params
+        over = overrides or {}
         ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=p.max_requeues)
-        extra = {"open_mode": "append", **p.extra}  # a requeued job appends to its log
+        options = p.sbatch_options() if hasattr(p, "sbatch_options") else dict(p.extra)
+        extra = {"open_mode": "append", **options}  # a requeued job appends to its log
+        if over.get("exclude"):  # nodes this job's earlier attempts failed on (the supervisor's)
+            extra["exclude"] = over["exclude"]
+        mem_gb = float(over.get("mem_gb") or p.mem_gb)
         ex.update_parameters(
             job_name="tp", partition=p.partition, nodes=p.nodes, ntasks_per_node=1,
             cpus_per_task=p.cpus_per_task, gpus_per_node=p.gpus_per_node or None,
-            mem=f"{int(p.mem_gb * 1024)}M", time=p.timeout_min, signal_delay_s=p.signal_delay_s,
+            mem=f"{int(mem_gb * 1024)}M", time=p.timeout_min, signal_delay_s=p.signal_delay_s,
             array_parallelism=p.array_parallelism, additional_parameters=extra)
         if dependency:
             ex.update_parameters(dependency=dependency)
         return ex
 
-    def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+    def submit(self, reqs: list[JobRequest], dependency: str | None = None,
+               overrides: dict[str, Any] | None = None) -> list[Any]:
+        """`overrides`: sbatch settings of these jobs on top of the sweep's (mem_gb, exclude)."""
         from slurm.job import TrainerJob  # submitit: only to submit
 
-        return self._executor(dependency).map_array(TrainerJob(), *self._args(reqs))
+        with outside_job_env():
+            return self._executor(dependency, overrides).map_array(TrainerJob(), *self._args(reqs))
+
+    def limits(self) -> Any:
+        """What the cluster allows these jobs (slurm/limits.py): array size, QOS submit limits."""
+        from slurm.limits import read_limits
+
+        p = self.params
+        return read_limits(p.sbatch_options() if hasattr(p, "sbatch_options") else dict(p.extra or {}))
 
     # Up to this many job ids go to squeue by name (-j); more, and it lists the user's jobs instead.
     MAX_IDS_PER_CALL = 2000
@@ -110,7 +145,8 @@ class LocalExecutor(Executor):
     kind = "local"
     blocking = True
 
-    def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+    def submit(self, reqs: list[JobRequest], dependency: str | None = None,
+               overrides: dict[str, Any] | None = None) -> list[Any]:
         import submitit
 
         from slurm.job import TrainerJob  # submitit: only to submit
@@ -130,12 +166,27 @@ class LocalExecutor(Executor):
                 for jid in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:
+        """SIGTERM to the job's trainer (it saves and stops, as on Slurm), then SIGINT to
+        submitit's controller, what its LocalJob.cancel sends. The trainer runs in a session of
+        its own (slurm/job.py), where the controller's SIGINT never reached it: a cancelled local
+        job used to train on to the end."""
         import signal
+
+        from slurm.procs import descendants
 
         for jid in job_ids:
             try:
-                os.kill(int(jid), signal.SIGINT)  # what submitit's LocalJob.cancel sends
-            except (ProcessLookupError, ValueError):
+                below = descendants(int(jid))
+            except ValueError:
+                continue
+            for pid in below:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            try:
+                os.kill(int(jid), signal.SIGINT)
+            except ProcessLookupError:
                 pass
 
 
@@ -144,7 +195,8 @@ class DebugExecutor(Executor):
     kind = "debug"
     blocking = True
 
-    def submit(self, reqs: list[JobRequest], dependency: str | None = None) -> list[Any]:
+    def submit(self, reqs: list[JobRequest], dependency: str | None = None,
+               overrides: dict[str, Any] | None = None) -> list[Any]:
         import submitit
 
         from slurm.job import TrainerJob  # submitit: only to submit

@@ -48,6 +48,31 @@ def read_status(job_file: str) -> dict:
         return {}
 
 
+def killed_status(job_file: str, log: str | None) -> dict:
+    """The trainer died of SIGKILL while this wrapper lived: what the kernel's OOM killer does
+    (a node's own death or a scancel would have taken the wrapper too). Left for the supervisor
+    (orchestrator/control/policy.py), which resubmits the job once with more memory."""
+    where = f" (log: {log})" if log else ""
+    status = {"state": "FAILED", "failure": "OUT_OF_MEMORY",
+              "message": f"the trainer was killed by SIGKILL, as the kernel's OOM killer does{where}"}
+    try:
+        from core.atomic import write_json_atomic
+
+        write_json_atomic(status_path(job_file), status)
+    except OSError:
+        pass
+    return status
+
+
+def replace_supervisor(job_file: str, db_file: str) -> None:
+    """A job of a supervised sweep that ends while the supervisor's lease is stale submits a new
+    supervisor (slurm/supervisor_job.py), so a killed supervisor is replaced without a person.
+    Costs one small query when the sweep is supervised, and nothing else otherwise."""
+    from slurm.supervisor_job import replace_if_stale
+
+    replace_if_stale(job_file, db_file)
+
+
 class TrainerJob(submitit.helpers.Checkpointable):
     """Callable submitted through submitit; `checkpoint` is its answer to USR2 (timeout/preemption)."""
 
@@ -59,6 +84,7 @@ class TrainerJob(submitit.helpers.Checkpointable):
         try:
             jenv = submitit.JobEnvironment()
             env["TP_JOB_ID"] = str(jenv.job_id)
+            env["TP_JOB_LOG"] = str(jenv.paths.stderr)  # named in the trainer's failure message
             # Rendezvous on the job's first node; TP_MASTER_ADDR overrides it where node names do
             # not resolve (the dev cluster's extra nodes all live on this machine).
             node_rank = jenv.node
@@ -73,6 +99,12 @@ class TrainerJob(submitit.helpers.Checkpointable):
         self._proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_ignore_usr2)
         rc = self._proc.wait()
         status = read_status(job_file)
+        if not status and rc == -signal.SIGKILL:
+            status = killed_status(job_file, env.get("TP_JOB_LOG"))
+        try:
+            replace_supervisor(job_file, db_file)
+        except Exception as exc:  # noqa: BLE001 - never let supervision fail the job
+            print(f"[tp] could not check the sweep's supervisor: {type(exc).__name__}: {exc}", flush=True)
         state = status.get("state", "FAILED" if rc else "COMPLETED")
         if state == "COMPLETED" and rc == 0:
             return state

@@ -30,3 +30,23 @@ def children_of(pid: int) -> list[int]:
         if ppid == pid:
             out.append(int(entry))
     return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, parents before their children (one pass over /proc)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out

@@ -139,7 +139,7 @@ def free_port_block(n: int, start: int = 17817) -> int:
     private Slurm cluster (slurmctld on the base, slurmd k on base + k)."""
     import socket
 
-    for base in range(start, 30000, 37):
+    for base in range(start, 60000, 37):
         try:
             for p in range(base, base + n + 1):
                 with socket.socket() as s:

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from cli.tp_sweep import build_parser
 from tests.sweeputil import REPO, tp
 
-COMMANDS = ["launch", "status", "resume", "cancel", "query", "plot", "report", "data", "db", "cluster"]
+COMMANDS = ["launch", "supervise", "status", "resume", "cancel", "query", "plot", "report", "data", "db",
+            "cluster"]
 HEAVY = ("torch", "ffcv", "sklearn")
 METHODS = ["dense", "imp", "imp_lrr", "random_balanced", "er_balanced", "synflow"]
 
@@ -31,16 +32,16 @@ def test_every_design_command_is_there():
 def test_db_upgrade_creates_then_keeps_the_schema(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     first = tp("db", "upgrade", "--db", url, cwd=tmp_path, check=True)
-    assert "schema empty -> 0002" in first.stdout
+    assert "schema empty -> 0004" in first.stdout
     again = tp("db", "upgrade", "--db", url, cwd=tmp_path, check=True)
-    assert "schema 0002 -> 0002" in again.stdout
+    assert "schema 0004 -> 0004" in again.stdout
     eng = sa.create_engine(url)
     assert {"sweeps", "runs", "levels", "epochs", "events", "attempts"} <= set(sa.inspect(eng).get_table_names())
     eng.dispose()
 
 
 # ---- help and version -----------------------------------------------------------------------
-HELPS = [[], *[[c] for c in COMMANDS], ["data", "write"], ["cluster", "up"]]
+HELPS = [[], *[[c] for c in COMMANDS], ["data", "write"], ["cluster", "up"], ["cluster", "check"]]
 _PROBE = """import sys
 from cli.tp_sweep import main
 try:

@@ -6,6 +6,13 @@ only its owner can read (`--db-file`) or from TP_DB_URL, never from the command 
 would show its password. Rank 0 reports to the store and, for runs that ask for it, to W&B
 (trainer/wandb_recorder.py); every rank trains.
 Exit status: 0 completed, 75 stopped by a signal with its checkpoint saved (resume me), 1 failed.
+A failure's message is the exception's line and the job log's path (TP_JOB_LOG, set by the job
+wrapper), so that `status` says what went wrong and where to read more.
+
+TP_FAULT (tests only) injects faults: `KIND:PREFIX[:TIMES]`, comma-separated, fails a job whose
+id, a level id or a run id starts with PREFIX, at most TIMES times (counted in JOB_FILE's folder),
+as KIND: `error` raises in the trainer (a bug), `oom` SIGKILLs the trainer (as the kernel's OOM
+killer does), `lost` SIGKILLs the job wrapper and the trainer (as a node that dies does).
 """
 from __future__ import annotations
 
@@ -74,6 +81,44 @@ class Recorders:
         self._each("close")
 
 
+def failure_message(exc: BaseException, log: str | None) -> str:
+    """The exception's own line (`ValueError: bad shape`, what a traceback ends with), and where
+    the whole traceback is."""
+    lines = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()
+    text = (lines[0] if lines else type(exc).__name__)[:1500]
+    return text + (f" (log: {log})" if log else "")
+
+
+def inject_fault(spec: str, job: dict, job_file: Path, recorder: Recorders | None) -> None:
+    """TP_FAULT, for tests (see the module's docstring)."""
+    import signal
+
+    ids = [str(job["job_id"]), *map(str, job["levels"]), *map(str, job.get("runs") or {})]
+    for item in spec.split(","):
+        kind, _, rest = item.strip().partition(":")
+        prefix, _, times = rest.partition(":")
+        if not prefix or not any(i.startswith(prefix) for i in ids):
+            continue
+        marker = job_file.with_name(f"{job['job_id']}.fault-{kind}")
+        fired = len(marker.read_text().splitlines()) if marker.exists() else 0
+        if times and fired >= int(times):
+            continue
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        print(f"[trainer] TP_FAULT: injecting {kind} ({item.strip()})", file=sys.stderr, flush=True)
+        if recorder is not None:
+            for rec in recorder.recorders:  # the attempt (and its node) must reach the store first
+                if hasattr(rec, "flush"):
+                    rec.flush(30)
+        if kind == "error":
+            raise RuntimeError(f"injected fault ({item.strip()})")
+        if kind == "lost":
+            os.kill(os.getppid(), signal.SIGKILL)
+        if kind in ("oom", "lost"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise ValueError(f"TP_FAULT: unknown kind {kind!r} (error, oom, lost)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m trainer.job")
     ap.add_argument("job_file", type=Path)
@@ -114,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         recorder = Recorders(recorders) if recorders else None
     status, state, message = 0, "COMPLETED", None
     try:
+        if os.environ.get("TP_FAULT") and info.is_main:
+            inject_fault(os.environ["TP_FAULT"], job, args.job_file, recorder)
         levels = [read_level(levels_dir, lid) for lid in level_ids]
         trainer = LevelTrainer(levels[0].train, levels_dir, info, recorder or NullRecorder(), stop)
         trainer.run(levels, job.get("snapshots", {}))
@@ -123,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # recorded, then re-raised as exit status 1 with the traceback
         traceback.print_exc()
         status, state = 1, "FAILED"
-        message = f"{type(exc).__name__}: {exc}"[:2000]
+        message = failure_message(exc, os.environ.get("TP_JOB_LOG"))
     if recorder:
         recorder.finish_job(state, message)
         recorder.close()

@@ -159,3 +159,28 @@ def messages(runs: list[RunSummary], most: int = 10) -> list[Any]:
     if len(said) > most:
         lines.append(Text(f"... {len(said) - most} more messages in --format json", style="dim"))
     return lines
+
+
+def supervisor_lines(info: dict[str, Any]) -> list[Any]:
+    """Where the sweep's supervisor runs, its last heartbeat, and its last actions with reasons."""
+    from rich.text import Text
+
+    if info.get("where") is None:
+        head = "supervisor: none recorded"
+    else:
+        where = (f"Slurm job {info['sched_id']}" if info["where"] == "slurm" and info.get("sched_id")
+                 else info["where"])
+        age = info.get("heartbeat_age_s")
+        beat = "no heartbeat yet" if age is None else f"last heartbeat {duration(age)} ago"
+        if info.get("stopped"):
+            state = f"stopped: {info['stopped']}"
+        elif info.get("held"):
+            state = "running"
+        else:
+            state = f"not running (a lease of {duration(info.get('lease_s'))} is stale after that)"
+        head = f"supervisor: {where} on {info.get('host') or '?'}, {beat}; {state}"
+    lines = [Text(head, style="bold")]
+    for a in info.get("actions", []):
+        job = f" {a['job'][:12]}" if a.get("job") else ""
+        lines.append(Text(f"  {a['at'][11:]} {a['action']}{job}: {a['reason']}"))
+    return lines

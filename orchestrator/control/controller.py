@@ -35,6 +35,7 @@ class LaunchResult:
     failed: dict[str, str] = field(default_factory=dict)     # job_id -> message (blocking executors)
     imported: int = 0                                        # levels found finished on disk
     skipped: dict[str, int] = field(default_factory=dict)    # job state -> jobs left alone
+    limited: str | None = None                               # the limit that kept jobs back
 
 
 def stored_spec(store: Store, sweep: str) -> SweepSpec:
@@ -119,6 +120,12 @@ def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[L
     return result, jobs, todo
 
 
+def submit_prepared(store: Store, spec: SweepSpec, jobs: dict[str, Job], todo: list[Job], kind: str,
+                    result: LaunchResult) -> LaunchResult:
+    """The submission half of a launch, after prepare()."""
+    return _submit(store, spec, jobs, todo, kind, result, None)
+
+
 def resume(store: Store, sweep: str, include_failed: bool = False, executor_kind: str | None = None,
            on_progress: Callable[[], None] | None = None) -> LaunchResult:
     spec = stored_spec(store, sweep)
@@ -149,6 +156,8 @@ def cancel(store: Store, jobs: list[Job], spec: ExecutorSpec | None = None) -> l
                                    only_from=(*ACTIVE_STATES, "PLANNED", "PREEMPTED")):
             continue
         cancelled.append(j.job_id)
-        if j.sched_id and j.executor:
-            make_executor(j.executor, spec or ExecutorSpec(), Path(".")).cancel([j.sched_id])
+        # Read again: a supervisor (or launch) may have resubmitted it since `jobs` was read.
+        fresh = store.jobs([j.job_id]).get(j.job_id) or j
+        if fresh.sched_id and fresh.executor:
+            make_executor(fresh.executor, spec or ExecutorSpec(), Path(".")).cancel([fresh.sched_id])
     return cancelled

@@ -8,6 +8,7 @@ is met. Job states come from the scheduler in one call per refresh, whatever the
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
 from pathlib import Path
@@ -19,15 +20,37 @@ from db.store import ACTIVE_STATES, Store
 
 FINAL = LevelDir(Path(".")).final.name  # a level is finished once this file exists (and metrics.json)
 
-# Slurm's end states, as the store names them.
+# Slurm's end states, as the store names them, and the class of failure each is (the
+# supervisor's policy acts by class: orchestrator/control/policy.py). A job the scheduler
+# cancelled that `tp-sweep cancel` did not (it records CANCELLED first) was cancelled behind our
+# back (an admin's scancel): LOST, like a job that vanished.
 _SCHED_TO_STATE = {
-    "TIMEOUT": "TIMEOUT", "PREEMPTED": "PREEMPTED", "CANCELLED": "CANCELLED",
+    "TIMEOUT": "TIMEOUT", "PREEMPTED": "PREEMPTED", "CANCELLED": "LOST",
     "FAILED": "FAILED", "NODE_FAIL": "FAILED", "OUT_OF_MEMORY": "FAILED", "BOOT_FAIL": "FAILED",
     "DEADLINE": "TIMEOUT", "COMPLETED": "FAILED",  # COMPLETED yet still active here: never reported
 }
+_SCHED_FAILURE = {
+    "TIMEOUT": "TIMEOUT", "DEADLINE": "TIMEOUT", "PREEMPTED": "PREEMPTED", "CANCELLED": "CANCELLED",
+    "NODE_FAIL": "NODE_FAIL", "BOOT_FAIL": "BOOT_FAIL", "OUT_OF_MEMORY": "OUT_OF_MEMORY",
+    "FAILED": "LOST", "COMPLETED": "LOST",  # the trainer never said why: it died without a word
+}
+GONE = "GONE"  # slurm.executors.GONE: the scheduler no longer knows the job (imported lazily there)
+_SCHED_ENDED = set(_SCHED_TO_STATE) | {GONE}
 _SCHED_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING"}
 SUBMIT_STALE_S = 600  # a job claimed for submission but never given a scheduler id
 WATCHED = (*ACTIVE_STATES, "PREEMPTED")  # states the scheduler may still change
+
+
+def wrapper_report(job: Job) -> dict[str, Any]:
+    """What the job wrapper (slurm/job.py) left beside the job file when the trainer could not
+    report itself (e.g. it was SIGKILLed: failure OUT_OF_MEMORY); {} when nothing."""
+    from core.layout import status_path
+
+    try:
+        data = json.loads(status_path(job.job_file).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and data.get("failure") else {}
 
 
 def lost_after_s() -> float:
@@ -95,12 +118,15 @@ def reconcile_sweep(store: Store, sweep: str) -> list[Any] | None:
     return None if imported else rows
 
 
-def reconcile_jobs(store: Store, jobs: list[Job], spec: Any = None) -> list[Job]:
-    """Bring the store's view of active jobs in line with what their scheduler knows."""
+def reconcile_jobs(store: Store, jobs: list[Job], spec: Any = None,
+                   submit_stale_s: float = SUBMIT_STALE_S) -> list[Job]:
+    """Bring the store's view of active jobs in line with what their scheduler knows.
+    `submit_stale_s`: a job claimed for submission this long ago without a scheduler id was
+    claimed by a process that died (a supervisor that took over a stale lease knows sooner)."""
     now = time.time()
     changed = False
     for j in jobs:  # claimed for submission by a launch that died before it got a scheduler id
-        if j.state == "PENDING" and not j.sched_id and _age(j.updated_at, now) > SUBMIT_STALE_S:
+        if j.state == "PENDING" and not j.sched_id and _age(j.updated_at, now) > submit_stale_s:
             changed |= store.set_job_state(j.job_id, "PLANNED", only_from=("PENDING",),
                                            message="submission never completed")
     watched = [j for j in jobs if j.sched_id and j.state in WATCHED]
@@ -110,16 +136,14 @@ def reconcile_jobs(store: Store, jobs: list[Job], spec: Any = None) -> list[Job]
     for kind, js in by_kind.items():
         if kind == "debug":
             continue
-        from slurm.executors import GONE, make_executor  # only when there is something to ask
+        from slurm.executors import make_executor  # only when there is something to ask
 
         executor = make_executor(kind, spec, Path("."))  # poll and cancel need no parameters
         states = executor.poll([j.sched_id for j in js])
         for j in js:
             sched = states.get(j.sched_id, GONE)
             if j.state == "PREEMPTED":
-                if sched in _SCHED_QUEUED or sched == "RUNNING":
-                    changed |= store.set_job_state(j.job_id, "PENDING", message="requeued by the scheduler",
-                                                   only_from=("PREEMPTED",))
+                changed |= _preempted(store, j, sched, now)
                 continue
             if sched == "DEPENDENCY_FAILED":
                 executor.cancel([j.sched_id])
@@ -129,18 +153,48 @@ def reconcile_jobs(store: Store, jobs: list[Job], spec: Any = None) -> list[Job]
                 msg = f"scheduler reports job {j.sched_id} {sched}"
                 if sched == "COMPLETED":
                     msg += " but the trainer never reported a result"
+                if sched == "CANCELLED":
+                    msg = f"job {j.sched_id} was cancelled outside tp-sweep (scancel?)"
+                failure = _SCHED_FAILURE[sched]
+                said = wrapper_report(j) if sched in ("FAILED", "COMPLETED") else {}
+                if said:
+                    failure, msg = str(said["failure"]), f"{said.get('message') or msg} (job {j.sched_id})"
                 changed |= store.set_job_state(j.job_id, _SCHED_TO_STATE[sched], message=msg,
-                                               only_from=ACTIVE_STATES)
+                                               only_from=ACTIVE_STATES, failure=failure)
             elif sched == GONE:
                 age = _age(j.heartbeat_at or j.updated_at, now)
                 if age > lost_after_s():
                     changed |= store.set_job_state(
-                        j.job_id, "LOST", only_from=ACTIVE_STATES,
+                        j.job_id, "LOST", only_from=ACTIVE_STATES, failure="LOST",
                         message=f"job {j.sched_id} is gone and the last heartbeat is {age:.0f} s old")
     if changed:
         fresh = store.jobs([j.job_id for j in jobs])
         return [fresh[j.job_id] for j in jobs]
     return jobs
+
+
+def _preempted(store: Store, j: Job, sched: str, now: float) -> bool:
+    """A job whose trainer stopped on a signal and saved. The scheduler requeues it (then it is
+    PENDING again), or it ended for good: preempted without requeue (PreemptMode=CANCEL), its
+    time limit after max_requeues, cancelled behind our back. Those keep their checkpoint and
+    get the failure class the supervisor resubmits them by."""
+    if sched in _SCHED_QUEUED or sched == "RUNNING":
+        return store.set_job_state(j.job_id, "PENDING", message="requeued by the scheduler",
+                                   only_from=("PREEMPTED",))
+    if sched not in _SCHED_ENDED or j.failure:
+        return False
+    if sched == GONE and _age(j.updated_at, now) <= lost_after_s():
+        return False
+    if sched in ("TIMEOUT", "DEADLINE"):
+        return store.set_job_state(j.job_id, "TIMEOUT", only_from=("PREEMPTED",), failure="TIMEOUT",
+                                   message=f"job {j.sched_id} reached its time limit after its requeues; "
+                                           "its checkpoint is saved")
+    failure = {"PREEMPTED": "PREEMPTED", "CANCELLED": "CANCELLED"}.get(sched, "LOST")
+    why = {"PREEMPTED": "was preempted and not requeued (PreemptMode=CANCEL)",
+           "CANCELLED": "was cancelled outside tp-sweep (scancel?)",
+           GONE: "is gone"}.get(sched, f"ended {sched}")
+    return store.set_job_state(j.job_id, "PREEMPTED", only_from=("PREEMPTED",), failure=failure,
+                               message=f"job {j.sched_id} {why}; its checkpoint is saved")
 
 
 def _age(when: dt.datetime | None, now: float) -> float:

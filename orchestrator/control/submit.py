@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.atomic import write_text_atomic
 from db.schema import Job
 from db.store import ACTIVE_STATES, Store
-from orchestrator.control.reconcile import store_level_dirs, sync_from_disk
+from orchestrator.control.reconcile import store_level_dirs, sync_from_disk, wrapper_report
 from slurm.executors import JobRequest, make_executor
 
 _BLOCKED = ("FAILED", "CANCELLED", "TIMEOUT", "LOST", "PREEMPTED")
@@ -68,8 +69,42 @@ def _prerequisites(store: Store, job: Job) -> dict[str, Job | None]:
     return waits
 
 
+class Room:
+    """How many more jobs the scheduler takes now (None: no limit), and why; each submitted
+    chunk takes its share."""
+
+    def __init__(self, left: int | None = None, why: str = "", array_max: int | None = None) -> None:
+        self.left, self.why, self.array_max = left, why, array_max
+
+    @classmethod
+    def of(cls, limits: Any) -> Room:
+        if limits is None:
+            return cls()
+        from slurm.limits import room  # squeue: a call per submission pass
+
+        left, why = room(limits)
+        return cls(left, why, limits.max_array_size)
+
+    def chunks(self, jobs: list[Job]) -> list[list[Job]]:
+        """Arrays that fit MaxArraySize (tasks 0..MaxArraySize-1), as many jobs as there is room."""
+        size = max(1, self.array_max or len(jobs) or 1)
+        take = jobs if self.left is None else jobs[:max(0, self.left)]
+        return [take[i:i + size] for i in range(0, len(take), size)]
+
+    def took(self, n: int) -> None:
+        if self.left is not None:
+            self.left = max(0, self.left - n)
+
+    def full(self) -> bool:
+        return self.left is not None and self.left <= 0
+
+
 def submit_jobs(store: Store, spec: Any, todo: list[Job], kind: str, result: Any,
-                on_progress: Callable[[], None] | None = None) -> None:
+                on_progress: Callable[[], None] | None = None, limits: Any = None) -> None:
+    """Submit `todo` (claimed one by one). For a scheduler, `limits` (slurm/limits.py Limits;
+    read here when not given) splits arrays into chunks that fit and keeps within the room the
+    QOS and MaxJobCount leave: what does not fit stays PLANNED, with the reason, in
+    `result.waiting`."""
     if not todo:
         return
     ex = executor_for(spec, kind)
@@ -82,13 +117,31 @@ def submit_jobs(store: Store, spec: Any, todo: list[Job], kind: str, result: Any
         driver.add(todo)
         driver.drive(on_progress)
     else:
-        _to_scheduler(store, ex, todo, db_file, result)
+        if limits is None and hasattr(ex, "limits"):
+            limits = ex.limits()
+        _to_scheduler(store, ex, todo, db_file, result, Room.of(limits))
 
 
-def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: Any) -> None:
+def _overrides_key(job: Job) -> str:
+    import json
+
+    return json.dumps(job.sbatch or {}, sort_keys=True)
+
+
+def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: Any,
+                  room: Room | None = None) -> None:
+    room = room or Room()
     queue = {j.job_id: j for j in todo}
     while queue:
-        groups: dict[tuple[str, ...], list[Job]] = {}
+        if room.full():
+            for job in queue.values():
+                why = f"waits for room: {room.why}, all taken; submitted as jobs end"
+                result.waiting[job.job_id] = why
+                if job.message != why:
+                    store.note(job.job_id, why)
+            result.limited = room.why
+            break
+        groups: dict[tuple[Any, ...], list[Job]] = {}
         for job in list(queue.values()):
             deps, why = [], None
             for ref, dep in _prerequisites(store, job).items():
@@ -109,31 +162,63 @@ def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: 
             del queue[job.job_id]
             if why:
                 result.waiting[job.job_id] = why
-                store.note(job.job_id, why)
+                if job.message != why:
+                    store.note(job.job_id, why)
                 continue
-            groups.setdefault(tuple(sorted(deps)), []).append(job)
+            groups.setdefault((tuple(sorted(deps)), _overrides_key(job)), []).append(job)
         if not groups:
             for job in queue.values():  # a cycle cannot happen (levels form trees); be safe anyway
                 result.waiting[job.job_id] = "waits for a job that could not be submitted"
             break
-        for deps, jobs in groups.items():
-            claimed = [(j, j.state) for j in jobs if store.claim(j.job_id, (j.state,))]
-            if not claimed:
-                continue
-            reqs = [JobRequest(j.job_id, j.job_file, db_file) for j, _ in claimed]
-            try:
-                handles = ex.submit(reqs, dependency=("afterok:" + ":".join(deps)) if deps else None)
-            except Exception as exc:  # sbatch missing, slurmctld down, a rejected option...
-                for j, prev in claimed:
-                    store.unclaim(j.job_id, prev)
-                detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                done = (f"after {len(result.submitted)} jobs were submitted, the other "
-                        if result.submitted else "nothing was submitted, ")
-                raise SubmitError(f"submission to {ex.kind} failed, {done}{len(queue) + len(reqs)} "
-                                  f"jobs stay as they were: {detail}") from None
-            for (j, prev), h in zip(claimed, handles):
-                store.submitted(j.job_id, prev, str(h.job_id), ex.kind)
-                result.submitted[j.job_id] = str(h.job_id)
+        for (deps, _), group in groups.items():
+            chunks = room.chunks(group)
+            for job in group[sum(len(c) for c in chunks):]:
+                queue[job.job_id] = job  # no room left for it this round: the loop above says so
+            for jobs in chunks:
+                refused = _submit_chunk(store, ex, jobs, deps, db_file, result, room, len(queue))
+                if refused:
+                    for job in jobs:
+                        queue[job.job_id] = job
+                    room.left, room.why = 0, refused
+
+
+def _submit_chunk(store: Store, ex: Any, jobs: list[Job], deps: tuple[str, ...], db_file: str,
+                  result: Any, room: Room, queued: int) -> str | None:
+    """One sbatch array. Returns the limit that refused it (the jobs go back to their state),
+    None when it was submitted; raises SubmitError for any other failure."""
+    claimed = [(j, j.state) for j in jobs if store.claim(j.job_id, (j.state,))]
+    if not claimed:
+        return None
+    reqs = [JobRequest(j.job_id, j.job_file, db_file) for j, _ in claimed]
+    overrides = claimed[0][0].sbatch or None
+    try:
+        handles = ex.submit(reqs, dependency=("afterok:" + ":".join(deps)) if deps else None,
+                            overrides=overrides)
+    except Exception as exc:  # sbatch missing, slurmctld down, a rejected option, a limit...
+        for j, prev in claimed:
+            store.unclaim(j.job_id, prev)
+        from slurm.limits import limit_refusal
+
+        limit = limit_refusal(str(exc))
+        if limit is not None:
+            return f"the scheduler refused more jobs ({limit})"
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        done = (f"after {len(result.submitted)} jobs were submitted, the other "
+                if result.submitted else "nothing was submitted, ")
+        raise SubmitError(f"submission to {ex.kind} failed, {done}{queued + len(reqs)} "
+                          f"jobs stay as they were: {detail}") from None
+    room.took(len(handles))
+    said = None
+    if overrides:
+        said = f"submitted to {ex.kind} with " + ", ".join(
+            f"{'--mem=' + format(float(v), 'g') + 'G' if k == 'mem_gb' else f'--{k}={v}'}"
+            for k, v in sorted(overrides.items()))
+    for (j, prev), h in zip(claimed, handles):
+        if store.submitted(j.job_id, prev, str(h.job_id), ex.kind, said):
+            result.submitted[j.job_id] = str(h.job_id)
+        else:  # cancelled while it was being submitted: take the submission back
+            ex.cancel([str(h.job_id)])
+    return None
 
 
 class _Patient:
@@ -217,7 +302,8 @@ class LocalDriver:
             handle = self.ex.submit([JobRequest(job.job_id, job.job_file, self.db_file)])[0]
             self.active.append((job, handle))  # tracked before anything else can fail
             self.result.submitted[job.job_id] = str(handle.job_id)
-            store.submitted(job.job_id, job.state, str(handle.job_id), self.ex.kind)
+            if not store.submitted(job.job_id, job.state, str(handle.job_id), self.ex.kind):
+                self.ex.cancel([str(handle.job_id)])  # cancelled while it was being started
 
     def step(self) -> None:
         self._start()
@@ -226,11 +312,13 @@ class LocalDriver:
                 exc = handle.exception()
                 if exc is not None:
                     self.result.failed[job.job_id] = str(exc).strip().splitlines()[-1][:500]
-                # A trainer that died before reporting leaves its job active: say so.
+                # A trainer that died before reporting leaves its job active: say so, with what
+                # its wrapper saw (killed: OUT_OF_MEMORY), else as a job that died without a word.
+                said = wrapper_report(job)
                 self.patient.set_job_state(
-                    job.job_id, "FAILED", only_from=ACTIVE_STATES,
-                    message=f"job {handle.job_id} ended without reporting: "
-                            f"{self.result.failed.get(job.job_id, 'no result')}")
+                    job.job_id, "FAILED", only_from=ACTIVE_STATES, failure=str(said.get("failure") or "LOST"),
+                    message=said.get("message") or f"job {handle.job_id} ended without reporting: "
+                                                   f"{self.result.failed.get(job.job_id, 'no result')}")
                 self.active.remove((job, handle))
                 self.queued.discard(job.job_id)
 

@@ -66,7 +66,23 @@ def _sbatch_value_problem(value: Any) -> str | None:
     return f"a {type(value).__name__} is not an sbatch value (a string, number or true)"
 
 
+def _sbatch_options(extra: dict[str, Any]) -> dict[str, Any]:
+    if len(extra) > MAX_EXTRA_KEYS:
+        raise ValueError(f"{len(extra)} options; at most {MAX_EXTRA_KEYS}")
+    for key, value in extra.items():
+        if not _SBATCH_KEY.fullmatch(key):
+            raise ValueError(f"{key[:40]!r} is not an sbatch option name "
+                             "(a letter, then letters, digits, - or _)")
+        problem = _sbatch_value_problem(value)
+        if problem:
+            raise ValueError(f"{key}: {problem}")
+    return extra
+
+
 class ExecutorSpec(_Strict):
+    """Where and how jobs run. `profile` names a cluster profile (slurm/profiles.py) whose
+    settings this block's own keys override; the spec is stored with the profile resolved."""
+    profile: str | None = None
     kind: Literal["slurm", "local", "debug"] = "local"
     nodes: int = Field(1, ge=1)
     gpus_per_node: int = Field(0, ge=0)
@@ -78,29 +94,88 @@ class ExecutorSpec(_Strict):
     array_parallelism: int = Field(16, ge=1)
     signal_delay_s: int = Field(120, ge=0)
     max_requeues: int = Field(3, ge=0)
+    account: str | None = None       # sbatch --account, --qos, --constraint, --gres
+    qos: str | None = None
+    constraint: str | None = None
+    gres: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("partition")
+    @model_validator(mode="before")
     @classmethod
-    def _one_line(cls, partition: str | None) -> str | None:
-        problem = None if partition is None else _sbatch_value_problem(partition)
+    def _with_profile(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("profile") is not None:
+            from slurm.profiles import ProfileError, get_profile, merge
+
+            if not isinstance(data["profile"], str):
+                raise ValueError(f"profile: {_short(data['profile'])} is not a profile name")
+            try:
+                return {**merge(get_profile(data["profile"]), data), "profile": data["profile"]}
+            except ProfileError as exc:
+                raise ValueError(str(exc)) from None
+        return data
+
+    @field_validator("partition", "account", "qos", "constraint", "gres")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        problem = None if value is None else _sbatch_value_problem(value)
         if problem:
             raise ValueError(problem)
-        return partition
+        return value
 
     @field_validator("extra")
     @classmethod
-    def _sbatch_options(cls, extra: dict[str, Any]) -> dict[str, Any]:
-        if len(extra) > MAX_EXTRA_KEYS:
-            raise ValueError(f"{len(extra)} options; at most {MAX_EXTRA_KEYS}")
-        for key, value in extra.items():
-            if not _SBATCH_KEY.fullmatch(key):
-                raise ValueError(f"{key[:40]!r} is not an sbatch option name "
-                                 "(a letter, then letters, digits, - or _)")
-            problem = _sbatch_value_problem(value)
-            if problem:
-                raise ValueError(f"{key}: {problem}")
-        return extra
+    def _extra_options(cls, extra: dict[str, Any]) -> dict[str, Any]:
+        return _sbatch_options(extra)
+
+    def sbatch_options(self) -> dict[str, Any]:
+        """account, qos, constraint and gres as sbatch options, under `extra`'s."""
+        named = {k: getattr(self, k) for k in ("account", "qos", "constraint", "gres")
+                 if getattr(self, k) is not None}
+        return {**named, **self.extra}
+
+    def resolved(self) -> dict[str, Any]:
+        """This block as the store keeps it: the profile's settings written out, so a sweep
+        reads the same wherever (and whenever) its spec is read again."""
+        return self.model_dump(exclude={"profile"}, exclude_none=True)
+
+
+class RetrySpec(_Strict):
+    """The supervisor's failure policy (orchestrator/control/policy.py)."""
+    max_per_job: int = Field(5, ge=0)         # resubmissions of one job
+    max_per_sweep: int = Field(100, ge=0)     # resubmissions of all the sweep's jobs together
+    backoff_s: float = Field(30.0, ge=0)      # wait before a job's first retry; doubles each time
+    backoff_max_s: float = Field(1800.0, ge=0)
+    timeout: bool = True                      # resubmit a job that timed out after max_requeues
+    exclude_after: int = Field(2, ge=1)       # node failures on one node before jobs avoid it
+    oom_mem_factor: float = Field(2.0, gt=1)  # an OOM job is resubmitted once with this x memory
+    oom_max_mem_gb: float | None = Field(None, gt=0)  # capped here (default 4 x executor.mem_gb)
+    same_error_limit: int = Field(3, ge=1)    # the same failure on the same level this often: stop
+
+
+class SupervisorSpec(_Strict):
+    """The sweep's supervisor (`tp-sweep supervise`); the block's presence is `launch --supervise`.
+    On Slurm it runs as a small job of its own that requeues itself before its time limit."""
+    where: Literal["slurm", "local"] | None = None  # default: slurm for Slurm sweeps
+    poll_s: float = Field(30.0, gt=0)          # reconcile and act this often
+    lease_s: float = Field(300.0, gt=0)        # a heartbeat older than this: taken over
+    timeout_min: int = Field(240, ge=1)        # the supervisor job's time limit
+    signal_delay_s: int = Field(60, ge=0)      # USR2 this long before it: requeue
+    cpus: int = Field(1, ge=1)
+    mem_gb: float = Field(1.0, gt=0)
+    partition: str | None = None               # default: the executor's
+    extra: dict[str, Any] | None = None        # sbatch options; default: the executor's
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_options(cls, extra: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if extra is None else _sbatch_options(extra)
+
+    @model_validator(mode="after")
+    def _lease_outlives_polls(self) -> SupervisorSpec:
+        if self.lease_s < 3 * self.poll_s:
+            raise ValueError(f"lease_s {self.lease_s:g} must be at least 3 x poll_s ({3 * self.poll_s:g}): "
+                             "a live supervisor renews its lease once a poll")
+        return self
 
 
 def _frozen(value: Any) -> Any:
@@ -126,6 +201,8 @@ class SweepSpec(_Strict):
     output_dir: str = "tp-runs"
     max_grid_points: int = Field(DEFAULT_MAX_GRID_POINTS, ge=1, le=1_000_000)
     search: SearchSpec | None = None  # an Optuna search in every grid cell (orchestrator/search/driver.py)
+    retry: RetrySpec = Field(default_factory=RetrySpec)  # what the supervisor does on failures
+    supervisor: SupervisorSpec | None = None  # present: launch starts the sweep's supervisor
 
     @field_validator("name")
     @classmethod
@@ -184,7 +261,7 @@ class SweepSpec(_Strict):
         return grid
 
     @model_validator(mode="after")
-    def _bounded_and_valid(self) -> "SweepSpec":
+    def _bounded_and_valid(self) -> SweepSpec:
         # Multiply the axis lengths before anything expands the product.
         points = math.prod(len(v) for v in self.grid.values())
         if points > self.max_grid_points:

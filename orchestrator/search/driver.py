@@ -15,6 +15,12 @@ The driver keeps `executor.array_parallelism` trials in flight with ask/tell:
 - a LOST or FAILED trial is told FAIL and retried with the same parameters, `max_retries` times.
 The driver can die and be started again (`tp-sweep launch` or `resume` of the same sweep): it
 adopts the trials still running in the studies and goes on.
+
+Under a supervisor (`tp-sweep supervise`, `launch --supervise`) the driver only asks and tells:
+`step()` is one round of the supervisor's loop, a trial's jobs are left PLANNED for the
+supervisor to submit, and failures are the supervisor's to retry by its policy; a trial is told
+FAIL once the supervisor gives up on its job. So no launching process needs to live for the
+search, and a trial is never retried twice (once by each).
 """
 from __future__ import annotations
 
@@ -107,17 +113,21 @@ def distributions(search: SearchSpec) -> dict[str, Any]:
     return out
 
 
-def _sampler(search: SearchSpec):
+def _sampler(search: SearchSpec, asked: int = 0):
+    """The study's sampler. `asked`: trials the study holds already. A driver started again (a
+    relaunch, a new supervisor) seeds it past them: seeded as the first one was, a random
+    sampler would ask the same points again, and the search would repeat its first trials."""
     import optuna
 
     s = search.sampler
+    seed = (s.seed + asked) % 2**32
     if s.name == "grid":
         space = {k: [_encode(v) for v in d.grid_values() or []] for k, d in search.params.items()}
-        return _AskTellGrid(space, seed=s.seed)
+        return _AskTellGrid(space, seed=seed)
     if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     # constant_liar: trials in flight count as (pessimistic) results, so parallel asks spread out
-    return optuna.samplers.TPESampler(seed=s.seed, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def _grid_class():
@@ -190,28 +200,35 @@ class SearchResult(LaunchResult):
 class SearchDriver:
     def __init__(self, store: Store, spec: SweepSpec, spec_dict: dict[str, Any], kind: str,
                  base: SweepPlan, on_progress: Callable[[int, int], None] | None = None,
-                 poll_s: float = 1.0) -> None:
+                 poll_s: float = 1.0, supervised: bool = False) -> None:
         assert spec.search is not None
         self.store, self.spec, self.spec_dict, self.kind = store, spec, spec_dict, kind
         self.search: SearchSpec = spec.search
         self.cells = cells_of(base)
         self.on_progress, self.poll_s = on_progress, poll_s
+        self.supervised = supervised
         self.result = SearchResult(spec.name)
         self.dists = distributions(self.search)
         self.ex = executor_for(spec, kind)
         self.local = LocalDriver(store, spec, self.ex, db_url_file(store.url, spec.output_dir),
-                                 self.result) if self.ex.blocking else None
+                                 self.result) if self.ex.blocking and not supervised else None
         self.in_flight: dict[int, InFlight] = {}  # optuna trial id -> trial
+        self.studies: dict[Cell, Any] | None = None
 
     # ---- bookkeeping ------------------------------------------------------------------------
     def _studies(self):
         import optuna
 
         storage = storage_for(self.store.url)
-        return {c: optuna.create_study(study_name=c.study_name(self.spec.name), storage=storage,
-                                       sampler=_sampler(self.search), pruner=_pruner(self.search),
-                                       direction=self.search.direction, load_if_exists=True)
-                for c in self.cells}
+        studies = {c: optuna.create_study(study_name=c.study_name(self.spec.name), storage=storage,
+                                          sampler=_sampler(self.search), pruner=_pruner(self.search),
+                                          direction=self.search.direction, load_if_exists=True)
+                   for c in self.cells}
+        for study in studies.values():
+            asked = len(study.get_trials(deepcopy=False))
+            if asked:
+                study.sampler = _sampler(self.search, asked)
+        return studies
 
     def _done(self, study) -> int:
         """Trials that count against n_trials: complete, pruned, or failed for good."""
@@ -236,7 +253,7 @@ class SearchDriver:
         self._submit(todo)
 
     def _submit(self, jobs: list[Any]) -> None:
-        if not jobs:
+        if not jobs or self.supervised:  # the supervisor submits PLANNED jobs on its pass
             return
         if self.local is not None:
             self.local.add(jobs)
@@ -257,37 +274,49 @@ class SearchDriver:
                 self._submit(todo)
 
     # ---- the loop -----------------------------------------------------------------------------
-    def run(self) -> SearchResult:
-        studies = self._studies()
-        self._adopt(studies)
+    def start(self) -> None:
+        self.studies = self._studies()
+        self._adopt(self.studies)
+
+    def step(self) -> bool:
+        """One round: top up the trials in flight, watch them, tell the finished ones. True once
+        every cell has its n_trials and nothing is in flight."""
+        if self.studies is None:
+            self.start()
+        studies = self.studies
+        assert studies is not None
         budget = self.search.trials_per_cell()
         cap = self.spec.executor.array_parallelism
-        while True:
-            # Top up, cells taking turns, until `cap` trials are in flight.
-            for cell, study in studies.items():
-                busy = sum(1 for f in self.in_flight.values() if f.cell == cell)
-                while len(self.in_flight) < cap and self._done(study) + busy < budget:
-                    self._start(cell, study.ask(self.dists))
-                    busy += 1
-            if not self.in_flight:
-                break
-            if self.local is not None:
-                self.local.step()
-            self._watch()
-            if self.on_progress:
-                total = budget * len(studies)
-                self.on_progress(sum(self._done(s) for s in studies.values()), total)
+        # Top up, cells taking turns, until `cap` trials are in flight.
+        for cell, study in studies.items():
+            busy = sum(1 for f in self.in_flight.values() if f.cell == cell)
+            while len(self.in_flight) < cap and self._done(study) + busy < budget:
+                self._start(cell, study.ask(self.dists))
+                busy += 1
+        if not self.in_flight:
+            return True
+        if self.local is not None:
+            self.local.step()
+        self._watch()
+        if self.on_progress:
+            self.on_progress(sum(self._done(s) for s in studies.values()), budget * len(studies))
+        return False
+
+    def run(self) -> SearchResult:
+        self.start()
+        while not self.step():
             time.sleep(self.poll_s)
         while self.local is not None and self.local.busy:  # let the last jobs exit and be seen
             self.local.step()
             time.sleep(self.poll_s)
-        if self.on_progress:
-            self.on_progress(sum(self._done(s) for s in studies.values()), budget * len(studies))
+        if self.on_progress and self.studies:
+            budget = self.search.trials_per_cell()
+            self.on_progress(sum(self._done(s) for s in self.studies.values()), budget * len(self.studies))
         return self.result
 
     def _watch(self) -> None:
         jobs_by_trial = {tid: self.store.jobs_of_levels(f.run.levels) for tid, f in self.in_flight.items()}
-        if self.local is None:
+        if self.local is None and not self.supervised:  # the supervisor reconciled already
             reconcile_jobs(self.store, [j for js in jobs_by_trial.values() for j in js.values()],
                            self.spec.executor)
             jobs_by_trial = {tid: self.store.jobs_of_levels(f.run.levels) for tid, f in self.in_flight.items()}
@@ -299,6 +328,11 @@ class SearchDriver:
                 continue
             jobs = jobs_by_trial[tid]
             if self.search.pruner and self._prune(tid, f):
+                continue
+            if self.supervised:  # the supervisor retries by its policy; FAIL once it gives up
+                given_up = [j for j in jobs.values() if j.verdict == "final" or j.state == "CANCELLED"]
+                if given_up:
+                    self._fail(tid, f, given_up, final=True)
                 continue
             failed = [j for j in jobs.values() if j.state in FAILED]
             resumable = [j for j in jobs.values() if j.state in RESUMABLE]
@@ -323,12 +357,12 @@ class SearchDriver:
         self.result.told[name] = self.result.told.get(name, 0) + 1
         del self.in_flight[tid]
 
-    def _fail(self, tid: int, f: InFlight, jobs: list[Any]) -> None:
+    def _fail(self, tid: int, f: InFlight, jobs: list[Any], final: bool = False) -> None:
         from optuna.trial import TrialState
 
         why = "; ".join(f"job {j.job_id} {j.state}: {j.message or ''}" for j in jobs)[:500]
         f.trial.set_user_attr("error", why)
-        final = f.retries >= self.search.max_retries
+        final = final or f.retries >= self.search.max_retries
         f.trial.set_user_attr("final", final)
         study, params = f.trial.study, dict(f.trial.params)
         self._tell(tid, f, None, TrialState.FAIL)

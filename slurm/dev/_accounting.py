@@ -116,13 +116,40 @@ def register_cluster(d: str, cfg: dict, env: dict) -> None:
     name = cfg["cluster_name"]
     out = subprocess.run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"],
                          capture_output=True, text=True, timeout=30, env=env)
-    if name in out.stdout.split():
-        return
-    out = subprocess.run(["sacctmgr", "-i", "add", "cluster", name], capture_output=True,
-                         text=True, timeout=30, env=env)
-    if out.returncode != 0 and "already exists" not in out.stdout + out.stderr:
-        raise ClusterError(f"sacctmgr add cluster {name} failed: {out.stdout} {out.stderr}")
-    time.sleep(0.2)
+    if name not in out.stdout.split():
+        _sacctmgr(env, "add", "cluster", name)
+        time.sleep(0.2)
+    if cfg.get("qos"):
+        grant_qos(cfg, env)
+
+
+ACCOUNT = "tp"  # the dev cluster's one account, when it enforces QOS limits
+
+
+def _sacctmgr(env: dict, *args: str) -> None:
+    out = subprocess.run(["sacctmgr", "-i", *args], capture_output=True, text=True, timeout=30,
+                         env=env)
+    said = out.stdout + out.stderr
+    if out.returncode != 0 and "already exists" not in said and "Nothing" not in said:
+        raise ClusterError(f"sacctmgr {' '.join(args)} failed: {said.strip()}")
+
+
+def grant_qos(cfg: dict, env: dict) -> None:
+    """An account `tp` holding the user `up` runs as, and each QOS of cfg["qos"] with its limits,
+    granted to that user: enforcing limits needs an association for every job's user.
+    Idempotent: a restart sets the same limits again."""
+    import getpass
+
+    user, cluster = getpass.getuser(), cfg["cluster_name"]
+    _sacctmgr(env, "add", "account", ACCOUNT, f"cluster={cluster}", "description=turboprune",
+              "organization=dev")
+    _sacctmgr(env, "add", "user", user, f"account={ACCOUNT}", f"cluster={cluster}",
+              f"defaultaccount={ACCOUNT}")
+    for name, limits in cfg["qos"].items():
+        _sacctmgr(env, "add", "qos", name)
+        if limits:
+            _sacctmgr(env, "modify", "qos", name, "set", *(f"{k}={v}" for k, v in limits.items()))
+    _sacctmgr(env, "modify", "user", user, "set", "qos+=" + ",".join(["normal", *cfg["qos"]]))
 
 
 def _listening(port: int) -> bool:

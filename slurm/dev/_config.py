@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import socket
 import string
 
@@ -116,8 +117,50 @@ def _check_dir(d: str) -> None:
         raise BadInput(f"cannot create cluster folder {d}: {exc}") from exc
 
 
+_CONF_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_CONF_VALUE = re.compile(r"[A-Za-z0-9_.,:/=+@%-]{1,256}")
+
+
+def _conf_items(what: str, items: dict | None) -> dict[str, str]:
+    """slurm.conf `Key=Value` settings, checked: one line each, no spaces or comments."""
+    out = {}
+    for key, value in (items or {}).items():
+        value = str(value)
+        if not _CONF_KEY.fullmatch(str(key)) or not _CONF_VALUE.fullmatch(value):
+            raise BadInput(f"{what}: {key}={value!r} is not a slurm.conf setting (Key=Value, "
+                           "no spaces)")
+        out[str(key)] = value
+    return out
+
+
+def _options(extra_conf: dict | None, partitions: dict | None, qos: dict | None,
+             accounting: bool) -> dict:
+    """The optional parts of a dev cluster's config, checked (BadInput: nothing is started).
+
+    extra_conf: more slurm.conf lines (`{"MaxArraySize": 8, "PreemptType": ...}`);
+    partitions: name -> its options, for partitions over every node besides (or changing) the
+    default `debug` (`{"low": {"PriorityTier": 1, "PreemptMode": "REQUEUE"}}`);
+    qos: name -> sacctmgr limits (`{"q5": {"MaxSubmitJobsPerUser": 5}}`), which need accounting:
+    the QOS are made and granted to the user `up` runs as, in an account `tp`, and enforced."""
+    conf = _conf_items("extra_conf", extra_conf)
+    parts = {"debug": {}}
+    for name, opts in (partitions or {}).items():
+        if not _CONF_KEY.fullmatch(str(name)):
+            raise BadInput(f"partitions: {name!r} is not a partition name")
+        parts[str(name)] = _conf_items(f"partitions.{name}", opts)
+    limits = {}
+    for name, opts in (qos or {}).items():
+        if not _CONF_KEY.fullmatch(str(name)):
+            raise BadInput(f"qos: {name!r} is not a QOS name")
+        limits[str(name)] = _conf_items(f"qos.{name}", opts)
+    if limits and not accounting:
+        raise BadInput("qos limits need accounting (--accounting): slurmctld enforces them "
+                       "through slurmdbd")
+    return {"extra_conf": conf, "partitions": parts, "qos": limits}
+
+
 def _make_settings(d, nodes, accounting, cpus, mem, port, cluster_name, node_prefix,
-                   install_conf) -> dict:
+                   install_conf, options: dict | None = None) -> dict:
     if nodes < 1 or nodes > 64:
         raise BadInput(f"--nodes must be between 1 and 64, not {nodes}")
     cpus = cpus or os.cpu_count() or 1
@@ -134,7 +177,8 @@ def _make_settings(d, nodes, accounting, cpus, mem, port, cluster_name, node_pre
     return {"dir": d, "nodes": nodes, "node_names": names, "cpus": cpus, "mem_mb": mem,
             "port": port, "cluster_name": cluster_name, "accounting": accounting,
             "install_conf": install_conf, "node_prefix": node_prefix,
-            "ctld_host": socket.gethostname().split(".")[0]}
+            "ctld_host": socket.gethostname().split(".")[0],
+            **(options or _options(None, None, None, accounting))}
 
 
 def _render(cfg: dict) -> str:
@@ -152,8 +196,20 @@ def _render(cfg: dict) -> str:
         cluster_name=cfg["cluster_name"], ctld_host=cfg["ctld_host"], ctld_port=cfg["port"],
         munge_socket=os.path.join(d, "munge", "munge.socket"), dir=d,
         accounting=_accounting_lines(cfg),
+        extra_conf="\n".join(f"{k}={v}" for k, v in cfg.get("extra_conf", {}).items()),
         node_lines="\n".join(node_lines + [default_mem]),
-        node_list=",".join(cfg["node_names"]))
+        partitions="\n".join(_partition_lines(cfg)))
+
+
+def _partition_lines(cfg: dict) -> list[str]:
+    """`debug`, the default, then any other partition; each over every node."""
+    nodes = ",".join(cfg["node_names"])
+    lines = []
+    for name, opts in (cfg.get("partitions") or {"debug": {}}).items():
+        base = {"Nodes": nodes, **({"Default": "YES"} if name == "debug" else {}),
+                "MaxTime": "INFINITE", "State": "UP", "OverSubscribe": "NO"}
+        lines.append(" ".join([f"PartitionName={name}"] + [f"{k}={v}" for k, v in {**base, **opts}.items()]))
+    return lines
 
 
 def acct_ports(cfg: dict) -> tuple[int, int]:
@@ -164,8 +220,10 @@ def acct_ports(cfg: dict) -> tuple[int, int]:
 def _accounting_lines(cfg: dict) -> str:
     if not cfg["accounting"]:
         return "AccountingStorageType=accounting_storage/none"
+    # With QOS limits, slurmctld enforces them (and so needs the user's association).
+    enforce = "AccountingStorageEnforce=associations,limits,qos\n" if cfg.get("qos") else ""
     return ("AccountingStorageType=accounting_storage/slurmdbd\n"
-            f"AccountingStorageHost=127.0.0.1\nAccountingStoragePort={acct_ports(cfg)[0]}\n"
+            f"AccountingStorageHost=127.0.0.1\nAccountingStoragePort={acct_ports(cfg)[0]}\n{enforce}"
             # Clients talk to slurmdbd through the munge socket named here, not AuthInfo's.
             f"AccountingStoragePass={os.path.join(cfg['dir'], 'munge', 'munge.socket')}")
 

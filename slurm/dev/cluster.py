@@ -50,6 +50,7 @@ from ._config import (
     _log_of,
     _make_settings,
     _munge_key,
+    _options,
     _pidfiles,
     _render,
     _settings_path,
@@ -178,12 +179,15 @@ def status(dir: str = DEFAULT_DIR) -> ClusterStatus:
 def up(dir: str = DEFAULT_DIR, nodes: int = 1, accounting: bool = False,
        cpus_per_node: int | None = None, mem_mb: int | None = None, timeout: float = 30.0, *,
        port: int | None = None, cluster_name: str | None = None, node_prefix: str | None = None,
-       install_conf: bool | None = None) -> ClusterStatus:
+       install_conf: bool | None = None, extra_conf: dict | None = None,
+       partitions: dict | None = None, qos: dict | None = None) -> ClusterStatus:
     """Start (or find running) a cluster in DIR and wait until every node is idle.
 
     `port`, `cluster_name`, `node_prefix` and `install_conf=False` let a second cluster (tests)
     run beside the main one without touching it or /etc/slurm. Left as None they are taken from
     the folder's last `up` (so a plain `up --dir DIR` restarts the same cluster), else defaults.
+    `extra_conf`, `partitions` and `qos` add slurm.conf lines, partitions and QOS limits (see
+    _config._options), e.g. MaxArraySize or preemption between partitions.
     """
     d = _abs(dir)
     old = _load_settings(d)
@@ -200,7 +204,7 @@ def up(dir: str = DEFAULT_DIR, nodes: int = 1, accounting: bool = False,
     if os.geteuid() != 0:
         raise BadInput("the dev cluster runs its daemons as root and munge: run as root")
     cfg = _make_settings(d, nodes, accounting, cpus_per_node, mem_mb, port, cluster_name,
-                         node_prefix, install_conf)
+                         node_prefix, install_conf, _options(extra_conf, partitions, qos, accounting))
     _check_dir(d)  # after validating the rest: bad input must create nothing
     if accounting:
         _accounting.ensure_installed()
@@ -372,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     from rich.console import Console
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:  # any cluster, not only this dev one: slurm/profiles.py
+        from slurm.profiles import check_main
+
+        return check_main(argv[1:])
     p = argparse.ArgumentParser(prog="tp-sweep cluster",
                                 description="A real Slurm cluster on this machine.")
     sub = p.add_subparsers(dest="cmd", required=True)

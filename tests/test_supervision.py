@@ -1,0 +1,332 @@
+"""The supervisor without Slurm: its policy (pure), cluster profiles (no cluster needed), and the
+attacks it must survive, on the local executor: two supervisors at once, a supervisor SIGKILLed
+mid-action, a sweep cancelled while supervised, a malformed clusters.yaml."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from orchestrator.control.policy import History, decide
+from orchestrator.plan.spec import ExecutorSpec, RetrySpec, SpecError, parse_spec
+from tests.sweeputil import REPO, slow_spec, status_json, tiny_spec, tp, wait_for, write_spec
+
+# ---- the policy -----------------------------------------------------------------------------------
+EX = ExecutorSpec(mem_gb=4)
+
+
+def _decide(failure: str, retries: int = 0, sbatch=None, history=None, **policy):
+    return decide(
+        failure,
+        retries=retries,
+        level="abc",
+        node="n1",
+        message="boom",
+        sbatch=sbatch,
+        policy=RetrySpec(**policy),
+        executor=EX,
+        history=history or History(),
+    )
+
+
+def test_policy_by_failure_class():
+    d = _decide("ERROR")
+    assert d.verdict == "final" and "not retried" in d.reason and "boom" in d.reason
+    d = _decide("PREEMPTED", retries=99)  # preemption is not a failure: no budget, no backoff
+    assert d.verdict == "retry" and d.delay_s == 0 and not d.counts
+    d = _decide("TIMEOUT", retries=2, backoff_s=10)
+    assert d.verdict == "retry" and d.delay_s == 40 and "retry 3 of 5" in d.reason
+    assert _decide("TIMEOUT", timeout=False).verdict == "final"
+    assert _decide("LOST", retries=10, backoff_s=10, backoff_max_s=60, max_per_job=20).delay_s == 60  # capped
+    # OUT_OF_MEMORY: once, with more memory, capped; a second OOM is final.
+    d = _decide("OUT_OF_MEMORY", oom_mem_factor=1.5)
+    assert d.verdict == "retry" and d.sbatch == {"mem_gb": 6.0} and "resubmitted with 6 GB" in d.reason
+    assert _decide("OUT_OF_MEMORY", oom_max_mem_gb=5).sbatch == {"mem_gb": 5.0}
+    again = _decide("OUT_OF_MEMORY", sbatch={"mem_gb": 6.0})
+    assert again.verdict == "final" and "out of memory again with 6 GB" in again.reason
+    # Budgets and the same failure on the same level.
+    assert "max_per_job" in _decide("LOST", retries=5).reason
+    assert "max_per_sweep" in _decide("LOST", history=History(sweep_retries=3), max_per_sweep=3).reason
+    assert "same_error_limit" in _decide("LOST", history=History(same_failures=2)).reason
+
+
+def test_policy_excludes_failing_nodes_but_never_all():
+    h = History(node_failures={"n1": 2, "n2": 1}, partition_nodes=["n1", "n2", "n3"])
+    d = _decide("NODE_FAIL", history=h)
+    assert d.sbatch == {"exclude": "n1"} and "excluding n1" in d.reason
+    d = _decide("LOST", history=h, exclude_after=1)
+    assert d.sbatch == {"exclude": "n1,n2"}
+    h.node_failures["n3"] = 5
+    d = _decide("BOOT_FAIL", history=h, exclude_after=1)
+    assert d.sbatch is None and "none is excluded" in d.reason
+    assert _decide("CANCELLED", history=History(node_failures={"n1": 9})).sbatch == {"exclude": "n1"}
+    # Any resubmission avoids a bad node; only node failures count against one (the supervisor).
+    assert _decide("TIMEOUT", history=History(node_failures={"n1": 9})).sbatch == {"exclude": "n1"}
+    assert _decide("OUT_OF_MEMORY", history=History(node_failures={"n1": 9})).sbatch == {
+        "mem_gb": 8.0,
+        "exclude": "n1",
+    }
+
+
+def test_supervisor_block_is_checked():
+    spec = tiny_spec("s")
+    spec["supervisor"] = {"poll_s": 10, "lease_s": 20}
+    with pytest.raises(SpecError, match="lease_s 20 must be at least 3 x poll_s"):
+        parse_spec(spec)
+    spec["supervisor"] = {"extra": {"bad key": 1}}
+    with pytest.raises(SpecError, match="not an sbatch option name"):
+        parse_spec(spec)
+    spec.pop("supervisor")
+    spec["retry"] = {"oom_mem_factor": 1}
+    with pytest.raises(SpecError, match="retry.oom_mem_factor"):
+        parse_spec(spec)
+
+
+# ---- cluster profiles -------------------------------------------------------------------------------
+def test_a_profile_plans_the_same_runs_as_the_spec_written_out(tmp_path, monkeypatch):
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.jobs import group_jobs
+
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(
+        yaml.safe_dump(
+            {
+                "big": {
+                    "kind": "slurm",
+                    "partition": "gpu",
+                    "account": "lab",
+                    "qos": "normal",
+                    "constraint": "a100",
+                    "gres": "gpu:4",
+                    "timeout_min": 1440,
+                    "signal_delay_s": 300,
+                    "gpus_per_node": 4,
+                    "extra": {"comment": "tp", "mail-type": "FAIL"},
+                }
+            }
+        )
+    )
+    monkeypatch.setenv("TP_CLUSTERS", str(clusters))
+    base = tiny_spec("prof")
+    with_profile = {**base, "executor": {"profile": "big", "timeout_min": 60, "extra": {"comment": "mine"}}}
+    written = {
+        **base,
+        "executor": {
+            "kind": "slurm",
+            "partition": "gpu",
+            "account": "lab",
+            "qos": "normal",
+            "constraint": "a100",
+            "gres": "gpu:4",
+            "timeout_min": 60,
+            "signal_delay_s": 300,
+            "gpus_per_node": 4,
+            "extra": {"comment": "mine", "mail-type": "FAIL"},
+        },
+    }
+    a, b = parse_spec(with_profile), parse_spec(written)
+    assert a.executor.resolved() == b.executor.resolved()  # its own keys win, extra key by key
+    assert a.executor.sbatch_options() == {
+        "account": "lab",
+        "qos": "normal",
+        "constraint": "a100",
+        "gres": "gpu:4",
+        "comment": "mine",
+        "mail-type": "FAIL",
+    }
+    pa, pb, pc = plan_sweep(a), plan_sweep(b), plan_sweep(parse_spec(base))  # pc: the local executor
+    assert [r.run_id for r in pa.runs] == [r.run_id for r in pb.runs] == [r.run_id for r in pc.runs]
+    assert list(pa.levels) == list(pb.levels) == list(pc.levels)
+    jobs = lambda p: [j.job_id for j in group_jobs(list(p.levels.values()), {}, p.snapshots)]
+    assert jobs(pa) == jobs(pb) == jobs(pc)
+
+
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        ("big: [1, 2\n", "not valid YAML"),
+        ("- a\n- b\n", "must map profile names"),
+        ("big: {partitoin: gpu}\n", "big.partitoin: unknown key"),
+        ("big: {timeout_min: soon}\n", "big.timeout_min: 'soon' is not an integer"),
+        ("other: {partition: gpu}\n", "no profile 'big'"),
+    ],
+)
+def test_a_bad_clusters_file_is_exit_2_and_nothing_is_recorded(tmp_path, text, msg):
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(text)
+    spec = tiny_spec("badprof")
+    spec["executor"] = {"profile": "big"}
+    proc = tp("launch", str(write_spec(tmp_path, spec)), cwd=tmp_path, env={"TP_CLUSTERS": str(clusters)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert msg in " ".join(proc.stderr.split()) and str(clusters) in proc.stderr.replace("\n", "")
+    assert not (tmp_path / "tp-results.db").exists() and not (tmp_path / "tp-runs").exists()
+    check = tp("cluster", "check", "big", cwd=tmp_path, env={"TP_CLUSTERS": str(clusters)})
+    assert check.returncode == 2 and msg in " ".join(check.stderr.split())
+
+
+def test_the_stored_spec_has_the_profile_written_out(tmp_path):
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({"here": {"kind": "local", "mem_gb": 1, "array_parallelism": 2}}))
+    spec = tiny_spec("stored")
+    spec["grid"] = {"method": ["dense"], "seed": [0]}
+    spec["executor"] = {"profile": "here", "timeout_min": 10}
+    path = write_spec(tmp_path, spec)
+    tp("launch", str(path), cwd=tmp_path, env={"TP_CLUSTERS": str(clusters)}, check=True)
+    clusters.unlink()  # gone: the sweep is read back without it
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'tp-results.db'}")
+    with eng.connect() as c:
+        stored = c.execute(sa.text("select spec from sweeps where name = 'stored'")).scalar()
+    eng.dispose()
+    executor = yaml.safe_load(stored)["executor"]
+    assert "profile" not in executor and executor["mem_gb"] == 1 and executor["timeout_min"] == 10
+    assert tp("resume", "stored", cwd=tmp_path, env={"TP_CLUSTERS": str(clusters)}).returncode == 0
+
+
+# ---- attacks on the local executor -----------------------------------------------------------------
+def _supervise(tmp: Path, sweep: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.tp_sweep", "supervise", sweep, *extra],
+        cwd=tmp,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _sql(tmp: Path, sql: str, **params):
+    eng = sa.create_engine(f"sqlite:///{tmp / 'tp-results.db'}")
+    try:
+        with eng.begin() as c:
+            return (
+                c.execute(sa.text(sql), params).all()
+                if sql.lstrip().lower().startswith("select")
+                else c.execute(sa.text(sql), params)
+            )
+    finally:
+        eng.dispose()
+
+
+def _record(tmp: Path, spec: dict) -> None:
+    """Record a sweep and its jobs, submitting nothing (what launch does before it submits)."""
+    code = (
+        "import sys, yaml; from db.store import Store; from orchestrator.control.controller import prepare; "
+        "from orchestrator.plan.grid import plan_sweep; from orchestrator.plan.spec import load_spec; "
+        "s = load_spec(sys.argv[1]); p = plan_sweep(s); "
+        "prepare(Store('sqlite:///tp-results.db'), p, yaml.safe_load(open(sys.argv[1])))"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(write_spec(tmp, spec))],
+        cwd=tmp,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_two_supervisors_at_once_and_a_killed_one_taken_over(tmp_path):
+    """Two `launch --supervise` at once: one supervises, the other says who does and leaves.
+    Then a supervisor SIGKILLed mid-action (a job claimed, never submitted): the next one finds
+    the lease held until it is stale, takes it over, puts the claimed job back and finishes."""
+    spec = tiny_spec("two")
+    spec["grid"] = {"method": ["dense"], "seed": [0, 1]}
+    spec["supervisor"] = {"poll_s": 0.5, "lease_s": 3}
+    path = write_spec(tmp_path, spec)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cli.tp_sweep", "launch", str(path), "--supervise"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0], outs
+    assert sum("already supervised by local" in o for o in outs) == 1, outs
+    assert sum("finished: all 2 levels" in o for o in outs) == 1, outs
+    assert len({r[0] for r in _sql(tmp_path, "select actor from actions where action = 'start'")}) == 1
+
+    # A supervisor SIGKILLed while it works: the next one takes the sweep over once its lease is stale.
+    spec = tiny_spec("killed")
+    spec["grid"] = {"method": ["dense"], "seed": [5, 6]}
+    spec["supervisor"] = {"poll_s": 0.5, "lease_s": 3}
+    _record(tmp_path, spec)
+    victim = _supervise(tmp_path, "killed")
+    started = "select count(*) from actions where sweep = 'killed' and action = 'start'"
+    wait_for(lambda: _sql(tmp_path, started)[0][0], 60, "the first supervisor to start")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate()
+    early = _supervise(tmp_path, "killed")
+    out = early.communicate(timeout=120)[0]
+    assert early.returncode == 0 and "already supervised by local" in out, out  # its lease is still fresh
+    time.sleep(3.5)
+    late = _supervise(tmp_path, "killed")
+    out = late.communicate(timeout=300)[0]
+    assert late.returncode == 0 and "took over from local" in out and "finished: all 2 levels" in out, out
+    assert status_json("killed", tmp_path)["counts"] == {"COMPLETED": 2}
+
+    # Exactly mid-action: a job claimed for submission by a supervisor that died before sbatch
+    # answered. Its replacement puts the job back (the claim is older than the lease) and runs it.
+    spec = tiny_spec("claimed")
+    spec["grid"] = {"method": ["dense"], "seed": [7]}
+    spec["supervisor"] = {"poll_s": 0.5, "lease_s": 3}
+    _record(tmp_path, spec)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    _sql(
+        tmp_path,
+        'insert into supervisors (sweep, owner, host, pid, "where", sched_id, lease_s, heartbeat_at, '
+        "started_at, stopped, submit, updated_at) values ('claimed', 'dead', 'elsewhere', 999999, "
+        "'local', NULL, 3, :old, :old, NULL, NULL, :old)",
+        old=now - dt.timedelta(seconds=30),
+    )
+    _sql(
+        tmp_path,
+        "update jobs set state = 'PENDING', sched_id = NULL, message = 'submitting', updated_at = :old "
+        "where sweep = 'claimed'",
+        old=now - dt.timedelta(seconds=30),
+    )
+    proc = _supervise(tmp_path, "claimed")
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0 and "took over from local on elsewhere" in out, out
+    assert "finished: all 1 levels" in out, out
+    events = [
+        r[0]
+        for r in _sql(
+            tmp_path, "select e.message from events e join jobs j on j.job_id = e.job_id where j.sweep = 'claimed'"
+        )
+    ]
+    assert "submission never completed" in events, events
+
+
+def test_a_sweep_cancelled_while_supervised(tmp_path):
+    """tp-sweep cancel beside a supervisor: nothing is resubmitted, and the supervisor stops
+    saying why (exit 1)."""
+    spec = slow_spec("cancelled", procs=1)
+    spec["supervisor"] = {"poll_s": 0.5, "lease_s": 3}
+    _record(tmp_path, spec)
+    sup = _supervise(tmp_path, "cancelled")
+    wait_for(
+        lambda: _sql(tmp_path, "select count(*) from jobs where state = 'RUNNING'")[0][0],
+        120,
+        "its job to run",
+        poll=0.2,
+    )
+    assert "cancelled 1 jobs" in tp("cancel", "cancelled", cwd=tmp_path, check=True).stdout
+    out = sup.communicate(timeout=120)[0]
+    assert sup.returncode == 1, out
+    assert "nothing more can be done" in out and "1 jobs cancelled (tp-sweep cancel)" in out, out
+    assert not _sql(tmp_path, "select * from actions where action in ('retry', 'resubmit')")
+    st = status_json("cancelled", tmp_path)
+    assert st["counts"] == {"CANCELLED": 1} and st["supervisor"]["stopped"].startswith("nothing more")
