@@ -290,14 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# Their own argparse, in modules that import nothing heavy until the arguments are parsed.
-DELEGATED = {"data": "cli.data", "cluster": "slurm.dev.cluster"}
+# Commands with parsers of their own; each module imports nothing heavy until its arguments are good.
+DELEGATED = ("data", "cluster")
 
 
 def _delegate(cmd: str, argv: list[str]) -> int:
-    import importlib
+    if cmd == "data":
+        from cli.data import main as data_main  # the beton writer's options, torch-free
 
-    return int(importlib.import_module(DELEGATED[cmd]).main(argv) or 0)
+        return int(data_main(argv) or 0)
+    from cli.cluster import main as cluster_main  # the dev cluster and cluster profiles
+
+    return int(cluster_main(argv) or 0)
 
 
 class _Version(argparse.Action):

@@ -22,11 +22,8 @@ the cluster allows. Standard library and PyYAML only.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -315,52 +312,3 @@ def allows_lines(facts: dict[str, Any]) -> list[str]:
             limits = {words.get(k, k): v for k, v in (q or {}).items() if k != "name" and v}
             lines.append(f"QOS {name}: " + (", ".join(f"{k} {v}" for k, v in limits.items()) or "no limits"))
     return lines
-
-
-def check_main(argv: list[str]) -> int:
-    """`tp-sweep cluster check [PROFILE]`: exit 0 fine, 2 the profile does not fit the cluster
-    (or the clusters file is bad), 1 Slurm does not answer."""
-    ap = argparse.ArgumentParser(
-        prog="tp-sweep cluster check",
-        description="Check a cluster profile against sinfo and sacctmgr, and print what the cluster allows.",
-    )
-    ap.add_argument("profile", nargs="?", help=f"a profile of {clusters_file()} (default: all)")
-    ap.add_argument("--format", choices=("table", "json"), default="table")
-    try:
-        a = ap.parse_args(argv)
-    except SystemExit as exc:
-        return 0 if exc.code == 0 else 2
-    try:
-        profiles = {a.profile: get_profile(a.profile)} if a.profile else load_profiles()
-    except ProfileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    facts = cluster_facts()
-    if facts is None:
-        print("error: sinfo does not answer: is this a Slurm cluster (SLURM_CONF)?", file=sys.stderr)
-        return 1
-    results = {name: check(body, facts) for name, body in profiles.items()}
-    bad = any(problems for problems, _ in results.values())
-    if a.format == "json":
-        print(
-            json.dumps(
-                {
-                    "profiles": {n: {"problems": p, "warnings": w} for n, (p, w) in results.items()},
-                    "cluster": {k: v for k, v in facts.items() if k not in ("config", "scontrol_partitions")},
-                },
-                default=str,
-            )
-        )
-        return 2 if bad else 0
-    print("the cluster allows:")
-    for line in allows_lines(facts):
-        print("  " + line)
-    for name, (problems, warnings) in results.items():
-        print(f"profile {name}: " + ("WRONG" if problems else "ok"))
-        for line in problems:
-            print(f"  problem: {line}")
-        for line in warnings:
-            print(f"  warning: {line}")
-    if not profiles:
-        print(f"no profiles in {clusters_file()}")
-    return 2 if bad else 0

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from cli import cluster as cluster_cli
 from slurm.dev import _config, cluster
 from slurm.dev._procs import _tail
 from tests.conftest import REPO, require_service
@@ -78,7 +79,7 @@ def test_up_on_a_file_is_bad_input(tmp_path, capsys):
     f.write_text("x")
     with pytest.raises(cluster.BadInput, match="not a directory"):
         cluster.up(str(f))
-    assert cluster.main(["up", "--dir", str(f)]) == 2
+    assert cluster_cli.main(["up", "--dir", str(f)]) == 2
     assert "not a directory" in capsys.readouterr().err
 
 
@@ -89,13 +90,13 @@ def test_up_on_a_file_is_bad_input(tmp_path, capsys):
 ])
 def test_bad_input_exits_2_and_creates_nothing(tmp_path, capsys, argv, msg):
     d = tmp_path / "c"
-    assert cluster.main([*argv, "--dir", str(d)]) == 2
+    assert cluster_cli.main([*argv, "--dir", str(d)]) == 2
     assert msg in capsys.readouterr().err
     assert not d.exists()
 
 
 def test_unknown_subcommand_exits_2():
-    assert cluster.main(["sideways"]) == 2
+    assert cluster_cli.main(["sideways"]) == 2
 
 
 def test_down_of_never_started_dir_is_a_noop(tmp_path):
@@ -421,7 +422,7 @@ def test_down_ends_its_jobs_and_no_others(tmp_path, capsys):
         assert trainer, "the sweep's trainer must be among the job's processes"
         assert procs_b and all(_alive(procs_b))
 
-        assert cluster.main(["down", "--dir", a, "--timeout", "4"]) == 0
+        assert cluster_cli.main(["down", "--dir", a, "--timeout", "4"]) == 0
         assert "stopped; ended 2 jobs" in capsys.readouterr().out
         assert not _alive(procs_a), _alive(procs_a)
         assert not _strays(sa.conf, str(tmp_path)), _strays(sa.conf, str(tmp_path))

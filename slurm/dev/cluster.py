@@ -22,16 +22,14 @@ and keeps the jobs: slurmd adopts their slurmstepds again.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from . import _accounting, _jobs
 from ._config import (
@@ -58,7 +56,7 @@ from ._config import (
 )
 from ._procs import _alive, _read_pid, _stop, _tail
 
-__all__ = ["ClusterStatus", "ClusterError", "BadInput", "up", "down", "status", "main"]
+__all__ = ["ClusterStatus", "ClusterError", "BadInput", "up", "up_again", "down", "status"]
 
 
 @dataclass
@@ -350,93 +348,13 @@ def _wait_idle(d: str, cfg: dict, timeout: float) -> ClusterStatus:
 # ---------------------------------------------------------------- command line
 
 
-def _print_status(st: ClusterStatus, console) -> None:
-    from rich.table import Table
-
-    head = "[green]running[/]" if st.running else "[red]not running[/]"
-    console.print(f"Slurm dev cluster in [bold]{st.dir}[/]: {head}  (conf {st.conf})")
-    if st.daemons:
-        t = Table("daemon", "pid", box=None)
-        for name, pid in st.daemons.items():
-            t.add_row(name, str(pid) if pid else "[red]dead[/]")
-        console.print(t)
-    if st.nodes:
-        t = Table("node", "state", "cpus", "memory (MB)", box=None)
-        for n in st.nodes:
-            t.add_row(n["name"], n["state"], str(n["cpus"]), str(n["memory"]))
-        console.print(t)
-    if st.message:
-        console.print(st.message, markup=False)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`tp-sweep cluster up|down|status`.
-
-    Exit 0 ok; 1 a daemon failed (or, for status, the cluster is not running); 2 bad input.
-    """
-    from rich.console import Console
-
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["check"]:  # any cluster, not only this dev one: slurm/profiles.py
-        from slurm.profiles import check_main
-
-        return check_main(argv[1:])
-    p = argparse.ArgumentParser(prog="tp-sweep cluster",
-                                description="A real Slurm cluster on this machine.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("up", "down", "status"):
-        s = sub.add_parser(name)
-        s.add_argument("--dir", default=DEFAULT_DIR,
-                       help="state, config and logs (default %(default)s)")
-        if name == "status":
-            s.add_argument("--format", choices=("table", "json"), default="table")
-        if name != "status":
-            s.add_argument("--timeout", type=float, default=30.0, help="seconds per step")
-        if name == "up":
-            s.add_argument("--nodes", type=int, default=None,
-                           help="nodes (default: as running, else 1)")
-            s.add_argument("--accounting", action="store_true", help="slurmdbd so sacct works")
-            s.add_argument("--cpus", type=int, default=None, help="CPUs per node (default: all)")
-            s.add_argument("--mem-mb", type=int, default=None, help="RealMemory per node")
-            s.add_argument("--port", type=int, default=None,
-                           help=f"slurmctld port; slurmd k uses port+k (default {DEFAULT_PORT})")
-            s.add_argument("--no-install-conf", action="store_true",
-                           help="leave /etc/slurm alone; clients need SLURM_CONF")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as exc:
-        return 0 if exc.code == 0 else 2
-    console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
-    try:
-        if args.cmd == "up":
-            # A bare `up` on a running cluster just reports it, whatever its shape.
-            now = status(args.dir)
-            saved = _load_settings(now.dir) if now.running else None
-            nodes = args.nodes if args.nodes is not None else (saved["nodes"] if saved else 1)
-            acct = args.accounting or bool(saved and saved["accounting"] and args.nodes is None)
-            st = up(args.dir, nodes, acct, args.cpus, args.mem_mb, args.timeout,
-                    port=args.port, install_conf=False if args.no_install_conf else None)
-            _print_status(st, console)
-            return 0
-        if args.cmd == "down":
-            ended = down(args.dir, args.timeout)
-            console.print(f"Slurm dev cluster in {_abs(args.dir)}: stopped; ended {ended} "
-                          f"job{'' if ended == 1 else 's'} (logs kept in "
-                          f"{os.path.join(_abs(args.dir), 'log')})", markup=False)
-            return 0
-        st = status(args.dir)
-        if args.format == "json":
-            print(json.dumps(asdict(st), indent=1))
-        else:
-            _print_status(st, console)
-        return 0 if st.running else 1
-    except BadInput as exc:
-        err.print(f"error: {exc}", markup=False)
-        return 2
-    except (ClusterError, OSError) as exc:
-        err.print(f"error: {exc}", markup=False)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def up_again(dir: str = DEFAULT_DIR, nodes: int | None = None, accounting: bool = False,
+             cpus_per_node: int | None = None, mem_mb: int | None = None, timeout: float = 30.0,
+             port: int | None = None, install_conf: bool | None = None) -> ClusterStatus:
+    """`up` as the command line means it: a bare `up` on a running cluster keeps its shape (its
+    nodes and accounting) and just reports it; given options start it as they say."""
+    now = status(dir)
+    saved = _load_settings(now.dir) if now.running else None
+    n = nodes if nodes is not None else (saved["nodes"] if saved else 1)
+    acct = accounting or bool(saved and saved["accounting"] and nodes is None)
+    return up(dir, n, acct, cpus_per_node, mem_mb, timeout, port=port, install_conf=install_conf)

@@ -1,0 +1,158 @@
+"""`tp-sweep cluster up|down|status` (a real Slurm cluster on this machine, slurm/dev/) and
+`tp-sweep cluster check [PROFILE]` (any cluster against a profile, slurm/profiles.py): parsing and
+printing only. Nothing heavy is imported: every `--help` answers at once.
+
+Exit 0 ok; 1 a daemon failed, Slurm does not answer, or (status) the cluster is not running;
+2 bad input, or a profile that does not fit the cluster.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+
+from rich.console import Console
+from rich.table import Table
+
+from slurm.dev.cluster import (
+    DEFAULT_DIR,
+    DEFAULT_PORT,
+    BadInput,
+    ClusterError,
+    ClusterStatus,
+    down,
+    status,
+    up_again,
+)
+from slurm.profiles import (
+    ProfileError,
+    allows_lines,
+    check,
+    cluster_facts,
+    clusters_file,
+    get_profile,
+    load_profiles,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:  # any cluster, not only a dev one
+        return check_main(argv[1:])
+    p = argparse.ArgumentParser(prog="tp-sweep cluster", description="A real Slurm cluster on this machine.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{up,down,status,check}")
+    for name in ("up", "down", "status"):
+        s = sub.add_parser(name)
+        s.add_argument("--dir", default=DEFAULT_DIR, help="state, config and logs (default %(default)s)")
+        if name == "status":
+            s.add_argument("--format", choices=("table", "json"), default="table")
+        if name != "status":
+            s.add_argument("--timeout", type=float, default=30.0, help="seconds per step")
+        if name == "up":
+            s.add_argument("--nodes", type=int, default=None, help="nodes (default: as running, else 1)")
+            s.add_argument("--accounting", action="store_true", help="slurmdbd so sacct works")
+            s.add_argument("--cpus", type=int, default=None, help="CPUs per node (default: all)")
+            s.add_argument("--mem-mb", type=int, default=None, help="RealMemory per node")
+            s.add_argument("--port", type=int, default=None,
+                           help=f"slurmctld port; slurmd k uses port+k (default {DEFAULT_PORT})")
+            s.add_argument("--no-install-conf", action="store_true",
+                           help="leave /etc/slurm alone; clients need SLURM_CONF")
+    sub.add_parser("check", help="check a cluster profile against sinfo and sacctmgr (see check --help)")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return 0 if exc.code == 0 else 2
+    console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    try:
+        if args.cmd == "up":
+            st = up_again(args.dir, args.nodes, args.accounting, args.cpus, args.mem_mb, args.timeout,
+                          port=args.port, install_conf=False if args.no_install_conf else None)
+            _print_status(st, console)
+            return 0
+        if args.cmd == "down":
+            ended = down(args.dir, args.timeout)
+            folder = os.path.abspath(os.path.expanduser(args.dir))
+            console.print(f"Slurm dev cluster in {folder}: stopped; ended {ended} "
+                          f"job{'' if ended == 1 else 's'} (logs kept in {os.path.join(folder, 'log')})",
+                          markup=False)
+            return 0
+        st = status(args.dir)
+        if args.format == "json":
+            print(json.dumps(asdict(st), indent=1))
+        else:
+            _print_status(st, console)
+        return 0 if st.running else 1
+    except BadInput as exc:
+        err.print(f"error: {exc}", markup=False)
+        return 2
+    except (ClusterError, OSError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        return 1
+
+
+def _print_status(st: ClusterStatus, console: Console) -> None:
+    head = "[green]running[/]" if st.running else "[red]not running[/]"
+    console.print(f"Slurm dev cluster in [bold]{st.dir}[/]: {head}  (conf {st.conf})")
+    if st.daemons:
+        t = Table("daemon", "pid", box=None)
+        for name, pid in st.daemons.items():
+            t.add_row(name, str(pid) if pid else "[red]dead[/]")
+        console.print(t)
+    if st.nodes:
+        t = Table("node", "state", "cpus", "memory (MB)", box=None)
+        for n in st.nodes:
+            t.add_row(n["name"], n["state"], str(n["cpus"]), str(n["memory"]))
+        console.print(t)
+    if st.message:
+        console.print(st.message, markup=False)
+
+
+def check_main(argv: list[str]) -> int:
+    """`tp-sweep cluster check [PROFILE]`: exit 0 fine, 2 the profile does not fit the cluster
+    (or the clusters file is bad), 1 Slurm does not answer."""
+    ap = argparse.ArgumentParser(
+        prog="tp-sweep cluster check",
+        description="Check a cluster profile against sinfo and sacctmgr, and print what the cluster allows.",
+    )
+    ap.add_argument("profile", nargs="?", help=f"a profile of {clusters_file()} (default: all)")
+    ap.add_argument("--format", choices=("table", "json"), default="table")
+    try:
+        a = ap.parse_args(argv)
+    except SystemExit as exc:
+        return 0 if exc.code == 0 else 2
+    try:
+        profiles = {a.profile: get_profile(a.profile)} if a.profile else load_profiles()
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    facts = cluster_facts()
+    if facts is None:
+        print("error: sinfo does not answer: is this a Slurm cluster (SLURM_CONF)?", file=sys.stderr)
+        return 1
+    results = {name: check(body, facts) for name, body in profiles.items()}
+    bad = any(problems for problems, _ in results.values())
+    if a.format == "json":
+        print(
+            json.dumps(
+                {
+                    "profiles": {n: {"problems": p, "warnings": w} for n, (p, w) in results.items()},
+                    "cluster": {k: v for k, v in facts.items() if k not in ("config", "scontrol_partitions")},
+                },
+                default=str,
+            )
+        )
+        return 2 if bad else 0
+    print("the cluster allows:")
+    for line in allows_lines(facts):
+        print("  " + line)
+    for name, (problems, warnings) in results.items():
+        print(f"profile {name}: " + ("WRONG" if problems else "ok"))
+        for line in problems:
+            print(f"  problem: {line}")
+        for line in warnings:
+            print(f"  warning: {line}")
+    if not profiles:
+        print(f"no profiles in {clusters_file()}")
+    return 2 if bad else 0
