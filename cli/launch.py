@@ -8,7 +8,7 @@ import os
 from contextlib import nullcontext
 from typing import Any
 
-from cli.common import BadInput, console, error, open_store
+from cli.common import BadInput, console, error, open_store, report_bad_levels
 from cli.progress import LaunchProgress, SearchProgress, wait_until_idle
 from cli.render.search import print_search_plan, search_plan
 from cli.render.tables import phrases
@@ -27,11 +27,12 @@ def _stored_spec_dict(path: str, spec) -> dict[str, Any]:
     return data
 
 
-def _done_without_side_effects(plan, url: str | None) -> set[str]:
-    """Levels finished on disk, or in the store when it exists already (a dry run creates nothing)."""
+def _done_without_side_effects(plan, url: str | None, bad: dict[str, str]) -> set[str]:
+    """Levels finished on disk, or in the store when it exists already (a dry run creates nothing).
+    Level folders that fail their checks go to `bad`."""
     from orchestrator.control.controller import done_on_disk  # the store: SQLAlchemy, 0.3 s
 
-    done = done_on_disk(plan)
+    done = done_on_disk(plan, bad)
     from db.engine import store_may_exist  # SQLAlchemy, 0.3 s
 
     if url and store_may_exist(url):
@@ -75,11 +76,12 @@ def cmd_launch(a: argparse.Namespace) -> int:
     if a.dry_run:
         from db.engine import resolve_url  # SQLAlchemy, 0.3 s
 
-        done = _done_without_side_effects(plan, resolve_url(a.db, spec.db))
+        bad: dict[str, str] = {}
+        done = _done_without_side_effects(plan, resolve_url(a.db, spec.db), bad)
         counts = plan.counts(done)
         jobs = group_jobs([lv for lid, lv in plan.levels.items() if lid not in done], {}, plan.snapshots)
         info = {"sweep": spec.name, **counts, "jobs": len(jobs), "branches": BRANCHES_INLINE,
-                "executor": kind}
+                "executor": kind, "bad_levels": {f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()}}
         if spec.search is not None:
             info["search"] = search_plan(spec, plan)
         if a.format == "json":
@@ -99,7 +101,8 @@ def cmd_launch(a: argparse.Namespace) -> int:
                     f"Executor {kind}; nothing submitted."],
                     console.width, sep=" ", indent=""):
                 console.print(line, highlight=False)
-        return 0
+        report_bad_levels({f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()}, "not counted as done")
+        return 1 if bad else 0
     # torch (seconds), which launch --dry-run never needs
     from orchestrator.plan.preflight import PreflightError, check_plan
 
@@ -135,7 +138,9 @@ def cmd_launch(a: argparse.Namespace) -> int:
                       + (f"; left alone: {res.skipped}" if res.skipped else ""))
     if kind == "slurm" and a.wait:
         wait_until_idle(store, spec.name, console)
-    return show_status(store, spec.name, "table", progress is not None or a.wait)
+    code = show_status(store, spec.name, "table", progress is not None or a.wait)
+    report_bad_levels({f"{plan.levels_dir}/{lid}": why for lid, why in res.bad.items()}, "not used")
+    return 1 if res.bad else code
 
 
 def run_search(store, spec, spec_dict: dict[str, Any], kind: str, plan) -> int:

@@ -12,7 +12,7 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
-from cli.common import BadInput, console
+from cli.common import BadInput, console, report_bad_levels
 from cli.common import error as _error
 from cli.common import open_store as _store
 from cli.launch import cmd_launch, run_search
@@ -83,7 +83,9 @@ def cmd_resume(a: argparse.Namespace) -> int:
         console.print(f"nothing to resume ({', '.join(f'{n} {s}' for s, n in res.skipped.items())})")
     else:
         console.print(f"resubmitted {len(res.submitted)} jobs; they continue from their last checkpoints")
-    return show_status(store, a.sweep, "table", progress is not None)
+    code = show_status(store, a.sweep, "table", progress is not None)
+    report_bad_levels(res.bad, "not used")
+    return 1 if res.bad else code
 
 
 def cmd_cancel(a: argparse.Namespace) -> int:
@@ -179,13 +181,15 @@ def cmd_db(a: argparse.Namespace) -> int:
         from orchestrator.control.importer import ImportFailed, import_output_dir  # the store: SQLAlchemy, 0.3 s
 
         store = _store(a.db)
+        bad: dict[str, str] = {}
         try:
-            n = import_output_dir(store, a.dir)
+            n = import_output_dir(store, a.dir, bad)
         except ImportFailed as exc:
             raise BadInput(str(exc)) from None
         console.print(f"{store.display_url}: imported {n['sweeps']} sweeps, {n['runs']} runs, "
-                      f"{n['levels']} levels ({n['finished']} finished) from {a.dir}")
-        return 0
+                      f"{n['levels']} levels ({n['finished']} finished) from {a.dir}", highlight=False)
+        report_bad_levels(bad, "not imported")
+        return 1 if bad else 0
     url = resolve_url(a.db)
     try:
         store = Store(url, migrate_schema=False)

@@ -96,3 +96,50 @@ def test_a_second_store_and_a_rebuilt_store_show_the_same_results(shared):
     bad = tp("db", "import", str(tmp / "nowhere"), cwd=tmp)
     assert bad.returncode == 2 and "not a turboprune output folder" in bad.stderr
     shutil.rmtree(tmp / "tp-runs" / "_jobs" / "shared", ignore_errors=True)  # logs no longer needed
+
+
+def test_tampered_level_folders_are_named_and_never_imported(shared):
+    """A copy of the output folder with a renamed level folder, an edited level.json, a truncated
+    metrics.json and a parent that is a path: `db import` names each one, exits 1 and imports the
+    rest; `launch --dry-run` counts none of them as done."""
+    tmp, _, _ = shared
+    copy = tmp / "tampered"
+    shutil.copytree(tmp / "tp-runs", copy, ignore=shutil.ignore_patterns("_jobs", "wandb"))
+    rows = [r for r in _query(tmp, "shared") if r["method"] != "dense" and r["sparsity"] in (0.5, 0.8)]
+    renamed, edited, truncated, pathy = (r["level_id"] for r in rows[:4])
+    levels = copy / "levels"
+    (levels / renamed).rename(levels / "0123456789abcdef")
+    desc = json.loads((levels / edited / "level.json").read_text())
+    desc["density"] = 0.9
+    (levels / edited / "level.json").write_text(json.dumps(desc))
+    text = (levels / truncated / "metrics.json").read_text()
+    (levels / truncated / "metrics.json").write_text(text[: len(text) // 2])
+    desc = json.loads((levels / pathy / "level.json").read_text())
+    desc["parent"] = "../../../etc"
+    (levels / pathy / "level.json").write_text(json.dumps(desc))
+
+    db = f"sqlite:///{tmp / 'tampered.db'}"
+    proc = tp("db", "import", str(copy), "--db", db, cwd=tmp)
+    assert proc.returncode == 1, proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert "folder name '0123456789abcdef' differs from the level_id" in err
+    assert f"{renamed}: no level.json" in err
+    assert f"{edited}: its description does not hash to its id" in err
+    assert f"{truncated}: metrics.json cannot be read" in err
+    assert f"{pathy}: parent '../../../etc' is not a level id" in err
+    stored = {r["level_id"]: r for r in json.loads(tp("query", "shared", "--levels", "--format", "json",
+                                                      "--db", db, cwd=tmp, check=True).stdout)}
+    for lid in (renamed, edited, pathy):
+        assert lid not in stored  # never recorded
+    assert stored[truncated]["test_acc"] is None  # its folder is fine, its result is not: unfinished
+    good = [r["level_id"] for r in rows if r["level_id"] not in (renamed, edited, truncated, pathy)]
+    assert good and all(stored[lid]["test_acc"] is not None for lid in good)
+
+    spec = _spec("shared", METHODS, [0.5, 0.8])
+    spec["output_dir"] = str(copy)
+    dry = tp("launch", str(write_spec(tmp / "tampered", spec)), "--dry-run", "--format", "json",
+             "--db", f"sqlite:///{tmp / 'none.db'}", cwd=tmp)
+    assert dry.returncode == 1
+    info = json.loads(dry.stdout)
+    assert {p.rsplit("/", 1)[-1] for p in info["bad_levels"]} == {edited, truncated, pathy}
+    assert info["levels_done"] == 13 - 4

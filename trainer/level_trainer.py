@@ -16,7 +16,6 @@ by what the process did before, so a level computes the same thing in any job.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from core.layout import LevelDir, LevelLock
+from core.layout import BadLevel, LevelDir, LevelLock, is_level_id
 from core.levels import LevelSpec
 from core.methods import get_criterion
 from trainer import checkpoint as ckpt
@@ -153,10 +152,14 @@ class LevelTrainer:
         d = self.dir(level.level_id)
         if self._report_if_done(level, d):
             return
-        if level.parent is not None and self.dir(level.parent).result() is None:
-            raise RuntimeError(f"level {level.level_id} continues from level {level.parent}, which is "
-                               f"not trained yet (no {self.dir(level.parent).metrics}); the job that "
-                               "trains it must finish first")
+        if level.parent is not None:
+            parent = self.dir(level.parent).inspect() if self.info.is_main else None
+            problem = (parent.problem or ("not trained yet" if parent.result is None else None)
+                       if parent is not None else None)
+            if rank0_says(self.info, problem is not None):
+                raise RuntimeError(f"level {level.level_id} continues from level {level.parent}: "
+                                   f"{problem or 'see rank 0'}; the job that trains it must finish "
+                                   "first (a bad folder: move it aside and launch again)")
         with LevelLock(d, self.info.is_main, agree=lambda ok: rank0_says(self.info, ok),
                        on_wait=lambda: self.rec.heartbeat(level.level_id, 0)):
             if self._report_if_done(level, d):  # trained by another job while we waited
@@ -164,7 +167,12 @@ class LevelTrainer:
             self._train_level(level, d, snapshots)
 
     def _report_if_done(self, level: LevelSpec, d: LevelDir) -> bool:
-        result = d.result() if self.info.is_main else None
+        check = d.inspect() if self.info.is_main else None
+        if rank0_says(self.info, check is not None and check.problem is not None):
+            # never trained over: a folder that fails its checks is left for someone to look at
+            raise RuntimeError(f"level {level.level_id}: {check.problem if check else 'see rank 0'} "
+                               f"({d.path}); move the folder aside and launch again to retrain it")
+        result = check.result if check is not None else None
         if not rank0_says(self.info, result is not None):  # every rank follows rank 0's view
             return False
         if result is not None:
@@ -361,8 +369,13 @@ class LevelTrainer:
 
 
 def read_level(levels_dir: Path, level_id: str) -> LevelSpec:
-    path = levels_dir / level_id / "level.json"
+    """LEVELS/<id>/level.json, checked: named after its id, hashing to it, ids that are ids."""
+    d = LevelDir(levels_dir / level_id)
+    if not is_level_id(level_id):
+        raise BadLevel(f"{level_id!r} is not a level id")
+    if not d.description.exists():
+        raise FileNotFoundError(f"{d.description} not found: the level was never planned here")
     try:
-        return LevelSpec.from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found: the level was never planned here") from None
+        return d.read_spec()
+    except BadLevel as exc:
+        raise BadLevel(f"level {level_id} ({d.path}): {exc}") from None

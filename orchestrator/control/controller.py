@@ -18,7 +18,13 @@ from core.layout import LevelDir
 from db.migrate import file_lock
 from db.schema import Job
 from db.store import ACTIVE_STATES, RESUMABLE_STATES, Store
-from orchestrator.control.reconcile import reconcile_jobs, store_level_dirs, sweep_level_ids, sync_from_disk
+from orchestrator.control.reconcile import (
+    check_folders,
+    reconcile_jobs,
+    store_level_dirs,
+    sweep_level_ids,
+    sync_from_disk,
+)
 from orchestrator.control.submit import submit_jobs
 from orchestrator.plan.grid import SweepPlan
 from orchestrator.plan.jobs import group_jobs, runs_of_job
@@ -34,6 +40,7 @@ class LaunchResult:
     waiting: dict[str, str] = field(default_factory=dict)    # job_id -> why it was not submitted
     failed: dict[str, str] = field(default_factory=dict)     # job_id -> message (blocking executors)
     imported: int = 0                                        # levels found finished on disk
+    bad: dict[str, str] = field(default_factory=dict)        # level id -> why its folder is not used
     skipped: dict[str, int] = field(default_factory=dict)    # job state -> jobs left alone
 
 
@@ -81,8 +88,21 @@ def _point_key(p: dict[str, Any]) -> str:
     return json.dumps([p["method"], p["sparsity"], p["seed"], p["axes"]], sort_keys=True)
 
 
-def done_on_disk(plan: SweepPlan) -> set[str]:
-    return {lid for lid in plan.levels if LevelDir(Path(plan.levels_dir) / lid).result() is not None}
+def done_on_disk(plan: SweepPlan, bad: dict[str, str] | None = None) -> set[str]:
+    """Levels of the plan finished on disk, each folder checked (LevelDir.inspect); the ones that
+    must not be used go to `bad` with the reason, and count as not done."""
+    done = set()
+    for lid in plan.levels:
+        d = LevelDir(Path(plan.levels_dir) / lid)
+        if not (d.final.exists() or d.metrics.exists()):
+            continue
+        check = d.inspect()
+        if check.problem is not None:
+            if bad is not None:
+                bad[lid] = check.problem
+        elif check.result is not None:
+            done.add(lid)
+    return done
 
 
 # ---- launch / resume -------------------------------------------------------------------------
@@ -99,13 +119,18 @@ def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[L
     write_plan_files(plan, spec_dict)
     store.record_plan(plan, spec_dict, plan.levels_dir)
     result = LaunchResult(plan.spec.name)
-    result.imported = sync_from_disk(store, {lid: f"{plan.levels_dir}/{lid}" for lid in plan.levels})
+    result.imported = sync_from_disk(store, {lid: f"{plan.levels_dir}/{lid}" for lid in plan.levels},
+                                     bad=result.bad)
+    _check_parents(store, plan, result.bad)
     jobs = store.jobs_of_levels(list(plan.levels))
     reconcile_jobs(store, list(jobs.values()), plan.spec.executor)
     with store.serialized() as s:
         states = store.level_states(list(plan.levels), s)
+        # A bad folder is left as it is (no job would overwrite it): the user looks, moves it
+        # aside, and the next launch trains the level afresh. Levels below it wait for it.
         to_train = [lv for lid, lv in plan.levels.items()
-                    if lid in states and not states[lid].finished and states[lid].job_id is None]
+                    if lid in states and not states[lid].finished and states[lid].job_id is None
+                    and lid not in result.bad]
         owner = {lid: st.job_id for lid, st in states.items() if not st.finished and st.job_id}
         new_jobs = group_jobs(to_train, owner, plan.snapshots)
         files = {j.job_id: str(Path(plan.output_dir) / "jobs" / f"{j.job_id}.json") for j in new_jobs}
@@ -119,12 +144,22 @@ def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[L
     return result, jobs, todo
 
 
+def _check_parents(store: Store, plan: SweepPlan, bad: dict[str, str]) -> None:
+    """The finished levels that levels still to train continue from: their folders are about to
+    be read (weights, masks), so they are checked like any level reused from disk."""
+    states = store.level_states(list(plan.levels))
+    todo = [lv for lid, lv in plan.levels.items() if lid in states and not states[lid].finished]
+    parents = {lv.parent for lv in todo if lv.parent and lv.parent in states and states[lv.parent].finished}
+    bad.update(check_folders({lid: f"{plan.levels_dir}/{lid}" for lid in sorted(parents)
+                              if lid not in bad}))
+
+
 def resume(store: Store, sweep: str, include_failed: bool = False, executor_kind: str | None = None,
            on_progress: Callable[[], None] | None = None) -> LaunchResult:
     spec = stored_spec(store, sweep)
     level_ids = sweep_level_ids(store, sweep)
     result = LaunchResult(sweep)
-    result.imported = sync_from_disk(store, store_level_dirs(store, level_ids))
+    result.imported = sync_from_disk(store, store_level_dirs(store, level_ids), bad=result.bad)
     jobs = store.jobs_of_levels(level_ids)
     jobs = {j.job_id: j for j in reconcile_jobs(store, list(jobs.values()), spec.executor)}
     states = {"PLANNED", *RESUMABLE_STATES} | ({"FAILED", "CANCELLED"} if include_failed else set())
