@@ -142,6 +142,24 @@ def prune_step(method: str, prune: dict[str, Any], density: float) -> dict[str, 
     return step
 
 
+def skipped_epochs(step: dict[str, Any] | None) -> int:
+    """Epochs of the schedule a level does not train: an imp_wr level resumes the schedule at its
+    rewind point k, so it records the epochs from k's epoch on (the one k falls in counts whole).
+    With `rewind_iterations` the steps per epoch are the data's, unknown here: 0, an upper bound
+    on what the level trains short of one epoch per full epoch that k spans."""
+    if not step or step.get("rewind") != "step":
+        return 0
+    to = step.get("rewind_to") or {}
+    if "epochs" in to:
+        return max(0, math.floor(float(to["epochs"]) + 1e-9))
+    return 0
+
+
+def level_epochs(level: LevelSpec) -> int:
+    """The epochs `level` trains and records: its schedule's, less those its rewind skips."""
+    return max(0, int(level.train["schedule"]["epochs"]) - skipped_epochs(level.step))
+
+
 def _make(parent: LevelSpec | None, kind: str, density: float, step: dict[str, Any] | None,
           train: dict[str, Any], train_json: str | None = None) -> LevelSpec:
     lid = level_id(parent.level_id if parent else None, step, train, train_json)

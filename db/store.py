@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from core.levels import skipped_epochs
 from db import migrate
 from db.engine import StoreError, display_url, make_engine, upsert
 from db.schema import Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, utcnow
@@ -60,6 +61,7 @@ class Unfinished:
     job_id: str | None
     state: str | None
     attempts: int
+    skipped: int = 0    # epochs of the schedule it does not train (imp_wr resumes at step k)
 
 
 class Store:
@@ -174,7 +176,7 @@ class Store:
             if sid is None:
                 return []
             q = (sa.select(RunLevel.run_id, Level.level_id, RunLevel.position, Level.depth, Level.epoch,
-                           Level.level_dir, Level.job_id, Job.state, Job.attempts)
+                           Level.level_dir, Level.job_id, Job.state, Job.attempts, Level.step)
                  .join(RunLevel, RunLevel.level_id == Level.level_id)
                  .outerjoin(Job, Job.job_id == Level.job_id).where(Level.finished_at.is_(None)))
             runs: set[str] | None = None
@@ -183,8 +185,8 @@ class Store:
             else:
                 q = q.join(SweepRun, SweepRun.run_id == RunLevel.run_id).where(SweepRun.sweep_id == sid)
             return [Unfinished(run_id, level_id, pos, depth, int(epoch or 0), level_dir, job_id, state,
-                               attempts or 0)
-                    for run_id, level_id, pos, depth, epoch, level_dir, job_id, state, attempts
+                               attempts or 0, skipped_epochs(_json(step)))
+                    for run_id, level_id, pos, depth, epoch, level_dir, job_id, state, attempts, step
                     in s.connection().execute(q).all() if runs is None or run_id in runs]
 
     def import_results(self, results: dict[str, dict[str, Any]]) -> None:
@@ -324,6 +326,11 @@ class Store:
     def epochs(self, level_id: str) -> list[Epoch]:
         with self.reading() as s:
             return list(s.scalars(sa.select(Epoch).where(Epoch.level_id == level_id).order_by(Epoch.epoch)))
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as a value (a driver may hand it over as text)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _rowcount(result: Any) -> int:

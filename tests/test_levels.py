@@ -166,3 +166,25 @@ def test_finished_levels_are_reported_not_retrained(tmp_path):
     assert before == {lid: LevelDir(tmp_path / lid).final.stat().st_mtime_ns for lid in before}
     result = json.loads(LevelDir(tmp_path / run.levels[1].level_id).metrics.read_text())
     assert result["level_id"] == run.levels[1].level_id and len(result["history"]) == 2
+
+
+def test_dry_run_epochs_are_the_epochs_imp_wr_levels_record(tmp_path):
+    """An imp_wr level resumes the schedule at its rewind point: the plan counts (launch --dry-run's
+    `epochs`, status's epochs left) what the levels then record, not a full schedule each."""
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
+
+    spec = {"name": "wr", "trainer": {"config": "digits_mlp", "overrides": {
+        "schedule.epochs": 3, "model.hidden": [32], "data.batch_size": 256, "prune.rate": 0.5,
+        "prune.rewind_epochs": 2}}, "grid": {"method": ["imp_wr"], "sparsity": [0.5, 0.7], "seed": [0]}}
+    plan = plan_sweep(parse_spec(spec, "wr"))
+    counts = plan.counts()
+    levels = list(plan.levels.values())
+    for lv in levels:
+        write_json_atomic(LevelDir(tmp_path / lv.level_id).description, lv.description())
+    rec = ListRecorder()
+    LevelTrainer(levels[0].train, tmp_path, INFO, rec, StopFlag(INFO)).run(levels, plan.snapshots)
+    recorded = {lid: r["epochs"] for lid, r in rec.levels.items()}
+    assert recorded == {lv.level_id: 3 if lv.parent is None else 1 for lv in levels}
+    assert counts["epochs"] == sum(recorded.values()) == 5
+    assert counts["naive_epochs"] == (3 + 1) + (3 + 1 + 1)  # 0.5: trunk 1; 0.7: a branch from it

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core import config as trainer_config
-from core.levels import LevelSpec, LineageError, plan_levels, run_id
+from core.levels import LevelSpec, LineageError, level_epochs, plan_levels, run_id
 from core.methods import get_method
 from orchestrator.plan.spec import RESERVED_AXES, SweepSpec
 
@@ -64,7 +64,18 @@ class SweepPlan:
         return str(Path(self.output_dir) / "levels")
 
     def epochs_of(self, level_id: str) -> int:
-        return int(self.levels[level_id].train["schedule"]["epochs"])
+        """What the level trains: an imp_wr level starts at its rewind point (level_epochs)."""
+        return level_epochs(self.levels[level_id])
+
+    def naive_epochs_of(self, p: GridPoint) -> int:
+        """Epochs a lone job for `p` trains: its serving level's chain from level 0, each level
+        as it trains (the root in full, the others as the serving level does)."""
+        lv = self.levels[p.level_id]
+        if p.naive_levels <= 1 or lv.parent is None:
+            return p.naive_levels * self.epochs_of(p.level_id)
+        root = self.levels.get(lv.root)
+        first = self.epochs_of(lv.root) if root is not None else int(lv.train["schedule"]["epochs"])
+        return first + (p.naive_levels - 1) * self.epochs_of(p.level_id)
 
     def counts(self, done: set[str] | None = None) -> dict[str, int]:
         """Level trainings this plan needs, those already done, and what one job per grid point,
@@ -79,7 +90,7 @@ class SweepPlan:
             "levels_to_train": len(todo),
             "naive_level_trainings": sum(p.naive_levels for p in self.points),
             "epochs": sum(self.epochs_of(lid) for lid in todo),
-            "naive_epochs": sum(p.naive_levels * self.epochs_of(p.level_id) for p in self.points),
+            "naive_epochs": sum(self.naive_epochs_of(p) for p in self.points),
         }
 
 
