@@ -97,9 +97,12 @@ def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, None
 
     lvls = store.run_levels(run.run_id)
     levels = [{"level_id": lv.level_id, "kind": lv.kind, "depth": lv.depth, "density": lv.density,
-               "achieved_sparsity": lv.achieved_sparsity, "test_acc": lv.test_acc,
-               "best_test_acc": lv.best_test_acc, "epochs": lv.epochs, "seconds": lv.seconds,
-               "job": lv.job_id, "finished": lv.finished_at is not None} for lv in lvls]
+               "achieved_sparsity": lv.achieved_sparsity, "network_sparsity": lv.network_sparsity,
+               "test_acc": lv.test_acc, "best_test_acc": lv.best_test_acc, "epochs": lv.epochs,
+               "seconds": lv.seconds, "nonzero_params": lv.nonzero_params, "flops": lv.flops,
+               "speedup": lv.flops_dense / lv.flops if lv.flops_dense and lv.flops else None,
+               "code": lv.code, "job": lv.job_id, "finished": lv.finished_at is not None}
+              for lv in lvls]
     job_ids = sorted({lv.job_id for lv in lvls if lv.job_id})
     jobs = store.jobs(job_ids)
     events = [{"at": e.at.isoformat(timespec="seconds"), "job": e.job_id, "sched_id": e.sched_id,

@@ -164,7 +164,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
     if not any(r.get(a.metric) is not None for r in rows):
         raise BadInput(f"sweep {a.sweep!r} has no finished {a.metric} yet")
     out = a.out or f"{a.sweep}_{a.metric}.png"
-    plot_accuracy(rows, a.metric, out, title=a.sweep)
+    plot_accuracy(rows, a.metric, out, title=a.sweep, x=a.x)
     console.print(f"wrote {out}")
     return 0
 
@@ -245,10 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sp.set_defaults(fn=cmd_query)
 
-    sp = with_db(sub.add_parser("plot", help="accuracy against sparsity, a line per method"))
+    sp = with_db(sub.add_parser("plot", help="accuracy against achieved sparsity (or density, FLOPs), a line per method"))
     sp.add_argument("sweep")
     sp.add_argument("--metric", default="test_acc", choices=["test_acc", "best_test_acc", "test_top5"])
     sp.add_argument("--out", help="PNG path (default SWEEP_METRIC.png)")
+    sp.add_argument("--x", default="sparsity", choices=["sparsity", "network", "density", "flops"],
+                    help="x axis: achieved sparsity of the prunable weights (default) or of the whole "
+                         "network, %% of weights remaining (log), or multiply-adds per example (log)")
     sp.set_defaults(fn=cmd_plot)
 
     sp = with_db(sub.add_parser("db", help="schema migrations; rebuild a store from an output folder"))

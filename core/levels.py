@@ -128,6 +128,9 @@ def prune_step(method: str, prune: dict[str, Any], density: float) -> dict[str, 
     crit = CRITERIA[info.criterion]
     step: dict[str, Any] = {"criterion": info.criterion, "density": round(float(density), 12),
                             "keep_first_last_dense": bool(prune.get("keep_first_last_dense", False))}
+    ignore = sorted({str(p) for p in prune.get("layers_to_ignore") or ()})
+    if ignore:  # in the step only when set, so every level planned before the option keeps its id
+        step["layers_to_ignore"] = ignore
     for key in crit.params:
         step[key] = prune.get(key)
     step["rewind"] = info.rewind

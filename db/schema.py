@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -97,6 +97,14 @@ class Level(Base):
     epochs: Mapped[int] = mapped_column(Integer, default=0)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # 0003: cost and provenance of a finished level (null for levels finished before)
+    network_sparsity: Mapped[float | None] = mapped_column(Float, nullable=True)  # all parameters
+    params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    nonzero_params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    flops_dense: Mapped[float | None] = mapped_column(Float, nullable=True)  # MACs per example
+    flops: Mapped[float | None] = mapped_column(Float, nullable=True)        # nonzero weights only
+    code: Mapped[str | None] = mapped_column(String(40), nullable=True)      # core/code.py identity
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Epoch(Base):

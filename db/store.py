@@ -33,7 +33,8 @@ RESUMABLE_STATES = ("PREEMPTED", "TIMEOUT", "LOST")
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
 _PG_PLAN_LOCK = 0x7470_706C  # "tppl": serializes planning transactions
 RESULT_COLUMNS = ("achieved_sparsity", "test_acc", "test_top5", "test_loss", "best_test_acc",
-                  "train_loss", "train_acc", "epochs", "seconds")
+                  "train_loss", "train_acc", "epochs", "seconds", "network_sparsity", "params",
+                  "nonzero_params", "flops_dense", "flops")
 EPOCH_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "steps",
                  "seconds", "images_per_s")
 
@@ -200,6 +201,9 @@ class Store:
                 values = {c: res.get(c) for c in RESULT_COLUMNS}
                 values["epochs"] = int(values["epochs"] or 0)
                 values["seconds"] = float(values["seconds"] or 0.0)
+                prov = res.get("provenance") if isinstance(res.get("provenance"), dict) else None
+                values["provenance"] = prov
+                values["code"] = str(prov["code"])[:40] if prov and prov.get("code") else None
                 s.execute(sa.update(Level).where(Level.level_id == lid, Level.finished_at.is_(None))
                           .values(finished_at=utcnow(), epoch=values["epochs"], **values))
             upsert(conn, Epoch.__table__, [

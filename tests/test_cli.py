@@ -30,10 +30,13 @@ def test_every_design_command_is_there():
 
 def test_db_upgrade_creates_then_keeps_the_schema(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
+    from db.migrate import head_revision
+
+    head = head_revision()
     first = tp("db", "upgrade", "--db", url, cwd=tmp_path, check=True)
-    assert "schema empty -> 0002" in first.stdout
+    assert f"schema empty -> {head}" in first.stdout
     again = tp("db", "upgrade", "--db", url, cwd=tmp_path, check=True)
-    assert "schema 0002 -> 0002" in again.stdout
+    assert f"schema {head} -> {head}" in again.stdout
     eng = sa.create_engine(url)
     assert {"sweeps", "runs", "levels", "epochs", "events", "attempts"} <= set(sa.inspect(eng).get_table_names())
     eng.dispose()
@@ -338,3 +341,41 @@ def test_bench_store_small_runs(tmp_path):
                  "plan + record 10,000 grid points", "tp-sweep data write --help"):
         assert what in proc.stdout, proc.stdout
     assert re.search(r"scheduler calls per status refresh\s+1\s+1\s+yes", proc.stdout), proc.stdout
+
+
+def test_trunk_landing_results_show_and_plot_their_achieved_sparsity(tmp_path):
+    """prune.landing: trunk serves target 0.5 with trunk level 4 (sparsity 0.59): query says so
+    (off_target, achieved_sparsity), the accuracy table marks the cell with the level's sparsity,
+    and the plot puts the point at 0.59, hollow, not at 0.5."""
+    from cli.render.plot import plot_accuracy
+    from db.store import Store
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
+
+    spec = {"name": "trunky", "output_dir": str(tmp_path / "runs"),
+            "trainer": {"config": "digits_mlp", "overrides": {"prune.landing": "trunk"}},
+            "grid": {"method": ["dense", "imp", "snip"], "sparsity": [0.5, 0.8], "seed": [0, 1]}}
+    plan = plan_sweep(parse_spec(spec))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(url)
+    store.record_plan(plan, spec, plan.levels_dir)
+    store.import_results({lid: {"achieved_sparsity": round(1 - lv.density, 6), "test_acc": _acc(lid),
+                                "best_test_acc": _acc(lid), "epochs": 1, "seconds": 1.0,
+                                "network_sparsity": round((1 - lv.density) * 0.9, 6),
+                                "flops_dense": 1000.0, "flops": 1000.0 * lv.density,
+                                "history": []} for lid, lv in plan.levels.items()})
+    store.close()
+    rows = json.loads(_cli(tmp_path, "query", "trunky", "--db", url, "--format", "json").stdout)
+    imp = {r["sparsity"]: r for r in rows if r["method"] == "imp" and r["seed"] == 0}
+    assert imp[0.5]["off_target"] and imp[0.5]["achieved_sparsity"] == pytest.approx(1 - 0.8**4, abs=1e-6)
+    assert imp[0.8]["off_target"] and imp[0.8]["achieved_sparsity"] == pytest.approx(1 - 0.8**8, abs=1e-6)
+    assert not any(r["off_target"] for r in rows if r["method"] != "imp")
+    assert imp[0.5]["speedup"] == pytest.approx(1 / 0.8**4)
+    out = _cli(tmp_path, "status", "trunky", "--db", url, columns=160).stdout
+    assert "@0.590" in out and "@0.832" in out and "served by a trunk level" in out
+    drawn = plot_accuracy(rows, "test_acc", str(tmp_path / "p.png"))
+    assert [(round(x, 4), hollow) for x, _, hollow in drawn["imp"]] == [(0.5904, True), (0.8322, True)]
+    assert [(round(x, 4), hollow) for x, _, hollow in drawn["snip"]] == [(0.5, False), (0.8, False)]
+    drawn = plot_accuracy(rows, "test_acc", str(tmp_path / "f.png"), x="flops")
+    assert [round(x, 1) for x, _, _ in drawn["imp"]] == [409.6, 167.8]
+    assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0

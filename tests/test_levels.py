@@ -188,3 +188,28 @@ def test_dry_run_epochs_are_the_epochs_imp_wr_levels_record(tmp_path):
     assert recorded == {lv.level_id: 3 if lv.parent is None else 1 for lv in levels}
     assert counts["epochs"] == sum(recorded.values()) == 5
     assert counts["naive_epochs"] == (3 + 1) + (3 + 1 + 1)  # 0.5: trunk 1; 0.7: a branch from it
+
+
+def test_prunable_and_whole_network_sparsity_both_counted(tmp_path):
+    """keep_first_last_dense and prune.layers_to_ignore keep layers dense: the network is then
+    denser than its prunable weights, and each level records both sparsities, its nonzero
+    parameters and its multiply-adds. A 64-32-16-10 MLP: 2048 + 512 + 160 weights, 58 biases."""
+    from trainer.pruning.masks import ignored_names
+
+    total, macs = 2048 + 512 + 160 + 58, 2048 + 512 + 160
+    cases = [({"prune.keep_first_last_dense": True}, 512 // 2),           # only 32x16 prunable
+             ({"prune.layers_to_ignore": ["<last>"]}, (2048 + 512) // 2),  # all but 16x10
+             ({"prune.layers_to_ignore": ["1", "5.weight"]}, 512 // 2)]    # module and weight names
+    for over, zeros in cases:
+        run, rec, _ = train(tmp_path, "imp", sparsities=(0.5,), **{"model.hidden": [32, 16],
+                                                                   "schedule.epochs": 1, **over})
+        res = rec.levels[run.levels[-1].level_id]
+        assert res["achieved_sparsity"] == 0.5, over
+        assert res["params"] == total and res["nonzero_params"] == total - zeros, over
+        assert res["network_sparsity"] == pytest.approx(zeros / total), over
+        assert (res["flops_dense"], res["flops"]) == (macs, macs - zeros), over
+    # a pattern that names nothing is an error, not a silent no-op
+    with pytest.raises(ValueError, match="'fcc' matches no conv or linear weight"):
+        ignored_names(["1.weight", "3.weight"], ["fcc"])
+    # unset, it is not in the step: every level planned before the option keeps its id
+    assert "layers_to_ignore" not in plan_levels("imp", config("imp"), [0.5]).levels[1].step

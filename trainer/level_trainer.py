@@ -32,6 +32,7 @@ from trainer.distributed import DistInfo, StopFlag, barrier, rank0_says
 from trainer.loop import EpochResult, StepHooks, evaluate, train_epoch
 from trainer.models import build_model
 from trainer.optim import build_optimizer
+from trainer.pruning.cost import level_cost
 from trainer.pruning.masks import MaskEnforcer, achieved_sparsity, apply_mask, full_mask
 from trainer.pruning.methods import PruneContext
 from trainer.pruning.registry import pruner_for
@@ -250,7 +251,8 @@ class LevelTrainer:
             self.model.load_state_dict(init)
             mask = full_mask(self.model)
         else:
-            mask = full_mask(self.model, bool(step.get("keep_first_last_dense", False)))
+            mask = full_mask(self.model, bool(step.get("keep_first_last_dense", False)),
+                             step.get("layers_to_ignore") or ())
             if level.parent is None:  # one-shot: score the initial weights
                 self.model.load_state_dict(init)
             else:  # iterative: score the parent's trained weights, within the parent's mask
@@ -357,6 +359,7 @@ class LevelTrainer:
             result = {
                 "level_id": level.level_id, "density": level.density,
                 "achieved_sparsity": achieved_sparsity(self.model, list(mask)),
+                **level_cost(self.model, tuple(self.loaders.input_shape)),
                 "test_acc": last.get("test_acc"), "test_top5": last.get("test_top5"),
                 "test_loss": last.get("test_loss"), "best_test_acc": best,
                 "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
