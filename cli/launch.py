@@ -27,12 +27,13 @@ def _stored_spec_dict(path: str, spec) -> dict[str, Any]:
     return data
 
 
-def _done_without_side_effects(plan, url: str | None, bad: dict[str, str]) -> set[str]:
+def _done_without_side_effects(plan, url: str | None, bad: dict[str, str],
+                               codes: dict[str, str | None]) -> set[str]:
     """Levels finished on disk, or in the store when it exists already (a dry run creates nothing).
-    Level folders that fail their checks go to `bad`."""
+    Level folders that fail their checks go to `bad`; `codes` gets who trained each done level."""
     from orchestrator.control.controller import done_on_disk  # the store: SQLAlchemy, 0.3 s
 
-    done = done_on_disk(plan, bad)
+    done = done_on_disk(plan, bad, codes)
     from db.engine import store_may_exist  # SQLAlchemy, 0.3 s
 
     if url and store_may_exist(url):
@@ -41,11 +42,24 @@ def _done_without_side_effects(plan, url: str | None, bad: dict[str, str]) -> se
         try:
             store = Store(url, migrate_schema=False)
             states = store.level_states(list(plan.levels))
+            in_store = {lid for lid, st in states.items() if st.finished} - done
+            codes.update(store.level_codes(sorted(in_store)))
             store.close()
-            done |= {lid for lid, st in states.items() if st.finished}
+            done |= in_store
         except Exception:  # noqa: BLE001 - an old or unreachable store: the disk still answers
             pass
     return done
+
+
+def reuse_phrases(plan, reused: int, other: dict[str, int]) -> list[str]:
+    """What launch and --dry-run say about reuse: the policy, and where reused levels came from."""
+    if plan.reuse == "same-code":
+        return [f"Reuse same-code (code {plan.code.sources}):", f"{reused} levels already trained by this code."]
+    if not other:
+        return [f"Reuse any: the {reused} levels already done were trained by this code."]
+    parts = ", ".join(f"{code} ({n})" for code, n in other.items())
+    return [f"Reuse any: of {reused} levels already done, {sum(other.values())} were trained by other code:",
+            f"{parts}{'' if 'unknown' not in other else ' (unknown: trained before codes were recorded)'}."]
 
 
 def _check_writable(folder: str) -> None:
@@ -63,13 +77,15 @@ def _check_writable(folder: str) -> None:
 def cmd_launch(a: argparse.Namespace) -> int:
     from orchestrator.control.controller import launch  # the store: SQLAlchemy, 0.3 s
     from orchestrator.control.submit import SubmitError  # the store: SQLAlchemy, 0.3 s
+    from core.code import code_identity
+    from orchestrator.control.controller import other_code  # the store: SQLAlchemy, 0.3 s
     from orchestrator.plan.grid import plan_sweep  # the planner (pydantic, YAML): 0.2 s
     from orchestrator.plan.jobs import BRANCHES_INLINE, group_jobs  # the planner (pydantic, YAML): 0.2 s
     from orchestrator.plan.spec import SpecError, load_spec  # the planner (pydantic, YAML): 0.2 s
 
     try:
         spec = load_spec(a.spec)
-        plan = plan_sweep(spec)
+        plan = plan_sweep(spec, reuse=a.reuse)
     except (SpecError, ValueError) as exc:
         raise BadInput(str(exc)) from None
     kind = a.executor or spec.executor.kind
@@ -77,11 +93,14 @@ def cmd_launch(a: argparse.Namespace) -> int:
         from db.engine import resolve_url  # SQLAlchemy, 0.3 s
 
         bad: dict[str, str] = {}
-        done = _done_without_side_effects(plan, resolve_url(a.db, spec.db), bad)
+        codes: dict[str, str | None] = {}
+        done = _done_without_side_effects(plan, resolve_url(a.db, spec.db), bad, codes)
         counts = plan.counts(done)
         jobs = group_jobs([lv for lid, lv in plan.levels.items() if lid not in done], {}, plan.snapshots)
+        other = other_code(plan, codes)
         info = {"sweep": spec.name, **counts, "jobs": len(jobs), "branches": BRANCHES_INLINE,
-                "executor": kind, "bad_levels": {f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()}}
+                "executor": kind, "bad_levels": {f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()},
+                "reuse": plan.reuse, "code": (plan.code or code_identity()).sources, "other_code": other}
         if spec.search is not None:
             info["search"] = search_plan(spec, plan)
         if a.format == "json":
@@ -98,6 +117,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
                     "Naive, each grid point alone:",
                     f"{counts['naive_level_trainings']} level trainings ({counts['naive_epochs']} epochs).",
                     f"Branches: {BRANCHES_INLINE.split(': ', 1)[0]}:", f"{BRANCHES_INLINE.split(': ', 1)[-1]}.",
+                    *reuse_phrases(plan, counts["levels_done"], other),
                     f"Executor {kind}; nothing submitted."],
                     console.width, sep=" ", indent=""):
                 console.print(line, highlight=False)
@@ -127,6 +147,8 @@ def cmd_launch(a: argparse.Namespace) -> int:
         return 1
     if res.imported:
         console.print(f"found {res.imported} finished levels on disk that the store lacked: imported")
+    for line in phrases(reuse_phrases(plan, res.reused, res.other_code), console.width, sep=" ", indent=""):
+        console.print(line, highlight=False)
     for job, why in res.waiting.items():
         console.print(f"job {job} not submitted: {why}")
     if not res.submitted:

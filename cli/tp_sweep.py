@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -65,10 +66,13 @@ def cmd_resume(a: argparse.Namespace) -> int:
         kind = a.executor or spec.executor.kind
     except LookupError as exc:
         raise BadInput(str(exc)) from None
+    if a.reuse:  # the jobs' trainers read it (they inherit this environment)
+        os.environ["TP_REUSE"] = a.reuse
     if spec.search is not None:  # the search goes on where it stopped, adopting its trials
         from orchestrator.plan.grid import plan_sweep  # the planner (pydantic, YAML): 0.2 s
 
-
+        if a.reuse:
+            spec = spec.model_copy(update={"reuse": a.reuse})
         return run_search(store, spec, store.get_sweep(a.sweep).spec, kind, plan_sweep(spec))
     progress = LaunchProgress(store, a.sweep, console) if kind in ("local", "debug") else None
     try:
@@ -146,12 +150,14 @@ def cmd_query(a: argparse.Namespace) -> int:
     elif a.format == "csv":
         import csv
 
+        rows = [{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
         if rows:
             w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-    else:
-        show(console, query_table(a.sweep, rows, console.width))
+    else:  # a level's whole provenance is for JSON; the table names its code and sources
+        show(console, query_table(a.sweep, [{k: v for k, v in r.items() if k != "provenance"} for r in rows],
+                                  console.width))
     return 0
 
 
@@ -216,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--executor", choices=["local", "slurm", "debug"])
     sp.add_argument("--format", choices=["table", "json"], default="table")
     sp.add_argument("--wait", action="store_true", help="slurm: wait until no run is active")
+    sp.add_argument("--reuse", choices=["same-code", "any"],
+                    help="same-code (default): a level trained by other code is trained again; any: "
+                         "reused, and launch says from which code (else the spec's reuse:)")
     sp.set_defaults(fn=cmd_launch)
 
     sp = with_db(sub.add_parser("status", help="where every run stands"))
@@ -230,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("sweep")
     sp.add_argument("--include-failed", action="store_true", help="also failed and cancelled runs")
     sp.add_argument("--executor", choices=["local", "slurm", "debug"])
+    sp.add_argument("--reuse", choices=["same-code", "any"],
+                    help="same-code: a level stopped mid-way by other code starts over instead of "
+                         "continuing from its checkpoint; any: it continues (else the launch's policy)")
     sp.set_defaults(fn=cmd_resume)
 
     sp = with_db(sub.add_parser("cancel", help="cancel a sweep's or one run's jobs"))

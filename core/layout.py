@@ -114,12 +114,15 @@ class LevelCheck:
 
 
 def job_description(job_id: str, levels_dir: str, levels: list[str],
-                    snapshots: dict[str, list[dict[str, Any]]], runs: dict[str, Any]) -> dict[str, Any]:
+                    snapshots: dict[str, list[dict[str, Any]]], runs: dict[str, Any],
+                    reuse: str = "any", code_dir: str | None = None) -> dict[str, Any]:
     """JOB_FILE, what `python -m trainer.job JOB_FILE` trains: its levels (in order, under
-    levels_dir), the imp_wr rewind points its root levels write, and the runs its levels serve
-    (for recorders that report per run, such as W&B)."""
+    levels_dir), the imp_wr rewind points its root levels write, the runs its levels serve
+    (for recorders that report per run, such as W&B), the reuse policy it was planned under
+    (same-code: a checkpoint started by other code is not continued), and the code snapshot
+    its scheduler jobs import (core/code.py; None: the environment's)."""
     return {"job_id": job_id, "levels_dir": levels_dir, "levels": levels, "snapshots": snapshots,
-            "runs": runs}
+            "runs": runs, "reuse": reuse, "code_dir": code_dir}
 
 
 def status_path(job_file: str | Path) -> Path:

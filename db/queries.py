@@ -47,7 +47,7 @@ _LEVEL_COLUMNS = (Level.level_id, Level.depth, Level.kind, Level.finished_at.is_
                   Level.density,
                   Level.achieved_sparsity, Level.test_acc, Level.test_top5, Level.best_test_acc,
                   Level.epochs, Level.network_sparsity, Level.params, Level.nonzero_params,
-                  Level.flops_dense, Level.flops, Level.code)
+                  Level.flops_dense, Level.flops, Level.code, Level.sources)
 
 
 def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[str, Any]]:
@@ -74,6 +74,12 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
                  .join(Level, Level.level_id == GridPoint.level_id).where(GridPoint.sweep_id == sid))
             order = (0, 1, 2, 4)    # method, sparsity, seed, grid point
         rows = sorted(conn.execute(q).all(), key=lambda r: tuple(r[i] for i in order))
+        provenance: dict[str, Any] = {}
+        if levels:  # a level's whole provenance, one row per level (not per grid point: 30,000)
+            ids = sorted({r[6] for r in rows})
+            for i in range(0, len(ids), 900):
+                provenance.update(conn.execute(sa.select(Level.level_id, Level.provenance).where(
+                    Level.level_id.in_(ids[i:i + 900]))).all())
         unfinished = [r[6] for r in rows if not r[9]]  # level_id, finished
         states: dict[str, str] = {}
         for i in range(0, len(unfinished), 900):
@@ -82,7 +88,7 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
     decoded: dict[str | None, dict[str, Any]] = {}
     out = []
     for (method, sparsity, seed, run_id, _order, axes, level_id, depth, kind, finished, density, achieved,
-         test_acc, top5, best, epochs, network, params, nonzero, flops_dense, flops, code) in rows:
+         test_acc, top5, best, epochs, network, params, nonzero, flops_dense, flops, code, sources) in rows:
         if isinstance(axes, dict):  # PostgreSQL's driver decodes JSON itself
             extra = axes
         else:
@@ -97,8 +103,12 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
                "network_sparsity": network, "params": params, "nonzero_params": nonzero,
                "flops_dense": flops_dense, "flops": flops,
                "speedup": flops_dense / flops if flops_dense and flops else None, "code": code,
+               "sources": sources,
                # served by a level planned away from the target: prune.landing trunk
                "off_target": not levels and abs((1.0 - density) - sparsity) > OFF_TARGET}
+        if levels:
+            prov = provenance.get(level_id)
+            row["provenance"] = json.loads(prov) if isinstance(prov, str) else prov
         row.update(extra)
         out.append(row)
     return out

@@ -104,6 +104,7 @@ class Level(Base):
     flops_dense: Mapped[float | None] = mapped_column(Float, nullable=True)  # MACs per example
     flops: Mapped[float | None] = mapped_column(Float, nullable=True)        # nonzero weights only
     code: Mapped[str | None] = mapped_column(String(40), nullable=True)      # core/code.py identity
+    sources: Mapped[str | None] = mapped_column(String(40), nullable=True)   # the whole tree's
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 

@@ -152,6 +152,11 @@ class Store:
                 "level_id": p.level_id, "level": p.depth, "naive_levels": p.naive_levels}
                 for p in plan.points], ["sweep_id", "method", "sparsity", "seed", "axes_key"],
                 ["run_id", "level_id", "level", "naive_levels"])
+            # A run none of the sweep's grid points names any more was superseded (its config or,
+            # under reuse same-code, its code changed): it leaves the sweep, its rows stay.
+            s.execute(sa.delete(SweepRun).where(
+                SweepRun.sweep_id == sweep_id,
+                SweepRun.run_id.not_in(sa.select(GridPoint.run_id).where(GridPoint.sweep_id == sweep_id))))
 
     # ---- levels --------------------------------------------------------------------------
     def level_states(self, level_ids: list[str], s: Session | None = None) -> dict[str, LevelState]:
@@ -166,6 +171,15 @@ class Store:
             return read(s)
         with self.reading() as sess:
             return read(sess)
+
+    def level_codes(self, level_ids: list[str]) -> dict[str, str | None]:
+        """The code that trained each finished level among `level_ids` (None: not recorded)."""
+        out: dict[str, str | None] = {}
+        with self.reading() as s:
+            for i in range(0, len(level_ids), 900):
+                out.update(s.execute(sa.select(Level.level_id, Level.code).where(
+                    Level.level_id.in_(level_ids[i:i + 900]), Level.finished_at.is_not(None))).all())
+        return out
 
     def unfinished_levels(self, sweep: str) -> list[Unfinished]:
         """The unfinished levels of the sweep's runs (a row per run and level) with their jobs,
@@ -204,6 +218,7 @@ class Store:
                 prov = res.get("provenance") if isinstance(res.get("provenance"), dict) else None
                 values["provenance"] = prov
                 values["code"] = str(prov["code"])[:40] if prov and prov.get("code") else None
+                values["sources"] = str(prov["sources"])[:40] if prov and prov.get("sources") else None
                 s.execute(sa.update(Level).where(Level.level_id == lid, Level.finished_at.is_(None))
                           .values(finished_at=utcnow(), epoch=values["epochs"], **values))
             upsert(conn, Epoch.__table__, [

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     status, state, message = 0, "COMPLETED", None
     try:
         levels = [read_level(levels_dir, lid) for lid in level_ids]
-        trainer = LevelTrainer(levels[0].train, levels_dir, info, recorder or NullRecorder(), stop)
+        reuse = os.environ.get("TP_REUSE") or job.get("reuse") or "any"  # resume --reuse overrides
+        trainer = LevelTrainer(levels[0].train, levels_dir, info, recorder or NullRecorder(), stop, reuse)
         trainer.run(levels, job.get("snapshots", {}))
     except Stopped as exc:
         status, state = EXIT_PREEMPTED, "PREEMPTED"

@@ -32,6 +32,7 @@ from trainer.distributed import DistInfo, StopFlag, barrier, rank0_says
 from trainer.loop import EpochResult, StepHooks, evaluate, train_epoch
 from trainer.models import build_model
 from trainer.optim import build_optimizer
+from trainer.provenance import Provenance
 from trainer.pruning.cost import level_cost
 from trainer.pruning.masks import MaskEnforcer, achieved_sparsity, apply_mask, full_mask
 from trainer.pruning.methods import PruneContext
@@ -95,8 +96,9 @@ class LevelTrainer:
     """Trains levels that share one training config (one job's levels always do)."""
 
     def __init__(self, train: dict[str, Any], levels_dir: Path, info: DistInfo, recorder: Recorder,
-                 stop: StopFlag) -> None:
+                 stop: StopFlag, reuse: str = "any") -> None:
         self.train, self.levels_dir, self.info, self.rec, self.stop = train, levels_dir, info, recorder, stop
+        self.reuse = reuse  # same-code: a checkpoint started by other code is not continued
         self.seed = int(train.get("seed", 0))
         self.opts = train.get("train", {})
         if self.opts.get("deterministic") and info.device.type == "cpu":
@@ -123,6 +125,8 @@ class LevelTrainer:
             raise ValueError("the training set yields no full batch per rank: lower data.batch_size")
         self.epochs = int(train["schedule"]["epochs"])
         self._epoch = 0
+        self.provenance = Provenance(info)  # the code this process runs, the libraries, the hosts
+        self._attempts: list[dict[str, Any]] = []
 
     # ---- files ---------------------------------------------------------------------------
     def dir(self, level_id: str) -> LevelDir:
@@ -149,10 +153,24 @@ class LevelTrainer:
         for level in levels:
             self.run_level(level, snapshots.get(level.level_id, []))
 
+    def check_code(self, level: LevelSpec) -> None:
+        """Under reuse same-code a level's id holds the code it must be trained by: refuse to
+        train it with any other (a checkout edited under a job that does not run from its
+        snapshot, or a job file from another launch)."""
+        if level.code is None:
+            return
+        mine = self.provenance.code.for_step(level.step)
+        if mine != level.code:
+            raise RuntimeError(
+                f"level {level.level_id} is defined for code {level.code}, but this trainer runs code "
+                f"{mine} (from {self.provenance.code.root}): the code changed since the level was "
+                "planned; launch again to plan levels for this code")
+
     def run_level(self, level: LevelSpec, snapshots: list[dict[str, Any]] = ()) -> None:
         d = self.dir(level.level_id)
         if self._report_if_done(level, d):
             return
+        self.check_code(level)
         if level.parent is not None:
             parent = self.dir(level.parent).inspect() if self.info.is_main else None
             problem = (parent.problem or ("not trained yet" if parent.result is None else None)
@@ -182,6 +200,23 @@ class LevelTrainer:
 
     def _train_level(self, level: LevelSpec, d: LevelDir, snapshots: list[dict[str, Any]]) -> None:
         state = ckpt.load_checkpoint(d.checkpoint, self.info.device) if d.checkpoint.exists() else None
+        if state is not None and self.reuse == "same-code":
+            mine = self.provenance.code.for_step(level.step)
+            theirs = {a.get("code") for a in state.get("trained_by") or [{}]}
+            if theirs != {mine}:  # started by other (or unrecorded) code: start over, keep the file
+                if self.info.is_main:
+                    print(f"[trainer] level {level.level_id}: its checkpoint was started by code "
+                          f"{', '.join(sorted(str(c) for c in theirs))}, not {mine}; reuse same-code: "
+                          "training it from its start", flush=True)
+                    d.checkpoint.rename(d.path / f"checkpoint.other-code.{sorted(map(str, theirs))[0]}.pt")
+                barrier(self.info)
+                state = None
+        # Every attempt that trains part of the level is kept with its code and hosts: a level
+        # stopped under one code and finished under another says so in its provenance.
+        me = self.provenance.attempt(level.step)
+        self._attempts = list(state.get("trained_by") or []) if state is not None else []
+        if not self._attempts or self._attempts[-1] != me:
+            self._attempts.append(me)
         if state is None:
             mask, opt, start_step = self._prepare(level, d)
             best, history, carry = 0.0, [], None
@@ -349,7 +384,7 @@ class LevelTrainer:
                     history: list[dict[str, Any]], rng: torch.Tensor | None = None) -> None:
         self._save({"step": step, "model": self._weights(), "optimizer": opt.state_dict(),
                     "mask": {k: v.cpu() for k, v in mask.items()}, "best": best, "carry": carry,
-                    "history": history, "rng": rng}, d.checkpoint)
+                    "history": history, "rng": rng, "trained_by": self._attempts}, d.checkpoint)
 
     def _finish(self, level: LevelSpec, d: LevelDir, mask: dict[str, torch.Tensor],
                 history: list[dict[str, Any]], best: float) -> None:
@@ -364,6 +399,7 @@ class LevelTrainer:
                 "test_loss": last.get("test_loss"), "best_test_acc": best,
                 "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
                 "epochs": len(history), "seconds": sum(h["seconds"] for h in history),
+                "provenance": self.provenance.of_level(level.step, self._attempts),
                 "history": history}
             d.write_result(result)  # the record: the store imports it from here if it must
             d.checkpoint.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ from db.queries import fmt_mean_std, group
 RESULT_KEYS = ("sweep", "method", "sparsity", "seed", "run_id", "level", "level_id", "level_kind",
                "achieved_sparsity", "test_acc", "test_top5", "best_test_acc", "epochs", "state",
                "network_sparsity", "params", "nonzero_params", "flops_dense", "flops", "speedup", "code",
-               "off_target")
+               "sources", "off_target", "provenance")
 PERCENT = ("test_acc", "test_top5", "best_test_acc")  # fractions in the store, percent in tables
 MAX_ACCURACY_LINES = 40  # more (a wide extra axis) and the accuracy table is left to `query`
 
@@ -59,7 +59,7 @@ def _fmt(key: str, v: Any) -> str:
         return "-"
     if key in PERCENT:
         return f"{v * 100:.2f}"
-    if key in ("run_id", "level_id", "job"):
+    if key in ("run_id", "level_id", "job", "code", "sources"):
         return str(v)[:8]
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -69,7 +69,7 @@ def _fmt(key: str, v: Any) -> str:
 # Query columns by importance: 0 always shown; higher numbers are dropped first when narrow.
 _QUERY_PRIORITY = {"method": 0, "sparsity": 0, "state": 0, "test_acc": 0, "seed": 1, "n": 1,
                    "runs": 1, "achieved_sparsity": 2, "network_sparsity": 3, "best_test_acc": 3,
-                   "speedup": 4, "level": 4, "level_kind": 4, "off_target": 4, "code": 5, "epochs": 5,
+                   "speedup": 4, "level": 4, "level_kind": 4, "off_target": 4, "code": 5, "sources": 5, "epochs": 5,
                    "test_top5": 5, "flops": 6, "nonzero_params": 6, "run_id": 6, "flops_dense": 7,
                    "params": 7, "level_id": 8}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.atomic import write_json_atomic
+from core.code import code_identity
 from core.layout import LevelDir
 from db.migrate import file_lock
 from db.schema import Job
@@ -41,6 +42,9 @@ class LaunchResult:
     failed: dict[str, str] = field(default_factory=dict)     # job_id -> message (blocking executors)
     imported: int = 0                                        # levels found finished on disk
     bad: dict[str, str] = field(default_factory=dict)        # level id -> why its folder is not used
+    reused: int = 0                                          # levels of the plan already finished
+    other_code: dict[str, int] = field(default_factory=dict) # their code (or "unknown") -> levels,
+                                                             # for those not trained by this code
     skipped: dict[str, int] = field(default_factory=dict)    # job state -> jobs left alone
 
 
@@ -80,17 +84,34 @@ def _merge_sweep_record(path: Path, plan: SweepPlan, spec_dict: dict[str, Any]) 
                                         "axes": p.axes, "run_id": p.run_id, "level_id": p.level_id,
                                         "depth": p.depth, "naive_levels": p.naive_levels}
                    for p in plan.points})
+    named = {p["run_id"] for p in points.values()}  # a run no point names was superseded
     write_json_atomic(path, {"name": plan.spec.name, "spec": spec_dict, "levels_dir": plan.levels_dir,
-                             "runs": list(runs.values()), "points": list(points.values())})
+                             "runs": [r for r in runs.values() if r["run_id"] in named],
+                             "points": list(points.values())})
 
 
 def _point_key(p: dict[str, Any]) -> str:
     return json.dumps([p["method"], p["sparsity"], p["seed"], p["axes"]], sort_keys=True)
 
 
-def done_on_disk(plan: SweepPlan, bad: dict[str, str] | None = None) -> set[str]:
+def other_code(plan: SweepPlan, codes: dict[str, str | None]) -> dict[str, int]:
+    """Of the finished levels `codes` names (level -> the code that trained it), how many per
+    code were trained by other code than this one ("unknown": before codes were recorded). Under
+    reuse same-code none can be: the code is in their ids."""
+    current = plan.code or code_identity()
+    out: dict[str, int] = {}
+    for lid, code in codes.items():
+        lv = plan.levels.get(lid)
+        if lv is not None and code != current.for_step(lv.step):
+            out[code or "unknown"] = out.get(code or "unknown", 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def done_on_disk(plan: SweepPlan, bad: dict[str, str] | None = None,
+                 codes: dict[str, str | None] | None = None) -> set[str]:
     """Levels of the plan finished on disk, each folder checked (LevelDir.inspect); the ones that
-    must not be used go to `bad` with the reason, and count as not done."""
+    must not be used go to `bad` with the reason, and count as not done. `codes` gets the code
+    that trained each finished one."""
     done = set()
     for lid in plan.levels:
         d = LevelDir(Path(plan.levels_dir) / lid)
@@ -102,6 +123,8 @@ def done_on_disk(plan: SweepPlan, bad: dict[str, str] | None = None) -> set[str]
                 bad[lid] = check.problem
         elif check.result is not None:
             done.add(lid)
+            if codes is not None:
+                codes[lid] = (check.result.get("provenance") or {}).get("code")
     return done
 
 
@@ -119,6 +142,7 @@ def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[L
     write_plan_files(plan, spec_dict)
     store.record_plan(plan, spec_dict, plan.levels_dir)
     result = LaunchResult(plan.spec.name)
+    code_dir = None  # core/code.py's snapshot (cluster jobs)
     result.imported = sync_from_disk(store, {lid: f"{plan.levels_dir}/{lid}" for lid in plan.levels},
                                      bad=result.bad)
     _check_parents(store, plan, result.bad)
@@ -136,9 +160,13 @@ def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[L
         files = {j.job_id: str(Path(plan.output_dir) / "jobs" / f"{j.job_id}.json") for j in new_jobs}
         for j in new_jobs:
             write_json_atomic(Path(files[j.job_id]),
-                              j.description(plan.levels_dir, runs_of_job(j, plan.runs, plan.spec.name)))
+                              j.description(plan.levels_dir, runs_of_job(j, plan.runs, plan.spec.name),
+                                            plan.reuse, code_dir))
         store.create_jobs(s, new_jobs, plan.spec.name, files)
     result.jobs_new = [j.job_id for j in new_jobs]
+    finished = [lid for lid, st in states.items() if st.finished]
+    result.reused = len(finished)
+    result.other_code = other_code(plan, store.level_codes(finished))
     jobs = store.jobs_of_levels(list(plan.levels))
     todo = [j for j in jobs.values() if j.state == "PLANNED" or j.state in RESUMABLE_STATES]
     return result, jobs, todo

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core import config as trainer_config
+from core.code import CodeIdentity, code_identity
 from core.levels import LevelSpec, LineageError, level_epochs, plan_levels, run_id
 from core.methods import get_method
 from orchestrator.plan.spec import RESERVED_AXES, SweepSpec
@@ -54,6 +55,8 @@ class SweepPlan:
     levels: dict[str, LevelSpec]  # every level any run needs, parents before children
     # imp_wr rewind points each root level must write: root id -> [{"iterations": k} | {"epochs": e}]
     snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    reuse: str = "same-code"          # the policy it was planned under
+    code: CodeIdentity | None = None  # the code it was planned for (reuse same-code; None: any)
 
     @property
     def output_dir(self) -> str:
@@ -104,7 +107,15 @@ def _axis_values(config: dict[str, Any], axes: dict[str, Any]) -> dict[str, Any]
             for k, v in axes.items()}
 
 
-def plan_sweep(spec: SweepSpec) -> SweepPlan:
+def plan_sweep(spec: SweepSpec, reuse: str | None = None, code: CodeIdentity | None = None) -> SweepPlan:
+    """The sweep's runs, levels and grid points under `reuse` (default: the spec's). Under
+    same-code, every level id holds the code it runs: `code`, or the code installed here
+    (core.code: what a launch snapshots for its jobs)."""
+    reuse = reuse or spec.reuse
+    if reuse == "same-code" and code is None:
+        code = code_identity()
+    elif reuse != "same-code":
+        code = None
     extra_axes = [k for k in spec.grid if k not in RESERVED_AXES]
     seeds = spec.grid.get("seed", [0])
     targets = [float(s) for s in spec.grid.get("sparsity", [])]
@@ -118,14 +129,14 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
         for method, seed in itertools.product(spec.grid["method"], seeds):
             overrides = {**spec.trainer.overrides, **axes, "method": method, "seed": int(seed)}
             config = trainer_config.resolve(spec.trainer.config, overrides)
-            run_id = run_id_for(config)
-            if run_id in runs:
-                continue
             dense = get_method(method).schedule == "dense"
             try:
-                lineage = plan_levels(method, config, [0.0] if dense else targets)
+                lineage = plan_levels(method, config, [0.0] if dense else targets, code)
             except LineageError as exc:
                 raise ValueError(f"grid: {exc}") from None
+            run_id = run_id_for(config, lineage.codes)
+            if run_id in runs:
+                continue
             run = RunPlan(run_id, method, int(seed), _axis_values(config, axes), config,
                           [lv.level_id for lv in lineage.levels])
             for lv in lineage.levels:
@@ -139,4 +150,4 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
                                             lv.depth, lineage.naive[s]))
             runs[run_id] = run
             points.extend(run.points)
-    return SweepPlan(spec, list(runs.values()), points, levels, snapshots)
+    return SweepPlan(spec, list(runs.values()), points, levels, snapshots, reuse, code)

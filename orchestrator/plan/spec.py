@@ -126,6 +126,9 @@ class SweepSpec(_Strict):
     output_dir: str = "tp-runs"
     max_grid_points: int = Field(DEFAULT_MAX_GRID_POINTS, ge=1, le=1_000_000)
     search: SearchSpec | None = None  # an Optuna search in every grid cell (orchestrator/search/driver.py)
+    # same-code: a level trained by other code is not reused (the code is part of its id);
+    # any: reused, and launch says from which code (docs/levels.md, "Reuse and code")
+    reuse: Literal["same-code", "any"] = "same-code"
 
     @field_validator("name")
     @classmethod

@@ -9,9 +9,9 @@ A finished level now also records what it costs and who computed it:
 - params, nonzero_params: all parameters, and those not zero;
 - flops_dense, flops: multiply-adds per example of its conv and linear layers, dense and with
   its zeros skipped (the theoretical speed-up is their ratio);
-- code: the identity of the code that trained it (core/code.py), and provenance: that code's
-  version, git commit and diff, the torch, FFCV, CUDA and cuDNN versions, device, world size and
-  hosts.
+- code: the identity of the code that trained it (core/code.py: the code its computation runs),
+  sources: that of the whole tree it came from, and provenance: that code's version, git commit
+  and diff, the torch, FFCV, CUDA and cuDNN versions, device, world size and hosts.
 All are nullable: levels finished before this revision keep null there (their metrics.json has
 none of it), and nothing else changes.
 """
@@ -32,6 +32,7 @@ COLUMNS = (
     ("flops_dense", sa.Float()),
     ("flops", sa.Float()),
     ("code", sa.String(40)),
+    ("sources", sa.String(40)),
     ("provenance", sa.JSON()),
 )
 
