@@ -86,7 +86,7 @@ def write_job(config: dict, sparsities: list[float], output_dir: Path, write: bo
             snapshots.setdefault(lv.root, [])
             if lv.step["rewind_to"] not in snapshots[lv.root]:
                 snapshots[lv.root].append(lv.step["rewind_to"])
-    ids = [lv.level_id for lv in lineage.levels]
+    ids = [lv.level_id for lv in lineage.trained]  # mask-only levels: computed on the way
     job_id = content_hash({"levels": ids})
     path = output_dir.resolve() / "jobs" / f"{job_id}.json"
     if not write:

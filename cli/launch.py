@@ -96,7 +96,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
         codes: dict[str, str | None] = {}
         done = _done_without_side_effects(plan, resolve_url(a.db, spec.db), bad, codes)
         counts = plan.counts(done)
-        jobs = group_jobs([lv for lid, lv in plan.levels.items() if lid not in done], {}, plan.snapshots)
+        jobs = group_jobs([lv for lid, lv in plan.trained.items() if lid not in done], {}, plan.snapshots)
         other = other_code(plan, codes)
         info = {"sweep": spec.name, **counts, "jobs": len(jobs), "branches": BRANCHES_INLINE,
                 "executor": kind, "bad_levels": {f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()},
@@ -114,6 +114,8 @@ def cmd_launch(a: argparse.Namespace) -> int:
                     f"{counts['level_trainings']} level trainings planned:",
                     f"{counts['levels_done']} already done,",
                     f"{counts['levels_to_train']} to train in {len(jobs)} jobs ({counts['epochs']} epochs).",
+                    *([f"{counts['mask_only_levels']} intermediate levels of random methods give their masks",
+                       "without training (computed on the way)."] if counts["mask_only_levels"] else []),
                     "Naive, each grid point alone:",
                     f"{counts['naive_level_trainings']} level trainings ({counts['naive_epochs']} epochs).",
                     f"Branches: {BRANCHES_INLINE.split(': ', 1)[0]}:", f"{BRANCHES_INLINE.split(': ', 1)[-1]}.",

@@ -198,6 +198,15 @@ class RunLevels:
     levels: list[LevelSpec]                    # in training order: parents first
     serving: dict[float, LevelSpec]            # target sparsity -> level
     naive: dict[float, int]                    # target -> levels a lone job for it would train
+    # Levels whose mask is needed but whose training is not: the trunk levels of a method whose
+    # criterion does not read the weights and that rewinds to init (random, random_erk,
+    # random_balanced), where they serve no target. The trainer computes their masks on the way.
+    mask_only: set[str] = field(default_factory=set)
+
+    @property
+    def trained(self) -> list[LevelSpec]:
+        """The levels this run trains, in order."""
+        return [lv for lv in self.levels if lv.level_id not in self.mask_only]
 
     @property
     def codes(self) -> list[str] | None:
@@ -279,4 +288,11 @@ def plan_levels(method: str, config: dict[str, Any], sparsities: list[float],
     for lv in trunk:  # a branch right after its trunk level: its result arrives early
         ordered.append(lv)
         ordered.extend(branches_at.get(lv.depth, []))
-    return RunLevels(ordered, serving, naive)
+    mask_only: set[str] = set()
+    if info.rewind == "init" and not CRITERIA[info.criterion].reads_weights:
+        # A random mask reads only the mask before it, and training restarts from init: a trunk
+        # level that serves no target would be trained for nothing. Its mask is computed (the
+        # same draw, seeded by its id) by the job of the first level below it that trains.
+        served = {lv.level_id for lv in serving.values()}
+        mask_only = {lv.level_id for lv in trunk if lv.level_id not in served}
+    return RunLevels(ordered, serving, naive, mask_only)

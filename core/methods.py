@@ -23,6 +23,7 @@ class Criterion:
     name: str
     needs_data: bool             # the pruner reads ctx.batches
     params: tuple[str, ...] = () # prune.* keys that change its result (hashed into level ids)
+    reads_weights: bool = True   # False: the new mask depends on the old mask alone (random draws)
 
 
 @dataclass(frozen=True)
@@ -40,14 +41,14 @@ class MethodInfo:
 CRITERIA: dict[str, Criterion] = {
     c.name: c
     for c in (
-        Criterion("dense", False),
+        Criterion("dense", False, reads_weights=False),
         Criterion("magnitude", False, ("scope",)),
         Criterion("snip", True, ("scope", "snip_batches")),
         # SynFlow's input is all ones: a batch only gives it the input shape.
         Criterion("synflow", False, ("synflow_rounds",)),
-        Criterion("random_erk", False, ("erk_power_scale",)),
-        Criterion("random_balanced", False),
-        Criterion("random_uniform", False),
+        Criterion("random_erk", False, ("erk_power_scale",), reads_weights=False),
+        Criterion("random_balanced", False, reads_weights=False),
+        Criterion("random_uniform", False, reads_weights=False),
     )
 }
 

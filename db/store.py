@@ -141,7 +141,8 @@ class Store:
                 "level_id": lv.level_id, "parent_id": lv.parent, "root_id": lv.root,
                 "depth": lv.depth, "kind": lv.kind, "density": lv.density, "step": lv.step,
                 "level_dir": f"{levels_dir}/{lv.level_id}", "job_id": None, "epoch": 0,
-                "epochs": 0, "seconds": 0.0, "created_at": now} for lv in plan.levels.values()],
+                "epochs": 0, "seconds": 0.0, "created_at": now} for lv in plan.levels.values()
+                if lv.level_id not in getattr(plan, "mask_only", ())],  # never trained: no row
                 ["level_id"])
             upsert(conn, RunLevel.__table__, [{"run_id": r.run_id, "level_id": lid, "position": i}
                                               for r in plan.runs for i, lid in enumerate(r.levels)],

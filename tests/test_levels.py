@@ -213,3 +213,25 @@ def test_prunable_and_whole_network_sparsity_both_counted(tmp_path):
         ignored_names(["1.weight", "3.weight"], ["fcc"])
     # unset, it is not in the step: every level planned before the option keeps its id
     assert "layers_to_ignore" not in plan_levels("imp", config("imp"), [0.5]).levels[1].step
+
+
+@pytest.mark.parametrize("method", ["random", "random_erk", "random_balanced"])
+def test_random_methods_train_only_what_serves_a_target_bit_for_bit(tmp_path, method):
+    """A random mask reads only the mask before it and training restarts from init: the trunk
+    levels that serve no target are not trained, their masks are drawn on the way, and every
+    target's level ends with the masks and weights it had when the whole trunk trained."""
+    sparsities = (0.5, 0.9)  # rate 0.5: trunk 1 serves 0.5; trunk 2 and 3 lead to the branch to 0.9
+    whole, rec_whole, _ = train(tmp_path / "whole", method, sparsities, **{"schedule.epochs": 1})
+    assert len(whole.mask_only) == 3  # level 0, trunk 2, trunk 3
+    cfg = config(method, **{"schedule.epochs": 1})
+    run = plan_levels(method, cfg, list(sparsities))
+    for lv in run.levels:
+        write_json_atomic(LevelDir(tmp_path / "lean" / lv.level_id).description, lv.description())
+    rec = ListRecorder()
+    LevelTrainer(run.levels[0].train, tmp_path / "lean", INFO, rec, StopFlag(INFO)).run(run.trained, {})
+    assert sorted(rec.levels) == sorted(lv.level_id for lv in run.trained) and len(rec.levels) == 2
+    for lv in run.serving.values():
+        a, b = final(tmp_path / "whole", lv.level_id), final(tmp_path / "lean", lv.level_id)
+        assert _equal(a["mask"], b["mask"]) and _equal(a["model"], b["model"]), lv.kind
+        assert rec.levels[lv.level_id]["test_acc"] == rec_whole.levels[lv.level_id]["test_acc"]
+    assert not LevelDir(tmp_path / "lean" / run.levels[2].level_id).final.exists()  # trunk 2: a mask only

@@ -28,7 +28,8 @@ def _query(tmp, sweep: str, db: str | None = None) -> list[dict]:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """All five methods at {0.5, 0.8} in one sweep: level 0, then per iterative method trunk 1
-    (0.5), trunk 2 (0.25) and a branch from it to 0.8 -> 1 + 4 x 3 = 13 levels."""
+    (0.5), trunk 2 (0.25) and a branch from it to 0.8 -> 1 + 4 x 3 = 13 levels, of which random's
+    trunk 2 only gives its mask: 12 trainings."""
     tmp = tmp_path_factory.mktemp("shared")
     path = write_spec(tmp, _spec("shared", METHODS, [0.5, 0.8]))
     dry = json.loads(tp("launch", str(path), "--dry-run", "--format", "json", cwd=tmp, check=True).stdout)
@@ -38,10 +39,11 @@ def shared(tmp_path_factory):
 
 def test_level_zero_is_trained_once_for_all_methods(shared):
     tmp, _, dry = shared
-    assert dry["level_trainings"] == 13 and dry["levels_to_train"] == 13 and dry["jobs"] == 5
+    assert (dry["level_trainings"], dry["mask_only_levels"], dry["levels_to_train"]) == (12, 1, 12)
+    assert dry["jobs"] == 6  # random's branch needs no trained parent: a job of its own
     assert dry["naive_level_trainings"] == 1 + 4 * (2 + 4)
     assert status_json("shared", tmp)["counts"] == {"COMPLETED": 5}
-    assert epochs_trained(tmp, "shared") == 13  # one epoch per level, each level once
+    assert epochs_trained(tmp, "shared") == 12  # one epoch per level, each level once
     rows = _query(tmp, "shared")
     level0 = {r["level_id"] for r in rows if r["method"] == "dense"}
     assert len(level0) == 1
@@ -66,10 +68,11 @@ def test_extending_a_sweep_trains_only_the_new_levels(shared):
     before = epochs_trained(tmp, "shared")
     wider = write_spec(tmp, _spec("shared", METHODS, [0.5, 0.8, 0.9]))
     dry = json.loads(tp("launch", str(wider), "--dry-run", "--format", "json", cwd=tmp, check=True).stdout)
-    # 0.9 at rate 0.5: trunk 3 (0.125) and a branch from it to 0.1, for each iterative method.
-    assert (dry["levels_done"], dry["levels_to_train"]) == (13, 8)
+    # 0.9 at rate 0.5: trunk 3 (0.125) and a branch from it to 0.1, for each iterative method
+    # (random's trunk 3 a mask only).
+    assert (dry["levels_done"], dry["levels_to_train"]) == (12, 7)
     tp("launch", str(wider), cwd=tmp, check=True)
-    assert epochs_trained(tmp, "shared") - before == 8
+    assert epochs_trained(tmp, "shared") - before == 7
     assert status_json("shared", tmp)["counts"] == {"COMPLETED": 5}
     rows = _query(tmp, "shared")
     assert {r["sparsity"] for r in rows if r["method"] == "imp"} == {0.5, 0.8, 0.9}
@@ -142,4 +145,4 @@ def test_tampered_level_folders_are_named_and_never_imported(shared):
     assert dry.returncode == 1
     info = json.loads(dry.stdout)
     assert {p.rsplit("/", 1)[-1] for p in info["bad_levels"]} == {edited, truncated, pathy}
-    assert info["levels_done"] == 13 - 4
+    assert info["levels_done"] == info["level_trainings"] - 4

@@ -140,13 +140,46 @@ class LevelTrainer:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def _init(self, level: LevelSpec) -> dict[str, torch.Tensor]:
-        """The root's initial weights (init.pt, written by the root level the first time)."""
+        """The root's initial weights (init.pt, written the first time a level of the root's
+        tree needs it: usually the root itself, but a random method's branch may train while
+        its level 0 never does). A function of the seed alone, so any job writes the same."""
         path = self.dir(level.root).init
-        if level.parent is None:
-            if self.info.is_main and not path.exists():
+        if not rank0_says(self.info, path.exists()):
+            if self.info.is_main:
                 self._save({"model": self.init_weights}, path)
             barrier(self.info)
         return ckpt.load_weights(path, self.info.device)["model"]
+
+    @staticmethod
+    def needs_trained_parent(level: LevelSpec) -> bool:
+        """Whether a level starts from its parent's trained weights: to score them (magnitude,
+        SNIP, SynFlow) or to keep them (learning-rate rewinding). A random criterion that
+        rewinds to init needs only its parent's mask, which can be computed untrained."""
+        if level.parent is None or level.step is None:
+            return False
+        return get_criterion(level.step["criterion"]).reads_weights or level.step.get("rewind") != "init"
+
+    def _mask_of(self, level_id: str) -> dict[str, torch.Tensor]:
+        """A level's mask (rank 0): a trained level's from its final.pt; an untrained one's (a
+        mask-only trunk level of a random method) drawn again down its chain from level 0, with
+        the same seeds, so it is the mask that level would have trained under, and written to its
+        mask.pt on the way (never read back: a file nobody trained beside is not trusted)."""
+        d = self.dir(level_id)
+        if d.final.exists() and d.inspect().result is not None:
+            return ckpt.load_weights(d.final, self.info.device)["mask"]
+        spec = read_level(self.levels_dir, level_id)
+        if spec.step is None:  # level 0: dense training keeps every conv and linear weight
+            return full_mask(self.model)
+        if get_criterion(spec.step["criterion"]).reads_weights or spec.step.get("rewind") != "init":
+            raise RuntimeError(f"level {level_id} is not trained yet, and its mask needs its weights")
+        mask = full_mask(self.model, bool(spec.step.get("keep_first_last_dense", False)),
+                         spec.step.get("layers_to_ignore") or ())
+        if spec.parent is not None:
+            parent = self._mask_of(spec.parent)
+            mask = {k: parent[k].to(self.info.device) if k in parent else m for k, m in mask.items()}
+        mask = self._prune(spec, mask)
+        self._save({"mask": {k: v.cpu() for k, v in mask.items()}}, d.mask)
+        return mask
 
     # ---- the algorithm -------------------------------------------------------------------
     def run(self, levels: list[LevelSpec], snapshots: dict[str, list[dict[str, Any]]]) -> None:
@@ -171,7 +204,7 @@ class LevelTrainer:
         if self._report_if_done(level, d):
             return
         self.check_code(level)
-        if level.parent is not None:
+        if self.needs_trained_parent(level):
             parent = self.dir(level.parent).inspect() if self.info.is_main else None
             problem = (parent.problem or ("not trained yet" if parent.result is None else None)
                        if parent is not None else None)
@@ -290,12 +323,16 @@ class LevelTrainer:
                              step.get("layers_to_ignore") or ())
             if level.parent is None:  # one-shot: score the initial weights
                 self.model.load_state_dict(init)
-            else:  # iterative: score the parent's trained weights, within the parent's mask
+            elif self.needs_trained_parent(level):  # score the parent's trained weights, in its mask
                 parent = ckpt.load_weights(self.dir(level.parent).final, self.info.device)
                 self.model.load_state_dict(parent["model"])
                 mask = {k: parent["mask"][k].to(self.info.device) if k in parent["mask"] else m
                         for k, m in mask.items()}
             if self.info.is_main:
+                if level.parent is not None and not self.needs_trained_parent(level):
+                    parent_mask = self._mask_of(level.parent)  # a random draw within the parent's mask
+                    mask = {k: parent_mask[k].to(self.info.device) if k in parent_mask else m
+                            for k, m in mask.items()}
                 mask = self._prune(level, mask)
                 self._save({"mask": {k: v.cpu() for k, v in mask.items()}}, d.mask)
             barrier(self.info)

@@ -57,6 +57,14 @@ class SweepPlan:
     snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     reuse: str = "same-code"          # the policy it was planned under
     code: CodeIdentity | None = None  # the code it was planned for (reuse same-code; None: any)
+    # Levels in `levels` that no run trains (their masks are computed by the jobs below them:
+    # core.levels.RunLevels.mask_only); never recorded in the store or given a job.
+    mask_only: set[str] = field(default_factory=set)
+
+    @property
+    def trained(self) -> dict[str, LevelSpec]:
+        """The levels the sweep trains (every level but the mask-only ones), parents first."""
+        return {lid: lv for lid, lv in self.levels.items() if lid not in self.mask_only}
 
     @property
     def output_dir(self) -> str:
@@ -83,12 +91,14 @@ class SweepPlan:
     def counts(self, done: set[str] | None = None) -> dict[str, int]:
         """Level trainings this plan needs, those already done, and what one job per grid point,
         each training all its own levels, would cost."""
-        done = (done or set()) & set(self.levels)
-        todo = [lid for lid in self.levels if lid not in done]
+        trained = self.trained
+        done = (done or set()) & set(trained)
+        todo = [lid for lid in trained if lid not in done]
         return {
             "grid_points": len(self.points),
             "runs": len(self.runs),
-            "level_trainings": len(self.levels),
+            "level_trainings": len(trained),
+            "mask_only_levels": len(self.mask_only),
             "levels_done": len(done),
             "levels_to_train": len(todo),
             "naive_level_trainings": sum(p.naive_levels for p in self.points),
@@ -123,6 +133,8 @@ def plan_sweep(spec: SweepSpec, reuse: str | None = None, code: CodeIdentity | N
     levels: dict[str, LevelSpec] = {}
     snapshots: dict[str, list[dict[str, Any]]] = {}
     points: list[GridPoint] = []
+    mask_only: set[str] = set()  # of some run
+    trained: set[str] = set()    # by some run (level 0 of random methods may be both)
     combos = itertools.product(*(spec.grid[k] for k in extra_axes)) if extra_axes else [()]
     for values in combos:
         axes = dict(zip(extra_axes, values))
@@ -138,7 +150,9 @@ def plan_sweep(spec: SweepSpec, reuse: str | None = None, code: CodeIdentity | N
             if run_id in runs:
                 continue
             run = RunPlan(run_id, method, int(seed), _axis_values(config, axes), config,
-                          [lv.level_id for lv in lineage.levels])
+                          [lv.level_id for lv in lineage.trained])
+            mask_only |= lineage.mask_only
+            trained |= {lv.level_id for lv in lineage.trained}
             for lv in lineage.levels:
                 levels.setdefault(lv.level_id, lv)
                 if lv.step and lv.step.get("rewind") == "step":
@@ -150,4 +164,4 @@ def plan_sweep(spec: SweepSpec, reuse: str | None = None, code: CodeIdentity | N
                                             lv.depth, lineage.naive[s]))
             runs[run_id] = run
             points.extend(run.points)
-    return SweepPlan(spec, list(runs.values()), points, levels, snapshots, reuse, code)
+    return SweepPlan(spec, list(runs.values()), points, levels, snapshots, reuse, code, mask_only - trained)

@@ -156,7 +156,8 @@ def trial_plan(spec: SweepSpec, cell: Cell, params: dict[str, Any]) -> SweepPlan
     code = code_identity() if spec.reuse == "same-code" else None
     lineage = plan_levels(cell.method, config, [0.0] if dense else [cell.sparsity], code)
     axes = {**cell.axes, **params}
-    run = RunPlan(run_id(config, lineage.codes), cell.method, cell.seed, axes, config, [lv.level_id for lv in lineage.levels])
+    run = RunPlan(run_id(config, lineage.codes), cell.method, cell.seed, axes, config,
+                  [lv.level_id for lv in lineage.trained])
     lv = lineage.serving[0.0 if dense else cell.sparsity]
     run.points = [GridPoint(cell.method, cell.sparsity, cell.seed, axes, run.run_id, lv.level_id, lv.depth,
                             lineage.naive[0.0 if dense else cell.sparsity])]
@@ -165,7 +166,7 @@ def trial_plan(spec: SweepSpec, cell: Cell, params: dict[str, Any]) -> SweepPlan
         if level.step and level.step.get("rewind") == "step":
             snapshots.setdefault(level.root, []).append(level.step["rewind_to"])
     return SweepPlan(spec, [run], run.points, {lv.level_id: lv for lv in lineage.levels}, snapshots,
-                     spec.reuse, code)
+                     spec.reuse, code, set(lineage.mask_only))
 
 
 @dataclass
