@@ -58,6 +58,8 @@ CRITERION_FILES: dict[str, tuple[str, ...]] = {
     "random_erk": (*_COMMON_PRUNING, "core/density.py"),
     "random_balanced": (*_COMMON_PRUNING, "core/density.py"),
     "random_uniform": (*_COMMON_PRUNING, "core/density.py"),
+    "reinit": _COMMON_PRUNING,
+    "random_layerwise": _COMMON_PRUNING,
 }
 # What a job imports: the trainer, its store recorder, the job wrapper, the core (and their data
 # files: presets, migrations). The planner and the CLI stay out.

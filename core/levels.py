@@ -184,6 +184,29 @@ class Coder(Protocol):
     def for_step(self, step: dict[str, Any] | None) -> str: ...
 
 
+def reinit_seed(seed: int) -> int:
+    """The fresh initialisation of imp_reinit at run seed `seed`: one per seed (every target of
+    a run is compared with the same fresh init), never another run's seed (seed + 1 would
+    reuse the next run's initial weights)."""
+    return int(hashlib.sha256(f"reinit {int(seed)}".encode()).hexdigest()[:15], 16)
+
+
+def control_step(method: str, prune: dict[str, Any], density: float, seed: int) -> dict[str, Any]:
+    """A control's step below the level serving a target: the criterion (reinit: keep its mask;
+    random_layerwise: redraw it with its per-layer counts), the density (the served level's) and
+    the rewind; reinit also names its fresh initialisation's seed."""
+    info = get_method(method)
+    step: dict[str, Any] = {"criterion": info.criterion, "density": round(float(density), 12),
+                            "keep_first_last_dense": bool(prune.get("keep_first_last_dense", False))}
+    ignore = sorted({str(p) for p in prune.get("layers_to_ignore") or ()})
+    if ignore:
+        step["layers_to_ignore"] = ignore
+    step["rewind"] = info.rewind
+    if info.rewind == "reinit":
+        step["init_seed"] = reinit_seed(seed)
+    return step
+
+
 def _make(parent: LevelSpec | None, kind: str, density: float, step: dict[str, Any] | None,
           train: dict[str, Any], train_json: str | None = None, code: Coder | None = None) -> LevelSpec:
     c = code.for_step(step) if code is not None else None
@@ -233,6 +256,18 @@ def plan_levels(method: str, config: dict[str, Any], sparsities: list[float],
     naive: dict[float, int] = {}
     if info.schedule == "dense":
         return RunLevels([dense], {s: dense for s in targets or [0.0]}, {s: 1 for s in targets or [0.0]})
+    if info.schedule == "control":  # the base method's levels, then one control per target
+        assert info.base is not None
+        base = plan_levels(info.base, config, sparsities, code)
+        levels_c, serving_c, naive_c = list(base.levels), {}, {}
+        for s, lv in base.serving.items():
+            if lv.step is None:  # sparsity 0: the dense level is its own control
+                serving_c[s], naive_c[s] = lv, base.naive[s]
+                continue
+            c = make(lv, "control", lv.density, control_step(method, prune, lv.density, int(config.get("seed", 0))))
+            levels_c.append(c)
+            serving_c[s], naive_c[s] = c, base.naive[s] + 1
+        return RunLevels(levels_c, serving_c, naive_c, set(base.mask_only))
     levels: dict[str, LevelSpec] = {}
     if info.schedule == "oneshot":
         for s in targets:

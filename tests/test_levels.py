@@ -235,3 +235,32 @@ def test_random_methods_train_only_what_serves_a_target_bit_for_bit(tmp_path, me
         assert _equal(a["mask"], b["mask"]) and _equal(a["model"], b["model"]), lv.kind
         assert rec.levels[lv.level_id]["test_acc"] == rec_whole.levels[lv.level_id]["test_acc"]
     assert not LevelDir(tmp_path / "lean" / run.levels[2].level_id).final.exists()  # trunk 2: a mask only
+
+
+def test_lottery_ticket_controls_reuse_imps_trunk_one_level_per_target(tmp_path):
+    """imp_reinit trains IMP's mask from a fresh initialisation; imp_layerwise_random a random
+    mask with IMP's weight count in every layer, from IMP's initialisation. Each is one level
+    below the IMP level serving the target: IMP's levels are the very ones an imp run trains."""
+    sparsities = (0.5, 0.8)  # rate 0.5: trunk 1 serves 0.5, a branch from trunk 2 serves 0.8
+    one = {"schedule.epochs": 1}
+    imp = plan_levels("imp", config("imp", **one), list(sparsities))
+    for method in ("imp_reinit", "imp_layerwise_random"):
+        run, rec, trainer = train(tmp_path, method, sparsities, **one)
+        assert [lv.level_id for lv in run.levels[: len(imp.levels)]] == [lv.level_id for lv in imp.levels]
+        assert len(run.levels) == len(imp.levels) + 2 and run.mask_only == set()
+        init = ckpt.load_weights(LevelDir(tmp_path / run.levels[0].root).init)["model"]
+        for s in sparsities:
+            c, base = run.serving[s], imp.serving[s]
+            assert (c.kind, c.parent, c.depth, c.density) == ("control", base.level_id, base.depth + 1, base.density)
+            mine, theirs = final(tmp_path, c.level_id)["mask"], final(tmp_path, base.level_id)["mask"]
+            assert all(int(mine[n].sum()) == int(theirs[n].sum()) for n in theirs)  # IMP's per-layer counts
+            assert rec.levels[c.level_id]["achieved_sparsity"] == pytest.approx(s, abs=1e-3)
+            start = ckpt.load_weights(LevelDir(tmp_path / c.level_id).mask)["mask"]
+            if method == "imp_reinit":
+                assert _equal(mine, theirs)  # IMP's very mask...
+                fresh = trainer._fresh_init(c.step["init_seed"])
+                assert not torch.equal(fresh["1.weight"], init["1.weight"])  # ...from another init
+            else:
+                assert not _equal(mine, theirs) and _equal(start, mine)  # a redrawn mask
+    assert len({lv.level_id for lv in plan_levels("imp_reinit", config("imp_reinit", seed=1), [0.5]).levels}
+               & {lv.level_id for lv in imp.levels}) == 0  # another seed: other levels (and init)

@@ -157,7 +157,18 @@ class LevelTrainer:
         rewinds to init needs only its parent's mask, which can be computed untrained."""
         if level.parent is None or level.step is None:
             return False
-        return get_criterion(level.step["criterion"]).reads_weights or level.step.get("rewind") != "init"
+        return get_criterion(level.step["criterion"]).reads_weights or level.step.get("rewind") == "none"
+
+    def parent_must_be_trained(self, level: LevelSpec) -> bool:
+        """Whether the parent must be finished before this level starts: it needs the parent's
+        weights, or the parent's mask needs the parent's own training (a control below IMP)."""
+        if level.parent is None:
+            return False
+        if self.needs_trained_parent(level):
+            return True
+        parent = read_level(self.levels_dir, level.parent)
+        return parent.step is not None and (get_criterion(parent.step["criterion"]).reads_weights
+                                            or parent.step.get("rewind") == "none")
 
     def _mask_of(self, level_id: str) -> dict[str, torch.Tensor]:
         """A level's mask (rank 0): a trained level's from its final.pt; an untrained one's (a
@@ -170,7 +181,7 @@ class LevelTrainer:
         spec = read_level(self.levels_dir, level_id)
         if spec.step is None:  # level 0: dense training keeps every conv and linear weight
             return full_mask(self.model)
-        if get_criterion(spec.step["criterion"]).reads_weights or spec.step.get("rewind") != "init":
+        if get_criterion(spec.step["criterion"]).reads_weights or spec.step.get("rewind") == "none":
             raise RuntimeError(f"level {level_id} is not trained yet, and its mask needs its weights")
         mask = full_mask(self.model, bool(spec.step.get("keep_first_last_dense", False)),
                          spec.step.get("layers_to_ignore") or ())
@@ -204,7 +215,7 @@ class LevelTrainer:
         if self._report_if_done(level, d):
             return
         self.check_code(level)
-        if self.needs_trained_parent(level):
+        if self.parent_must_be_trained(level):
             parent = self.dir(level.parent).inspect() if self.info.is_main else None
             problem = (parent.problem or ("not trained yet" if parent.result is None else None)
                        if parent is not None else None)
@@ -343,6 +354,8 @@ class LevelTrainer:
         start_step = 0
         if level.parent is not None and rewind == "init":
             self.model.load_state_dict(init)
+        elif rewind == "reinit":  # imp_reinit: the mask above, a fresh initialisation (another seed)
+            self.model.load_state_dict(self._fresh_init(int(step["init_seed"])))
         elif level.parent is not None and rewind == "step":
             k = rewind_step(step["rewind_to"], self.steps_per_epoch)
             total = self.steps_per_epoch * self.epochs
@@ -357,6 +370,14 @@ class LevelTrainer:
         # rewind "none" (learning-rate rewinding): keep the parent's trained weights
         apply_mask(self.model, mask)
         return mask, opt, start_step
+
+    def _fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
+        """The weights the model is built with under `seed` (built on the CPU, as the run's own
+        initial weights are; the global RNG is left as it was)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model(self.train["model"], self.loaders.num_classes, self.loaders.input_shape)
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def _snapshot(self, root_id: str, k: int) -> Path:
         """Level 0's weights and optimizer at step k. Written while level 0 trains when the plan
