@@ -14,6 +14,7 @@ level's metrics.json ("provenance") when it finishes, and from there into the st
 """
 from __future__ import annotations
 
+import json
 import platform
 import socket
 import sys
@@ -59,13 +60,16 @@ class Provenance:
 
     def __init__(self, info: DistInfo, code: CodeIdentity | None = None) -> None:
         self.code = code or code_identity()
-        self.env: dict[str, Any] = {
+        # Plain JSON values only: checkpoints carry them, and load with weights_only (torch's
+        # __version__ is a str subclass its safe unpickler refuses).
+        env: dict[str, Any] = {
             "sources": self.code.sources, "version": version(), "git": git_info(),
             "snapshot": str(ROOT) if (Path(ROOT) / MANIFEST).exists() else None,
             "torch": torch.__version__, "ffcv": _ffcv(), "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
             "python": sys.version.split()[0], "device": _device(info), "world_size": info.world_size,
             "hosts": hosts(info)}
+        self.env = json.loads(json.dumps(env, default=str))
 
     def attempt(self, step: dict[str, Any] | None) -> dict[str, Any]:
         """This process's part in a level: recorded in its checkpoints, kept across attempts."""

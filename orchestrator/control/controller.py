@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.atomic import write_json_atomic
-from core.code import code_identity
+from core.code import code_identity, snapshot
 from core.layout import LevelDir
 from db.migrate import file_lock
 from db.schema import Job
@@ -26,7 +26,7 @@ from orchestrator.control.reconcile import (
     sweep_level_ids,
     sync_from_disk,
 )
-from orchestrator.control.submit import submit_jobs
+from orchestrator.control.submit import SubmitError, submit_jobs
 from orchestrator.plan.grid import SweepPlan
 from orchestrator.plan.jobs import group_jobs, runs_of_job
 from orchestrator.plan.spec import ExecutorSpec, SweepSpec, parse_spec
@@ -142,7 +142,7 @@ def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[L
     write_plan_files(plan, spec_dict)
     store.record_plan(plan, spec_dict, plan.levels_dir)
     result = LaunchResult(plan.spec.name)
-    code_dir = None  # core/code.py's snapshot (cluster jobs)
+    code_dir = freeze_code(plan)  # what this launch's jobs import, requeues and resumes included
     result.imported = sync_from_disk(store, {lid: f"{plan.levels_dir}/{lid}" for lid in plan.levels},
                                      bad=result.bad)
     _check_parents(store, plan, result.bad)
@@ -170,6 +170,21 @@ def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[L
     jobs = store.jobs_of_levels(list(plan.levels))
     todo = [j for j in jobs.values() if j.state == "PLANNED" or j.state in RESUMABLE_STATES]
     return result, jobs, todo
+
+
+class CodeChanged(SubmitError):
+    """The checkout changed between planning and its snapshot: nothing was submitted."""
+
+
+def freeze_code(plan: SweepPlan) -> str:
+    """OUTPUT/_code/<hash>: the packages the jobs import, as they are now (core/code.py). Under
+    reuse same-code the plan's level ids hold the code it was planned with: a snapshot that does
+    not hold that very code (the checkout was edited between the two) is refused."""
+    code_dir = snapshot(plan.output_dir)
+    if plan.code is not None and code_identity(code_dir).files != plan.code.files:
+        raise CodeChanged(f"the code changed while this launch planned it (snapshot {code_dir}); "
+                          "launch again")
+    return str(code_dir)
 
 
 def _check_parents(store: Store, plan: SweepPlan, bad: dict[str, str]) -> None:

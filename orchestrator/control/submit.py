@@ -14,12 +14,14 @@ its owner can read, never through a command line, a pickle or a log.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from core.atomic import write_text_atomic
+from core.code import verify_snapshot
 from db.schema import Job
 from db.store import ACTIVE_STATES, Store
 from orchestrator.control.reconcile import store_level_dirs, sync_from_disk
@@ -45,6 +47,29 @@ def db_url_file(url: str, output_dir: str) -> str:
     if not path.exists() or path.read_text() != url:
         write_text_atomic(path, url)  # owner-only, like the folder
     return str(path)
+
+
+class _Code:
+    """The code snapshot each job imports: named in its job file, checked once per folder."""
+
+    def __init__(self) -> None:
+        self.ok: dict[str, bool] = {}
+
+    def of(self, job: Job) -> tuple[str | None, str | None]:
+        """(code_dir, why it cannot be used): a job planned before snapshots has none (it
+        imports the environment's code, as it always did)."""
+        try:
+            code_dir = json.loads(Path(job.job_file).read_text()).get("code_dir")
+        except (OSError, ValueError, AttributeError):
+            return None, f"its job file {job.job_file} cannot be read"
+        if not code_dir:
+            return None, None
+        if code_dir not in self.ok:
+            self.ok[code_dir] = verify_snapshot(code_dir) == Path(code_dir).name
+        if not self.ok[code_dir]:
+            return code_dir, (f"its code snapshot {code_dir} is gone or was edited; launch the sweep "
+                              "again to plan it with the code there is now")
+        return code_dir, None
 
 
 def _prerequisites(store: Store, job: Job) -> dict[str, Job | None]:
@@ -87,14 +112,18 @@ def submit_jobs(store: Store, spec: Any, todo: list[Job], kind: str, result: Any
 
 def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: Any) -> None:
     queue = {j.job_id: j for j in todo}
+    code = _Code()
     while queue:
-        groups: dict[tuple[str, ...], list[Job]] = {}
+        groups: dict[tuple[Any, ...], list[Job]] = {}
+        code_of: dict[str, str | None] = {}
+        this_round = set(queue)  # a job grouped earlier in this round is not submitted yet either
         for job in list(queue.values()):
             deps, why = [], None
+            code_of[job.job_id], why = code.of(job)
             for ref, dep in _prerequisites(store, job).items():
                 if dep is None:
                     why = f"no job trains {ref}"
-                elif dep.job_id in queue:
+                elif dep.job_id in this_round:
                     why = "later"  # submitted in a later round, once it has a scheduler id
                 elif dep.state in ACTIVE_STATES and dep.sched_id:
                     deps.append(dep.sched_id)
@@ -111,16 +140,16 @@ def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: 
                 result.waiting[job.job_id] = why
                 store.note(job.job_id, why)
                 continue
-            groups.setdefault(tuple(sorted(deps)), []).append(job)
+            groups.setdefault((code_of[job.job_id], *sorted(deps)), []).append(job)
         if not groups:
             for job in queue.values():  # a cycle cannot happen (levels form trees); be safe anyway
                 result.waiting[job.job_id] = "waits for a job that could not be submitted"
             break
-        for deps, jobs in groups.items():
+        for (code_dir, *deps), jobs in groups.items():
             claimed = [(j, j.state) for j in jobs if store.claim(j.job_id, (j.state,))]
             if not claimed:
                 continue
-            reqs = [JobRequest(j.job_id, j.job_file, db_file) for j, _ in claimed]
+            reqs = [JobRequest(j.job_id, j.job_file, db_file, code_dir) for j, _ in claimed]
             try:
                 handles = ex.submit(reqs, dependency=("afterok:" + ":".join(deps)) if deps else None)
             except Exception as exc:  # sbatch missing, slurmctld down, a rejected option...
@@ -176,6 +205,7 @@ class LocalDriver:
         self.queue: list[Job] = []
         self.queued: set[str] = set()
         self.active: list[tuple[Job, Any]] = []
+        self.code = _Code()
 
     @property
     def busy(self) -> bool:
@@ -192,8 +222,9 @@ class LocalDriver:
         for job in list(self.queue):
             if len(self.active) >= self.cap:
                 break
-            start, why = True, None
-            for ref, dep in store.run(_prerequisites, store.store, job).items():
+            start = True
+            code_dir, why = self.code.of(job)
+            for ref, dep in ({} if why else store.run(_prerequisites, store.store, job)).items():
                 if dep is None:
                     why = f"no job trains {ref}"
                 elif dep.job_id in self.queued or dep.state in ACTIVE_STATES:
@@ -214,7 +245,7 @@ class LocalDriver:
             if not store.claim(job.job_id, (job.state,)):
                 self.queued.discard(job.job_id)
                 continue  # another launch took it
-            handle = self.ex.submit([JobRequest(job.job_id, job.job_file, self.db_file)])[0]
+            handle = self.ex.submit([JobRequest(job.job_id, job.job_file, self.db_file, code_dir)])[0]
             self.active.append((job, handle))  # tracked before anything else can fail
             self.result.submitted[job.job_id] = str(handle.job_id)
             store.submitted(job.job_id, job.state, str(handle.job_id), self.ex.kind)
