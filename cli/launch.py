@@ -75,10 +75,12 @@ def _check_writable(folder: str) -> None:
 
 
 def cmd_launch(a: argparse.Namespace) -> int:
-    from orchestrator.control.controller import launch  # the store: SQLAlchemy, 0.3 s
-    from orchestrator.control.submit import SubmitError  # the store: SQLAlchemy, 0.3 s
     from core.code import code_identity
-    from orchestrator.control.controller import other_code  # the store: SQLAlchemy, 0.3 s
+    from orchestrator.control.controller import (
+        launch,  # the store: SQLAlchemy, 0.3 s
+        other_code,  # the store: SQLAlchemy, 0.3 s
+    )
+    from orchestrator.control.submit import SubmitError  # the store: SQLAlchemy, 0.3 s
     from orchestrator.plan.grid import plan_sweep  # the planner (pydantic, YAML): 0.2 s
     from orchestrator.plan.jobs import BRANCHES_INLINE, group_jobs  # the planner (pydantic, YAML): 0.2 s
     from orchestrator.plan.spec import SpecError, load_spec  # the planner (pydantic, YAML): 0.2 s

@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sp.set_defaults(fn=cmd_query)
 
-    sp = with_db(sub.add_parser("plot", help="accuracy against achieved sparsity (or density, FLOPs), a line per method"))
+    sp = with_db(sub.add_parser("plot", help="accuracy against achieved sparsity (or density, FLOPs), "
+                                             "a line per method"))
     sp.add_argument("sweep")
     sp.add_argument("--metric", default="test_acc", choices=["test_acc", "best_test_acc", "test_top5"])
     sp.add_argument("--out", help="PNG path (default SWEEP_METRIC.png)")

@@ -111,7 +111,8 @@ class LevelSpec:
                    str(d["kind"]), float(d["density"]), d.get("step"), dict(d["train"]),
                    None if code is None else str(code))
         stepped = round(float(spec.step["density"]), 12) if spec.step else 1.0
-        if level_id(spec.parent, spec.step, spec.train, code=spec.code) != spec.level_id or stepped != spec.density:
+        hashed = level_id(spec.parent, spec.step, spec.train, code=spec.code)
+        if hashed != spec.level_id or stepped != spec.density:
             raise LineageError(f"level {spec.level_id}: its description does not hash to its id "
                                "(edited or damaged level.json)")
         return spec
@@ -264,7 +265,8 @@ def plan_levels(method: str, config: dict[str, Any], sparsities: list[float],
             if lv.step is None:  # sparsity 0: the dense level is its own control
                 serving_c[s], naive_c[s] = lv, base.naive[s]
                 continue
-            c = make(lv, "control", lv.density, control_step(method, prune, lv.density, int(config.get("seed", 0))))
+            step = control_step(method, prune, lv.density, int(config.get("seed", 0)))
+            c = make(lv, "control", lv.density, step)
             levels_c.append(c)
             serving_c[s], naive_c[s] = c, base.naive[s] + 1
         return RunLevels(levels_c, serving_c, naive_c, set(base.mask_only))

@@ -11,8 +11,9 @@ runs. Counts per run come from run_levels alone, aggregated in SQL; the sweep's 
 pass over the levels table.
 
 Time estimates come from measured epochs: a level trains `schedule.epochs` epochs (the run's
-config), less those an imp_wr level skips by resuming at its rewind point; a run's ETA is the epochs its unfinished levels still need times its own mean epoch time
-(finished levels and the epochs of the level in training), or the sweep's mean when it has none.
+config), less those an imp_wr level skips by resuming at its rewind point; a run's ETA is the
+epochs its unfinished levels still need times its own mean epoch time (finished levels and the
+epochs of the level in training), or the sweep's mean when it has none.
 It counts training time only, not time waiting in a queue. Device-hours are seconds of training
 times the devices a job holds: GPUs (executor gpus_per_node x nodes) or, without GPUs, CPUs
 (cpus_per_task x nodes).

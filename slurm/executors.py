@@ -104,7 +104,8 @@ class SlurmExecutor(Executor):
             by_code.setdefault(r.code_dir, []).append(r)
         handles = {}
         for code_dir, group in by_code.items():
-            for r, h in zip(group, self._executor(dependency, code_dir).map_array(TrainerJob(), *self._args(group))):
+            ex = self._executor(dependency, code_dir)
+            for r, h in zip(group, ex.map_array(TrainerJob(), *self._args(group))):
                 handles[r.job_id] = h
         return [handles[r.job_id] for r in reqs]
 

@@ -87,7 +87,8 @@ def test_same_code_ids_hold_each_level_s_code():
 
     def ids(changed: dict[str, str], method: str) -> list[str]:
         c = trainer_config.resolve("digits_mlp", {"method": method, "seed": 0})
-        return [lv.level_id for lv in plan_levels(method, c, [0.5], CodeIdentity("x", {**files, **changed})).levels]
+        code = CodeIdentity("x", {**files, **changed})
+        return [lv.level_id for lv in plan_levels(method, c, [0.5], code).levels]
 
     # SynFlow's own file renames SynFlow's level only; the pruners' file every pruned level but
     # level 0; the training loop every level.

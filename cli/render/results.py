@@ -69,7 +69,8 @@ def _fmt(key: str, v: Any) -> str:
 # Query columns by importance: 0 always shown; higher numbers are dropped first when narrow.
 _QUERY_PRIORITY = {"method": 0, "sparsity": 0, "state": 0, "test_acc": 0, "seed": 1, "n": 1,
                    "runs": 1, "achieved_sparsity": 2, "network_sparsity": 3, "best_test_acc": 3,
-                   "speedup": 4, "level": 4, "level_kind": 4, "off_target": 4, "code": 5, "sources": 5, "epochs": 5,
+                   "speedup": 4, "level": 4, "level_kind": 4, "off_target": 4, "code": 5, "sources": 5,
+                   "epochs": 5,
                    "test_top5": 5, "flops": 6, "nonzero_params": 6, "run_id": 6, "flops_dense": 7,
                    "params": 7, "level_id": 8}
 

@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from core.code import code_identity
 from core import config as trainer_config
+from core.code import code_identity
 from core.levels import plan_levels, run_id
 from core.methods import get_method
 from db.schema import Epoch, Level
