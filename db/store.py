@@ -218,7 +218,12 @@ class Store:
                 values["seconds"] = float(values["seconds"] or 0.0)
                 prov = res.get("provenance") if isinstance(res.get("provenance"), dict) else None
                 values["provenance"] = prov
-                values["code"] = str(prov["code"])[:40] if prov and prov.get("code") else None
+                codes = [str(c) for c in (prov or {}).get("codes") or []]
+                # a level trained part by one code and part by another (reuse any, resumed after
+                # a change) is recorded under both, so launch counts it as other code
+                values["code"] = ("+".join(codes) if len(codes) > 1 else
+                                  str(prov["code"]) if prov and prov.get("code") else None)
+                values["code"] = values["code"][:40] if values["code"] else None
                 values["sources"] = str(prov["sources"])[:40] if prov and prov.get("sources") else None
                 s.execute(sa.update(Level).where(Level.level_id == lid, Level.finished_at.is_(None))
                           .values(finished_at=utcnow(), epoch=values["epochs"], **values))

@@ -59,7 +59,9 @@ def _fmt(key: str, v: Any) -> str:
         return "-"
     if key in PERCENT:
         return f"{v * 100:.2f}"
-    if key in ("run_id", "level_id", "job", "code", "sources"):
+    if key in ("code", "sources"):
+        return "+".join(c[:8] for c in str(v).split("+"))  # a level trained by two codes names both
+    if key in ("run_id", "level_id", "job"):
         return str(v)[:8]
     if isinstance(v, float):
         return f"{v:.4g}"
