@@ -87,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.job_file} is not a job file: {exc}", file=sys.stderr)
         return 2
 
+    from core.code import MANIFEST, ROOT, verify_snapshot
+
+    if (ROOT / MANIFEST).exists() and verify_snapshot(ROOT) != ROOT.name:
+        # a snapshot is immutable: one edited after its launch is not the code the levels name
+        print(f"error: the code snapshot {ROOT} this job imports was edited after its launch; "
+              "launch again", file=sys.stderr)
+        return 1
+
     # Imported after argument checks: torch and the data stack take seconds to import.
     from trainer.level_trainer import LevelTrainer, NullRecorder, Stopped, read_level  # torch (seconds)
 
