@@ -124,7 +124,7 @@ def make_sweep(tmp_path, name: str = "narrow"):
     state_of = {lid: busy[r.run_id] for r in plan.runs if r.run_id in busy for lid in r.levels[1:]}
     open_levels = set(state_of)
     with store.serialized() as s:
-        jobs = group_jobs(list(plan.levels.values()), {}, plan.snapshots)
+        jobs = group_jobs(list(plan.trained.values()), {}, plan.snapshots)
         store.create_jobs(s, jobs, name, {j.job_id: f"{tmp_path}/{j.job_id}.json" for j in jobs})
     results = {}
     for lid, lv in plan.levels.items():
@@ -200,7 +200,7 @@ def test_status_json_says_time_and_device_hours(narrow):
     tmp, url, plan, busy = narrow
     st = json.loads(_cli(tmp, "status", "narrow", "--db", url, "--format", "json").stdout)
     assert st["counts"]["FAILED"] == 1 and st["counts"]["RUNNING"] == 1
-    assert st["levels_total"] == len(plan.levels) and st["levels_done"] < st["levels_total"]
+    assert st["levels_total"] == len(plan.trained) and st["levels_done"] < st["levels_total"]
     assert st["device"] == "CPU" and st["devices_per_job"] == 2 and st["gpu_hours_used"] == 0.0
     assert st["epoch_s"] == 2.0  # every recorded epoch took 2 s
     assert st["device_hours_used"] == pytest.approx(st["epochs_done"] * 2.0 * 2 / 3600, abs=1e-3)
@@ -227,7 +227,7 @@ def test_watch_shows_a_bar_of_levels_and_stops_on_ctrl_c(narrow):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err  # the FAILED run, as without --watch
-    assert f"/{len(plan.levels)} levels" in out and "Traceback" not in err, out + err
+    assert f"/{len(plan.trained)} levels" in out and "Traceback" not in err, out + err
 
 
 def test_a_second_sweep_in_the_store_counts_only_its_own_levels(narrow):
@@ -247,9 +247,9 @@ def test_a_second_sweep_in_the_store_counts_only_its_own_levels(narrow):
         store.record_plan(sub, spec, sub.levels_dir)  # two of `narrow`'s runs, and their levels
         runs, totals = sweep_status(store, "subset")
         assert len(runs) == 2 and (totals.levels_done, totals.levels_total) == level_progress(store, "subset")
-        assert totals.levels_total < len(plan.levels)
+        assert totals.levels_total < len(plan.trained)
         everything = sweep_status(store, "narrow")[1]
-        assert everything.levels_total == len(plan.levels)
+        assert everything.levels_total == len(plan.trained)
         assert 0 < totals.device_hours_used < everything.device_hours_used
     finally:
         store.close()
