@@ -1,6 +1,8 @@
 """What every `tp-sweep` command shares: the consoles, bad input (exit 2), opening the store."""
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.markup import escape  # loaded by rich.console already
 
@@ -35,3 +37,13 @@ def open_store(url: str | None, spec_url: str | None = None, *, target: str | No
         return Store(resolve_url(url, spec_url))
     except StoreError as exc:
         raise BadInput(str(exc)) from None
+
+
+def report_bad_levels(bad: dict[str, str], what: str) -> None:
+    """Name every level folder that failed its checks, and why (stderr; the caller exits 1)."""
+    if not bad:
+        return
+    error(f"{len(bad)} level folder(s) failed their checks and were {what}; look at them, move "
+          "them aside, and launch again to train them afresh:")
+    for where, why in sorted(bad.items()):
+        print(f"  {where}: {why}", file=sys.stderr)

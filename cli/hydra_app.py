@@ -66,13 +66,16 @@ def _register() -> None:
 
 # ---- level folders and the job file -----------------------------------------------------------
 def write_job(config: dict, sparsities: list[float], output_dir: Path, write: bool = True,
-              sweep: str | None = None) -> Path:
+              sweep: str | None = None, reuse: str = "same-code") -> Path:
     """Level folders and one job file for every level the run needs (written by rank 0 only;
-    planning is pure, so every rank knows the job file's path)."""
+    planning is pure, so every rank knows the job file's path). Under reuse same-code the levels
+    hold the code this process runs, as a sweep launched from this checkout would plan them."""
+    from core.code import code_identity
 
     if get_method(config["method"]).schedule == "dense":
         sparsities = [0.0]
-    lineage = plan_levels(config["method"], config, sparsities)
+    code = code_identity() if reuse == "same-code" else None
+    lineage = plan_levels(config["method"], config, sparsities, code)
     levels_dir = (output_dir / "levels").resolve()
     snapshots: dict[str, list] = {}
     for lv in lineage.levels:
@@ -83,7 +86,7 @@ def write_job(config: dict, sparsities: list[float], output_dir: Path, write: bo
             snapshots.setdefault(lv.root, [])
             if lv.step["rewind_to"] not in snapshots[lv.root]:
                 snapshots[lv.root].append(lv.step["rewind_to"])
-    ids = [lv.level_id for lv in lineage.levels]
+    ids = [lv.level_id for lv in lineage.trained]  # mask-only levels: computed on the way
     job_id = content_hash({"levels": ids})
     path = output_dir.resolve() / "jobs" / f"{job_id}.json"
     if not write:
@@ -91,7 +94,8 @@ def write_job(config: dict, sparsities: list[float], output_dir: Path, write: bo
     run = {"sweep": sweep, "method": config["method"], "seed": config["seed"], "axes": {}, "levels": ids,
            "serves": {lv.level_id: [s] for s, lv in lineage.serving.items()},
            "logging": config.get("logging") or {}, "config": config}
-    write_json_atomic(path, job_description(job_id, str(levels_dir), ids, snapshots, {run_id(config): run}))
+    write_json_atomic(path, job_description(job_id, str(levels_dir), ids, snapshots,
+                                            {run_id(config, lineage.codes): run}, reuse))
     for s, lv in sorted(lineage.serving.items()):
         print(f"[trainer] sparsity {s:g}: level {lv.level_id} ({lv.kind}, depth {lv.depth}) in "
               f"{levels_dir / lv.level_id}", flush=True)
@@ -149,7 +153,8 @@ def task(cfg: Any) -> int:
     output_dir = Path(opts["output_dir"])
     sweep = opts["sweep"] or default_sweep_name(hc, opts["output_dir"])
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    job_file = write_job(config, opts["sparsities"], output_dir, write=main_rank, sweep=sweep if url else None)
+    job_file = write_job(config, opts["sparsities"], output_dir, write=main_rank, sweep=sweep if url else None,
+                         reuse=opts["reuse"])
     db_args: list[str] = []
     if url and main_rank:
         # Only with a store (SQLAlchemy, 0.3 s): the trainer alone never imports them.
@@ -159,7 +164,7 @@ def task(cfg: Any) -> int:
         executor, sched_id = _where_it_runs()
         try:
             db_file = record_run(url, sweep, hc.job.config_name, config, opts["sparsities"],
-                                 str(output_dir), job_file, executor, sched_id)
+                                 str(output_dir), job_file, executor, sched_id, opts["reuse"])
         except StoreError as exc:
             _fail(2, f"error: {exc}", multirun)
         print(f"[trainer] recorded in sweep {sweep} ({executor} {sched_id})", flush=True)

@@ -29,7 +29,7 @@ _ALWAYS = ["+tp=standalone", "hydra.job.name=trainer", "hydra.output_subdir=null
 _SINGLE = ["hydra.run.dir=.", "hydra/hydra_logging=disabled"]
 _MULTI = ["hydra.sweep.dir=multirun/${now:%Y-%m-%d_%H-%M-%S}"]
 # Hydra-only keys: what a run needs besides its config. Stripped before hashing or training.
-HYDRA_ONLY = ("sparsities", "output_dir", "sweep", "db", "db_file")
+HYDRA_ONLY = ("sparsities", "output_dir", "sweep", "db", "db_file", "reuse")
 _SWEEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -53,6 +53,9 @@ def split_options(composed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
                           "letters, digits, _ . and - (at most 128)")
     if opts["db"]:
         refuse_password(str(opts["db"]))
+    opts["reuse"] = opts["reuse"] or "same-code"
+    if opts["reuse"] not in ("same-code", "any"):
+        raise ConfigError(f"reuse: {opts['reuse']!r} is not one of same-code, any")
     return config, opts
 
 

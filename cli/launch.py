@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from cli.common import BadInput, console, err, error, open_store
+from cli.common import BadInput, console, err, error, open_store, report_bad_levels
 from cli.progress import LaunchProgress, SearchProgress, wait_until_idle
 from cli.render.search import print_search_plan, search_plan
 from cli.render.tables import phrases
@@ -29,11 +29,13 @@ def _stored_spec_dict(path: str, spec) -> dict[str, Any]:
     return data
 
 
-def _done_without_side_effects(plan, url: str | None) -> set[str]:
-    """Levels finished on disk, or in the store when it exists already (a dry run creates nothing)."""
+def _done_without_side_effects(plan, url: str | None, bad: dict[str, str],
+                               codes: dict[str, str | None]) -> set[str]:
+    """Levels finished on disk, or in the store when it exists already (a dry run creates nothing).
+    Level folders that fail their checks go to `bad`; `codes` gets who trained each done level."""
     from orchestrator.control.controller import done_on_disk  # the store: SQLAlchemy, 0.3 s
 
-    done = done_on_disk(plan)
+    done = done_on_disk(plan, bad, codes)
     from db.engine import store_may_exist  # SQLAlchemy, 0.3 s
 
     if url and store_may_exist(url):
@@ -42,11 +44,24 @@ def _done_without_side_effects(plan, url: str | None) -> set[str]:
         try:
             store = Store(url, migrate_schema=False)
             states = store.level_states(list(plan.levels))
+            in_store = {lid for lid, st in states.items() if st.finished} - done
+            codes.update(store.level_codes(sorted(in_store)))
             store.close()
-            done |= {lid for lid, st in states.items() if st.finished}
+            done |= in_store
         except Exception:  # noqa: BLE001 - an old or unreachable store: the disk still answers
             pass
     return done
+
+
+def reuse_phrases(plan, reused: int, other: dict[str, int]) -> list[str]:
+    """What launch and --dry-run say about reuse: the policy, and where reused levels came from."""
+    if plan.reuse == "same-code":
+        return [f"Reuse same-code (code {plan.code.sources}):", f"{reused} levels already trained by this code."]
+    if not other:
+        return [f"Reuse any: the {reused} levels already done were trained by this code."]
+    parts = ", ".join(f"{code} ({n})" for code, n in other.items())
+    return [f"Reuse any: of {reused} levels already done, {sum(other.values())} were trained by other code:",
+            f"{parts}{'' if 'unknown' not in other else ' (unknown: trained before codes were recorded)'}."]
 
 
 def _check_writable(folder: str) -> None:
@@ -62,7 +77,11 @@ def _check_writable(folder: str) -> None:
 
 
 def cmd_launch(a: argparse.Namespace) -> int:
-    from orchestrator.control.controller import launch  # the store: SQLAlchemy, 0.3 s
+    from core.code import code_identity
+    from orchestrator.control.controller import (
+        launch,  # the store: SQLAlchemy, 0.3 s
+        other_code,  # the store: SQLAlchemy, 0.3 s
+    )
     from orchestrator.control.submit import SubmitError  # the store: SQLAlchemy, 0.3 s
     from orchestrator.plan.grid import plan_sweep  # the planner (pydantic, YAML): 0.2 s
     from orchestrator.plan.jobs import BRANCHES_INLINE, group_jobs  # the planner (pydantic, YAML): 0.2 s
@@ -70,18 +89,22 @@ def cmd_launch(a: argparse.Namespace) -> int:
 
     try:
         spec = load_spec(a.spec)
-        plan = plan_sweep(spec)
+        plan = plan_sweep(spec, reuse=a.reuse)
     except (SpecError, ValueError) as exc:
         raise BadInput(str(exc)) from None
     kind = a.executor or spec.executor.kind
     if a.dry_run:
         from db.engine import resolve_url  # SQLAlchemy, 0.3 s
 
-        done = _done_without_side_effects(plan, resolve_url(a.db, spec.db))
+        bad: dict[str, str] = {}
+        codes: dict[str, str | None] = {}
+        done = _done_without_side_effects(plan, resolve_url(a.db, spec.db), bad, codes)
         counts = plan.counts(done)
-        jobs = group_jobs([lv for lid, lv in plan.levels.items() if lid not in done], {}, plan.snapshots)
+        jobs = group_jobs([lv for lid, lv in plan.trained.items() if lid not in done], {}, plan.snapshots)
+        other = other_code(plan, codes)
         info = {"sweep": spec.name, **counts, "jobs": len(jobs), "branches": BRANCHES_INLINE,
-                "executor": kind}
+                "executor": kind, "bad_levels": {f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()},
+                "reuse": plan.reuse, "code": (plan.code or code_identity()).sources, "other_code": other}
         if spec.search is not None:
             info["search"] = search_plan(spec, plan)
         if a.format == "json":
@@ -95,13 +118,17 @@ def cmd_launch(a: argparse.Namespace) -> int:
                     f"{counts['level_trainings']} level trainings planned:",
                     f"{counts['levels_done']} already done,",
                     f"{counts['levels_to_train']} to train in {len(jobs)} jobs ({counts['epochs']} epochs).",
+                    *([f"{counts['mask_only_levels']} intermediate levels of random methods give their masks",
+                       "without training (computed on the way)."] if counts["mask_only_levels"] else []),
                     "Naive, each grid point alone:",
                     f"{counts['naive_level_trainings']} level trainings ({counts['naive_epochs']} epochs).",
                     f"Branches: {BRANCHES_INLINE.split(': ', 1)[0]}:", f"{BRANCHES_INLINE.split(': ', 1)[-1]}.",
+                    *reuse_phrases(plan, counts["levels_done"], other),
                     f"Executor {kind}; nothing submitted."],
                     console.width, sep=" ", indent=""):
                 console.print(line, highlight=False)
-        return 0
+        report_bad_levels({f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()}, "not counted as done")
+        return 1 if bad else 0
     # torch (seconds), which launch --dry-run never needs
     from orchestrator.plan.preflight import PreflightError, check_plan
 
@@ -131,12 +158,13 @@ def cmd_launch(a: argparse.Namespace) -> int:
             return 0
         return run_search(store, spec, spec_dict, kind, plan)
     if kind == "slurm":
-        code = submit_and_report(store, plan, spec_dict, kind)
-        if code:
-            return code
+        res = submit_and_report(store, plan, spec_dict, kind)
+        if res is None:
+            return 1
         if a.wait:
             wait_until_idle(store, spec.name, console)
-        return show_status(store, spec.name, "table", a.wait)
+        code = show_status(store, spec.name, "table", a.wait)
+        return 1 if res.bad else code
     progress = LaunchProgress(store, spec.name, console)
     try:
         with progress:
@@ -144,8 +172,9 @@ def cmd_launch(a: argparse.Namespace) -> int:
     except SubmitError as exc:
         error(str(exc))
         return 1
-    report(res)
-    return show_status(store, spec.name, "table", True)
+    report(res, plan)
+    code = show_status(store, spec.name, "table", True)
+    return 1 if res.bad else code
 
 
 def _supervised_elsewhere(store, sweep: str) -> bool:
@@ -160,9 +189,9 @@ def _supervised_elsewhere(store, sweep: str) -> bool:
     return False
 
 
-def submit_and_report(store, plan, spec_dict: dict[str, Any], kind: str) -> int:
-    """Record and submit to a scheduler (within its limits), and say what happened; 1 when the
-    submission failed."""
+def submit_and_report(store, plan, spec_dict: dict[str, Any], kind: str) -> Any:
+    """Record and submit to a scheduler (within its limits), and say what happened; the launch's
+    result, None when the submission failed."""
     from orchestrator.control.controller import launch  # the store: SQLAlchemy, 0.3 s
     from orchestrator.control.submit import SubmitError  # the store: SQLAlchemy, 0.3 s
 
@@ -170,15 +199,17 @@ def submit_and_report(store, plan, spec_dict: dict[str, Any], kind: str) -> int:
         res = launch(store, plan, spec_dict, kind)
     except SubmitError as exc:
         error(str(exc))
-        return 1
-    report(res)
-    return 0
+        return None
+    report(res, plan)
+    return res
 
 
-def report(res) -> None:
+def report(res, plan) -> None:
     if res.imported:
         console.print(f"found {res.imported} finished levels on disk that the store lacked: imported")
     room = {j: w for j, w in res.waiting.items() if w.startswith("waits for room")}
+    for line in phrases(reuse_phrases(plan, res.reused, res.other_code), console.width, sep=" ", indent=""):
+        console.print(line, highlight=False)
     for job, why in res.waiting.items():
         if job not in room:
             console.print(f"job {job} not submitted: {why}")
@@ -194,6 +225,7 @@ def report(res) -> None:
     else:
         console.print(f"submitted {len(res.submitted)} jobs"
                       + (f"; left alone: {res.skipped}" if res.skipped else ""))
+    report_bad_levels({f"{plan.levels_dir}/{lid}": why for lid, why in res.bad.items()}, "not used")
 
 
 def run_search(store, spec, spec_dict: dict[str, Any], kind: str, plan) -> int:

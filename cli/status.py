@@ -108,9 +108,13 @@ def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, None
 
     lvls = store.run_levels(run.run_id)
     levels = [{"level_id": lv.level_id, "kind": lv.kind, "depth": lv.depth, "density": lv.density,
-               "achieved_sparsity": lv.achieved_sparsity, "test_acc": lv.test_acc,
-               "best_test_acc": lv.best_test_acc, "epochs": lv.epochs, "seconds": lv.seconds,
-               "job": lv.job_id, "finished": lv.finished_at is not None} for lv in lvls]
+               "achieved_sparsity": lv.achieved_sparsity, "network_sparsity": lv.network_sparsity,
+               "test_acc": lv.test_acc, "best_test_acc": lv.best_test_acc, "epochs": lv.epochs,
+               "seconds": lv.seconds, "nonzero_params": lv.nonzero_params, "flops": lv.flops,
+               "speedup": lv.flops_dense / lv.flops if lv.flops_dense and lv.flops else None,
+               "code": lv.code, "sources": lv.sources, "job": lv.job_id,
+               "finished": lv.finished_at is not None}
+              for lv in lvls]
     job_ids = sorted({lv.job_id for lv in lvls if lv.job_id})
     jobs = store.jobs(job_ids)
     events = [{"at": e.at.isoformat(timespec="seconds"), "job": e.job_id, "sched_id": e.sched_id,
@@ -120,14 +124,38 @@ def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, None
                  "levels": len(j.levels), "message": j.message} for j in jobs.values()]
     code = 1 if any(j.state in BAD_STATES for j in jobs.values()) else 0
     if fmt == "json":
+        for row, lv in zip(levels, lvls):
+            row["provenance"] = lv.provenance
         return 0, json.dumps({"run_id": run.run_id, "method": run.method, "seed": run.seed,
                               "axes": run.axes, "levels": levels, "jobs": job_rows, "events": events}), None
     axes = " ".join(f"{k}={v}" for k, v in (run.axes or {}).items())
     items: list[Any] = [Text.from_markup(f"run [bold]{run.run_id}[/] {run.method} seed {run.seed} {axes}")]
     items += dict_table("levels", levels, width, ("kind", "depth", "test_acc", "finished"))
+    items += dict_table("provenance (who trained its levels)", provenance_rows(lvls), width, ("sources", "levels"))
     items += dict_table("jobs", job_rows, width, ("job", "state"))
     items += dict_table("events", events, width, ("at", "to"))
     return code, items, None
+
+
+def provenance_rows(levels: list[Any]) -> list[dict[str, Any]]:
+    """One row per distinct environment that trained the run's levels: the code tree (and its
+    git commit and diff), the libraries, the device, world size and hosts."""
+    out: dict[str, dict[str, Any]] = {}
+    for lv in levels:
+        p = lv.provenance if isinstance(lv.provenance, dict) else None
+        if not p:
+            continue
+        git = p.get("git") or {}
+        row = {"sources": p.get("sources"), "version": p.get("version"),
+               "git": (str(git.get("commit"))[:10] + (f"+diff {git['diff']}" if git.get("diff") else ""))
+               if git.get("commit") else "-",
+               "torch": p.get("torch"), "cuda": p.get("cuda") or "-", "cudnn": p.get("cudnn") or "-",
+               "ffcv": p.get("ffcv") or "-", "device": p.get("device"), "world_size": p.get("world_size"),
+               "hosts": ",".join(p.get("hosts") or []),
+               "mixed": "yes: " + ",".join(p["codes"]) if len(p.get("codes") or []) > 1 else "no"}
+        key = json.dumps(row, sort_keys=True)
+        out.setdefault(key, {**row, "levels": 0})["levels"] += 1
+    return list(out.values())
 
 
 def show(console: Any, out: Any) -> None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from contextlib import nullcontext
 from typing import Any
 
-from cli.common import BadInput, console
+from cli.common import BadInput, console, report_bad_levels
 from cli.common import error as _error
 from cli.common import open_store as _store
 from cli.launch import cmd_launch, run_search
@@ -66,6 +67,8 @@ def cmd_resume(a: argparse.Namespace) -> int:
         kind = a.executor or spec.executor.kind
     except LookupError as exc:
         raise BadInput(str(exc)) from None
+    if a.reuse:  # the jobs' trainers read it (they inherit this environment)
+        os.environ["TP_REUSE"] = a.reuse
     if spec.search is not None:  # the search goes on where it stopped, adopting its trials
         from cli.launch import _supervised_elsewhere
         from orchestrator.plan.grid import plan_sweep  # the planner (pydantic, YAML): 0.2 s
@@ -73,6 +76,8 @@ def cmd_resume(a: argparse.Namespace) -> int:
         if _supervised_elsewhere(store, a.sweep):
             return 0
 
+        if a.reuse:
+            spec = spec.model_copy(update={"reuse": a.reuse})
         return run_search(store, spec, store.get_sweep(a.sweep).spec, kind, plan_sweep(spec))
     progress = LaunchProgress(store, a.sweep, console) if kind in ("local", "debug") else None
     try:
@@ -87,7 +92,9 @@ def cmd_resume(a: argparse.Namespace) -> int:
         console.print(f"nothing to resume ({', '.join(f'{n} {s}' for s, n in res.skipped.items())})")
     else:
         console.print(f"resubmitted {len(res.submitted)} jobs; they continue from their last checkpoints")
-    return show_status(store, a.sweep, "table", progress is not None)
+    code = show_status(store, a.sweep, "table", progress is not None)
+    report_bad_levels(res.bad, "not used")
+    return 1 if res.bad else code
 
 
 def cmd_cancel(a: argparse.Namespace) -> int:
@@ -148,12 +155,14 @@ def cmd_query(a: argparse.Namespace) -> int:
     elif a.format == "csv":
         import csv
 
+        rows = [{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
         if rows:
             w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-    else:
-        show(console, query_table(a.sweep, rows, console.width))
+    else:  # a level's whole provenance is for JSON; the table names its code and sources
+        show(console, query_table(a.sweep, [{k: v for k, v in r.items() if k != "provenance"} for r in rows],
+                                  console.width))
     return 0
 
 
@@ -166,7 +175,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
     if not any(r.get(a.metric) is not None for r in rows):
         raise BadInput(f"sweep {a.sweep!r} has no finished {a.metric} yet")
     out = a.out or f"{a.sweep}_{a.metric}.png"
-    plot_accuracy(rows, a.metric, out, title=a.sweep)
+    plot_accuracy(rows, a.metric, out, title=a.sweep, x=a.x)
     console.print(f"wrote {out}")
     return 0
 
@@ -189,13 +198,15 @@ def cmd_db(a: argparse.Namespace) -> int:
         from orchestrator.control.importer import ImportFailed, import_output_dir  # the store: SQLAlchemy, 0.3 s
 
         store = _store(a.db)
+        bad: dict[str, str] = {}
         try:
-            n = import_output_dir(store, a.dir)
+            n = import_output_dir(store, a.dir, bad)
         except ImportFailed as exc:
             raise BadInput(str(exc)) from None
         console.print(f"{store.display_url}: imported {n['sweeps']} sweeps, {n['runs']} runs, "
-                      f"{n['levels']} levels ({n['finished']} finished) from {a.dir}")
-        return 0
+                      f"{n['levels']} levels ({n['finished']} finished) from {a.dir}", highlight=False)
+        report_bad_levels(bad, "not imported")
+        return 1 if bad else 0
     url = resolve_url(a.db)
     try:
         store = Store(url, migrate_schema=False)
@@ -225,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--supervise", action="store_true",
                     help="start the sweep's supervisor: a Slurm job for Slurm sweeps (the launch "
                          "returns at once), else in the foreground (also: a supervisor: block)")
+    sp.add_argument("--reuse", choices=["same-code", "any"],
+                    help="same-code (default): a level trained by other code is trained again; any: "
+                         "reused, and launch says from which code (else the spec's reuse:)")
     sp.set_defaults(fn=cmd_launch)
 
     sp = with_db(sub.add_parser("supervise", help="the sweep's autopilot: reconcile, retry by policy, "
@@ -249,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("sweep")
     sp.add_argument("--include-failed", action="store_true", help="also failed and cancelled runs")
     sp.add_argument("--executor", choices=["local", "slurm", "debug"])
+    sp.add_argument("--reuse", choices=["same-code", "any"],
+                    help="same-code: a level stopped mid-way by other code starts over instead of "
+                         "continuing from its checkpoint; any: it continues (else the launch's policy)")
     sp.set_defaults(fn=cmd_resume)
 
     sp = with_db(sub.add_parser("cancel", help="cancel a sweep's or one run's jobs"))
@@ -264,10 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sp.set_defaults(fn=cmd_query)
 
-    sp = with_db(sub.add_parser("plot", help="accuracy against sparsity, a line per method"))
+    sp = with_db(sub.add_parser("plot", help="accuracy against achieved sparsity (or density, FLOPs), "
+                                             "a line per method"))
     sp.add_argument("sweep")
     sp.add_argument("--metric", default="test_acc", choices=["test_acc", "best_test_acc", "test_top5"])
     sp.add_argument("--out", help="PNG path (default SWEEP_METRIC.png)")
+    sp.add_argument("--x", default="sparsity", choices=["sparsity", "network", "density", "flops"],
+                    help="x axis: achieved sparsity of the prunable weights (default) or of the whole "
+                         "network, %% of weights remaining (log), or multiply-adds per example (log)")
     sp.set_defaults(fn=cmd_plot)
 
     sp = with_db(sub.add_parser("report", help="the sweep as one self-contained HTML file (opens offline)"))

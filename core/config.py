@@ -260,9 +260,17 @@ def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(node, dict) or part not in node:
             raise ConfigError(f"unknown trainer key {'.'.join(parts[: i + 1])!r} (in {key!r})")
         node = node[part]
-    if not isinstance(node, dict) or parts[-1] not in node:
+    if not isinstance(node, dict) or (parts[-1] not in node and not _schema_knows(key)):
         raise ConfigError(f"unknown trainer key {key!r}")
     node[parts[-1]] = copy.deepcopy(value)
+
+
+def _schema_knows(key: str) -> bool:
+    """A schema option the presets leave unset (docs/levels.md: new options stay out of them,
+    so no id changes) may still be set by a spec: `prune.layers_to_ignore`."""
+    from core.schema import known_key  # core.schema imports this module
+
+    return known_key(key)
 
 
 def get_dotted(cfg: dict[str, Any], key: str) -> Any:

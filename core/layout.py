@@ -15,23 +15,114 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from core.atomic import write_json_atomic
+from core.levels import LevelSpec, LineageError
 
 RESULT_FILE = "metrics.json"
+LEVEL_ID = re.compile(r"[0-9a-f]{16}")  # content_hash's 16 hex digits: never a path
+KINDS = ("dense", "oneshot", "trunk", "branch", "control")
+# metrics.json: fractions that must lie in [0, 1] when present (None: not measured)
+_FRACTIONS = ("achieved_sparsity", "network_sparsity", "test_acc", "test_top5", "best_test_acc",
+              "train_acc")
+_NUMBERS = ("test_loss", "train_loss", "seconds", "params", "nonzero_params", "flops_dense", "flops")
+
+
+def is_level_id(value: Any) -> bool:
+    return isinstance(value, str) and LEVEL_ID.fullmatch(value) is not None
+
+
+class BadLevel(ValueError):
+    """A level folder that must not be used: renamed, edited, truncated. The message says why."""
+
+
+def check_description(data: Any, folder_name: str) -> LevelSpec:
+    """LEVEL_DIR/level.json as a LevelSpec, or BadLevel: the folder is named after the id it
+    holds, that id is the hash of the content, and every id in it is an id (never a path)."""
+    if not isinstance(data, dict):
+        raise BadLevel("level.json is not a JSON object")
+    lid = data.get("level_id")
+    if lid != folder_name:
+        raise BadLevel(f"folder name {folder_name!r} differs from the level_id {lid!r} in level.json "
+                       "(renamed or copied folder)")
+    if not is_level_id(lid):
+        raise BadLevel(f"level_id {lid!r} is not a level id")
+    parent, root = data.get("parent"), data.get("root")
+    if parent is not None and not is_level_id(parent):
+        raise BadLevel(f"parent {parent!r} is not a level id")
+    if not is_level_id(root):
+        raise BadLevel(f"root {root!r} is not a level id")
+    if data.get("kind") not in KINDS:
+        raise BadLevel(f"kind {data.get('kind')!r} is not one of {', '.join(KINDS)}")
+    depth = data.get("depth")
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
+        raise BadLevel(f"depth {depth!r} is not a level depth")
+    if parent is None and (root != lid or depth != 0):
+        raise BadLevel("a level without a parent is its own root at depth 0")
+    if parent is not None and depth == 0:
+        raise BadLevel("a level with a parent has depth 1 or more")
+    if not isinstance(data.get("train"), dict) or not isinstance(data.get("step"), (dict, type(None))):
+        raise BadLevel("level.json lacks its train or step section")
+    try:
+        return LevelSpec.from_dict(data)
+    except (LineageError, KeyError, TypeError, ValueError) as exc:
+        raise BadLevel(str(exc).replace(f"level {lid}: ", "")) from None
+
+
+def check_result(data: Any, folder_name: str) -> dict[str, Any]:
+    """metrics.json, well-formed: an object naming its level, fractions in [0, 1], counts that are
+    counts, and a history of epochs. Returns it; BadLevel says what is wrong."""
+    if not isinstance(data, dict):
+        raise BadLevel("metrics.json is not a JSON object")
+    if data.get("level_id") != folder_name:
+        raise BadLevel(f"metrics.json names level {data.get('level_id')!r}, not {folder_name!r}")
+    for key in (*_FRACTIONS, *_NUMBERS):
+        v = data.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise BadLevel(f"metrics.json: {key} {v!r} is not a number >= 0")
+        if key in _FRACTIONS and v > 1:
+            raise BadLevel(f"metrics.json: {key} {v!r} is not a fraction")
+    epochs = data.get("epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        raise BadLevel(f"metrics.json: epochs {epochs!r} is not a count")
+    history = data.get("history")
+    if not isinstance(history, list) or len(history) != epochs or not all(
+            isinstance(h, dict) and isinstance(h.get("epoch"), int) for h in history):
+        raise BadLevel("metrics.json: history is not a list of its epochs")
+    prov = data.get("provenance")
+    if prov is not None and not isinstance(prov, dict):
+        raise BadLevel("metrics.json: provenance is not an object")
+    return data
+
+
+@dataclass(frozen=True)
+class LevelCheck:
+    """What a level folder holds: its description, its result (None: not finished), or why it
+    must not be used (`problem`; then neither is given)."""
+    spec: LevelSpec | None = None
+    result: dict[str, Any] | None = None
+    problem: str | None = None
 
 
 def job_description(job_id: str, levels_dir: str, levels: list[str],
-                    snapshots: dict[str, list[dict[str, Any]]], runs: dict[str, Any]) -> dict[str, Any]:
+                    snapshots: dict[str, list[dict[str, Any]]], runs: dict[str, Any],
+                    reuse: str = "any", code_dir: str | None = None) -> dict[str, Any]:
     """JOB_FILE, what `python -m trainer.job JOB_FILE` trains: its levels (in order, under
-    levels_dir), the imp_wr rewind points its root levels write, and the runs its levels serve
-    (for recorders that report per run, such as W&B)."""
+    levels_dir), the imp_wr rewind points its root levels write, the runs its levels serve
+    (for recorders that report per run, such as W&B), the reuse policy it was planned under
+    (same-code: a checkpoint started by other code is not continued), and the code snapshot
+    its scheduler jobs import (core/code.py; None: the environment's)."""
     return {"job_id": job_id, "levels_dir": levels_dir, "levels": levels, "snapshots": snapshots,
-            "runs": runs}
+            "runs": runs, "reuse": reuse, "code_dir": code_dir}
 
 
 def status_path(job_file: str | Path) -> Path:
@@ -73,19 +164,50 @@ class LevelDir:
 
     def result(self) -> dict[str, Any] | None:
         """The finished level's metrics (with its per-epoch history), or None if not finished.
-        A metrics.json without final.pt, or one that does not parse, does not count."""
+        A metrics.json without final.pt, or one that is not well-formed (check_result), does not
+        count; `inspect` says why."""
         if not self.final.exists():
             return None
         try:
-            data = json.loads(self.metrics.read_text())
-        except (OSError, ValueError):
+            return check_result(json.loads(self.metrics.read_text()), self.path.name)
+        except (OSError, ValueError):  # BadLevel is a ValueError
             return None
-        if not isinstance(data, dict) or data.get("level_id") != self.path.name:
-            return None
-        return data
 
     def write_result(self, result: dict[str, Any]) -> None:
         write_json_atomic(self.metrics, result)
+
+    def read_spec(self) -> LevelSpec:
+        """level.json, checked (check_description); BadLevel when it must not be used."""
+        try:
+            data = json.loads(self.description.read_text())
+        except FileNotFoundError:
+            raise BadLevel("no level.json") from None
+        except (OSError, ValueError) as exc:
+            raise BadLevel(f"level.json cannot be read ({type(exc).__name__})") from None
+        return check_description(data, self.path.name)
+
+    def inspect(self) -> LevelCheck:
+        """Everything a reuse needs checked before it trusts the folder: level.json (name, hash,
+        ids), and once finished, metrics.json well-formed beside final.pt. Reads no weights."""
+        try:
+            spec = self.read_spec()
+            if not self.metrics.exists():  # written last: not finished (or finishing right now)
+                return LevelCheck(spec)
+            if not self.final.exists():
+                raise BadLevel("metrics.json without final.pt (the trained weights are gone)")
+            try:
+                data = json.loads(self.metrics.read_text())
+            except (OSError, ValueError) as exc:
+                raise BadLevel(f"metrics.json cannot be read ({type(exc).__name__}: truncated or "
+                               "edited)") from None
+            result = check_result(data, self.path.name)
+            code = (result.get("provenance") or {}).get("code")
+            named = getattr(spec, "code", None)
+            if named is not None and code != named:
+                raise BadLevel(f"trained by code {code}, but its id names code {named}")
+            return LevelCheck(spec, result)
+        except BadLevel as exc:
+            return LevelCheck(problem=str(exc))
 
 
 class LevelLock:

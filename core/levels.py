@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from core.methods import CRITERIA, get_method
 
@@ -64,9 +64,14 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
 
 
-def run_id(config: dict[str, Any]) -> str:
-    """A run (method x seed x axes) is what it computes: turning W&B on keeps its id."""
-    return content_hash({"config": {k: v for k, v in config.items() if k != "logging"}})
+def run_id(config: dict[str, Any], code: list[str] | None = None) -> str:
+    """A run (method x seed x axes) is what it computes: turning W&B on keeps its id. Under
+    `reuse: same-code`, `code` (its levels' codes) is part of what it computes: a run whose code
+    changed is another run, with other levels (its old ones stay recorded under the old run)."""
+    body: dict[str, Any] = {"config": {k: v for k, v in config.items() if k != "logging"}}
+    if code:
+        body["code"] = sorted(set(code))
+    return content_hash(body)
 
 
 def training_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -88,19 +93,26 @@ class LevelSpec:
     density: float                 # fraction of prunable weights kept
     step: dict[str, Any] | None    # the pruning step; None for dense training from init
     train: dict[str, Any] = field(repr=False)
+    code: str | None = None        # reuse same-code: the code it runs (core/code.py), hashed too
 
     def description(self) -> dict[str, Any]:
         """LEVEL_DIR/level.json: everything a trainer needs to compute this level."""
-        return {"level_id": self.level_id, "parent": self.parent, "root": self.root,
-                "depth": self.depth, "kind": self.kind, "density": self.density,
-                "step": self.step, "train": self.train}
+        out = {"level_id": self.level_id, "parent": self.parent, "root": self.root,
+               "depth": self.depth, "kind": self.kind, "density": self.density,
+               "step": self.step, "train": self.train}
+        if self.code is not None:
+            out["code"] = self.code
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LevelSpec":
+        code = d.get("code")
         spec = cls(str(d["level_id"]), d.get("parent"), str(d["root"]), int(d["depth"]),
-                   str(d["kind"]), float(d["density"]), d.get("step"), dict(d["train"]))
+                   str(d["kind"]), float(d["density"]), d.get("step"), dict(d["train"]),
+                   None if code is None else str(code))
         stepped = round(float(spec.step["density"]), 12) if spec.step else 1.0
-        if level_id(spec.parent, spec.step, spec.train) != spec.level_id or stepped != spec.density:
+        hashed = level_id(spec.parent, spec.step, spec.train, code=spec.code)
+        if hashed != spec.level_id or stepped != spec.density:
             raise LineageError(f"level {spec.level_id}: its description does not hash to its id "
                                "(edited or damaged level.json)")
         return spec
@@ -111,15 +123,20 @@ class LevelSpec:
 
 
 def level_id(parent: str | None, step: dict[str, Any] | None, train: dict[str, Any],
-             train_json: str | None = None) -> str:
-    """content_hash({"parent", "step", "train"}). `train_json` (canonical_json(train)), when a
-    caller hashes many levels of one training config, spares canonicalising it every time: the
-    text is the same, so is the id (planning 10,000 grid points spent most of its time here)."""
+             train_json: str | None = None, code: str | None = None) -> str:
+    """content_hash({"parent", "step", "train"}), and "code" under reuse same-code (without it the
+    id is what it always was). `train_json` (canonical_json(train)), when a caller hashes many
+    levels of one training config, spares canonicalising it every time: the text is the same, so
+    is the id (planning 10,000 grid points spent most of its time here)."""
     if train_json is None:
-        return content_hash({"parent": parent, "step": step, "train": train})
-    blob = (f'{{"parent":{canonical_json(parent)},"step":{canonical_json(step)},'
-            f'"train":{train_json}}}')  # what json.dumps(sort_keys=True) writes for these keys
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        body: dict[str, Any] = {"parent": parent, "step": step, "train": train}
+        if code is not None:
+            body["code"] = code
+        return content_hash(body)
+    # what json.dumps(sort_keys=True) writes for these keys ("code" sorts first)
+    blob = (("" if code is None else f'"code":{canonical_json(code)},')
+            + f'"parent":{canonical_json(parent)},"step":{canonical_json(step)},"train":{train_json}')
+    return hashlib.sha256(("{" + blob + "}").encode()).hexdigest()[:16]
 
 
 def prune_step(method: str, prune: dict[str, Any], density: float) -> dict[str, Any]:
@@ -128,6 +145,9 @@ def prune_step(method: str, prune: dict[str, Any], density: float) -> dict[str, 
     crit = CRITERIA[info.criterion]
     step: dict[str, Any] = {"criterion": info.criterion, "density": round(float(density), 12),
                             "keep_first_last_dense": bool(prune.get("keep_first_last_dense", False))}
+    ignore = sorted({str(p) for p in prune.get("layers_to_ignore") or ()})
+    if ignore:  # in the step only when set, so every level planned before the option keeps its id
+        step["layers_to_ignore"] = ignore
     for key in crit.params:
         step[key] = prune.get(key)
     step["rewind"] = info.rewind
@@ -142,11 +162,58 @@ def prune_step(method: str, prune: dict[str, Any], density: float) -> dict[str, 
     return step
 
 
+def skipped_epochs(step: dict[str, Any] | None) -> int:
+    """Epochs of the schedule a level does not train: an imp_wr level resumes the schedule at its
+    rewind point k, so it records the epochs from k's epoch on (the one k falls in counts whole).
+    With `rewind_iterations` the steps per epoch are the data's, unknown here: 0, an upper bound
+    on what the level trains short of one epoch per full epoch that k spans."""
+    if not step or step.get("rewind") != "step":
+        return 0
+    to = step.get("rewind_to") or {}
+    if "epochs" in to:
+        return max(0, math.floor(float(to["epochs"]) + 1e-9))
+    return 0
+
+
+def level_epochs(level: LevelSpec) -> int:
+    """The epochs `level` trains and records: its schedule's, less those its rewind skips."""
+    return max(0, int(level.train["schedule"]["epochs"]) - skipped_epochs(level.step))
+
+
+class Coder(Protocol):
+    """What plan_levels needs of core.code.CodeIdentity: the code of a level with a given step."""
+    def for_step(self, step: dict[str, Any] | None) -> str: ...
+
+
+def reinit_seed(seed: int) -> int:
+    """The fresh initialisation of imp_reinit at run seed `seed`: one per seed (every target of
+    a run is compared with the same fresh init), never another run's seed (seed + 1 would
+    reuse the next run's initial weights)."""
+    return int(hashlib.sha256(f"reinit {int(seed)}".encode()).hexdigest()[:15], 16)
+
+
+def control_step(method: str, prune: dict[str, Any], density: float, seed: int) -> dict[str, Any]:
+    """A control's step below the level serving a target: the criterion (reinit: keep its mask;
+    random_layerwise: redraw it with its per-layer counts), the density (the served level's) and
+    the rewind; reinit also names its fresh initialisation's seed."""
+    info = get_method(method)
+    step: dict[str, Any] = {"criterion": info.criterion, "density": round(float(density), 12),
+                            "keep_first_last_dense": bool(prune.get("keep_first_last_dense", False))}
+    ignore = sorted({str(p) for p in prune.get("layers_to_ignore") or ()})
+    if ignore:
+        step["layers_to_ignore"] = ignore
+    step["rewind"] = info.rewind
+    if info.rewind == "reinit":
+        step["init_seed"] = reinit_seed(seed)
+    return step
+
+
 def _make(parent: LevelSpec | None, kind: str, density: float, step: dict[str, Any] | None,
-          train: dict[str, Any], train_json: str | None = None) -> LevelSpec:
-    lid = level_id(parent.level_id if parent else None, step, train, train_json)
+          train: dict[str, Any], train_json: str | None = None, code: Coder | None = None) -> LevelSpec:
+    c = code.for_step(step) if code is not None else None
+    lid = level_id(parent.level_id if parent else None, step, train, train_json, c)
     return LevelSpec(lid, parent.level_id if parent else None, parent.root if parent else lid,
-                     parent.depth + 1 if parent else 0, kind, round(float(density), 12), step, train)
+                     parent.depth + 1 if parent else 0, kind, round(float(density), 12), step, train, c)
 
 
 @dataclass
@@ -155,26 +222,59 @@ class RunLevels:
     levels: list[LevelSpec]                    # in training order: parents first
     serving: dict[float, LevelSpec]            # target sparsity -> level
     naive: dict[float, int]                    # target -> levels a lone job for it would train
+    # Levels whose mask is needed but whose training is not: the trunk levels of a method whose
+    # criterion does not read the weights and that rewinds to init (random, random_erk,
+    # random_balanced), where they serve no target. The trainer computes their masks on the way.
+    mask_only: set[str] = field(default_factory=set)
+
+    @property
+    def trained(self) -> list[LevelSpec]:
+        """The levels this run trains, in order."""
+        return [lv for lv in self.levels if lv.level_id not in self.mask_only]
+
+    @property
+    def codes(self) -> list[str] | None:
+        """The codes its levels run (reuse same-code), for its run id; None under reuse any."""
+        codes = sorted({lv.code for lv in self.levels if lv.code is not None})
+        return codes or None
 
 
-def plan_levels(method: str, config: dict[str, Any], sparsities: list[float]) -> RunLevels:
-    """Levels of one run for its targets. Pure: the same inputs give the same ids anywhere."""
+def plan_levels(method: str, config: dict[str, Any], sparsities: list[float],
+                code: Coder | None = None) -> RunLevels:
+    """Levels of one run for its targets. Pure: the same inputs give the same ids anywhere. With
+    `code` (reuse same-code: core.code.CodeIdentity), each level's code is part of its id."""
     info = get_method(method)
     train = training_config(config)
     tj = canonical_json(train)  # hashed into every level of the run: canonicalised once
     prune = config.get("prune", {})
-    dense = _make(None, "dense", 1.0, None, train, tj)
+
+    def make(parent: LevelSpec | None, kind: str, density: float, step: dict[str, Any] | None) -> LevelSpec:
+        return _make(parent, kind, density, step, train, tj, code)
+
+    dense = make(None, "dense", 1.0, None)
     targets = sorted({float(s) for s in sparsities})
     serving: dict[float, LevelSpec] = {}
     naive: dict[float, int] = {}
     if info.schedule == "dense":
         return RunLevels([dense], {s: dense for s in targets or [0.0]}, {s: 1 for s in targets or [0.0]})
+    if info.schedule == "control":  # the base method's levels, then one control per target
+        assert info.base is not None
+        base = plan_levels(info.base, config, sparsities, code)
+        levels_c, serving_c, naive_c = list(base.levels), {}, {}
+        for s, lv in base.serving.items():
+            if lv.step is None:  # sparsity 0: the dense level is its own control
+                serving_c[s], naive_c[s] = lv, base.naive[s]
+                continue
+            step = control_step(method, prune, lv.density, int(config.get("seed", 0)))
+            c = make(lv, "control", lv.density, step)
+            levels_c.append(c)
+            serving_c[s], naive_c[s] = c, base.naive[s] + 1
+        return RunLevels(levels_c, serving_c, naive_c, set(base.mask_only))
     levels: dict[str, LevelSpec] = {}
     if info.schedule == "oneshot":
         for s in targets:
             d = 1.0 - s
-            lv = dense if d >= 1.0 - DENSITY_TOL else _make(None, "oneshot", d,
-                                                            prune_step(method, prune, d), train, tj)
+            lv = dense if d >= 1.0 - DENSITY_TOL else make(None, "oneshot", d, prune_step(method, prune, d))
             levels.setdefault(lv.level_id, lv)
             serving[s], naive[s] = lv, 1
         return RunLevels(list(levels.values()), serving, naive)
@@ -210,12 +310,12 @@ def plan_levels(method: str, config: dict[str, Any], sparsities: list[float]) ->
     trunk = [dense]
     for depth in range(1, deepest + 1):
         dens = trunk_density(rate, depth)
-        trunk.append(_make(trunk[-1], "trunk", dens, prune_step(method, prune, dens), train, tj))
+        trunk.append(make(trunk[-1], "trunk", dens, prune_step(method, prune, dens)))
     branches_at: dict[int, list[LevelSpec]] = {}
     for s in targets:
         depth, branch = plan[s]
         if branch:
-            lv = _make(trunk[depth], "branch", 1.0 - s, prune_step(method, prune, 1.0 - s), train, tj)
+            lv = make(trunk[depth], "branch", 1.0 - s, prune_step(method, prune, 1.0 - s))
             branches_at.setdefault(depth, []).append(lv)
             serving[s] = lv
         else:
@@ -225,4 +325,11 @@ def plan_levels(method: str, config: dict[str, Any], sparsities: list[float]) ->
     for lv in trunk:  # a branch right after its trunk level: its result arrives early
         ordered.append(lv)
         ordered.extend(branches_at.get(lv.depth, []))
-    return RunLevels(ordered, serving, naive)
+    mask_only: set[str] = set()
+    if info.rewind == "init" and not CRITERIA[info.criterion].reads_weights:
+        # A random mask reads only the mask before it, and training restarts from init: a trunk
+        # level that serves no target would be trained for nothing. Its mask is computed (the
+        # same draw, seeded by its id) by the job of the first level below it that trains.
+        served = {lv.level_id for lv in serving.values()}
+        mask_only = {lv.level_id for lv in trunk if lv.level_id not in served}
+    return RunLevels(ordered, serving, naive, mask_only)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Schedule = Literal["dense", "oneshot", "iterative"]
-Rewind = Literal["init", "step", "none"]
+Schedule = Literal["dense", "oneshot", "iterative", "control"]
+Rewind = Literal["init", "step", "none", "reinit"]
 
 
 @dataclass(frozen=True)
@@ -23,14 +23,19 @@ class Criterion:
     name: str
     needs_data: bool             # the pruner reads ctx.batches
     params: tuple[str, ...] = () # prune.* keys that change its result (hashed into level ids)
+    reads_weights: bool = True   # False: the new mask depends on the old mask alone (random draws)
 
 
 @dataclass(frozen=True)
 class MethodInfo:
     name: str
-    schedule: Schedule  # dense: 1 level; oneshot: prune at init, train once; iterative: a trunk
-    rewind: Rewind      # where weights go after pruning: init, the step-k snapshot, or stay (LR rewinding)
+    schedule: Schedule  # dense: 1 level; oneshot: prune at init, train once; iterative: a trunk;
+                        # control: the base method's levels, then one level per target below the
+                        # level serving it (a lottery-ticket control)
+    rewind: Rewind      # where weights go after pruning: init, the step-k snapshot, stay (LR
+                        # rewinding), or a fresh initialisation (reinit)
     criterion: str      # key of CRITERIA; "dense" for the unpruned baseline
+    base: str | None = None  # control: the method whose levels it reuses
 
     @property
     def needs_data(self) -> bool:
@@ -40,14 +45,18 @@ class MethodInfo:
 CRITERIA: dict[str, Criterion] = {
     c.name: c
     for c in (
-        Criterion("dense", False),
+        Criterion("dense", False, reads_weights=False),
         Criterion("magnitude", False, ("scope",)),
         Criterion("snip", True, ("scope", "snip_batches")),
         # SynFlow's input is all ones: a batch only gives it the input shape.
         Criterion("synflow", False, ("synflow_rounds",)),
-        Criterion("random_erk", False, ("erk_power_scale",)),
-        Criterion("random_balanced", False),
-        Criterion("random_uniform", False),
+        Criterion("random_erk", False, ("erk_power_scale",), reads_weights=False),
+        Criterion("random_balanced", False, reads_weights=False),
+        Criterion("random_uniform", False, reads_weights=False),
+        # The LTH controls, below the level that serves a target: its mask with a fresh init, or
+        # a random mask with its per-layer weight counts.
+        Criterion("reinit", False, reads_weights=False),
+        Criterion("random_layerwise", False, reads_weights=False),
     )
 }
 
@@ -65,6 +74,12 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("random_erk", "iterative", "init", "random_erk"),
         MethodInfo("random_balanced", "iterative", "init", "random_balanced"),
         MethodInfo("random", "iterative", "init", "random_uniform"),
+        # Frankle & Carbin 2019's control (open_lth's randomly_reinitialize): IMP's mask, trained
+        # from a fresh random initialisation (another seed) instead of the original one.
+        MethodInfo("imp_reinit", "control", "reinit", "reinit", base="imp"),
+        # open_lth's randomly_prune (layerwise): a random mask keeping as many weights in each
+        # layer as IMP's does, trained from the original initialisation.
+        MethodInfo("imp_layerwise_random", "control", "init", "random_layerwise", base="imp"),
     )
 }
 

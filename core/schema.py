@@ -122,6 +122,9 @@ class PruneConfig:
     landing: str = _f("branch", choices=("branch", "trunk"))
     scope: str = _f("global", choices=("global", "layerwise"))
     keep_first_last_dense: bool = _f(False)
+    # Weights kept dense: parameter or module names, fnmatch globs of them, <first>, <last>.
+    # Unset (not in the presets): every level keeps its id; set, the pruning levels get new ones.
+    layers_to_ignore: list[str] = _f([], max_len=256)
     rewind_epochs: float = _f(0.0, ge=0)
     rewind_iterations: Optional[int] = _f(None, ge=0)       # null: rewind_epochs decides
     rewind_optimizer: bool = _f(False)
@@ -167,6 +170,17 @@ class TrainerConfig:
     prune: PruneConfig = _f()
     train: TrainConfig = _f()
     logging: Optional[LoggingConfig] = _f(None)  # where metrics go besides the store; no effect on results
+
+
+def known_key(dotted: str) -> bool:
+    """Whether `a.b.c` names a field of the trainer config's schema."""
+    cls: Any = TrainerConfig
+    for part in dotted.split("."):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
+            return False
+        cls = _rules(cls)[part].tp
+    return True
 
 
 # ---- validation ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ well under a second.
 from __future__ import annotations
 
 import ast
+import json
 import math
 import operator
 import statistics
@@ -43,8 +44,10 @@ def accuracy_lines(store: Store, sweep: str) -> int:
 
 
 _LEVEL_COLUMNS = (Level.level_id, Level.depth, Level.kind, Level.finished_at.is_not(None).label("finished"),
+                  Level.density,
                   Level.achieved_sparsity, Level.test_acc, Level.test_top5, Level.best_test_acc,
-                  Level.epochs)
+                  Level.epochs, Level.network_sparsity, Level.params, Level.nonzero_params,
+                  Level.flops_dense, Level.flops, Level.code, Level.sources)
 
 
 def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[str, Any]]:
@@ -71,27 +74,44 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
                  .join(Level, Level.level_id == GridPoint.level_id).where(GridPoint.sweep_id == sid))
             order = (0, 1, 2, 4)    # method, sparsity, seed, grid point
         rows = sorted(conn.execute(q).all(), key=lambda r: tuple(r[i] for i in order))
-        unfinished = [r[6] for r in rows if not r[9]]
+        provenance: dict[str, Any] = {}
+        if levels:  # a level's whole provenance, one row per level (not per grid point: 30,000)
+            ids = sorted({r[6] for r in rows})
+            for i in range(0, len(ids), 900):
+                provenance.update(conn.execute(sa.select(Level.level_id, Level.provenance).where(
+                    Level.level_id.in_(ids[i:i + 900]))).all())
+        unfinished = [r[6] for r in rows if not r[9]]  # level_id, finished
         states: dict[str, str] = {}
         for i in range(0, len(unfinished), 900):
             states.update(conn.execute(sa.select(Level.level_id, Job.state).join(Job, Job.job_id == Level.job_id)
                                        .where(Level.level_id.in_(unfinished[i:i + 900]))).all())
     decode = AxesDecoder()
     out = []
-    for (method, sparsity, seed, run_id, _order, axes, level_id, depth, kind, finished, achieved,
-         test_acc, top5, best, epochs) in rows:
+    for (method, sparsity, seed, run_id, _order, axes, level_id, depth, kind, finished, density, achieved,
+         test_acc, top5, best, epochs, network, params, nonzero, flops_dense, flops, code, sources) in rows:
         extra = decode(axes)
         row = {"sweep": sweep, "method": method, "sparsity": round(sparsity, 12) if levels else sparsity,
                "seed": seed, "run_id": run_id, "level": depth, "level_id": level_id, "level_kind": kind,
                "achieved_sparsity": achieved, "test_acc": test_acc, "test_top5": top5,
                "best_test_acc": best, "epochs": epochs if finished else 0,
-               "state": "COMPLETED" if finished else states.get(level_id, "PLANNED")}
+               "state": "COMPLETED" if finished else states.get(level_id, "PLANNED"),
+               "network_sparsity": network, "params": params, "nonzero_params": nonzero,
+               "flops_dense": flops_dense, "flops": flops,
+               "speedup": flops_dense / flops if flops_dense and flops else None, "code": code,
+               "sources": sources,
+               # served by a level planned away from the target: prune.landing trunk
+               "off_target": not levels and abs((1.0 - density) - sparsity) > OFF_TARGET}
+        if levels:
+            prov = provenance.get(level_id)
+            row["provenance"] = json.loads(prov) if isinstance(prov, str) else prov
         row.update(extra)
         out.append(row)
     return out
 
 
-GROUP_METRICS = ("test_acc", "best_test_acc", "achieved_sparsity")
+OFF_TARGET = 1e-6  # a level's planned sparsity this far from its target is not at the target
+
+GROUP_METRICS = ("test_acc", "best_test_acc", "achieved_sparsity", "network_sparsity", "flops")
 _POINT_COLUMNS = {"method": GridPoint.method, "sparsity": GridPoint.sparsity, "seed": GridPoint.seed}
 
 

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, type_coerce
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, type_coerce
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -98,6 +98,15 @@ class Level(Base):
     epochs: Mapped[int] = mapped_column(Integer, default=0)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # 0003: cost and provenance of a finished level (null for levels finished before)
+    network_sparsity: Mapped[float | None] = mapped_column(Float, nullable=True)  # all parameters
+    params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    nonzero_params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    flops_dense: Mapped[float | None] = mapped_column(Float, nullable=True)  # MACs per example
+    flops: Mapped[float | None] = mapped_column(Float, nullable=True)        # nonzero weights only
+    code: Mapped[str | None] = mapped_column(String(40), nullable=True)      # core/code.py identity
+    sources: Mapped[str | None] = mapped_column(String(40), nullable=True)   # the whole tree's
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Epoch(Base):

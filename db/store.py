@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from core.levels import skipped_epochs
 from db import migrate
 from db.engine import StoreError, display_url, make_engine, upsert
 from db.schema import Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, utcnow
@@ -32,7 +33,8 @@ RESUMABLE_STATES = ("PREEMPTED", "TIMEOUT", "LOST")
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
 _PG_PLAN_LOCK = 0x7470_706C  # "tppl": serializes planning transactions
 RESULT_COLUMNS = ("achieved_sparsity", "test_acc", "test_top5", "test_loss", "best_test_acc",
-                  "train_loss", "train_acc", "epochs", "seconds")
+                  "train_loss", "train_acc", "epochs", "seconds", "network_sparsity", "params",
+                  "nonzero_params", "flops_dense", "flops")
 EPOCH_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "steps",
                  "seconds", "images_per_s")
 
@@ -60,6 +62,7 @@ class Unfinished:
     job_id: str | None
     state: str | None
     attempts: int
+    skipped: int = 0    # epochs of the schedule it does not train (imp_wr resumes at step k)
 
 
 class Store:
@@ -138,7 +141,8 @@ class Store:
                 "level_id": lv.level_id, "parent_id": lv.parent, "root_id": lv.root,
                 "depth": lv.depth, "kind": lv.kind, "density": lv.density, "step": lv.step,
                 "level_dir": f"{levels_dir}/{lv.level_id}", "job_id": None, "epoch": 0,
-                "epochs": 0, "seconds": 0.0, "created_at": now} for lv in plan.levels.values()],
+                "epochs": 0, "seconds": 0.0, "created_at": now} for lv in plan.levels.values()
+                if lv.level_id not in getattr(plan, "mask_only", ())],  # never trained: no row
                 ["level_id"])
             upsert(conn, RunLevel.__table__, [{"run_id": r.run_id, "level_id": lid, "position": i}
                                               for r in plan.runs for i, lid in enumerate(r.levels)],
@@ -149,6 +153,11 @@ class Store:
                 "level_id": p.level_id, "level": p.depth, "naive_levels": p.naive_levels}
                 for p in plan.points], ["sweep_id", "method", "sparsity", "seed", "axes_key"],
                 ["run_id", "level_id", "level", "naive_levels"])
+            # A run none of the sweep's grid points names any more was superseded (its config or,
+            # under reuse same-code, its code changed): it leaves the sweep, its rows stay.
+            s.execute(sa.delete(SweepRun).where(
+                SweepRun.sweep_id == sweep_id,
+                SweepRun.run_id.not_in(sa.select(GridPoint.run_id).where(GridPoint.sweep_id == sweep_id))))
 
     # ---- levels --------------------------------------------------------------------------
     def level_states(self, level_ids: list[str], s: Session | None = None) -> dict[str, LevelState]:
@@ -164,6 +173,15 @@ class Store:
         with self.reading() as sess:
             return read(sess)
 
+    def level_codes(self, level_ids: list[str]) -> dict[str, str | None]:
+        """The code that trained each finished level among `level_ids` (None: not recorded)."""
+        out: dict[str, str | None] = {}
+        with self.reading() as s:
+            for i in range(0, len(level_ids), 900):
+                out.update(s.execute(sa.select(Level.level_id, Level.code).where(
+                    Level.level_id.in_(level_ids[i:i + 900]), Level.finished_at.is_not(None))).all())
+        return out
+
     def unfinished_levels(self, sweep: str) -> list[Unfinished]:
         """The unfinished levels of the sweep's runs (a row per run and level) with their jobs,
         found through the index on levels.finished_at: cheap however many levels are finished.
@@ -174,7 +192,7 @@ class Store:
             if sid is None:
                 return []
             q = (sa.select(RunLevel.run_id, Level.level_id, RunLevel.position, Level.depth, Level.epoch,
-                           Level.level_dir, Level.job_id, Job.state, Job.attempts)
+                           Level.level_dir, Level.job_id, Job.state, Job.attempts, Level.step)
                  .join(RunLevel, RunLevel.level_id == Level.level_id)
                  .outerjoin(Job, Job.job_id == Level.job_id).where(Level.finished_at.is_(None)))
             runs: set[str] | None = None
@@ -183,8 +201,8 @@ class Store:
             else:
                 q = q.join(SweepRun, SweepRun.run_id == RunLevel.run_id).where(SweepRun.sweep_id == sid)
             return [Unfinished(run_id, level_id, pos, depth, int(epoch or 0), level_dir, job_id, state,
-                               attempts or 0)
-                    for run_id, level_id, pos, depth, epoch, level_dir, job_id, state, attempts
+                               attempts or 0, skipped_epochs(_json(step)))
+                    for run_id, level_id, pos, depth, epoch, level_dir, job_id, state, attempts, step
                     in s.connection().execute(q).all() if runs is None or run_id in runs]
 
     def import_results(self, results: dict[str, dict[str, Any]]) -> None:
@@ -198,6 +216,15 @@ class Store:
                 values = {c: res.get(c) for c in RESULT_COLUMNS}
                 values["epochs"] = int(values["epochs"] or 0)
                 values["seconds"] = float(values["seconds"] or 0.0)
+                prov = res.get("provenance") if isinstance(res.get("provenance"), dict) else None
+                values["provenance"] = prov
+                codes = [str(c) for c in (prov or {}).get("codes") or []]
+                # a level trained part by one code and part by another (reuse any, resumed after
+                # a change) is recorded under both, so launch counts it as other code
+                values["code"] = ("+".join(codes) if len(codes) > 1 else
+                                  str(prov["code"]) if prov and prov.get("code") else None)
+                values["code"] = values["code"][:40] if values["code"] else None
+                values["sources"] = str(prov["sources"])[:40] if prov and prov.get("sources") else None
                 s.execute(sa.update(Level).where(Level.level_id == lid, Level.finished_at.is_(None))
                           .values(finished_at=utcnow(), epoch=values["epochs"], **values))
             upsert(conn, Epoch.__table__, [
@@ -335,6 +362,11 @@ class Store:
     def epochs(self, level_id: str) -> list[Epoch]:
         with self.reading() as s:
             return list(s.scalars(sa.select(Epoch).where(Epoch.level_id == level_id).order_by(Epoch.epoch)))
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as a value (a driver may hand it over as text)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _rowcount(result: Any) -> int:

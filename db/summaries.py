@@ -11,8 +11,9 @@ runs. Counts per run come from run_levels alone, aggregated in SQL; the sweep's 
 pass over the levels table.
 
 Time estimates come from measured epochs: a level trains `schedule.epochs` epochs (the run's
-config); a run's ETA is the epochs its unfinished levels still need times its own mean epoch time
-(finished levels and the epochs of the level in training), or the sweep's mean when it has none.
+config), less those an imp_wr level skips by resuming at its rewind point; a run's ETA is the
+epochs its unfinished levels still need times its own mean epoch time (finished levels and the
+epochs of the level in training), or the sweep's mean when it has none.
 It counts training time only, not time waiting in a queue. Device-hours are seconds of training
 times the devices a job holds: GPUs (executor gpus_per_node x nodes) or, without GPUs, CPUs
 (cpus_per_task x nodes).
@@ -230,7 +231,7 @@ def _busiest(r: RunSummary, unf: list[Unfinished], jobs: dict[str, _JobInfo]) ->
 def _epochs_left(unf: list[Unfinished], planned: int | None) -> int | None:
     if planned is None:
         return None  # a config without schedule.epochs (a store carried from schema 0001)
-    return sum(max(0, int(planned) - u.epoch) for u in unf)
+    return sum(max(0, int(planned) - max(u.epoch, u.skipped)) for u in unf)
 
 
 @dataclass
@@ -396,7 +397,7 @@ def _sweep_estimates(t: SweepTotals, planned: dict[str, int | None], unfinished:
         level_secs, n = measured.get(u.level_id, (0.0, 0))
         secs, epochs = secs + level_secs, epochs + n
         pe = planned.get(u.run_id)
-        left = None if pe is None or left is None else left + max(0, int(pe) - u.epoch)
+        left = None if pe is None or left is None else left + max(0, int(pe) - max(u.epoch, u.skipped))
     t.epochs_done, t.epochs_left = epochs, left
     t.epoch_s = secs / epochs if epochs else None
     t.device_hours_used = secs * t.devices_per_job / 3600.0

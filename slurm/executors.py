@@ -45,6 +45,28 @@ class JobRequest:
     job_id: str
     job_file: str   # what the trainer trains (trainer/job.py)
     db_file: str    # a file holding the store URL, readable by its owner alone
+    code_dir: str | None = None  # the code snapshot the job imports (core/code.py); None: the environment's
+
+
+def code_env(code_dir: str | None, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process that must import the project from `code_dir`: first on the
+    import path, and the working directory never on it (PYTHONSAFEPATH: `python -m` in a job
+    started from the checkout would otherwise import the checkout)."""
+    env = dict(os.environ if env is None else env)
+    if code_dir:
+        env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONSAFEPATH"] = "1"
+    return env
+
+
+def code_setup(code_dir: str | None) -> list[str]:
+    """The same, as lines of the sbatch script: they run again on every requeue of the job."""
+    if not code_dir:
+        return []
+    import shlex
+
+    return [f"export PYTHONPATH={shlex.quote(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}",
+            "export PYTHONSAFEPATH=1"]
 
 
 class Executor(ABC):
@@ -58,7 +80,7 @@ class Executor(ABC):
     def _args(self, reqs: list[JobRequest]) -> tuple[list, ...]:
         n = len(reqs)
         return ([r.job_file for r in reqs], [r.db_file for r in reqs],
-                [self.params.procs_per_node] * n, [self.params.nodes] * n)
+                [self.params.procs_per_node] * n, [self.params.nodes] * n, [r.code_dir for r in reqs])
 
     @abstractmethod
     def submit(self, reqs: list[JobRequest], dependency: str | None = None,
@@ -77,7 +99,8 @@ class Executor(ABC):
 class SlurmExecutor(Executor):
     kind = "slurm"
 
-    def _executor(self, dependency: str | None = None, overrides: dict[str, Any] | None = None) -> Any:
+    def _executor(self, dependency: str | None = None, overrides: dict[str, Any] | None = None,
+                  code_dir: str | None = None) -> Any:
         import submitit
 
         p = self.params
@@ -95,6 +118,8 @@ class SlurmExecutor(Executor):
             array_parallelism=p.array_parallelism, additional_parameters=extra)
         if dependency:
             ex.update_parameters(dependency=dependency)
+        if code_dir:  # the batch script imports the job wrapper and the trainer from the snapshot
+            ex.update_parameters(setup=code_setup(code_dir))
         return ex
 
     def submit(self, reqs: list[JobRequest], dependency: str | None = None,
@@ -102,8 +127,16 @@ class SlurmExecutor(Executor):
         """`overrides`: sbatch settings of these jobs on top of the sweep's (mem_gb, exclude)."""
         from slurm.job import TrainerJob  # submitit: only to submit
 
+        by_code: dict[str | None, list[JobRequest]] = {}
+        for r in reqs:  # one array per snapshot (the controller groups them so already)
+            by_code.setdefault(r.code_dir, []).append(r)
+        handles = {}
         with outside_job_env():
-            return self._executor(dependency, overrides).map_array(TrainerJob(), *self._args(reqs))
+            for code_dir, group in by_code.items():
+                ex = self._executor(dependency, overrides, code_dir)
+                for r, h in zip(group, ex.map_array(TrainerJob(), *self._args(group))):
+                    handles[r.job_id] = h
+        return [handles[r.job_id] for r in reqs]
 
     def limits(self) -> Any:
         """What the cluster allows these jobs (slurm/limits.py): array size, QOS submit limits."""
@@ -154,7 +187,18 @@ class LocalExecutor(Executor):
         ex = submitit.LocalExecutor(folder=self.folder / "%j", max_num_timeout=self.params.max_requeues)
         ex.update_parameters(timeout_min=self.params.timeout_min, tasks_per_node=1,
                              signal_delay_s=self.params.signal_delay_s)
-        return [ex.submit(TrainerJob(), *args) for args in zip(*self._args(reqs))]
+        out = []
+        for r, args in zip(reqs, zip(*self._args(reqs))):
+            # submitit starts the job's process now, with this process's environment
+            saved = dict(os.environ)
+            os.environ.clear()
+            os.environ.update(code_env(r.code_dir, saved))
+            try:
+                out.append(ex.submit(TrainerJob(), *args))
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+        return out
 
     def poll(self, job_ids: list[str]) -> dict[str, str]:
         # One listing of /proc, then a read only for the pids that are there (a zombie check).

@@ -79,8 +79,15 @@ class TrainerJob(submitit.helpers.Checkpointable):
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
 
-    def __call__(self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1) -> str:
+    def __call__(self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1,
+                 code_dir: str | None = None) -> str:
         env = dict(os.environ)
+        if code_dir:  # the trainer imports the launch's snapshot, whatever the checkout holds now
+            if not os.path.isfile(os.path.join(code_dir, "MANIFEST.json")):
+                raise RuntimeError(f"code snapshot {code_dir} is gone: launch again to plan this job "
+                                   "with the code that is there now")
+            env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            env["PYTHONSAFEPATH"] = "1"
         try:
             jenv = submitit.JobEnvironment()
             env["TP_JOB_ID"] = str(jenv.job_id)
@@ -111,7 +118,8 @@ class TrainerJob(submitit.helpers.Checkpointable):
         raise RuntimeError(f"trainer for {job_file} ended {state} (exit status {rc}): "
                            f"{status.get('message', 'see the job log')}")
 
-    def checkpoint(self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1):
+    def checkpoint(self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1,
+                   code_dir: str | None = None):
         """Tell the trainer ranks to save and stop, wait for them, then ask to be requeued.
 
         Runs in submitit's USR2 handler, while __call__ is inside `self._proc.wait()`: a second
@@ -131,5 +139,6 @@ class TrainerJob(submitit.helpers.Checkpointable):
             deadline = time.monotonic() + float(os.environ.get("TP_STOP_GRACE_S", "60"))
             while pid_alive(proc.pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
-        return submitit.helpers.DelayedSubmission(TrainerJob(), job_file, db_file, procs_per_node, nodes)
+        return submitit.helpers.DelayedSubmission(TrainerJob(), job_file, db_file, procs_per_node, nodes,
+                                                  code_dir)
 

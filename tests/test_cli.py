@@ -31,10 +31,13 @@ def test_every_design_command_is_there():
 
 def test_db_upgrade_creates_then_keeps_the_schema(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
+    from db.migrate import head_revision
+
+    head = head_revision()
     first = tp("db", "upgrade", "--db", url, cwd=tmp_path, check=True)
-    assert "schema empty -> 0004" in first.stdout
+    assert f"schema empty -> {head}" in first.stdout
     again = tp("db", "upgrade", "--db", url, cwd=tmp_path, check=True)
-    assert "schema 0004 -> 0004" in again.stdout
+    assert f"schema {head} -> {head}" in again.stdout
     eng = sa.create_engine(url)
     assert {"sweeps", "runs", "levels", "epochs", "events", "attempts"} <= set(sa.inspect(eng).get_table_names())
     eng.dispose()
@@ -122,7 +125,7 @@ def make_sweep(tmp_path, name: str = "narrow"):
     state_of = {lid: busy[r.run_id] for r in plan.runs if r.run_id in busy for lid in r.levels[1:]}
     open_levels = set(state_of)
     with store.serialized() as s:
-        jobs = group_jobs(list(plan.levels.values()), {}, plan.snapshots)
+        jobs = group_jobs(list(plan.trained.values()), {}, plan.snapshots)
         store.create_jobs(s, jobs, name, {j.job_id: f"{tmp_path}/{j.job_id}.json" for j in jobs})
     results = {}
     for lid, lv in plan.levels.items():
@@ -198,7 +201,7 @@ def test_status_json_says_time_and_device_hours(narrow):
     tmp, url, plan, busy = narrow
     st = json.loads(_cli(tmp, "status", "narrow", "--db", url, "--format", "json").stdout)
     assert st["counts"]["FAILED"] == 1 and st["counts"]["RUNNING"] == 1
-    assert st["levels_total"] == len(plan.levels) and st["levels_done"] < st["levels_total"]
+    assert st["levels_total"] == len(plan.trained) and st["levels_done"] < st["levels_total"]
     assert st["device"] == "CPU" and st["devices_per_job"] == 2 and st["gpu_hours_used"] == 0.0
     assert st["epoch_s"] == 2.0  # every recorded epoch took 2 s
     assert st["device_hours_used"] == pytest.approx(st["epochs_done"] * 2.0 * 2 / 3600, abs=1e-3)
@@ -226,7 +229,7 @@ def test_watch_shows_a_bar_of_levels_and_stops_on_ctrl_c(narrow):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err  # the FAILED run, as without --watch
-    assert f"/{len(plan.levels)} levels" in out and "Traceback" not in err, out + err
+    assert f"/{len(plan.trained)} levels" in out and "Traceback" not in err, out + err
 
 
 def test_a_second_sweep_in_the_store_counts_only_its_own_levels(narrow):
@@ -246,9 +249,9 @@ def test_a_second_sweep_in_the_store_counts_only_its_own_levels(narrow):
         store.record_plan(sub, spec, sub.levels_dir)  # two of `narrow`'s runs, and their levels
         runs, totals = sweep_status(store, "subset")
         assert len(runs) == 2 and (totals.levels_done, totals.levels_total) == level_progress(store, "subset")
-        assert totals.levels_total < len(plan.levels)
+        assert totals.levels_total < len(plan.trained)
         everything = sweep_status(store, "narrow")[1]
-        assert everything.levels_total == len(plan.levels)
+        assert everything.levels_total == len(plan.trained)
         assert 0 < totals.device_hours_used < everything.device_hours_used
     finally:
         store.close()
@@ -341,3 +344,41 @@ def test_bench_store_small_runs(tmp_path):
                  "plan + record 10,000 grid points", "tp-sweep data write --help"):
         assert what in proc.stdout, proc.stdout
     assert re.search(r"scheduler calls per status refresh\s+1\s+1\s+yes", proc.stdout), proc.stdout
+
+
+def test_trunk_landing_results_show_and_plot_their_achieved_sparsity(tmp_path):
+    """prune.landing: trunk serves target 0.5 with trunk level 4 (sparsity 0.59): query says so
+    (off_target, achieved_sparsity), the accuracy table marks the cell with the level's sparsity,
+    and the plot puts the point at 0.59, hollow, not at 0.5."""
+    from cli.render.plot import plot_accuracy
+    from db.store import Store
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
+
+    spec = {"name": "trunky", "output_dir": str(tmp_path / "runs"),
+            "trainer": {"config": "digits_mlp", "overrides": {"prune.landing": "trunk"}},
+            "grid": {"method": ["dense", "imp", "snip"], "sparsity": [0.5, 0.8], "seed": [0, 1]}}
+    plan = plan_sweep(parse_spec(spec))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(url)
+    store.record_plan(plan, spec, plan.levels_dir)
+    store.import_results({lid: {"achieved_sparsity": round(1 - lv.density, 6), "test_acc": _acc(lid),
+                                "best_test_acc": _acc(lid), "epochs": 1, "seconds": 1.0,
+                                "network_sparsity": round((1 - lv.density) * 0.9, 6),
+                                "flops_dense": 1000.0, "flops": 1000.0 * lv.density,
+                                "history": []} for lid, lv in plan.levels.items()})
+    store.close()
+    rows = json.loads(_cli(tmp_path, "query", "trunky", "--db", url, "--format", "json").stdout)
+    imp = {r["sparsity"]: r for r in rows if r["method"] == "imp" and r["seed"] == 0}
+    assert imp[0.5]["off_target"] and imp[0.5]["achieved_sparsity"] == pytest.approx(1 - 0.8**4, abs=1e-6)
+    assert imp[0.8]["off_target"] and imp[0.8]["achieved_sparsity"] == pytest.approx(1 - 0.8**8, abs=1e-6)
+    assert not any(r["off_target"] for r in rows if r["method"] != "imp")
+    assert imp[0.5]["speedup"] == pytest.approx(1 / 0.8**4)
+    out = _cli(tmp_path, "status", "trunky", "--db", url, columns=160).stdout
+    assert "@0.590" in out and "@0.832" in out and "served by a trunk level" in out
+    drawn = plot_accuracy(rows, "test_acc", str(tmp_path / "p.png"))
+    assert [(round(x, 4), hollow) for x, _, hollow in drawn["imp"]] == [(0.5904, True), (0.8322, True)]
+    assert [(round(x, 4), hollow) for x, _, hollow in drawn["snip"]] == [(0.5, False), (0.8, False)]
+    drawn = plot_accuracy(rows, "test_acc", str(tmp_path / "f.png"), x="flops")
+    assert [round(x, 1) for x, _, _ in drawn["imp"]] == [409.6, 167.8]
+    assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0

@@ -47,7 +47,7 @@ def test_shipped_sweeps_keep_their_run_and_level_ids():
 
     want = json.loads((FIXTURES / "sweep_ids.json").read_text())
     for name, ids in want.items():
-        plan = plan_sweep(load_spec(REPO / "sweeps" / f"{name}.yaml"))
+        plan = plan_sweep(load_spec(REPO / "sweeps" / f"{name}.yaml"), reuse="any")  # ids without code
         assert sorted(r.run_id for r in plan.runs) == ids["runs"], name
         assert sorted(plan.levels) == ids["levels"], name
 
@@ -107,7 +107,7 @@ def test_group_choices_in_overrides_and_axes():
     spec = tiny_spec("groups")
     spec["trainer"]["overrides"] = {"schedule.epochs": 1, "data": "synthetic", "model": "resnet18"}
     spec["grid"] = {"method": ["imp"], "sparsity": [0.5], "seed": [0], "model": ["mlp", "lenet"]}
-    plan = plan_sweep(parse_spec(spec))
+    plan = plan_sweep(parse_spec(spec), reuse="any")  # run ids of the config alone
     assert {r.axes["model"]: r.config["model"] for r in plan.runs} == {
         "mlp": {"name": "mlp", "hidden": [128, 128]}, "lenet": {"name": "lenet"}}
     assert all(r.config["data"]["name"] == "synthetic" for r in plan.runs)

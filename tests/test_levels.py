@@ -166,3 +166,102 @@ def test_finished_levels_are_reported_not_retrained(tmp_path):
     assert before == {lid: LevelDir(tmp_path / lid).final.stat().st_mtime_ns for lid in before}
     result = json.loads(LevelDir(tmp_path / run.levels[1].level_id).metrics.read_text())
     assert result["level_id"] == run.levels[1].level_id and len(result["history"]) == 2
+
+
+def test_dry_run_epochs_are_the_epochs_imp_wr_levels_record(tmp_path):
+    """An imp_wr level resumes the schedule at its rewind point: the plan counts (launch --dry-run's
+    `epochs`, status's epochs left) what the levels then record, not a full schedule each."""
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
+
+    spec = {"name": "wr", "trainer": {"config": "digits_mlp", "overrides": {
+        "schedule.epochs": 3, "model.hidden": [32], "data.batch_size": 256, "prune.rate": 0.5,
+        "prune.rewind_epochs": 2}}, "grid": {"method": ["imp_wr"], "sparsity": [0.5, 0.7], "seed": [0]}}
+    plan = plan_sweep(parse_spec(spec, "wr"))
+    counts = plan.counts()
+    levels = list(plan.levels.values())
+    for lv in levels:
+        write_json_atomic(LevelDir(tmp_path / lv.level_id).description, lv.description())
+    rec = ListRecorder()
+    LevelTrainer(levels[0].train, tmp_path, INFO, rec, StopFlag(INFO)).run(levels, plan.snapshots)
+    recorded = {lid: r["epochs"] for lid, r in rec.levels.items()}
+    assert recorded == {lv.level_id: 3 if lv.parent is None else 1 for lv in levels}
+    assert counts["epochs"] == sum(recorded.values()) == 5
+    assert counts["naive_epochs"] == (3 + 1) + (3 + 1 + 1)  # 0.5: trunk 1; 0.7: a branch from it
+
+
+def test_prunable_and_whole_network_sparsity_both_counted(tmp_path):
+    """keep_first_last_dense and prune.layers_to_ignore keep layers dense: the network is then
+    denser than its prunable weights, and each level records both sparsities, its nonzero
+    parameters and its multiply-adds. A 64-32-16-10 MLP: 2048 + 512 + 160 weights, 58 biases."""
+    from trainer.pruning.masks import ignored_names
+
+    total, macs = 2048 + 512 + 160 + 58, 2048 + 512 + 160
+    cases = [({"prune.keep_first_last_dense": True}, 512 // 2),           # only 32x16 prunable
+             ({"prune.layers_to_ignore": ["<last>"]}, (2048 + 512) // 2),  # all but 16x10
+             ({"prune.layers_to_ignore": ["1", "5.weight"]}, 512 // 2)]    # module and weight names
+    for over, zeros in cases:
+        run, rec, _ = train(tmp_path, "imp", sparsities=(0.5,), **{"model.hidden": [32, 16],
+                                                                   "schedule.epochs": 1, **over})
+        res = rec.levels[run.levels[-1].level_id]
+        assert res["achieved_sparsity"] == 0.5, over
+        assert res["params"] == total and res["nonzero_params"] == total - zeros, over
+        assert res["network_sparsity"] == pytest.approx(zeros / total), over
+        assert (res["flops_dense"], res["flops"]) == (macs, macs - zeros), over
+    # a pattern that names nothing is an error, not a silent no-op
+    with pytest.raises(ValueError, match="'fcc' matches no conv or linear weight"):
+        ignored_names(["1.weight", "3.weight"], ["fcc"])
+    # unset, it is not in the step: every level planned before the option keeps its id
+    assert "layers_to_ignore" not in plan_levels("imp", config("imp"), [0.5]).levels[1].step
+
+
+@pytest.mark.parametrize("method", ["random", "random_erk", "random_balanced"])
+def test_random_methods_train_only_what_serves_a_target_bit_for_bit(tmp_path, method):
+    """A random mask reads only the mask before it and training restarts from init: the trunk
+    levels that serve no target are not trained, their masks are drawn on the way, and every
+    target's level ends with the masks and weights it had when the whole trunk trained."""
+    sparsities = (0.5, 0.9)  # rate 0.5: trunk 1 serves 0.5; trunk 2 and 3 lead to the branch to 0.9
+    whole, rec_whole, _ = train(tmp_path / "whole", method, sparsities, **{"schedule.epochs": 1})
+    assert len(whole.mask_only) == 3  # level 0, trunk 2, trunk 3
+    cfg = config(method, **{"schedule.epochs": 1})
+    run = plan_levels(method, cfg, list(sparsities))
+    for lv in run.levels:
+        write_json_atomic(LevelDir(tmp_path / "lean" / lv.level_id).description, lv.description())
+    rec = ListRecorder()
+    LevelTrainer(run.levels[0].train, tmp_path / "lean", INFO, rec, StopFlag(INFO)).run(run.trained, {})
+    assert sorted(rec.levels) == sorted(lv.level_id for lv in run.trained) and len(rec.levels) == 2
+    for lv in run.serving.values():
+        a, b = final(tmp_path / "whole", lv.level_id), final(tmp_path / "lean", lv.level_id)
+        assert _equal(a["mask"], b["mask"]) and _equal(a["model"], b["model"]), lv.kind
+        assert rec.levels[lv.level_id]["test_acc"] == rec_whole.levels[lv.level_id]["test_acc"]
+    assert not LevelDir(tmp_path / "lean" / run.levels[2].level_id).final.exists()  # trunk 2: a mask only
+
+
+def test_lottery_ticket_controls_reuse_imps_trunk_one_level_per_target(tmp_path):
+    """imp_reinit trains IMP's mask from a fresh initialisation; imp_layerwise_random a random
+    mask with IMP's weight count in every layer, from IMP's initialisation. Each is one level
+    below the IMP level serving the target: IMP's levels are the very ones an imp run trains."""
+    sparsities = (0.5, 0.8)  # rate 0.5: trunk 1 serves 0.5, a branch from trunk 2 serves 0.8
+    one = {"schedule.epochs": 1}
+    imp = plan_levels("imp", config("imp", **one), list(sparsities))
+    for method in ("imp_reinit", "imp_layerwise_random"):
+        run, rec, trainer = train(tmp_path, method, sparsities, **one)
+        assert [lv.level_id for lv in run.levels[: len(imp.levels)]] == [lv.level_id for lv in imp.levels]
+        assert len(run.levels) == len(imp.levels) + 2 and run.mask_only == set()
+        init = ckpt.load_weights(LevelDir(tmp_path / run.levels[0].root).init)["model"]
+        for s in sparsities:
+            c, base = run.serving[s], imp.serving[s]
+            assert (c.kind, c.parent, c.depth) == ("control", base.level_id, base.depth + 1)
+            assert c.density == base.density
+            mine, theirs = final(tmp_path, c.level_id)["mask"], final(tmp_path, base.level_id)["mask"]
+            assert all(int(mine[n].sum()) == int(theirs[n].sum()) for n in theirs)  # IMP's per-layer counts
+            assert rec.levels[c.level_id]["achieved_sparsity"] == pytest.approx(s, abs=1e-3)
+            start = ckpt.load_weights(LevelDir(tmp_path / c.level_id).mask)["mask"]
+            if method == "imp_reinit":
+                assert _equal(mine, theirs)  # IMP's very mask...
+                fresh = trainer._fresh_init(c.step["init_seed"])
+                assert not torch.equal(fresh["1.weight"], init["1.weight"])  # ...from another init
+            else:
+                assert not _equal(mine, theirs) and _equal(start, mine)  # a redrawn mask
+    assert len({lv.level_id for lv in plan_levels("imp_reinit", config("imp_reinit", seed=1), [0.5]).levels}
+               & {lv.level_id for lv in imp.levels}) == 0  # another seed: other levels (and init)

@@ -28,7 +28,8 @@ def _query(tmp, sweep: str, db: str | None = None) -> list[dict]:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """All five methods at {0.5, 0.8} in one sweep: level 0, then per iterative method trunk 1
-    (0.5), trunk 2 (0.25) and a branch from it to 0.8 -> 1 + 4 x 3 = 13 levels."""
+    (0.5), trunk 2 (0.25) and a branch from it to 0.8 -> 1 + 4 x 3 = 13 levels, of which random's
+    trunk 2 only gives its mask: 12 trainings."""
     tmp = tmp_path_factory.mktemp("shared")
     path = write_spec(tmp, _spec("shared", METHODS, [0.5, 0.8]))
     dry = json.loads(tp("launch", str(path), "--dry-run", "--format", "json", cwd=tmp, check=True).stdout)
@@ -39,10 +40,11 @@ def shared(tmp_path_factory):
 @pytest.mark.slow
 def test_level_zero_is_trained_once_for_all_methods(shared):
     tmp, _, dry = shared
-    assert dry["level_trainings"] == 13 and dry["levels_to_train"] == 13 and dry["jobs"] == 5
+    assert (dry["level_trainings"], dry["mask_only_levels"], dry["levels_to_train"]) == (12, 1, 12)
+    assert dry["jobs"] == 6  # random's branch needs no trained parent: a job of its own
     assert dry["naive_level_trainings"] == 1 + 4 * (2 + 4)
     assert status_json("shared", tmp)["counts"] == {"COMPLETED": 5}
-    assert epochs_trained(tmp, "shared") == 13  # one epoch per level, each level once
+    assert epochs_trained(tmp, "shared") == 12  # one epoch per level, each level once
     rows = _query(tmp, "shared")
     level0 = {r["level_id"] for r in rows if r["method"] == "dense"}
     assert len(level0) == 1
@@ -69,10 +71,11 @@ def test_extending_a_sweep_trains_only_the_new_levels(shared):
     before = epochs_trained(tmp, "shared")
     wider = write_spec(tmp, _spec("shared", METHODS, [0.5, 0.8, 0.9]))
     dry = json.loads(tp("launch", str(wider), "--dry-run", "--format", "json", cwd=tmp, check=True).stdout)
-    # 0.9 at rate 0.5: trunk 3 (0.125) and a branch from it to 0.1, for each iterative method.
-    assert (dry["levels_done"], dry["levels_to_train"]) == (13, 8)
+    # 0.9 at rate 0.5: trunk 3 (0.125) and a branch from it to 0.1, for each iterative method
+    # (random's trunk 3 a mask only).
+    assert (dry["levels_done"], dry["levels_to_train"]) == (12, 7)
     tp("launch", str(wider), cwd=tmp, check=True)
-    assert epochs_trained(tmp, "shared") - before == 8
+    assert epochs_trained(tmp, "shared") - before == 7
     assert status_json("shared", tmp)["counts"] == {"COMPLETED": 5}
     rows = _query(tmp, "shared")
     assert {r["sparsity"] for r in rows if r["method"] == "imp"} == {0.5, 0.8, 0.9}
@@ -100,3 +103,50 @@ def test_a_second_store_and_a_rebuilt_store_show_the_same_results(shared):
     bad = tp("db", "import", str(tmp / "nowhere"), cwd=tmp)
     assert bad.returncode == 2 and "not a turboprune output folder" in bad.stderr
     shutil.rmtree(tmp / "tp-runs" / "_jobs" / "shared", ignore_errors=True)  # logs no longer needed
+
+
+def test_tampered_level_folders_are_named_and_never_imported(shared):
+    """A copy of the output folder with a renamed level folder, an edited level.json, a truncated
+    metrics.json and a parent that is a path: `db import` names each one, exits 1 and imports the
+    rest; `launch --dry-run` counts none of them as done."""
+    tmp, _, _ = shared
+    copy = tmp / "tampered"
+    shutil.copytree(tmp / "tp-runs", copy, ignore=shutil.ignore_patterns("_jobs", "wandb"))
+    rows = [r for r in _query(tmp, "shared") if r["method"] != "dense" and r["sparsity"] in (0.5, 0.8)]
+    renamed, edited, truncated, pathy = (r["level_id"] for r in rows[:4])
+    levels = copy / "levels"
+    (levels / renamed).rename(levels / "0123456789abcdef")
+    desc = json.loads((levels / edited / "level.json").read_text())
+    desc["density"] = 0.9
+    (levels / edited / "level.json").write_text(json.dumps(desc))
+    text = (levels / truncated / "metrics.json").read_text()
+    (levels / truncated / "metrics.json").write_text(text[: len(text) // 2])
+    desc = json.loads((levels / pathy / "level.json").read_text())
+    desc["parent"] = "../../../etc"
+    (levels / pathy / "level.json").write_text(json.dumps(desc))
+
+    db = f"sqlite:///{tmp / 'tampered.db'}"
+    proc = tp("db", "import", str(copy), "--db", db, cwd=tmp)
+    assert proc.returncode == 1, proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert "folder name '0123456789abcdef' differs from the level_id" in err
+    assert f"{renamed}: no level.json" in err
+    assert f"{edited}: its description does not hash to its id" in err
+    assert f"{truncated}: metrics.json cannot be read" in err
+    assert f"{pathy}: parent '../../../etc' is not a level id" in err
+    stored = {r["level_id"]: r for r in json.loads(tp("query", "shared", "--levels", "--format", "json",
+                                                      "--db", db, cwd=tmp, check=True).stdout)}
+    for lid in (renamed, edited, pathy):
+        assert lid not in stored  # never recorded
+    assert stored[truncated]["test_acc"] is None  # its folder is fine, its result is not: unfinished
+    good = [r["level_id"] for r in rows if r["level_id"] not in (renamed, edited, truncated, pathy)]
+    assert good and all(stored[lid]["test_acc"] is not None for lid in good)
+
+    spec = _spec("shared", METHODS, [0.5, 0.8])
+    spec["output_dir"] = str(copy)
+    dry = tp("launch", str(write_spec(tmp / "tampered", spec)), "--dry-run", "--format", "json",
+             "--db", f"sqlite:///{tmp / 'none.db'}", cwd=tmp)
+    assert dry.returncode == 1
+    info = json.loads(dry.stdout)
+    assert {p.rsplit("/", 1)[-1] for p in info["bad_levels"]} == {edited, truncated, pathy}
+    assert info["levels_done"] == info["level_trainings"] - 4

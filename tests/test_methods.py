@@ -114,7 +114,7 @@ def run_matrix(name: str, big: bool):
     shape = INPUT[name]
     model = build_model({"name": name}, 10, shape)
     methods = unique_pruners() if big else METHODS
-    for method in methods:
+    for method in [m for m in methods if METHODS[m].schedule != "control"]:  # controls: test_levels
         info = METHODS[method]
         for sparsity in (SPARSITIES[0], SPARSITIES[-1]) if big else SPARSITIES:
             density = 1 - sparsity
@@ -231,7 +231,10 @@ def test_registry_schedules_and_rewind():
     assert set(METHODS) == {
         "dense", "imp", "imp_wr", "imp_lrr", "snip", "synflow",
         "er_erk", "er_balanced", "random_erk", "random_balanced", "random",
+        "imp_reinit", "imp_layerwise_random",
     }  # fmt: skip
+    assert {m: (i.schedule, i.base, i.rewind) for m, i in METHODS.items() if i.schedule == "control"} == {
+        "imp_reinit": ("control", "imp", "reinit"), "imp_layerwise_random": ("control", "imp", "init")}
     assert get_method("dense").schedule == "dense"
     assert {get_method(m).rewind for m in ("imp", "imp_wr", "imp_lrr")} == {"init", "step", "none"}
     for m in ("snip", "synflow", "er_erk", "er_balanced"):

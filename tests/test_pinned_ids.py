@@ -53,8 +53,8 @@ def test_shipped_sweeps_keep_their_job_ids():
     want = json.loads((FIXTURES / "job_ids.json").read_text())
     assert sorted(want) == sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
     for name, job_ids in want.items():
-        plan = plan_sweep(load_spec(REPO / "sweeps" / f"{name}.yaml"))
-        jobs = group_jobs(list(plan.levels.values()), {}, plan.snapshots)
+        plan = plan_sweep(load_spec(REPO / "sweeps" / f"{name}.yaml"), reuse="any")
+        jobs = group_jobs(list(plan.trained.values()), {}, plan.snapshots)  # what a launch submits
         assert sorted(j.job_id for j in jobs) == job_ids, name
 
 
@@ -64,3 +64,36 @@ def test_a_key_added_to_a_preset_renames_its_levels():
     presets leave unset renames nothing."""
     cfg = trainer_config.resolve("digits_mlp", {"method": "imp", "seed": 0})
     assert run_id({**cfg, "train": {**cfg["train"], "new_option": False}}) != run_id(cfg)
+
+
+def test_same_code_ids_hold_each_level_s_code():
+    """reuse same-code (the default) puts a level's code in its id: pinned here for a made-up
+    code identity (real ones move with every edit of the trainer), with what each file covers.
+    Under reuse any the ids above are unchanged: old output folders stay reachable with it."""
+    from core.code import CodeIdentity
+
+    files = {"trainer/loop.py": "a" * 16, "trainer/pruning/methods.py": "b" * 16, "core/density.py": "c" * 16,
+             "core/methods.py": "d" * 16, "trainer/pruning/registry.py": "e" * 16,
+             "trainer/pruning/synflow.py": "f" * 16}
+    code = CodeIdentity("pinned", files)
+    cfg = trainer_config.resolve("digits_mlp", {"method": "imp", "seed": 0})
+    run = plan_levels("imp", cfg, [0.5], code)
+    assert run_id(cfg, run.codes) == "1024fa1583bc4fdb"
+    assert [(lv.kind, lv.depth, lv.level_id, lv.code) for lv in run.levels] == [
+        ("dense", 0, "c9c673da50c48764", "5b0c6745c1bcd8ee"), ("trunk", 1, "ae21f6f0748fae40", "510b03b70442822e"),
+        ("trunk", 2, "2c87970dc8305800", "510b03b70442822e"), ("trunk", 3, "fdd0fb49d9fb72e5", "510b03b70442822e"),
+        ("branch", 4, "c9175bd551b98686", "510b03b70442822e")]
+    assert [lv.level_id for lv in plan_levels("imp", cfg, [0.5]).levels][0] == "257e1e1a8825d5e5"  # as before
+
+    def ids(changed: dict[str, str], method: str) -> list[str]:
+        c = trainer_config.resolve("digits_mlp", {"method": method, "seed": 0})
+        code = CodeIdentity("x", {**files, **changed})
+        return [lv.level_id for lv in plan_levels(method, c, [0.5], code).levels]
+
+    # SynFlow's own file renames SynFlow's level only; the pruners' file every pruned level but
+    # level 0; the training loop every level.
+    assert ids({"trainer/pruning/synflow.py": "0" * 16}, "imp") == ids({}, "imp")
+    assert ids({"trainer/pruning/synflow.py": "0" * 16}, "synflow") != ids({}, "synflow")
+    pruned = ids({"trainer/pruning/methods.py": "0" * 16}, "imp")
+    assert pruned[0] == ids({}, "imp")[0] and all(a != b for a, b in zip(pruned[1:], ids({}, "imp")[1:]))
+    assert all(a != b for a, b in zip(ids({"trainer/loop.py": "0" * 16}, "imp"), ids({}, "imp")))

@@ -132,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.job_file} is not a job file: {exc}", file=sys.stderr)
         return 2
 
+    from core.code import MANIFEST, ROOT, verify_snapshot
+
+    if (ROOT / MANIFEST).exists() and verify_snapshot(ROOT) != ROOT.name:
+        # a snapshot is immutable: one edited after its launch is not the code the levels name
+        print(f"error: the code snapshot {ROOT} this job imports was edited after its launch; "
+              "launch again", file=sys.stderr)
+        return 1
+
     # Imported after argument checks: torch and the data stack take seconds to import.
     from trainer.level_trainer import LevelTrainer, NullRecorder, Stopped, read_level  # torch (seconds)
 
@@ -162,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("TP_FAULT") and info.is_main:
             inject_fault(os.environ["TP_FAULT"], job, args.job_file, recorder)
         levels = [read_level(levels_dir, lid) for lid in level_ids]
-        trainer = LevelTrainer(levels[0].train, levels_dir, info, recorder or NullRecorder(), stop)
+        reuse = os.environ.get("TP_REUSE") or job.get("reuse") or "any"  # resume --reuse overrides
+        trainer = LevelTrainer(levels[0].train, levels_dir, info, recorder or NullRecorder(), stop, reuse)
         trainer.run(levels, job.get("snapshots", {}))
     except Stopped as exc:
         status, state = EXIT_PREEMPTED, "PREEMPTED"

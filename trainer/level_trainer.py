@@ -16,7 +16,6 @@ by what the process did before, so a level computes the same thing in any job.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from core.layout import LevelDir, LevelLock
+from core.layout import BadLevel, LevelDir, LevelLock, is_level_id
 from core.levels import LevelSpec
 from core.methods import get_criterion
 from trainer import checkpoint as ckpt
@@ -33,6 +32,8 @@ from trainer.distributed import DistInfo, StopFlag, barrier, rank0_says
 from trainer.loop import EpochResult, StepHooks, evaluate, train_epoch
 from trainer.models import build_model
 from trainer.optim import build_optimizer
+from trainer.provenance import Provenance
+from trainer.pruning.cost import level_cost
 from trainer.pruning.masks import MaskEnforcer, achieved_sparsity, apply_mask, full_mask
 from trainer.pruning.methods import PruneContext
 from trainer.pruning.registry import pruner_for
@@ -95,8 +96,9 @@ class LevelTrainer:
     """Trains levels that share one training config (one job's levels always do)."""
 
     def __init__(self, train: dict[str, Any], levels_dir: Path, info: DistInfo, recorder: Recorder,
-                 stop: StopFlag) -> None:
+                 stop: StopFlag, reuse: str = "any") -> None:
         self.train, self.levels_dir, self.info, self.rec, self.stop = train, levels_dir, info, recorder, stop
+        self.reuse = reuse  # same-code: a checkpoint started by other code is not continued
         self.seed = int(train.get("seed", 0))
         self.opts = train.get("train", {})
         if self.opts.get("deterministic") and info.device.type == "cpu":
@@ -123,6 +125,8 @@ class LevelTrainer:
             raise ValueError("the training set yields no full batch per rank: lower data.batch_size")
         self.epochs = int(train["schedule"]["epochs"])
         self._epoch = 0
+        self.provenance = Provenance(info)  # the code this process runs, the libraries, the hosts
+        self._attempts: list[dict[str, Any]] = []
 
     # ---- files ---------------------------------------------------------------------------
     def dir(self, level_id: str) -> LevelDir:
@@ -136,27 +140,89 @@ class LevelTrainer:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def _init(self, level: LevelSpec) -> dict[str, torch.Tensor]:
-        """The root's initial weights (init.pt, written by the root level the first time)."""
+        """The root's initial weights (init.pt, written the first time a level of the root's
+        tree needs it: usually the root itself, but a random method's branch may train while
+        its level 0 never does). A function of the seed alone, so any job writes the same."""
         path = self.dir(level.root).init
-        if level.parent is None:
-            if self.info.is_main and not path.exists():
+        if not rank0_says(self.info, path.exists()):
+            if self.info.is_main:
                 self._save({"model": self.init_weights}, path)
             barrier(self.info)
         return ckpt.load_weights(path, self.info.device)["model"]
+
+    @staticmethod
+    def needs_trained_parent(level: LevelSpec) -> bool:
+        """Whether a level starts from its parent's trained weights: to score them (magnitude,
+        SNIP, SynFlow) or to keep them (learning-rate rewinding). A random criterion that
+        rewinds to init needs only its parent's mask, which can be computed untrained."""
+        if level.parent is None or level.step is None:
+            return False
+        return get_criterion(level.step["criterion"]).reads_weights or level.step.get("rewind") == "none"
+
+    def parent_must_be_trained(self, level: LevelSpec) -> bool:
+        """Whether the parent must be finished before this level starts: it needs the parent's
+        weights, or the parent's mask needs the parent's own training (a control below IMP)."""
+        if level.parent is None:
+            return False
+        if self.needs_trained_parent(level):
+            return True
+        parent = read_level(self.levels_dir, level.parent)
+        return parent.step is not None and (get_criterion(parent.step["criterion"]).reads_weights
+                                            or parent.step.get("rewind") == "none")
+
+    def _mask_of(self, level_id: str) -> dict[str, torch.Tensor]:
+        """A level's mask (rank 0): a trained level's from its final.pt; an untrained one's (a
+        mask-only trunk level of a random method) drawn again down its chain from level 0, with
+        the same seeds, so it is the mask that level would have trained under, and written to its
+        mask.pt on the way (never read back: a file nobody trained beside is not trusted)."""
+        d = self.dir(level_id)
+        if d.final.exists() and d.inspect().result is not None:
+            return ckpt.load_weights(d.final, self.info.device)["mask"]
+        spec = read_level(self.levels_dir, level_id)
+        if spec.step is None:  # level 0: dense training keeps every conv and linear weight
+            return full_mask(self.model)
+        if get_criterion(spec.step["criterion"]).reads_weights or spec.step.get("rewind") == "none":
+            raise RuntimeError(f"level {level_id} is not trained yet, and its mask needs its weights")
+        mask = full_mask(self.model, bool(spec.step.get("keep_first_last_dense", False)),
+                         spec.step.get("layers_to_ignore") or ())
+        if spec.parent is not None:
+            parent = self._mask_of(spec.parent)
+            mask = {k: parent[k].to(self.info.device) if k in parent else m for k, m in mask.items()}
+        mask = self._prune(spec, mask)
+        self._save({"mask": {k: v.cpu() for k, v in mask.items()}}, d.mask)
+        return mask
 
     # ---- the algorithm -------------------------------------------------------------------
     def run(self, levels: list[LevelSpec], snapshots: dict[str, list[dict[str, Any]]]) -> None:
         for level in levels:
             self.run_level(level, snapshots.get(level.level_id, []))
 
+    def check_code(self, level: LevelSpec) -> None:
+        """Under reuse same-code a level's id holds the code it must be trained by: refuse to
+        train it with any other (a checkout edited under a job that does not run from its
+        snapshot, or a job file from another launch)."""
+        if level.code is None:
+            return
+        mine = self.provenance.code.for_step(level.step)
+        if mine != level.code:
+            raise RuntimeError(
+                f"level {level.level_id} is defined for code {level.code}, but this trainer runs code "
+                f"{mine} (from {self.provenance.code.root}): the code changed since the level was "
+                "planned; launch again to plan levels for this code")
+
     def run_level(self, level: LevelSpec, snapshots: list[dict[str, Any]] = ()) -> None:
         d = self.dir(level.level_id)
         if self._report_if_done(level, d):
             return
-        if level.parent is not None and self.dir(level.parent).result() is None:
-            raise RuntimeError(f"level {level.level_id} continues from level {level.parent}, which is "
-                               f"not trained yet (no {self.dir(level.parent).metrics}); the job that "
-                               "trains it must finish first")
+        self.check_code(level)
+        if self.parent_must_be_trained(level):
+            parent = self.dir(level.parent).inspect() if self.info.is_main else None
+            problem = (parent.problem or ("not trained yet" if parent.result is None else None)
+                       if parent is not None else None)
+            if rank0_says(self.info, problem is not None):
+                raise RuntimeError(f"level {level.level_id} continues from level {level.parent}: "
+                                   f"{problem or 'see rank 0'}; the job that trains it must finish "
+                                   "first (a bad folder: move it aside and launch again)")
         with LevelLock(d, self.info.is_main, agree=lambda ok: rank0_says(self.info, ok),
                        on_wait=lambda: self.rec.heartbeat(level.level_id, 0)):
             if self._report_if_done(level, d):  # trained by another job while we waited
@@ -164,7 +230,12 @@ class LevelTrainer:
             self._train_level(level, d, snapshots)
 
     def _report_if_done(self, level: LevelSpec, d: LevelDir) -> bool:
-        result = d.result() if self.info.is_main else None
+        check = d.inspect() if self.info.is_main else None
+        if rank0_says(self.info, check is not None and check.problem is not None):
+            # never trained over: a folder that fails its checks is left for someone to look at
+            raise RuntimeError(f"level {level.level_id}: {check.problem if check else 'see rank 0'} "
+                               f"({d.path}); move the folder aside and launch again to retrain it")
+        result = check.result if check is not None else None
         if not rank0_says(self.info, result is not None):  # every rank follows rank 0's view
             return False
         if result is not None:
@@ -173,6 +244,23 @@ class LevelTrainer:
 
     def _train_level(self, level: LevelSpec, d: LevelDir, snapshots: list[dict[str, Any]]) -> None:
         state = ckpt.load_checkpoint(d.checkpoint, self.info.device) if d.checkpoint.exists() else None
+        if state is not None and self.reuse == "same-code":
+            mine = self.provenance.code.for_step(level.step)
+            theirs = {a.get("code") for a in state.get("trained_by") or [{}]}
+            if theirs != {mine}:  # started by other (or unrecorded) code: start over, keep the file
+                if self.info.is_main:
+                    print(f"[trainer] level {level.level_id}: its checkpoint was started by code "
+                          f"{', '.join(sorted(str(c) for c in theirs))}, not {mine}; reuse same-code: "
+                          "training it from its start", flush=True)
+                    d.checkpoint.rename(d.path / f"checkpoint.other-code.{sorted(map(str, theirs))[0]}.pt")
+                barrier(self.info)
+                state = None
+        # Every attempt that trains part of the level is kept with its code and hosts: a level
+        # stopped under one code and finished under another says so in its provenance.
+        me = self.provenance.attempt(level.step)
+        self._attempts = list(state.get("trained_by") or []) if state is not None else []
+        if not self._attempts or self._attempts[-1] != me:
+            self._attempts.append(me)
         if state is None:
             mask, opt, start_step = self._prepare(level, d)
             best, history, carry = 0.0, [], None
@@ -242,15 +330,20 @@ class LevelTrainer:
             self.model.load_state_dict(init)
             mask = full_mask(self.model)
         else:
-            mask = full_mask(self.model, bool(step.get("keep_first_last_dense", False)))
+            mask = full_mask(self.model, bool(step.get("keep_first_last_dense", False)),
+                             step.get("layers_to_ignore") or ())
             if level.parent is None:  # one-shot: score the initial weights
                 self.model.load_state_dict(init)
-            else:  # iterative: score the parent's trained weights, within the parent's mask
+            elif self.needs_trained_parent(level):  # score the parent's trained weights, in its mask
                 parent = ckpt.load_weights(self.dir(level.parent).final, self.info.device)
                 self.model.load_state_dict(parent["model"])
                 mask = {k: parent["mask"][k].to(self.info.device) if k in parent["mask"] else m
                         for k, m in mask.items()}
             if self.info.is_main:
+                if level.parent is not None and not self.needs_trained_parent(level):
+                    parent_mask = self._mask_of(level.parent)  # a random draw within the parent's mask
+                    mask = {k: parent_mask[k].to(self.info.device) if k in parent_mask else m
+                            for k, m in mask.items()}
                 mask = self._prune(level, mask)
                 self._save({"mask": {k: v.cpu() for k, v in mask.items()}}, d.mask)
             barrier(self.info)
@@ -261,6 +354,8 @@ class LevelTrainer:
         start_step = 0
         if level.parent is not None and rewind == "init":
             self.model.load_state_dict(init)
+        elif rewind == "reinit":  # imp_reinit: the mask above, a fresh initialisation (another seed)
+            self.model.load_state_dict(self._fresh_init(int(step["init_seed"])))
         elif level.parent is not None and rewind == "step":
             k = rewind_step(step["rewind_to"], self.steps_per_epoch)
             total = self.steps_per_epoch * self.epochs
@@ -275,6 +370,14 @@ class LevelTrainer:
         # rewind "none" (learning-rate rewinding): keep the parent's trained weights
         apply_mask(self.model, mask)
         return mask, opt, start_step
+
+    def _fresh_init(self, seed: int) -> dict[str, torch.Tensor]:
+        """The weights the model is built with under `seed` (built on the CPU, as the run's own
+        initial weights are; the global RNG is left as it was)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model(self.train["model"], self.loaders.num_classes, self.loaders.input_shape)
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def _snapshot(self, root_id: str, k: int) -> Path:
         """Level 0's weights and optimizer at step k. Written while level 0 trains when the plan
@@ -339,7 +442,7 @@ class LevelTrainer:
                     history: list[dict[str, Any]], rng: torch.Tensor | None = None) -> None:
         self._save({"step": step, "model": self._weights(), "optimizer": opt.state_dict(),
                     "mask": {k: v.cpu() for k, v in mask.items()}, "best": best, "carry": carry,
-                    "history": history, "rng": rng}, d.checkpoint)
+                    "history": history, "rng": rng, "trained_by": self._attempts}, d.checkpoint)
 
     def _finish(self, level: LevelSpec, d: LevelDir, mask: dict[str, torch.Tensor],
                 history: list[dict[str, Any]], best: float) -> None:
@@ -349,10 +452,12 @@ class LevelTrainer:
             result = {
                 "level_id": level.level_id, "density": level.density,
                 "achieved_sparsity": achieved_sparsity(self.model, list(mask)),
+                **level_cost(self.model, tuple(self.loaders.input_shape)),
                 "test_acc": last.get("test_acc"), "test_top5": last.get("test_top5"),
                 "test_loss": last.get("test_loss"), "best_test_acc": best,
                 "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
                 "epochs": len(history), "seconds": sum(h["seconds"] for h in history),
+                "provenance": self.provenance.of_level(level.step, self._attempts),
                 "history": history}
             d.write_result(result)  # the record: the store imports it from here if it must
             d.checkpoint.unlink(missing_ok=True)
@@ -361,8 +466,13 @@ class LevelTrainer:
 
 
 def read_level(levels_dir: Path, level_id: str) -> LevelSpec:
-    path = levels_dir / level_id / "level.json"
+    """LEVELS/<id>/level.json, checked: named after its id, hashing to it, ids that are ids."""
+    d = LevelDir(levels_dir / level_id)
+    if not is_level_id(level_id):
+        raise BadLevel(f"{level_id!r} is not a level id")
+    if not d.description.exists():
+        raise FileNotFoundError(f"{d.description} not found: the level was never planned here")
     try:
-        return LevelSpec.from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found: the level was never planned here") from None
+        return d.read_spec()
+    except BadLevel as exc:
+        raise BadLevel(f"level {level_id} ({d.path}): {exc}") from None

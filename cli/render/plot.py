@@ -1,4 +1,16 @@
-"""Accuracy against sparsity: a line per method, mean ± std over seeds as a band."""
+"""Accuracy against what the network kept: a line per method, mean ± std over seeds as a band.
+
+Points sit at what the levels achieved, not at the targets asked for: with `prune.landing: trunk`
+a target of 0.5 is served by a trunk level at 0.59, and the point goes there, hollow, so nobody
+reads it as a result at 0.5. The x axis is one of
+
+    sparsity   achieved sparsity of the prunable weights (the default), on -log10(density)
+    network    achieved sparsity of the whole network (every parameter), on the same scale
+    density    % of weights remaining (prunable), log scale, decreasing to the right as in the
+               lottery-ticket papers
+    flops      multiply-adds per example of conv and linear layers with zeros skipped, log scale,
+               decreasing to the right
+"""
 from __future__ import annotations
 
 import math
@@ -6,42 +18,94 @@ from typing import Any
 
 from db.queries import group
 
+X_AXES = ("sparsity", "network", "density", "flops")
+_FIELD = {"sparsity": "achieved_sparsity", "network": "network_sparsity", "density": "achieved_sparsity",
+          "flops": "flops"}
+_LABEL = {"sparsity": "achieved sparsity of the prunable weights",
+          "network": "achieved sparsity of the whole network (all parameters)",
+          "density": "weights remaining (% of prunable weights, log scale)",
+          "flops": "multiply-adds per example (conv and linear, zeros skipped; log scale)"}
 
-def _x(sparsity: float) -> float:
-    # Sparsities crowd near 1 (0.9, 0.95, 0.98): plot -log10(density) so each decade of pruning
-    # gets the same width, and label the ticks with the sparsities themselves.
-    return -math.log10(max(1.0 - sparsity, 1e-6))
+
+def _x(value: float, x: str) -> float:
+    if x in ("sparsity", "network"):
+        # Sparsities crowd near 1 (0.9, 0.95, 0.98): -log10(density) gives each decade of pruning
+        # the same width; the ticks are labelled with the sparsities themselves.
+        return -math.log10(max(1.0 - value, 1e-6))
+    if x == "density":
+        return max(1.0 - value, 1e-6) * 100.0
+    return max(value, 1.0)
 
 
-def plot_accuracy(rows: list[dict[str, Any]], metric: str, out: str, title: str = "") -> None:
+def plot_accuracy(rows: list[dict[str, Any]], metric: str, out: str, title: str = "",
+                  x: str = "sparsity") -> dict[str, list[tuple[float, float, bool]]]:
+    """Write the PNG; returns what it drew: per method, (x measure, mean metric %, hollow)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    field = _FIELD[x]
     done = [r for r in rows if r.get(metric) is not None]
-    groups = group(done, ["method", "sparsity"], metrics=(metric,))
+    off = {(r["method"], r["sparsity"]) for r in done if r.get("off_target")}
+    fallback = {"achieved_sparsity": "sparsity", "network_sparsity": "achieved_sparsity"}
+    for r in done:  # levels finished before a measure existed: the best stand-in there is
+        if r.get(field) is None and fallback.get(field):
+            r[field] = r.get(fallback[field])
+    groups = group(done, ["method", "sparsity"], metrics=(metric, field))
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    methods = sorted({g["method"] for g in groups})
-    for m in methods:
-        pts = sorted((g for g in groups if g["method"] == m), key=lambda g: g["sparsity"])
+    ticks: dict[float, str] = {}
+    drawn: dict[str, list[tuple[float, float, bool]]] = {}
+    ticks_density: list[float] = []
+    for m in sorted({g["method"] for g in groups}):
+        pts = sorted((g for g in groups if g["method"] == m and g[f"{field}_mean"] is not None),
+                     key=lambda g: g["sparsity"])
+        if not pts:
+            continue
         mean = [g[f"{metric}_mean"] * 100 for g in pts]
         std = [g[f"{metric}_std"] * 100 for g in pts]
         if m == "dense" or all(g["sparsity"] == 0 for g in pts):
             ax.axhline(mean[0], color="k", ls="--", lw=1, label=f"dense ({mean[0]:.1f}%)")
             ax.axhspan(mean[0] - std[0], mean[0] + std[0], color="k", alpha=0.08)
             continue
-        xs = [_x(g["sparsity"]) for g in pts]
-        line, = ax.plot(xs, mean, marker="o", label=m)
+        xs = [_x(g[f"{field}_mean"], x) for g in pts]
+        line, = ax.plot(xs, mean, marker="", label=m)
+        color = line.get_color()
+        for xi, yi, g in zip(xs, mean, pts):
+            hollow = (m, g["sparsity"]) in off
+            ax.plot([xi], [yi], marker="o", ls="", color=color, markerfacecolor="none" if hollow else color)
+            v = g[f"{field}_mean"]
+            drawn.setdefault(m, []).append((v, yi, hollow))
+            ticks_density.append(xi)
+            ticks.setdefault(round(xi, 6), f"{v:.3g}" if x in ("sparsity", "network") else "")
         ax.fill_between(xs, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
-                        color=line.get_color(), alpha=0.15)
-    ticks = sorted({g["sparsity"] for g in groups if g["sparsity"] > 0})
-    ax.set_xticks([_x(s) for s in ticks], [f"{s:g}" for s in ticks])
-    ax.set_xlabel("sparsity (fraction of prunable weights removed)")
+                        color=color, alpha=0.15)
+    if x in ("sparsity", "network") and ticks:
+        # one tick per distinct place, labelled with the sparsity found there
+        places = sorted(ticks)
+        kept = [p for i, p in enumerate(places) if i == 0 or p - places[i - 1] > 0.04]
+        ax.set_xticks(kept, [ticks[p] for p in kept])
+    else:
+        ax.set_xscale("log")
+        ax.invert_xaxis()  # pruning goes to the right
+        if x == "density":
+            from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+            lo, hi = min(ax.get_xlim()), max(ax.get_xlim())
+            marks = [m for m in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01) if lo <= m <= hi]
+            marks += sorted({round(v, 1) for v in ticks_density}) if len(marks) < 3 else []
+            ax.xaxis.set_major_locator(FixedLocator(marks))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(_LABEL[x])
     ax.set_ylabel(f"{metric} (%)")
-    ax.set_title(f"{title}: mean ± std over seeds" if title else "mean ± std over seeds")
+    head = f"{title}: mean ± std over seeds" if title else "mean ± std over seeds"
+    if off:
+        head += "\n(hollow: served by a trunk level away from its target)"
+    ax.set_title(head, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
+    return drawn

@@ -10,7 +10,9 @@ from db.queries import fmt_mean_std, group
 
 # Every key of a grid_results row that is not a grid axis.
 RESULT_KEYS = ("sweep", "method", "sparsity", "seed", "run_id", "level", "level_id", "level_kind",
-               "achieved_sparsity", "test_acc", "test_top5", "best_test_acc", "epochs", "state")
+               "achieved_sparsity", "test_acc", "test_top5", "best_test_acc", "epochs", "state",
+               "network_sparsity", "params", "nonzero_params", "flops_dense", "flops", "speedup", "code",
+               "sources", "off_target", "provenance")
 PERCENT = ("test_acc", "test_top5", "best_test_acc")  # fractions in the store, percent in tables
 MAX_ACCURACY_LINES = 40  # more (a wide extra axis) and the accuracy table is left to `query`
 
@@ -22,19 +24,25 @@ def accuracy_table(sweep: str, rows: list[dict[str, Any]], width: int, metric: s
     if not done:
         return []
     extra = [k for k in rows[0] if k not in RESULT_KEYS]
-    groups = group(done, ["method", *extra, "sparsity"], metrics=(metric,))
+    groups = group(done, ["method", *extra, "sparsity"], metrics=(metric, "achieved_sparsity"))
+    off = {tuple(r[k] for k in ("method", *extra, "sparsity")) for r in done if r.get("off_target")}
     sparsities = sorted({g["sparsity"] for g in groups})
     lines: dict[tuple, dict[str, str]] = {}
     for g in groups:
         key = (g["method"], *[g[k] for k in extra])
         cells = lines.setdefault(key, {"method": str(g["method"]), **{f"x:{k}": str(g[k]) for k in extra}})
-        cells[f"s:{g['sparsity']:g}"] = f"{fmt_mean_std(g[f'{metric}_mean'], g[f'{metric}_std'])} ({g['n']})"
+        cell = f"{fmt_mean_std(g[f'{metric}_mean'], g[f'{metric}_std'])} ({g['n']})"
+        if (*key, g["sparsity"]) in off and g["achieved_sparsity_mean"] is not None:
+            cell += f" @{g['achieved_sparsity_mean']:.3f}"  # its level's sparsity, not the target's
+        cells[f"s:{g['sparsity']:g}"] = cell
     title = f"{sweep}: {metric} (%) by sparsity, mean ± std over seeds (n)"
     if len(lines) > MAX_ACCURACY_LINES:
         return too_many_lines(sweep, len(lines), extra)
     cols = [Col("method", "method")] + [Col(f"x:{k}", k) for k in extra] + [
         Col(f"s:{s:g}", f"{s:g}", right=True, panel=True) for s in sparsities]
-    return renderables(cols, list(lines.values()), width, title=title)
+    footer = ("@s: served by a trunk level at achieved sparsity s, not at the column's target "
+              "(prune.landing: trunk)") if off else None
+    return renderables(cols, list(lines.values()), width, title=title, footer=footer)
 
 
 def too_many_lines(sweep: str, lines: int, extra: list[str] | None = None) -> list[Any]:
@@ -51,6 +59,8 @@ def _fmt(key: str, v: Any) -> str:
         return "-"
     if key in PERCENT:
         return f"{v * 100:.2f}"
+    if key in ("code", "sources"):
+        return "+".join(c[:8] for c in str(v).split("+"))  # a level trained by two codes names both
     if key in ("run_id", "level_id", "job"):
         return str(v)[:8]
     if isinstance(v, float):
@@ -60,8 +70,11 @@ def _fmt(key: str, v: Any) -> str:
 
 # Query columns by importance: 0 always shown; higher numbers are dropped first when narrow.
 _QUERY_PRIORITY = {"method": 0, "sparsity": 0, "state": 0, "test_acc": 0, "seed": 1, "n": 1,
-                   "runs": 1, "achieved_sparsity": 2, "best_test_acc": 3, "level": 4,
-                   "level_kind": 4, "epochs": 5, "test_top5": 5, "run_id": 6, "level_id": 8}
+                   "runs": 1, "achieved_sparsity": 2, "network_sparsity": 3, "best_test_acc": 3,
+                   "speedup": 4, "level": 4, "level_kind": 4, "off_target": 4, "code": 5, "sources": 5,
+                   "epochs": 5,
+                   "test_top5": 5, "flops": 6, "nonzero_params": 6, "run_id": 6, "flops_dense": 7,
+                   "params": 7, "level_id": 8}
 
 
 def query_table(title: str, rows: list[dict[str, Any]], width: int) -> list[Any]:

@@ -14,12 +14,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.atomic import write_json_atomic
+from core.code import code_identity, snapshot
 from core.layout import LevelDir
 from db.migrate import file_lock
 from db.schema import Job
 from db.store import ACTIVE_STATES, RESUMABLE_STATES, Store
-from orchestrator.control.reconcile import reconcile_jobs, store_level_dirs, sweep_level_ids, sync_from_disk
-from orchestrator.control.submit import submit_jobs
+from orchestrator.control.reconcile import (
+    check_folders,
+    reconcile_jobs,
+    store_level_dirs,
+    sweep_level_ids,
+    sync_from_disk,
+)
+from orchestrator.control.submit import SubmitError, submit_jobs
 from orchestrator.plan.grid import SweepPlan
 from orchestrator.plan.jobs import group_jobs, runs_of_job
 from orchestrator.plan.spec import ExecutorSpec, SweepSpec, parse_spec
@@ -34,6 +41,10 @@ class LaunchResult:
     waiting: dict[str, str] = field(default_factory=dict)    # job_id -> why it was not submitted
     failed: dict[str, str] = field(default_factory=dict)     # job_id -> message (blocking executors)
     imported: int = 0                                        # levels found finished on disk
+    bad: dict[str, str] = field(default_factory=dict)        # level id -> why its folder is not used
+    reused: int = 0                                          # levels of the plan already finished
+    other_code: dict[str, int] = field(default_factory=dict) # their code (or "unknown") -> levels,
+                                                             # for those not trained by this code
     skipped: dict[str, int] = field(default_factory=dict)    # job state -> jobs left alone
     limited: str | None = None                               # the limit that kept jobs back
 
@@ -74,16 +85,48 @@ def _merge_sweep_record(path: Path, plan: SweepPlan, spec_dict: dict[str, Any]) 
                                         "axes": p.axes, "run_id": p.run_id, "level_id": p.level_id,
                                         "depth": p.depth, "naive_levels": p.naive_levels}
                    for p in plan.points})
+    named = {p["run_id"] for p in points.values()}  # a run no point names was superseded
     write_json_atomic(path, {"name": plan.spec.name, "spec": spec_dict, "levels_dir": plan.levels_dir,
-                             "runs": list(runs.values()), "points": list(points.values())})
+                             "runs": [r for r in runs.values() if r["run_id"] in named],
+                             "points": list(points.values())})
 
 
 def _point_key(p: dict[str, Any]) -> str:
     return json.dumps([p["method"], p["sparsity"], p["seed"], p["axes"]], sort_keys=True)
 
 
-def done_on_disk(plan: SweepPlan) -> set[str]:
-    return {lid for lid in plan.levels if LevelDir(Path(plan.levels_dir) / lid).result() is not None}
+def other_code(plan: SweepPlan, codes: dict[str, str | None]) -> dict[str, int]:
+    """Of the finished levels `codes` names (level -> the code that trained it), how many per
+    code were trained by other code than this one ("unknown": before codes were recorded). Under
+    reuse same-code none can be: the code is in their ids."""
+    current = plan.code or code_identity()
+    out: dict[str, int] = {}
+    for lid, code in codes.items():
+        lv = plan.levels.get(lid)
+        if lv is not None and code != current.for_step(lv.step):
+            out[code or "unknown"] = out.get(code or "unknown", 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def done_on_disk(plan: SweepPlan, bad: dict[str, str] | None = None,
+                 codes: dict[str, str | None] | None = None) -> set[str]:
+    """Levels of the plan finished on disk, each folder checked (LevelDir.inspect); the ones that
+    must not be used go to `bad` with the reason, and count as not done. `codes` gets the code
+    that trained each finished one."""
+    done = set()
+    for lid in plan.levels:
+        d = LevelDir(Path(plan.levels_dir) / lid)
+        if not (d.final.exists() or d.metrics.exists()):
+            continue
+        check = d.inspect()
+        if check.problem is not None:
+            if bad is not None:
+                bad[lid] = check.problem
+        elif check.result is not None:
+            done.add(lid)
+            if codes is not None:
+                codes[lid] = (check.result.get("provenance") or {}).get("code")
+    return done
 
 
 # ---- launch / resume -------------------------------------------------------------------------
@@ -100,21 +143,31 @@ def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[L
     write_plan_files(plan, spec_dict)
     store.record_plan(plan, spec_dict, plan.levels_dir)
     result = LaunchResult(plan.spec.name)
-    result.imported = sync_from_disk(store, {lid: f"{plan.levels_dir}/{lid}" for lid in plan.levels})
+    code_dir = freeze_code(plan)  # what this launch's jobs import, requeues and resumes included
+    result.imported = sync_from_disk(store, {lid: f"{plan.levels_dir}/{lid}" for lid in plan.levels},
+                                     bad=result.bad)
+    _check_parents(store, plan, result.bad)
     jobs = store.jobs_of_levels(list(plan.levels))
     reconcile_jobs(store, list(jobs.values()), plan.spec.executor)
     with store.serialized() as s:
         states = store.level_states(list(plan.levels), s)
+        # A bad folder is left as it is (no job would overwrite it): the user looks, moves it
+        # aside, and the next launch trains the level afresh. Levels below it wait for it.
         to_train = [lv for lid, lv in plan.levels.items()
-                    if lid in states and not states[lid].finished and states[lid].job_id is None]
+                    if lid in states and not states[lid].finished and states[lid].job_id is None
+                    and lid not in result.bad]
         owner = {lid: st.job_id for lid, st in states.items() if not st.finished and st.job_id}
         new_jobs = group_jobs(to_train, owner, plan.snapshots)
         files = {j.job_id: str(Path(plan.output_dir) / "jobs" / f"{j.job_id}.json") for j in new_jobs}
         for j in new_jobs:
             write_json_atomic(Path(files[j.job_id]),
-                              j.description(plan.levels_dir, runs_of_job(j, plan.runs, plan.spec.name)))
+                              j.description(plan.levels_dir, runs_of_job(j, plan.runs, plan.spec.name),
+                                            plan.reuse, code_dir))
         store.create_jobs(s, new_jobs, plan.spec.name, files)
     result.jobs_new = [j.job_id for j in new_jobs]
+    finished = [lid for lid, st in states.items() if st.finished]
+    result.reused = len(finished)
+    result.other_code = other_code(plan, store.level_codes(finished))
     jobs = store.jobs_of_levels(list(plan.levels))
     todo = [j for j in jobs.values() if j.state == "PLANNED" or j.state in RESUMABLE_STATES]
     return result, jobs, todo
@@ -126,12 +179,37 @@ def submit_prepared(store: Store, spec: SweepSpec, jobs: dict[str, Job], todo: l
     return _submit(store, spec, jobs, todo, kind, result, None)
 
 
+class CodeChanged(SubmitError):
+    """The checkout changed between planning and its snapshot: nothing was submitted."""
+
+
+def freeze_code(plan: SweepPlan) -> str:
+    """OUTPUT/_code/<hash>: the packages the jobs import, as they are now (core/code.py). Under
+    reuse same-code the plan's level ids hold the code it was planned with: a snapshot that does
+    not hold that very code (the checkout was edited between the two) is refused."""
+    code_dir = snapshot(plan.output_dir)
+    if plan.code is not None and code_identity(code_dir).files != plan.code.files:
+        raise CodeChanged(f"the code changed while this launch planned it (snapshot {code_dir}); "
+                          "launch again")
+    return str(code_dir)
+
+
+def _check_parents(store: Store, plan: SweepPlan, bad: dict[str, str]) -> None:
+    """The finished levels that levels still to train continue from: their folders are about to
+    be read (weights, masks), so they are checked like any level reused from disk."""
+    states = store.level_states(list(plan.levels))
+    todo = [lv for lid, lv in plan.levels.items() if lid in states and not states[lid].finished]
+    parents = {lv.parent for lv in todo if lv.parent and lv.parent in states and states[lv.parent].finished}
+    bad.update(check_folders({lid: f"{plan.levels_dir}/{lid}" for lid in sorted(parents)
+                              if lid not in bad}))
+
+
 def resume(store: Store, sweep: str, include_failed: bool = False, executor_kind: str | None = None,
            on_progress: Callable[[], None] | None = None) -> LaunchResult:
     spec = stored_spec(store, sweep)
     level_ids = sweep_level_ids(store, sweep)
     result = LaunchResult(sweep)
-    result.imported = sync_from_disk(store, store_level_dirs(store, level_ids))
+    result.imported = sync_from_disk(store, store_level_dirs(store, level_ids), bad=result.bad)
     jobs = store.jobs_of_levels(level_ids)
     jobs = {j.job_id: j for j in reconcile_jobs(store, list(jobs.values()), spec.executor)}
     states = {"PLANNED", *RESUMABLE_STATES} | ({"FAILED", "CANCELLED"} if include_failed else set())

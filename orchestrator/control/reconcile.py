@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.layout import LevelDir
+from core.layout import RESULT_FILE, LevelCheck, LevelDir
 from db.schema import Job
 from db.store import ACTIVE_STATES, Store
 
 FINAL = LevelDir(Path(".")).final.name  # a level is finished once this file exists (and metrics.json)
+RESULT = RESULT_FILE
 
 # Slurm's end states, as the store names them, and the class of failure each is (the
 # supervisor's policy acts by class: orchestrator/control/policy.py). A job the scheduler
@@ -58,21 +59,42 @@ def lost_after_s() -> float:
     return float(os.environ.get("TP_LOST_AFTER_S", "30"))
 
 
-def sync_from_disk(store: Store, level_dirs: dict[str, str], unfinished: bool = False) -> int:
+def sync_from_disk(store: Store, level_dirs: dict[str, str], unfinished: bool = False,
+                   bad: dict[str, str] | None = None) -> int:
     """Import levels finished on disk that the store does not have as finished yet (`unfinished`:
-    the caller knows the store has none of them finished)."""
+    the caller knows the store has none of them finished). Each folder is checked first
+    (LevelDir.inspect: its name is the id its level.json holds, that id is the hash of the
+    content, metrics.json is well-formed): a bad one is not imported, and lands in `bad` with
+    the reason."""
     states = None if unfinished else store.level_states(list(level_dirs))
     results = {}
     for lid, path in level_dirs.items():
         st = None if states is None else states.get(lid)
         if states is None or (st is not None and not st.finished):
-            if not os.path.exists(os.path.join(path, FINAL)):
+            if not (os.path.exists(os.path.join(path, FINAL)) or os.path.exists(os.path.join(path, RESULT))):
                 continue  # not finished; an os.stat is a tenth of what LevelDir's paths cost
-            res = LevelDir(Path(path)).result()
-            if res is not None:
-                results[lid] = res
+            check = LevelDir(Path(path)).inspect()
+            if check.problem is None and os.path.basename(os.path.normpath(path)) != lid:
+                check = LevelCheck(problem=f"the store expects it in {path}, a folder named otherwise")
+            if check.problem is not None:
+                if bad is not None:
+                    bad[lid] = check.problem
+            elif check.result is not None:
+                results[lid] = check.result
     store.import_results(results)
     return len(results)
+
+
+def check_folders(level_dirs: dict[str, str]) -> dict[str, str]:
+    """Level folders about to be used (parents of levels to train): each one's problem, if any."""
+    out = {}
+    for lid, path in level_dirs.items():
+        check = LevelDir(Path(path)).inspect()
+        if check.problem is not None:
+            out[lid] = check.problem
+        elif check.result is None:
+            out[lid] = "recorded as finished, but its folder holds no result"
+    return out
 
 
 def sweep_level_ids(store: Store, sweep: str) -> list[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core import config as trainer_config
-from core.levels import content_hash, run_id
+from core.levels import content_hash
 from db.store import ACTIVE_STATES, Store
 from orchestrator.control.controller import write_plan_files
 from orchestrator.control.reconcile import sync_from_disk
@@ -37,7 +37,7 @@ _NOT_OVERRIDES = ("method", "seed")
 
 
 def run_spec(sweep: str, preset: str, config: dict[str, Any], sparsities: list[float],
-             output_dir: str, executor: str) -> dict[str, Any]:
+             output_dir: str, executor: str, reuse: str = "same-code") -> dict[str, Any]:
     """A sweep spec whose one run has exactly `config`: every section replaces the preset's whole
     (a mapping override does), so it resolves to `config` whatever the preset holds; a preset
     from a user's own config folder, unknown to tp-sweep, falls back to the default one."""
@@ -47,25 +47,26 @@ def run_spec(sweep: str, preset: str, config: dict[str, Any], sparsities: list[f
             "trainer": {"config": preset,
                         "overrides": {k: v for k, v in config.items() if k not in _NOT_OVERRIDES}},
             "grid": {"method": [config["method"]], "sparsity": list(sparsities), "seed": [config["seed"]]},
-            "executor": {"kind": executor}, "output_dir": output_dir}
+            "executor": {"kind": executor}, "output_dir": output_dir, "reuse": reuse}
 
 
 def plan_run(spec_dict: dict[str, Any], config: dict[str, Any], job_file: Path) -> SweepPlan:
     plan = plan_sweep(parse_spec(spec_dict, f"run of sweep {spec_dict['name']}"))
     (run,) = plan.runs
-    planned = json.loads(job_file.read_text())["levels"]
+    job = json.loads(job_file.read_text())
+    planned, theirs = job["levels"], next(iter(job.get("runs") or {"?": None}))
     # One planner for both: a difference here is a bug, never a reason to record something else.
-    if run.run_id != run_id(config) or run.levels != planned:
+    if run.run_id != theirs or run.levels != planned:
         raise RuntimeError(f"the store's plan of this run ({run.run_id}: {run.levels}) differs from "
-                           f"the trainer's ({run_id(config)}: {planned})")
+                           f"the trainer's ({theirs}: {planned})")
     return plan
 
 
 def record_run(url: str, sweep: str, preset: str, config: dict[str, Any], sparsities: list[float],
-               output_dir: str, job_file: Path, executor: str, sched_id: str) -> str:
+               output_dir: str, job_file: Path, executor: str, sched_id: str, reuse: str = "same-code") -> str:
     """Record the run and its job (PENDING on `executor` as `sched_id`, which `tp-sweep status`
     polls); return the owner-only file that hands the store URL to the trainer."""
-    spec_dict = run_spec(sweep, preset, config, sparsities, output_dir, executor)
+    spec_dict = run_spec(sweep, preset, config, sparsities, output_dir, executor, reuse)
     plan = plan_run(spec_dict, config, job_file)
     run = plan.runs[0]
     store = Store(url)

@@ -14,6 +14,7 @@ its owner can read, never through a command line, a pickle or a log.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import write_text_atomic
+from core.code import verify_snapshot
 from db.schema import Job
 from db.store import ACTIVE_STATES, Store
 from orchestrator.control.reconcile import store_level_dirs, sync_from_disk, wrapper_report
@@ -46,6 +48,29 @@ def db_url_file(url: str, output_dir: str) -> str:
     if not path.exists() or path.read_text() != url:
         write_text_atomic(path, url)  # owner-only, like the folder
     return str(path)
+
+
+class _Code:
+    """The code snapshot each job imports: named in its job file, checked once per folder."""
+
+    def __init__(self) -> None:
+        self.ok: dict[str, bool] = {}
+
+    def of(self, job: Job) -> tuple[str | None, str | None]:
+        """(code_dir, why it cannot be used): a job planned before snapshots has none (it
+        imports the environment's code, as it always did)."""
+        try:
+            code_dir = json.loads(Path(job.job_file).read_text()).get("code_dir")
+        except (OSError, ValueError, AttributeError):
+            return None, f"its job file {job.job_file} cannot be read"
+        if not code_dir:
+            return None, None
+        if code_dir not in self.ok:
+            self.ok[code_dir] = verify_snapshot(code_dir) == Path(code_dir).name
+        if not self.ok[code_dir]:
+            return code_dir, (f"its code snapshot {code_dir} is gone or was edited; launch the sweep "
+                              "again to plan it with the code there is now")
+        return code_dir, None
 
 
 def _prerequisites(store: Store, job: Job) -> dict[str, Job | None]:
@@ -132,6 +157,7 @@ def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: 
                   room: Room | None = None) -> None:
     room = room or Room()
     queue = {j.job_id: j for j in todo}
+    code = _Code()
     while queue:
         if room.full():
             for job in queue.values():
@@ -142,12 +168,15 @@ def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: 
             result.limited = room.why
             break
         groups: dict[tuple[Any, ...], list[Job]] = {}
+        code_of: dict[str, str | None] = {}
+        this_round = set(queue)  # a job grouped earlier in this round is not submitted yet either
         for job in list(queue.values()):
             deps, why = [], None
+            code_of[job.job_id], why = code.of(job)
             for ref, dep in _prerequisites(store, job).items():
                 if dep is None:
                     why = f"no job trains {ref}"
-                elif dep.job_id in queue:
+                elif dep.job_id in this_round:
                     why = "later"  # submitted in a later round, once it has a scheduler id
                 elif dep.state in ACTIVE_STATES and dep.sched_id:
                     deps.append(dep.sched_id)
@@ -165,17 +194,17 @@ def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: 
                 if job.message != why:
                     store.note(job.job_id, why)
                 continue
-            groups.setdefault((tuple(sorted(deps)), _overrides_key(job)), []).append(job)
+            groups.setdefault((code_of[job.job_id], tuple(sorted(deps)), _overrides_key(job)), []).append(job)
         if not groups:
             for job in queue.values():  # a cycle cannot happen (levels form trees); be safe anyway
                 result.waiting[job.job_id] = "waits for a job that could not be submitted"
             break
-        for (deps, _), group in groups.items():
+        for (code_dir, deps, _), group in groups.items():
             chunks = room.chunks(group)
             for job in group[sum(len(c) for c in chunks):]:
                 queue[job.job_id] = job  # no room left for it this round: the loop above says so
             for jobs in chunks:
-                refused = _submit_chunk(store, ex, jobs, deps, db_file, result, room, len(queue))
+                refused = _submit_chunk(store, ex, jobs, deps, db_file, result, room, len(queue), code_dir)
                 if refused:
                     for job in jobs:
                         queue[job.job_id] = job
@@ -183,13 +212,13 @@ def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: 
 
 
 def _submit_chunk(store: Store, ex: Any, jobs: list[Job], deps: tuple[str, ...], db_file: str,
-                  result: Any, room: Room, queued: int) -> str | None:
+                  result: Any, room: Room, queued: int, code_dir: str | None = None) -> str | None:
     """One sbatch array. Returns the limit that refused it (the jobs go back to their state),
     None when it was submitted; raises SubmitError for any other failure."""
     claimed = [(j, j.state) for j in jobs if store.claim(j.job_id, (j.state,))]
     if not claimed:
         return None
-    reqs = [JobRequest(j.job_id, j.job_file, db_file) for j, _ in claimed]
+    reqs = [JobRequest(j.job_id, j.job_file, db_file, code_dir) for j, _ in claimed]
     overrides = claimed[0][0].sbatch or None
     try:
         handles = ex.submit(reqs, dependency=("afterok:" + ":".join(deps)) if deps else None,
@@ -261,6 +290,7 @@ class LocalDriver:
         self.queue: list[Job] = []
         self.queued: set[str] = set()
         self.active: list[tuple[Job, Any]] = []
+        self.code = _Code()
 
     @property
     def busy(self) -> bool:
@@ -277,8 +307,9 @@ class LocalDriver:
         for job in list(self.queue):
             if len(self.active) >= self.cap:
                 break
-            start, why = True, None
-            for ref, dep in store.run(_prerequisites, store.store, job).items():
+            start = True
+            code_dir, why = self.code.of(job)
+            for ref, dep in ({} if why else store.run(_prerequisites, store.store, job)).items():
                 if dep is None:
                     why = f"no job trains {ref}"
                 elif dep.job_id in self.queued or dep.state in ACTIVE_STATES:
@@ -299,7 +330,7 @@ class LocalDriver:
             if not store.claim(job.job_id, (job.state,)):
                 self.queued.discard(job.job_id)
                 continue  # another launch took it
-            handle = self.ex.submit([JobRequest(job.job_id, job.job_file, self.db_file)])[0]
+            handle = self.ex.submit([JobRequest(job.job_id, job.job_file, self.db_file, code_dir)])[0]
             self.active.append((job, handle))  # tracked before anything else can fail
             self.result.submitted[job.job_id] = str(handle.job_id)
             if not store.submitted(job.job_id, job.state, str(handle.job_id), self.ex.kind):

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from core import config as trainer_config
-from core.levels import LevelSpec, LineageError, plan_levels, run_id
+from core.code import CodeIdentity, code_identity
+from core.levels import LevelSpec, LineageError, level_epochs, plan_levels, run_id
 from core.methods import get_method
 from orchestrator.plan.spec import RESERVED_AXES, SweepSpec
 
@@ -54,6 +55,16 @@ class SweepPlan:
     levels: dict[str, LevelSpec]  # every level any run needs, parents before children
     # imp_wr rewind points each root level must write: root id -> [{"iterations": k} | {"epochs": e}]
     snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    reuse: str = "same-code"          # the policy it was planned under
+    code: CodeIdentity | None = None  # the code it was planned for (reuse same-code; None: any)
+    # Levels in `levels` that no run trains (their masks are computed by the jobs below them:
+    # core.levels.RunLevels.mask_only); never recorded in the store or given a job.
+    mask_only: set[str] = field(default_factory=set)
+
+    @property
+    def trained(self) -> dict[str, LevelSpec]:
+        """The levels the sweep trains (every level but the mask-only ones), parents first."""
+        return {lid: lv for lid, lv in self.levels.items() if lid not in self.mask_only}
 
     @property
     def output_dir(self) -> str:
@@ -64,22 +75,35 @@ class SweepPlan:
         return str(Path(self.output_dir) / "levels")
 
     def epochs_of(self, level_id: str) -> int:
-        return int(self.levels[level_id].train["schedule"]["epochs"])
+        """What the level trains: an imp_wr level starts at its rewind point (level_epochs)."""
+        return level_epochs(self.levels[level_id])
+
+    def naive_epochs_of(self, p: GridPoint) -> int:
+        """Epochs a lone job for `p` trains: its serving level's chain from level 0, each level
+        as it trains (the root in full, the others as the serving level does)."""
+        lv = self.levels[p.level_id]
+        if p.naive_levels <= 1 or lv.parent is None:
+            return p.naive_levels * self.epochs_of(p.level_id)
+        root = self.levels.get(lv.root)
+        first = self.epochs_of(lv.root) if root is not None else int(lv.train["schedule"]["epochs"])
+        return first + (p.naive_levels - 1) * self.epochs_of(p.level_id)
 
     def counts(self, done: set[str] | None = None) -> dict[str, int]:
         """Level trainings this plan needs, those already done, and what one job per grid point,
         each training all its own levels, would cost."""
-        done = (done or set()) & set(self.levels)
-        todo = [lid for lid in self.levels if lid not in done]
+        trained = self.trained
+        done = (done or set()) & set(trained)
+        todo = [lid for lid in trained if lid not in done]
         return {
             "grid_points": len(self.points),
             "runs": len(self.runs),
-            "level_trainings": len(self.levels),
+            "level_trainings": len(trained),
+            "mask_only_levels": len(self.mask_only),
             "levels_done": len(done),
             "levels_to_train": len(todo),
             "naive_level_trainings": sum(p.naive_levels for p in self.points),
             "epochs": sum(self.epochs_of(lid) for lid in todo),
-            "naive_epochs": sum(p.naive_levels * self.epochs_of(p.level_id) for p in self.points),
+            "naive_epochs": sum(self.naive_epochs_of(p) for p in self.points),
         }
 
 
@@ -93,7 +117,15 @@ def _axis_values(config: dict[str, Any], axes: dict[str, Any]) -> dict[str, Any]
             for k, v in axes.items()}
 
 
-def plan_sweep(spec: SweepSpec) -> SweepPlan:
+def plan_sweep(spec: SweepSpec, reuse: str | None = None, code: CodeIdentity | None = None) -> SweepPlan:
+    """The sweep's runs, levels and grid points under `reuse` (default: the spec's). Under
+    same-code, every level id holds the code it runs: `code`, or the code installed here
+    (core.code: what a launch snapshots for its jobs)."""
+    reuse = reuse or spec.reuse
+    if reuse == "same-code" and code is None:
+        code = code_identity()
+    elif reuse != "same-code":
+        code = None
     extra_axes = [k for k in spec.grid if k not in RESERVED_AXES]
     seeds = spec.grid.get("seed", [0])
     targets = [float(s) for s in spec.grid.get("sparsity", [])]
@@ -101,22 +133,26 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
     levels: dict[str, LevelSpec] = {}
     snapshots: dict[str, list[dict[str, Any]]] = {}
     points: list[GridPoint] = []
+    mask_only: set[str] = set()  # of some run
+    trained: set[str] = set()    # by some run (level 0 of random methods may be both)
     combos = itertools.product(*(spec.grid[k] for k in extra_axes)) if extra_axes else [()]
     for values in combos:
         axes = dict(zip(extra_axes, values))
         for method, seed in itertools.product(spec.grid["method"], seeds):
             overrides = {**spec.trainer.overrides, **axes, "method": method, "seed": int(seed)}
             config = trainer_config.resolve(spec.trainer.config, overrides)
-            run_id = run_id_for(config)
-            if run_id in runs:
-                continue
             dense = get_method(method).schedule == "dense"
             try:
-                lineage = plan_levels(method, config, [0.0] if dense else targets)
+                lineage = plan_levels(method, config, [0.0] if dense else targets, code)
             except LineageError as exc:
                 raise ValueError(f"grid: {exc}") from None
+            run_id = run_id_for(config, lineage.codes)
+            if run_id in runs:
+                continue
             run = RunPlan(run_id, method, int(seed), _axis_values(config, axes), config,
-                          [lv.level_id for lv in lineage.levels])
+                          [lv.level_id for lv in lineage.trained])
+            mask_only |= lineage.mask_only
+            trained |= {lv.level_id for lv in lineage.trained}
             for lv in lineage.levels:
                 levels.setdefault(lv.level_id, lv)
                 if lv.step and lv.step.get("rewind") == "step":
@@ -128,4 +164,4 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
                                             lv.depth, lineage.naive[s]))
             runs[run_id] = run
             points.extend(run.points)
-    return SweepPlan(spec, list(runs.values()), points, levels, snapshots)
+    return SweepPlan(spec, list(runs.values()), points, levels, snapshots, reuse, code, mask_only - trained)

@@ -26,8 +26,10 @@ class JobPlan:
     depends_on: list[str] = field(default_factory=list)  # job ids
     snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # root -> rewind points
 
-    def description(self, levels_dir: str, runs: dict[str, Any] | None = None) -> dict[str, Any]:
-        return job_description(self.job_id, levels_dir, self.levels, self.snapshots, runs or {})
+    def description(self, levels_dir: str, runs: dict[str, Any] | None = None, reuse: str = "any",
+                    code_dir: str | None = None) -> dict[str, Any]:
+        return job_description(self.job_id, levels_dir, self.levels, self.snapshots, runs or {},
+                               reuse, code_dir)
 
 
 def runs_of_job(job: JobPlan, runs: list[Any], sweep: str) -> dict[str, Any]:

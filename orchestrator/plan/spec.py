@@ -203,6 +203,9 @@ class SweepSpec(_Strict):
     search: SearchSpec | None = None  # an Optuna search in every grid cell (orchestrator/search/driver.py)
     retry: RetrySpec = Field(default_factory=RetrySpec)  # what the supervisor does on failures
     supervisor: SupervisorSpec | None = None  # present: launch starts the sweep's supervisor
+    # same-code: a level trained by other code is not reused (the code is part of its id);
+    # any: reused, and launch says from which code (docs/levels.md, "Reuse and code")
+    reuse: Literal["same-code", "any"] = "same-code"
 
     @field_validator("name")
     @classmethod

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import sqlalchemy as sa
 
 from core import config as trainer_config
+from core.code import code_identity
 from core.levels import plan_levels, run_id
 from core.methods import get_method
 from db.schema import Epoch, Level
@@ -162,9 +163,11 @@ def trial_plan(spec: SweepSpec, cell: Cell, params: dict[str, Any]) -> SweepPlan
     overrides = {**spec.trainer.overrides, **cell.axes, **params, "method": cell.method, "seed": cell.seed}
     config = trainer_config.resolve(spec.trainer.config, overrides)
     dense = get_method(cell.method).schedule == "dense"
-    lineage = plan_levels(cell.method, config, [0.0] if dense else [cell.sparsity])
+    code = code_identity() if spec.reuse == "same-code" else None
+    lineage = plan_levels(cell.method, config, [0.0] if dense else [cell.sparsity], code)
     axes = {**cell.axes, **params}
-    run = RunPlan(run_id(config), cell.method, cell.seed, axes, config, [lv.level_id for lv in lineage.levels])
+    run = RunPlan(run_id(config, lineage.codes), cell.method, cell.seed, axes, config,
+                  [lv.level_id for lv in lineage.trained])
     lv = lineage.serving[0.0 if dense else cell.sparsity]
     run.points = [GridPoint(cell.method, cell.sparsity, cell.seed, axes, run.run_id, lv.level_id, lv.depth,
                             lineage.naive[0.0 if dense else cell.sparsity])]
@@ -172,7 +175,8 @@ def trial_plan(spec: SweepSpec, cell: Cell, params: dict[str, Any]) -> SweepPlan
     for level in lineage.levels:
         if level.step and level.step.get("rewind") == "step":
             snapshots.setdefault(level.root, []).append(level.step["rewind_to"])
-    return SweepPlan(spec, [run], run.points, {lv.level_id: lv for lv in lineage.levels}, snapshots)
+    return SweepPlan(spec, [run], run.points, {lv.level_id: lv for lv in lineage.levels}, snapshots,
+                     spec.reuse, code, set(lineage.mask_only))
 
 
 @dataclass

@@ -5,6 +5,8 @@ by `model.named_parameters()` of the unwrapped model, so it can be saved with `t
 """
 from __future__ import annotations
 
+import fnmatch
+
 import torch
 from torch import nn
 
@@ -15,7 +17,7 @@ Mask = dict[str, torch.Tensor]
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-def prunable_names(model: nn.Module, keep_first_last_dense: bool = False) -> list[str]:
+def layer_names(model: nn.Module) -> list[str]:
     """Names of conv and linear weights, in module order (biases, norms and embeddings excluded)."""
     params = dict(model.named_parameters())
     names = []
@@ -24,14 +26,48 @@ def prunable_names(model: nn.Module, keep_first_last_dense: bool = False) -> lis
             name = f"{mod_name}.weight" if mod_name else "weight"
             if name in params:  # a module registered twice (shared) appears once in named_modules
                 names.append(name)
-    if keep_first_last_dense:
-        names = names[1:-1]
     return names
 
 
-def full_mask(model: nn.Module, keep_first_last_dense: bool = False) -> Mask:
+FIRST, LAST = "<first>", "<last>"  # in prune.layers_to_ignore: the first and last such layer
+
+
+def ignored_names(names: list[str], patterns: list[str] | tuple[str, ...]) -> set[str]:
+    """The weights `prune.layers_to_ignore` keeps dense: each pattern is a parameter name
+    (`fc.weight`), a module name (`fc`), an fnmatch glob of either (`layers.*.conv1`), or `<first>`
+    / `<last>`. A pattern that matches no conv or linear weight is an error (a typo would
+    otherwise prune what the user meant to keep)."""
+    out: set[str] = set()
+    for pat in patterns:
+        if pat in (FIRST, LAST):
+            hit = names[:1] if pat == FIRST else names[-1:]
+        else:
+            hit = [n for n in names if fnmatch.fnmatchcase(n, pat)
+                   or fnmatch.fnmatchcase(n.removesuffix(".weight"), pat)]
+        if not hit:
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise ValueError(f"prune.layers_to_ignore: {pat!r} matches no conv or linear weight; "
+                             f"they are: {shown} (or <first>, <last>)")
+        out.update(hit)
+    return out
+
+
+def prunable_names(model: nn.Module, keep_first_last_dense: bool = False,
+                   layers_to_ignore: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The weights pruning may touch, in module order: conv and linear weights, less the first and
+    last with keep_first_last_dense, less those layers_to_ignore names."""
+    names = layer_names(model)
+    ignored = ignored_names(names, layers_to_ignore) if layers_to_ignore else set()
+    if keep_first_last_dense:
+        names = names[1:-1]
+    return [n for n in names if n not in ignored]
+
+
+def full_mask(model: nn.Module, keep_first_last_dense: bool = False,
+              layers_to_ignore: list[str] | tuple[str, ...] = ()) -> Mask:
     params = dict(model.named_parameters())
-    return {n: torch.ones_like(params[n], dtype=torch.bool) for n in prunable_names(model, keep_first_last_dense)}
+    return {n: torch.ones_like(params[n], dtype=torch.bool)
+            for n in prunable_names(model, keep_first_last_dense, layers_to_ignore)}
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """Pruners: `pruner(model, mask, density, ctx) -> new mask`.
 
 Shared rules: `density` is the overall fraction of the mask's weights kept after the call;
-the new mask is a subset of the old one (selection happens only among currently kept weights);
+the new mask is a subset of the old one (selection happens only among currently kept weights;
+the one exception is the layerwise random control, which redraws each layer whole);
 the model's weights, grads, buffers, hooks and train/eval modes are left as they were.
 """
 from __future__ import annotations
@@ -175,3 +176,26 @@ def prune_random_balanced(model: nn.Module, mask: Mask, density: float, ctx: Pru
 
 def prune_random_uniform(model: nn.Module, mask: Mask, density: float, ctx: PruneContext) -> Mask:
     return _random_prune(mask, density, ctx, uniform_densities(shapes_of(mask), density))
+
+
+# ---------------------------------------------------------------------------------------------
+# the lottery-ticket controls: below the level serving a target, `mask` is that level's mask
+
+
+def prune_reinit(model: nn.Module, mask: Mask, density: float, ctx: PruneContext) -> Mask:
+    """imp_reinit: the mask stays; the trainer then loads a fresh initialisation (rewind reinit)."""
+    return {n: m.clone() for n, m in mask.items()}
+
+
+def prune_random_layerwise(model: nn.Module, mask: Mask, density: float, ctx: PruneContext) -> Mask:
+    """imp_layerwise_random: in each layer, as many weights as `mask` keeps there, drawn uniformly
+    among all of the layer's weights (open_lth's layerwise random pruning). The one pruner whose
+    result is not a subset of its input: it redistributes within each layer."""
+    new = {}
+    for n, m in mask.items():
+        k = int(m.sum())
+        perm = torch.randperm(m.numel(), generator=ctx.generator)[:k]
+        flat = torch.zeros(m.numel(), dtype=torch.bool, device=m.device)
+        flat[perm.to(m.device)] = True
+        new[n] = flat.view_as(m)
+    return new

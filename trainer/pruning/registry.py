@@ -10,7 +10,9 @@ from trainer.pruning.methods import (
     prune_magnitude,
     prune_random_balanced,
     prune_random_erk,
+    prune_random_layerwise,
     prune_random_uniform,
+    prune_reinit,
     prune_snip,
 )
 from trainer.pruning.synflow import prune_synflow
@@ -23,6 +25,8 @@ PRUNERS: dict[str, Callable] = {
     "random_erk": prune_random_erk,
     "random_balanced": prune_random_balanced,
     "random_uniform": prune_random_uniform,
+    "reinit": prune_reinit,
+    "random_layerwise": prune_random_layerwise,
 }
 
 

@@ -1,7 +1,7 @@
 """unattended sweeps: the supervisor's lease and actions, and each job's failure, verdict and retries
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 
 A sweep's supervisor (`tp-sweep supervise`) holds a lease (table supervisors) and records every
 action it takes, with its reason (table actions). Each job gets the class of its last failure,
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: Union[str, Sequence[str], None] = "0002"
+down_revision: Union[str, Sequence[str], None] = "0003"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

@@ -1,0 +1,236 @@
+"""The identity of the code a level runs, and the code snapshots cluster jobs import.
+
+Code identity. A level's numbers depend on its config (hashed into its id), on the libraries
+(torch, CUDA: recorded in its provenance) and on this project's code that runs while it trains.
+That code is split in two, by what a change there can alter:
+
+    training   every .py file of trainer/ (models, data, the loop, the levels loop, rewinding...),
+               less EXCLUDED: what cannot change a level's numbers (W&B logging, provenance,
+               hydra's entry point). core/ computes ids, folders, configs and schema checks:
+               a change there changes ids or fails, it never changes numbers silently, so only
+               its pruning modules count
+    pruning    the pruners and what they use: trainer/pruning/{methods,synflow,registry}.py,
+               core/{density,methods}.py, each criterion the files it runs (CRITERION_FILES)
+
+A level that prunes by criterion c has code hash(training, the files of c); level 0 (dense
+training, no pruning) has hash(training). So fixing SynFlow's pruner changes the code of SynFlow's
+levels only, fixing the data loader that of every level, and editing the planner, the CLI, the
+store, the scheduler side or the docs that of none. Comments and blank lines do not count
+(every other line does, docstrings included), so a file's identity does not move with its
+comments, and does not depend on the Python version that reads it.
+
+Under `reuse: same-code` (docs/levels.md) the code is part of a level's id, so a level trained by
+other code is never reused; under `reuse: any` it is recorded (provenance) and reported, not hashed.
+
+Snapshots. A launch copies the packages its jobs import (SNAPSHOT_PACKAGES) into
+OUTPUT/_code/<hash of their bytes>/, written whole into a temporary folder and renamed into place,
+so a job never sees half a snapshot and launches of the same code share one. Jobs, requeues and
+resumes put that folder first on their import path: editing the checkout after a launch changes
+nothing for what it queued. Torch-free: the planner computes ids from here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent  # the folder holding core/, trainer/, ...
+
+# Never part of a level's code: they cannot change what a level computes.
+EXCLUDED = frozenset({
+    "trainer/__main__.py",        # hydra's entry point (cli/)
+    "trainer/wandb_recorder.py",  # where metrics go besides the store
+    "trainer/provenance.py",      # what is recorded about a level, not how it is computed
+})
+PRUNING_FILES = ("core/density.py", "core/methods.py", "trainer/pruning/methods.py",
+                 "trainer/pruning/registry.py", "trainer/pruning/synflow.py")
+_COMMON_PRUNING = ("core/methods.py", "trainer/pruning/registry.py", "trainer/pruning/methods.py")
+CRITERION_FILES: dict[str, tuple[str, ...]] = {
+    "magnitude": (*_COMMON_PRUNING, "core/density.py"),
+    "snip": (*_COMMON_PRUNING, "core/density.py"),
+    "synflow": (*_COMMON_PRUNING, "trainer/pruning/synflow.py"),
+    "random_erk": (*_COMMON_PRUNING, "core/density.py"),
+    "random_balanced": (*_COMMON_PRUNING, "core/density.py"),
+    "random_uniform": (*_COMMON_PRUNING, "core/density.py"),
+    "reinit": _COMMON_PRUNING,
+    "random_layerwise": _COMMON_PRUNING,
+}
+# What a job imports: the trainer, its store recorder, the job wrapper, the core (and their data
+# files: presets, migrations). The planner and the CLI stay out.
+SNAPSHOT_PACKAGES = ("core", "trainer", "slurm", "db")
+_DATA_SUFFIXES = (".py", ".yaml", ".ini", ".mako", ".sh", ".tmpl")
+MANIFEST = "MANIFEST.json"
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def normalized(source: bytes) -> bytes:
+    """A file's source without blank lines, comment-only lines and trailing blanks."""
+    lines = []
+    for line in source.decode("utf-8", "replace").splitlines():
+        line = line.rstrip()
+        if line and not line.lstrip().startswith("#"):
+            lines.append(line)
+    return "\n".join(lines).encode()
+
+
+@dataclass(frozen=True)
+class CodeIdentity:
+    """The project's code at `root`, file by file (normalised hashes), and the codes of levels."""
+    root: str
+    files: dict[str, str] = field(repr=False)   # relative path -> hash of its normalised source
+
+    def _group(self, paths: list[str] | tuple[str, ...]) -> str:
+        return _short("\n".join(f"{p} {self.files.get(p, '-')}" for p in sorted(paths)))
+
+    @property
+    def training(self) -> str:
+        """The code every level runs."""
+        return self._group([p for p in self.files if p not in PRUNING_FILES])
+
+    def for_step(self, step: dict[str, Any] | None) -> str:
+        """The code of a level with this pruning step (None: dense training from init)."""
+        if not step:
+            return self.training
+        files = CRITERION_FILES.get(str(step.get("criterion")), PRUNING_FILES)
+        return _short(f"{self.training} {self._group(files)}")
+
+    @property
+    def sources(self) -> str:
+        """All of it: the identity of the whole tree the levels' codes come from."""
+        return self._group(list(self.files))
+
+
+_CACHE: dict[str, CodeIdentity] = {}
+
+
+def code_identity(root: str | os.PathLike | None = None) -> CodeIdentity:
+    """The identity of the code under `root` (default: where this module was imported from, which
+    for a job is its snapshot). Read once per process: about 60 files, a few milliseconds."""
+    base = Path(root or ROOT).resolve()
+    if str(base) not in _CACHE:
+        files = {}
+        for pkg in ("core", "trainer"):
+            for path in sorted((base / pkg).rglob("*.py")):
+                rel = path.relative_to(base).as_posix()
+                if "__pycache__" in rel or rel in EXCLUDED or (pkg == "core" and rel not in PRUNING_FILES):
+                    continue
+                files[rel] = hashlib.sha256(normalized(path.read_bytes())).hexdigest()[:16]
+        _CACHE[str(base)] = CodeIdentity(str(base), files)
+    return _CACHE[str(base)]
+
+
+# ---- where the code came from ----------------------------------------------------------------
+def git_info(root: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """{commit, diff}: the checkout's commit and a hash of its uncommitted changes to the
+    snapshot's packages (tracked edits and untracked files; None when clean). None outside a
+    git checkout, or where git is missing. A snapshot answers from its manifest."""
+    base = Path(root or ROOT).resolve()
+    manifest = base / MANIFEST
+    if manifest.exists():
+        try:
+            return json.loads(manifest.read_text()).get("git")
+        except (OSError, ValueError):
+            return None
+    if not (base / ".git").exists():
+        return None
+    try:
+        def git(*args: str) -> bytes:
+            return subprocess.run(["git", "-C", str(base), *args], capture_output=True, check=True,
+                                  timeout=30).stdout
+        commit = git("rev-parse", "HEAD").decode().strip()
+        diff = git("diff", "HEAD", "--", *SNAPSHOT_PACKAGES)
+        untracked = git("ls-files", "--others", "--exclude-standard", "--", *SNAPSHOT_PACKAGES).split()
+        h = hashlib.sha256(diff)
+        for name in sorted(untracked):
+            p = base / name.decode()
+            if p.is_file():
+                h.update(name + b"\0" + p.read_bytes())
+        dirty = bool(diff.strip() or untracked)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "diff": h.hexdigest()[:16] if dirty else None}
+
+
+# ---- snapshots ---------------------------------------------------------------------------------
+def _snapshot_files(base: Path) -> list[Path]:
+    out = []
+    for pkg in SNAPSHOT_PACKAGES:
+        for path in sorted((base / pkg).rglob("*")):
+            if path.is_file() and path.suffix in _DATA_SUFFIXES and "__pycache__" not in path.parts:
+                out.append(path)
+    return out
+
+
+def snapshot(output_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """OUTPUT/_code/<hash>/: the packages jobs import, as they are now, named by the hash of their
+    bytes. Written into a temporary folder and renamed into place whole (a job, or a requeue,
+    never sees half of one); an existing snapshot of the same bytes is reused, and a folder of
+    that name that does not hold them (edited after the fact) is replaced."""
+    base = Path(root or ROOT).resolve()
+    if (base / MANIFEST).exists():  # already running from a snapshot: that one
+        return base
+    files = _snapshot_files(base)
+    h = hashlib.sha256()
+    for path in files:
+        rel = path.relative_to(base).as_posix()
+        h.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    name = h.hexdigest()[:16]
+    parent = Path(output_dir).expanduser().resolve() / "_code"
+    target = parent / name
+    if verify_snapshot(target) == name:
+        return target
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
+    try:
+        for path in files:
+            dst = tmp / path.relative_to(base)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dst)
+        code = code_identity(tmp)
+        manifest = {"snapshot": name, "sources": code.sources, "training": code.training,
+                    "version": _version(), "git": git_info(base), "from": str(base),
+                    "files": {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                              for p in files}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+            os.chmod(d, 0o755)
+        if target.exists():  # a damaged or edited one: set aside, never deleted under a job
+            target.rename(parent / f".{name}.damaged.{os.getpid()}")
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another launch of the same code got there first
+            if verify_snapshot(target) != name:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def verify_snapshot(path: str | os.PathLike) -> str | None:
+    """The snapshot's name when every file its manifest lists is there with its bytes, else None."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        for rel, digest in manifest["files"].items():
+            if hashlib.sha256((path / rel).read_bytes()).hexdigest() != digest:
+                return None
+        return str(manifest["snapshot"]) if manifest["snapshot"] == path.name else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _version() -> str:
+    from core import version
+
+    return version()
