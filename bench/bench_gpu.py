@@ -29,6 +29,7 @@ the figures are the model step's. No JPEG decoding is measured.
 One process on one GPU, so no DDP wrapper or all-reduce is timed. Results go to --out (JSON,
 rewritten after every section, so a run cut short keeps what it measured).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -131,18 +132,36 @@ class TimedTrainer(LevelTrainer):
         return metrics
 
 
-def make_config(a: argparse.Namespace, model: str, compile_: bool, epochs: int, steps: int,
-                method: str = "dense") -> dict[str, Any]:
-    data = {"name": "synthetic_gpu", "batch_size": a.batch_size, "test_batch_size": a.batch_size,
-            "shape": [3, a.resolution, a.resolution], "classes": 1000, "size": steps * a.batch_size,
-            "test_size": a.batch_size, "data_seed": 0}
+def make_config(
+    a: argparse.Namespace, model: str, compile_: bool, epochs: int, steps: int, method: str = "dense"
+) -> dict[str, Any]:
+    data = {
+        "name": "synthetic_gpu",
+        "batch_size": a.batch_size,
+        "test_batch_size": a.batch_size,
+        "shape": [3, a.resolution, a.resolution],
+        "classes": 1000,
+        "size": steps * a.batch_size,
+        "test_size": a.batch_size,
+        "data_seed": 0,
+    }
     base = resolve("imagenet_rn50")
-    return resolve("imagenet_rn50", {
-        "method": method, "model.name": model, "data": data, "schedule.epochs": epochs,
-        "schedule.peak_epoch": min(2, epochs),
-        "optimizer.lr": base["optimizer"]["lr"] * a.batch_size / base["data"]["batch_size"],
-        "train.compile": compile_, "train.precision": a.precision, "train.channels_last": True,
-        "train.eval_every": epochs, "prune.rate": 0.2})
+    return resolve(
+        "imagenet_rn50",
+        {
+            "method": method,
+            "model.name": model,
+            "data": data,
+            "schedule.epochs": epochs,
+            "schedule.peak_epoch": min(2, epochs),
+            "optimizer.lr": base["optimizer"]["lr"] * a.batch_size / base["data"]["batch_size"],
+            "train.compile": compile_,
+            "train.precision": a.precision,
+            "train.channels_last": True,
+            "train.eval_every": epochs,
+            "prune.rate": 0.2,
+        },
+    )
 
 
 def plain_loop(a: argparse.Namespace, cfg: dict[str, Any], loader, device: torch.device) -> list[float]:
@@ -151,8 +170,7 @@ def plain_loop(a: argparse.Namespace, cfg: dict[str, Any], loader, device: torch
     model = build_model(cfg["model"], 1000, (3, a.resolution, a.resolution)).to(device)
     model = model.to(memory_format=torch.channels_last)
     o = cfg["optimizer"]
-    opt = torch.optim.SGD(model.parameters(), lr=o["lr"], momentum=o["momentum"],
-                          weight_decay=o["weight_decay"])
+    opt = torch.optim.SGD(model.parameters(), lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg["train"]["label_smoothing"])
     net = torch.compile(model) if cfg["train"]["compile"] else model
     bf16 = a.precision == "bf16" or (a.precision == "auto" and device.type == "cuda")
@@ -192,12 +210,17 @@ def throughput(a, model: str, compile_: bool, device, stop, tmp: Path) -> dict[s
     level = plan_levels("dense", cfg, [0.0]).levels[0]
     rec = Recorder()
     tr = TimedTrainer(level.train, tmp / f"{model}_{compile_}", DistInfo(0, 1, 0, device), rec, stop)
-    print(f"[bench] {model} compile={compile_}: plain loop ({a.warmup_steps} warm-up steps, then "
-          f"{a.epochs - 1} x {a.steps} steps)", flush=True)
+    print(
+        f"[bench] {model} compile={compile_}: plain loop ({a.warmup_steps} warm-up steps, then "
+        f"{a.epochs - 1} x {a.steps} steps)",
+        flush=True,
+    )
     plain = plain_loop(a, cfg, tr.loaders.train, device)
     _reset_compiler()  # the trainer compiles its own model from scratch, as a job would
-    print(f"[bench] {model} compile={compile_}: trainer ({a.epochs} epochs x {a.steps} steps, "
-          "epoch 0 dropped)", flush=True)
+    print(
+        f"[bench] {model} compile={compile_}: trainer ({a.epochs} epochs x {a.steps} steps, epoch 0 dropped)",
+        flush=True,
+    )
     tr.run_level(level)
     eps = rec.epochs
     walls = [e["t"] - prev["t"] - e["eval_s"] for prev, e in zip(eps, eps[1:])]
@@ -207,18 +230,23 @@ def throughput(a, model: str, compile_: bool, device, stop, tmp: Path) -> dict[s
     # _checkpoint call k (k >= 1) ends epoch k-1: it lies inside measured interval k (call 0 is
     # the level's start). Without it, the per-image cost; with one per ImageNet epoch, the ratio a
     # real epoch (1.28 M images, not a few ten thousand) would see.
-    ckpt = tr.timings["checkpoint"][1:1 + len(walls)]
+    ckpt = tr.timings["checkpoint"][1 : 1 + len(walls)]
     per_image = (sum(walls) - sum(ckpt)) / (images * len(walls))
     imagenet_ips = IMAGENET_TRAIN / (IMAGENET_TRAIN * per_image + statistics.mean(ckpt or [0.0]))
-    return {"trainer_images_per_s": round(t_ips, 1),
-            "trainer_in_loop_images_per_s": round(statistics.median(e["images_per_s"] for e in eps[1:]), 1),
-            "plain_images_per_s": round(p_ips, 1), "ratio": round(t_ips / p_ips, 4),
-            "ratio_imagenet_epoch": round(imagenet_ips / p_ips, 4),
-            "trainer_epoch_s": [round(w, 3) for w in walls], "plain_epoch_s": [round(p, 3) for p in plain],
-            "warmup_epoch_s": round(eps[0]["seconds"], 2), "eval_s": round(eps[-1]["eval_s"], 2),
-            "checkpoint_s": round(statistics.mean(ckpt), 3) if ckpt else None,
-            "checkpoint_mb": round(tr.sizes.get("checkpoint.pt", 0) / 2**20, 1),
-            "peak_mem_gb": _mem_gb(device)}
+    return {
+        "trainer_images_per_s": round(t_ips, 1),
+        "trainer_in_loop_images_per_s": round(statistics.median(e["images_per_s"] for e in eps[1:]), 1),
+        "plain_images_per_s": round(p_ips, 1),
+        "ratio": round(t_ips / p_ips, 4),
+        "ratio_imagenet_epoch": round(imagenet_ips / p_ips, 4),
+        "trainer_epoch_s": [round(w, 3) for w in walls],
+        "plain_epoch_s": [round(p, 3) for p in plain],
+        "warmup_epoch_s": round(eps[0]["seconds"], 2),
+        "eval_s": round(eps[-1]["eval_s"], 2),
+        "checkpoint_s": round(statistics.mean(ckpt), 3) if ckpt else None,
+        "checkpoint_mb": round(tr.sizes.get("checkpoint.pt", 0) / 2**20, 1),
+        "peak_mem_gb": _mem_gb(device),
+    }
 
 
 def imp_run(a, device, stop, tmp: Path) -> dict[str, Any]:
@@ -227,26 +255,44 @@ def imp_run(a, device, stop, tmp: Path) -> dict[str, Any]:
     assert [lv.kind for lv in levels] == ["dense", "trunk"], [lv.kind for lv in levels]
     rec = Recorder()
     tr = TimedTrainer(levels[0].train, tmp / "imp", DistInfo(0, 1, 0, device), rec, stop)
-    print(f"[bench] IMP {a.imp_model} compile={a.imp_compile}: 2 levels x 2 epochs x "
-          f"{a.imp_steps} steps", flush=True)
+    print(
+        f"[bench] IMP {a.imp_model} compile={a.imp_compile}: 2 levels x 2 epochs x {a.imp_steps} steps", flush=True
+    )
     tr.run(levels, {})
-    out: dict[str, Any] = {"model": a.imp_model, "compile": a.imp_compile, "steps_per_epoch": a.imp_steps,
-                           "epochs_per_level": 2, "levels": []}
+    out: dict[str, Any] = {
+        "model": a.imp_model,
+        "compile": a.imp_compile,
+        "steps_per_epoch": a.imp_steps,
+        "epochs_per_level": 2,
+        "levels": [],
+    }
     for lv in levels:
         eps = [e for e in rec.epochs if e["level"] == lv.level_id]
         wall = tr.timings[f"level {lv.depth}"][0]
         busy = sum(e["seconds"] + e["eval_s"] for e in eps)
-        out["levels"].append({
-            "depth": lv.depth, "kind": lv.kind, "density": lv.density,
-            "achieved_sparsity": rec.results[lv.level_id]["achieved_sparsity"],
-            "images_per_s_last_epoch": round(eps[-1]["images_per_s"], 1),
-            "wall_s": round(wall, 2), "train_and_eval_s": round(busy, 2),
-            "other_s": round(wall - busy, 2)})  # set-up, pruning, loads, every file write
+        out["levels"].append(
+            {
+                "depth": lv.depth,
+                "kind": lv.kind,
+                "density": lv.density,
+                "achieved_sparsity": rec.results[lv.level_id]["achieved_sparsity"],
+                "images_per_s_last_epoch": round(eps[-1]["images_per_s"], 1),
+                "wall_s": round(wall, 2),
+                "train_and_eval_s": round(busy, 2),
+                "other_s": round(wall - busy, 2),
+            }
+        )  # set-up, pruning, loads, every file write
     out["prune_s"] = round(sum(tr.timings["prune"]), 3)
     out["prepare_level1_s"] = round(tr.timings["prepare level"][-1], 3)  # load parent, prune, mask, rewind
-    out["writes"] = {k.split(" ", 1)[1]: {"count": len(v), "total_s": round(sum(v), 3),
-                                          "mb": round(tr.sizes.get(k.split(" ", 1)[1], 0) / 2**20, 1)}
-                     for k, v in sorted(tr.timings.items()) if k.startswith("write ")}
+    out["writes"] = {
+        k.split(" ", 1)[1]: {
+            "count": len(v),
+            "total_s": round(sum(v), 3),
+            "mb": round(tr.sizes.get(k.split(" ", 1)[1], 0) / 2**20, 1),
+        }
+        for k, v in sorted(tr.timings.items())
+        if k.startswith("write ")
+    }
     out["checkpoint_total_s"] = round(sum(tr.timings["checkpoint"]), 3)
     l0, l1 = out["levels"]
     out["level1_vs_level0"] = round(l1["images_per_s_last_epoch"] / l0["images_per_s_last_epoch"], 4)
@@ -263,27 +309,51 @@ def job_smoke(a, tmp: Path) -> dict[str, Any]:
         write_json_atomic(LevelDir(levels_dir / lv.level_id).description, lv.description())
     ids = [lv.level_id for lv in levels]
     job_file = tmp / "job" / "jobs" / "smoke.json"
-    write_json_atomic(job_file, {"job_id": content_hash({"levels": ids}), "levels_dir": str(levels_dir),
-                                 "levels": ids, "snapshots": {}})
+    write_json_atomic(
+        job_file,
+        {"job_id": content_hash({"levels": ids}), "levels_dir": str(levels_dir), "levels": ids, "snapshots": {}},
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if a.device.type == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # init_distributed picks the GPU whenever it sees one
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=1", "-m", "trainer.job", str(job_file)],
-                          cwd=REPO, env=env, text=True, capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=1",
+            "-m",
+            "trainer.job",
+            str(job_file),
+        ],
+        cwd=REPO,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
     status_file = job_file.with_name("smoke.status.json")
     if not status_file.exists():  # the job died before it could say anything: show why
         print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n", file=sys.stderr)
         raise RuntimeError(f"torchrun exited {proc.returncode} without a job status")
     status = json.loads(status_file.read_text())
-    result = json.loads((levels_dir / ids[-1] / "metrics.json").read_text()) if status["state"] == "COMPLETED" else {}
+    result = (
+        json.loads((levels_dir / ids[-1] / "metrics.json").read_text()) if status["state"] == "COMPLETED" else {}
+    )
     sparsity = result.get("achieved_sparsity")
     ok = proc.returncode == 0 and sparsity is not None and abs(sparsity - 0.2) < 1e-4
     if not ok:
         print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n", file=sys.stderr)
-    return {"state": status["state"], "message": status.get("message"), "exit": proc.returncode,
-            "achieved_sparsity": sparsity, "ok": ok, "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "state": status["state"],
+        "message": status.get("message"),
+        "exit": proc.returncode,
+        "achieved_sparsity": sparsity,
+        "ok": ok,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def _reset_compiler() -> None:
@@ -310,15 +380,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32", "auto"])
     ap.add_argument("--warmup-steps", type=int, default=25, help="plain loop's warm-up steps")
     ap.add_argument("--imp-model", default="resnet50")
-    ap.add_argument("--imp-compile", action="store_true", help="IMP with torch.compile (default eager, "
-                    "as imagenet_rn50 is configured)")
+    ap.add_argument(
+        "--imp-compile",
+        action="store_true",
+        help="IMP with torch.compile (default eager, as imagenet_rn50 is configured)",
+    )
     ap.add_argument("--imp-steps", type=int, default=60)
     ap.add_argument("--no-imp", action="store_true")
     ap.add_argument("--no-job", action="store_true", help="skip the torchrun job-entry check")
-    ap.add_argument("--budget-s", type=float, default=360, help="start no section after this "
-                    "many seconds (the default run then ends within 8 minutes)")
-    ap.add_argument("--workdir", default=None, help="where level folders and checkpoints go "
-                    "(default: a temporary folder; its file system is reported)")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=360,
+        help="start no section after this many seconds (the default run then ends within 8 minutes)",
+    )
+    ap.add_argument(
+        "--workdir",
+        default=None,
+        help="where level folders and checkpoints go (default: a temporary folder; its file system is reported)",
+    )
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     ap.add_argument("--out", default="bench_gpu.json")
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU, resnet18, no compile")
@@ -350,19 +430,38 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     bf16 = a.precision == "bf16" or (a.precision == "auto" and device.type == "cuda")
     precision = "bf16 autocast" if bf16 else "fp32"
-    pool_gb = a.steps * a.batch_size * 3 * a.resolution ** 2 / 2**30
+    pool_gb = a.steps * a.batch_size * 3 * a.resolution**2 / 2**30
     rep: dict[str, Any] = {
-        "benchmark": "bench/bench_gpu.py", "dry_run": a.dry_run, "env": environment(device), "data": DATA_NOTE,
-        "settings": {"resolution": a.resolution, "batch_size": a.batch_size, "steps_per_epoch": a.steps,
-                     "epochs": a.epochs, "precision": precision, "channels_last": True,
-                     "warmup_steps_plain": a.warmup_steps, "data_pool_gb": round(pool_gb, 2),
-                     "processes": 1, "argv": sys.argv[1:] if argv is None else argv},
+        "benchmark": "bench/bench_gpu.py",
+        "dry_run": a.dry_run,
+        "env": environment(device),
+        "data": DATA_NOTE,
+        "settings": {
+            "resolution": a.resolution,
+            "batch_size": a.batch_size,
+            "steps_per_epoch": a.steps,
+            "epochs": a.epochs,
+            "precision": precision,
+            "channels_last": True,
+            "warmup_steps_plain": a.warmup_steps,
+            "data_pool_gb": round(pool_gb, 2),
+            "processes": 1,
+            "argv": sys.argv[1:] if argv is None else argv,
+        },
         "goals": {"resnet50_images_per_s": RN50_GOAL, "ratio": RATIO_GOAL},
-        "throughput": [], "imp": None, "job": None, "forbidden_imported": [], "elapsed_s": 0.0,
-        "out": str(out)}
-    print(f"[bench] {rep['env']['device']}, torch {rep['env']['torch']}\n[bench] data: {DATA_NOTE}; "
-          f"{a.steps * a.batch_size} train images at {a.resolution} px ({pool_gb:.2f} GB uint8) per "
-          f"measurement, {a.steps} steps per epoch", flush=True)
+        "throughput": [],
+        "imp": None,
+        "job": None,
+        "forbidden_imported": [],
+        "elapsed_s": 0.0,
+        "out": str(out),
+    }
+    print(
+        f"[bench] {rep['env']['device']}, torch {rep['env']['torch']}\n[bench] data: {DATA_NOTE}; "
+        f"{a.steps * a.batch_size} train images at {a.resolution} px ({pool_gb:.2f} GB uint8) per "
+        f"measurement, {a.steps} steps per epoch",
+        flush=True,
+    )
 
     def save() -> None:
         rep["elapsed_s"] = round(time.perf_counter() - t_start, 1)
@@ -409,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                     save()
                     print_report(rep)
                     return 1
-                except Exception as exc:  # OOM, a compile failure: report it, go on with the rest
+                except Exception as exc:  # noqa: BLE001 - OOM, a compile failure: report it, go on with the rest
                     import traceback
 
                     traceback.print_exc()
@@ -417,8 +516,11 @@ def main(argv: list[str] | None = None) -> int:
                     failed = True
                 finally:
                     _free(device)
-            print(f"[bench] {kind} {model} compile={compile_}: {row['status']} "
-                  f"({time.perf_counter() - t_start:.0f} s so far)", flush=True)
+            print(
+                f"[bench] {kind} {model} compile={compile_}: {row['status']} "
+                f"({time.perf_counter() - t_start:.0f} s so far)",
+                flush=True,
+            )
             save()
     save()
     print_report(rep)

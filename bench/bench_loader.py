@@ -7,6 +7,7 @@ NCHW, batch 256, 2 workers/threads), plus a bare torchvision DataLoader(shuffle=
 same transforms, the baseline of the ratio. FFCV's first pass pays numba JIT: it is reported but
 excluded from the throughput. Usage: python bench/bench_loader.py [--images N] [--passes P]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,9 @@ class PlainLoader:
         from trainer.data.imagefolder import folder_transforms, open_image_folder
 
         ds = open_image_folder(root, folder_transforms(True, res, IMAGENET_MEAN, IMAGENET_STD))
-        self.dl = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True,
-                                              num_workers=workers)
+        self.dl = torch.utils.data.DataLoader(
+            ds, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers
+        )
 
     def set_epoch(self, key: int) -> None:
         pass
@@ -65,19 +67,35 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         for split, n in (("train", per_class), ("val", max(1, per_class // 10))):
-            make_image_folder(os.path.join(tmp, split), args.classes, n, (args.size, args.size),
-                              seed=hash(split) % 1000)
-        print(f"generated {per_class * args.classes} {args.size}x{args.size} JPEGs in "
-              f"{time.perf_counter() - t0:.1f} s")
+            make_image_folder(
+                os.path.join(tmp, split), args.classes, n, (args.size, args.size), seed=hash(split) % 1000
+            )
+        print(
+            f"generated {per_class * args.classes} {args.size}x{args.size} JPEGs in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
         for split in ("train", "val"):
-            s = write_beton("imagefolder", os.path.join(tmp, split), os.path.join(tmp, f"{split}.beton"),
-                            write_mode="jpg", jpeg_quality=90, num_workers=args.workers,
-                            progress=False)
+            s = write_beton(
+                "imagefolder",
+                os.path.join(tmp, split),
+                os.path.join(tmp, f"{split}.beton"),
+                write_mode="jpg",
+                jpeg_quality=90,
+                num_workers=args.workers,
+                progress=False,
+            )
             print(f"wrote {split}.beton: {s.images} images, {s.bytes:,} bytes, {s.seconds:.1f} s")
         common = {"batch_size": args.batch_size, "num_workers": args.workers, "resolution": res}
         ctx = LoaderContext(seed=0)
-        ffcv = build_loaders({"name": "beton", "train_path": os.path.join(tmp, "train.beton"),
-                              "val_path": os.path.join(tmp, "val.beton"), **common}, ctx).train
+        ffcv = build_loaders(
+            {
+                "name": "beton",
+                "train_path": os.path.join(tmp, "train.beton"),
+                "val_path": os.path.join(tmp, "val.beton"),
+                **common,
+            },
+            ctx,
+        ).train
         tv = build_loaders({"name": "imagefolder", "root": tmp, **common}, ctx).train
         plain = PlainLoader(os.path.join(tmp, "train"), res, args.batch_size, args.workers)
         jit_s, _ = time_pass(ffcv, 0)
@@ -86,11 +104,15 @@ def main() -> int:
         for name, loader in (("ffcv", ffcv), ("torchvision", plain), ("imagefolder", tv)):
             secs, imgs = zip(*[time_pass(loader, k) for k in range(1, 1 + args.passes)])
             rates[name] = sum(imgs) / sum(secs)
-            print(f"{name:12s} {rates[name]:10,.0f} img/s  ({args.passes} passes of {imgs[0]} "
-                  f"images, {min(secs):.3f}-{max(secs):.3f} s per pass)")
-        print(f"ratio ffcv/torchvision: {rates['ffcv'] / rates['torchvision']:.1f}x; "
-              f"ffcv/imagefolder (our seeded fallback): {rates['ffcv'] / rates['imagefolder']:.1f}x "
-              f"(res {res}, batch {args.batch_size}, {args.workers} workers, {os.cpu_count()} CPUs)")
+            print(
+                f"{name:12s} {rates[name]:10,.0f} img/s  ({args.passes} passes of {imgs[0]} "
+                f"images, {min(secs):.3f}-{max(secs):.3f} s per pass)"
+            )
+        print(
+            f"ratio ffcv/torchvision: {rates['ffcv'] / rates['torchvision']:.1f}x; "
+            f"ffcv/imagefolder (our seeded fallback): {rates['ffcv'] / rates['imagefolder']:.1f}x "
+            f"(res {res}, batch {args.batch_size}, {args.workers} workers, {os.cpu_count()} CPUs)"
+        )
     return 0
 
 

@@ -20,6 +20,7 @@ so every repetition sees the same store).
 --small: 200 runs, 2 repeats, SQLite (and PostgreSQL with --pg or TP_TEST_PG_URL): a check that
 everything runs, in well under a minute. PostgreSQL: a schema of its own, dropped afterwards.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,25 +40,35 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import synth_store  # noqa: E402
 
-STUB = "#!/bin/sh\necho \"$(basename \"$0\") $*\" >> \"$TP_BENCH_CALLS\"\n"
-HELP = ["--help", "launch --help", "status --help", "query --help", "data --help",
-        "data write --help", "cluster --help", "db --help"]
+STUB = '#!/bin/sh\necho "$(basename "$0") $*" >> "$TP_BENCH_CALLS"\n'
+HELP = [
+    "--help",
+    "launch --help",
+    "status --help",
+    "query --help",
+    "data --help",
+    "data write --help",
+    "cluster --help",
+    "db --help",
+]
 
 
 def run_timed(cmd: list[str], env: dict[str, str], cwd: str) -> tuple[float, float, int, str]:
     """(wall s, CPU s of the child, exit status, stderr) of one process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, proc.returncode, proc.stderr
 
 
-def measure(commands: dict[str, list[str]], env: dict[str, str], cwd: str, repeats: int
-            ) -> dict[str, tuple[float, float]]:
+def measure(
+    commands: dict[str, list[str]], env: dict[str, str], cwd: str, repeats: int
+) -> dict[str, tuple[float, float]]:
     """Median (wall, CPU) of each command, the baseline included, interleaved repetitions."""
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
     for _ in range(repeats):
@@ -66,8 +77,7 @@ def measure(commands: dict[str, list[str]], env: dict[str, str], cwd: str, repea
             if rc not in (0, 1):  # status exits 1 when a run FAILED or is LOST: expected here
                 raise SystemExit(f"{name}: exit {rc}\n{err}")
             times[name].append((wall, cpu))
-    return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
-            for k, v in times.items()}
+    return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
 
 
 def plan_and_record(url: str, out: str) -> float:
@@ -77,10 +87,19 @@ def plan_and_record(url: str, out: str) -> float:
     from orchestrator.plan.grid import plan_sweep
     from orchestrator.plan.spec import parse_spec
 
-    spec = parse_spec({"name": "plan10k", "output_dir": out, "max_grid_points": 10_000,
-                       "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 2}},
-                       "grid": {"method": ["imp", "imp_lrr", "random", "snip", "synflow"],
-                                "sparsity": [0.5, 0.8, 0.9, 0.95], "seed": list(range(500))}})
+    spec = parse_spec(
+        {
+            "name": "plan10k",
+            "output_dir": out,
+            "max_grid_points": 10_000,
+            "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 2}},
+            "grid": {
+                "method": ["imp", "imp_lrr", "random", "snip", "synflow"],
+                "sparsity": [0.5, 0.8, 0.9, 0.95],
+                "seed": list(range(500)),
+            },
+        }
+    )
     store = Store(url)
     t0 = time.perf_counter()
     plan = plan_sweep(spec)
@@ -95,35 +114,55 @@ def bench_backend(name: str, url: str, runs: int, repeats: int, work: str) -> li
     print(f"[{name}] building {runs:,} runs ...", flush=True)
     t0 = time.perf_counter()
     counts = synth_store.write(url, synth_store.generate(runs, f"{work}/out"))
-    print(f"[{name}] {counts['runs']:,} runs, {counts['levels']:,} levels, {counts['epochs']:,} epochs "
-          f"in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(
+        f"[{name}] {counts['runs']:,} runs, {counts['levels']:,} levels, {counts['epochs']:,} epochs "
+        f"in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
     stub = Path(work) / "stub"
     stub.mkdir(exist_ok=True)
     for tool in ("squeue", "scontrol"):
         (stub / tool).write_text(STUB)
         (stub / tool).chmod(0o755)
     calls = Path(work) / f"calls-{name}"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100", "TP_LOST_AFTER_S": "1e12",
-           "PATH": f"{stub}:{os.environ['PATH']}", "TP_BENCH_CALLS": str(calls)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "COLUMNS": "100",
+        "TP_LOST_AFTER_S": "1e12",
+        "PATH": f"{stub}:{os.environ['PATH']}",
+        "TP_BENCH_CALLS": str(calls),
+    }
     env.pop("TP_DB_URL", None)
     tp = [sys.executable, "-m", "cli.tp_sweep"]
-    commands = {"baseline: python -c pass": [sys.executable, "-c", "pass"],
-                "status SWEEP --format json": [*tp, "status", "bench", "--db", url, "--format", "json"],
-                "query SWEEP --group-by method,sparsity": [*tp, "query", "bench", "--db", url,
-                                                           "--group-by", "method,sparsity"],
-                "status SWEEP (table)": [*tp, "status", "bench", "--db", url]}
+    commands = {
+        "baseline: python -c pass": [sys.executable, "-c", "pass"],
+        "status SWEEP --format json": [*tp, "status", "bench", "--db", url, "--format", "json"],
+        "query SWEEP --group-by method,sparsity": [
+            *tp,
+            "query",
+            "bench",
+            "--db",
+            url,
+            "--group-by",
+            "method,sparsity",
+        ],
+        "status SWEEP (table)": [*tp, "status", "bench", "--db", url],
+    }
     got = measure(commands, env, work, repeats)
     calls.unlink(missing_ok=True)
     run_timed(commands["status SWEEP --format json"], env, work)
     n_calls = len(calls.read_text().splitlines()) if calls.exists() else 0
     base = got.pop("baseline: python -c pass")
-    goals = {"status SWEEP --format json": 1.0, "query SWEEP --group-by method,sparsity": 1.0,
-             "status SWEEP (table)": 1.5}
+    goals = {
+        "status SWEEP --format json": 1.0,
+        "query SWEEP --group-by method,sparsity": 1.0,
+        "status SWEEP (table)": 1.5,
+    }
     rows = [(name, "baseline: python -c pass", base[0], base[1], None, None)]
     rows += [(name, k, w, c, w / base[0], goals[k]) for k, (w, c) in got.items()]
     rows.append((name, "scheduler calls per status refresh", n_calls, None, None, 1))
-    rows.append((name, "plan + record 10,000 grid points", plan_and_record(url, f"{work}/plan"), None,
-                 None, 5.0))
+    rows.append((name, "plan + record 10,000 grid points", plan_and_record(url, f"{work}/plan"), None, None, 5.0))
     return rows
 
 

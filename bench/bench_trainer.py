@@ -4,6 +4,7 @@ the same model, batches and optimizer, measured in the same run. Goal: ratio >= 
 
     python bench/bench_trainer.py [--model resnet20] [--batches 24] [--batch-size 128] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,9 +61,21 @@ def trainer_loop(model, mask, opt, batches, loss_fn, info, stop, precision="fp32
     hooks = StepHooks(after_step=MaskEnforcer(model, mask))
     _sync(info.device)
     start = time.perf_counter()
-    train_epoch(model, batches, opt, info=info, epoch=0, steps_per_epoch=len(batches), base_lr=0.05,
-                schedule=SCHEDULE, loss_fn=loss_fn, hooks=hooks, stop=stop, precision=precision,
-                channels_last=False)
+    train_epoch(
+        model,
+        batches,
+        opt,
+        info=info,
+        epoch=0,
+        steps_per_epoch=len(batches),
+        base_lr=0.05,
+        schedule=SCHEDULE,
+        loss_fn=loss_fn,
+        hooks=hooks,
+        stop=stop,
+        precision=precision,
+        channels_last=False,
+    )
     _sync(info.device)
     return time.perf_counter() - start
 
@@ -81,8 +94,13 @@ def main() -> int:
     stop = StopFlag(info)
     shape = (3, 32, 32)
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(a.batch_size, *shape, generator=g).to(device),
-                torch.randint(0, 10, (a.batch_size,), generator=g).to(device)) for _ in range(a.batches)]
+    batches = [
+        (
+            torch.randn(a.batch_size, *shape, generator=g).to(device),
+            torch.randint(0, 10, (a.batch_size,), generator=g).to(device),
+        )
+        for _ in range(a.batches)
+    ]
     loss_fn = nn.CrossEntropyLoss()
     plain_m, _, plain_o = make(a.model, shape, a.sparsity, device)
     tp_m, tp_mask, tp_o = make(a.model, shape, a.sparsity, device)
@@ -90,16 +108,19 @@ def main() -> int:
     trainer_loop(tp_m, tp_mask, tp_o, batches[:3], loss_fn, info, stop, a.precision)  # kernels)
     plain_t, tp_t = [], []
     for i in range(a.repeats):  # interleaved, alternating who goes first: drift hits both alike
-        runs = [lambda: plain_t.append(plain_loop(plain_m, plain_o, batches, loss_fn, a.precision, device)),
-                lambda: tp_t.append(trainer_loop(tp_m, tp_mask, tp_o, batches, loss_fn, info, stop,
-                                                 a.precision))]
-        for run in (runs if i % 2 == 0 else runs[::-1]):
+        runs = [
+            lambda: plain_t.append(plain_loop(plain_m, plain_o, batches, loss_fn, a.precision, device)),
+            lambda: tp_t.append(trainer_loop(tp_m, tp_mask, tp_o, batches, loss_fn, info, stop, a.precision)),
+        ]
+        for run in runs if i % 2 == 0 else runs[::-1]:
             run()
     n = a.batches * a.batch_size
     plain_ips, tp_ips = n / statistics.median(plain_t), n / statistics.median(tp_t)
     dev = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {dev}; model {a.model}, batch {a.batch_size}, {a.batches} batches, "
-          f"sparsity {a.sparsity}, {a.precision}, median of {a.repeats}")
+    print(
+        f"device: {dev}; model {a.model}, batch {a.batch_size}, {a.batches} batches, "
+        f"sparsity {a.sparsity}, {a.precision}, median of {a.repeats}"
+    )
     print(f"plain PyTorch loop : {plain_ips:8.1f} img/s")
     print(f"turboprune loop    : {tp_ips:8.1f} img/s")
     print(f"ratio              : {tp_ips / plain_ips:.3f}  (goal >= 0.95)")

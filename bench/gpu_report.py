@@ -1,4 +1,5 @@
 """What bench_gpu.py says about where it ran and what it measured: environment, goals, the table."""
+
 from __future__ import annotations
 
 import platform
@@ -10,12 +11,26 @@ import torch
 
 # What a GPU machine without internet lacks (or what only the orchestrator needs): none of these
 # may be imported, or the benchmark would not run there.
-FORBIDDEN = ("ffcv", "numba", "sqlalchemy", "alembic", "psycopg", "psycopg2", "submitit", "hydra",
-             "omegaconf", "wandb", "orchestrator", "db")
+FORBIDDEN = (
+    "ffcv",
+    "numba",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "psycopg2",
+    "submitit",
+    "hydra",
+    "omegaconf",
+    "wandb",
+    "orchestrator",
+    "db",
+)
 RN50_GOAL, RATIO_GOAL = 6000.0, 0.95
 IMAGENET_TRAIN = 1_281_167  # images in an ImageNet-1k training epoch
-DATA_NOTE = ("synthetic_gpu: random uint8 images drawn once on the device and gathered/normalised "
-             "there per batch; no FFCV, no JPEG decoding, no host-to-device copies")
+DATA_NOTE = (
+    "synthetic_gpu: random uint8 images drawn once on the device and gathered/normalised "
+    "there per batch; no FFCV, no JPEG decoding, no host-to-device copies"
+)
 
 
 def forbidden_imported() -> list[str]:
@@ -31,12 +46,15 @@ def error_text(exc: BaseException) -> str:
 def environment(device: torch.device) -> dict[str, Any]:
     import torchvision
 
-    env = {"torch": torch.__version__, "torchvision": torchvision.__version__,
-           "python": platform.python_version()}
+    env = {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()}
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
-        env.update(device=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version(), gpu_memory_gb=round(p.total_memory / 2**30, 1))
+        env.update(
+            device=torch.cuda.get_device_name(device),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            gpu_memory_gb=round(p.total_memory / 2**30, 1),
+        )
     else:
         env["device"] = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     return env
@@ -61,47 +79,63 @@ def _throughput_line(r: dict[str, Any]) -> str:
         return f"{head} {r['status']}: {r.get('error') or r.get('note')}"
     word = {None: "n/a", True: "met", False: "missed"}
     goal, ratio = word[r["goal_met"]], word[r["ratio_met"]]
-    return (f"{head} {r['trainer_images_per_s']:>10,.0f} {r['trainer_in_loop_images_per_s']:>9,.0f} "
-            f"{r['plain_images_per_s']:>10,.0f} {r['ratio']:>6.3f} {r['ratio_imagenet_epoch']:>9.3f}  "
-            f"{goal:<6} {ratio:<6} {r['checkpoint_s']} s, "
-            f"{r['checkpoint_mb']} MB")
+    return (
+        f"{head} {r['trainer_images_per_s']:>10,.0f} {r['trainer_in_loop_images_per_s']:>9,.0f} "
+        f"{r['plain_images_per_s']:>10,.0f} {r['ratio']:>6.3f} {r['ratio_imagenet_epoch']:>9.3f}  "
+        f"{goal:<6} {ratio:<6} {r['checkpoint_s']} s, "
+        f"{r['checkpoint_mb']} MB"
+    )
 
 
 def print_report(rep: dict[str, Any]) -> None:
     s, env = rep["settings"], rep["env"]
-    print(f"\n== bench_gpu: {env['device']}, torch {env['torch']}"
-          f"{' (DRY RUN: tiny sizes on the CPU, not a measurement)' if rep['dry_run'] else ''}")
+    print(
+        f"\n== bench_gpu: {env['device']}, torch {env['torch']}"
+        f"{' (DRY RUN: tiny sizes on the CPU, not a measurement)' if rep['dry_run'] else ''}"
+    )
     print(f"data: {DATA_NOTE}")
-    print(f"{s['resolution']} px, batch {s['batch_size']} per GPU, {s['precision']}, channels_last, "
-          f"{s['steps_per_epoch']} steps/epoch, {s['epochs']} epochs (epoch 0 dropped), one process on "
-          f"one GPU; checkpoints on {s.get('checkpoint_fs')}")
-    print(f"{'model':<9} {'compile':<7} {'trainer':>10} {'in-loop':>9} {'plain':>10} {'ratio':>6} "
-          f"{'@ImageNet':>9}  {'img/s':<6} {'ratio':<6} epoch checkpoint")
-    print(f"{'':<17} {'img/s':>10} {'img/s':>9} {'img/s':>10} {'':>6} {'epoch':>9}  "
-          f"{'goal':<6} {'goal':<6}")
+    print(
+        f"{s['resolution']} px, batch {s['batch_size']} per GPU, {s['precision']}, channels_last, "
+        f"{s['steps_per_epoch']} steps/epoch, {s['epochs']} epochs (epoch 0 dropped), one process on "
+        f"one GPU; checkpoints on {s.get('checkpoint_fs')}"
+    )
+    print(
+        f"{'model':<9} {'compile':<7} {'trainer':>10} {'in-loop':>9} {'plain':>10} {'ratio':>6} "
+        f"{'@ImageNet':>9}  {'img/s':<6} {'ratio':<6} epoch checkpoint"
+    )
+    print(f"{'':<17} {'img/s':>10} {'img/s':>9} {'img/s':>10} {'':>6} {'epoch':>9}  {'goal':<6} {'goal':<6}")
     for r in rep["throughput"]:
         print(_throughput_line(r))
-    print(f"(trainer: epoch wall time with its checkpoint, without evaluation; in-loop: the trainer's "
-          f"own figure, steps only; goals: >= {RN50_GOAL:,.0f} img/s for resnet50 on a GPU, ratio >= "
-          f"{RATIO_GOAL}; @ImageNet epoch: the ratio with one checkpoint per {IMAGENET_TRAIN:,} images)")
+    print(
+        f"(trainer: epoch wall time with its checkpoint, without evaluation; in-loop: the trainer's "
+        f"own figure, steps only; goals: >= {RN50_GOAL:,.0f} img/s for resnet50 on a GPU, ratio >= "
+        f"{RATIO_GOAL}; @ImageNet epoch: the ratio with one checkpoint per {IMAGENET_TRAIN:,} images)"
+    )
     imp = rep.get("imp") or {}
     if imp.get("status") == "ok":
-        print(f"IMP {imp['model']} (compile={imp['compile']}), 2 levels x 2 epochs x "
-              f"{imp['steps_per_epoch']} steps:")
+        print(
+            f"IMP {imp['model']} (compile={imp['compile']}), 2 levels x 2 epochs x {imp['steps_per_epoch']} steps:"
+        )
         for lv in imp["levels"]:
-            print(f"  level {lv['depth']} {lv['kind']:<5} density {lv['density']:.2f} (achieved sparsity "
-                  f"{lv['achieved_sparsity']:.6f}): {lv['images_per_s_last_epoch']:,.0f} img/s in its last "
-                  f"epoch; wall {lv['wall_s']} s, of which {lv['other_s']} s not training or evaluating")
+            print(
+                f"  level {lv['depth']} {lv['kind']:<5} density {lv['density']:.2f} (achieved sparsity "
+                f"{lv['achieved_sparsity']:.6f}): {lv['images_per_s_last_epoch']:,.0f} img/s in its last "
+                f"epoch; wall {lv['wall_s']} s, of which {lv['other_s']} s not training or evaluating"
+            )
         w = "; ".join(f"{k} {v['count']}x, {v['total_s']} s ({v['mb']} MB)" for k, v in imp["writes"].items())
-        print(f"  prune {imp['prune_s']} s (level 1 set-up: load parent, prune, mask, rewind "
-              f"{imp['prepare_level1_s']} s); epoch checkpoints with state copy {imp['checkpoint_total_s']} s")
+        print(
+            f"  prune {imp['prune_s']} s (level 1 set-up: load parent, prune, mask, rewind "
+            f"{imp['prepare_level1_s']} s); epoch checkpoints with state copy {imp['checkpoint_total_s']} s"
+        )
         print(f"  writes: {w}; level 1 / level 0 img/s {imp['level1_vs_level0']}")
     elif imp:
         print(f"IMP: {imp['status']}: {imp.get('error') or imp.get('note')}")
     job = rep.get("job") or {}
     if job.get("status") == "ok":
-        print(f"job entry (torchrun -m trainer.job, IMP 2 levels): {job['state']}, achieved sparsity "
-              f"{job['achieved_sparsity']}, {'ok' if job['ok'] else 'NOT OK'}, {job['seconds']} s")
+        print(
+            f"job entry (torchrun -m trainer.job, IMP 2 levels): {job['state']}, achieved sparsity "
+            f"{job['achieved_sparsity']}, {'ok' if job['ok'] else 'NOT OK'}, {job['seconds']} s"
+        )
     elif job:
         print(f"job entry: {job['status']}: {job.get('error') or job.get('note')}")
     bad = rep["forbidden_imported"]

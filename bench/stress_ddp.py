@@ -10,6 +10,7 @@ rank 1 died of SIGABRT ("terminate called without an active exception") after a 
 Every run is a fresh pytest process; the failing run's output is printed in full. The load
 processes are killed on exit, whatever ends the script.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,18 +50,15 @@ def main() -> int:
         for i in range(1, args.runs + 1):
             start = time.monotonic()
             try:
-                proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                                      timeout=args.timeout)
+                proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
                 rc, out = proc.returncode, proc.stdout + proc.stderr
             except subprocess.TimeoutExpired as exc:
                 rc, out = "timeout", f"{exc.stdout or ''}{exc.stderr or ''}"
             took = time.monotonic() - start
-            print(f"run {i}/{args.runs}: {'ok' if rc == 0 else f'FAILED ({rc})'} in {took:.1f} s",
-                  flush=True)
+            print(f"run {i}/{args.runs}: {'ok' if rc == 0 else f'FAILED ({rc})'} in {took:.1f} s", flush=True)
             if rc != 0:
                 print(out, flush=True)
-                print(f"FAILED at run {i} of {args.runs} ({i - 1} passed before it, "
-                      f"load={args.load})")
+                print(f"FAILED at run {i} of {args.runs} ({i - 1} passed before it, load={args.load})")
                 return 1
     finally:
         for p in load:

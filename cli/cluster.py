@@ -5,6 +5,7 @@ printing only. Nothing heavy is imported: every `--help` answers at once.
 Exit 0 ok; 1 a daemon failed, Slurm does not answer, or (status) the cluster is not running;
 2 bad input, or a profile that does not fit the cluster.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,10 +56,15 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--accounting", action="store_true", help="slurmdbd so sacct works")
             s.add_argument("--cpus", type=int, default=None, help="CPUs per node (default: all)")
             s.add_argument("--mem-mb", type=int, default=None, help="RealMemory per node")
-            s.add_argument("--port", type=int, default=None,
-                           help=f"slurmctld port; slurmd k uses port+k (default {DEFAULT_PORT})")
-            s.add_argument("--no-install-conf", action="store_true",
-                           help="leave /etc/slurm alone; clients need SLURM_CONF")
+            s.add_argument(
+                "--port",
+                type=int,
+                default=None,
+                help=f"slurmctld port; slurmd k uses port+k (default {DEFAULT_PORT})",
+            )
+            s.add_argument(
+                "--no-install-conf", action="store_true", help="leave /etc/slurm alone; clients need SLURM_CONF"
+            )
     sub.add_parser("check", help="check a cluster profile against sinfo and sacctmgr (see check --help)")
     try:
         args = p.parse_args(argv)
@@ -67,16 +73,26 @@ def main(argv: list[str] | None = None) -> int:
     console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     try:
         if args.cmd == "up":
-            st = up_again(args.dir, args.nodes, args.accounting, args.cpus, args.mem_mb, args.timeout,
-                          port=args.port, install_conf=False if args.no_install_conf else None)
+            st = up_again(
+                args.dir,
+                args.nodes,
+                args.accounting,
+                args.cpus,
+                args.mem_mb,
+                args.timeout,
+                port=args.port,
+                install_conf=False if args.no_install_conf else None,
+            )
             _print_status(st, console)
             return 0
         if args.cmd == "down":
             ended = down(args.dir, args.timeout)
             folder = os.path.abspath(os.path.expanduser(args.dir))
-            console.print(f"Slurm dev cluster in {folder}: stopped; ended {ended} "
-                          f"job{'' if ended == 1 else 's'} (logs kept in {os.path.join(folder, 'log')})",
-                          markup=False)
+            console.print(
+                f"Slurm dev cluster in {folder}: stopped; ended {ended} "
+                f"job{'' if ended == 1 else 's'} (logs kept in {os.path.join(folder, 'log')})",
+                markup=False,
+            )
             return 0
         st = status(args.dir)
         if args.format == "json":

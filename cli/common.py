@@ -1,4 +1,5 @@
 """What every `tp-sweep` command shares: the consoles, bad input (exit 2), opening the store."""
+
 from __future__ import annotations
 
 import sys
@@ -21,8 +22,7 @@ def error(msg: str) -> None:
     err.print(f"[red]error:[/] {escape(msg)}", highlight=False)
 
 
-def open_store(url: str | None, spec_url: str | None = None, *, target: str | None = None,
-               runs: bool = False):
+def open_store(url: str | None, spec_url: str | None = None, *, target: str | None = None, runs: bool = False):
     """The store at --db, TP_DB_URL, the spec's db: or the default. With `target`, the sweep (or,
     with `runs`, run-id prefix) the command is about: a SQLite store that certainly lacks it is an
     error before SQLAlchemy is even imported (db/probe.py)."""
@@ -43,7 +43,9 @@ def report_bad_levels(bad: dict[str, str], what: str) -> None:
     """Name every level folder that failed its checks, and why (stderr; the caller exits 1)."""
     if not bad:
         return
-    error(f"{len(bad)} level folder(s) failed their checks and were {what}; look at them, move "
-          "them aside, and launch again to train them afresh:")
+    error(
+        f"{len(bad)} level folder(s) failed their checks and were {what}; look at them, move "
+        "them aside, and launch again to train them afresh:"
+    )
     for where, why in sorted(bad.items()):
         print(f"  {where}: {why}", file=sys.stderr)

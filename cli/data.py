@@ -4,6 +4,7 @@ trainer/data/write.py needs numpy, FFCV and the data package (torch); its option
 are in trainer/beton_options.py), so `tp-sweep data --help` and `tp-sweep data write --help`
 answer at once, and the writer is imported only once the arguments are known to be good.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,13 +12,15 @@ import argparse
 from trainer.beton_options import DEFAULT_SMART_THRESHOLD, SOURCES, WRITE_MODES
 
 
-def write_parser(prog: str = "tp-sweep data write", parser: argparse.ArgumentParser | None = None
-                 ) -> argparse.ArgumentParser:
+def write_parser(
+    prog: str = "tp-sweep data write", parser: argparse.ArgumentParser | None = None
+) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog=prog)
     p.description = "Convert a data set to an FFCV .beton file."
     p.add_argument("--from", dest="kind", required=True, choices=SOURCES)
-    p.add_argument("src", nargs="?", default=None,
-                   help="source folder (ignored for digits/synthetic; '-' allowed)")
+    p.add_argument(
+        "src", nargs="?", default=None, help="source folder (ignored for digits/synthetic; '-' allowed)"
+    )
     p.add_argument("--out", required=True, help="output .beton path")
     p.add_argument("--split", default="train", choices=["train", "test"])
     p.add_argument("--max-resolution", type=int, default=None)
@@ -38,8 +41,11 @@ def write_parser(prog: str = "tp-sweep data write", parser: argparse.ArgumentPar
 def data_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tp-sweep data", description="Data sets for the trainer.")
     sub = p.add_subparsers(dest="action", required=True, metavar="{write}")
-    write_parser(parser=sub.add_parser(
-        "write", help="build an FFCV .beton: --from imagefolder|cifar|digits|synthetic SRC --out F"))
+    write_parser(
+        parser=sub.add_parser(
+            "write", help="build an FFCV .beton: --from imagefolder|cifar|digits|synthetic SRC --out F"
+        )
+    )
     return p
 
 

@@ -21,6 +21,7 @@ Keys that are not part of the run (never hashed, never trained on): `+sparsities
 store, each run is recorded before it trains, as `tp-sweep launch` would record it, in a sweep
 named `+sweep` or after the multirun's folder (orchestrator/control/standalone.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -46,6 +47,7 @@ DEFAULT_PRESET = "digits_mlp"
 @dataclass
 class StandaloneOptions:
     """`db=URL` / `db_file=PATH` without hydra's `+`: added to every composition (+tp=standalone)."""
+
     db: Optional[str] = None
     db_file: Optional[str] = None
 
@@ -53,20 +55,30 @@ class StandaloneOptions:
 def _register() -> None:
     from hydra.core.config_store import ConfigStore
 
-
     cs = ConfigStore.instance()
     cs.store(group="tp", name="standalone", node=StandaloneOptions, package="_global_")
     cs.store(group="tp_schema", name="trainer", node=schema.TrainerConfig)
-    for section, cls in (("model", schema.ModelConfig), ("data", schema.DataConfig),
-                         ("optimizer", schema.OptimizerConfig), ("schedule", schema.ScheduleConfig),
-                         ("prune", schema.PruneConfig), ("train", schema.TrainConfig),
-                         ("logging", schema.LoggingConfig)):
+    for section, cls in (
+        ("model", schema.ModelConfig),
+        ("data", schema.DataConfig),
+        ("optimizer", schema.OptimizerConfig),
+        ("schedule", schema.ScheduleConfig),
+        ("prune", schema.PruneConfig),
+        ("train", schema.TrainConfig),
+        ("logging", schema.LoggingConfig),
+    ):
         cs.store(group="tp_schema", name=section, node=cls)
 
 
 # ---- level folders and the job file -----------------------------------------------------------
-def write_job(config: dict, sparsities: list[float], output_dir: Path, write: bool = True,
-              sweep: str | None = None, reuse: str = "same-code") -> Path:
+def write_job(
+    config: dict,
+    sparsities: list[float],
+    output_dir: Path,
+    write: bool = True,
+    sweep: str | None = None,
+    reuse: str = "same-code",
+) -> Path:
     """Level folders and one job file for every level the run needs (written by rank 0 only;
     planning is pure, so every rank knows the job file's path). Under reuse same-code the levels
     hold the code this process runs, as a sweep launched from this checkout would plan them."""
@@ -91,14 +103,25 @@ def write_job(config: dict, sparsities: list[float], output_dir: Path, write: bo
     path = output_dir.resolve() / "jobs" / f"{job_id}.json"
     if not write:
         return path
-    run = {"sweep": sweep, "method": config["method"], "seed": config["seed"], "axes": {}, "levels": ids,
-           "serves": {lv.level_id: [s] for s, lv in lineage.serving.items()},
-           "logging": config.get("logging") or {}, "config": config}
-    write_json_atomic(path, job_description(job_id, str(levels_dir), ids, snapshots,
-                                            {run_id(config, lineage.codes): run}, reuse))
+    run = {
+        "sweep": sweep,
+        "method": config["method"],
+        "seed": config["seed"],
+        "axes": {},
+        "levels": ids,
+        "serves": {lv.level_id: [s] for s, lv in lineage.serving.items()},
+        "logging": config.get("logging") or {},
+        "config": config,
+    }
+    write_json_atomic(
+        path, job_description(job_id, str(levels_dir), ids, snapshots, {run_id(config, lineage.codes): run}, reuse)
+    )
     for s, lv in sorted(lineage.serving.items()):
-        print(f"[trainer] sparsity {s:g}: level {lv.level_id} ({lv.kind}, depth {lv.depth}) in "
-              f"{levels_dir / lv.level_id}", flush=True)
+        print(
+            f"[trainer] sparsity {s:g}: level {lv.level_id} ({lv.kind}, depth {lv.depth}) in "
+            f"{levels_dir / lv.level_id}",
+            flush=True,
+        )
     return path
 
 
@@ -153,8 +176,9 @@ def task(cfg: Any) -> int:
     output_dir = Path(opts["output_dir"])
     sweep = opts["sweep"] or default_sweep_name(hc, opts["output_dir"])
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    job_file = write_job(config, opts["sparsities"], output_dir, write=main_rank, sweep=sweep if url else None,
-                         reuse=opts["reuse"])
+    job_file = write_job(
+        config, opts["sparsities"], output_dir, write=main_rank, sweep=sweep if url else None, reuse=opts["reuse"]
+    )
     db_args: list[str] = []
     if url and main_rank:
         # Only with a store (SQLAlchemy, 0.3 s): the trainer alone never imports them.
@@ -163,8 +187,18 @@ def task(cfg: Any) -> int:
 
         executor, sched_id = _where_it_runs()
         try:
-            db_file = record_run(url, sweep, hc.job.config_name, config, opts["sparsities"],
-                                 str(output_dir), job_file, executor, sched_id, opts["reuse"])
+            db_file = record_run(
+                url,
+                sweep,
+                hc.job.config_name,
+                config,
+                opts["sparsities"],
+                str(output_dir),
+                job_file,
+                executor,
+                sched_id,
+                opts["reuse"],
+            )
         except StoreError as exc:
             _fail(2, f"error: {exc}", multirun)
         print(f"[trainer] recorded in sweep {sweep} ({executor} {sched_id})", flush=True)
@@ -180,7 +214,6 @@ def task(cfg: Any) -> int:
 # ---- the command line --------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     import hydra
-
 
     _register()
     try:

@@ -12,6 +12,7 @@ Hydra-native flags keep their meaning (`--cfg job`, `--info`, `-m`, `--config-na
 what we add only keeps hydra out of the way: no outputs/DATE/TIME folders or .hydra/ copies
 (the level folders are the record), and a multirun folder whose name can name the sweep.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,7 @@ from core.schema import validate_config
 
 # Added unless the command line sets the same key. hydra.run.dir and hydra_logging only for
 # single runs: a multirun's launcher logs where its jobs went, which hydra users look for.
-_ALWAYS = ["+tp=standalone", "hydra.job.name=trainer", "hydra.output_subdir=null",
-           "hydra/job_logging=disabled"]
+_ALWAYS = ["+tp=standalone", "hydra.job.name=trainer", "hydra.output_subdir=null", "hydra/job_logging=disabled"]
 _SINGLE = ["hydra.run.dir=.", "hydra/hydra_logging=disabled"]
 _MULTI = ["hydra.sweep.dir=multirun/${now:%Y-%m-%d_%H-%M-%S}"]
 # Hydra-only keys: what a run needs besides its config. Stripped before hashing or training.
@@ -48,9 +48,13 @@ def split_options(composed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
             raise ConfigError(f"sparsities: {s!r} is not a sparsity in [0, 1)")
     opts["sparsities"] = [float(s) for s in sparsities]
     opts["output_dir"] = os.path.expanduser(str(opts["output_dir"] or "tp-runs"))
-    if opts["sweep"] is not None and (not _SWEEP_NAME.fullmatch(str(opts["sweep"])) or len(str(opts["sweep"])) > 128):
-        raise ConfigError(f"sweep: {opts['sweep']!r} must start with a letter, digit or _ and use only "
-                          "letters, digits, _ . and - (at most 128)")
+    if opts["sweep"] is not None and (
+        not _SWEEP_NAME.fullmatch(str(opts["sweep"])) or len(str(opts["sweep"])) > 128
+    ):
+        raise ConfigError(
+            f"sweep: {opts['sweep']!r} must start with a letter, digit or _ and use only "
+            "letters, digits, _ . and - (at most 128)"
+        )
     if opts["db"]:
         refuse_password(str(opts["db"]))
     opts["reuse"] = opts["reuse"] or "same-code"
@@ -67,9 +71,11 @@ def refuse_password(url: str) -> None:
     except Exception:  # noqa: BLE001 - an unparsable URL: the store reports it
         return
     if password:
-        raise ConfigError("db: a password on the command line would be saved in hydra's "
-                          "multirun.yaml and in submitit's pickles; set TP_DB_URL, or put the URL in "
-                          "a file only you can read and pass db_file=PATH")
+        raise ConfigError(
+            "db: a password on the command line would be saved in hydra's "
+            "multirun.yaml and in submitit's pickles; set TP_DB_URL, or put the URL in "
+            "a file only you can read and pass db_file=PATH"
+        )
 
 
 def store_url(opts: dict[str, Any]) -> str | None:
@@ -115,26 +121,40 @@ def prepare_argv(argv: list[str]) -> list[str]:
             options = group_options(o.key_or_group)
             for value in _values(o):
                 if value not in options:
-                    raise ConfigError(f"{o.key_or_group}: unknown option {value!r}; options: "
-                                      f"{', '.join(options)}")
+                    raise ConfigError(f"{o.key_or_group}: unknown option {value!r}; options: {', '.join(options)}")
     extra = _ALWAYS + (_MULTI if args.multirun else _SINGLE)
     extra = [e for e in extra if _key(e) not in given]
     only_shows = args.cfg or args.info or args.help or args.hydra_help or args.shell_completion
     if args.multirun and own_conf and not only_shows and "hydra/sweeper" not in given:
-        _check_jobs(args.config_name or "digits_mlp", overrides, [e for e in extra if not _key(e).startswith("hydra")])
+        _check_jobs(
+            args.config_name or "digits_mlp", overrides, [e for e in extra if not _key(e).startswith("hydra")]
+        )
     return [*_flags(args), *args.overrides, *extra]
 
 
 def _flags(args: Any) -> list[str]:
     """hydra's flags back from its parsed arguments (get_args_parser's, one for one)."""
-    out = [flag for flag, on in (("--help", args.help), ("--hydra-help", args.hydra_help),
-                                 ("--resolve", args.resolve), ("--run", args.run),
-                                 ("--multirun", args.multirun),
-                                 ("--shell-completion", args.shell_completion)) if on]
-    for flag, value in (("--cfg", args.cfg), ("--package", args.package),
-                        ("--config-path", args.config_path), ("--config-name", args.config_name),
-                        ("--config-dir", args.config_dir),
-                        ("--experimental-rerun", args.experimental_rerun), ("--info", args.info)):
+    out = [
+        flag
+        for flag, on in (
+            ("--help", args.help),
+            ("--hydra-help", args.hydra_help),
+            ("--resolve", args.resolve),
+            ("--run", args.run),
+            ("--multirun", args.multirun),
+            ("--shell-completion", args.shell_completion),
+        )
+        if on
+    ]
+    for flag, value in (
+        ("--cfg", args.cfg),
+        ("--package", args.package),
+        ("--config-path", args.config_path),
+        ("--config-name", args.config_name),
+        ("--config-dir", args.config_dir),
+        ("--experimental-rerun", args.experimental_rerun),
+        ("--info", args.info),
+    ):
         if value is not None:
             out += [flag, value]
     return out
@@ -159,7 +179,6 @@ def _check_jobs(preset: str, overrides: list[Any], extra: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
-
 
     task_overrides = [o for o in overrides if not o.key_or_group.startswith("hydra")]
     try:

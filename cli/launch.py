@@ -1,5 +1,6 @@
 """`tp-sweep launch`: validate, plan, record and submit a spec (or run its Optuna search), and
 `--dry-run`, which plans and counts without touching anything."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,9 @@ def _stored_spec_dict(path: str, spec) -> dict[str, Any]:
     return data
 
 
-def _done_without_side_effects(plan, url: str | None, bad: dict[str, str],
-                               codes: dict[str, str | None]) -> set[str]:
+def _done_without_side_effects(
+    plan, url: str | None, bad: dict[str, str], codes: dict[str, str | None]
+) -> set[str]:
     """Levels finished on disk, or in the store when it exists already (a dry run creates nothing).
     Level folders that fail their checks go to `bad`; `codes` gets who trained each done level."""
     from orchestrator.control.controller import done_on_disk  # the store: SQLAlchemy, 0.3 s
@@ -60,8 +62,10 @@ def reuse_phrases(plan, reused: int, other: dict[str, int]) -> list[str]:
     if not other:
         return [f"Reuse any: the {reused} levels already done were trained by this code."]
     parts = ", ".join(f"{code} ({n})" for code, n in other.items())
-    return [f"Reuse any: of {reused} levels already done, {sum(other.values())} were trained by other code:",
-            f"{parts}{'' if 'unknown' not in other else ' (unknown: trained before codes were recorded)'}."]
+    return [
+        f"Reuse any: of {reused} levels already done, {sum(other.values())} were trained by other code:",
+        f"{parts}{'' if 'unknown' not in other else ' (unknown: trained before codes were recorded)'}.",
+    ]
 
 
 def _check_writable(folder: str) -> None:
@@ -102,30 +106,49 @@ def cmd_launch(a: argparse.Namespace) -> int:
         counts = plan.counts(done)
         jobs = group_jobs([lv for lid, lv in plan.trained.items() if lid not in done], {}, plan.snapshots)
         other = other_code(plan, codes)
-        info = {"sweep": spec.name, **counts, "jobs": len(jobs), "branches": BRANCHES_INLINE,
-                "executor": kind, "bad_levels": {f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()},
-                "reuse": plan.reuse, "code": (plan.code or code_identity()).sources, "other_code": other}
+        info = {
+            "sweep": spec.name,
+            **counts,
+            "jobs": len(jobs),
+            "branches": BRANCHES_INLINE,
+            "executor": kind,
+            "bad_levels": {f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()},
+            "reuse": plan.reuse,
+            "code": (plan.code or code_identity()).sources,
+            "other_code": other,
+        }
         if spec.search is not None:
             info["search"] = search_plan(spec, plan)
         if a.format == "json":
             print(json.dumps(info))
         elif spec.search is not None:
-
             print_search_plan(console, info["search"], kind)
         else:
-            for line in phrases([  # wrapped between phrases, never inside one
+            for line in phrases(
+                [  # wrapped between phrases, never inside one
                     f"sweep [bold]{spec.name}[/]: {counts['grid_points']} grid points, {counts['runs']} runs,",
                     f"{counts['level_trainings']} level trainings planned:",
                     f"{counts['levels_done']} already done,",
                     f"{counts['levels_to_train']} to train in {len(jobs)} jobs ({counts['epochs']} epochs).",
-                    *([f"{counts['mask_only_levels']} intermediate levels of random methods give their masks",
-                       "without training (computed on the way)."] if counts["mask_only_levels"] else []),
+                    *(
+                        [
+                            f"{counts['mask_only_levels']} intermediate levels of random methods give their masks",
+                            "without training (computed on the way).",
+                        ]
+                        if counts["mask_only_levels"]
+                        else []
+                    ),
                     "Naive, each grid point alone:",
                     f"{counts['naive_level_trainings']} level trainings ({counts['naive_epochs']} epochs).",
-                    f"Branches: {BRANCHES_INLINE.split(': ', 1)[0]}:", f"{BRANCHES_INLINE.split(': ', 1)[-1]}.",
+                    f"Branches: {BRANCHES_INLINE.split(': ', 1)[0]}:",
+                    f"{BRANCHES_INLINE.split(': ', 1)[-1]}.",
                     *reuse_phrases(plan, counts["levels_done"], other),
-                    f"Executor {kind}; nothing submitted."],
-                    console.width, sep=" ", indent=""):
+                    f"Executor {kind}; nothing submitted.",
+                ],
+                console.width,
+                sep=" ",
+                indent="",
+            ):
                 console.print(line, highlight=False)
         report_bad_levels({f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()}, "not counted as done")
         return 1 if bad else 0
@@ -139,8 +162,10 @@ def cmd_launch(a: argparse.Namespace) -> int:
     _check_writable(plan.output_dir)
     store = open_store(a.db, spec.db)
     counts = plan.counts()
-    console.print(f"sweep [bold]{spec.name}[/]: {counts['runs']} runs, {counts['level_trainings']} "
-                  f"level trainings -> {kind}, store {store.display_url}")
+    console.print(
+        f"sweep [bold]{spec.name}[/]: {counts['runs']} runs, {counts['level_trainings']} "
+        f"level trainings -> {kind}, store {store.display_url}"
+    )
     supervise = a.supervise or spec.supervisor is not None
     if kind == "slurm":
         from slurm.limits import preemption_warning  # scontrol: a call or two
@@ -183,8 +208,10 @@ def _supervised_elsewhere(store, sweep: str) -> bool:
 
     row = supervision.lease(store, sweep)
     if row is not None and row.held:
-        console.print(f"sweep {sweep}: its search is driven by its supervisor ({row.describe()}); "
-                      "`tp-sweep status` follows it")
+        console.print(
+            f"sweep {sweep}: its search is driven by its supervisor ({row.describe()}); "
+            "`tp-sweep status` follows it"
+        )
         return True
     return False
 
@@ -214,17 +241,21 @@ def report(res, plan) -> None:
         if job not in room:
             console.print(f"job {job} not submitted: {why}")
     if room:
-        console.print(f"{len(room)} jobs not submitted yet: {next(iter(room.values()))}; "
-                      "the sweep's supervisor (--supervise, or `tp-sweep supervise`) submits them as "
-                      "room frees up, or `tp-sweep resume` later")
+        console.print(
+            f"{len(room)} jobs not submitted yet: {next(iter(room.values()))}; "
+            "the sweep's supervisor (--supervise, or `tp-sweep supervise`) submits them as "
+            "room frees up, or `tp-sweep resume` later"
+        )
     if not res.submitted:
         left = ", ".join(f"{n} {s}" for s, n in res.skipped.items())
         if not room:
-            console.print("nothing to submit: every level is done or being trained"
-                          + (f" (jobs: {left})" if left else ""))
+            console.print(
+                "nothing to submit: every level is done or being trained" + (f" (jobs: {left})" if left else "")
+            )
     else:
-        console.print(f"submitted {len(res.submitted)} jobs"
-                      + (f"; left alone: {res.skipped}" if res.skipped else ""))
+        console.print(
+            f"submitted {len(res.submitted)} jobs" + (f"; left alone: {res.skipped}" if res.skipped else "")
+        )
     report_bad_levels({f"{plan.levels_dir}/{lid}": why for lid, why in res.bad.items()}, "not used")
 
 
@@ -239,6 +270,9 @@ def run_search(store, spec, spec_dict: dict[str, Any], kind: str, plan) -> int:
         except SubmitError as exc:
             error(str(exc))
             return 1
-    console.print("search done: " + ", ".join(f"{n} {s.lower()}" for s, n in res.told.items())
-                  if res.told else "search done: nothing left to try")
+    console.print(
+        "search done: " + ", ".join(f"{n} {s.lower()}" for s, n in res.told.items())
+        if res.told
+        else "search done: nothing left to try"
+    )
     return show_status(store, spec.name, "table", True)

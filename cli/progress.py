@@ -1,5 +1,6 @@
 """Progress for long commands: a bar over level trainings while local jobs run, and a
 spinner while waiting for scheduler jobs. Both read the store; neither imports torch."""
+
 from __future__ import annotations
 
 import time
@@ -14,8 +15,14 @@ class LaunchProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.store, self.sweep = store, sweep
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("levels"), TimeElapsedColumn(), console=console)
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("levels"),
+            TimeElapsedColumn(),
+            console=console,
+        )
         self.task = None
         self._last = 0.0
 
@@ -65,11 +72,17 @@ class SearchProgress:
     def __init__(self, console: Console, sweep: str) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn(f"[bold]{sweep}[/] search"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("trials"), TimeElapsedColumn(), console=console)
+        self.bar = Progress(
+            TextColumn(f"[bold]{sweep}[/] search"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("trials"),
+            TimeElapsedColumn(),
+            console=console,
+        )
         self.task = self.bar.add_task("search", total=None)
 
-    def __enter__(self) -> "SearchProgress":
+    def __enter__(self) -> SearchProgress:
         self.bar.__enter__()
         return self
 

@@ -3,11 +3,13 @@ one run, as renderables or JSON, once or refreshed under `--watch` with a progre
 
 Nothing here imports torch, submitit or the planner: status answers in well under a second.
 """
+
 from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cli.common import BadInput, console
 from cli.render.search import search_table
@@ -29,20 +31,29 @@ def find_run(store: Any, target: str, sweeps: bool = True) -> Any:
         return found[0]
     if found:
         more = "50 or more" if len(found) >= 50 else str(len(found))
-        lines = [f"  {r.run_id}  {r.method} seed {r.seed}"
-                 + ("  " + " ".join(f"{k}={v}" for k, v in r.axes.items()) if r.axes else "")
-                 for r in found[:10]]
-        rest = [f"  ... and {len(found) - 10}{' or more' if len(found) >= 50 else ''} more"] \
-            if len(found) > 10 else []
-        raise TargetError("\n".join([f"run id prefix {target!r} matches {more} runs; "
-                                     "give more of the id:", *lines, *rest]))
+        lines = [
+            f"  {r.run_id}  {r.method} seed {r.seed}"
+            + ("  " + " ".join(f"{k}={v}" for k, v in r.axes.items()) if r.axes else "")
+            for r in found[:10]
+        ]
+        rest = (
+            [f"  ... and {len(found) - 10}{' or more' if len(found) >= 50 else ''} more"]
+            if len(found) > 10
+            else []
+        )
+        raise TargetError(
+            "\n".join([f"run id prefix {target!r} matches {more} runs; give more of the id:", *lines, *rest])
+        )
     names = store.sweep_names() if sweeps else []
-    raise TargetError(f"no {'sweep or ' if sweeps else ''}run {target!r} in {store.display_url}"
-                      + (f" (sweeps: {', '.join(names)})" if names else ""))
+    raise TargetError(
+        f"no {'sweep or ' if sweeps else ''}run {target!r} in {store.display_url}"
+        + (f" (sweeps: {', '.join(names)})" if names else "")
+    )
 
 
-def sweep_view(store: Any, sweep: str, fmt: str, width: int, show_results: bool = True,
-               show_all: bool = False) -> tuple[int, Any, tuple[int, int]]:
+def sweep_view(
+    store: Any, sweep: str, fmt: str, width: int, show_results: bool = True, show_all: bool = False
+) -> tuple[int, Any, tuple[int, int]]:
     """(exit status, JSON text or a list of renderables, (levels done, levels)) for a sweep."""
     # The store's reads (SQLAlchemy, 0.3 s): `tp-sweep` imports this module at start-up.
     from cli.render import status as render_status
@@ -54,8 +65,7 @@ def sweep_view(store: Any, sweep: str, fmt: str, width: int, show_results: bool 
     unfinished = reconcile_sweep(store, sweep)
     summary_only = fmt != "json" and not show_all  # a big sweep's table shows only some runs
     try:
-        runs, totals = sweep_status(store, sweep, unfinished,
-                                    render_status.BIG if summary_only else None)
+        runs, totals = sweep_status(store, sweep, unfinished, render_status.BIG if summary_only else None)
     except QueryError as exc:
         raise TargetError(str(exc)) from None
     code = 1 if any(r.state in BAD_STATES for r in runs) else 0
@@ -75,14 +85,16 @@ def sweep_view(store: Any, sweep: str, fmt: str, width: int, show_results: bool 
     if supervisor is not None:
         items += render_status.supervisor_lines(supervisor)
     if search is not None:  # trials per cell, and the best of each, instead of the accuracy grid
-
         items.append(search_table(sweep, search))
     elif show_results:
         from cli.render.results import accuracy_table, too_many_lines  # the store's queries: SQLAlchemy, 0.3 s
 
         lines = accuracy_lines(store, sweep)
-        items += (too_many_lines(sweep, lines) if lines > MAX_ACCURACY_LINES
-                  else accuracy_table(sweep, grid_results(store, sweep), width))
+        items += (
+            too_many_lines(sweep, lines)
+            if lines > MAX_ACCURACY_LINES
+            else accuracy_table(sweep, grid_results(store, sweep), width)
+        )
     if show_results and runs and all(r.state == "COMPLETED" for r in runs):
         from rich.text import Text
 
@@ -107,27 +119,71 @@ def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, None
     from cli.render.results import dict_table  # the store's queries: SQLAlchemy, 0.3 s
 
     lvls = store.run_levels(run.run_id)
-    levels = [{"level_id": lv.level_id, "kind": lv.kind, "depth": lv.depth, "density": lv.density,
-               "achieved_sparsity": lv.achieved_sparsity, "network_sparsity": lv.network_sparsity,
-               "test_acc": lv.test_acc, "best_test_acc": lv.best_test_acc, "epochs": lv.epochs,
-               "seconds": lv.seconds, "nonzero_params": lv.nonzero_params, "flops": lv.flops,
-               "speedup": lv.flops_dense / lv.flops if lv.flops_dense and lv.flops else None,
-               "code": lv.code, "sources": lv.sources, "job": lv.job_id,
-               "finished": lv.finished_at is not None}
-              for lv in lvls]
+    levels = [
+        {
+            "level_id": lv.level_id,
+            "kind": lv.kind,
+            "depth": lv.depth,
+            "density": lv.density,
+            "achieved_sparsity": lv.achieved_sparsity,
+            "network_sparsity": lv.network_sparsity,
+            "test_acc": lv.test_acc,
+            "best_test_acc": lv.best_test_acc,
+            "epochs": lv.epochs,
+            "seconds": lv.seconds,
+            "nonzero_params": lv.nonzero_params,
+            "flops": lv.flops,
+            "speedup": lv.flops_dense / lv.flops if lv.flops_dense and lv.flops else None,
+            "code": lv.code,
+            "sources": lv.sources,
+            "job": lv.job_id,
+            "finished": lv.finished_at is not None,
+        }
+        for lv in lvls
+    ]
     job_ids = sorted({lv.job_id for lv in lvls if lv.job_id})
     jobs = store.jobs(job_ids)
-    events = [{"at": e.at.isoformat(timespec="seconds"), "job": e.job_id, "sched_id": e.sched_id,
-               "from": e.state_from, "to": e.state_to, "message": e.message}
-              for e in store.events(job_ids)]
-    job_rows = [{"job": j.job_id, "state": j.state, "sched_id": j.sched_id, "attempts": j.attempts,
-                 "levels": len(j.levels), "message": j.message} for j in jobs.values()]
+    events = [
+        {
+            "at": e.at.isoformat(timespec="seconds"),
+            "job": e.job_id,
+            "sched_id": e.sched_id,
+            "from": e.state_from,
+            "to": e.state_to,
+            "message": e.message,
+        }
+        for e in store.events(job_ids)
+    ]
+    job_rows = [
+        {
+            "job": j.job_id,
+            "state": j.state,
+            "sched_id": j.sched_id,
+            "attempts": j.attempts,
+            "levels": len(j.levels),
+            "message": j.message,
+        }
+        for j in jobs.values()
+    ]
     code = 1 if any(j.state in BAD_STATES for j in jobs.values()) else 0
     if fmt == "json":
         for row, lv in zip(levels, lvls):
             row["provenance"] = lv.provenance
-        return 0, json.dumps({"run_id": run.run_id, "method": run.method, "seed": run.seed,
-                              "axes": run.axes, "levels": levels, "jobs": job_rows, "events": events}), None
+        return (
+            0,
+            json.dumps(
+                {
+                    "run_id": run.run_id,
+                    "method": run.method,
+                    "seed": run.seed,
+                    "axes": run.axes,
+                    "levels": levels,
+                    "jobs": job_rows,
+                    "events": events,
+                }
+            ),
+            None,
+        )
     axes = " ".join(f"{k}={v}" for k, v in (run.axes or {}).items())
     items: list[Any] = [Text.from_markup(f"run [bold]{run.run_id}[/] {run.method} seed {run.seed} {axes}")]
     items += dict_table("levels", levels, width, ("kind", "depth", "test_acc", "finished"))
@@ -146,13 +202,21 @@ def provenance_rows(levels: list[Any]) -> list[dict[str, Any]]:
         if not p:
             continue
         git = p.get("git") or {}
-        row = {"sources": p.get("sources"), "version": p.get("version"),
-               "git": (str(git.get("commit"))[:10] + (f"+diff {git['diff']}" if git.get("diff") else ""))
-               if git.get("commit") else "-",
-               "torch": p.get("torch"), "cuda": p.get("cuda") or "-", "cudnn": p.get("cudnn") or "-",
-               "ffcv": p.get("ffcv") or "-", "device": p.get("device"), "world_size": p.get("world_size"),
-               "hosts": ",".join(p.get("hosts") or []),
-               "mixed": "yes: " + ",".join(p["codes"]) if len(p.get("codes") or []) > 1 else "no"}
+        row = {
+            "sources": p.get("sources"),
+            "version": p.get("version"),
+            "git": (str(git.get("commit"))[:10] + (f"+diff {git['diff']}" if git.get("diff") else ""))
+            if git.get("commit")
+            else "-",
+            "torch": p.get("torch"),
+            "cuda": p.get("cuda") or "-",
+            "cudnn": p.get("cudnn") or "-",
+            "ffcv": p.get("ffcv") or "-",
+            "device": p.get("device"),
+            "world_size": p.get("world_size"),
+            "hosts": ",".join(p.get("hosts") or []),
+            "mixed": "yes: " + ",".join(p["codes"]) if len(p.get("codes") or []) > 1 else "no",
+        }
         key = json.dumps(row, sort_keys=True)
         out.setdefault(key, {**row, "levels": 0})["levels"] += 1
     return list(out.values())
@@ -165,8 +229,7 @@ def show(console: Any, out: Any) -> None:
         show_items(console, out)
 
 
-def watch(console: Any, view: Callable[[], tuple[int, Any, tuple[int, int] | None]],
-          interval: float) -> int:
+def watch(console: Any, view: Callable[[], tuple[int, Any, tuple[int, int] | None]], interval: float) -> int:
     """Refresh the view in place every `interval` seconds, with a bar of levels done, until ^C."""
     from rich.console import Group
     from rich.live import Live
@@ -174,21 +237,26 @@ def watch(console: Any, view: Callable[[], tuple[int, Any, tuple[int, int] | Non
     from rich.table import Table
     from rich.text import Text
 
-
     code = 0
     with Live(console=console, auto_refresh=False, transient=False) as live:
         try:
             while True:
                 code, out, bar = view()
-                items = [Text(out)] if isinstance(out, str) else \
-                    [Text(str(i)) if isinstance(i, Plain) else i for i in out]
+                items = (
+                    [Text(out)]
+                    if isinstance(out, str)
+                    else [Text(str(i)) if isinstance(i, Plain) else i for i in out]
+                )
                 if bar is not None:
                     done, total = bar
                     row = Table.grid(padding=(0, 1))
-                    row.add_row(ProgressBar(total=max(total, 1), completed=done,
-                                            width=max(10, min(50, console.width - 30))),
-                                Text(f"{done:,}/{total:,} levels"),
-                                Text(time.strftime("%H:%M:%S"), style="dim"))
+                    row.add_row(
+                        ProgressBar(
+                            total=max(total, 1), completed=done, width=max(10, min(50, console.width - 30))
+                        ),
+                        Text(f"{done:,}/{total:,} levels"),
+                        Text(time.strftime("%H:%M:%S"), style="dim"),
+                    )
                     at = next((i for i, x in enumerate(items) if not isinstance(x, Text)), len(items))
                     items.insert(at, row)  # under the sweep's header lines
                 live.update(Group(*items), refresh=True)

@@ -3,6 +3,7 @@
 Imports stay lazy: --help, status, query, cancel and launch --dry-run never import torch.
 Exit status: 0 success, 1 a run or check failed, 2 bad input (nothing submitted or changed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -141,13 +142,30 @@ def cmd_query(a: argparse.Namespace) -> int:
     from cli.render.results import query_table  # the store's queries: SQLAlchemy, 0.3 s
 
     if a.best:
-
         rows = search_rows(store, a.sweep)
         if rows is None:
             raise BadInput(f"sweep {a.sweep!r} has no search (--best is for sweeps with a search: block)")
-        rows = [{k: r.get(k) for k in ("method", "sparsity", "seed", "axes", "trials", "complete",
-                                       "running", "fail", "pruned", "best_value", "best_params",
-                                       "best_trial", "best_run_id")} for r in rows]
+        rows = [
+            {
+                k: r.get(k)
+                for k in (
+                    "method",
+                    "sparsity",
+                    "seed",
+                    "axes",
+                    "trials",
+                    "complete",
+                    "running",
+                    "fail",
+                    "pruned",
+                    "best_value",
+                    "best_params",
+                    "best_trial",
+                    "best_run_id",
+                )
+            }
+            for r in rows
+        ]
     else:
         rows = _query_rows(store, a)
     if a.format == "json":
@@ -161,8 +179,10 @@ def cmd_query(a: argparse.Namespace) -> int:
             w.writeheader()
             w.writerows(rows)
     else:  # a level's whole provenance is for JSON; the table names its code and sources
-        show(console, query_table(a.sweep, [{k: v for k, v in r.items() if k != "provenance"} for r in rows],
-                                  console.width))
+        show(
+            console,
+            query_table(a.sweep, [{k: v for k, v in r.items() if k != "provenance"} for r in rows], console.width),
+        )
     return 0
 
 
@@ -203,8 +223,11 @@ def cmd_db(a: argparse.Namespace) -> int:
             n = import_output_dir(store, a.dir, bad)
         except ImportFailed as exc:
             raise BadInput(str(exc)) from None
-        console.print(f"{store.display_url}: imported {n['sweeps']} sweeps, {n['runs']} runs, "
-                      f"{n['levels']} levels ({n['finished']} finished) from {a.dir}", highlight=False)
+        console.print(
+            f"{store.display_url}: imported {n['sweeps']} sweeps, {n['runs']} runs, "
+            f"{n['levels']} levels ({n['finished']} finished) from {a.dir}",
+            highlight=False,
+        )
         report_bad_levels(bad, "not imported")
         return 1 if bad else 0
     url = resolve_url(a.db)
@@ -223,8 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def with_db(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--db", help="results store URL (else TP_DB_URL, the spec's db:, "
-                                     "sqlite:///tp-results.db)")
+        sp.add_argument("--db", help="results store URL (else TP_DB_URL, the spec's db:, sqlite:///tp-results.db)")
         return sp
 
     sp = with_db(sub.add_parser("launch", help="validate, plan, record and submit a sweep spec"))
@@ -233,19 +255,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--executor", choices=["local", "slurm", "debug"])
     sp.add_argument("--format", choices=["table", "json"], default="table")
     sp.add_argument("--wait", action="store_true", help="slurm: wait until no run is active")
-    sp.add_argument("--supervise", action="store_true",
-                    help="start the sweep's supervisor: a Slurm job for Slurm sweeps (the launch "
-                         "returns at once), else in the foreground (also: a supervisor: block)")
-    sp.add_argument("--reuse", choices=["same-code", "any"],
-                    help="same-code (default): a level trained by other code is trained again; any: "
-                         "reused, and launch says from which code (else the spec's reuse:)")
+    sp.add_argument(
+        "--supervise",
+        action="store_true",
+        help="start the sweep's supervisor: a Slurm job for Slurm sweeps (the launch "
+        "returns at once), else in the foreground (also: a supervisor: block)",
+    )
+    sp.add_argument(
+        "--reuse",
+        choices=["same-code", "any"],
+        help="same-code (default): a level trained by other code is trained again; any: "
+        "reused, and launch says from which code (else the spec's reuse:)",
+    )
     sp.set_defaults(fn=cmd_launch)
 
-    sp = with_db(sub.add_parser("supervise", help="the sweep's autopilot: reconcile, retry by policy, "
-                                                  "submit what fits, until done"))
+    sp = with_db(
+        sub.add_parser(
+            "supervise", help="the sweep's autopilot: reconcile, retry by policy, submit what fits, until done"
+        )
+    )
     sp.add_argument("sweep")
-    sp.add_argument("--poll-s", type=float, help="seconds between passes (default: the spec's "
-                                                 "supervisor.poll_s, 30)")
+    sp.add_argument(
+        "--poll-s", type=float, help="seconds between passes (default: the spec's supervisor.poll_s, 30)"
+    )
     sp.add_argument("--once", action="store_true", help="one pass, then exit")
     sp.add_argument("--db-file", help="a file holding the store URL (what the supervisor job gets)")
     sp.add_argument("--in-slurm", action="store_true", help=argparse.SUPPRESS)
@@ -263,9 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("sweep")
     sp.add_argument("--include-failed", action="store_true", help="also failed and cancelled runs")
     sp.add_argument("--executor", choices=["local", "slurm", "debug"])
-    sp.add_argument("--reuse", choices=["same-code", "any"],
-                    help="same-code: a level stopped mid-way by other code starts over instead of "
-                         "continuing from its checkpoint; any: it continues (else the launch's policy)")
+    sp.add_argument(
+        "--reuse",
+        choices=["same-code", "any"],
+        help="same-code: a level stopped mid-way by other code starts over instead of "
+        "continuing from its checkpoint; any: it continues (else the launch's policy)",
+    )
     sp.set_defaults(fn=cmd_resume)
 
     sp = with_db(sub.add_parser("cancel", help="cancel a sweep's or one run's jobs"))
@@ -281,14 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sp.set_defaults(fn=cmd_query)
 
-    sp = with_db(sub.add_parser("plot", help="accuracy against achieved sparsity (or density, FLOPs), "
-                                             "a line per method"))
+    sp = with_db(
+        sub.add_parser("plot", help="accuracy against achieved sparsity (or density, FLOPs), a line per method")
+    )
     sp.add_argument("sweep")
     sp.add_argument("--metric", default="test_acc", choices=["test_acc", "best_test_acc", "test_top5"])
     sp.add_argument("--out", help="PNG path (default SWEEP_METRIC.png)")
-    sp.add_argument("--x", default="sparsity", choices=["sparsity", "network", "density", "flops"],
-                    help="x axis: achieved sparsity of the prunable weights (default) or of the whole "
-                         "network, %% of weights remaining (log), or multiply-adds per example (log)")
+    sp.add_argument(
+        "--x",
+        default="sparsity",
+        choices=["sparsity", "network", "density", "flops"],
+        help="x axis: achieved sparsity of the prunable weights (default) or of the whole "
+        "network, %% of weights remaining (log), or multiply-adds per example (log)",
+    )
     sp.set_defaults(fn=cmd_plot)
 
     sp = with_db(sub.add_parser("report", help="the sweep as one self-contained HTML file (opens offline)"))
@@ -303,11 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     # `data` and `cluster` belong to their own modules (argparse there); main() hands them over,
     # --help included.
-    sub.add_parser("data", help="build FFCV files: tp-sweep data write --from KIND SRC --out F.beton",
-                   add_help=False)
-    sub.add_parser("cluster", help="a real Slurm cluster on this machine: up | down | status; "
-                                   "check [PROFILE]: a cluster profile against any cluster",
-                   add_help=False)
+    sub.add_parser(
+        "data", help="build FFCV files: tp-sweep data write --from KIND SRC --out F.beton", add_help=False
+    )
+    sub.add_parser(
+        "cluster",
+        help="a real Slurm cluster on this machine: up | down | status; "
+        "check [PROFILE]: a cluster profile against any cluster",
+        add_help=False,
+    )
     return p
 
 
@@ -367,9 +411,11 @@ def _store_outage(exc: BaseException) -> str | None:
         return str(exc)
     if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
         text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        return (f"the results store became unreachable ({text[0] if text else type(exc).__name__}); "
-                "nothing is lost: running jobs keep their results on disk and in their write "
-                "queues, and the next launch, status or resume picks them up")
+        return (
+            f"the results store became unreachable ({text[0] if text else type(exc).__name__}); "
+            "nothing is lost: running jobs keep their results on disk and in their write "
+            "queues, and the next launch, status or resume picks them up"
+        )
     return None
 
 

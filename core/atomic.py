@@ -2,17 +2,20 @@
 fsync it, rename it over the target. A reader (or a job restarted after SIGKILL) sees the old file
 or the new one, never half of either. Files are created owner-only (mkstemp's 0600), which the
 store-URL file relies on."""
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[IO[Any]], Any], *, binary: bool = True,
-                 sync_dir: bool = False) -> None:
+def write_atomic(
+    path: str | os.PathLike, write: Callable[[IO[Any]], Any], *, binary: bool = True, sync_dir: bool = False
+) -> None:
     """Replace `path` with what `write(file)` writes. `sync_dir` also makes the rename itself
     durable (checkpoints: a power cut must not bring back the previous epoch's file)."""
     path = Path(path)

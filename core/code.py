@@ -28,6 +28,7 @@ so a job never sees half a snapshot and launches of the same code share one. Job
 resumes put that folder first on their import path: editing the checkout after a launch changes
 nothing for what it queued. Torch-free: the planner computes ids from here.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,13 +44,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent  # the folder holding core/, trainer/, ...
 
 # Never part of a level's code: they cannot change what a level computes.
-EXCLUDED = frozenset({
-    "trainer/__main__.py",        # hydra's entry point (cli/)
-    "trainer/wandb_recorder.py",  # where metrics go besides the store
-    "trainer/provenance.py",      # what is recorded about a level, not how it is computed
-})
-PRUNING_FILES = ("core/density.py", "core/methods.py", "trainer/pruning/methods.py",
-                 "trainer/pruning/registry.py", "trainer/pruning/synflow.py")
+EXCLUDED = frozenset(
+    {
+        "trainer/__main__.py",  # hydra's entry point (cli/)
+        "trainer/wandb_recorder.py",  # where metrics go besides the store
+        "trainer/provenance.py",  # what is recorded about a level, not how it is computed
+    }
+)
+PRUNING_FILES = (
+    "core/density.py",
+    "core/methods.py",
+    "trainer/pruning/methods.py",
+    "trainer/pruning/registry.py",
+    "trainer/pruning/synflow.py",
+)
 _COMMON_PRUNING = ("core/methods.py", "trainer/pruning/registry.py", "trainer/pruning/methods.py")
 CRITERION_FILES: dict[str, tuple[str, ...]] = {
     "magnitude": (*_COMMON_PRUNING, "core/density.py"),
@@ -85,8 +93,9 @@ def normalized(source: bytes) -> bytes:
 @dataclass(frozen=True)
 class CodeIdentity:
     """The project's code at `root`, file by file (normalised hashes), and the codes of levels."""
+
     root: str
-    files: dict[str, str] = field(repr=False)   # relative path -> hash of its normalised source
+    files: dict[str, str] = field(repr=False)  # relative path -> hash of its normalised source
 
     def _group(self, paths: list[str] | tuple[str, ...]) -> str:
         return _short("\n".join(f"{p} {self.files.get(p, '-')}" for p in sorted(paths)))
@@ -143,9 +152,12 @@ def git_info(root: str | os.PathLike | None = None) -> dict[str, Any] | None:
     if not (base / ".git").exists():
         return None
     try:
+
         def git(*args: str) -> bytes:
-            return subprocess.run(["git", "-C", str(base), *args], capture_output=True, check=True,
-                                  timeout=30).stdout
+            return subprocess.run(
+                ["git", "-C", str(base), *args], capture_output=True, check=True, timeout=30
+            ).stdout
+
         commit = git("rev-parse", "HEAD").decode().strip()
         diff = git("diff", "HEAD", "--", *SNAPSHOT_PACKAGES)
         untracked = git("ls-files", "--others", "--exclude-standard", "--", *SNAPSHOT_PACKAGES).split()
@@ -196,10 +208,15 @@ def snapshot(output_dir: str | os.PathLike, root: str | os.PathLike | None = Non
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dst)
         code = code_identity(tmp)
-        manifest = {"snapshot": name, "sources": code.sources, "training": code.training,
-                    "version": _version(), "git": git_info(base), "from": str(base),
-                    "files": {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                              for p in files}}
+        manifest = {
+            "snapshot": name,
+            "sources": code.sources,
+            "training": code.training,
+            "version": _version(),
+            "git": git_info(base),
+            "from": str(base),
+            "files": {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files},
+        }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
             os.chmod(d, 0o755)

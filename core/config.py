@@ -18,6 +18,7 @@ the two), for the subset of hydra's defaults-list semantics the folder uses:
     group files, `optional`, `override`, `@package`, nested groups, interpolations (`${...}`), and
     choosing a group the preset's defaults list does not name.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,7 +36,7 @@ class ConfigError(ValueError):
     """A trainer config or override that cannot be resolved."""
 
 
-MAX_ALIASES = 50          # alias uses per document: plenty for reuse, too few for a bomb
+MAX_ALIASES = 50  # alias uses per document: plenty for reuse, too few for a bomb
 MAX_EXPANDED_NODES = 100_000  # nodes once aliases are expanded (JSON, the store, sbatch expand them)
 
 
@@ -54,16 +55,19 @@ class _Loader(yaml.SafeLoader):
             if self._aliases > MAX_ALIASES:
                 event = self.peek_event()
                 raise yaml.composer.ComposerError(
-                    None, None, f"more than {MAX_ALIASES} alias uses (*name) in one document",
-                    event.start_mark)
+                    None, None, f"more than {MAX_ALIASES} alias uses (*name) in one document", event.start_mark
+                )
         return super().compose_node(parent, index)
 
     def compose_document(self) -> Any:
         node = super().compose_document()
         if node is not None and self._aliases and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
             raise yaml.composer.ComposerError(
-                None, None, f"aliases expand this document to more than {MAX_EXPANDED_NODES:,} "
-                "nodes", node.start_mark)
+                None,
+                None,
+                f"aliases expand this document to more than {MAX_EXPANDED_NODES:,} nodes",
+                node.start_mark,
+            )
         self._aliases = 0
         return node
 
@@ -80,9 +84,11 @@ class _Loader(yaml.SafeLoader):
                     continue  # an unhashable key; the base class reports it
                 if first is not key_node:
                     raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
+                        "while constructing a mapping",
+                        node.start_mark,
                         f"found duplicate key {key!r} (first at line {first.start_mark.line + 1})",
-                        key_node.start_mark)
+                        key_node.start_mark,
+                    )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -92,8 +98,9 @@ def _expanded_size(node: Any, memo: dict[int, int | None]) -> int:
     if key in memo:
         size = memo[key]
         if size is None:  # still being counted: the node contains an alias to itself
-            raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains "
-                                              "it (a recursive structure)", node.start_mark)
+            raise yaml.composer.ComposerError(
+                None, None, "an alias refers to a node that contains it (a recursive structure)", node.start_mark
+            )
         return size
     memo[key] = None
     size = 1
@@ -141,7 +148,7 @@ def is_group_choice(key: str, value: Any) -> bool:
     return isinstance(value, str) and "." not in key and (CONF_DIR / key).is_dir()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parsed(path: Path) -> Any:
     """A conf file, parsed once per process (a grid checks thousands of combinations)."""
     cfg = load_yaml(path)
@@ -194,12 +201,19 @@ def _defaults(name: str, cfg: dict[str, Any]) -> list[tuple[str, str | None]]:
     for e in entries:
         if e == "_self_":
             out.append(("_self_", None))
-        elif (isinstance(e, dict) and len(e) == 1 and isinstance(next(iter(e)), str)
-              and _NAME.fullmatch(next(iter(e))) and isinstance(next(iter(e.values())), str)):
+        elif (
+            isinstance(e, dict)
+            and len(e) == 1
+            and isinstance(next(iter(e)), str)
+            and _NAME.fullmatch(next(iter(e)))
+            and isinstance(next(iter(e.values())), str)
+        ):
             out.append(next(iter(e.items())))
         else:
-            raise ConfigError(f"trainer config {name}: defaults entry {e!r} is not `GROUP: OPTION` or "
-                              "_self_ (the subset of hydra's defaults list supported here)")
+            raise ConfigError(
+                f"trainer config {name}: defaults entry {e!r} is not `GROUP: OPTION` or "
+                "_self_ (the subset of hydra's defaults list supported here)"
+            )
     if ("_self_", None) not in out:
         out.append(("_self_", None))  # hydra's rule too (with a warning)
     return out
@@ -210,16 +224,16 @@ def load_config(name: str, choices: dict[str, str] | None = None) -> dict[str, A
     path = CONF_DIR / f"{name}.yaml"
     # A name, not a path: `../../elsewhere` must not read YAML from outside core/conf/.
     if not isinstance(name, str) or not _NAME.fullmatch(name) or not path.is_file():
-        raise ConfigError(
-            f"unknown trainer config {name!r}; known: {', '.join(available_configs())}"
-        )
+        raise ConfigError(f"unknown trainer config {name!r}; known: {', '.join(available_configs())}")
     own = _load_file(path, "trainer config")
     entries = _defaults(name, own)
     listed = {g for g, _ in entries}
     for group in choices or {}:
         if group not in listed:
-            raise ConfigError(f"{group}: not a config group of {name} (its groups: "
-                              f"{', '.join(g for g, _ in entries if g != '_self_')})")
+            raise ConfigError(
+                f"{group}: not a config group of {name} (its groups: "
+                f"{', '.join(g for g, _ in entries if g != '_self_')})"
+            )
     cfg: dict[str, Any] = {}
     for group, option in entries:
         if group == "_self_":

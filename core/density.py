@@ -5,6 +5,7 @@ return per-layer densities whose weighted sum is the target exactly (in real num
 `counts_for` then turns them into integers that sum exactly to the global keep count.
 Torch-free: plain Python arithmetic on sizes.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,9 @@ def _check(density: float) -> None:
         raise ValueError(f"density must be in [0, 1], got {density}")
 
 
-def erk_densities(shapes: dict[str, tuple[int, ...]], density: float, power_scale: float = 1.0) -> dict[str, float]:
+def erk_densities(
+    shapes: dict[str, tuple[int, ...]], density: float, power_scale: float = 1.0
+) -> dict[str, float]:
     """Erdős–Rényi-Kernel (Evci et al. 2020): density_l = eps * ((sum of dims)/(prod of dims))^power.
 
     eps is solved so the kept total equals density * total exactly. A layer whose density would
@@ -83,7 +86,9 @@ def counts_for(shapes: dict[str, tuple[int, ...]], densities: dict[str, float], 
     return _fix_total(counts, sizes, ideal, total_keep)
 
 
-def _fix_total(counts: dict[str, int], caps: dict[str, int], ideal: dict[str, float], total: int) -> dict[str, int]:
+def _fix_total(
+    counts: dict[str, int], caps: dict[str, int], ideal: dict[str, float], total: int
+) -> dict[str, int]:
     """Add (or remove) single weights, largest (smallest) remainder first, until the sum is exact."""
     diff = total - sum(counts.values())
     while diff != 0:

@@ -11,6 +11,7 @@ from here (`tp-sweep db import`, launch, status) without loading any weights.
         metrics.json         written last: the level is finished when it exists
         .lock                held by the one process training the level
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -19,9 +20,10 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.atomic import write_json_atomic
 from core.levels import LevelSpec, LineageError
@@ -30,8 +32,7 @@ RESULT_FILE = "metrics.json"
 LEVEL_ID = re.compile(r"[0-9a-f]{16}")  # content_hash's 16 hex digits: never a path
 KINDS = ("dense", "oneshot", "trunk", "branch", "control")
 # metrics.json: fractions that must lie in [0, 1] when present (None: not measured)
-_FRACTIONS = ("achieved_sparsity", "network_sparsity", "test_acc", "test_top5", "best_test_acc",
-              "train_acc")
+_FRACTIONS = ("achieved_sparsity", "network_sparsity", "test_acc", "test_top5", "best_test_acc", "train_acc")
 _NUMBERS = ("test_loss", "train_loss", "seconds", "params", "nonzero_params", "flops_dense", "flops")
 
 
@@ -50,8 +51,10 @@ def check_description(data: Any, folder_name: str) -> LevelSpec:
         raise BadLevel("level.json is not a JSON object")
     lid = data.get("level_id")
     if lid != folder_name:
-        raise BadLevel(f"folder name {folder_name!r} differs from the level_id {lid!r} in level.json "
-                       "(renamed or copied folder)")
+        raise BadLevel(
+            f"folder name {folder_name!r} differs from the level_id {lid!r} in level.json "
+            "(renamed or copied folder)"
+        )
     if not is_level_id(lid):
         raise BadLevel(f"level_id {lid!r} is not a level id")
     parent, root = data.get("parent"), data.get("root")
@@ -95,8 +98,11 @@ def check_result(data: Any, folder_name: str) -> dict[str, Any]:
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise BadLevel(f"metrics.json: epochs {epochs!r} is not a count")
     history = data.get("history")
-    if not isinstance(history, list) or len(history) != epochs or not all(
-            isinstance(h, dict) and isinstance(h.get("epoch"), int) for h in history):
+    if (
+        not isinstance(history, list)
+        or len(history) != epochs
+        or not all(isinstance(h, dict) and isinstance(h.get("epoch"), int) for h in history)
+    ):
         raise BadLevel("metrics.json: history is not a list of its epochs")
     prov = data.get("provenance")
     if prov is not None and not isinstance(prov, dict):
@@ -108,21 +114,35 @@ def check_result(data: Any, folder_name: str) -> dict[str, Any]:
 class LevelCheck:
     """What a level folder holds: its description, its result (None: not finished), or why it
     must not be used (`problem`; then neither is given)."""
+
     spec: LevelSpec | None = None
     result: dict[str, Any] | None = None
     problem: str | None = None
 
 
-def job_description(job_id: str, levels_dir: str, levels: list[str],
-                    snapshots: dict[str, list[dict[str, Any]]], runs: dict[str, Any],
-                    reuse: str = "any", code_dir: str | None = None) -> dict[str, Any]:
+def job_description(
+    job_id: str,
+    levels_dir: str,
+    levels: list[str],
+    snapshots: dict[str, list[dict[str, Any]]],
+    runs: dict[str, Any],
+    reuse: str = "any",
+    code_dir: str | None = None,
+) -> dict[str, Any]:
     """JOB_FILE, what `python -m trainer.job JOB_FILE` trains: its levels (in order, under
     levels_dir), the imp_wr rewind points its root levels write, the runs its levels serve
     (for recorders that report per run, such as W&B), the reuse policy it was planned under
     (same-code: a checkpoint started by other code is not continued), and the code snapshot
     its scheduler jobs import (core/code.py; None: the environment's)."""
-    return {"job_id": job_id, "levels_dir": levels_dir, "levels": levels, "snapshots": snapshots,
-            "runs": runs, "reuse": reuse, "code_dir": code_dir}
+    return {
+        "job_id": job_id,
+        "levels_dir": levels_dir,
+        "levels": levels,
+        "snapshots": snapshots,
+        "runs": runs,
+        "reuse": reuse,
+        "code_dir": code_dir,
+    }
 
 
 def status_path(job_file: str | Path) -> Path:
@@ -198,8 +218,9 @@ class LevelDir:
             try:
                 data = json.loads(self.metrics.read_text())
             except (OSError, ValueError) as exc:
-                raise BadLevel(f"metrics.json cannot be read ({type(exc).__name__}: truncated or "
-                               "edited)") from None
+                raise BadLevel(
+                    f"metrics.json cannot be read ({type(exc).__name__}: truncated or edited)"
+                ) from None
             result = check_result(data, self.path.name)
             code = (result.get("provenance") or {}).get("code")
             named = getattr(spec, "code", None)
@@ -219,8 +240,14 @@ class LevelLock:
     finished meanwhile. The lock goes with the process, so a killed trainer never leaves it held.
     """
 
-    def __init__(self, d: LevelDir, is_main: bool, agree: Callable[[bool], bool],
-                 on_wait: Callable[[], None] | None = None, poll_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        d: LevelDir,
+        is_main: bool,
+        agree: Callable[[bool], bool],
+        on_wait: Callable[[], None] | None = None,
+        poll_s: float = 2.0,
+    ) -> None:
         self.d, self.is_main, self.agree, self.on_wait, self.poll_s = d, is_main, agree, on_wait, poll_s
         self._fd: int | None = None
 
@@ -237,7 +264,7 @@ class LevelLock:
         self._fd = fd
         return True
 
-    def __enter__(self) -> "LevelLock":
+    def __enter__(self) -> LevelLock:
         last_beat = time.monotonic()
         while not self.agree(self._try()):
             if self._fd is not None:  # rank 0 got it but the ranks disagreed: cannot happen, but be tidy

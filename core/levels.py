@@ -18,6 +18,7 @@ level that equals it, or (prune.landing: branch) by a branch: from the deepest t
 denser than the target, one pruning step to exactly the target, rewound and trained as the method
 does. With prune.landing: trunk, the first trunk level at or past the target serves it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,36 +86,53 @@ def trunk_density(rate: float, depth: int) -> float:
 @dataclass(frozen=True)
 class LevelSpec:
     """One level: what it computes (parent, step, train) and where it sits (root, depth, kind)."""
+
     level_id: str
     parent: str | None
-    root: str                      # the level whose init.pt (and rewind snapshots) it rewinds to
-    depth: int                     # 0 for a root; parent's depth + 1 otherwise
-    kind: str                      # dense | oneshot | trunk | branch
-    density: float                 # fraction of prunable weights kept
-    step: dict[str, Any] | None    # the pruning step; None for dense training from init
+    root: str  # the level whose init.pt (and rewind snapshots) it rewinds to
+    depth: int  # 0 for a root; parent's depth + 1 otherwise
+    kind: str  # dense | oneshot | trunk | branch
+    density: float  # fraction of prunable weights kept
+    step: dict[str, Any] | None  # the pruning step; None for dense training from init
     train: dict[str, Any] = field(repr=False)
-    code: str | None = None        # reuse same-code: the code it runs (core/code.py), hashed too
+    code: str | None = None  # reuse same-code: the code it runs (core/code.py), hashed too
 
     def description(self) -> dict[str, Any]:
         """LEVEL_DIR/level.json: everything a trainer needs to compute this level."""
-        out = {"level_id": self.level_id, "parent": self.parent, "root": self.root,
-               "depth": self.depth, "kind": self.kind, "density": self.density,
-               "step": self.step, "train": self.train}
+        out = {
+            "level_id": self.level_id,
+            "parent": self.parent,
+            "root": self.root,
+            "depth": self.depth,
+            "kind": self.kind,
+            "density": self.density,
+            "step": self.step,
+            "train": self.train,
+        }
         if self.code is not None:
             out["code"] = self.code
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LevelSpec":
+    def from_dict(cls, d: dict[str, Any]) -> LevelSpec:
         code = d.get("code")
-        spec = cls(str(d["level_id"]), d.get("parent"), str(d["root"]), int(d["depth"]),
-                   str(d["kind"]), float(d["density"]), d.get("step"), dict(d["train"]),
-                   None if code is None else str(code))
+        spec = cls(
+            str(d["level_id"]),
+            d.get("parent"),
+            str(d["root"]),
+            int(d["depth"]),
+            str(d["kind"]),
+            float(d["density"]),
+            d.get("step"),
+            dict(d["train"]),
+            None if code is None else str(code),
+        )
         stepped = round(float(spec.step["density"]), 12) if spec.step else 1.0
         hashed = level_id(spec.parent, spec.step, spec.train, code=spec.code)
         if hashed != spec.level_id or stepped != spec.density:
-            raise LineageError(f"level {spec.level_id}: its description does not hash to its id "
-                               "(edited or damaged level.json)")
+            raise LineageError(
+                f"level {spec.level_id}: its description does not hash to its id (edited or damaged level.json)"
+            )
         return spec
 
     @property
@@ -122,8 +140,13 @@ class LevelSpec:
         return int(self.train.get("seed", 0))
 
 
-def level_id(parent: str | None, step: dict[str, Any] | None, train: dict[str, Any],
-             train_json: str | None = None, code: str | None = None) -> str:
+def level_id(
+    parent: str | None,
+    step: dict[str, Any] | None,
+    train: dict[str, Any],
+    train_json: str | None = None,
+    code: str | None = None,
+) -> str:
     """content_hash({"parent", "step", "train"}), and "code" under reuse same-code (without it the
     id is what it always was). `train_json` (canonical_json(train)), when a caller hashes many
     levels of one training config, spares canonicalising it every time: the text is the same, so
@@ -134,8 +157,9 @@ def level_id(parent: str | None, step: dict[str, Any] | None, train: dict[str, A
             body["code"] = code
         return content_hash(body)
     # what json.dumps(sort_keys=True) writes for these keys ("code" sorts first)
-    blob = (("" if code is None else f'"code":{canonical_json(code)},')
-            + f'"parent":{canonical_json(parent)},"step":{canonical_json(step)},"train":{train_json}')
+    blob = (
+        "" if code is None else f'"code":{canonical_json(code)},'
+    ) + f'"parent":{canonical_json(parent)},"step":{canonical_json(step)},"train":{train_json}'
     return hashlib.sha256(("{" + blob + "}").encode()).hexdigest()[:16]
 
 
@@ -143,8 +167,11 @@ def prune_step(method: str, prune: dict[str, Any], density: float) -> dict[str, 
     """The pruning step of `method` to `density`: criterion, its settings, and the rewind rule."""
     info = get_method(method)
     crit = CRITERIA[info.criterion]
-    step: dict[str, Any] = {"criterion": info.criterion, "density": round(float(density), 12),
-                            "keep_first_last_dense": bool(prune.get("keep_first_last_dense", False))}
+    step: dict[str, Any] = {
+        "criterion": info.criterion,
+        "density": round(float(density), 12),
+        "keep_first_last_dense": bool(prune.get("keep_first_last_dense", False)),
+    }
     ignore = sorted({str(p) for p in prune.get("layers_to_ignore") or ()})
     if ignore:  # in the step only when set, so every level planned before the option keeps its id
         step["layers_to_ignore"] = ignore
@@ -182,6 +209,7 @@ def level_epochs(level: LevelSpec) -> int:
 
 class Coder(Protocol):
     """What plan_levels needs of core.code.CodeIdentity: the code of a level with a given step."""
+
     def for_step(self, step: dict[str, Any] | None) -> str: ...
 
 
@@ -197,8 +225,11 @@ def control_step(method: str, prune: dict[str, Any], density: float, seed: int) 
     random_layerwise: redraw it with its per-layer counts), the density (the served level's) and
     the rewind; reinit also names its fresh initialisation's seed."""
     info = get_method(method)
-    step: dict[str, Any] = {"criterion": info.criterion, "density": round(float(density), 12),
-                            "keep_first_last_dense": bool(prune.get("keep_first_last_dense", False))}
+    step: dict[str, Any] = {
+        "criterion": info.criterion,
+        "density": round(float(density), 12),
+        "keep_first_last_dense": bool(prune.get("keep_first_last_dense", False)),
+    }
     ignore = sorted({str(p) for p in prune.get("layers_to_ignore") or ()})
     if ignore:
         step["layers_to_ignore"] = ignore
@@ -208,20 +239,37 @@ def control_step(method: str, prune: dict[str, Any], density: float, seed: int) 
     return step
 
 
-def _make(parent: LevelSpec | None, kind: str, density: float, step: dict[str, Any] | None,
-          train: dict[str, Any], train_json: str | None = None, code: Coder | None = None) -> LevelSpec:
+def _make(
+    parent: LevelSpec | None,
+    kind: str,
+    density: float,
+    step: dict[str, Any] | None,
+    train: dict[str, Any],
+    train_json: str | None = None,
+    code: Coder | None = None,
+) -> LevelSpec:
     c = code.for_step(step) if code is not None else None
     lid = level_id(parent.level_id if parent else None, step, train, train_json, c)
-    return LevelSpec(lid, parent.level_id if parent else None, parent.root if parent else lid,
-                     parent.depth + 1 if parent else 0, kind, round(float(density), 12), step, train, c)
+    return LevelSpec(
+        lid,
+        parent.level_id if parent else None,
+        parent.root if parent else lid,
+        parent.depth + 1 if parent else 0,
+        kind,
+        round(float(density), 12),
+        step,
+        train,
+        c,
+    )
 
 
 @dataclass
 class RunLevels:
     """The levels one run (method x seed x axes) trains, and which level serves each target."""
-    levels: list[LevelSpec]                    # in training order: parents first
-    serving: dict[float, LevelSpec]            # target sparsity -> level
-    naive: dict[float, int]                    # target -> levels a lone job for it would train
+
+    levels: list[LevelSpec]  # in training order: parents first
+    serving: dict[float, LevelSpec]  # target sparsity -> level
+    naive: dict[float, int]  # target -> levels a lone job for it would train
     # Levels whose mask is needed but whose training is not: the trunk levels of a method whose
     # criterion does not read the weights and that rewinds to init (random, random_erk,
     # random_balanced), where they serve no target. The trainer computes their masks on the way.
@@ -239,8 +287,9 @@ class RunLevels:
         return codes or None
 
 
-def plan_levels(method: str, config: dict[str, Any], sparsities: list[float],
-                code: Coder | None = None) -> RunLevels:
+def plan_levels(
+    method: str, config: dict[str, Any], sparsities: list[float], code: Coder | None = None
+) -> RunLevels:
     """Levels of one run for its targets. Pure: the same inputs give the same ids anywhere. With
     `code` (reuse same-code: core.code.CodeIdentity), each level's code is part of its id."""
     info = get_method(method)
@@ -297,16 +346,17 @@ def plan_levels(method: str, config: dict[str, Any], sparsities: list[float],
         elif abs(trunk_density(rate, depth + 1) - d) <= DENSITY_TOL:
             plan[s] = (depth + 1, False)
         elif landing == "trunk":
-            plan[s] = (depth + 1, False)   # first trunk level past the target
+            plan[s] = (depth + 1, False)  # first trunk level past the target
         else:
-            plan[s] = (depth, True)        # deepest trunk level still denser than the target
+            plan[s] = (depth, True)  # deepest trunk level still denser than the target
     deepest = max((dep for dep, _ in plan.values()), default=0)
     n_branches = sum(1 for _, b in plan.values() if b)
     if deepest + 1 + n_branches > MAX_LEVELS_PER_RUN:
         worst = max(targets)
         raise LineageError(
             f"{method}: sparsity {worst:g} at prune.rate {rate:g} needs {deepest + 1 + n_branches} "
-            f"levels; a run may plan at most {MAX_LEVELS_PER_RUN} (raise prune.rate)")
+            f"levels; a run may plan at most {MAX_LEVELS_PER_RUN} (raise prune.rate)"
+        )
     trunk = [dense]
     for depth in range(1, deepest + 1):
         dens = trunk_density(rate, depth)

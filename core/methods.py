@@ -9,6 +9,7 @@ initialisation, or iterative along a trunk of levels) and a rewind rule. Level i
 criterion and its settings, never the method's name, so methods that compute the same level
 (level 0 of every method that trains dense from init) share it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,20 +22,20 @@ Rewind = Literal["init", "step", "none", "reinit"]
 @dataclass(frozen=True)
 class Criterion:
     name: str
-    needs_data: bool             # the pruner reads ctx.batches
-    params: tuple[str, ...] = () # prune.* keys that change its result (hashed into level ids)
-    reads_weights: bool = True   # False: the new mask depends on the old mask alone (random draws)
+    needs_data: bool  # the pruner reads ctx.batches
+    params: tuple[str, ...] = ()  # prune.* keys that change its result (hashed into level ids)
+    reads_weights: bool = True  # False: the new mask depends on the old mask alone (random draws)
 
 
 @dataclass(frozen=True)
 class MethodInfo:
     name: str
     schedule: Schedule  # dense: 1 level; oneshot: prune at init, train once; iterative: a trunk;
-                        # control: the base method's levels, then one level per target below the
-                        # level serving it (a lottery-ticket control)
-    rewind: Rewind      # where weights go after pruning: init, the step-k snapshot, stay (LR
-                        # rewinding), or a fresh initialisation (reinit)
-    criterion: str      # key of CRITERIA; "dense" for the unpruned baseline
+    # control: the base method's levels, then one level per target below the
+    # level serving it (a lottery-ticket control)
+    rewind: Rewind  # where weights go after pruning: init, the step-k snapshot, stay (LR
+    # rewinding), or a fresh initialisation (reinit)
+    criterion: str  # key of CRITERIA; "dense" for the unpruned baseline
     base: str | None = None  # control: the method whose levels it reuses
 
     @property

@@ -27,6 +27,7 @@ config, which would change run ids and hand model options to builders that do no
 instead, the check a sweep gets, and registers the classes in hydra's ConfigStore only as group
 `tp_schema`, for code that builds on them.
 """
+
 import dataclasses
 import math
 import typing
@@ -36,11 +37,11 @@ from typing import Any, Optional, Union
 from core.config import ConfigError
 from core.methods import METHODS
 
-OPTIMIZER_NAMES = ("sgd", "adamw")                              # trainer.optim.OPTIMIZERS
+OPTIMIZER_NAMES = ("sgd", "adamw")  # trainer.optim.OPTIMIZERS
 SCHEDULE_NAMES = ("constant", "cosine", "multistep", "onecycle")  # trainer.optim.SCHEDULES
-SEED_LIMIT = 2**63      # torch.manual_seed and the seed hashes take 64-bit seeds; keep them signed
+SEED_LIMIT = 2**63  # torch.manual_seed and the seed hashes take 64-bit seeds; keep them signed
 MAX_BATCH = 2**20
-MAX_STR = 4096          # paths and names; anything longer is a paste accident
+MAX_STR = 4096  # paths and names; anything longer is a paste accident
 MAX_PX = 4096
 
 
@@ -65,15 +66,15 @@ class ModelConfig:
 class DataConfig:
     name: str = _f()
     batch_size: int = _f(ge=1, le=MAX_BATCH)
-    test_batch_size: Optional[int] = _f(None, ge=1, le=MAX_BATCH)   # null: batch_size
-    num_workers: int = _f(0, ge=0, le=1024)      # absent: the loader's default (FFCV: 0 = CPUs)
+    test_batch_size: Optional[int] = _f(None, ge=1, le=MAX_BATCH)  # null: batch_size
+    num_workers: int = _f(0, ge=0, le=1024)  # absent: the loader's default (FFCV: 0 = CPUs)
     subset: Optional[int] = _f(None, ge=1)
     # in-memory data sets (digits, synthetic)
     normalize: bool = _f(True)
     data_seed: int = _f(0, ge=0, lt=SEED_LIMIT)
     shape: list[int] = _f([3, 8, 8], ge=1, le=MAX_PX, min_len=3, max_len=3)
     classes: int = _f(10, ge=2, le=1_000_000)
-    size: int = _f(1024, ge=1, le=10_000_000)    # generated in memory: bound it
+    size: int = _f(1024, ge=1, le=10_000_000)  # generated in memory: bound it
     test_size: int = _f(256, ge=1, le=10_000_000)
     noise: float = _f(1.0, ge=0)
     # FFCV betons and image folders
@@ -84,8 +85,8 @@ class DataConfig:
     batches_ahead: int = _f(3, ge=1, le=64)
     resolution: int = _f(224, ge=1, le=MAX_PX)
     val_resolution: Optional[int] = _f(None, ge=1, le=MAX_PX)  # null: resolution
-    min_res: Optional[int] = _f(None, ge=1, le=MAX_PX)         # set: progressive resizing
-    max_res: Optional[int] = _f(None, ge=1, le=MAX_PX)         # null: resolution
+    min_res: Optional[int] = _f(None, ge=1, le=MAX_PX)  # set: progressive resizing
+    max_res: Optional[int] = _f(None, ge=1, le=MAX_PX)  # null: resolution
     end_ramp: int = _f(0, ge=0)
     start_ramp: int = _f(0, ge=0)
     mean: Optional[list[float]] = _f(None, range=(0, 255), min_len=3, max_len=3)  # 0..255 scale
@@ -100,7 +101,7 @@ class OptimizerConfig:
     lr: float = _f(gt=0)
     momentum: float = _f(0.0, ge=0, lt=1)
     nesterov: bool = _f(False)
-    weight_decay: float = _f(0.0, ge=0)          # absent: torch's default (sgd 0, adamw 0.01)
+    weight_decay: float = _f(0.0, ge=0)  # absent: torch's default (sgd 0, adamw 0.01)
     betas: list[float] = _f([0.9, 0.999], ge=0, lt=1, min_len=2, max_len=2)  # adamw; torch's range
 
 
@@ -109,9 +110,9 @@ class ScheduleConfig:
     name: str = _f(choices=SCHEDULE_NAMES)
     epochs: int = _f(ge=1, le=100_000)
     warmup_epochs: float = _f(0.0, ge=0)
-    milestones: list[int] = _f([], ge=1, max_len=1000)     # multistep: lr *= gamma at each
+    milestones: list[int] = _f([], ge=1, max_len=1000)  # multistep: lr *= gamma at each
     gamma: float = _f(0.1, gt=0, le=1)
-    peak_epoch: float = _f(1.0, ge=0)                       # onecycle
+    peak_epoch: float = _f(1.0, ge=0)  # onecycle
 
 
 @dataclass
@@ -126,9 +127,9 @@ class PruneConfig:
     # Unset (not in the presets): every level keeps its id; set, the pruning levels get new ones.
     layers_to_ignore: list[str] = _f([], max_len=256)
     rewind_epochs: float = _f(0.0, ge=0)
-    rewind_iterations: Optional[int] = _f(None, ge=0)       # null: rewind_epochs decides
+    rewind_iterations: Optional[int] = _f(None, ge=0)  # null: rewind_epochs decides
     rewind_optimizer: bool = _f(False)
-    snip_batches: int = _f(1, ge=1, le=1024)     # kept in memory while scoring: bound them
+    snip_batches: int = _f(1, ge=1, le=1024)  # kept in memory while scoring: bound them
     synflow_rounds: int = _f(100, ge=1, le=10_000)
     erk_power_scale: float = _f(1.0, ge=0)
     prune_batches: int = _f(1, ge=1, le=1024)
@@ -150,13 +151,13 @@ class WandbConfig:
     entity: Optional[str] = _f(None)
     # auto: online when a W&B API key is set (WANDB_API_KEY or a login), offline otherwise
     mode: str = _f("auto", choices=("auto", "online", "offline", "disabled"))
-    dir: Optional[str] = _f(None)   # where W&B writes its files; default: OUTPUT_DIR/wandb
+    dir: Optional[str] = _f(None)  # where W&B writes its files; default: OUTPUT_DIR/wandb
     tags: list[str] = _f([], max_len=64)
 
 
 @dataclass
 class LoggingConfig:
-    wandb: Optional[WandbConfig] = _f(None)   # null: W&B off (and never imported)
+    wandb: Optional[WandbConfig] = _f(None)  # null: W&B off (and never imported)
 
 
 @dataclass
@@ -186,9 +187,10 @@ def known_key(dotted: str) -> bool:
 # ---- validation ------------------------------------------------------------------------------
 class _Rule(typing.NamedTuple):
     """One field, read from its type and metadata once (validation runs per grid combination)."""
+
     name: str
-    kind: str            # "section" | "choices" | "list" | "scalar"
-    tp: Any              # the section's class, the list's element type, or the scalar type
+    kind: str  # "section" | "choices" | "list" | "scalar"
+    tp: Any  # the section's class, the list's element type, or the scalar type
     nullable: bool
     required: bool
     meta: dict[str, Any]
@@ -343,11 +345,14 @@ def _cross_checks(cfg: dict[str, Any], out: list[str]) -> None:
         out.append("optimizer.nesterov: sgd's nesterov needs optimizer.momentum > 0")
     sched = cfg["schedule"]
     if sched.get("warmup_epochs", 0) > sched["epochs"]:
-        out.append(f"schedule.warmup_epochs: {_show(sched['warmup_epochs'])} is past "
-                   f"schedule.epochs {sched['epochs']}")
+        out.append(
+            f"schedule.warmup_epochs: {_show(sched['warmup_epochs'])} is past schedule.epochs {sched['epochs']}"
+        )
     if sched["name"] == "onecycle" and sched.get("peak_epoch", 1) > sched["epochs"]:
-        out.append(f"schedule.peak_epoch: {_show(sched['peak_epoch'])} is past schedule.epochs "
-                   f"{sched['epochs']} (the learning rate would never come down)")
+        out.append(
+            f"schedule.peak_epoch: {_show(sched['peak_epoch'])} is past schedule.epochs "
+            f"{sched['epochs']} (the learning rate would never come down)"
+        )
     data = cfg["data"]
     if data.get("min_res") is not None:
         top = data.get("max_res") or data.get("resolution", 224)

@@ -1,6 +1,7 @@
 """The results store: schema and migrations, engines, the orchestrator's and the trainer's views
 of it, and the read-side queries. This package file stays light (no SQLAlchemy): the fast
 existence check of db/probe.py starts from the URL it picks."""
+
 from __future__ import annotations
 
 import os

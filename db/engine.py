@@ -6,10 +6,12 @@ never print it, nor any URL inside it. SQLite transactions are opened by us (`BE
 or a plain `BEGIN` for a read-only one) instead of by pysqlite, which defers the lock to the first
 write and so cannot serialize a read-then-write.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, cast
+from collections.abc import Iterable
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -24,7 +26,7 @@ class StoreError(RuntimeError):
 def display_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL has no password we could find either
+    except Exception:  # noqa: BLE001 - an unparsable URL has no password we could find either
         return "<unparsable database URL>"
 
 
@@ -34,7 +36,7 @@ def resolve_url(cli_url: str | None = None, spec_url: str | None = None) -> str:
     url = requested_url(cli_url, spec_url)
     try:
         parsed = make_url(url)
-    except Exception:
+    except Exception:  # noqa: BLE001 - make_url raises several kinds for a bad URL
         return url  # Store() reports it
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = os.path.abspath(os.path.expanduser(parsed.database))
@@ -46,7 +48,7 @@ def store_may_exist(url: str) -> bool:
     """False when opening the store would create it (a SQLite file that is not there yet)."""
     try:
         parsed = make_url(url)
-    except Exception:
+    except Exception:  # noqa: BLE001 - make_url raises several kinds for a bad URL
         return False
     if parsed.get_backend_name() == "sqlite":
         return parsed.database is not None and os.path.isfile(parsed.database)
@@ -56,7 +58,7 @@ def store_may_exist(url: str) -> bool:
 def make_engine(url: str) -> sa.Engine:
     try:
         parsed = make_url(url)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - make_url raises several kinds for a bad URL
         raise StoreError(f"invalid database URL {display_url(url)!r}: {type(exc).__name__}") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -91,16 +93,23 @@ def make_engine(url: str) -> sa.Engine:
     if backend == "postgresql":
         if parsed.get_driver_name() in ("", "psycopg2"):
             parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we ship
-        return sa.create_engine(parsed, hide_parameters=True, pool_pre_ping=True,
-                                connect_args={"connect_timeout": 10})
+        return sa.create_engine(
+            parsed, hide_parameters=True, pool_pre_ping=True, connect_args={"connect_timeout": 10}
+        )
     try:
         return sa.create_engine(parsed, hide_parameters=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to build an engine means an unusable URL
         raise StoreError(f"unsupported database URL {display_url(url)}: {type(exc).__name__}") from None
 
 
-def upsert(conn: sa.Connection | Any, table: sa.Table | sa.FromClause, rows: Iterable[dict[str, Any]],
-           keys: list[str], update: list[str] | None = None, chunk: int = 5000) -> None:
+def upsert(
+    conn: sa.Connection | Any,
+    table: sa.Table | sa.FromClause,
+    rows: Iterable[dict[str, Any]],
+    keys: list[str],
+    update: list[str] | None = None,
+    chunk: int = 5000,
+) -> None:
     """INSERT ... ON CONFLICT (keys) DO UPDATE SET update (or DO NOTHING): atomic, so concurrent
     writers of one row never fail or duplicate it (a read-then-write `merge` does both).
 
@@ -122,4 +131,4 @@ def upsert(conn: sa.Connection | Any, table: sa.Table | sa.FromClause, rows: Ite
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=keys)
     for i in range(0, len(rows), chunk):
-        conn.execute(stmt, rows[i:i + chunk])
+        conn.execute(stmt, rows[i : i + chunk])

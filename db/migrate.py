@@ -5,14 +5,15 @@ launches): the upgrade runs under a lock, so exactly one applies it and the othe
 PostgreSQL: a transaction-scoped advisory lock. SQLite: an exclusive flock on a file beside the
 database (SQLite's own locking cannot cover Alembic's check-then-create).
 """
+
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -134,7 +135,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     from alembic import command
 
     is_sqlite = engine.dialect.name == "sqlite"
-    with (_sqlite_file_lock(engine) if is_sqlite else contextlib.nullcontext()):
+    with _sqlite_file_lock(engine) if is_sqlite else contextlib.nullcontext():
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})

@@ -8,6 +8,7 @@ PostgreSQL stores go the ordinary way). The answer is only ever "certainly not t
 the command opens the store as usual and reaches the same verdict itself. Nothing is created: a
 typo against a store that does not exist yet leaves no empty database behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,7 @@ def sqlite_path(url: str) -> str | None:
     or None for anything else (in-memory, URL options, other backends)."""
     if not url.startswith(_SQLITE) or "?" in url:
         return None
-    path = url[len(_SQLITE):]
+    path = url[len(_SQLITE) :]
     if path in ("", ":memory:"):
         return None
     return os.path.abspath(os.path.expanduser(path))
@@ -42,9 +43,13 @@ def missing_target(url: str, target: str, runs: bool = False) -> str | None:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as conn:
             if conn.execute("SELECT 1 FROM sweeps WHERE name = ?", (target,)).fetchone():
                 return None
-            if runs and target and conn.execute(
-                    "SELECT 1 FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 1",
-                    (target, target + "\U0010ffff")).fetchone():
+            if (
+                runs
+                and target
+                and conn.execute(
+                    "SELECT 1 FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 1", (target, target + "\U0010ffff")
+                ).fetchone()
+            ):
                 return None
             names = [n for (n,) in conn.execute("SELECT name FROM sweeps ORDER BY created_at, id")]
     except sqlite3.Error:  # no tables yet, locked past the timeout, not a database: the usual way

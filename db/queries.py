@@ -2,6 +2,7 @@
 their derived states are in db.summaries. Kept free of pandas so `tp-sweep query` answers in
 well under a second.
 """
+
 from __future__ import annotations
 
 import ast
@@ -9,7 +10,8 @@ import json
 import math
 import operator
 import statistics
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -28,10 +30,18 @@ def level_progress(store: Store, sweep: str) -> tuple[int, int]:
     """(finished, all) distinct levels the sweep's runs need: shared levels count once."""
     with store.reading() as s:
         sid = _sweep_id(s, store, sweep)
-        ids = (sa.select(RunLevel.level_id).join(SweepRun, SweepRun.run_id == RunLevel.run_id)
-               .where(SweepRun.sweep_id == sid).distinct().subquery())
-        row = s.execute(sa.select(sa.func.count(), sa.func.count(Level.finished_at))
-                        .select_from(ids).join(Level, Level.level_id == ids.c.level_id)).one()
+        ids = (
+            sa.select(RunLevel.level_id)
+            .join(SweepRun, SweepRun.run_id == RunLevel.run_id)
+            .where(SweepRun.sweep_id == sid)
+            .distinct()
+            .subquery()
+        )
+        row = s.execute(
+            sa.select(sa.func.count(), sa.func.count(Level.finished_at))
+            .select_from(ids)
+            .join(Level, Level.level_id == ids.c.level_id)
+        ).one()
     return int(row[1]), int(row[0])
 
 
@@ -43,11 +53,25 @@ def accuracy_lines(store: Store, sweep: str) -> int:
         return int(s.scalar(sa.select(sa.func.count()).select_from(pairs.subquery())) or 0)
 
 
-_LEVEL_COLUMNS = (Level.level_id, Level.depth, Level.kind, Level.finished_at.is_not(None).label("finished"),
-                  Level.density,
-                  Level.achieved_sparsity, Level.test_acc, Level.test_top5, Level.best_test_acc,
-                  Level.epochs, Level.network_sparsity, Level.params, Level.nonzero_params,
-                  Level.flops_dense, Level.flops, Level.code, Level.sources)
+_LEVEL_COLUMNS = (
+    Level.level_id,
+    Level.depth,
+    Level.kind,
+    Level.finished_at.is_not(None).label("finished"),
+    Level.density,
+    Level.achieved_sparsity,
+    Level.test_acc,
+    Level.test_top5,
+    Level.best_test_acc,
+    Level.epochs,
+    Level.network_sparsity,
+    Level.params,
+    Level.nonzero_params,
+    Level.flops_dense,
+    Level.flops,
+    Level.code,
+    Level.sources,
+)
 
 
 def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[str, Any]]:
@@ -61,46 +85,111 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
         conn = s.connection()
         sid = _sweep_id(s, store, sweep)
         if levels:
-            q = (sa.select(Run.method, (1.0 - Level.density).label("sparsity"), Run.seed, Run.run_id,
-                           RunLevel.position, as_text(Run.axes), *_LEVEL_COLUMNS)
-                 .join(SweepRun, SweepRun.run_id == Run.run_id)
-                 .join(RunLevel, RunLevel.run_id == Run.run_id)
-                 .join(Level, Level.level_id == RunLevel.level_id)
-                 .where(SweepRun.sweep_id == sid))
-            order = (0, 2, 3, 4)    # method, seed, run, position
+            q = (
+                sa.select(
+                    Run.method,
+                    (1.0 - Level.density).label("sparsity"),
+                    Run.seed,
+                    Run.run_id,
+                    RunLevel.position,
+                    as_text(Run.axes),
+                    *_LEVEL_COLUMNS,
+                )
+                .join(SweepRun, SweepRun.run_id == Run.run_id)
+                .join(RunLevel, RunLevel.run_id == Run.run_id)
+                .join(Level, Level.level_id == RunLevel.level_id)
+                .where(SweepRun.sweep_id == sid)
+            )
+            order = (0, 2, 3, 4)  # method, seed, run, position
         else:
-            q = (sa.select(GridPoint.method, GridPoint.sparsity, GridPoint.seed, GridPoint.run_id, GridPoint.id,
-                           as_text(GridPoint.axes), *_LEVEL_COLUMNS)
-                 .join(Level, Level.level_id == GridPoint.level_id).where(GridPoint.sweep_id == sid))
-            order = (0, 1, 2, 4)    # method, sparsity, seed, grid point
+            q = (
+                sa.select(
+                    GridPoint.method,
+                    GridPoint.sparsity,
+                    GridPoint.seed,
+                    GridPoint.run_id,
+                    GridPoint.id,
+                    as_text(GridPoint.axes),
+                    *_LEVEL_COLUMNS,
+                )
+                .join(Level, Level.level_id == GridPoint.level_id)
+                .where(GridPoint.sweep_id == sid)
+            )
+            order = (0, 1, 2, 4)  # method, sparsity, seed, grid point
         rows = sorted(conn.execute(q).all(), key=lambda r: tuple(r[i] for i in order))
         provenance: dict[str, Any] = {}
         if levels:  # a level's whole provenance, one row per level (not per grid point: 30,000)
             ids = sorted({r[6] for r in rows})
             for i in range(0, len(ids), 900):
-                provenance.update(conn.execute(sa.select(Level.level_id, Level.provenance).where(
-                    Level.level_id.in_(ids[i:i + 900]))).all())
+                provenance.update(
+                    conn.execute(
+                        sa.select(Level.level_id, Level.provenance).where(Level.level_id.in_(ids[i : i + 900]))
+                    ).all()
+                )
         unfinished = [r[6] for r in rows if not r[9]]  # level_id, finished
         states: dict[str, str] = {}
         for i in range(0, len(unfinished), 900):
-            states.update(conn.execute(sa.select(Level.level_id, Job.state).join(Job, Job.job_id == Level.job_id)
-                                       .where(Level.level_id.in_(unfinished[i:i + 900]))).all())
+            states.update(
+                conn.execute(
+                    sa.select(Level.level_id, Job.state)
+                    .join(Job, Job.job_id == Level.job_id)
+                    .where(Level.level_id.in_(unfinished[i : i + 900]))
+                ).all()
+            )
     decode = AxesDecoder()
     out = []
-    for (method, sparsity, seed, run_id, _order, axes, level_id, depth, kind, finished, density, achieved,
-         test_acc, top5, best, epochs, network, params, nonzero, flops_dense, flops, code, sources) in rows:
+    for (
+        method,
+        sparsity,
+        seed,
+        run_id,
+        _order,
+        axes,
+        level_id,
+        depth,
+        kind,
+        finished,
+        density,
+        achieved,
+        test_acc,
+        top5,
+        best,
+        epochs,
+        network,
+        params,
+        nonzero,
+        flops_dense,
+        flops,
+        code,
+        sources,
+    ) in rows:
         extra = decode(axes)
-        row = {"sweep": sweep, "method": method, "sparsity": round(sparsity, 12) if levels else sparsity,
-               "seed": seed, "run_id": run_id, "level": depth, "level_id": level_id, "level_kind": kind,
-               "achieved_sparsity": achieved, "test_acc": test_acc, "test_top5": top5,
-               "best_test_acc": best, "epochs": epochs if finished else 0,
-               "state": "COMPLETED" if finished else states.get(level_id, "PLANNED"),
-               "network_sparsity": network, "params": params, "nonzero_params": nonzero,
-               "flops_dense": flops_dense, "flops": flops,
-               "speedup": flops_dense / flops if flops_dense and flops else None, "code": code,
-               "sources": sources,
-               # served by a level planned away from the target: prune.landing trunk
-               "off_target": not levels and abs((1.0 - density) - sparsity) > OFF_TARGET}
+        row = {
+            "sweep": sweep,
+            "method": method,
+            "sparsity": round(sparsity, 12) if levels else sparsity,
+            "seed": seed,
+            "run_id": run_id,
+            "level": depth,
+            "level_id": level_id,
+            "level_kind": kind,
+            "achieved_sparsity": achieved,
+            "test_acc": test_acc,
+            "test_top5": top5,
+            "best_test_acc": best,
+            "epochs": epochs if finished else 0,
+            "state": "COMPLETED" if finished else states.get(level_id, "PLANNED"),
+            "network_sparsity": network,
+            "params": params,
+            "nonzero_params": nonzero,
+            "flops_dense": flops_dense,
+            "flops": flops,
+            "speedup": flops_dense / flops if flops_dense and flops else None,
+            "code": code,
+            "sources": sources,
+            # served by a level planned away from the target: prune.landing trunk
+            "off_target": not levels and abs((1.0 - density) - sparsity) > OFF_TARGET,
+        }
         if levels:
             prov = provenance.get(level_id)
             row["provenance"] = json.loads(prov) if isinstance(prov, str) else prov
@@ -123,8 +212,11 @@ def grouped_results(store: Store, sweep: str, by: list[str]) -> list[dict[str, A
         return None
     with store.reading() as s:
         sid = _sweep_id(s, store, sweep)
-        q = (sa.select(*(_POINT_COLUMNS[b] for b in by), *(getattr(Level, m) for m in GROUP_METRICS))
-             .join(Level, Level.level_id == GridPoint.level_id).where(GridPoint.sweep_id == sid))
+        q = (
+            sa.select(*(_POINT_COLUMNS[b] for b in by), *(getattr(Level, m) for m in GROUP_METRICS))
+            .join(Level, Level.level_id == GridPoint.level_id)
+            .where(GridPoint.sweep_id == sid)
+        )
         rows = s.connection().execute(q).all()
     names = [*by, *GROUP_METRICS]
     return group([dict(zip(names, r)) for r in rows], by)
@@ -134,35 +226,67 @@ MAX_WHERE_CHARS = 500
 MAX_WHERE_DEPTH = 32
 _CONSTANTS = (int, float, str, bool, type(None))
 _CMP: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
-    ast.NotIn: lambda a, b: a not in b, ast.Is: operator.is_, ast.IsNot: operator.is_not}
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
+}
 _ORDER = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 _ARITH: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+}
 
 
 def _depth(node: ast.AST) -> int:
     return 1 + max((_depth(c) for c in ast.iter_child_nodes(node)), default=0)
 
 
-_NODES = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub,
-          ast.Compare, ast.Name, ast.Load, ast.Tuple, ast.List, ast.BinOp, ast.Constant,
-          *_CMP, *_ARITH)  # no ** (10**11), no calls, attributes, subscripts or lambdas
+_NODES = (
+    ast.Expression,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.Compare,
+    ast.Name,
+    ast.Load,
+    ast.Tuple,
+    ast.List,
+    ast.BinOp,
+    ast.Constant,
+    *_CMP,
+    *_ARITH,
+)  # no ** (10**11), no calls, attributes, subscripts or lambdas
 
 
 def _check_node(node: ast.AST, expr: str) -> None:
     ok = isinstance(node, _NODES) and not (
-        isinstance(node, ast.Constant) and not isinstance(node.value, _CONSTANTS))
+        isinstance(node, ast.Constant) and not isinstance(node.value, _CONSTANTS)
+    )
     if not ok:
-        what = (f"a {type(node.value).__name__} constant" if isinstance(node, ast.Constant)
-                else type(node).__name__)
-        raise QueryError(f"--where: {what} is not allowed in {expr!r} "
-                         "(use comparisons, and/or/not, + - * /, and field names)")
-    if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult)
-            and any(isinstance(o, (ast.List, ast.Tuple)) or
-                    (isinstance(o, ast.Constant) and isinstance(o.value, str))
-                    for o in (node.left, node.right))):
+        what = f"a {type(node.value).__name__} constant" if isinstance(node, ast.Constant) else type(node).__name__
+        raise QueryError(
+            f"--where: {what} is not allowed in {expr!r} (use comparisons, and/or/not, + - * /, and field names)"
+        )
+    if (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Mult)
+        and any(
+            isinstance(o, (ast.List, ast.Tuple)) or (isinstance(o, ast.Constant) and isinstance(o.value, str))
+            for o in (node.left, node.right)
+        )
+    ):
         raise QueryError(f"--where: repeating a list or string with * is not allowed in {expr!r}")
 
 
@@ -241,26 +365,27 @@ def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
     def match(row: dict[str, Any]) -> bool:
         missing = names - set(row)
         if missing:
-            raise QueryError(f"--where: unknown field(s) {', '.join(sorted(missing))}; "
-                             f"fields: {', '.join(row)}")
+            raise QueryError(f"--where: unknown field(s) {', '.join(sorted(missing))}; fields: {', '.join(row)}")
         try:
             return bool(_eval(tree, row))
         except QueryError:
             raise
-        except Exception as exc:  # TypeError, ZeroDivisionError, OverflowError, MemoryError...
-            raise QueryError(f"--where: {expr!r} fails on run {row.get('run_id', '?')}: "
-                             f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - TypeError, ZeroDivisionError, OverflowError, MemoryError...
+            raise QueryError(
+                f"--where: {expr!r} fails on run {row.get('run_id', '?')}: {type(exc).__name__}: {exc}"
+            ) from None
+
     return match
 
 
-def group(rows: list[dict[str, Any]], by: list[str], metrics: tuple[str, ...] = GROUP_METRICS
-          ) -> list[dict[str, Any]]:
+def group(
+    rows: list[dict[str, Any]], by: list[str], metrics: tuple[str, ...] = GROUP_METRICS
+) -> list[dict[str, Any]]:
     """Mean, std (sample, n-1) and count of each metric over the rows sharing `by`."""
     if rows:
         unknown = [b for b in by if b not in rows[0]]
         if unknown:
-            raise QueryError(f"--group-by: unknown column(s) {', '.join(unknown)}; "
-                             f"columns: {', '.join(rows[0])}")
+            raise QueryError(f"--group-by: unknown column(s) {', '.join(unknown)}; columns: {', '.join(rows[0])}")
     buckets: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         buckets.setdefault(tuple(r[b] for b in by), []).append(r)
@@ -284,8 +409,18 @@ def fmt_mean_std(mean: float | None, std: float | None, scale: float = 100.0) ->
 
 
 # ---- epochs and curves (the report's learning curves, the notebook API) ------------------------
-_EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr",
-                 "steps", "seconds", "images_per_s")
+_EPOCH_FIELDS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "test_top5",
+    "lr",
+    "steps",
+    "seconds",
+    "images_per_s",
+)
 
 
 def run_curves(store: Store, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -297,20 +432,41 @@ def run_curves(store: Store, run_ids: list[str]) -> dict[str, list[dict[str, Any
         conn = s.connection()
         by_level: dict[str, list[dict[str, Any]]] = {}
         for i in range(0, len(run_ids), 900):
-            q = (sa.select(RunLevel.run_id, RunLevel.position, Level.level_id, Level.depth, Level.kind,
-                           Level.density, Level.finished_at.is_not(None))
-                 .join(Level, Level.level_id == RunLevel.level_id)
-                 .where(RunLevel.run_id.in_(run_ids[i:i + 900])))
-            for run_id, _pos, lid, depth, kind, density, finished in sorted(conn.execute(q).all(),
-                                                                            key=lambda r: (r[0], r[1])):
+            q = (
+                sa.select(
+                    RunLevel.run_id,
+                    RunLevel.position,
+                    Level.level_id,
+                    Level.depth,
+                    Level.kind,
+                    Level.density,
+                    Level.finished_at.is_not(None),
+                )
+                .join(Level, Level.level_id == RunLevel.level_id)
+                .where(RunLevel.run_id.in_(run_ids[i : i + 900]))
+            )
+            for run_id, _pos, lid, depth, kind, density, finished in sorted(
+                conn.execute(q).all(), key=lambda r: (r[0], r[1])
+            ):
                 eps: list[dict[str, Any]] = by_level.setdefault(lid, [])
-                out[run_id].append({"level_id": lid, "depth": depth, "kind": kind, "density": density,
-                                    "finished": bool(finished), "epochs": eps})
+                out[run_id].append(
+                    {
+                        "level_id": lid,
+                        "depth": depth,
+                        "kind": kind,
+                        "density": density,
+                        "finished": bool(finished),
+                        "epochs": eps,
+                    }
+                )
         ids = sorted(by_level)
         cols = [getattr(Epoch, f) for f in _EPOCH_FIELDS]
         for i in range(0, len(ids), 900):
-            for row in conn.execute(sa.select(Epoch.level_id, *cols).where(Epoch.level_id.in_(ids[i:i + 900]))
-                                    .order_by(Epoch.level_id, Epoch.epoch)):
+            for row in conn.execute(
+                sa.select(Epoch.level_id, *cols)
+                .where(Epoch.level_id.in_(ids[i : i + 900]))
+                .order_by(Epoch.level_id, Epoch.epoch)
+            ):
                 by_level[row[0]].append(dict(zip(_EPOCH_FIELDS, row[1:])))
     return out
 
@@ -322,22 +478,41 @@ def epoch_results(store: Store, sweep: str) -> list[dict[str, Any]]:
     with store.reading() as s:
         conn = s.connection()
         sid = _sweep_id(s, store, sweep)
-        q = (sa.select(Run.method, Run.seed, Run.run_id, as_text(Run.axes), RunLevel.position,
-                       Level.level_id, Level.depth, Level.kind, Level.density,
-                       *(getattr(Epoch, f) for f in _EPOCH_FIELDS))
-             .join(SweepRun, SweepRun.run_id == Run.run_id)
-             .join(RunLevel, RunLevel.run_id == Run.run_id)
-             .join(Level, Level.level_id == RunLevel.level_id)
-             .join(Epoch, Epoch.level_id == Level.level_id)
-             .where(SweepRun.sweep_id == sid))
+        q = (
+            sa.select(
+                Run.method,
+                Run.seed,
+                Run.run_id,
+                as_text(Run.axes),
+                RunLevel.position,
+                Level.level_id,
+                Level.depth,
+                Level.kind,
+                Level.density,
+                *(getattr(Epoch, f) for f in _EPOCH_FIELDS),
+            )
+            .join(SweepRun, SweepRun.run_id == Run.run_id)
+            .join(RunLevel, RunLevel.run_id == Run.run_id)
+            .join(Level, Level.level_id == RunLevel.level_id)
+            .join(Epoch, Epoch.level_id == Level.level_id)
+            .where(SweepRun.sweep_id == sid)
+        )
         rows = sorted(conn.execute(q).all(), key=lambda r: (r[0], r[1], r[2], r[4], r[9]))
     decode = AxesDecoder()
     out = []
     for method, seed, run_id, axes, _pos, lid, depth, kind, density, *values in rows:
         extra = decode(axes)
-        row = {"sweep": sweep, "method": method, "seed": seed, "run_id": run_id, "level": depth,
-               "level_id": lid, "level_kind": kind, "sparsity": round(1.0 - density, 12),
-               **dict(zip(_EPOCH_FIELDS, values))}
+        row = {
+            "sweep": sweep,
+            "method": method,
+            "seed": seed,
+            "run_id": run_id,
+            "level": depth,
+            "level_id": lid,
+            "level_kind": kind,
+            "sparsity": round(1.0 - density, 12),
+            **dict(zip(_EPOCH_FIELDS, values)),
+        }
         row.update(extra)
         out.append(row)
     return out

@@ -10,6 +10,7 @@ on disk beside its weights, and launch, status and `db import` bring them into t
 Every write is idempotent (upserts keyed by job, level and epoch), so a replay after a resume or a
 retry after a half-applied write never duplicates a row.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,8 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -34,7 +36,7 @@ class JobRecorder:
         self.url, self.job_id, self.max_backoff_s = url, job_id, max_backoff_s
         self.store: Store | None = None
         self.attempt_id: int | None = None
-        self.failures = 0          # writes that had to wait for the store
+        self.failures = 0  # writes that had to wait for the store
         self._q: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._writer, name="tp-recorder", daemon=True)
         self._thread.start()
@@ -64,8 +66,11 @@ class JobRecorder:
                 return True
             time.sleep(0.05)
         n = self._q.unfinished_tasks
-        print(f"[recorder] {n} writes to {display_url(self.url)} could not be applied; the level "
-              f"folders hold the results and the next launch or status imports them", file=sys.stderr)
+        print(
+            f"[recorder] {n} writes to {display_url(self.url)} could not be applied; the level "
+            f"folders hold the results and the next launch or status imports them",
+            file=sys.stderr,
+        )
         return False
 
     def close(self) -> None:
@@ -99,11 +104,15 @@ class JobRecorder:
                     self.failures += 1
                     if backoff == 1.0:
                         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                        print(f"[recorder] store {display_url(self.url)} unreachable ({first}); "
-                              "training goes on, writes are kept and retried", file=sys.stderr, flush=True)
+                        print(
+                            f"[recorder] store {display_url(self.url)} unreachable ({first}); "
+                            "training goes on, writes are kept and retried",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     time.sleep(backoff)
                     backoff = min(backoff * 2, self.max_backoff_s)
-                except Exception as exc:  # a bug in a write must not kill training either
+                except Exception as exc:  # noqa: BLE001 - a bug in a write must not kill training either
                     print(f"[recorder] dropped a write ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
                     break
             self._q.task_done()
@@ -116,18 +125,28 @@ class JobRecorder:
         with self._session() as s:
             job = s.get(Job, self.job_id)
             if job is None:
-                print(f"[recorder] job {self.job_id} is not recorded in {display_url(self.url)}; "
-                      "its results stay on disk only", file=sys.stderr)
+                print(
+                    f"[recorder] job {self.job_id} is not recorded in {display_url(self.url)}; "
+                    "its results stay on disk only",
+                    file=sys.stderr,
+                )
                 return
             job.attempts += 1
             # The node as Slurm names it (what --exclude takes); the host name elsewhere.
             host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-            att = Attempt(job_id=self.job_id, attempt=job.attempts, sched_id=sched_id,
-                          host=host, world_size=world_size, resumed_from=resumed_from)
+            att = Attempt(
+                job_id=self.job_id,
+                attempt=job.attempts,
+                sched_id=sched_id,
+                host=host,
+                world_size=world_size,
+                resumed_from=resumed_from,
+            )
             s.add(att)
             msg = f"attempt {job.attempts}" + (f", resumed from {resumed_from}" if resumed_from else "")
-            s.add(Event(job_id=self.job_id, state_from=job.state, state_to="RUNNING",
-                        sched_id=sched_id, message=msg))
+            s.add(
+                Event(job_id=self.job_id, state_from=job.state, state_to="RUNNING", sched_id=sched_id, message=msg)
+            )
             job.state, job.heartbeat_at, job.message = "RUNNING", utcnow(), None
             if sched_id:
                 job.sched_id = sched_id
@@ -136,17 +155,30 @@ class JobRecorder:
 
     def _heartbeat(self, level_id: str, epoch: int) -> None:
         with self._session() as s:
-            s.execute(sa.update(Job).where(Job.job_id == self.job_id)
-                      .values(level_id=level_id, heartbeat_at=utcnow()))
+            s.execute(
+                sa.update(Job).where(Job.job_id == self.job_id).values(level_id=level_id, heartbeat_at=utcnow())
+            )
 
     def _log_epoch(self, level_id: str, epoch: int, metrics: dict[str, Any]) -> None:
         with self._session() as s:
-            upsert(s.connection(), Epoch.__table__, [{
-                "level_id": level_id, "epoch": epoch, "at": utcnow(),
-                **{c: metrics.get(c) for c in EPOCH_COLUMNS}}], ["level_id", "epoch"], list(EPOCH_COLUMNS))
+            upsert(
+                s.connection(),
+                Epoch.__table__,
+                [
+                    {
+                        "level_id": level_id,
+                        "epoch": epoch,
+                        "at": utcnow(),
+                        **{c: metrics.get(c) for c in EPOCH_COLUMNS},
+                    }
+                ],
+                ["level_id", "epoch"],
+                list(EPOCH_COLUMNS),
+            )
             s.execute(sa.update(Level).where(Level.level_id == level_id).values(epoch=epoch + 1))
-            s.execute(sa.update(Job).where(Job.job_id == self.job_id)
-                      .values(level_id=level_id, heartbeat_at=utcnow()))
+            s.execute(
+                sa.update(Job).where(Job.job_id == self.job_id).values(level_id=level_id, heartbeat_at=utcnow())
+            )
 
     def _finish_level(self, level_id: str, result: dict[str, Any]) -> None:
         assert self.store is not None
@@ -162,8 +194,15 @@ class JobRecorder:
                 # saves on) must not turn it back into a resumable PREEMPTED job.
                 message = f"stopped after cancel ({state}: {message})"
                 state = "CANCELLED"
-            s.add(Event(job_id=self.job_id, state_from=job.state, state_to=state,
-                        sched_id=job.sched_id, message=message))
+            s.add(
+                Event(
+                    job_id=self.job_id,
+                    state_from=job.state,
+                    state_to=state,
+                    sched_id=job.sched_id,
+                    message=message,
+                )
+            )
             job.state, job.message, job.heartbeat_at, job.level_id = state, message, utcnow(), None
             if state == "FAILED":  # the trainer raised: a bug or bad data, which a retry repeats
                 job.failure = "ERROR"

@@ -8,13 +8,25 @@ the same row:
 A sweep asks for grid points (grid_points), each served by one level. The level folders on disk
 are the record; this store is their index and can be rebuilt from them (`tp-sweep db import`).
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, type_coerce
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    type_coerce,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -103,9 +115,9 @@ class Level(Base):
     params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     nonzero_params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     flops_dense: Mapped[float | None] = mapped_column(Float, nullable=True)  # MACs per example
-    flops: Mapped[float | None] = mapped_column(Float, nullable=True)        # nonzero weights only
-    code: Mapped[str | None] = mapped_column(String(40), nullable=True)      # core/code.py identity
-    sources: Mapped[str | None] = mapped_column(String(40), nullable=True)   # the whole tree's
+    flops: Mapped[float | None] = mapped_column(Float, nullable=True)  # nonzero weights only
+    code: Mapped[str | None] = mapped_column(String(40), nullable=True)  # core/code.py identity
+    sources: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the whole tree's
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
@@ -128,8 +140,8 @@ class Epoch(Base):
 class Job(Base):
     __tablename__ = "jobs"
     job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    levels: Mapped[list[Any]]        # level ids, in training order
-    depends_on: Mapped[list[Any]]    # job ids that must complete first
+    levels: Mapped[list[Any]]  # level ids, in training order
+    depends_on: Mapped[list[Any]]  # job ids that must complete first
     state: Mapped[str] = mapped_column(String(16), default="PLANNED", index=True)
     executor: Mapped[str | None] = mapped_column(String(16), nullable=True)
     sched_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the scheduler's id
@@ -159,6 +171,7 @@ class Supervisor(Base):
     (the sweep finished, nothing more can be done); None while the sweep wants a supervisor.
     `submit` is how to start a replacement as a Slurm job (a job of the sweep that ends while the
     lease is stale does), `sched_id` that job."""
+
     __tablename__ = "supervisors"
     sweep: Mapped[str] = mapped_column(String(128), primary_key=True)
     owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -176,6 +189,7 @@ class Supervisor(Base):
 
 class Action(Base):
     """What a supervisor (or a job replacing it) did to a sweep, and why: one row per action."""
+
     __tablename__ = "actions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     sweep: Mapped[str] = mapped_column(String(128), index=True)

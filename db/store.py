@@ -6,12 +6,14 @@ one spec, a trainer and the controller) is an upsert or a compare-and-set; the o
 must see a consistent picture (deciding which levels still need a job, and claiming them) runs in
 a serialized transaction.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -23,20 +25,43 @@ from db.schema import Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep,
 
 ACTIVE_STATES = ("PENDING", "RUNNING")
 # Which job state a run shows when several jobs work on it: what needs attention first.
-RUN_STATE_PRIORITY = ("RUNNING", "PREEMPTED", "TIMEOUT", "LOST", "FAILED", "PENDING", "CANCELLED",
-                      "PLANNED")
+RUN_STATE_PRIORITY = ("RUNNING", "PREEMPTED", "TIMEOUT", "LOST", "FAILED", "PENDING", "CANCELLED", "PLANNED")
 
 
 class QueryError(ValueError):
     """A read that cannot be answered as asked (unknown sweep, bad --where or --group-by): exit 2."""
+
+
 RESUMABLE_STATES = ("PREEMPTED", "TIMEOUT", "LOST")
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
 _PG_PLAN_LOCK = 0x7470_706C  # "tppl": serializes planning transactions
-RESULT_COLUMNS = ("achieved_sparsity", "test_acc", "test_top5", "test_loss", "best_test_acc",
-                  "train_loss", "train_acc", "epochs", "seconds", "network_sparsity", "params",
-                  "nonzero_params", "flops_dense", "flops")
-EPOCH_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "steps",
-                 "seconds", "images_per_s")
+RESULT_COLUMNS = (
+    "achieved_sparsity",
+    "test_acc",
+    "test_top5",
+    "test_loss",
+    "best_test_acc",
+    "train_loss",
+    "train_acc",
+    "epochs",
+    "seconds",
+    "network_sparsity",
+    "params",
+    "nonzero_params",
+    "flops_dense",
+    "flops",
+)
+EPOCH_COLUMNS = (
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "test_top5",
+    "lr",
+    "steps",
+    "seconds",
+    "images_per_s",
+)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -53,16 +78,17 @@ class LevelState:
 @dataclass(frozen=True)
 class Unfinished:
     """An unfinished level of a run, and the job in charge of it (state None: no job)."""
+
     run_id: str
     level_id: str
-    position: int       # in the run's training order
+    position: int  # in the run's training order
     depth: int
-    epoch: int          # epochs done
+    epoch: int  # epochs done
     level_dir: str
     job_id: str | None
     state: str | None
     attempts: int
-    skipped: int = 0    # epochs of the schedule it does not train (imp_wr resumes at step k)
+    skipped: int = 0  # epochs of the schedule it does not train (imp_wr resumes at step k)
 
 
 class Store:
@@ -128,36 +154,107 @@ class Store:
         now = utcnow()
         with self.session() as s:
             conn = s.connection()
-            upsert(conn, Sweep.__table__, [{
-                "name": plan.spec.name, "spec": spec, "executor": plan.spec.executor.kind,
-                "output_dir": plan.output_dir, "created_at": now}], ["name"], ["spec", "executor", "output_dir"])
+            upsert(
+                conn,
+                Sweep.__table__,
+                [
+                    {
+                        "name": plan.spec.name,
+                        "spec": spec,
+                        "executor": plan.spec.executor.kind,
+                        "output_dir": plan.output_dir,
+                        "created_at": now,
+                    }
+                ],
+                ["name"],
+                ["spec", "executor", "output_dir"],
+            )
             sweep_id = s.scalar(sa.select(Sweep.id).where(Sweep.name == plan.spec.name))
-            upsert(conn, Run.__table__, [{
-                "run_id": r.run_id, "method": r.method, "seed": r.seed, "axes": r.axes,
-                "config": r.config, "created_at": now} for r in plan.runs], ["run_id"])
-            upsert(conn, SweepRun.__table__, [{"sweep_id": sweep_id, "run_id": r.run_id}
-                                              for r in plan.runs], ["sweep_id", "run_id"])
-            upsert(conn, Level.__table__, [{
-                "level_id": lv.level_id, "parent_id": lv.parent, "root_id": lv.root,
-                "depth": lv.depth, "kind": lv.kind, "density": lv.density, "step": lv.step,
-                "level_dir": f"{levels_dir}/{lv.level_id}", "job_id": None, "epoch": 0,
-                "epochs": 0, "seconds": 0.0, "created_at": now} for lv in plan.levels.values()
-                if lv.level_id not in getattr(plan, "mask_only", ())],  # never trained: no row
-                ["level_id"])
-            upsert(conn, RunLevel.__table__, [{"run_id": r.run_id, "level_id": lid, "position": i}
-                                              for r in plan.runs for i, lid in enumerate(r.levels)],
-                   ["run_id", "level_id"])
-            upsert(conn, GridPoint.__table__, [{
-                "sweep_id": sweep_id, "run_id": p.run_id, "method": p.method, "sparsity": p.sparsity,
-                "seed": p.seed, "axes": p.axes, "axes_key": json.dumps(p.axes, sort_keys=True),
-                "level_id": p.level_id, "level": p.depth, "naive_levels": p.naive_levels}
-                for p in plan.points], ["sweep_id", "method", "sparsity", "seed", "axes_key"],
-                ["run_id", "level_id", "level", "naive_levels"])
+            upsert(
+                conn,
+                Run.__table__,
+                [
+                    {
+                        "run_id": r.run_id,
+                        "method": r.method,
+                        "seed": r.seed,
+                        "axes": r.axes,
+                        "config": r.config,
+                        "created_at": now,
+                    }
+                    for r in plan.runs
+                ],
+                ["run_id"],
+            )
+            upsert(
+                conn,
+                SweepRun.__table__,
+                [{"sweep_id": sweep_id, "run_id": r.run_id} for r in plan.runs],
+                ["sweep_id", "run_id"],
+            )
+            upsert(
+                conn,
+                Level.__table__,
+                [
+                    {
+                        "level_id": lv.level_id,
+                        "parent_id": lv.parent,
+                        "root_id": lv.root,
+                        "depth": lv.depth,
+                        "kind": lv.kind,
+                        "density": lv.density,
+                        "step": lv.step,
+                        "level_dir": f"{levels_dir}/{lv.level_id}",
+                        "job_id": None,
+                        "epoch": 0,
+                        "epochs": 0,
+                        "seconds": 0.0,
+                        "created_at": now,
+                    }
+                    for lv in plan.levels.values()
+                    if lv.level_id not in getattr(plan, "mask_only", ())
+                ],  # never trained: no row
+                ["level_id"],
+            )
+            upsert(
+                conn,
+                RunLevel.__table__,
+                [
+                    {"run_id": r.run_id, "level_id": lid, "position": i}
+                    for r in plan.runs
+                    for i, lid in enumerate(r.levels)
+                ],
+                ["run_id", "level_id"],
+            )
+            upsert(
+                conn,
+                GridPoint.__table__,
+                [
+                    {
+                        "sweep_id": sweep_id,
+                        "run_id": p.run_id,
+                        "method": p.method,
+                        "sparsity": p.sparsity,
+                        "seed": p.seed,
+                        "axes": p.axes,
+                        "axes_key": json.dumps(p.axes, sort_keys=True),
+                        "level_id": p.level_id,
+                        "level": p.depth,
+                        "naive_levels": p.naive_levels,
+                    }
+                    for p in plan.points
+                ],
+                ["sweep_id", "method", "sparsity", "seed", "axes_key"],
+                ["run_id", "level_id", "level", "naive_levels"],
+            )
             # A run none of the sweep's grid points names any more was superseded (its config or,
             # under reuse same-code, its code changed): it leaves the sweep, its rows stay.
-            s.execute(sa.delete(SweepRun).where(
-                SweepRun.sweep_id == sweep_id,
-                SweepRun.run_id.not_in(sa.select(GridPoint.run_id).where(GridPoint.sweep_id == sweep_id))))
+            s.execute(
+                sa.delete(SweepRun).where(
+                    SweepRun.sweep_id == sweep_id,
+                    SweepRun.run_id.not_in(sa.select(GridPoint.run_id).where(GridPoint.sweep_id == sweep_id)),
+                )
+            )
 
     # ---- levels --------------------------------------------------------------------------
     def level_states(self, level_ids: list[str], s: Session | None = None) -> dict[str, LevelState]:
@@ -165,9 +262,11 @@ class Store:
             out = {}
             for i in range(0, len(level_ids), 900):
                 q = sa.select(Level.level_id, Level.finished_at, Level.job_id).where(
-                    Level.level_id.in_(level_ids[i:i + 900]))
+                    Level.level_id.in_(level_ids[i : i + 900])
+                )
                 out.update({lid: LevelState(fin is not None, job) for lid, fin, job in sess.execute(q)})
             return out
+
         if s is not None:
             return read(s)
         with self.reading() as sess:
@@ -178,8 +277,13 @@ class Store:
         out: dict[str, str | None] = {}
         with self.reading() as s:
             for i in range(0, len(level_ids), 900):
-                out.update(s.execute(sa.select(Level.level_id, Level.code).where(
-                    Level.level_id.in_(level_ids[i:i + 900]), Level.finished_at.is_not(None))).all())
+                out.update(
+                    s.execute(
+                        sa.select(Level.level_id, Level.code).where(
+                            Level.level_id.in_(level_ids[i : i + 900]), Level.finished_at.is_not(None)
+                        )
+                    ).all()
+                )
         return out
 
     def unfinished_levels(self, sweep: str) -> list[Unfinished]:
@@ -191,19 +295,46 @@ class Store:
             sid = s.scalar(sa.select(Sweep.id).where(Sweep.name == sweep))
             if sid is None:
                 return []
-            q = (sa.select(RunLevel.run_id, Level.level_id, RunLevel.position, Level.depth, Level.epoch,
-                           Level.level_dir, Level.job_id, Job.state, Job.attempts, Level.step)
-                 .join(RunLevel, RunLevel.level_id == Level.level_id)
-                 .outerjoin(Job, Job.job_id == Level.job_id).where(Level.finished_at.is_(None)))
+            q = (
+                sa.select(
+                    RunLevel.run_id,
+                    Level.level_id,
+                    RunLevel.position,
+                    Level.depth,
+                    Level.epoch,
+                    Level.level_dir,
+                    Level.job_id,
+                    Job.state,
+                    Job.attempts,
+                    Level.step,
+                )
+                .join(RunLevel, RunLevel.level_id == Level.level_id)
+                .outerjoin(Job, Job.job_id == Level.job_id)
+                .where(Level.finished_at.is_(None))
+            )
             runs: set[str] | None = None
             if self.engine.dialect.name == "sqlite":
                 runs = set(s.scalars(sa.select(SweepRun.run_id).where(SweepRun.sweep_id == sid)))
             else:
                 q = q.join(SweepRun, SweepRun.run_id == RunLevel.run_id).where(SweepRun.sweep_id == sid)
-            return [Unfinished(run_id, level_id, pos, depth, int(epoch or 0), level_dir, job_id, state,
-                               attempts or 0, skipped_epochs(_json(step)))
-                    for run_id, level_id, pos, depth, epoch, level_dir, job_id, state, attempts, step
-                    in s.connection().execute(q).all() if runs is None or run_id in runs]
+            return [
+                Unfinished(
+                    run_id,
+                    level_id,
+                    pos,
+                    depth,
+                    int(epoch or 0),
+                    level_dir,
+                    job_id,
+                    state,
+                    attempts or 0,
+                    skipped_epochs(_json(step)),
+                )
+                for run_id, level_id, pos, depth, epoch, level_dir, job_id, state, attempts, step in s.connection()
+                .execute(q)
+                .all()
+                if runs is None or run_id in runs
+            ]
 
     def import_results(self, results: dict[str, dict[str, Any]]) -> None:
         """Record finished levels from their metrics.json (with their epochs): what the disk
@@ -221,39 +352,84 @@ class Store:
                 codes = [str(c) for c in (prov or {}).get("codes") or []]
                 # a level trained part by one code and part by another (reuse any, resumed after
                 # a change) is recorded under both, so launch counts it as other code
-                values["code"] = ("+".join(codes) if len(codes) > 1 else
-                                  str(prov["code"]) if prov and prov.get("code") else None)
+                values["code"] = (
+                    "+".join(codes) if len(codes) > 1 else str(prov["code"]) if prov and prov.get("code") else None
+                )
                 values["code"] = values["code"][:40] if values["code"] else None
                 values["sources"] = str(prov["sources"])[:40] if prov and prov.get("sources") else None
-                s.execute(sa.update(Level).where(Level.level_id == lid, Level.finished_at.is_(None))
-                          .values(finished_at=utcnow(), epoch=values["epochs"], **values))
-            upsert(conn, Epoch.__table__, [
-                {"level_id": lid, "epoch": int(h["epoch"]), "at": utcnow(),
-                 **{c: h.get(c) for c in EPOCH_COLUMNS}}
-                for lid, res in results.items() for h in res.get("history", [])
-                if isinstance(h, dict) and "epoch" in h], ["level_id", "epoch"], list(EPOCH_COLUMNS))
+                s.execute(
+                    sa.update(Level)
+                    .where(Level.level_id == lid, Level.finished_at.is_(None))
+                    .values(finished_at=utcnow(), epoch=values["epochs"], **values)
+                )
+            upsert(
+                conn,
+                Epoch.__table__,
+                [
+                    {
+                        "level_id": lid,
+                        "epoch": int(h["epoch"]),
+                        "at": utcnow(),
+                        **{c: h.get(c) for c in EPOCH_COLUMNS},
+                    }
+                    for lid, res in results.items()
+                    for h in res.get("history", [])
+                    if isinstance(h, dict) and "epoch" in h
+                ],
+                ["level_id", "epoch"],
+                list(EPOCH_COLUMNS),
+            )
 
     # ---- jobs ----------------------------------------------------------------------------
     def create_jobs(self, s: Session, jobs: list[Any], sweep: str, job_files: dict[str, str]) -> None:
         """Insert new jobs (PLANNED) and make each the owner of its levels (inside serialized())."""
         now = utcnow()
-        upsert(s.connection(), Job.__table__, [{
-            "job_id": j.job_id, "levels": j.levels, "depends_on": j.depends_on, "state": "PLANNED",
-            "executor": None, "sched_id": None, "sweep": sweep, "job_file": job_files[j.job_id],
-            "attempts": 0, "level_id": None, "heartbeat_at": None, "message": None,
-            "created_at": now, "updated_at": now} for j in jobs], ["job_id"])
+        upsert(
+            s.connection(),
+            Job.__table__,
+            [
+                {
+                    "job_id": j.job_id,
+                    "levels": j.levels,
+                    "depends_on": j.depends_on,
+                    "state": "PLANNED",
+                    "executor": None,
+                    "sched_id": None,
+                    "sweep": sweep,
+                    "job_file": job_files[j.job_id],
+                    "attempts": 0,
+                    "level_id": None,
+                    "heartbeat_at": None,
+                    "message": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for j in jobs
+            ],
+            ["job_id"],
+        )
         for j in jobs:
-            s.execute(sa.update(Level).where(Level.level_id.in_(j.levels), Level.job_id.is_(None))
-                      .values(job_id=j.job_id))
-            s.add(Event(job_id=j.job_id, state_from=None, state_to="PLANNED",
-                        message=f"planned by sweep {sweep}: {len(j.levels)} levels"))
+            s.execute(
+                sa.update(Level)
+                .where(Level.level_id.in_(j.levels), Level.job_id.is_(None))
+                .values(job_id=j.job_id)
+            )
+            s.add(
+                Event(
+                    job_id=j.job_id,
+                    state_from=None,
+                    state_to="PLANNED",
+                    message=f"planned by sweep {sweep}: {len(j.levels)} levels",
+                )
+            )
 
     def jobs(self, job_ids: list[str]) -> dict[str, Job]:
         with self.reading() as s:
             out = {}
             for i in range(0, len(job_ids), 900):
-                out.update({j.job_id: j for j in s.scalars(sa.select(Job).where(
-                    Job.job_id.in_(job_ids[i:i + 900])))})
+                out.update(
+                    {j.job_id: j for j in s.scalars(sa.select(Job).where(Job.job_id.in_(job_ids[i : i + 900])))}
+                )
             return out
 
     def jobs_of_levels(self, level_ids: list[str]) -> dict[str, Job]:
@@ -261,15 +437,29 @@ class Store:
         with self.reading() as s:
             ids: set[str] = set()
             for i in range(0, len(level_ids), 900):
-                ids.update(s.scalars(sa.select(Level.job_id).where(
-                    Level.level_id.in_(level_ids[i:i + 900]), Level.finished_at.is_(None),
-                    Level.job_id.is_not(None))))
+                ids.update(
+                    s.scalars(
+                        sa.select(Level.job_id).where(
+                            Level.level_id.in_(level_ids[i : i + 900]),
+                            Level.finished_at.is_(None),
+                            Level.job_id.is_not(None),
+                        )
+                    )
+                )
         return self.jobs(sorted(ids))
 
-    def set_job_state(self, job_id: str, to: str, *, sched_id: str | None = None,
-                      executor: str | None = None, message: str | None = None,
-                      only_from: tuple[str, ...] | None = None, clear_sched: bool = False,
-                      failure: str | None = None) -> bool:
+    def set_job_state(
+        self,
+        job_id: str,
+        to: str,
+        *,
+        sched_id: str | None = None,
+        executor: str | None = None,
+        message: str | None = None,
+        only_from: tuple[str, ...] | None = None,
+        clear_sched: bool = False,
+        failure: str | None = None,
+    ) -> bool:
         """Move a job to `to` and write the event; with `only_from`, a compare-and-set (so the
         controller never overwrites what a trainer just reported, and one of two racing
         launches wins a submission)."""
@@ -289,8 +479,15 @@ class Store:
                 values["failure"] = failure
             if _rowcount(s.execute(q.values(**values))) == 0:
                 return False
-            s.add(Event(job_id=job_id, state_from=old.state, state_to=to,
-                        sched_id=sched_id or old.sched_id, message=message))
+            s.add(
+                Event(
+                    job_id=job_id,
+                    state_from=old.state,
+                    state_to=to,
+                    sched_id=sched_id or old.sched_id,
+                    message=message,
+                )
+            )
             return True
 
     def claim(self, job_id: str, from_states: tuple[str, ...]) -> bool:
@@ -298,30 +495,61 @@ class Store:
         `from_states`: of two launches racing for it, exactly one wins."""
         with self.session() as s:
             # A new submission starts with a clean slate: the supervisor judges its own failure.
-            return _rowcount(s.execute(sa.update(Job).where(Job.job_id == job_id, Job.state.in_(from_states))
-                             .values(state="PENDING", sched_id=None, message="submitting",
-                                     failure=None, verdict=None, retry_at=None,
-                                     updated_at=utcnow()))) == 1
+            return (
+                _rowcount(
+                    s.execute(
+                        sa.update(Job)
+                        .where(Job.job_id == job_id, Job.state.in_(from_states))
+                        .values(
+                            state="PENDING",
+                            sched_id=None,
+                            message="submitting",
+                            failure=None,
+                            verdict=None,
+                            retry_at=None,
+                            updated_at=utcnow(),
+                        )
+                    )
+                )
+                == 1
+            )
 
-    def submitted(self, job_id: str, state_from: str, sched_id: str, executor: str,
-                  message: str | None = None) -> bool:
+    def submitted(
+        self, job_id: str, state_from: str, sched_id: str, executor: str, message: str | None = None
+    ) -> bool:
         """Record the scheduler's id of a claimed job. False when the claim was lost meanwhile
         (`tp-sweep cancel` took the job): the caller cancels the submission it just made."""
         message = message or f"submitted to {executor}"
         with self.session() as s:
-            done = _rowcount(s.execute(sa.update(Job).where(
-                Job.job_id == job_id, Job.state == "PENDING", Job.sched_id.is_(None)).values(
-                sched_id=sched_id, executor=executor, message=message, updated_at=utcnow()))) == 1
+            done = (
+                _rowcount(
+                    s.execute(
+                        sa.update(Job)
+                        .where(Job.job_id == job_id, Job.state == "PENDING", Job.sched_id.is_(None))
+                        .values(sched_id=sched_id, executor=executor, message=message, updated_at=utcnow())
+                    )
+                )
+                == 1
+            )
             if done:
-                s.add(Event(job_id=job_id, state_from=state_from, state_to="PENDING", sched_id=sched_id,
-                            message=message))
+                s.add(
+                    Event(
+                        job_id=job_id,
+                        state_from=state_from,
+                        state_to="PENDING",
+                        sched_id=sched_id,
+                        message=message,
+                    )
+                )
             return done
 
     def unclaim(self, job_id: str, state: str, message: str | None = None) -> None:
         with self.session() as s:
-            s.execute(sa.update(Job).where(Job.job_id == job_id, Job.state == "PENDING",
-                                           Job.sched_id.is_(None))
-                      .values(state=state, message=message, updated_at=utcnow()))
+            s.execute(
+                sa.update(Job)
+                .where(Job.job_id == job_id, Job.state == "PENDING", Job.sched_id.is_(None))
+                .values(state=state, message=message, updated_at=utcnow())
+            )
 
     def note(self, job_id: str, message: str) -> None:
         """Say why a job waits, without a state change."""
@@ -332,22 +560,28 @@ class Store:
         """The levels a job's first levels continue from that other jobs train: it may start
         once they are finished."""
         with self.reading() as s:
-            parents: set[str] = set(s.scalars(sa.select(Level.parent_id).where(
-                Level.level_id.in_(job.levels), Level.parent_id.is_not(None))))
+            parents: set[str] = set(
+                s.scalars(
+                    sa.select(Level.parent_id).where(Level.level_id.in_(job.levels), Level.parent_id.is_not(None))
+                )
+            )
         parents -= set(job.levels)
         return self.level_states(sorted(parents))
 
     def events(self, job_ids: list[str]) -> list[Event]:
         with self.reading() as s:
-            return list(s.scalars(sa.select(Event).where(Event.job_id.in_(job_ids))
-                                  .order_by(Event.at, Event.id)))
+            return list(s.scalars(sa.select(Event).where(Event.job_id.in_(job_ids)).order_by(Event.at, Event.id)))
 
     # ---- runs ----------------------------------------------------------------------------
     def sweep_runs(self, name: str) -> list[Run]:
         with self.reading() as s:
-            q = (sa.select(Run).join(SweepRun, SweepRun.run_id == Run.run_id)
-                 .join(Sweep, Sweep.id == SweepRun.sweep_id).where(Sweep.name == name)
-                 .order_by(Run.method, Run.seed, Run.run_id))
+            q = (
+                sa.select(Run)
+                .join(SweepRun, SweepRun.run_id == Run.run_id)
+                .join(Sweep, Sweep.id == SweepRun.sweep_id)
+                .where(Sweep.name == name)
+                .order_by(Run.method, Run.seed, Run.run_id)
+            )
             return list(s.scalars(q))
 
     def find_runs(self, prefix: str) -> list[Run]:
@@ -356,8 +590,14 @@ class Store:
 
     def run_levels(self, run_id: str) -> list[Level]:
         with self.reading() as s:
-            return list(s.scalars(sa.select(Level).join(RunLevel, RunLevel.level_id == Level.level_id)
-                                  .where(RunLevel.run_id == run_id).order_by(RunLevel.position)))
+            return list(
+                s.scalars(
+                    sa.select(Level)
+                    .join(RunLevel, RunLevel.level_id == Level.level_id)
+                    .where(RunLevel.run_id == run_id)
+                    .order_by(RunLevel.position)
+                )
+            )
 
     def epochs(self, level_id: str) -> list[Epoch]:
         with self.reading() as s:

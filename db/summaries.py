@@ -18,6 +18,7 @@ It counts training time only, not time waiting in a queue. Device-hours are seco
 times the devices a job holds: GPUs (executor gpus_per_node x nodes) or, without GPUs, CPUs
 (cpus_per_task x nodes).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -54,37 +55,52 @@ class RunSummary:
     state: str = "PLANNED"
     levels_done: int = 0
     levels_total: int = 0
-    depth: int = 0                 # depth of the level being trained (or the last finished)
-    epoch: int = 0                 # epochs finished in the level being trained
-    job_id: str | None = None      # the job shown (the one that decides the state)
+    depth: int = 0  # depth of the level being trained (or the last finished)
+    epoch: int = 0  # epochs finished in the level being trained
+    job_id: str | None = None  # the job shown (the one that decides the state)
     sched_id: str | None = None
     attempts: int = 0
     message: str | None = None
     test_acc: float | None = None  # of the last level finished, in training order (a fraction)
     epochs_left: int | None = None  # epochs its unfinished levels still need (None: unknown)
-    epoch_s: float | None = None   # unfinished runs: mean measured epoch time, its own or the sweep's
+    epoch_s: float | None = None  # unfinished runs: mean measured epoch time, its own or the sweep's
     elapsed_s: float | None = None  # the job shown: first attempt's start -> now, or its last end
-    eta_s: float | None = None     # epochs_left x epoch_s: training time left, queue not included
+    eta_s: float | None = None  # epochs_left x epoch_s: training time left, queue not included
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "state": self.state, "method": self.method, "seed": self.seed,
-                "sparsities": self.sparsities, "level": self.levels_done,
-                "levels_total": self.levels_total, "depth": self.depth, "epoch": self.epoch,
-                "job": self.job_id, "job_id": self.sched_id, "attempts": self.attempts,
-                "axes": self.axes, "message": self.message, "test_acc": self.test_acc,
-                "epochs_left": self.epochs_left, "epoch_s": _round(self.epoch_s),
-                "elapsed_s": _round(self.elapsed_s), "eta_s": _round(self.eta_s)}
+        return {
+            "run_id": self.run_id,
+            "state": self.state,
+            "method": self.method,
+            "seed": self.seed,
+            "sparsities": self.sparsities,
+            "level": self.levels_done,
+            "levels_total": self.levels_total,
+            "depth": self.depth,
+            "epoch": self.epoch,
+            "job": self.job_id,
+            "job_id": self.sched_id,
+            "attempts": self.attempts,
+            "axes": self.axes,
+            "message": self.message,
+            "test_acc": self.test_acc,
+            "epochs_left": self.epochs_left,
+            "epoch_s": _round(self.epoch_s),
+            "elapsed_s": _round(self.elapsed_s),
+            "eta_s": _round(self.eta_s),
+        }
 
 
 @dataclass
 class SweepTotals:
     """The sweep's distinct levels (a level shared by several runs counts once)."""
+
     levels_done: int = 0
     levels_total: int = 0
     epochs_done: int = 0
     epochs_left: int | None = None
-    epoch_s: float | None = None    # mean measured epoch time over the sweep
-    device: str = "CPU"             # what a job holds: GPU when the executor asks for GPUs
+    epoch_s: float | None = None  # mean measured epoch time over the sweep
+    device: str = "CPU"  # what a job holds: GPU when the executor asks for GPUs
     devices_per_job: int = 1
     device_hours_used: float = 0.0  # measured epoch seconds x devices per job
     device_hours_left: float | None = None  # epochs_left x epoch_s x devices per job
@@ -92,15 +108,20 @@ class SweepTotals:
 
     def as_dict(self) -> dict[str, Any]:
         gpu = self.device == "GPU"
-        return {"levels_done": self.levels_done, "levels_total": self.levels_total,
-                "epochs_done": self.epochs_done, "epochs_left": self.epochs_left,
-                "epoch_s": _round(self.epoch_s), "device": self.device,
-                "devices_per_job": self.devices_per_job,
-                "device_hours_used": _round(self.device_hours_used, 3),
-                "device_hours_left": _round(self.device_hours_left, 3),
-                "gpu_hours_used": _round(self.device_hours_used, 3) if gpu else 0.0,
-                "gpu_hours_left": (_round(self.device_hours_left, 3) if gpu else 0.0),
-                "elapsed_s": _round(self.elapsed_s)}
+        return {
+            "levels_done": self.levels_done,
+            "levels_total": self.levels_total,
+            "epochs_done": self.epochs_done,
+            "epochs_left": self.epochs_left,
+            "epoch_s": _round(self.epoch_s),
+            "device": self.device,
+            "devices_per_job": self.devices_per_job,
+            "device_hours_used": _round(self.device_hours_used, 3),
+            "device_hours_left": _round(self.device_hours_left, 3),
+            "gpu_hours_used": _round(self.device_hours_used, 3) if gpu else 0.0,
+            "gpu_hours_left": (_round(self.device_hours_left, 3) if gpu else 0.0),
+            "elapsed_s": _round(self.elapsed_s),
+        }
 
 
 def _round(x: float | None, digits: int = 1) -> float | None:
@@ -135,13 +156,14 @@ class _JobInfo:
     sched_id: str | None
     attempts: int
     message: str | None
-    start: Any = None   # first attempt's start
-    end: Any = None     # last attempt's end
-    open: int = 0       # attempts not ended
+    start: Any = None  # first attempt's start
+    end: Any = None  # last attempt's end
+    open: int = 0  # attempts not ended
 
 
-def sweep_status(store: Store, sweep: str, unfinished: list[Unfinished] | None = None,
-                 details_up_to: int | None = None) -> tuple[list[RunSummary], SweepTotals]:
+def sweep_status(
+    store: Store, sweep: str, unfinished: list[Unfinished] | None = None, details_up_to: int | None = None
+) -> tuple[list[RunSummary], SweepTotals]:
     """Every run of the sweep (ordered by method, seed, run id) and the sweep's totals.
     `unfinished`: store.unfinished_levels(sweep), when the caller has it already (status gets
     it from reconcile_sweep). `details_up_to`: beyond that many runs, finished runs come without
@@ -152,8 +174,11 @@ def sweep_status(store: Store, sweep: str, unfinished: list[Unfinished] | None =
     with store.reading() as s:
         conn = s.connection()
         sid, spec = _sweep(conn, store, sweep)
-        details = details_up_to is None or (conn.scalar(
-            sa.select(sa.func.count()).select_from(SweepRun).where(SweepRun.sweep_id == sid)) or 0) <= details_up_to
+        details = (
+            details_up_to is None
+            or (conn.scalar(sa.select(sa.func.count()).select_from(SweepRun).where(SweepRun.sweep_id == sid)) or 0)
+            <= details_up_to
+        )
         runs, last = _per_run(conn, sid, details)
         unfinished = [u for u in unfinished if u.run_id in runs]
         points = sa.select(GridPoint.run_id, GridPoint.sparsity).where(GridPoint.sweep_id == sid)
@@ -169,11 +194,15 @@ def sweep_status(store: Store, sweep: str, unfinished: list[Unfinished] | None =
         # Runs with unfinished levels: their finished levels (the measured epoch time) and the
         # last of them (the accuracy shown), and the jobs on what is left.
         undone = {(u.run_id, u.position) for u in unfinished}
-        done_of = {run_id: [lid for p, lid in sorted(ps.items()) if (run_id, p) not in undone]
-                   for run_id, ps in _positions(conn, sorted(by_run)).items()}
+        done_of = {
+            run_id: [lid for p, lid in sorted(ps.items()) if (run_id, p) not in undone]
+            for run_id, ps in _positions(conn, sorted(by_run)).items()
+        }
         finished = _levels(conn, sorted({lid for ids in done_of.values() for lid in ids}))
-        jobs = _jobs(conn, sorted({u.job_id for u in unfinished if u.job_id}
-                                  | {d.job_id for d in finished.values() if d.job_id}))
+        jobs = _jobs(
+            conn,
+            sorted({u.job_id for u in unfinished if u.job_id} | {d.job_id for d in finished.values() if d.job_id}),
+        )
         planned = _planned_epochs(conn, sorted(by_run))
         totals = _totals(conn, sid, spec, sweep)
     now = utcnow()
@@ -248,14 +277,21 @@ def _per_run(conn, sid: int, details: bool = True) -> tuple[dict[str, RunSummary
     Without `details`, runs and their number of levels only: enough to count them by state."""
     decode = AxesDecoder()
     # Grouped by sweep_runs.run_id: SQLite reads run_levels in that order, so it needs no sort.
-    agg = (sa.select(SweepRun.run_id, sa.func.count().label("n"), sa.func.max(RunLevel.position).label("pos"))
-           .join(RunLevel, RunLevel.run_id == SweepRun.run_id).where(SweepRun.sweep_id == sid)
-           .group_by(SweepRun.run_id))
+    agg = (
+        sa.select(SweepRun.run_id, sa.func.count().label("n"), sa.func.max(RunLevel.position).label("pos"))
+        .join(RunLevel, RunLevel.run_id == SweepRun.run_id)
+        .where(SweepRun.sweep_id == sid)
+        .group_by(SweepRun.run_id)
+    )
     if not details:
         a = agg.subquery()
-        q = sa.select(a.c.run_id, a.c.n, Run.method, Run.seed, as_text(Run.axes)).join(Run, Run.run_id == a.c.run_id)
-        return {run_id: RunSummary(run_id, method, seed, decode(axes), levels_total=int(n))
-                for run_id, n, method, seed, axes in conn.execute(q).all()}, {}
+        q = sa.select(a.c.run_id, a.c.n, Run.method, Run.seed, as_text(Run.axes)).join(
+            Run, Run.run_id == a.c.run_id
+        )
+        return {
+            run_id: RunSummary(run_id, method, seed, decode(axes), levels_total=int(n))
+            for run_id, n, method, seed, axes in conn.execute(q).all()
+        }, {}
     if conn.dialect.name == "sqlite":
         # SQLite fills a bare column from the row holding the one max(): the last level's id.
         a = agg.add_columns(RunLevel.level_id.label("level_id")).subquery()
@@ -266,19 +302,57 @@ def _per_run(conn, sid: int, details: bool = True) -> tuple[dict[str, RunSummary
         last_id = last.level_id  # type: ignore[assignment]  # a column either way
         q = sa.select(a.c.run_id, a.c.n).join(last, (last.run_id == a.c.run_id) & (last.position == a.c.pos))
     spans = _attempt_spans().subquery()
-    q = (q.add_columns(Run.method, Run.seed, as_text(Run.axes), Level.finished_at.is_not(None).label("finished"),
-                       Level.test_acc, Level.depth, Level.job_id, Job.state, Job.sched_id, Job.attempts,
-                       Job.message, _raw(spans.c.start), _raw(spans.c.end), spans.c.open)
-         .join(Run, Run.run_id == a.c.run_id).join(Level, Level.level_id == last_id)
-         .outerjoin(Job, Job.job_id == Level.job_id).outerjoin(spans, spans.c.job_id == Level.job_id))
+    q = (
+        q.add_columns(
+            Run.method,
+            Run.seed,
+            as_text(Run.axes),
+            Level.finished_at.is_not(None).label("finished"),
+            Level.test_acc,
+            Level.depth,
+            Level.job_id,
+            Job.state,
+            Job.sched_id,
+            Job.attempts,
+            Job.message,
+            _raw(spans.c.start),
+            _raw(spans.c.end),
+            spans.c.open,
+        )
+        .join(Run, Run.run_id == a.c.run_id)
+        .join(Level, Level.level_id == last_id)
+        .outerjoin(Job, Job.job_id == Level.job_id)
+        .outerjoin(spans, spans.c.job_id == Level.job_id)
+    )
     runs: dict[str, RunSummary] = {}
     last_of: dict[str, _Last] = {}
-    for (run_id, n, method, seed, axes, finished, test_acc, depth, job_id, state, sched_id, attempts,
-         message, start, end, open_) in conn.execute(q).all():
+    for (
+        run_id,
+        n,
+        method,
+        seed,
+        axes,
+        finished,
+        test_acc,
+        depth,
+        job_id,
+        state,
+        sched_id,
+        attempts,
+        message,
+        start,
+        end,
+        open_,
+    ) in conn.execute(q).all():
         runs[run_id] = RunSummary(run_id, method, seed, decode(axes), levels_total=int(n))
         if finished:
-            job = None if job_id is None or state is None else _JobInfo(
-                job_id, state, sched_id, attempts or 0, message, _when(start), _when(end), int(open_ or 0))
+            job = (
+                None
+                if job_id is None or state is None
+                else _JobInfo(
+                    job_id, state, sched_id, attempts or 0, message, _when(start), _when(end), int(open_ or 0)
+                )
+            )
             last_of[run_id] = _Last(test_acc, depth, job)
     return runs, last_of
 
@@ -295,30 +369,37 @@ def _when(value: Any) -> Any:
 
 def _attempt_spans():
     """Per job: its first attempt's start, its last attempt's end, and attempts not ended."""
-    return sa.select(Attempt.job_id, sa.func.min(Attempt.started_at).label("start"),
-                     sa.func.max(Attempt.ended_at).label("end"),
-                     (sa.func.count() - sa.func.count(Attempt.ended_at)).label("open")).group_by(Attempt.job_id)
+    return sa.select(
+        Attempt.job_id,
+        sa.func.min(Attempt.started_at).label("start"),
+        sa.func.max(Attempt.ended_at).label("end"),
+        (sa.func.count() - sa.func.count(Attempt.ended_at)).label("open"),
+    ).group_by(Attempt.job_id)
 
 
 def _measured(conn, unfinished: list[Unfinished]) -> dict[str, tuple[float, int]]:
     """Seconds and count of the epochs recorded for levels in training."""
     if not any(u.epoch for u in unfinished):
         return {}
-    e = (sa.select(Level.level_id, sa.func.sum(Epoch.seconds), sa.func.count())
-         .join(Epoch, Epoch.level_id == Level.level_id).where(Level.finished_at.is_(None), Level.epoch > 0)
-         .group_by(Level.level_id))
+    e = (
+        sa.select(Level.level_id, sa.func.sum(Epoch.seconds), sa.func.count())
+        .join(Epoch, Epoch.level_id == Level.level_id)
+        .where(Level.finished_at.is_(None), Level.epoch > 0)
+        .group_by(Level.level_id)
+    )
     return {lid: (float(secs or 0.0), int(n or 0)) for lid, secs, n in conn.execute(e).all()}
 
 
 def _chunks(ids: list[str], n: int = 900):
-    return (ids[i:i + n] for i in range(0, len(ids), n))
+    return (ids[i : i + n] for i in range(0, len(ids), n))
 
 
 def _positions(conn, run_ids: list[str]) -> dict[str, dict[int, str]]:
     out: dict[str, dict[int, str]] = {}
     for chunk in _chunks(run_ids):
-        for run_id, pos, lid in conn.execute(sa.select(RunLevel.run_id, RunLevel.position, RunLevel.level_id)
-                                             .where(RunLevel.run_id.in_(chunk))):
+        for run_id, pos, lid in conn.execute(
+            sa.select(RunLevel.run_id, RunLevel.position, RunLevel.level_id).where(RunLevel.run_id.in_(chunk))
+        ):
             out.setdefault(run_id, {})[pos] = lid
     return out
 
@@ -326,8 +407,11 @@ def _positions(conn, run_ids: list[str]) -> dict[str, dict[int, str]]:
 def _levels(conn, level_ids: list[str]) -> dict[str, Any]:
     out = {}
     for chunk in _chunks(level_ids):
-        for r in conn.execute(sa.select(Level.level_id, Level.test_acc, Level.depth, Level.job_id,
-                                        Level.seconds, Level.epochs).where(Level.level_id.in_(chunk))):
+        for r in conn.execute(
+            sa.select(
+                Level.level_id, Level.test_acc, Level.depth, Level.job_id, Level.seconds, Level.epochs
+            ).where(Level.level_id.in_(chunk))
+        ):
             out[r.level_id] = r
     return out
 
@@ -347,11 +431,29 @@ def _jobs(conn, job_ids: list[str]) -> dict[str, _JobInfo]:
     for chunk in _chunks(job_ids):
         spans = _attempt_spans().where(Attempt.job_id.in_(chunk)).subquery()
         for j in conn.execute(
-                sa.select(Job.job_id, Job.state, Job.sched_id, Job.attempts, Job.message, _raw(spans.c.start),
-                          _raw(spans.c.end), spans.c.open)
-                .outerjoin(spans, spans.c.job_id == Job.job_id).where(Job.job_id.in_(chunk))):
-            out[j.job_id] = _JobInfo(j.job_id, j.state, j.sched_id, j.attempts or 0, j.message,
-                                     _when(j.start), _when(j.end), int(j.open or 0))
+            sa.select(
+                Job.job_id,
+                Job.state,
+                Job.sched_id,
+                Job.attempts,
+                Job.message,
+                _raw(spans.c.start),
+                _raw(spans.c.end),
+                spans.c.open,
+            )
+            .outerjoin(spans, spans.c.job_id == Job.job_id)
+            .where(Job.job_id.in_(chunk))
+        ):
+            out[j.job_id] = _JobInfo(
+                j.job_id,
+                j.state,
+                j.sched_id,
+                j.attempts or 0,
+                j.message,
+                _when(j.start),
+                _when(j.end),
+                int(j.open or 0),
+            )
     return out
 
 
@@ -359,33 +461,50 @@ def _totals(conn, sid: int, spec: dict[str, Any], sweep: str) -> SweepTotals:
     """Distinct levels of the sweep, the finished ones and their measured seconds and epochs;
     the sweep's wall time (attempts of the jobs it planned)."""
     fin = Level.finished_at.is_not(None)
-    q = sa.select(sa.func.count(), sa.func.count(Level.finished_at),
-                  sa.func.sum(sa.case((fin, Level.seconds), else_=0.0)),
-                  sa.func.sum(sa.case((fin, Level.epochs), else_=0)))
+    q = sa.select(
+        sa.func.count(),
+        sa.func.count(Level.finished_at),
+        sa.func.sum(sa.case((fin, Level.seconds), else_=0.0)),
+        sa.func.sum(sa.case((fin, Level.epochs), else_=0)),
+    )
     runs_in_store = conn.scalar(sa.select(sa.func.count()).select_from(Run))
     runs_in_sweep = conn.scalar(sa.select(sa.func.count()).select_from(SweepRun).where(SweepRun.sweep_id == sid))
     if runs_in_sweep != runs_in_store:
         # Only then find the sweep's levels: a sweep holding every run of the store (a store of
         # one sweep) holds every level, and a plain pass over them costs a tenth of the search
         # (0.04 against 0.47 CPU-seconds for 150,000 levels on SQLite).
-        q = q.where(Level.level_id.in_(sa.select(RunLevel.level_id).join(
-            SweepRun, SweepRun.run_id == RunLevel.run_id).where(SweepRun.sweep_id == sid)))
+        q = q.where(
+            Level.level_id.in_(
+                sa.select(RunLevel.level_id)
+                .join(SweepRun, SweepRun.run_id == RunLevel.run_id)
+                .where(SweepRun.sweep_id == sid)
+            )
+        )
     total, done, secs, epochs = conn.execute(q).one()
     t = SweepTotals(levels_done=int(done), levels_total=int(total), epochs_done=int(epochs or 0))
     t.device_hours_used = float(secs or 0.0)  # seconds until _sweep_estimates
     t.device, t.devices_per_job = devices(spec)
     start, end, open_ = conn.execute(
-        sa.select(sa.func.min(Attempt.started_at), sa.func.max(Attempt.ended_at),
-                  sa.func.count() - sa.func.count(Attempt.ended_at))
-        .join(Job, Job.job_id == Attempt.job_id).where(Job.sweep == sweep)).one()
+        sa.select(
+            sa.func.min(Attempt.started_at),
+            sa.func.max(Attempt.ended_at),
+            sa.func.count() - sa.func.count(Attempt.ended_at),
+        )
+        .join(Job, Job.job_id == Attempt.job_id)
+        .where(Job.sweep == sweep)
+    ).one()
     if start is not None:
         stop = utcnow() if open_ or end is None else end
         t.elapsed_s = max(0.0, (stop - start).total_seconds())
     return t
 
 
-def _sweep_estimates(t: SweepTotals, planned: dict[str, int | None], unfinished: list[Unfinished],
-                     measured: dict[str, tuple[float, int]]) -> None:
+def _sweep_estimates(
+    t: SweepTotals,
+    planned: dict[str, int | None],
+    unfinished: list[Unfinished],
+    measured: dict[str, tuple[float, int]],
+) -> None:
     """Add the levels in training to the measured time; the epochs left and what they will cost."""
     secs, epochs = t.device_hours_used, t.epochs_done
     left: int | None = 0
@@ -418,9 +537,14 @@ def job_trouble(store: Store, sweep: str, most: int = 200, events_per_job: int =
         conn = s.connection()
         sid, _ = _sweep(conn, store, sweep)
         # Few jobs are in trouble: find them first (a pass over jobs), then keep the sweep's.
-        cand = {r.job_id: r for r in conn.execute(
-            sa.select(Job.job_id, Job.state, Job.sched_id, Job.attempts, Job.message, Job.updated_at,
-                      Job.executor).where(sa.or_(Job.state.in_(TROUBLE_STATES), Job.attempts > 1)))}
+        cand = {
+            r.job_id: r
+            for r in conn.execute(
+                sa.select(
+                    Job.job_id, Job.state, Job.sched_id, Job.attempts, Job.message, Job.updated_at, Job.executor
+                ).where(sa.or_(Job.state.in_(TROUBLE_STATES), Job.attempts > 1))
+            )
+        }
         ids = sorted(cand)
         # Their levels, those levels' runs, and which of those runs are the sweep's: three index
         # lookups (a join lets SQLite walk every level of the sweep instead: 2 s on 150,000).
@@ -430,13 +554,15 @@ def job_trouble(store: Store, sweep: str, most: int = 200, events_per_job: int =
             job_of.update({lid: jid for lid, jid in conn.execute(q) if jid is not None})
         run_jobs: dict[str, set[str]] = {}
         for chunk in _chunks(sorted(job_of)):
-            for run_id, level_id in conn.execute(sa.select(RunLevel.run_id, RunLevel.level_id)
-                                                 .where(RunLevel.level_id.in_(chunk))):
+            for run_id, level_id in conn.execute(
+                sa.select(RunLevel.run_id, RunLevel.level_id).where(RunLevel.level_id.in_(chunk))
+            ):
                 run_jobs.setdefault(run_id, set()).add(job_of[level_id])
         mine: dict[str, set[str]] = {}
         for chunk in _chunks(sorted(run_jobs)):
-            for (run_id,) in conn.execute(sa.select(SweepRun.run_id).where(SweepRun.sweep_id == sid,
-                                                                           SweepRun.run_id.in_(chunk))):
+            for (run_id,) in conn.execute(
+                sa.select(SweepRun.run_id).where(SweepRun.sweep_id == sid, SweepRun.run_id.in_(chunk))
+            ):
                 for job_id in run_jobs[run_id]:
                     mine.setdefault(job_id, set()).add(run_id)
         jobs = [cand[j] for j in mine]
@@ -451,25 +577,51 @@ def job_trouble(store: Store, sweep: str, most: int = 200, events_per_job: int =
         run_ids = sorted({r for j in shown for r in mine[j.job_id]})
         runs: dict[str, tuple[str, int]] = {}
         for chunk in _chunks(run_ids):
-            runs.update({r: (m, sd) for r, m, sd in conn.execute(
-                sa.select(Run.run_id, Run.method, Run.seed).where(Run.run_id.in_(chunk)))})
+            runs.update(
+                {
+                    r: (m, sd)
+                    for r, m, sd in conn.execute(
+                        sa.select(Run.run_id, Run.method, Run.seed).where(Run.run_id.in_(chunk))
+                    )
+                }
+            )
         events: dict[str, list[dict[str, Any]]] = {}
         for chunk in _chunks([j.job_id for j in shown]):
-            for e in conn.execute(sa.select(Event.job_id, Event.at, Event.state_from, Event.state_to,
-                                            Event.sched_id, Event.message)
-                                  .where(Event.job_id.in_(chunk)).order_by(Event.at, Event.id)):
+            for e in conn.execute(
+                sa.select(Event.job_id, Event.at, Event.state_from, Event.state_to, Event.sched_id, Event.message)
+                .where(Event.job_id.in_(chunk))
+                .order_by(Event.at, Event.id)
+            ):
                 events.setdefault(e.job_id, []).append(
-                    {"at": _iso(e.at), "from": e.state_from, "to": e.state_to, "sched_id": e.sched_id,
-                     "message": e.message})
+                    {
+                        "at": _iso(e.at),
+                        "from": e.state_from,
+                        "to": e.state_to,
+                        "sched_id": e.sched_id,
+                        "message": e.message,
+                    }
+                )
     out = []
     for j in shown:
         evs = events.get(j.job_id, [])
         serves = sorted(mine[j.job_id], key=lambda r: (runs.get(r, ("", 0)), r))
-        out.append({"job": j.job_id, "state": j.state, "sched_id": j.sched_id, "attempts": j.attempts or 0,
-                    "executor": j.executor, "message": j.message, "updated_at": _iso(j.updated_at),
-                    "runs": [{"run_id": r, "method": runs.get(r, ("?", 0))[0], "seed": runs.get(r, ("?", 0))[1]}
-                             for r in serves],
-                    "events": evs[-events_per_job:], "events_total": len(evs)})
+        out.append(
+            {
+                "job": j.job_id,
+                "state": j.state,
+                "sched_id": j.sched_id,
+                "attempts": j.attempts or 0,
+                "executor": j.executor,
+                "message": j.message,
+                "updated_at": _iso(j.updated_at),
+                "runs": [
+                    {"run_id": r, "method": runs.get(r, ("?", 0))[0], "seed": runs.get(r, ("?", 0))[1]}
+                    for r in serves
+                ],
+                "events": evs[-events_per_job:],
+                "events_total": len(evs),
+            }
+        )
     return {"counts": counts, "retried": retried, "total": len(jobs), "shown": len(out), "jobs": out}
 
 
@@ -486,22 +638,41 @@ def provenance(store: Store, sweep: str, most_hosts: int = 20) -> dict[str, Any]
     with store.reading() as s:
         conn = s.connection()
         sid, _ = _sweep(conn, store, sweep)
-        sw = conn.execute(sa.select(Sweep.created_at, Sweep.executor, Sweep.output_dir)
-                          .where(Sweep.id == sid)).one()
-        hosts = conn.execute(sa.select(Attempt.host, sa.func.count(), sa.func.max(Attempt.world_size))
-                             .join(Job, Job.job_id == Attempt.job_id).where(Job.sweep == sweep)
-                             .group_by(Attempt.host).order_by(sa.func.count().desc(), Attempt.host)).all()
+        sw = conn.execute(
+            sa.select(Sweep.created_at, Sweep.executor, Sweep.output_dir).where(Sweep.id == sid)
+        ).one()
+        hosts = conn.execute(
+            sa.select(Attempt.host, sa.func.count(), sa.func.max(Attempt.world_size))
+            .join(Job, Job.job_id == Attempt.job_id)
+            .where(Job.sweep == sweep)
+            .group_by(Attempt.host)
+            .order_by(sa.func.count().desc(), Attempt.host)
+        ).all()
         level_cols = {c["name"] for c in sa.inspect(conn).get_columns("levels")}
         per_level = None
         if "provenance" in level_cols:
             col: sa.ColumnClause[Any] = sa.column("provenance")
-            q = (sa.select(sa.type_coerce(col, sa.String), sa.func.count())
-                 .select_from(sa.table("levels", col, sa.column("level_id")))
-                 .where(sa.column("level_id").in_(sa.select(RunLevel.level_id).join(
-                     SweepRun, SweepRun.run_id == RunLevel.run_id).where(SweepRun.sweep_id == sid)))
-                 .group_by(col).order_by(sa.func.count().desc()).limit(50))
+            q = (
+                sa.select(sa.type_coerce(col, sa.String), sa.func.count())
+                .select_from(sa.table("levels", col, sa.column("level_id")))
+                .where(
+                    sa.column("level_id").in_(
+                        sa.select(RunLevel.level_id)
+                        .join(SweepRun, SweepRun.run_id == RunLevel.run_id)
+                        .where(SweepRun.sweep_id == sid)
+                    )
+                )
+                .group_by(col)
+                .order_by(sa.func.count().desc())
+                .limit(50)
+            )
             per_level = [{"provenance": v, "levels": int(n)} for v, n in conn.execute(q)]
-    return {"created_at": _iso(sw.created_at), "executor": sw.executor, "output_dir": sw.output_dir,
-            "hosts": [{"host": h, "attempts": int(n), "world_size": w} for h, n, w in hosts[:most_hosts]],
-            "hosts_total": len(hosts), "attempts": sum(int(n) for _, n, _ in hosts),
-            "level_provenance": per_level}
+    return {
+        "created_at": _iso(sw.created_at),
+        "executor": sw.executor,
+        "output_dir": sw.output_dir,
+        "hosts": [{"host": h, "attempts": int(n), "world_size": w} for h, n, w in hosts[:most_hosts]],
+        "hosts_total": len(hosts),
+        "attempts": sum(int(n) for _, n, _ in hosts),
+        "level_provenance": per_level,
+    }

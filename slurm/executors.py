@@ -6,6 +6,7 @@ controller drives them to completion itself (`blocking`), keeping `array_paralle
 submitit (and the job wrapper) are imported when a job is submitted, not to poll or cancel: `status`
 polls on every refresh.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -30,8 +31,11 @@ def outside_job_env() -> Iterator[None]:
     submitting a new supervisor would otherwise export its own job's SLURM_* and SUBMITIT_*
     variables (sbatch --export=ALL), and the new job's submitit would take the old job's id from
     SLURM_ARRAY_JOB_ID and look for the wrong pickle."""
-    saved = {k: v for k, v in os.environ.items()
-             if (k.startswith(("SLURM_", "SUBMITIT_", "SLURMD_")) and k not in _KEEP)}
+    saved = {
+        k: v
+        for k, v in os.environ.items()
+        if (k.startswith(("SLURM_", "SUBMITIT_", "SLURMD_")) and k not in _KEEP)
+    }
     for k in saved:
         del os.environ[k]
     try:
@@ -43,8 +47,8 @@ def outside_job_env() -> Iterator[None]:
 @dataclass(frozen=True)
 class JobRequest:
     job_id: str
-    job_file: str   # what the trainer trains (trainer/job.py)
-    db_file: str    # a file holding the store URL, readable by its owner alone
+    job_file: str  # what the trainer trains (trainer/job.py)
+    db_file: str  # a file holding the store URL, readable by its owner alone
     code_dir: str | None = None  # the code snapshot the job imports (core/code.py); None: the environment's
 
 
@@ -65,8 +69,7 @@ def code_setup(code_dir: str | None) -> list[str]:
         return []
     import shlex
 
-    return [f"export PYTHONPATH={shlex.quote(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}",
-            "export PYTHONSAFEPATH=1"]
+    return [f"export PYTHONPATH={shlex.quote(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}", "export PYTHONSAFEPATH=1"]
 
 
 class Executor(ABC):
@@ -79,12 +82,18 @@ class Executor(ABC):
 
     def _args(self, reqs: list[JobRequest]) -> tuple[list, ...]:
         n = len(reqs)
-        return ([r.job_file for r in reqs], [r.db_file for r in reqs],
-                [self.params.procs_per_node] * n, [self.params.nodes] * n, [r.code_dir for r in reqs])
+        return (
+            [r.job_file for r in reqs],
+            [r.db_file for r in reqs],
+            [self.params.procs_per_node] * n,
+            [self.params.nodes] * n,
+            [r.code_dir for r in reqs],
+        )
 
     @abstractmethod
-    def submit(self, reqs: list[JobRequest], dependency: str | None = None,
-               overrides: dict[str, Any] | None = None) -> list[Any]:
+    def submit(
+        self, reqs: list[JobRequest], dependency: str | None = None, overrides: dict[str, Any] | None = None
+    ) -> list[Any]:
         """Start (or queue) one job per request, after `dependency` (Slurm's syntax) where the
         scheduler handles waiting; returns submitit Job objects in order."""
 
@@ -99,8 +108,9 @@ class Executor(ABC):
 class SlurmExecutor(Executor):
     kind = "slurm"
 
-    def _executor(self, dependency: str | None = None, overrides: dict[str, Any] | None = None,
-                  code_dir: str | None = None) -> Any:
+    def _executor(
+        self, dependency: str | None = None, overrides: dict[str, Any] | None = None, code_dir: str | None = None
+    ) -> Any:
         import submitit
 
         p = self.params
@@ -112,18 +122,27 @@ class SlurmExecutor(Executor):
             extra["exclude"] = over["exclude"]
         mem_gb = float(over.get("mem_gb") or p.mem_gb)
         ex.update_parameters(
-            job_name="tp", partition=p.partition, nodes=p.nodes, ntasks_per_node=1,
-            cpus_per_task=p.cpus_per_task, gpus_per_node=p.gpus_per_node or None,
-            mem=f"{int(mem_gb * 1024)}M", time=p.timeout_min, signal_delay_s=p.signal_delay_s,
-            array_parallelism=p.array_parallelism, additional_parameters=extra)
+            job_name="tp",
+            partition=p.partition,
+            nodes=p.nodes,
+            ntasks_per_node=1,
+            cpus_per_task=p.cpus_per_task,
+            gpus_per_node=p.gpus_per_node or None,
+            mem=f"{int(mem_gb * 1024)}M",
+            time=p.timeout_min,
+            signal_delay_s=p.signal_delay_s,
+            array_parallelism=p.array_parallelism,
+            additional_parameters=extra,
+        )
         if dependency:
             ex.update_parameters(dependency=dependency)
         if code_dir:  # the batch script imports the job wrapper and the trainer from the snapshot
             ex.update_parameters(setup=code_setup(code_dir))
         return ex
 
-    def submit(self, reqs: list[JobRequest], dependency: str | None = None,
-               overrides: dict[str, Any] | None = None) -> list[Any]:
+    def submit(
+        self, reqs: list[JobRequest], dependency: str | None = None, overrides: dict[str, Any] | None = None
+    ) -> list[Any]:
         """`overrides`: sbatch settings of these jobs on top of the sweep's (mem_gb, exclude)."""
         from slurm.job import TrainerJob  # submitit: only to submit
 
@@ -156,10 +175,13 @@ class SlurmExecutor(Executor):
             return {}
         out: dict[str, str] = {jid: GONE for jid in job_ids}
         masters = sorted({jid.split("_")[0] for jid in job_ids})
-        which = (["-j", ",".join(masters)] if len(masters) <= self.MAX_IDS_PER_CALL
-                 else ["-u", getpass.getuser()])
-        sq = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T|%r", *which],
-                            capture_output=True, text=True, timeout=60)
+        which = ["-j", ",".join(masters)] if len(masters) <= self.MAX_IDS_PER_CALL else ["-u", getpass.getuser()]
+        sq = subprocess.run(
+            ["squeue", "-h", "-r", "--states=all", "-o", "%i|%T|%r", *which],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         for line in sq.stdout.splitlines():
             jid, state, reason = (line.split("|") + ["", ""])[:3]
             if jid in out:
@@ -175,18 +197,21 @@ class SlurmExecutor(Executor):
 
 class LocalExecutor(Executor):
     """Jobs are processes on this machine (submitit's LocalExecutor); the job id is the pid."""
+
     kind = "local"
     blocking = True
 
-    def submit(self, reqs: list[JobRequest], dependency: str | None = None,
-               overrides: dict[str, Any] | None = None) -> list[Any]:
+    def submit(
+        self, reqs: list[JobRequest], dependency: str | None = None, overrides: dict[str, Any] | None = None
+    ) -> list[Any]:
         import submitit
 
         from slurm.job import TrainerJob  # submitit: only to submit
 
         ex = submitit.LocalExecutor(folder=self.folder / "%j", max_num_timeout=self.params.max_requeues)
-        ex.update_parameters(timeout_min=self.params.timeout_min, tasks_per_node=1,
-                             signal_delay_s=self.params.signal_delay_s)
+        ex.update_parameters(
+            timeout_min=self.params.timeout_min, tasks_per_node=1, signal_delay_s=self.params.signal_delay_s
+        )
         out = []
         for r, args in zip(reqs, zip(*self._args(reqs))):
             # submitit starts the job's process now, with this process's environment
@@ -206,8 +231,9 @@ class LocalExecutor(Executor):
             present = set(os.listdir("/proc"))
         except OSError:
             present = None
-        return {jid: "RUNNING" if (present is None or jid in present) and pid_alive(jid) else GONE
-                for jid in job_ids}
+        return {
+            jid: "RUNNING" if (present is None or jid in present) and pid_alive(jid) else GONE for jid in job_ids
+        }
 
     def cancel(self, job_ids: list[str]) -> None:
         """SIGTERM to the job's trainer (it saves and stops, as on Slurm), then SIGINT to
@@ -236,11 +262,13 @@ class LocalExecutor(Executor):
 
 class DebugExecutor(Executor):
     """Runs each job inside this process when its result is asked for: breakpoints work."""
+
     kind = "debug"
     blocking = True
 
-    def submit(self, reqs: list[JobRequest], dependency: str | None = None,
-               overrides: dict[str, Any] | None = None) -> list[Any]:
+    def submit(
+        self, reqs: list[JobRequest], dependency: str | None = None, overrides: dict[str, Any] | None = None
+    ) -> list[Any]:
         import submitit
 
         from slurm.job import TrainerJob  # submitit: only to submit

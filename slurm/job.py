@@ -7,6 +7,7 @@ torchrun itself survives to report. A job of one process on one node runs the tr
 torchrun would add a launcher process and a rendezvous (about 3 s a job) and nothing else.
 Stdlib + submitit only: this module is unpickled in the job.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,15 @@ def _ignore_usr2() -> None:
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
-def trainer_command(job_file: str, db_file: str, procs_per_node: int, nodes: int = 1,
-                    node_rank: int = 0, master: str = "127.0.0.1", port: int = 29500) -> list[str]:
+def trainer_command(
+    job_file: str,
+    db_file: str,
+    procs_per_node: int,
+    nodes: int = 1,
+    node_rank: int = 0,
+    master: str = "127.0.0.1",
+    port: int = 29500,
+) -> list[str]:
     # The store URL stays in its owner-only file: `ps` and the job log show only the path.
     job = ["-m", "trainer.job", job_file, "--db-file", db_file]
     if nodes == 1 and procs_per_node == 1:
@@ -36,8 +44,12 @@ def trainer_command(job_file: str, db_file: str, procs_per_node: int, nodes: int
     if nodes == 1:
         cmd.append("--standalone")
     else:
-        cmd += [f"--nnodes={nodes}", f"--node_rank={node_rank}", f"--master_addr={master}",
-                f"--master_port={port}"]
+        cmd += [
+            f"--nnodes={nodes}",
+            f"--node_rank={node_rank}",
+            f"--master_addr={master}",
+            f"--master_port={port}",
+        ]
     return cmd + job
 
 
@@ -53,8 +65,11 @@ def killed_status(job_file: str, log: str | None) -> dict:
     (a node's own death or a scancel would have taken the wrapper too). Left for the supervisor
     (orchestrator/control/policy.py), which resubmits the job once with more memory."""
     where = f" (log: {log})" if log else ""
-    status = {"state": "FAILED", "failure": "OUT_OF_MEMORY",
-              "message": f"the trainer was killed by SIGKILL, as the kernel's OOM killer does{where}"}
+    status = {
+        "state": "FAILED",
+        "failure": "OUT_OF_MEMORY",
+        "message": f"the trainer was killed by SIGKILL, as the kernel's OOM killer does{where}",
+    }
     try:
         from core.atomic import write_json_atomic
 
@@ -79,13 +94,16 @@ class TrainerJob(submitit.helpers.Checkpointable):
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
 
-    def __call__(self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1,
-                 code_dir: str | None = None) -> str:
+    def __call__(
+        self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1, code_dir: str | None = None
+    ) -> str:
         env = dict(os.environ)
         if code_dir:  # the trainer imports the launch's snapshot, whatever the checkout holds now
             if not os.path.isfile(os.path.join(code_dir, "MANIFEST.json")):
-                raise RuntimeError(f"code snapshot {code_dir} is gone: launch again to plan this job "
-                                   "with the code that is there now")
+                raise RuntimeError(
+                    f"code snapshot {code_dir} is gone: launch again to plan this job "
+                    "with the code that is there now"
+                )
             env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             env["PYTHONSAFEPATH"] = "1"
         try:
@@ -115,11 +133,13 @@ class TrainerJob(submitit.helpers.Checkpointable):
         state = status.get("state", "FAILED" if rc else "COMPLETED")
         if state == "COMPLETED" and rc == 0:
             return state
-        raise RuntimeError(f"trainer for {job_file} ended {state} (exit status {rc}): "
-                           f"{status.get('message', 'see the job log')}")
+        raise RuntimeError(
+            f"trainer for {job_file} ended {state} (exit status {rc}): {status.get('message', 'see the job log')}"
+        )
 
-    def checkpoint(self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1,
-                   code_dir: str | None = None):
+    def checkpoint(
+        self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1, code_dir: str | None = None
+    ):
         """Tell the trainer ranks to save and stop, wait for them, then ask to be requeued.
 
         Runs in submitit's USR2 handler, while __call__ is inside `self._proc.wait()`: a second
@@ -139,6 +159,4 @@ class TrainerJob(submitit.helpers.Checkpointable):
             deadline = time.monotonic() + float(os.environ.get("TP_STOP_GRACE_S", "60"))
             while pid_alive(proc.pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
-        return submitit.helpers.DelayedSubmission(TrainerJob(), job_file, db_file, procs_per_node, nodes,
-                                                  code_dir)
-
+        return submitit.helpers.DelayedSubmission(TrainerJob(), job_file, db_file, procs_per_node, nodes, code_dir)

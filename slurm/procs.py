@@ -1,5 +1,6 @@
 """Processes on this machine, read from /proc (Linux): stdlib only, so `status` and a job's
 signal handler can use them without importing anything heavy."""
+
 from __future__ import annotations
 
 import os

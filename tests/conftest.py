@@ -4,6 +4,7 @@ Slurm and PostgreSQL are real services started by `.ci/run` (or by hand: `tp-swe
 `pg_ctlcluster 15 main start`). Outside CI a missing service skips its tests; under CI (CI=true) it
 fails them, so a green CI always means the real services were exercised.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,14 +44,20 @@ def _slurm_problem() -> str | None:
 
 # A test that uses one of these fixtures needs that service: it gets the marker, so that
 # `make check` (-m "not slurm and not postgres") runs exactly the tests that need neither.
-SERVICE_FIXTURES = {"slurm_cluster": "slurm", "two_nodes": "slurm", "private_dir": "slurm",
-                    "postgres_url": "postgres", "secret_pg": "postgres"}
+SERVICE_FIXTURES = {
+    "slurm_cluster": "slurm",
+    "two_nodes": "slurm",
+    "private_dir": "slurm",
+    "postgres_url": "postgres",
+    "secret_pg": "postgres",
+}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for fixture in set(getattr(item, "fixturenames", ())) & set(SERVICE_FIXTURES):
             item.add_marker(getattr(pytest.mark, SERVICE_FIXTURES[fixture]))
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
@@ -125,8 +132,9 @@ def _leftovers(base: str) -> list[str]:
     and log of a test lives there) or a private two-node cluster's folder (tpmn-)."""
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     me = str(os.getpid())
-    return [line.strip() for line in out.splitlines()
-            if (base in line or "/tpmn-" in line) and line.split()[0] != me]
+    return [
+        line.strip() for line in out.splitlines() if (base in line or "/tpmn-" in line) and line.split()[0] != me
+    ]
 
 
 def pytest_sessionfinish(session, exitstatus):

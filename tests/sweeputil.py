@@ -1,13 +1,15 @@
 """Helpers for tests that launch real sweeps: tiny specs and the CLI run in a subprocess."""
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -19,12 +21,20 @@ def tiny_spec(name: str, **over: Any) -> dict[str, Any]:
     """A sweep that trains in seconds: a 32-unit MLP on digits, one epoch per level."""
     spec: dict[str, Any] = {
         "name": name,
-        "trainer": {"config": "digits_mlp",
-                    "overrides": {"schedule.epochs": 1, "model.hidden": [32],
-                                  "data.batch_size": 128, "prune.rate": 0.5}},
+        "trainer": {
+            "config": "digits_mlp",
+            "overrides": {"schedule.epochs": 1, "model.hidden": [32], "data.batch_size": 128, "prune.rate": 0.5},
+        },
         "grid": {"method": ["dense", "imp"], "sparsity": [0.5, 0.75], "seed": [0]},
-        "executor": {"kind": "local", "procs_per_node": 1, "cpus_per_task": 1, "mem_gb": 1,
-                     "timeout_min": 10, "array_parallelism": 2, "signal_delay_s": 10},
+        "executor": {
+            "kind": "local",
+            "procs_per_node": 1,
+            "cpus_per_task": 1,
+            "mem_gb": 1,
+            "timeout_min": 10,
+            "array_parallelism": 2,
+            "signal_delay_s": 10,
+        },
     }
     for key, value in over.items():
         node = spec
@@ -41,19 +51,19 @@ def write_spec(tmp: Path, spec: dict[str, Any]) -> Path:
     return path
 
 
-def tp(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600,
-       check: bool = False) -> subprocess.CompletedProcess:
+def tp(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600, check: bool = False
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO), **(env or {})}
-    proc = subprocess.run([*TP, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run([*TP, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"tp-sweep {' '.join(args)} exited {proc.returncode}\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"tp-sweep {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 
-def status_json(sweep: str, cwd: Path, db: str | None = None,
-                env: dict[str, str] | None = None) -> dict[str, Any]:
+def status_json(sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
     args = ["status", sweep, "--format", "json"] + (["--db", db] if db else [])
     return json.loads(tp(*args, cwd=cwd, env=env).stdout)
 
@@ -102,8 +112,7 @@ def slow_spec(name: str, procs: int = 2):
     """Long enough (a few seconds per level) that a signal lands mid-level. One job trains level 0,
     trunk level 1 (0.5 at rate 0.5) and the branch from it to sparsity 0.7."""
     spec = tiny_spec(name, executor__procs_per_node=procs, executor__cpus_per_task=procs)
-    spec["trainer"]["overrides"].update({"model.hidden": [256, 256], "data.batch_size": 16,
-                                         "schedule.epochs": 6})
+    spec["trainer"]["overrides"].update({"model.hidden": [256, 256], "data.batch_size": 16, "schedule.epochs": 6})
     spec["grid"] = {"method": ["imp"], "sparsity": [0.5, 0.7], "seed": [0]}
     return spec
 
@@ -119,8 +128,12 @@ def run_progress(tmp: Path) -> tuple[int, int]:
     eng = sa.create_engine(f"sqlite:///{db}")
     try:
         with eng.connect() as c:
-            row = c.execute(sa.text("select l.depth, l.epoch from jobs j join levels l "
-                                    "on l.level_id = j.level_id where j.level_id is not null")).first()
+            row = c.execute(
+                sa.text(
+                    "select l.depth, l.epoch from jobs j join levels l "
+                    "on l.level_id = j.level_id where j.level_id is not null"
+                )
+            ).first()
     except sa.exc.OperationalError:
         return (-1, -1)
     finally:
@@ -130,8 +143,10 @@ def run_progress(tmp: Path) -> tuple[int, int]:
 
 def epochs_trained(tmp: Path, sweep: str) -> int:
     """Epochs the sweep's jobs trained, counted from their logs (one line per epoch)."""
-    return sum(p.read_text(errors="replace").count("] train_loss ")
-               for p in (tmp / "tp-runs" / "_jobs" / sweep).glob("*/*_log.out"))
+    return sum(
+        p.read_text(errors="replace").count("] train_loss ")
+        for p in (tmp / "tp-runs" / "_jobs" / sweep).glob("*/*_log.out")
+    )
 
 
 def free_port_block(n: int, start: int = 17817) -> int:
@@ -163,8 +178,12 @@ def admin_sql(sql: str, port: int = 5432, db: str = "postgres") -> str:
 
     if os.geteuid() != 0 or shutil.which("runuser") is None:
         require_service("PostgreSQL superuser", "needs root to create roles")
-    out = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", str(port), "-d", db, "-qtAc", sql],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "psql", "-p", str(port), "-d", db, "-qtAc", sql],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 

@@ -7,6 +7,7 @@ Trainer values go through the spec (overrides and grid axes), YAML-level problem
 and load_spec, filters through compile_where; none of those start a process. The checkpoint and
 password tests at the end do.
 """
+
 from __future__ import annotations
 
 import glob
@@ -122,8 +123,12 @@ def test_a_bad_combination_of_two_axes_names_both():
 
 # ---- the spec's own fields --------------------------------------------------------------------
 def _grid_points(s, n):
-    s["grid"].update({"optimizer.lr": [0.001 * (i + 1) for i in range(n)],
-                      "optimizer.weight_decay": [0.0001 * i for i in range(n)]})
+    s["grid"].update(
+        {
+            "optimizer.lr": [0.001 * (i + 1) for i in range(n)],
+            "optimizer.weight_decay": [0.0001 * i for i in range(n)],
+        }
+    )
 
 
 SPEC_BAD = [
@@ -131,41 +136,95 @@ SPEC_BAD = [
     ("name .", lambda s: s.__setitem__("name", "."), "name: '.' must start with"),
     ("name -rf", lambda s: s.__setitem__("name", "-rf"), "name: '-rf' must start with"),
     ("name a/b", lambda s: s.__setitem__("name", "a/b"), "name: 'a/b'"),
-    ("duplicate sparsity", lambda s: s["grid"].__setitem__("sparsity", [0.5, 0.75, 0.5]),
-     "grid.sparsity: duplicate value 0.5"),
+    (
+        "duplicate sparsity",
+        lambda s: s["grid"].__setitem__("sparsity", [0.5, 0.75, 0.5]),
+        "grid.sparsity: duplicate value 0.5",
+    ),
     ("duplicate seed", lambda s: s["grid"].__setitem__("seed", [0, 1, 0]), "grid.seed: duplicate value 0"),
-    ("duplicate list value", lambda s: s["grid"].__setitem__("model.hidden", [[32], [32]]),
-     "grid.model.hidden: duplicate value [32]"),
-    ("seed 2**70", lambda s: s["grid"].__setitem__("seed", [2**70]), "grid.seed: seed 1180591620717411303424 is outside [0, 2**63)"),
+    (
+        "duplicate list value",
+        lambda s: s["grid"].__setitem__("model.hidden", [[32], [32]]),
+        "grid.model.hidden: duplicate value [32]",
+    ),
+    (
+        "seed 2**70",
+        lambda s: s["grid"].__setitem__("seed", [2**70]),
+        "grid.seed: seed 1180591620717411303424 is outside [0, 2**63)",
+    ),
     ("seed -1", lambda s: s["grid"].__setitem__("seed", [-1]), "grid.seed: seed -1 is outside"),
-    ("method not a string", lambda s: s["grid"].__setitem__("method", [["imp"]]), "grid.method: unknown method ['imp']"),
-    ("sparsity nan", lambda s: s["grid"].__setitem__("sparsity", [float("nan")]), "grid.sparsity: sparsity nan is not a number"),
-    ("million grid points", lambda s: _grid_points(s, 1000),
-     "grid: 2 method x 2 sparsity x 1 seed x 1000 optimizer.lr x 1000 optimizer.weight_decay is "
-     "4,000,000 grid points, more than max_grid_points 10,000"),
-    ("raised cap still bounds", lambda s: (s.__setitem__("max_grid_points", 100), _grid_points(s, 10)),
-     "more than max_grid_points 100"),
+    (
+        "method not a string",
+        lambda s: s["grid"].__setitem__("method", [["imp"]]),
+        "grid.method: unknown method ['imp']",
+    ),
+    (
+        "sparsity nan",
+        lambda s: s["grid"].__setitem__("sparsity", [float("nan")]),
+        "grid.sparsity: sparsity nan is not a number",
+    ),
+    (
+        "million grid points",
+        lambda s: _grid_points(s, 1000),
+        "grid: 2 method x 2 sparsity x 1 seed x 1000 optimizer.lr x 1000 optimizer.weight_decay is "
+        "4,000,000 grid points, more than max_grid_points 10,000",
+    ),
+    (
+        "raised cap still bounds",
+        lambda s: (s.__setitem__("max_grid_points", 100), _grid_points(s, 10)),
+        "more than max_grid_points 100",
+    ),
     ("max_grid_points 0", lambda s: s.__setitem__("max_grid_points", 0), "max_grid_points"),
-    ("trainer config path", lambda s: s["trainer"].__setitem__("config", "../../sweeps/demo"),
-     "core.config: unknown trainer config '../../sweeps/demo'"),
-    ("extra newline", lambda s: s["executor"].__setitem__("extra", {"comment": "x\n#SBATCH --uid=0"}),
-     "executor.extra: comment: control characters"),
-    ("partition newline", lambda s: s["executor"].__setitem__("partition", "gpu\nrm -rf ~"),
-     "executor.partition: control characters"),
-    ("extra nested", lambda s: s["executor"].__setitem__("extra", {"account": {"a": [1, 2]}}),
-     "executor.extra: account: a dict is not an sbatch value"),
-    ("extra list", lambda s: s["executor"].__setitem__("extra", {"constraint": ["a100", "h100"]}),
-     "executor.extra: constraint: a list is not an sbatch value"),
-    ("extra false", lambda s: s["executor"].__setitem__("extra", {"requeue": False}),
-     "executor.extra: requeue: false is not an sbatch value"),
-    ("extra long string", lambda s: s["executor"].__setitem__("extra", {"comment": "x" * 300}),
-     "executor.extra: comment: a string of 300 characters is longer than 256"),
-    ("extra bad key", lambda s: s["executor"].__setitem__("extra", {"--uid": 0}),
-     "executor.extra: '--uid' is not an sbatch option name"),
-    ("extra too many", lambda s: s["executor"].__setitem__("extra", {f"k{i}": 1 for i in range(40)}),
-     "executor.extra: 40 options; at most 32"),
-    ("output_dir unknown user", lambda s: s.__setitem__("output_dir", "~no_such_user_tp/runs"),
-     "output_dir: cannot expand '~no_such_user_tp'"),
+    (
+        "trainer config path",
+        lambda s: s["trainer"].__setitem__("config", "../../sweeps/demo"),
+        "core.config: unknown trainer config '../../sweeps/demo'",
+    ),
+    (
+        "extra newline",
+        lambda s: s["executor"].__setitem__("extra", {"comment": "x\n#SBATCH --uid=0"}),
+        "executor.extra: comment: control characters",
+    ),
+    (
+        "partition newline",
+        lambda s: s["executor"].__setitem__("partition", "gpu\nrm -rf ~"),
+        "executor.partition: control characters",
+    ),
+    (
+        "extra nested",
+        lambda s: s["executor"].__setitem__("extra", {"account": {"a": [1, 2]}}),
+        "executor.extra: account: a dict is not an sbatch value",
+    ),
+    (
+        "extra list",
+        lambda s: s["executor"].__setitem__("extra", {"constraint": ["a100", "h100"]}),
+        "executor.extra: constraint: a list is not an sbatch value",
+    ),
+    (
+        "extra false",
+        lambda s: s["executor"].__setitem__("extra", {"requeue": False}),
+        "executor.extra: requeue: false is not an sbatch value",
+    ),
+    (
+        "extra long string",
+        lambda s: s["executor"].__setitem__("extra", {"comment": "x" * 300}),
+        "executor.extra: comment: a string of 300 characters is longer than 256",
+    ),
+    (
+        "extra bad key",
+        lambda s: s["executor"].__setitem__("extra", {"--uid": 0}),
+        "executor.extra: '--uid' is not an sbatch option name",
+    ),
+    (
+        "extra too many",
+        lambda s: s["executor"].__setitem__("extra", {f"k{i}": 1 for i in range(40)}),
+        "executor.extra: 40 options; at most 32",
+    ),
+    (
+        "output_dir unknown user",
+        lambda s: s.__setitem__("output_dir", "~no_such_user_tp/runs"),
+        "output_dir: cannot expand '~no_such_user_tp'",
+    ),
     ("output_dir empty", lambda s: s.__setitem__("output_dir", ""), "output_dir: '' is not a usable folder"),
 ]
 
@@ -179,8 +238,14 @@ def test_bad_spec_field(label, mutate, needle):
 
 def test_grid_cap_is_checked_before_anything_expands():
     spec = tiny_spec("huge")
-    for key in ("optimizer.lr", "optimizer.momentum", "optimizer.weight_decay", "schedule.gamma",
-                "schedule.peak_epoch", "prune.erk_power_scale"):  # 4 x 100**6 points
+    for key in (
+        "optimizer.lr",
+        "optimizer.momentum",
+        "optimizer.weight_decay",
+        "schedule.gamma",
+        "schedule.peak_epoch",
+        "prune.erk_power_scale",
+    ):  # 4 x 100**6 points
         spec["grid"][key] = [0.001 * (k + 1) for k in range(100)]
     start = time.perf_counter()
     _refused(spec, "more than max_grid_points 10,000")
@@ -197,21 +262,33 @@ grid:
   method: [dense]
 """
 _BOMB = "  extra:\n    a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
-    f"    {c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    f"    {c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+)
 
 YAML_BAD = [
-    ("duplicate key", _OK_HEAD.replace("    schedule.epochs: 1\n",
-                                       "    optimizer.lr: 0.1\n    optimizer.lr: 0.2\n"),
-     "found duplicate key 'optimizer.lr' (first at line 5)"),
+    (
+        "duplicate key",
+        _OK_HEAD.replace("    schedule.epochs: 1\n", "    optimizer.lr: 0.1\n    optimizer.lr: 0.2\n"),
+        "found duplicate key 'optimizer.lr' (first at line 5)",
+    ),
     ("duplicate top-level key", _OK_HEAD + "name: z\n", "found duplicate key 'name' (first at line 1)"),
-    ("alias bomb in executor.extra", _OK_HEAD + "executor:\n" + _BOMB,
-     "more than 50 alias uses"),
-    ("wide alias expansion", _OK_HEAD + "executor:\n  extra:\n    a: &a [" + ",".join(["x"] * 2000)
-     + "]\n" + "".join(f"    k{i}: *a\n" for i in range(50)), "aliases expand this document to more than 100,000"),
+    ("alias bomb in executor.extra", _OK_HEAD + "executor:\n" + _BOMB, "more than 50 alias uses"),
+    (
+        "wide alias expansion",
+        _OK_HEAD
+        + "executor:\n  extra:\n    a: &a ["
+        + ",".join(["x"] * 2000)
+        + "]\n"
+        + "".join(f"    k{i}: *a\n" for i in range(50)),
+        "aliases expand this document to more than 100,000",
+    ),
     ("recursive alias", _OK_HEAD + "db: &d [*d]\n", "recursive"),
     ("not a mapping", "- 1\n- 2\n", "a sweep spec must be a YAML mapping"),
-    ("epochs as words", _OK_HEAD.replace("schedule.epochs: 1", "schedule.epochs: three"),
-     "trainer.overrides: schedule.epochs: 'three' is not an integer"),
+    (
+        "epochs as words",
+        _OK_HEAD.replace("schedule.epochs: 1", "schedule.epochs: three"),
+        "trainer.overrides: schedule.epochs: 'three' is not an integer",
+    ),
 ]
 
 
@@ -243,8 +320,16 @@ def test_loader_keeps_merge_keys_and_floats():
 
 
 # ---- --where ----------------------------------------------------------------------------------
-ROW = {"sweep": "s", "method": "imp", "sparsity": 0.5, "seed": 0, "run_id": "r1", "level": 1,
-       "test_acc": None, "state": "RUNNING"}
+ROW = {
+    "sweep": "s",
+    "method": "imp",
+    "sparsity": 0.5,
+    "seed": 0,
+    "run_id": "r1",
+    "level": 1,
+    "test_acc": None,
+    "state": "RUNNING",
+}
 
 WHERE_BAD = [
     ("1/0 == 1", "ZeroDivisionError"),
@@ -280,12 +365,13 @@ def test_bad_where(expr, needle):
 def test_where_treats_missing_results_like_sql_null():
     done = dict(ROW, test_acc=0.95)
     for expr, on_missing, on_done in [
-            ("test_acc > 0.9", False, True),
-            ("test_acc * 100 >= 90", False, True),  # None * 100 is None, not a TypeError
-            ("test_acc is None", True, False),
-            ("test_acc == None", True, False),
-            ("method in ('imp', 'snip') and sparsity >= 0.5", True, True),
-            ("(test_acc or 0) >= 0", True, True)]:
+        ("test_acc > 0.9", False, True),
+        ("test_acc * 100 >= 90", False, True),  # None * 100 is None, not a TypeError
+        ("test_acc is None", True, False),
+        ("test_acc == None", True, False),
+        ("method in ('imp', 'snip') and sparsity >= 0.5", True, True),
+        ("(test_acc or 0) >= 0", True, True),
+    ]:
         match = compile_where(expr)
         assert (match(ROW), match(done)) == (on_missing, on_done), expr
 
@@ -296,8 +382,7 @@ def test_shipped_trainer_configs_validate(name):
     validate_config(trainer_config.load_config(name))
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(str(REPO / "sweeps" / "*.yaml"))),
-                         ids=lambda p: Path(p).name)
+@pytest.mark.parametrize("path", sorted(glob.glob(str(REPO / "sweeps" / "*.yaml"))), ids=lambda p: Path(p).name)
 def test_shipped_sweeps_load(path):
     assert load_spec(path).name == Path(path).stem
 
@@ -311,8 +396,12 @@ def test_good_spec_variants(tmp_path):
     parsed = parse_spec(spec)
     assert parsed.output_dir == str(Path.home() / "tp-runs-test")
     path = tmp_path / "good.yaml"
-    path.write_text(_OK_HEAD.replace("    schedule.epochs: 1\n", "    optimizer.weight_decay: 5e-4\n"
-                                     "    data: {name: digits, batch_size: 32}\n"))
+    path.write_text(
+        _OK_HEAD.replace(
+            "    schedule.epochs: 1\n",
+            "    optimizer.weight_decay: 5e-4\n    data: {name: digits, batch_size: 32}\n",
+        )
+    )
     assert load_spec(path).trainer.overrides["optimizer.weight_decay"] == pytest.approx(5e-4)
 
 
@@ -328,8 +417,10 @@ def test_validate_config_accepts_optional_keys_left_out():
 
 
 def test_schema_modules_do_not_import_torch():
-    code = ("import sys, orchestrator.plan.spec, core.schema, db.queries; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, orchestrator.plan.spec, core.schema, db.queries; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
@@ -340,8 +431,9 @@ def test_schema_registers_as_a_hydra_structured_config():
 
     ConfigStore.instance().store(name="tp_schema_test", node=TrainerConfig)
     for name in trainer_config.available_configs():
-        merged = OmegaConf.merge(OmegaConf.structured(TrainerConfig),
-                                 OmegaConf.create(trainer_config.load_config(name)))
+        merged = OmegaConf.merge(
+            OmegaConf.structured(TrainerConfig), OmegaConf.create(trainer_config.load_config(name))
+        )
         assert OmegaConf.to_container(merged)["optimizer"]["lr"] > 0
 
 
@@ -358,8 +450,11 @@ def test_preflight_refuses_a_model_option_its_builder_does_not_take():
 
     spec = tiny_spec("opts")
     spec["trainer"]["overrides"]["model.name"] = "lenet"  # digits_mlp's model.hidden stays
-    with pytest.raises(PreflightError, match="model.hidden: model 'lenet' does not take it; "
-                                             r"its options: none \(remove the key\)"):
+    with pytest.raises(
+        PreflightError,
+        match="model.hidden: model 'lenet' does not take it; "
+        r"its options: none \(remove the key\)",
+    ):
         check_plan(plan_sweep(parse_spec(spec)))
     spec["trainer"]["overrides"]["model.name"] = "mlp"
     check_plan(plan_sweep(parse_spec(spec)))
@@ -396,10 +491,14 @@ def test_the_password_is_nowhere_but_the_url_file(tmp_path, secret_pg):
     spec = tiny_spec("secret")  # one job: level 0, then imp's trunk levels 1 and 2
     spec["db"] = secret_pg  # in the spec too: the stored spec must lose it
     path = write_spec(tmp_path, spec)
-    proc = subprocess.Popen([*TP, "launch", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO),
-                                 "TP_DB_URL": secret_pg})
+    proc = subprocess.Popen(
+        [*TP, "launch", str(path)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO), "TP_DB_URL": secret_pg},
+    )
     seen_running = False
     try:
         while proc.poll() is None:
@@ -424,9 +523,8 @@ def test_the_password_is_nowhere_but_the_url_file(tmp_path, secret_pg):
     eng = sa.create_engine(secret_pg.replace("postgresql://", "postgresql+psycopg://"))
     with eng.connect() as c:
         stored = json.dumps(c.execute(sa.text("select spec from sweeps")).scalar())
-        dump = " ".join(str(r) for t in ("events", "jobs", "attempts")
-                        for r in c.execute(sa.text(f"select * from {t}")).all())
+        dump = " ".join(
+            str(r) for t in ("events", "jobs", "attempts") for r in c.execute(sa.text(f"select * from {t}")).all()
+        )
     eng.dispose()
     assert SECRET not in stored and "***" in stored and SECRET not in dump
-
-

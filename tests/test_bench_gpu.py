@@ -1,5 +1,6 @@
 """bench/bench_gpu.py stays runnable (its --dry-run, on the CPU), and its device-resident data set
 (synthetic_gpu) behaves like the in-memory ones: fixed per pass, DDP-exact, FFCV's layout."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,15 @@ import torch
 from trainer.data import DATASETS, DataError, LoaderContext, build_loaders
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CFG = {"name": "synthetic_gpu", "batch_size": 8, "shape": [3, 12, 10], "classes": 1000, "size": 30,
-       "test_size": 11, "test_batch_size": 4}
+CFG = {
+    "name": "synthetic_gpu",
+    "batch_size": 8,
+    "shape": [3, 12, 10],
+    "classes": 1000,
+    "size": 30,
+    "test_size": 11,
+    "test_batch_size": 4,
+}
 
 
 def test_synthetic_gpu_batches():
@@ -56,8 +64,14 @@ def test_synthetic_gpu_bad_config(bad):
 def test_bench_gpu_dry_run(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "bench/bench_gpu.py", "--dry-run", "--out", str(out)],
-                          cwd=REPO, env=env, text=True, capture_output=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "bench/bench_gpu.py", "--dry-run", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "synthetic_gpu" in proc.stdout and "DRY RUN" in proc.stdout
     rep = json.loads(out.read_text())
@@ -65,8 +79,15 @@ def test_bench_gpu_dry_run(tmp_path):
     assert rep["settings"]["steps_per_epoch"] > 0 and rep["env"]["torch"] == torch.__version__
     eager, compiled = rep["throughput"]
     assert (eager["model"], eager["compile"], eager["status"]) == ("resnet18", False, "ok")
-    for key in ("trainer_images_per_s", "trainer_in_loop_images_per_s", "plain_images_per_s", "ratio",
-                "ratio_imagenet_epoch", "checkpoint_s", "checkpoint_mb"):
+    for key in (
+        "trainer_images_per_s",
+        "trainer_in_loop_images_per_s",
+        "plain_images_per_s",
+        "ratio",
+        "ratio_imagenet_epoch",
+        "checkpoint_s",
+        "checkpoint_mb",
+    ):
         assert eager[key] > 0, key
     assert len(eager["trainer_epoch_s"]) == len(eager["plain_epoch_s"]) == rep["settings"]["epochs"] - 1
     assert (compiled["compile"], compiled["status"]) == (True, "skipped")

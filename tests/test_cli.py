@@ -3,6 +3,7 @@ upgrade` migrates, and status and query stay whole at 80 columns, fast at scale,
 they know (elapsed time, ETA, device-hours). Stores are written directly (a real plan recorded
 with Store.record_plan, levels finished with Store.import_results, jobs created as launch does):
 no training, so each test takes seconds."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,8 +19,19 @@ import sqlalchemy as sa
 from cli.tp_sweep import build_parser
 from tests.sweeputil import REPO, tp
 
-COMMANDS = ["launch", "supervise", "status", "resume", "cancel", "query", "plot", "report", "data", "db",
-            "cluster"]
+COMMANDS = [
+    "launch",
+    "supervise",
+    "status",
+    "resume",
+    "cancel",
+    "query",
+    "plot",
+    "report",
+    "data",
+    "db",
+    "cluster",
+]
 HEAVY = ("torch", "ffcv", "sklearn")
 METHODS = ["dense", "imp", "imp_lrr", "random_balanced", "er_balanced", "synflow"]
 
@@ -57,25 +69,38 @@ print("HEAVY=" + ",".join(m for m in {heavy!r} if m in sys.modules), "CODE=" + s
 
 @pytest.mark.parametrize("args", HELPS, ids=lambda a: " ".join(a) or "tp-sweep")
 def test_every_help_answers_without_heavy_imports(args, tmp_path):
-    proc = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY), *args, "--help"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(heavy=HEAVY), *args, "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"},
+    )
     last = proc.stdout.strip().splitlines()[-1]
     assert last == "HEAVY= CODE=0", proc.stdout + proc.stderr
     assert "usage: tp-sweep" in proc.stdout
 
 
-
-@pytest.mark.parametrize("args", [["status", "nosuch"], ["query", "nosuch"], ["resume", "nosuch"],
-                                  ["cancel", "nosuch"], ["plot", "nosuch"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [["status", "nosuch"], ["query", "nosuch"], ["resume", "nosuch"], ["cancel", "nosuch"], ["plot", "nosuch"]],
+    ids=" ".join,
+)
 def test_an_unknown_sweep_is_an_error_before_sqlalchemy(args, tmp_path):
     """A typo answers at once (db/probe.py): no SQLAlchemy import, exit 2, and no store created
     where there was none; against an existing store, the same, naming the store."""
     heavy = (*HEAVY, "sqlalchemy")
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     env.pop("TP_DB_URL", None)
-    run = lambda: subprocess.run([sys.executable, "-c", _PROBE.format(heavy=heavy), *args],
-                                 cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    run = lambda: subprocess.run(
+        [sys.executable, "-c", _PROBE.format(heavy=heavy), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     proc = run()
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY= CODE=2", proc.stdout + proc.stderr
     assert "nosuch" in proc.stderr and "has no store yet" in proc.stderr
@@ -86,6 +111,7 @@ def test_an_unknown_sweep_is_an_error_before_sqlalchemy(args, tmp_path):
     proc = run()
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY= CODE=2", proc.stdout + proc.stderr
     assert f"{args[1]!r} in sqlite:///{tmp_path / 'tp-results.db'}" in proc.stderr
+
 
 def test_version():
     from core import version
@@ -111,17 +137,26 @@ def make_sweep(tmp_path, name: str = "narrow"):
     from orchestrator.plan.jobs import group_jobs
     from orchestrator.plan.spec import parse_spec
 
-    spec = {"name": name, "output_dir": str(tmp_path / "runs"),
-            "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 3}},
-            "grid": {"method": METHODS, "sparsity": [0.5, 0.8, 0.9, 0.95], "seed": [0, 1],
-                     "optimizer.lr": [0.1, 0.05]},
-            "executor": {"kind": "local", "gpus_per_node": 0, "cpus_per_task": 2}}
+    spec = {
+        "name": name,
+        "output_dir": str(tmp_path / "runs"),
+        "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 3}},
+        "grid": {
+            "method": METHODS,
+            "sparsity": [0.5, 0.8, 0.9, 0.95],
+            "seed": [0, 1],
+            "optimizer.lr": [0.1, 0.05],
+        },
+        "executor": {"kind": "local", "gpus_per_node": 0, "cpus_per_task": 2},
+    }
     plan = plan_sweep(parse_spec(spec))
     url = f"sqlite:///{tmp_path / 'store.db'}"
     store = Store(url)
     store.record_plan(plan, spec, plan.levels_dir)
-    busy = {next(r for r in plan.runs if r.method == m).run_id: st
-            for m, st in (("imp", "RUNNING"), ("imp_lrr", "FAILED"))}
+    busy = {
+        next(r for r in plan.runs if r.method == m).run_id: st
+        for m, st in (("imp", "RUNNING"), ("imp_lrr", "FAILED"))
+    }
     state_of = {lid: busy[r.run_id] for r in plan.runs if r.run_id in busy for lid in r.levels[1:]}
     open_levels = set(state_of)
     with store.serialized() as s:
@@ -131,23 +166,57 @@ def make_sweep(tmp_path, name: str = "narrow"):
     for lid, lv in plan.levels.items():
         if lid in open_levels:
             continue
-        history = [{"epoch": e, "train_loss": 0.1, "train_acc": 0.9, "test_acc": _acc(lid), "lr": 0.1,
-                    "steps": 10, "seconds": 2.0, "images_per_s": 700.0} for e in range(3)]
-        results[lid] = {"achieved_sparsity": round(1 - lv.density, 6), "test_acc": _acc(lid),
-                        "best_test_acc": _acc(lid), "test_loss": 0.3, "train_loss": 0.1, "train_acc": 0.9,
-                        "epochs": 3, "seconds": 6.0, "history": history}
+        history = [
+            {
+                "epoch": e,
+                "train_loss": 0.1,
+                "train_acc": 0.9,
+                "test_acc": _acc(lid),
+                "lr": 0.1,
+                "steps": 10,
+                "seconds": 2.0,
+                "images_per_s": 700.0,
+            }
+            for e in range(3)
+        ]
+        results[lid] = {
+            "achieved_sparsity": round(1 - lv.density, 6),
+            "test_acc": _acc(lid),
+            "best_test_acc": _acc(lid),
+            "test_loss": 0.3,
+            "train_loss": 0.1,
+            "train_acc": 0.9,
+            "epochs": 3,
+            "seconds": 6.0,
+            "history": history,
+        }
     store.import_results(results)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     with store.session() as s:
         for j in jobs:
             state = next((state_of[lid] for lid in j.levels if lid in state_of), "COMPLETED")
             # debug jobs are never polled: the RUNNING one stays RUNNING while status reconciles
-            s.execute(sa.update(Job).where(Job.job_id == j.job_id).values(
-                state=state, executor="debug", sched_id="1", attempts=1, heartbeat_at=now,
-                message="trainer exit 1" if state == "FAILED" else None))
-            s.add(Attempt(job_id=j.job_id, attempt=1, started_at=now - dt.timedelta(minutes=30),
-                          ended_at=None if state == "RUNNING" else now - dt.timedelta(minutes=5),
-                          outcome=None if state == "RUNNING" else state))
+            s.execute(
+                sa.update(Job)
+                .where(Job.job_id == j.job_id)
+                .values(
+                    state=state,
+                    executor="debug",
+                    sched_id="1",
+                    attempts=1,
+                    heartbeat_at=now,
+                    message="trainer exit 1" if state == "FAILED" else None,
+                )
+            )
+            s.add(
+                Attempt(
+                    job_id=j.job_id,
+                    attempt=1,
+                    started_at=now - dt.timedelta(minutes=30),
+                    ended_at=None if state == "RUNNING" else now - dt.timedelta(minutes=5),
+                    outcome=None if state == "RUNNING" else state,
+                )
+            )
         running = next(r for r in plan.runs if busy.get(r.run_id) == "RUNNING").levels[1]
         s.execute(sa.update(Level).where(Level.level_id == running).values(epoch=1))
     store.close()
@@ -221,10 +290,14 @@ def test_watch_shows_a_bar_of_levels_and_stops_on_ctrl_c(narrow):
     import time
 
     tmp, url, plan, busy = narrow
-    proc = subprocess.Popen([sys.executable, "-m", "cli.tp_sweep", "status", "narrow", "--db", url,
-                             "--watch", "--interval", "0.2"], cwd=tmp, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.tp_sweep", "status", "narrow", "--db", url, "--watch", "--interval", "0.2"],
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"},
+    )
     time.sleep(8)  # imports and a first refresh, on a loaded machine too
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -240,9 +313,12 @@ def test_a_second_sweep_in_the_store_counts_only_its_own_levels(narrow):
     from orchestrator.plan.spec import parse_spec
 
     tmp, url, plan, busy = narrow
-    spec = {"name": "subset", "output_dir": str(tmp / "runs"),
-            "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 3}},
-            "grid": {"method": ["imp", "synflow"], "sparsity": [0.5], "seed": [0], "optimizer.lr": [0.1]}}
+    spec = {
+        "name": "subset",
+        "output_dir": str(tmp / "runs"),
+        "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 3}},
+        "grid": {"method": ["imp", "synflow"], "sparsity": [0.5], "seed": [0], "optimizer.lr": [0.1]},
+    }
     sub = plan_sweep(parse_spec(spec))
     store = Store(url)
     try:
@@ -304,7 +380,7 @@ def test_status_asks_the_scheduler_once_per_refresh(big, tmp_path):
     stub.mkdir()
     calls = tmp_path / "calls"
     for tool in ("squeue", "scontrol", "sacct"):
-        (stub / tool).write_text(f"#!/bin/sh\necho \"$0 $*\" >> {calls}\n")
+        (stub / tool).write_text(f'#!/bin/sh\necho "$0 $*" >> {calls}\n')
         (stub / tool).chmod(0o755)
     env = {"PATH": f"{stub}:{os.environ['PATH']}", "TP_LOST_AFTER_S": "1e12"}
     tp("status", "bench", "--db", url, "--format", "json", cwd=tmp, env=env)
@@ -335,13 +411,23 @@ def test_slurm_poll_is_one_call_for_any_number_of_jobs(monkeypatch):
 def test_bench_store_small_runs(tmp_path):
     """bench/bench_store.py --small builds a store and times every command (the timings depend
     on the machine, so only that it ran and printed its table is checked): about 10 s idle."""
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_store.py"), "--small", "--no-pg",
-                           "--repeats", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_store.py"), "--small", "--no-pg", "--repeats", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr
-    for what in ("status SWEEP --format json", "query SWEEP --group-by method,sparsity",
-                 "status SWEEP (table)", "scheduler calls per status refresh",
-                 "plan + record 10,000 grid points", "tp-sweep data write --help"):
+    for what in (
+        "status SWEEP --format json",
+        "query SWEEP --group-by method,sparsity",
+        "status SWEEP (table)",
+        "scheduler calls per status refresh",
+        "plan + record 10,000 grid points",
+        "tp-sweep data write --help",
+    ):
         assert what in proc.stdout, proc.stdout
     assert re.search(r"scheduler calls per status refresh\s+1\s+1\s+yes", proc.stdout), proc.stdout
 
@@ -355,18 +441,32 @@ def test_trunk_landing_results_show_and_plot_their_achieved_sparsity(tmp_path):
     from orchestrator.plan.grid import plan_sweep
     from orchestrator.plan.spec import parse_spec
 
-    spec = {"name": "trunky", "output_dir": str(tmp_path / "runs"),
-            "trainer": {"config": "digits_mlp", "overrides": {"prune.landing": "trunk"}},
-            "grid": {"method": ["dense", "imp", "snip"], "sparsity": [0.5, 0.8], "seed": [0, 1]}}
+    spec = {
+        "name": "trunky",
+        "output_dir": str(tmp_path / "runs"),
+        "trainer": {"config": "digits_mlp", "overrides": {"prune.landing": "trunk"}},
+        "grid": {"method": ["dense", "imp", "snip"], "sparsity": [0.5, 0.8], "seed": [0, 1]},
+    }
     plan = plan_sweep(parse_spec(spec))
     url = f"sqlite:///{tmp_path / 'store.db'}"
     store = Store(url)
     store.record_plan(plan, spec, plan.levels_dir)
-    store.import_results({lid: {"achieved_sparsity": round(1 - lv.density, 6), "test_acc": _acc(lid),
-                                "best_test_acc": _acc(lid), "epochs": 1, "seconds": 1.0,
-                                "network_sparsity": round((1 - lv.density) * 0.9, 6),
-                                "flops_dense": 1000.0, "flops": 1000.0 * lv.density,
-                                "history": []} for lid, lv in plan.levels.items()})
+    store.import_results(
+        {
+            lid: {
+                "achieved_sparsity": round(1 - lv.density, 6),
+                "test_acc": _acc(lid),
+                "best_test_acc": _acc(lid),
+                "epochs": 1,
+                "seconds": 1.0,
+                "network_sparsity": round((1 - lv.density) * 0.9, 6),
+                "flops_dense": 1000.0,
+                "flops": 1000.0 * lv.density,
+                "history": [],
+            }
+            for lid, lv in plan.levels.items()
+        }
+    )
     store.close()
     rows = json.loads(_cli(tmp_path, "query", "trunky", "--db", url, "--format", "json").stdout)
     imp = {r["sparsity"]: r for r in rows if r["method"] == "imp" and r["seed"] == 0}

@@ -6,6 +6,7 @@ Three kinds of tests:
 - a lifecycle test that starts a SECOND, private cluster (own ports, ClusterName, munged, folder,
   SLURM_CONF; /etc/slurm untouched), runs a two-node job on it and stops it again.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,9 @@ def _wait_job(job_id: str, env: dict | None = None, timeout: float = 120) -> str
     deadline = time.monotonic() + timeout
     state = "?"
     while time.monotonic() < deadline:
-        out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True,
-                             env=env, timeout=15).stdout
+        out = subprocess.run(
+            ["scontrol", "show", "job", job_id], capture_output=True, text=True, env=env, timeout=15
+        ).stdout
         for tok in out.split():
             if tok.startswith("JobState="):
                 state = tok.split("=", 1)[1]
@@ -47,15 +49,13 @@ def _wait_job(job_id: str, env: dict | None = None, timeout: float = 120) -> str
 
 
 def _sbatch(args: list[str], env: dict | None = None) -> str:
-    out = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True,
-                         env=env, timeout=30)
+    out = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=env, timeout=30)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().split(";")[0]
 
 
 def _can_run_daemons() -> str | None:
-    missing = [b for b in cluster.BINARIES if shutil.which(b) is None
-               and not os.path.exists(f"/usr/sbin/{b}")]
+    missing = [b for b in cluster.BINARIES if shutil.which(b) is None and not os.path.exists(f"/usr/sbin/{b}")]
     if missing:
         return f"missing {missing} (apt-get install -y slurm-wlm munge)"
     if os.geteuid() != 0:
@@ -83,11 +83,14 @@ def test_up_on_a_file_is_bad_input(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, msg", [
-    (["up", "--nodes", "0"], "--nodes"),
-    (["up", "--port", "80"], "bad port"),
-    (["up", "--cpus", "0", "--mem-mb", "10"], "bad node size"),
-])
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["up", "--nodes", "0"], "--nodes"),
+        (["up", "--port", "80"], "bad port"),
+        (["up", "--cpus", "0", "--mem-mb", "10"], "bad node size"),
+    ],
+)
 def test_bad_input_exits_2_and_creates_nothing(tmp_path, capsys, argv, msg):
     d = tmp_path / "c"
     assert cluster_cli.main([*argv, "--dir", str(d)]) == 2
@@ -109,23 +112,34 @@ def test_rendered_conf_has_the_working_settings(tmp_path):
     text = _config._render(cfg)
     lines = text.splitlines()
     assert lines[0].startswith(_config.MARKER + ": DIR=" + str(tmp_path) + " ")
-    for want in ("ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
-                 "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory",
-                 "JobAcctGatherType=jobacct_gather/none", "ReturnToService=2",
-                 "MailProg=/bin/true", "JobRequeue=1", "KillWait=10",
-                 "SlurmdParameters=config_overrides", "ClusterName=tpx", "SlurmctldPort=16000",
-                 f"StateSaveLocation={tmp_path}/state/ctld", "DefMemPerCPU=2000"):
+    for want in (
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core_Memory",
+        "JobAcctGatherType=jobacct_gather/none",
+        "ReturnToService=2",
+        "MailProg=/bin/true",
+        "JobRequeue=1",
+        "KillWait=10",
+        "SlurmdParameters=config_overrides",
+        "ClusterName=tpx",
+        "SlurmctldPort=16000",
+        f"StateSaveLocation={tmp_path}/state/ctld",
+        "DefMemPerCPU=2000",
+    ):
         assert want in lines, want
     assert any("cred_expire=10" in ln and ln.startswith("AuthInfo=") for ln in lines)
     nodes = [ln for ln in lines if ln.startswith("NodeName=")]
     assert [ln.split()[0] for ln in nodes] == ["NodeName=n1", "NodeName=n2", "NodeName=n3"]
-    assert [t for ln in nodes for t in ln.split() if t.startswith("Port=")] == \
-        ["Port=16001", "Port=16002", "Port=16003"]
-    assert all("NodeAddr=127.0.0.1" in ln and "CPUs=4" in ln and "RealMemory=8000" in ln
-               for ln in nodes)
+    assert [t for ln in nodes for t in ln.split() if t.startswith("Port=")] == [
+        "Port=16001",
+        "Port=16002",
+        "Port=16003",
+    ]
+    assert all("NodeAddr=127.0.0.1" in ln and "CPUs=4" in ln and "RealMemory=8000" in ln for ln in nodes)
     part = [ln for ln in lines if ln.startswith("PartitionName=")]
-    assert part == ["PartitionName=debug Nodes=n1,n2,n3 Default=YES MaxTime=INFINITE State=UP "
-                    "OverSubscribe=NO"]
+    assert part == ["PartitionName=debug Nodes=n1,n2,n3 Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO"]
 
 
 def test_single_node_defaults_to_the_host_name(tmp_path):
@@ -154,7 +168,8 @@ def test_etc_conf_install_rules(tmp_path, monkeypatch):
     # down of a cluster that does not own the file leaves it.
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "cluster.json").write_text(
-        '{"node_names": ["x"], "install_conf": true, "accounting": false}')
+        '{"node_names": ["x"], "install_conf": true, "accounting": false}'
+    )
     cluster.down(a)
     assert etc.read_text() == "ClusterName=site\n"
     etc.write_text(text_a)
@@ -164,8 +179,7 @@ def test_etc_conf_install_rules(tmp_path, monkeypatch):
 
 def test_import_is_light():
     """`tp-sweep --help` must stay fast: the cluster module imports no torch or rich."""
-    code = ("import sys, slurm.dev.cluster; "
-            "print(sorted(m for m in ('torch', 'rich', 'ffcv') if m in sys.modules))")
+    code = "import sys, slurm.dev.cluster; print(sorted(m for m in ('torch', 'rich', 'ffcv') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "[]", out.stderr
 
@@ -191,8 +205,18 @@ def test_main_cluster_status_reports_idle_nodes(slurm_cluster):
 @pytest.mark.slurm
 def test_trivial_job_completes_on_main_cluster(slurm_cluster, tmp_path):
     out = tmp_path / "job.out"
-    job = _sbatch(["-J", "tp-cluster-test", "-t", "5", "-o", str(out),
-                   "--wrap", "echo hello from $SLURMD_NODENAME; srun true"])
+    job = _sbatch(
+        [
+            "-J",
+            "tp-cluster-test",
+            "-t",
+            "5",
+            "-o",
+            str(out),
+            "--wrap",
+            "echo hello from $SLURMD_NODENAME; srun true",
+        ]
+    )
     assert _wait_job(job) == "COMPLETED"
     assert out.read_text().startswith("hello from ")
 
@@ -255,8 +279,7 @@ def test_port_in_use_fails_clearly(private_dir):
         s.listen()
         port = s.getsockname()[1]
         with pytest.raises(cluster.ClusterError, match=f"port {port} is in use"):
-            cluster.up(private_dir, port=port, cluster_name="tpbad", node_prefix="tpb",
-                       install_conf=False)
+            cluster.up(private_dir, port=port, cluster_name="tpbad", node_prefix="tpb", install_conf=False)
     assert not cluster.status(private_dir).running
 
 
@@ -272,8 +295,14 @@ def test_daemon_that_dies_is_reported_and_nothing_left_running(private_dir, monk
 
     monkeypatch.setattr(cluster, "_launch", broken_slurmd)
     with pytest.raises(cluster.ClusterError, match="slurmd:tpd1 exited with status 1") as err:
-        cluster.up(private_dir, port=free_port_block(1), cluster_name="tpdie",
-                   node_prefix="tpd", install_conf=False, timeout=10)
+        cluster.up(
+            private_dir,
+            port=free_port_block(1),
+            cluster_name="tpdie",
+            node_prefix="tpd",
+            install_conf=False,
+            timeout=10,
+        )
     assert "slurmd-tpd1.log" in str(err.value)  # names the log to read
     st = cluster.status(private_dir)
     assert not st.running and not any(st.daemons.values()), "a failed up must stop what it started"
@@ -288,10 +317,10 @@ def test_accounting_cluster_makes_sacct_work(private_dir):
     if why:
         require_service("slurm daemons", why)
     if not (shutil.which("slurmdbd") and shutil.which("mariadbd")):
-        require_service("slurm accounting", "slurmdbd/mariadb-server not installed "
-                        "(scripts/bootstrap.sh installs them)")
-    kw = dict(port=free_port_block(81), cluster_name="tpacct", node_prefix="tpa",
-              install_conf=False)
+        require_service(
+            "slurm accounting", "slurmdbd/mariadb-server not installed (scripts/bootstrap.sh installs them)"
+        )
+    kw = dict(port=free_port_block(81), cluster_name="tpacct", node_prefix="tpa", install_conf=False)
     try:
         st = cluster.up(private_dir, accounting=True, cpus_per_node=1, mem_mb=1000, **kw)
         assert st.accounting and st.daemons["slurmdbd"] and st.daemons["mariadbd"]
@@ -300,8 +329,13 @@ def test_accounting_cluster_makes_sacct_work(private_dir):
         assert _wait_job(job, env, timeout=60) == "COMPLETED"
         deadline, out = time.monotonic() + 30, ""
         while time.monotonic() < deadline and "COMPLETED" not in out:
-            out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"],
-                                 capture_output=True, text=True, env=env, timeout=30).stdout
+            out = subprocess.run(
+                ["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=30,
+            ).stdout
             time.sleep(0.5)
         assert out.strip() == "COMPLETED"
     finally:
@@ -325,8 +359,9 @@ def _start_time(pid: int) -> str | None:
 def _job_procs(env: dict) -> dict[tuple[int, str], str]:
     """Every process of the cluster's jobs, as Slurm lists them (`scontrol listpids`, from the
     stepds' own records) plus the slurmstepd above each: (pid, start time) -> job id."""
-    out = subprocess.run(["scontrol", "listpids"], capture_output=True, text=True, env=env,
-                         timeout=30, check=False).stdout
+    out = subprocess.run(
+        ["scontrol", "listpids"], capture_output=True, text=True, env=env, timeout=30, check=False
+    ).stdout
     procs = {}
     for line in out.splitlines()[1:]:
         pid, job = int(line.split()[0]), line.split()[1]
@@ -349,10 +384,13 @@ def _wait_procs(env: dict, steps: dict[str, int], d: str, timeout: float = 60) -
         if all(stepds.count(job) >= n for job, n in steps.items()):
             return procs
         if time.monotonic() > deadline:
-            jobs = subprocess.run(["scontrol", "show", "job"], env=env, capture_output=True, text=True,
-                                  check=False)
-            raise AssertionError(f"jobs {steps} not running after {timeout} s: {procs}\n{jobs.stdout}\n"
-                                 f"{_tail(os.path.join(d, 'log', 'slurmctld.log'), 20)}")
+            jobs = subprocess.run(
+                ["scontrol", "show", "job"], env=env, capture_output=True, text=True, check=False
+            )
+            raise AssertionError(
+                f"jobs {steps} not running after {timeout} s: {procs}\n{jobs.stdout}\n"
+                f"{_tail(os.path.join(d, 'log', 'slurmctld.log'), 20)}"
+            )
         time.sleep(0.5)
 
 
@@ -379,9 +417,14 @@ def _strays(conf: str, needle: str) -> list[str]:
         except OSError:
             continue
         cmd = _cmdline(int(e))
-        if _start_time(int(e)) and int(e) != os.getpid() and (
-                needle in cmd or (f"SLURM_CONF={conf}".encode() in env
-                                  and any(v.startswith(b"SLURM_JOB_ID=") for v in env))):
+        if (
+            _start_time(int(e))
+            and int(e) != os.getpid()
+            and (
+                needle in cmd
+                or (f"SLURM_CONF={conf}".encode() in env and any(v.startswith(b"SLURM_JOB_ID=") for v in env))
+            )
+        ):
             found.append(f"{e} {cmd}")
     return found
 
@@ -400,19 +443,31 @@ def test_down_ends_its_jobs_and_no_others(tmp_path, capsys):
     os.chmod(top, 0o755)  # munged must reach the folders
     a, b = os.path.join(top, "a"), os.path.join(top, "b")
     try:
-        sa = cluster.up(a, cpus_per_node=2, mem_mb=3000, port=free_port_block(1),
-                        cluster_name="tpka", node_prefix="tpka", install_conf=False)
-        sb = cluster.up(b, cpus_per_node=1, mem_mb=1000, port=free_port_block(1, start=19817),
-                        cluster_name="tpkb", node_prefix="tpkb", install_conf=False)
+        sa = cluster.up(
+            a,
+            cpus_per_node=2,
+            mem_mb=3000,
+            port=free_port_block(1),
+            cluster_name="tpka",
+            node_prefix="tpka",
+            install_conf=False,
+        )
+        sb = cluster.up(
+            b,
+            cpus_per_node=1,
+            mem_mb=1000,
+            port=free_port_block(1, start=19817),
+            cluster_name="tpkb",
+            node_prefix="tpkb",
+            install_conf=False,
+        )
         env_a, env_b = {**os.environ, **sa.env}, {**os.environ, **sb.env}
         # Both clusters number their jobs from 1: job ids and "slurmstepd: [1.0]" are shared.
         srun_job = _sbatch(["-o", "/dev/null", "--wrap", "srun sleep 300"], env_a)
-        _sbatch(["-o", "/dev/null", "--wrap",
-                 "trap '' TERM; srun sh -c \"trap '' TERM; sleep 300\""], env_b)
+        _sbatch(["-o", "/dev/null", "--wrap", "trap '' TERM; srun sh -c \"trap '' TERM; sleep 300\""], env_b)
         spec = slow_spec("downed", procs=1)
         spec["trainer"]["overrides"]["schedule.epochs"] = 50  # still in level 0 when down comes
-        tp("launch", str(write_spec(tmp_path, spec)), "--executor", "slurm", cwd=tmp_path,
-           env=sa.env, check=True)
+        tp("launch", str(write_spec(tmp_path, spec)), "--executor", "slurm", cwd=tmp_path, env=sa.env, check=True)
         wait_for(lambda: run_progress(tmp_path) >= (0, 1), 240, "the tp-sweep job mid-level")
         assert status_json("downed", tmp_path, env=sa.env)["runs"][0]["state"] == "RUNNING"
         procs_a = _wait_procs(env_a, {srun_job: 2}, a)  # the srun job's batch step and step 0
@@ -427,8 +482,12 @@ def test_down_ends_its_jobs_and_no_others(tmp_path, capsys):
         assert not _alive(procs_a), _alive(procs_a)
         assert not _strays(sa.conf, str(tmp_path)), _strays(sa.conf, str(tmp_path))
         assert sorted(_alive(procs_b)) == sorted(p for p, _ in procs_b), "b's job was touched"
-        assert "RUNNING" in subprocess.run(["squeue", "-h", "-o", "%T"], env=env_b, check=False,
-                                           capture_output=True, text=True).stdout
+        assert (
+            "RUNNING"
+            in subprocess.run(
+                ["squeue", "-h", "-o", "%T"], env=env_b, check=False, capture_output=True, text=True
+            ).stdout
+        )
 
         os.kill(cluster.status(b).daemons["slurmctld"], 9)  # scancel cannot reach b now
         assert cluster.down(b, timeout=3) == 1

@@ -1,5 +1,6 @@
 """Cost per level: multiply-adds of conv and linear layers against hand counts, nonzero
 parameters, and the whole-network sparsity beside the prunable one."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,9 +31,15 @@ def test_macs_match_hand_counts_dense_and_sparse():
     # ResNet-20 at 32x32: the stem, 6 convs of 16 channels at 32x32, then per stage of 32 and 64
     # channels a stride-2 conv from the previous width and 5 more, and the 64-10 classifier.
     rn = build_model({"name": "resnet20"}, 10, (3, 32, 32))
-    want = (3 * 16 * 9 * 32 * 32 + 6 * 16 * 16 * 9 * 32 * 32
-            + 16 * 32 * 9 * 16 * 16 + 5 * 32 * 32 * 9 * 16 * 16
-            + 32 * 64 * 9 * 8 * 8 + 5 * 64 * 64 * 9 * 8 * 8 + 64 * 10)
+    want = (
+        3 * 16 * 9 * 32 * 32
+        + 6 * 16 * 16 * 9 * 32 * 32
+        + 16 * 32 * 9 * 16 * 16
+        + 5 * 32 * 32 * 9 * 16 * 16
+        + 32 * 64 * 9 * 8 * 8
+        + 5 * 64 * 64 * 9 * 8 * 8
+        + 64 * 10
+    )
     cost = level_cost(rn, (3, 32, 32))
     assert cost["flops_dense"] == want == 40_551_040
 

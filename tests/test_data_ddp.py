@@ -1,5 +1,6 @@
 """Two real ranks (spawned processes, gloo): shards are disjoint and cover the data set, for the
 in-memory loaders and for FFCV's; in-memory ranks' chunks concatenate to the 1-process batch."""
+
 from __future__ import annotations
 
 import socket
@@ -24,8 +25,7 @@ def free_port() -> int:
 
 def rank_main(rank: int, port: int, out_dir: str, cfgs: dict) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=WORLD)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         ctx = LoaderContext(rank=rank, world_size=WORLD, seed=11, distributed=True)
         result = {}
@@ -50,8 +50,10 @@ def run_ranks(tmp_path, cfgs: dict) -> list[dict]:
 
 @pytest.mark.slow
 def test_in_memory_ranks_equal_one_process(tmp_path):
-    cfgs = {"digits": {"name": "digits", "batch_size": 64, "test_batch_size": 50},
-            "synthetic": {"name": "synthetic", "batch_size": 32, "size": 200, "test_size": 33}}
+    cfgs = {
+        "digits": {"name": "digits", "batch_size": 64, "test_batch_size": 50},
+        "synthetic": {"name": "synthetic", "batch_size": 32, "size": 200, "test_size": 33},
+    }
     ranks = run_ranks(tmp_path, cfgs)
     for name, cfg in cfgs.items():
         one = build_loaders(cfg, LoaderContext(seed=11))
@@ -78,10 +80,15 @@ def test_ffcv_ranks_see_disjoint_covering_shards(tmp_path):
         src = synthetic_source("train", size=n, classes=4, image_size=16)
         paths[split] = str(tmp_path / f"{split}.beton")
         # label = index, so the labels a rank sees are the examples it read
-        write_source(ArraySource(src.images, np.arange(n), n), paths[split], write_mode="raw",
-                     progress=False)
-    cfg = {"name": "cifar10", "batch_size": 64, "test_batch_size": 16, "num_workers": 1,
-           "train_path": paths["train"], "val_path": paths["val"]}
+        write_source(ArraySource(src.images, np.arange(n), n), paths[split], write_mode="raw", progress=False)
+    cfg = {
+        "name": "cifar10",
+        "batch_size": 64,
+        "test_batch_size": 16,
+        "num_workers": 1,
+        "train_path": paths["train"],
+        "val_path": paths["val"],
+    }
     with pytest.raises(DataError, match="not initialised"):
         build_loaders(cfg, LoaderContext(rank=0, world_size=2, distributed=True))
     ranks = run_ranks(tmp_path, {"ffcv": cfg})

@@ -1,4 +1,5 @@
 """FFCV loaders (cifar and imagenet recipes) and the ImageFolder fallback."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,14 @@ def cifar_like(tmp_path_factory):
     d = tmp_path_factory.mktemp("cifar_like")
     train, val = str(d / "train.beton"), str(d / "val.beton")
     images = {"train": indexed_beton(train, 200, 0), "val": indexed_beton(val, 50, 1)}
-    cfg = {"name": "cifar10", "batch_size": 32, "test_batch_size": 16, "train_path": train,
-           "val_path": val, "num_workers": 2}
+    cfg = {
+        "name": "cifar10",
+        "batch_size": 32,
+        "test_batch_size": 16,
+        "train_path": train,
+        "val_path": val,
+        "num_workers": 2,
+    }
     return cfg, images
 
 
@@ -68,16 +75,27 @@ def folder(tmp_path_factory):
     make_image_folder(str(root / "train"), classes=3, per_class=12, size=(48, 64), seed=0)
     make_image_folder(str(root / "val"), classes=3, per_class=4, size=(48, 64), seed=1)
     for split in ("train", "val"):
-        write_beton("imagefolder", str(root / split), str(root / f"{split}.beton"),
-                    write_mode="jpg", progress=False)
+        write_beton(
+            "imagefolder", str(root / split), str(root / f"{split}.beton"), write_mode="jpg", progress=False
+        )
     return root
 
 
 @pytest.mark.slow
 def test_imagenet_recipe_with_progressive_resizing(folder):
-    cfg = {"name": "beton", "batch_size": 8, "train_path": str(folder / "train.beton"),
-           "val_path": str(folder / "val.beton"), "num_workers": 2, "resolution": 48,
-           "val_resolution": 40, "min_res": 32, "max_res": 64, "end_ramp": 2, "subset": 24}
+    cfg = {
+        "name": "beton",
+        "batch_size": 8,
+        "train_path": str(folder / "train.beton"),
+        "val_path": str(folder / "val.beton"),
+        "num_workers": 2,
+        "resolution": 48,
+        "val_resolution": 40,
+        "min_res": 32,
+        "max_res": 64,
+        "end_ramp": 2,
+        "subset": 24,
+    }
     L = build_loaders(cfg, LoaderContext(seed=0))
     assert (L.num_classes, L.input_shape, L.train_size) == (3, (3, 40, 40), 24)
     L.train.set_epoch(0)
@@ -92,8 +110,7 @@ def test_imagenet_recipe_with_progressive_resizing(folder):
 
 
 def test_imagefolder_fallback_matches_shapes_and_order_rules(folder):
-    cfg = {"name": "imagefolder", "root": str(folder), "batch_size": 8, "resolution": 32,
-           "num_workers": 0}
+    cfg = {"name": "imagefolder", "root": str(folder), "batch_size": 8, "resolution": 32, "num_workers": 0}
     L = build_loaders(cfg, LoaderContext(seed=1))
     assert (L.num_classes, L.input_shape, L.train_size, len(L.train)) == (3, (3, 32, 32), 36, 4)
     L.train.set_epoch(2)

@@ -1,4 +1,5 @@
 """In-memory data sets (digits, synthetic): registry, shapes, order determinism, DDP equivalence."""
+
 from __future__ import annotations
 
 import os
@@ -15,10 +16,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_import_is_light():
-    code = ("import sys, trainer.data; "
-            "print(any(m == 'ffcv' or m.startswith(('ffcv.', 'sklearn')) for m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys, trainer.data; "
+        "print(any(m == 'ffcv' or m.startswith(('ffcv.', 'sklearn')) for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
@@ -103,8 +105,15 @@ def test_subset_and_drop_last():
 
 
 def test_synthetic_is_deterministic_and_learnable():
-    cfg = {"name": "synthetic", "batch_size": 64, "shape": [2, 4, 4], "classes": 4, "size": 512,
-           "test_size": 128, "data_seed": 3}
+    cfg = {
+        "name": "synthetic",
+        "batch_size": 64,
+        "shape": [2, 4, 4],
+        "classes": 4,
+        "size": 512,
+        "test_size": 128,
+        "data_seed": 3,
+    }
     a, b = build_loaders(cfg, LoaderContext(seed=0)), build_loaders(cfg, LoaderContext(seed=9))
     assert torch.equal(a.test.x, b.test.x)  # data depend on data_seed only
     assert a.input_shape == (2, 4, 4) and a.num_classes == 4

@@ -1,4 +1,5 @@
 """Beton writer: round trips, JPEG mode, CIFAR pickles, image folders, bad inputs, CLI."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,14 @@ def read_meta(path):
 def raw_images(path, meta):
     """Raw-mode images straight from the file (data_ptr is a file offset)."""
     mm = np.memmap(path, dtype=np.uint8, mode="r")
-    return [np.array(mm[int(m["data_ptr"]):int(m["data_ptr"]) + int(m["height"]) * int(m["width"]) * 3]
-                     .reshape(int(m["height"]), int(m["width"]), 3)) for m in meta]
+    return [
+        np.array(
+            mm[int(m["data_ptr"]) : int(m["data_ptr"]) + int(m["height"]) * int(m["width"]) * 3].reshape(
+                int(m["height"]), int(m["width"]), 3
+            )
+        )
+        for m in meta
+    ]
 
 
 def test_raw_round_trip_through_the_ffcv_decoder(tmp_path):
@@ -41,9 +48,14 @@ def test_raw_round_trip_through_the_ffcv_decoder(tmp_path):
     s = write_beton("digits", None, out, write_mode="raw", progress=False)
     images, labels = digits_uint8("train")
     assert (s.images, s.classes, s.skipped) == (1442, 10, 0) and s.bytes == os.path.getsize(out)
-    loader = Loader(out, batch_size=500, num_workers=2, order=OrderOption.SEQUENTIAL,
-                    drop_last=False, pipelines={"image": [SimpleRGBImageDecoder(), ToTensor()],
-                                                "label": [IntDecoder(), ToTensor()]})
+    loader = Loader(
+        out,
+        batch_size=500,
+        num_workers=2,
+        order=OrderOption.SEQUENTIAL,
+        drop_last=False,
+        pipelines={"image": [SimpleRGBImageDecoder(), ToTensor()], "label": [IntDecoder(), ToTensor()]},
+    )
     xs, ys = zip(*[(x.numpy().copy(), y.numpy().copy()) for x, y in loader])
     assert np.array_equal(np.concatenate(xs), images)
     assert np.array_equal(np.concatenate(ys).ravel(), labels)
@@ -51,8 +63,15 @@ def test_raw_round_trip_through_the_ffcv_decoder(tmp_path):
 
 def test_jpeg_mode_shapes_and_label_counts(tmp_path):
     out = str(tmp_path / "syn.beton")
-    s = write_beton("synthetic", None, out, write_mode="jpg", jpeg_quality=80, progress=False,
-                    synthetic={"size": 60, "classes": 3, "image_size": 24})
+    s = write_beton(
+        "synthetic",
+        None,
+        out,
+        write_mode="jpg",
+        jpeg_quality=80,
+        progress=False,
+        synthetic={"size": 60, "classes": 3, "image_size": 24},
+    )
     meta, labels = read_meta(out)
     assert s.images == 60 and s.classes == 3
     assert (meta["mode"] == 0).all()  # 0 = jpg in FFCV's IMAGE_MODES
@@ -65,8 +84,7 @@ def test_cifar_pickles_convert(tmp_path, variant):
     ref = make_cifar_pickles(str(tmp_path / variant), variant, per_batch=8, test_size=10)
     for split in ("train", "test"):
         out = str(tmp_path / f"{variant}_{split}.beton")
-        s = write_beton("cifar", str(tmp_path / variant), out, split=split, write_mode="smart",
-                        progress=False)
+        s = write_beton("cifar", str(tmp_path / variant), out, split=split, write_mode="smart", progress=False)
         imgs, labels = ref[split]
         meta, got = read_meta(out)
         assert s.images == len(labels) and s.classes == (10 if variant == "cifar10" else 100)
@@ -85,8 +103,7 @@ def test_image_folder_converts_and_skips_corrupt_images(tmp_path, capsys):
     with open(samples[0][0], "wb") as f:
         f.write(data[: len(data) // 3])
     out = str(tmp_path / "f.beton")
-    s = write_beton("imagefolder", str(root), out, write_mode="jpg", max_resolution=32,
-                    progress=False)
+    s = write_beton("imagefolder", str(root), out, write_mode="jpg", max_resolution=32, progress=False)
     assert (s.images, s.classes, s.skipped) == (18, 3, 1)
     assert "skipping" in capsys.readouterr().err
     meta, labels = read_meta(out)
@@ -122,17 +139,38 @@ def test_truncated_beton_is_rejected_by_name(tmp_path):
         bad = str(tmp_path / f"cut{cut}.beton")
         open(bad, "wb").write(good[:cut])
         with pytest.raises(DataError, match=f"cut{cut}.beton"):
-            build_loaders({"name": "cifar10", "batch_size": 8, "train_path": bad, "val_path": out},
-                          LoaderContext())
+            build_loaders(
+                {"name": "cifar10", "batch_size": 8, "train_path": bad, "val_path": out}, LoaderContext()
+            )
     with pytest.raises(DataError, match="no such .beton"):
-        build_loaders({"name": "cifar10", "batch_size": 8, "train_path": out + "x",
-                       "val_path": out}, LoaderContext())
+        build_loaders(
+            {"name": "cifar10", "batch_size": 8, "train_path": out + "x", "val_path": out}, LoaderContext()
+        )
 
 
 def test_cli_summary(tmp_path, capsys):
     out = str(tmp_path / "c.beton")
-    assert main(["--from", "synthetic", "-", "--out", out, "--size", "30", "--classes", "3",
-                 "--write-mode", "raw", "--subset", "20", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--from",
+                "synthetic",
+                "-",
+                "--out",
+                out,
+                "--size",
+                "30",
+                "--classes",
+                "3",
+                "--write-mode",
+                "raw",
+                "--subset",
+                "20",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "20 images" in text and "3 classes" in text and "bytes" in text
 

@@ -1,4 +1,5 @@
 """2-process DDP (gloo, real torchrun) gives the weights of 1 process on the same global batch."""
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,35 @@ ATOL = 1e-5
 
 
 def _run(tmp: Path, nproc: int) -> dict[str, torch.Tensor]:
-    cfg = resolve("digits_mlp", {"method": "imp", "seed": 3, "schedule.epochs": 2,
-                                 "model.hidden": [64], "data.batch_size": 64, "prune.rate": 0.5})
+    cfg = resolve(
+        "digits_mlp",
+        {
+            "method": "imp",
+            "seed": 3,
+            "schedule.epochs": 2,
+            "model.hidden": [64],
+            "data.batch_size": 64,
+            "prune.rate": 0.5,
+        },
+    )
     out = tmp / f"np{nproc}"
     job_file = write_job(cfg, [0.5], out)  # level 0, then trunk level 1 at 0.5
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={nproc}", "-m", "trainer.job", str(job_file)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "trainer.job",
+            str(job_file),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Deterministic check of what bench/stress_ddp.py checks by repetition: each rank freed its
     # process group before exiting (trainer/distributed.py shutdown). A group still alive at the

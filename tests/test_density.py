@@ -1,4 +1,5 @@
 """Layer density distributions and integer counts: exact totals, caps, redistribution."""
+
 from __future__ import annotations
 
 import math

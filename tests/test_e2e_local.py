@@ -1,4 +1,5 @@
 """The whole path on the local executor: launch -> torchrun trainer -> store -> status/query/plot."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,18 @@ def test_launch_completes_every_run(finished_sweep):
     st = status_json("local_e2e", tmp)
     assert st["counts"] == {"COMPLETED": 2}, st
     for run in st["runs"]:
-        assert set(run) >= {"run_id", "state", "method", "seed", "sparsities", "level",
-                            "levels_total", "epoch", "job_id", "attempts"}
+        assert set(run) >= {
+            "run_id",
+            "state",
+            "method",
+            "seed",
+            "sparsities",
+            "level",
+            "levels_total",
+            "epoch",
+            "job_id",
+            "attempts",
+        }
         assert run["level"] == run["levels_total"] and run["attempts"] == 1
         assert run["job_id"]
     imp = next(r for r in st["runs"] if r["method"] == "imp")
@@ -36,18 +47,32 @@ def test_launch_completes_every_run(finished_sweep):
 def test_query_json_one_row_per_grid_point(finished_sweep):
     tmp, _, _ = finished_sweep
     rows = json.loads(tp("query", "local_e2e", "--format", "json", cwd=tmp, check=True).stdout)
-    assert sorted((r["method"], r["sparsity"]) for r in rows) == [
-        ("dense", 0.0), ("imp", 0.5), ("imp", 0.75)]
+    assert sorted((r["method"], r["sparsity"]) for r in rows) == [("dense", 0.0), ("imp", 0.5), ("imp", 0.75)]
     for r in rows:
-        assert set(r) >= {"sweep", "method", "sparsity", "seed", "run_id", "level", "level_id",
-                          "level_kind", "achieved_sparsity", "test_acc", "best_test_acc", "epochs",
-                          "state"}
+        assert set(r) >= {
+            "sweep",
+            "method",
+            "sparsity",
+            "seed",
+            "run_id",
+            "level",
+            "level_id",
+            "level_kind",
+            "achieved_sparsity",
+            "test_acc",
+            "best_test_acc",
+            "epochs",
+            "state",
+        }
         assert abs(r["achieved_sparsity"] - r["sparsity"]) < 1e-3
         assert 0.3 < r["test_acc"] <= 1.0  # one epoch on digits is far above chance (0.1)
     levels = json.loads(tp("query", "local_e2e", "--levels", "--format", "json", cwd=tmp).stdout)
     assert len(levels) == 1 + 3
-    grouped = json.loads(tp("query", "local_e2e", "--group-by", "method", "--where",
-                            "sparsity > 0", "--format", "json", cwd=tmp).stdout)
+    grouped = json.loads(
+        tp(
+            "query", "local_e2e", "--group-by", "method", "--where", "sparsity > 0", "--format", "json", cwd=tmp
+        ).stdout
+    )
     assert [g["method"] for g in grouped] == ["imp"] and grouped[0]["runs"] == 2
     bad = tp("query", "local_e2e", "--where", "__import__('os')", cwd=tmp)
     assert bad.returncode == 2 and "not allowed" in bad.stderr

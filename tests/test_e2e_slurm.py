@@ -1,4 +1,5 @@
 """The same path through the real dev Slurm cluster: sbatch job arrays via submitit."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ from tests.sweeputil import (
 
 
 def test_slurm_launch_runs_as_array_jobs(tmp_path, slurm_cluster):
-    spec = tiny_spec("slurm_e2e", executor__procs_per_node=2, executor__cpus_per_task=1,
-                     executor__array_parallelism=2)
+    spec = tiny_spec(
+        "slurm_e2e", executor__procs_per_node=2, executor__cpus_per_task=1, executor__array_parallelism=2
+    )
     # imp and imp_lrr share level 0: one job trains it, and their two jobs wait for it through a
     # Slurm dependency (one array); snip shares nothing and runs beside level 0 (same array).
     spec["grid"] = {"method": ["imp", "imp_lrr", "snip"], "sparsity": [0.5], "seed": [0]}
@@ -45,12 +47,17 @@ def test_slurm_launch_runs_as_array_jobs(tmp_path, slurm_cluster):
     level0 = next(j for j in first if j.job_id in waiting[0].depends_on)
     scripts = list((tmp_path / "tp-runs" / "_jobs" / "slurm_e2e").glob(f"{next(iter(arrays[1]))}/*submission.sh"))
     assert scripts and f"#SBATCH --dependency=afterok:{level0.sched_id}" in scripts[0].read_text()
-    seen = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays[0] | arrays[1]), "-o", "%i"],
-                          capture_output=True, text=True).stdout.split()
+    seen = subprocess.run(
+        ["squeue", "-h", "-r", "-j", ",".join(arrays[0] | arrays[1]), "-o", "%i"], capture_output=True, text=True
+    ).stdout.split()
     done_already = status_json("slurm_e2e", tmp_path)["counts"].get("COMPLETED", 0)
     assert seen or done_already == 3, "jobs must be visible in squeue while they run"
-    wait_for(lambda: status_json("slurm_e2e", tmp_path)["counts"] == {"COMPLETED": 3}, 300,
-             "every Slurm run to complete", poll=2)
+    wait_for(
+        lambda: status_json("slurm_e2e", tmp_path)["counts"] == {"COMPLETED": 3},
+        300,
+        "every Slurm run to complete",
+        poll=2,
+    )
     # A second launch submits nothing and says so.
     again = tp("launch", str(path), "--executor", "slurm", cwd=tmp_path, check=True)
     assert "nothing to submit" in again.stdout
@@ -96,8 +103,7 @@ def _requeue_then_complete(tmp_path, reference, interrupt, where: tuple[int, int
     path = write_spec(tmp_path, slow_spec("resume"))
     tp("launch", str(path), "--executor", "slurm", cwd=tmp_path, check=True)
     job_id = status_json("resume", tmp_path)["runs"][0]["job_id"]
-    wait_for(lambda: run_progress(tmp_path) >= where, 300, f"level {where[0]} under way under Slurm",
-             poll=0.05)
+    wait_for(lambda: run_progress(tmp_path) >= where, 300, f"level {where[0]} under way under Slurm", poll=0.05)
     # Freeze the trainer (torchrun and its ranks) so the level cannot finish before the signal
     # lands, whatever the load; let it go once the signal is pending on one of its processes.
     pids = _frozen_trainer(tmp_path)
@@ -105,8 +111,14 @@ def _requeue_then_complete(tmp_path, reference, interrupt, where: tuple[int, int
     wait_for(lambda: any(_signalled(pid) for pid in pids), 120, "the signal to reach the trainer", poll=0.1)
     for pid in pids:
         _signal(pid, signal.SIGCONT)
-    run = wait_for(lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST") else None)(
-        status_json("resume", tmp_path)["runs"][0]), 400, "the requeued job to finish", poll=2)
+    run = wait_for(
+        lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST") else None)(
+            status_json("resume", tmp_path)["runs"][0]
+        ),
+        400,
+        "the requeued job to finish",
+        poll=2,
+    )
     assert run["state"] == "COMPLETED", run
     assert run["attempts"] == 2 and run["job_id"] == job_id  # the same array task, run again
     detail = json.loads(tp("status", run["run_id"], "--format", "json", cwd=tmp_path).stdout)
@@ -117,8 +129,12 @@ def _requeue_then_complete(tmp_path, reference, interrupt, where: tuple[int, int
 
 def test_scontrol_requeue_resumes_from_checkpoint(tmp_path, slurm_cluster, reference):
     """Preemption with requeue: Slurm sends SIGTERM; the trainer saves; the job comes back."""
-    detail = _requeue_then_complete(tmp_path, reference, lambda job: subprocess.run(
-        ["scontrol", "requeue", job], check=True), where=(BRANCH, 1))
+    detail = _requeue_then_complete(
+        tmp_path,
+        reference,
+        lambda job: subprocess.run(["scontrol", "requeue", job], check=True),
+        where=(BRANCH, 1),
+    )
     stopped = [e for e in detail["events"] if e["to"] == "PREEMPTED"]
     assert "branch 2" in stopped[0]["message"]  # it was the branch level that was interrupted
 
@@ -126,8 +142,12 @@ def test_scontrol_requeue_resumes_from_checkpoint(tmp_path, slurm_cluster, refer
 def test_usr2_checkpoints_and_requeues_through_submitit(tmp_path, slurm_cluster, reference):
     """The timeout/preemption warning (--signal=USR2@delay): submitit's checkpoint() asks the
     trainer ranks to save, then requeues the job itself."""
-    detail = _requeue_then_complete(tmp_path, reference, lambda job: subprocess.run(
-        ["scancel", "--signal=USR2", job], check=True), where=(TRUNK, 1))
+    detail = _requeue_then_complete(
+        tmp_path,
+        reference,
+        lambda job: subprocess.run(["scancel", "--signal=USR2", job], check=True),
+        where=(TRUNK, 1),
+    )
     stopped = [e for e in detail["events"] if e["to"] == "PREEMPTED"]
     assert "SIGUSR2" in stopped[0]["message"]
 
@@ -138,9 +158,16 @@ def test_cancel_stops_the_jobs_and_records_it(tmp_path, slurm_cluster):
     job_id = status_json("cancel_me", tmp_path)["runs"][0]["job_id"]
     proc = tp("cancel", "cancel_me", cwd=tmp_path, check=True)
     assert "cancelled 1 jobs" in proc.stdout
-    wait_for(lambda: not subprocess.run(["squeue", "-h", "-r", "-j", job_id.split("_")[0], "-o", "%i"],
-                                        capture_output=True, text=True).stdout.strip(), 60,
-             "the job to leave the queue", poll=1)
+    wait_for(
+        lambda: (
+            not subprocess.run(
+                ["squeue", "-h", "-r", "-j", job_id.split("_")[0], "-o", "%i"], capture_output=True, text=True
+            ).stdout.strip()
+        ),
+        60,
+        "the job to leave the queue",
+        poll=1,
+    )
     run = status_json("cancel_me", tmp_path)["runs"][0]
     assert run["state"] == "CANCELLED", run
     # A relaunch leaves a cancelled run alone; resume --include-failed brings it back.
@@ -151,8 +178,7 @@ def test_no_scheduler_means_nothing_submitted(tmp_path):
     """On a machine without Slurm's commands, launch says so and the runs stay PLANNED."""
     path = write_spec(tmp_path, tiny_spec("no_slurm"))
     venv_bin = os.path.dirname(sys.executable)
-    proc = tp("launch", str(path), "--executor", "slurm", cwd=tmp_path,
-              env={"PATH": f"{venv_bin}:/nonexistent"})
+    proc = tp("launch", str(path), "--executor", "slurm", cwd=tmp_path, env={"PATH": f"{venv_bin}:/nonexistent"})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "submission to slurm failed, nothing was submitted" in proc.stderr.replace("\n", " ")
     assert status_json("no_slurm", tmp_path)["counts"] == {"PLANNED": 2}
@@ -165,12 +191,14 @@ def test_sigkill_of_the_whole_job_is_resumed_from_its_checkpoint(tmp_path, slurm
     path = write_spec(tmp_path, slow_spec("resume"))
     tp("launch", str(path), "--executor", "slurm", cwd=tmp_path, check=True)
     job_id = status_json("resume", tmp_path)["runs"][0]["job_id"]
-    wait_for(lambda: run_progress(tmp_path) >= (BRANCH, 1), 300, "the branch level under way under Slurm",
-             poll=0.05)
+    wait_for(
+        lambda: run_progress(tmp_path) >= (BRANCH, 1), 300, "the branch level under way under Slurm", poll=0.05
+    )
     # Freeze the ranks at once (the branch has ~2 s left on an idle machine), then kill the lot.
     subprocess.run(["pkill", "-STOP", "-f", f"trainer.job {tmp_path}"], check=False)
-    pids = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True,
-                          check=True).stdout.split("\n")[1:]
+    pids = subprocess.run(
+        ["scontrol", "listpids", job_id], capture_output=True, text=True, check=True
+    ).stdout.split("\n")[1:]
     pids = [int(line.split()[0]) for line in pids if line.strip()]
     assert pids, "scontrol listpids found no process of the running job"
     for pid in pids:  # the batch script, srun, submitit and the trainer ranks, all at once
@@ -178,17 +206,28 @@ def test_sigkill_of_the_whole_job_is_resumed_from_its_checkpoint(tmp_path, slurm
             os.kill(pid, 9)
         except ProcessLookupError:
             pass
-    run = wait_for(lambda: (lambda r: r if r["state"] not in ("RUNNING", "PENDING", "PLANNED") else None)(
-        status_json("resume", tmp_path, env={"TP_LOST_AFTER_S": "0"})["runs"][0]), 120,
-        "status to see the killed job", poll=2)
+    run = wait_for(
+        lambda: (lambda r: r if r["state"] not in ("RUNNING", "PENDING", "PLANNED") else None)(
+            status_json("resume", tmp_path, env={"TP_LOST_AFTER_S": "0"})["runs"][0]
+        ),
+        120,
+        "status to see the killed job",
+        poll=2,
+    )
     assert run["state"] in ("FAILED", "LOST"), run
     level = tmp_path / "tp-runs" / "levels" / ids[BRANCH]
     assert (level / "checkpoint.pt").exists() and not (level / "final.pt").exists()
     level0 = tmp_path / "tp-runs" / "levels" / ids[0] / "final.pt"
     before = level0.stat().st_mtime_ns
     tp("resume", "resume", "--include-failed", "--executor", "slurm", cwd=tmp_path, check=True)
-    run = wait_for(lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST") else None)(
-        status_json("resume", tmp_path)["runs"][0]), 300, "the resumed job to finish", poll=2)
+    run = wait_for(
+        lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST") else None)(
+            status_json("resume", tmp_path)["runs"][0]
+        ),
+        300,
+        "the resumed job to finish",
+        poll=2,
+    )
     assert run["state"] == "COMPLETED", run
     assert level0.stat().st_mtime_ns == before  # finished levels are not trained again
     assert same_levels(tmp_path / "tp-runs", ref, ids)
@@ -207,8 +246,14 @@ def test_real_time_limit_checkpoints_and_requeues(tmp_path, slurm_cluster):
     job_id = status_json("time_limit", tmp_path)["runs"][0]["job_id"]
     shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
     assert "TimeLimit=00:01:00" in shown, shown
-    run = wait_for(lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST", "TIMEOUT") else None)(
-        status_json("time_limit", tmp_path)["runs"][0]), 540, "the time-limited run to finish", poll=3)
+    run = wait_for(
+        lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST", "TIMEOUT") else None)(
+            status_json("time_limit", tmp_path)["runs"][0]
+        ),
+        540,
+        "the time-limited run to finish",
+        poll=3,
+    )
     assert run["state"] == "COMPLETED", run
     assert run["attempts"] >= 2 and run["job_id"] == job_id
     detail = json.loads(tp("status", run["run_id"], "--format", "json", cwd=tmp_path).stdout)

@@ -1,6 +1,7 @@
 """Hydra: config groups composed alike by hydra and by tp-sweep's resolver, the presets' run ids
 unchanged by the reorganisation, group choices in specs, `python -m trainer` as hydra users know
 it, and hydra multiruns (submitit_local, submitit_slurm) recorded in the store like any sweep."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ from orchestrator.plan.grid import plan_sweep
 from orchestrator.plan.spec import SpecError, parse_spec
 from tests.sweeputil import REPO, SECRET, grep_tree, tiny_spec, tp, write_spec
 
-FIXTURES = REPO / "tests" / "data" / "presets"   # captured before conf/ was split into groups
+FIXTURES = REPO / "tests" / "data" / "presets"  # captured before conf/ was split into groups
 PRESETS = trainer_config.available_configs()
 TINY = ["schedule.epochs=1", "model.hidden=[32]", "data.batch_size=128", "prune.rate=0.5"]
 
@@ -28,8 +29,14 @@ def _trainer(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: 
     full_env = {**os.environ, "PYTHONPATH": str(REPO)}
     full_env.pop("TP_DB_URL", None)  # a store only where the test names one
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "trainer", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # ---- the presets keep their configs, run ids and level ids -------------------------------------
@@ -57,12 +64,18 @@ CHOICES = [  # (hydra overrides, the same as a spec's trainer.overrides)
     ([], {}),
     (["model=resnet18"], {"model": "resnet18"}),
     (["model=lenet", "data=synthetic"], {"model": "lenet", "data": "synthetic"}),
-    (["optimizer=adamw", "schedule=multistep", "schedule.milestones=[2,3]"],
-     {"optimizer": "adamw", "schedule": "multistep", "schedule.milestones": [2, 3]}),
-    (["model=mlp", "model.hidden=[16,8]", "train=fast", "logging=wandb"],
-     {"model.hidden": [16, 8], "model": "mlp", "train": "fast", "logging": "wandb"}),  # choices first
-    (["data=imagenet", "data.batch_size=256", "prune.rate=0.5", "method=imp", "seed=3"],
-     {"data": "imagenet", "data.batch_size": 256, "prune.rate": 0.5, "method": "imp", "seed": 3}),
+    (
+        ["optimizer=adamw", "schedule=multistep", "schedule.milestones=[2,3]"],
+        {"optimizer": "adamw", "schedule": "multistep", "schedule.milestones": [2, 3]},
+    ),
+    (
+        ["model=mlp", "model.hidden=[16,8]", "train=fast", "logging=wandb"],
+        {"model.hidden": [16, 8], "model": "mlp", "train": "fast", "logging": "wandb"},
+    ),  # choices first
+    (
+        ["data=imagenet", "data.batch_size=256", "prune.rate=0.5", "method=imp", "seed=3"],
+        {"data": "imagenet", "data.batch_size": 256, "prune.rate": 0.5, "method": "imp", "seed": 3},
+    ),
 ]
 
 
@@ -109,11 +122,14 @@ def test_group_choices_in_overrides_and_axes():
     spec["grid"] = {"method": ["imp"], "sparsity": [0.5], "seed": [0], "model": ["mlp", "lenet"]}
     plan = plan_sweep(parse_spec(spec), reuse="any")  # run ids of the config alone
     assert {r.axes["model"]: r.config["model"] for r in plan.runs} == {
-        "mlp": {"name": "mlp", "hidden": [128, 128]}, "lenet": {"name": "lenet"}}
+        "mlp": {"name": "mlp", "hidden": [128, 128]},
+        "lenet": {"name": "lenet"},
+    }
     assert all(r.config["data"]["name"] == "synthetic" for r in plan.runs)
     for r in plan.runs:  # the id tp-sweep gives is the id of hydra's composition
-        composed = _hydra_compose("digits_mlp", ["schedule.epochs=1", "data=synthetic",
-                                                 f"model={r.axes['model']}", "method=imp"])
+        composed = _hydra_compose(
+            "digits_mlp", ["schedule.epochs=1", "data=synthetic", f"model={r.axes['model']}", "method=imp"]
+        )
         assert r.run_id == run_id(composed)
 
 
@@ -128,13 +144,17 @@ def test_unknown_group_option_in_a_spec_exits_2(tmp_path):
     path = write_spec(tmp_path, spec)
     proc = tp("launch", str(path), "--dry-run", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "grid.data: unknown option 'mnist'; options: beton, cifar10, cifar100, digits" in " ".join(proc.stderr.split())
+    assert "grid.data: unknown option 'mnist'; options: beton, cifar10, cifar100, digits" in " ".join(
+        proc.stderr.split()
+    )
 
 
 # ---- python -m trainer -------------------------------------------------------------------------
 def test_the_entry_imports_neither_orchestrator_nor_the_store_nor_torch():
-    code = ("import sys, trainer.__main__, cli.hydra_argv; bad = [m for m in sys.modules "
-            "if m.split('.')[0] in ('orchestrator', 'db', 'torch')]; assert not bad, bad")
+    code = (
+        "import sys, trainer.__main__, cli.hydra_argv; bad = [m for m in sys.modules "
+        "if m.split('.')[0] in ('orchestrator', 'db', 'torch')]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
@@ -155,15 +175,22 @@ def test_info_and_its_optional_value(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["model=resnet7"], "model: unknown option 'resnet7'; options: deit_small, deit_tiny, lenet"),
-    (["-m", "hydra/launcher=submitit_local", "model=mlp,resnet7"], "model: unknown option 'resnet7'"),
-    (["-m", "hydra/launcher=submitit_local", "schedule.epochs=1,0"],
-     "job #1 (schedule.epochs=0): schedule.epochs: 0 is below the minimum 1"),
-    (["-m", "hydra/launcher=submitit_local", "method=imp", "+sparsities=[0.5,1.5]"],
-     "sparsities: 1.5 is not a sparsity in [0, 1)"),
-    (["-m", "method=imp", "db=postgresql://u:hunter2@127.0.0.1/tp"], "db: a password on the command line"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["model=resnet7"], "model: unknown option 'resnet7'; options: deit_small, deit_tiny, lenet"),
+        (["-m", "hydra/launcher=submitit_local", "model=mlp,resnet7"], "model: unknown option 'resnet7'"),
+        (
+            ["-m", "hydra/launcher=submitit_local", "schedule.epochs=1,0"],
+            "job #1 (schedule.epochs=0): schedule.epochs: 0 is below the minimum 1",
+        ),
+        (
+            ["-m", "hydra/launcher=submitit_local", "method=imp", "+sparsities=[0.5,1.5]"],
+            "sparsities: 1.5 is not a sparsity in [0, 1)",
+        ),
+        (["-m", "method=imp", "db=postgresql://u:hunter2@127.0.0.1/tp"], "db: a password on the command line"),
+    ],
+)
 def test_bad_command_line_exits_2_before_anything_runs(tmp_path, args, needle):
     proc = _trainer(*args, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -183,13 +210,17 @@ def _check_recorded(tmp_path: Path, db: str, sweep: str | None = None) -> str:
     if sweep is None:  # named after the multirun's folder
         (folder,) = (tmp_path / "multirun").iterdir()
         sweep = f"hydra-{folder.name}"
-        assert [s["sweep"] for s in json.loads(tp("status", "--db", db, "--format", "json", cwd=tmp_path).stdout)] == [sweep]
+        assert [
+            s["sweep"] for s in json.loads(tp("status", "--db", db, "--format", "json", cwd=tmp_path).stdout)
+        ] == [sweep]
     status = json.loads(tp("status", sweep, "--db", db, "--format", "json", cwd=tmp_path).stdout)
     assert {r["method"]: (r["run_id"], r["state"]) for r in status["runs"]} == {
-        m: (rid, "COMPLETED") for m, rid in _expected_runs().items()}
+        m: (rid, "COMPLETED") for m, rid in _expected_runs().items()
+    }
     rows = json.loads(tp("query", sweep, "--db", db, "--format", "json", cwd=tmp_path).stdout)
     assert sorted((r["method"], r["sparsity"], r["run_id"]) for r in rows) == sorted(
-        (m, 0.5, rid) for m, rid in _expected_runs().items())
+        (m, 0.5, rid) for m, rid in _expected_runs().items()
+    )
     assert all(r["test_acc"] is not None for r in rows)
     resumed = tp("resume", sweep, "--db", db, cwd=tmp_path)  # the stored spec is a real one
     assert resumed.returncode == 0 and "nothing to resume" in resumed.stdout, resumed.stdout + resumed.stderr
@@ -199,16 +230,31 @@ def _check_recorded(tmp_path: Path, db: str, sweep: str | None = None) -> str:
 @pytest.mark.slow
 def test_submitit_local_multirun_records_both_runs_with_tp_sweep_ids(tmp_path):
     db = f"sqlite:///{tmp_path / 'store.db'}"
-    proc = _trainer("-m", "hydra/launcher=submitit_local", "method=imp,random", "+sparsities=[0.5]",
-                    *TINY, f"db={db}", cwd=tmp_path)
+    proc = _trainer(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "method=imp,random",
+        "+sparsities=[0.5]",
+        *TINY,
+        f"db={db}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     _check_recorded(tmp_path, db)
 
 
 def test_submitit_local_with_tp_db_url_keeps_the_password_out_of_files(tmp_path, secret_pg):
     url = secret_pg
-    proc = _trainer("-m", "hydra/launcher=submitit_local", "method=imp,random", "+sparsities=[0.5]",
-                    *TINY, "+sweep=hydra_pg", cwd=tmp_path, env={"TP_DB_URL": url})
+    proc = _trainer(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "method=imp,random",
+        "+sparsities=[0.5]",
+        *TINY,
+        "+sweep=hydra_pg",
+        cwd=tmp_path,
+        env={"TP_DB_URL": url},
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     _check_recorded(tmp_path, url, "hydra_pg")
     hits = grep_tree(tmp_path, SECRET.encode())  # multirun.yaml, submitit's pickles and logs...
@@ -219,9 +265,19 @@ def test_submitit_local_with_tp_db_url_keeps_the_password_out_of_files(tmp_path,
 @pytest.mark.slow
 def test_submitit_slurm_multirun_records_both_runs(tmp_path, slurm_cluster):
     db = f"sqlite:///{tmp_path / 'store.db'}"
-    proc = _trainer("-m", "hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1",
-                    "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10", "method=imp,random",
-                    "+sparsities=[0.5]", *TINY, f"db={db}", "+sweep=hydra_slurm", cwd=tmp_path)
+    proc = _trainer(
+        "-m",
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=10",
+        "method=imp,random",
+        "+sparsities=[0.5]",
+        *TINY,
+        f"db={db}",
+        "+sweep=hydra_slurm",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     _check_recorded(tmp_path, db, "hydra_slurm")
     status = json.loads(tp("status", "hydra_slurm", "--db", db, "--format", "json", cwd=tmp_path).stdout)

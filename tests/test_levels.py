@@ -1,5 +1,6 @@
 """The levels loop in one process: rewinding semantics of imp, imp_wr and imp_lrr, masks held at
 zero, levels that compute the same thing in any job, and checkpoints that cannot run code."""
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,19 @@ class ListRecorder:
 
 
 def config(method: str, **over) -> dict:
-    return resolve("digits_mlp", {"method": method, "seed": 0, "schedule.epochs": 2,
-                                  "model.hidden": [32], "data.batch_size": 128, "prune.rate": 0.5,
-                                  "prune.rewind_iterations": K, **over})
+    return resolve(
+        "digits_mlp",
+        {
+            "method": method,
+            "seed": 0,
+            "schedule.epochs": 2,
+            "model.hidden": [32],
+            "data.batch_size": 128,
+            "prune.rate": 0.5,
+            "prune.rewind_iterations": K,
+            **over,
+        },
+    )
 
 
 def train(tmp: Path, method: str, sparsities=(0.5,), snapshots: bool = True, **over):
@@ -174,9 +185,20 @@ def test_dry_run_epochs_are_the_epochs_imp_wr_levels_record(tmp_path):
     from orchestrator.plan.grid import plan_sweep
     from orchestrator.plan.spec import parse_spec
 
-    spec = {"name": "wr", "trainer": {"config": "digits_mlp", "overrides": {
-        "schedule.epochs": 3, "model.hidden": [32], "data.batch_size": 256, "prune.rate": 0.5,
-        "prune.rewind_epochs": 2}}, "grid": {"method": ["imp_wr"], "sparsity": [0.5, 0.7], "seed": [0]}}
+    spec = {
+        "name": "wr",
+        "trainer": {
+            "config": "digits_mlp",
+            "overrides": {
+                "schedule.epochs": 3,
+                "model.hidden": [32],
+                "data.batch_size": 256,
+                "prune.rate": 0.5,
+                "prune.rewind_epochs": 2,
+            },
+        },
+        "grid": {"method": ["imp_wr"], "sparsity": [0.5, 0.7], "seed": [0]},
+    }
     plan = plan_sweep(parse_spec(spec, "wr"))
     counts = plan.counts()
     levels = list(plan.levels.values())
@@ -197,12 +219,15 @@ def test_prunable_and_whole_network_sparsity_both_counted(tmp_path):
     from trainer.pruning.masks import ignored_names
 
     total, macs = 2048 + 512 + 160 + 58, 2048 + 512 + 160
-    cases = [({"prune.keep_first_last_dense": True}, 512 // 2),           # only 32x16 prunable
-             ({"prune.layers_to_ignore": ["<last>"]}, (2048 + 512) // 2),  # all but 16x10
-             ({"prune.layers_to_ignore": ["1", "5.weight"]}, 512 // 2)]    # module and weight names
+    cases = [
+        ({"prune.keep_first_last_dense": True}, 512 // 2),  # only 32x16 prunable
+        ({"prune.layers_to_ignore": ["<last>"]}, (2048 + 512) // 2),  # all but 16x10
+        ({"prune.layers_to_ignore": ["1", "5.weight"]}, 512 // 2),
+    ]  # module and weight names
     for over, zeros in cases:
-        run, rec, _ = train(tmp_path, "imp", sparsities=(0.5,), **{"model.hidden": [32, 16],
-                                                                   "schedule.epochs": 1, **over})
+        run, rec, _ = train(
+            tmp_path, "imp", sparsities=(0.5,), **{"model.hidden": [32, 16], "schedule.epochs": 1, **over}
+        )
         res = rec.levels[run.levels[-1].level_id]
         assert res["achieved_sparsity"] == 0.5, over
         assert res["params"] == total and res["nonzero_params"] == total - zeros, over
@@ -263,5 +288,10 @@ def test_lottery_ticket_controls_reuse_imps_trunk_one_level_per_target(tmp_path)
                 assert not torch.equal(fresh["1.weight"], init["1.weight"])  # ...from another init
             else:
                 assert not _equal(mine, theirs) and _equal(start, mine)  # a redrawn mask
-    assert len({lv.level_id for lv in plan_levels("imp_reinit", config("imp_reinit", seed=1), [0.5]).levels}
-               & {lv.level_id for lv in imp.levels}) == 0  # another seed: other levels (and init)
+    assert (
+        len(
+            {lv.level_id for lv in plan_levels("imp_reinit", config("imp_reinit", seed=1), [0.5]).levels}
+            & {lv.level_id for lv in imp.levels}
+        )
+        == 0
+    )  # another seed: other levels (and init)

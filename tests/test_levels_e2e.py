@@ -1,6 +1,7 @@
 """Levels through `tp-sweep launch`: level 0 trained once for every method that shares it, results
 equal to each method launched alone, sweeps extended by training only what is new, and the store
 rebuilt from the output folder."""
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,9 @@ def test_each_method_equals_itself_launched_alone(shared, tmp_path, method):
     tp("launch", str(path), cwd=tmp_path, check=True)
     mine = _query(tmp_path, "alone")
     theirs = [r for r in _query(tmp, "shared") if r["method"] == method]
-    assert [(r["sparsity"], r["level_id"], r["test_acc"]) for r in mine] == \
-        [(r["sparsity"], r["level_id"], r["test_acc"]) for r in theirs]
+    assert [(r["sparsity"], r["level_id"], r["test_acc"]) for r in mine] == [
+        (r["sparsity"], r["level_id"], r["test_acc"]) for r in theirs
+    ]
     assert same_levels(tmp_path / "tp-runs", tmp / "tp-runs", [r["level_id"] for r in mine])
 
 
@@ -134,8 +136,12 @@ def test_tampered_level_folders_are_named_and_never_imported(shared):
     assert f"{edited}: its description does not hash to its id" in err
     assert f"{truncated}: metrics.json cannot be read" in err
     assert f"{pathy}: parent '../../../etc' is not a level id" in err
-    stored = {r["level_id"]: r for r in json.loads(tp("query", "shared", "--levels", "--format", "json",
-                                                      "--db", db, cwd=tmp, check=True).stdout)}
+    stored = {
+        r["level_id"]: r
+        for r in json.loads(
+            tp("query", "shared", "--levels", "--format", "json", "--db", db, cwd=tmp, check=True).stdout
+        )
+    }
     for lid in (renamed, edited, pathy):
         assert lid not in stored  # never recorded
     assert stored[truncated]["test_acc"] is None  # its folder is fine, its result is not: unfinished
@@ -144,8 +150,16 @@ def test_tampered_level_folders_are_named_and_never_imported(shared):
 
     spec = _spec("shared", METHODS, [0.5, 0.8])
     spec["output_dir"] = str(copy)
-    dry = tp("launch", str(write_spec(tmp / "tampered", spec)), "--dry-run", "--format", "json",
-             "--db", f"sqlite:///{tmp / 'none.db'}", cwd=tmp)
+    dry = tp(
+        "launch",
+        str(write_spec(tmp / "tampered", spec)),
+        "--dry-run",
+        "--format",
+        "json",
+        "--db",
+        f"sqlite:///{tmp / 'none.db'}",
+        cwd=tmp,
+    )
     assert dry.returncode == 1
     info = json.loads(dry.stdout)
     assert {p.rsplit("/", 1)[-1] for p in info["bad_levels"]} == {edited, truncated, pathy}

@@ -1,4 +1,5 @@
 """Masks: prunable sets, applying, enforcing through optimizer steps, measuring, saving."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Every pruning method on every model: exact counts, subset masks, untouched models."""
+
 from __future__ import annotations
 
 import subprocess
@@ -234,7 +235,9 @@ def test_registry_schedules_and_rewind():
         "imp_reinit", "imp_layerwise_random",
     }  # fmt: skip
     assert {m: (i.schedule, i.base, i.rewind) for m, i in METHODS.items() if i.schedule == "control"} == {
-        "imp_reinit": ("control", "imp", "reinit"), "imp_layerwise_random": ("control", "imp", "init")}
+        "imp_reinit": ("control", "imp", "reinit"),
+        "imp_layerwise_random": ("control", "imp", "init"),
+    }
     assert get_method("dense").schedule == "dense"
     assert {get_method(m).rewind for m in ("imp", "imp_wr", "imp_lrr")} == {"init", "step", "none"}
     for m in ("snip", "synflow", "er_erk", "er_balanced"):

@@ -1,5 +1,6 @@
 """Stores written by an older schema carry forward: 0001 (one trajectory per run) -> head, on
 SQLite and PostgreSQL, and the sweeps recorded there still query."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,40 +28,167 @@ def _old_store(url: str) -> None:
     meta.reflect(eng)
     t = meta.tables
     with eng.begin() as c:
-        c.execute(t["sweeps"].insert(), [{"id": 1, "name": "old",
-                                          "spec": {"name": "old", "db": "postgresql://u:hunter2@h/d"},
-                                          "executor": "local", "output_dir": "/x", "created_at": NOW}])
-        base = {"axes": {}, "config": {"method": "imp"}, "run_dir": "/x/r", "executor": "local",
-                "level": 0, "epoch": 0, "heartbeat_at": NOW, "message": None, "created_at": NOW,
-                "updated_at": NOW}
-        c.execute(t["runs"].insert(), [
-            {**base, "run_id": "aaaa", "method": "imp", "seed": 0, "sparsities": [0.5, 0.75],
-             "densities": [1.0, 0.5, 0.25], "state": "COMPLETED", "job_id": "12_0", "attempts": 2},
-            {**base, "run_id": "bbbb", "method": "dense", "seed": 0, "sparsities": [0.0],
-             "densities": [1.0], "state": "PREEMPTED", "job_id": "12_1", "attempts": 1}])
+        c.execute(
+            t["sweeps"].insert(),
+            [
+                {
+                    "id": 1,
+                    "name": "old",
+                    "spec": {"name": "old", "db": "postgresql://u:hunter2@h/d"},
+                    "executor": "local",
+                    "output_dir": "/x",
+                    "created_at": NOW,
+                }
+            ],
+        )
+        base = {
+            "axes": {},
+            "config": {"method": "imp"},
+            "run_dir": "/x/r",
+            "executor": "local",
+            "level": 0,
+            "epoch": 0,
+            "heartbeat_at": NOW,
+            "message": None,
+            "created_at": NOW,
+            "updated_at": NOW,
+        }
+        c.execute(
+            t["runs"].insert(),
+            [
+                {
+                    **base,
+                    "run_id": "aaaa",
+                    "method": "imp",
+                    "seed": 0,
+                    "sparsities": [0.5, 0.75],
+                    "densities": [1.0, 0.5, 0.25],
+                    "state": "COMPLETED",
+                    "job_id": "12_0",
+                    "attempts": 2,
+                },
+                {
+                    **base,
+                    "run_id": "bbbb",
+                    "method": "dense",
+                    "seed": 0,
+                    "sparsities": [0.0],
+                    "densities": [1.0],
+                    "state": "PREEMPTED",
+                    "job_id": "12_1",
+                    "attempts": 1,
+                },
+            ],
+        )
         c.execute(t["sweep_runs"].insert(), [{"sweep_id": 1, "run_id": "aaaa"}, {"sweep_id": 1, "run_id": "bbbb"}])
-        c.execute(t["grid_points"].insert(), [
-            {"sweep_id": 1, "run_id": "aaaa", "method": "imp", "sparsity": s, "seed": 0, "axes": {},
-             "axes_key": "{}", "level": lvl} for s, lvl in ((0.5, 1), (0.75, 2))] + [
-            {"sweep_id": 1, "run_id": "bbbb", "method": "dense", "sparsity": 0.0, "seed": 0, "axes": {},
-             "axes_key": "{}", "level": 0}])
-        c.execute(t["levels"].insert(), [
-            {"run_id": "aaaa", "level": i, "density": d, "achieved_sparsity": 1 - d, "test_acc": acc,
-             "test_top5": None, "test_loss": 0.5, "best_test_acc": acc, "train_loss": 0.4,
-             "train_acc": 0.9, "epochs": 2, "seconds": 1.5, "finished_at": NOW}
-            for i, (d, acc) in enumerate(((1.0, 0.91), (0.5, 0.92), (0.25, 0.9)))])
-        c.execute(t["epochs"].insert(), [
-            {"run_id": "aaaa", "level": i, "epoch": e, "train_loss": 0.4, "train_acc": 0.9,
-             "test_loss": None, "test_acc": None, "test_top5": None, "lr": 0.1, "steps": 10,
-             "seconds": 0.7, "images_per_s": 100.0, "at": NOW} for i in range(3) for e in range(2)])
-        c.execute(t["events"].insert(), [
-            {"run_id": "aaaa", "at": NOW, "state_from": None, "state_to": "PLANNED", "job_id": None,
-             "message": "planned"},
-            {"run_id": "bbbb", "at": NOW, "state_from": "RUNNING", "state_to": "PREEMPTED",
-             "job_id": "12_1", "message": "stopped"}])
-        c.execute(t["attempts"].insert(), [
-            {"run_id": "aaaa", "attempt": 1, "job_id": "12_0", "host": "h", "world_size": 2,
-             "resumed_from": None, "started_at": NOW, "ended_at": NOW, "outcome": "COMPLETED"}])
+        c.execute(
+            t["grid_points"].insert(),
+            [
+                {
+                    "sweep_id": 1,
+                    "run_id": "aaaa",
+                    "method": "imp",
+                    "sparsity": s,
+                    "seed": 0,
+                    "axes": {},
+                    "axes_key": "{}",
+                    "level": lvl,
+                }
+                for s, lvl in ((0.5, 1), (0.75, 2))
+            ]
+            + [
+                {
+                    "sweep_id": 1,
+                    "run_id": "bbbb",
+                    "method": "dense",
+                    "sparsity": 0.0,
+                    "seed": 0,
+                    "axes": {},
+                    "axes_key": "{}",
+                    "level": 0,
+                }
+            ],
+        )
+        c.execute(
+            t["levels"].insert(),
+            [
+                {
+                    "run_id": "aaaa",
+                    "level": i,
+                    "density": d,
+                    "achieved_sparsity": 1 - d,
+                    "test_acc": acc,
+                    "test_top5": None,
+                    "test_loss": 0.5,
+                    "best_test_acc": acc,
+                    "train_loss": 0.4,
+                    "train_acc": 0.9,
+                    "epochs": 2,
+                    "seconds": 1.5,
+                    "finished_at": NOW,
+                }
+                for i, (d, acc) in enumerate(((1.0, 0.91), (0.5, 0.92), (0.25, 0.9)))
+            ],
+        )
+        c.execute(
+            t["epochs"].insert(),
+            [
+                {
+                    "run_id": "aaaa",
+                    "level": i,
+                    "epoch": e,
+                    "train_loss": 0.4,
+                    "train_acc": 0.9,
+                    "test_loss": None,
+                    "test_acc": None,
+                    "test_top5": None,
+                    "lr": 0.1,
+                    "steps": 10,
+                    "seconds": 0.7,
+                    "images_per_s": 100.0,
+                    "at": NOW,
+                }
+                for i in range(3)
+                for e in range(2)
+            ],
+        )
+        c.execute(
+            t["events"].insert(),
+            [
+                {
+                    "run_id": "aaaa",
+                    "at": NOW,
+                    "state_from": None,
+                    "state_to": "PLANNED",
+                    "job_id": None,
+                    "message": "planned",
+                },
+                {
+                    "run_id": "bbbb",
+                    "at": NOW,
+                    "state_from": "RUNNING",
+                    "state_to": "PREEMPTED",
+                    "job_id": "12_1",
+                    "message": "stopped",
+                },
+            ],
+        )
+        c.execute(
+            t["attempts"].insert(),
+            [
+                {
+                    "run_id": "aaaa",
+                    "attempt": 1,
+                    "job_id": "12_0",
+                    "host": "h",
+                    "world_size": 2,
+                    "resumed_from": None,
+                    "started_at": NOW,
+                    "ended_at": NOW,
+                    "outcome": "COMPLETED",
+                }
+            ],
+        )
         # Stores of that time kept our revision in Alembic's default table.
         c.execute(sa.text("ALTER TABLE tp_alembic_version RENAME TO alembic_version"))
     eng.dispose()
@@ -113,8 +241,10 @@ def test_many_processes_can_open_a_fresh_store_at_once(tmp_path, n):
 
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     code = "import sys; from db.store import Store; Store(sys.argv[1]).close()"
-    procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=REPO, stderr=subprocess.PIPE, text=True)
-             for _ in range(n)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        for _ in range(n)
+    ]
     errs = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     assert all(rc == 0 for rc, _ in errs), [e for rc, e in errs if rc]
 
@@ -147,7 +277,9 @@ def test_a_store_at_head_opens_without_alembic(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'head.db'}"
     Store(url).close()  # created and migrated to head here
-    code = ("import sys; from db.store import Store; Store(sys.argv[1]).close(); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    code = (
+        "import sys; from db.store import Store; Store(sys.argv[1]).close(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
+    )
     out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
 """Model registry: every model builds offline and runs at small inputs."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Learning-rate schedules are pure functions of the step (resume needs no scheduler state)."""
+
 from __future__ import annotations
 
 import pytest

@@ -6,6 +6,7 @@ something else, update the literals in the same commit and say so in its message
 
 The ids of every shipped sweep (runs and levels) are pinned in test_hydra.py; this module pins the
 jobs, and spells out a few representative configs by hand so a reader sees what an id names."""
+
 from __future__ import annotations
 
 import json
@@ -24,22 +25,52 @@ FIXTURES = REPO / "tests" / "data" / "presets"
 
 # (preset, method, target sparsities) -> run id, its levels as (kind, depth, id), the one job's id
 PINNED = [
-    (("digits_mlp", "imp", [0.5, 0.8]), "43896e7bd8048d3c",
-     [("dense", 0, "257e1e1a8825d5e5"), ("trunk", 1, "4114146a32782650"), ("trunk", 2, "6495cf5167046be4"),
-      ("trunk", 3, "4cc1edd63b02c589"), ("branch", 4, "1902aba98483b991"), ("trunk", 4, "27405e3735272239"),
-      ("trunk", 5, "1ec7078a2453af3c"), ("trunk", 6, "4e34443924895701"), ("trunk", 7, "06251073a510787c"),
-      ("branch", 8, "ae2d80390dde89c5")], "82f31af23315af3c"),
+    (
+        ("digits_mlp", "imp", [0.5, 0.8]),
+        "43896e7bd8048d3c",
+        [
+            ("dense", 0, "257e1e1a8825d5e5"),
+            ("trunk", 1, "4114146a32782650"),
+            ("trunk", 2, "6495cf5167046be4"),
+            ("trunk", 3, "4cc1edd63b02c589"),
+            ("branch", 4, "1902aba98483b991"),
+            ("trunk", 4, "27405e3735272239"),
+            ("trunk", 5, "1ec7078a2453af3c"),
+            ("trunk", 6, "4e34443924895701"),
+            ("trunk", 7, "06251073a510787c"),
+            ("branch", 8, "ae2d80390dde89c5"),
+        ],
+        "82f31af23315af3c",
+    ),
     (("digits_mlp", "snip", [0.9]), "afc441e778d22699", [("oneshot", 0, "180c0e6933b19bcc")], "d63e5389c78c3375"),
-    (("cifar10_resnet20", "imp_wr", [0.8]), "db5525abdd00d48e",
-     [("dense", 0, "5b666980fd322b87"), ("trunk", 1, "d756097818b649d7"), ("trunk", 2, "76ee633717d2225b"),
-      ("trunk", 3, "e9609951246f1707"), ("trunk", 4, "4da0c0d5b2e31dad"), ("trunk", 5, "960529fce7c10f6a"),
-      ("trunk", 6, "799cb606e2776f8a"), ("trunk", 7, "94e038e863b793cd"), ("branch", 8, "9e5409535ec9ddd4")],
-     "f7cd8f073a73867c"),
-    (("imagenet_rn50", "dense", [0.0]), "58c02591ed9961fd", [("dense", 0, "d4a18ea8900707b9")], "7e4905f252775e61"),
+    (
+        ("cifar10_resnet20", "imp_wr", [0.8]),
+        "db5525abdd00d48e",
+        [
+            ("dense", 0, "5b666980fd322b87"),
+            ("trunk", 1, "d756097818b649d7"),
+            ("trunk", 2, "76ee633717d2225b"),
+            ("trunk", 3, "e9609951246f1707"),
+            ("trunk", 4, "4da0c0d5b2e31dad"),
+            ("trunk", 5, "960529fce7c10f6a"),
+            ("trunk", 6, "799cb606e2776f8a"),
+            ("trunk", 7, "94e038e863b793cd"),
+            ("branch", 8, "9e5409535ec9ddd4"),
+        ],
+        "f7cd8f073a73867c",
+    ),
+    (
+        ("imagenet_rn50", "dense", [0.0]),
+        "58c02591ed9961fd",
+        [("dense", 0, "d4a18ea8900707b9")],
+        "7e4905f252775e61",
+    ),
 ]
 
 
-@pytest.mark.parametrize("case", PINNED, ids=lambda c: "-".join(map(str, c[0][:2])) if isinstance(c, tuple) else "")
+@pytest.mark.parametrize(
+    "case", PINNED, ids=lambda c: "-".join(map(str, c[0][:2])) if isinstance(c, tuple) else ""
+)
 def test_representative_configs_keep_their_ids(case):
     (preset, method, sparsities), want_run, want_levels, want_job = case
     cfg = trainer_config.resolve(preset, {"method": method, "seed": 0})
@@ -72,17 +103,25 @@ def test_same_code_ids_hold_each_level_s_code():
     Under reuse any the ids above are unchanged: old output folders stay reachable with it."""
     from core.code import CodeIdentity
 
-    files = {"trainer/loop.py": "a" * 16, "trainer/pruning/methods.py": "b" * 16, "core/density.py": "c" * 16,
-             "core/methods.py": "d" * 16, "trainer/pruning/registry.py": "e" * 16,
-             "trainer/pruning/synflow.py": "f" * 16}
+    files = {
+        "trainer/loop.py": "a" * 16,
+        "trainer/pruning/methods.py": "b" * 16,
+        "core/density.py": "c" * 16,
+        "core/methods.py": "d" * 16,
+        "trainer/pruning/registry.py": "e" * 16,
+        "trainer/pruning/synflow.py": "f" * 16,
+    }
     code = CodeIdentity("pinned", files)
     cfg = trainer_config.resolve("digits_mlp", {"method": "imp", "seed": 0})
     run = plan_levels("imp", cfg, [0.5], code)
     assert run_id(cfg, run.codes) == "1024fa1583bc4fdb"
     assert [(lv.kind, lv.depth, lv.level_id, lv.code) for lv in run.levels] == [
-        ("dense", 0, "c9c673da50c48764", "5b0c6745c1bcd8ee"), ("trunk", 1, "ae21f6f0748fae40", "510b03b70442822e"),
-        ("trunk", 2, "2c87970dc8305800", "510b03b70442822e"), ("trunk", 3, "fdd0fb49d9fb72e5", "510b03b70442822e"),
-        ("branch", 4, "c9175bd551b98686", "510b03b70442822e")]
+        ("dense", 0, "c9c673da50c48764", "5b0c6745c1bcd8ee"),
+        ("trunk", 1, "ae21f6f0748fae40", "510b03b70442822e"),
+        ("trunk", 2, "2c87970dc8305800", "510b03b70442822e"),
+        ("trunk", 3, "fdd0fb49d9fb72e5", "510b03b70442822e"),
+        ("branch", 4, "c9175bd551b98686", "510b03b70442822e"),
+    ]
     assert [lv.level_id for lv in plan_levels("imp", cfg, [0.5]).levels][0] == "257e1e1a8825d5e5"  # as before
 
     def ids(changed: dict[str, str], method: str) -> list[str]:

@@ -1,4 +1,5 @@
 """Planning: content-addressed levels on a grid-independent trunk, branches, shared level 0, jobs."""
+
 from __future__ import annotations
 
 import math
@@ -55,19 +56,25 @@ def test_a_target_on_the_trunk_needs_no_branch_and_trunk_landing_overshoots():
     assert [lv.kind for lv in run.levels] == ["dense", "trunk", "trunk"]
     trunk = plan_levels("imp", _cfg("imp", **{"prune.landing": "trunk"}), [0.5, 0.9])
     assert {s: (lv.kind, lv.depth) for s, lv in trunk.serving.items()} == {
-        0.5: ("trunk", 4), 0.9: ("trunk", 11)}  # 0.8^4 = 0.41, 0.8^11 = 0.086: at or past the target
+        0.5: ("trunk", 4),
+        0.9: ("trunk", 11),
+    }  # 0.8^4 = 0.41, 0.8^11 = 0.086: at or past the target
     assert all(lv.kind != "branch" for lv in trunk.levels)
 
 
 def test_level_zero_is_shared_by_every_method_that_trains_dense_from_init():
-    ids = {m: plan_levels(m, _cfg(m), [0.0] if m == "dense" else [0.5]).levels[0]
-           for m in ("dense", "imp", "imp_wr", "imp_lrr", "random", "random_erk", "random_balanced")}
+    ids = {
+        m: plan_levels(m, _cfg(m), [0.0] if m == "dense" else [0.5]).levels[0]
+        for m in ("dense", "imp", "imp_wr", "imp_lrr", "random", "random_erk", "random_balanced")
+    }
     assert len({lv.level_id for lv in ids.values()}) == 1
     assert all(lv.kind == "dense" and lv.parent is None for lv in ids.values())
     assert plan_levels("imp", _cfg("imp", seed=1), [0.5]).levels[0].level_id != ids["imp"].level_id
     # What only the pruning steps read does not change level 0; what training reads does.
     assert plan_levels("imp", _cfg("imp", **{"prune.rate": 0.3}), [0.5]).levels[0].level_id == ids["imp"].level_id
-    assert plan_levels("imp", _cfg("imp", **{"optimizer.lr": 0.05}), [0.5]).levels[0].level_id != ids["imp"].level_id
+    assert (
+        plan_levels("imp", _cfg("imp", **{"optimizer.lr": 0.05}), [0.5]).levels[0].level_id != ids["imp"].level_id
+    )
 
 
 def test_methods_part_after_level_zero_and_one_shot_levels_stand_alone():
@@ -104,8 +111,12 @@ def test_a_level_description_must_hash_to_its_id():
 
 def test_sweep_plan_shares_levels_and_counts_the_saving():
     spec = tiny_spec("p")
-    spec["grid"] = {"method": ["dense", "imp", "imp_wr", "snip"], "sparsity": [0.5, 0.8], "seed": [0, 1],
-                    "optimizer.lr": [0.1, 0.05]}
+    spec["grid"] = {
+        "method": ["dense", "imp", "imp_wr", "snip"],
+        "sparsity": [0.5, 0.8],
+        "seed": [0, 1],
+        "optimizer.lr": [0.1, 0.05],
+    }
     plan = plan_sweep(parse_spec(spec))
     assert len(plan.runs) == 4 * 2 * 2 and len(plan.points) == 2 * 2 * (1 + 2 + 2 + 2)
     # per seed x lr: level 0; imp and imp_wr: trunk 1 (0.5), trunk 2 (0.25) + branch (0.2); snip: 2
@@ -148,7 +159,7 @@ def test_imagenet_sweep_plans_261_level_trainings():
     data["trainer"]["overrides"]["prune.landing"] = "trunk"
     trunk = plan_sweep(parse_spec(data))
     assert len(trunk.levels) == 3 * (1 + 3 * 18) + 60  # 0.98 needs trunk level 18 (0.8^18 = 0.018)
-    assert math.isclose(min(lv.density for lv in trunk.levels.values() if lv.kind == "trunk"), 0.8 ** 18)
+    assert math.isclose(min(lv.density for lv in trunk.levels.values() if lv.kind == "trunk"), 0.8**18)
 
 
 def test_methods_with_one_level_after_level_zero_still_run_in_parallel():

@@ -3,6 +3,7 @@
 The reference run and the interrupted run live in separate folders and stores; the same spec gives
 them the same level ids, so their trained weights can be compared bit for bit, level by level.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,9 +34,14 @@ def _signal_trainer(tmp: Path, sig: int) -> None:
 
 def _launch_in_background(tmp: Path, spec: dict) -> subprocess.Popen:
     path = write_spec(tmp, spec)
-    return subprocess.Popen([*TP, "launch", str(path)], cwd=tmp, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)})
+    return subprocess.Popen(
+        [*TP, "launch", str(path)],
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)},
+    )
 
 
 def _stop_at(tmp: Path, where: tuple[int, int], sig: int = signal.SIGTERM) -> str:
@@ -72,14 +78,22 @@ def test_killed_job_is_lost_then_resumed(tmp_path, reference):
     launcher.send_signal(signal.SIGKILL)  # the controller dies too: nobody records anything
     _signal_trainer(tmp_path, signal.SIGKILL)
     launcher.wait(timeout=30)
-    wait_for(lambda: subprocess.run(["pgrep", "-f", f"trainer.job {tmp_path}"],
-                                    capture_output=True).returncode != 0, 30, "trainer to die")
+    wait_for(
+        lambda: subprocess.run(["pgrep", "-f", f"trainer.job {tmp_path}"], capture_output=True).returncode != 0,
+        30,
+        "trainer to die",
+    )
     assert status_json("resume", tmp_path)["runs"][0]["state"] == "RUNNING"
     # The job's wrapper process notices its trainer died and exits a moment later; from then on
     # the scheduler (here: the process table) no longer knows the job, and status says LOST.
-    proc = wait_for(lambda: (lambda p: p if '"state": "LOST"' in p.stdout else None)(
-        tp("status", "resume", "--format", "json", cwd=tmp_path, env={"TP_LOST_AFTER_S": "0"})),
-        60, "status to report the run LOST", poll=1)
+    proc = wait_for(
+        lambda: (lambda p: p if '"state": "LOST"' in p.stdout else None)(
+            tp("status", "resume", "--format", "json", cwd=tmp_path, env={"TP_LOST_AFTER_S": "0"})
+        ),
+        60,
+        "status to report the run LOST",
+        poll=1,
+    )
     assert proc.returncode == 1  # a LOST run is a failed check
     tp("resume", "resume", cwd=tmp_path, check=True)
     assert status_json("resume", tmp_path)["runs"][0]["state"] == "COMPLETED"

@@ -1,6 +1,7 @@
 """Reuse and code: a level's code is part of what it computes. Under reuse same-code (the
 default) a relaunch after a trainer change retrains exactly the levels whose code changed; under
 reuse any it reuses them and says from which code. Run from a copy of the package, edited."""
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,9 @@ def test_slurm_jobs_run_their_launch_s_code_snapshot_whatever_the_checkout_becom
 
     src = copy_package(tmp_path / "src")
     spec = tiny_spec("frozen", executor__kind="slurm", executor__array_parallelism=2)
-    spec["trainer"]["overrides"].update({"model.hidden": [256, 256], "data.batch_size": 16,
-                                         "schedule.epochs": 5})  # seconds a level: time to requeue
+    spec["trainer"]["overrides"].update(
+        {"model.hidden": [256, 256], "data.batch_size": 16, "schedule.epochs": 5}
+    )  # seconds a level: time to requeue
     spec["grid"] = {"method": ["imp", "imp_lrr"], "sparsity": [0.5], "seed": [0]}
     spec["output_dir"] = str(tmp_path / "out")
     path = write_spec(tmp_path, spec)
@@ -89,17 +91,21 @@ def test_slurm_jobs_run_their_launch_s_code_snapshot_whatever_the_checkout_becom
         p = src / f
         p.write_text('raise RuntimeError("edited checkout")\n' + p.read_text())
     (snap,) = (tmp_path / "out" / "_code").iterdir()
-    assert all(json.loads(p.read_text())["code_dir"] == str(snap)
-               for p in (tmp_path / "out" / "jobs").glob("*[0-9a-f].json"))
+    assert all(
+        json.loads(p.read_text())["code_dir"] == str(snap)
+        for p in (tmp_path / "out" / "jobs").glob("*[0-9a-f].json")
+    )
     # requeue level 0's job mid-level (an epoch done): the batch script runs again, from the snapshot
     import sqlite3
 
     def level0_running():
         try:
             with sqlite3.connect(tmp_path / "tp-results.db", timeout=5) as c:
-                row = c.execute("select j.sched_id from jobs j join levels l on l.job_id = j.job_id where "
-                                "l.depth = 0 and l.epoch >= 1 and l.finished_at is null and "
-                                "j.state = 'RUNNING'").fetchone()
+                row = c.execute(
+                    "select j.sched_id from jobs j join levels l on l.job_id = j.job_id where "
+                    "l.depth = 0 and l.epoch >= 1 and l.finished_at is null and "
+                    "j.state = 'RUNNING'"
+                ).fetchone()
             return row[0] if row else None
         except sqlite3.Error:
             return None
@@ -107,16 +113,24 @@ def test_slurm_jobs_run_their_launch_s_code_snapshot_whatever_the_checkout_becom
     try:
         sched = wait_for(level0_running, 300, "level 0 under way", poll=0.3)
         subprocess.run(["scontrol", "requeue", sched], check=True, capture_output=True)
-        st = wait_for(lambda: (lambda s: s if set(s["counts"]) <= {"COMPLETED", "FAILED", "LOST", "CANCELLED"}
-                               else None)(status()), 600, "the sweep to finish", poll=3)
+        st = wait_for(
+            lambda: (lambda s: s if set(s["counts"]) <= {"COMPLETED", "FAILED", "LOST", "CANCELLED"} else None)(
+                status()
+            ),
+            600,
+            "the sweep to finish",
+            poll=3,
+        )
     finally:  # nothing left in the queue, whatever happened
         tp("cancel", "frozen", "--db", db, cwd=tmp_path, env=env)
     assert st["counts"] == {"COMPLETED": 2}, st
-    events = json.loads(tp("status", st["runs"][0]["run_id"], "--db", db, "--format", "json", cwd=tmp_path,
-                           env=env).stdout)["events"]
+    events = json.loads(
+        tp("status", st["runs"][0]["run_id"], "--db", db, "--format", "json", cwd=tmp_path, env=env).stdout
+    )["events"]
     assert any(e["to"] == "PREEMPTED" for e in events), events  # level 0's job was requeued
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "out" / "_jobs").rglob("*.out"))
     assert "edited checkout" not in logs
-    prov = json.loads(tp("query", "frozen", "--levels", "--db", db, "--format", "json", cwd=tmp_path,
-                         env=env).stdout)
+    prov = json.loads(
+        tp("query", "frozen", "--levels", "--db", db, "--format", "json", cwd=tmp_path, env=env).stdout
+    )
     assert {r["provenance"]["snapshot"] for r in prov} == {str(snap)}

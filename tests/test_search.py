@@ -1,5 +1,6 @@
 """Optuna searches through `tp-sweep launch`: trials as runs on the real executors, studies in the
 store's database, interrupted trials resumed, failed ones retried, the best per cell."""
+
 from __future__ import annotations
 
 import json
@@ -16,29 +17,43 @@ from tests.sweeputil import REPO, TP, pg_schema, status_json, tiny_spec, tp, wai
 def _spec(name: str, n_trials: int = 8, **search) -> dict:
     spec = tiny_spec(name)
     # Slow enough (a few seconds per trial) that a signal lands mid-level.
-    spec["trainer"]["overrides"].update({"model.hidden": [128, 128], "data.batch_size": 16,
-                                         "schedule.epochs": 3})
+    spec["trainer"]["overrides"].update({"model.hidden": [128, 128], "data.batch_size": 16, "schedule.epochs": 3})
     spec["grid"] = {"method": ["dense"], "seed": [0]}
     spec["executor"]["array_parallelism"] = 2
-    spec["search"] = {"params": {"optimizer.lr": {"type": "log_float", "low": 0.01, "high": 0.3},
-                                 "optimizer.weight_decay": {"type": "float", "low": 0.0, "high": 0.001}},
-                      "n_trials": n_trials, "sampler": {"name": "tpe", "seed": 1}, **search}
+    spec["search"] = {
+        "params": {
+            "optimizer.lr": {"type": "log_float", "low": 0.01, "high": 0.3},
+            "optimizer.weight_decay": {"type": "float", "low": 0.0, "high": 0.001},
+        },
+        "n_trials": n_trials,
+        "sampler": {"name": "tpe", "seed": 1},
+        **search,
+    }
     return spec
 
 
 def _launch(tmp, spec, *args, env=None) -> subprocess.Popen:
     path = write_spec(tmp, spec)
-    return subprocess.Popen([*TP, "launch", str(path), *args], cwd=tmp, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO), **(env or {})})
+    return subprocess.Popen(
+        [*TP, "launch", str(path), *args],
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO), **(env or {})},
+    )
 
 
 def _studies(url: str) -> list[tuple[str, int]]:
     eng = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with eng.connect() as c:
-        rows = c.execute(sa.text("select s.study_name, count(t.trial_id) from studies s "
-                                 "join trials t on t.study_id = s.study_id "
-                                 "where t.state = 'COMPLETE' group by s.study_name")).all()
+        rows = c.execute(
+            sa.text(
+                "select s.study_name, count(t.trial_id) from studies s "
+                "join trials t on t.study_id = s.study_id "
+                "where t.state = 'COMPLETE' group by s.study_name"
+            )
+        ).all()
     eng.dispose()
     return [tuple(r) for r in rows]
 
@@ -64,14 +79,18 @@ def _engine(url: str) -> sa.Engine:
 def _mid_level(url: str, last_epoch: int = 2) -> tuple[str, str] | None:
     """(job file, scheduler id) of a trial whose level has finished an epoch (and at most
     `last_epoch`) of its 3, so that a signal lands mid-level (and never on a trial still starting)."""
-    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
+    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
         return None
     eng = _engine(url)
     try:
         with eng.connect() as c:
-            row = c.execute(sa.text(
-                "select j.job_file, j.sched_id from jobs j join levels l on l.level_id = j.level_id "
-                "where j.state = 'RUNNING' and l.epoch between 1 and :last"), {"last": last_epoch}).first()
+            row = c.execute(
+                sa.text(
+                    "select j.job_file, j.sched_id from jobs j join levels l on l.level_id = j.level_id "
+                    "where j.state = 'RUNNING' and l.epoch between 1 and :last"
+                ),
+                {"last": last_epoch},
+            ).first()
     except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # no store (SQLite) or tables (PG) yet
         return None
     finally:
@@ -93,8 +112,9 @@ def test_local_search_with_an_interrupted_trial(tmp_path):
     url = f"sqlite:///{tmp_path / 'tp-results.db'}"
     launcher = _launch(tmp_path, _spec("search_local"))
     job_file, _ = wait_for(lambda: _mid_level(url), 240, "a trial in mid-level", poll=0.1)
-    ranks = subprocess.run(["pgrep", "-f", "--", f"-u -m trainer.job {job_file}"],
-                           capture_output=True, text=True).stdout.split()
+    ranks = subprocess.run(
+        ["pgrep", "-f", "--", f"-u -m trainer.job {job_file}"], capture_output=True, text=True
+    ).stdout.split()
     assert ranks, "the trial's trainer ranks"
     for pid in ranks:
         os.kill(int(pid), signal.SIGUSR2)  # the timeout warning: save, stop, be resumed
@@ -127,8 +147,8 @@ def _check_report(tmp, sweep: str, best: dict) -> None:
 
     tp("report", sweep, "--out", str(tmp / "search.html"), cwd=tmp, check=True)
     page = (tmp / "search.html").read_text()
-    start = page.index('id=tp-data>') + len('id=tp-data>')
-    data = json.loads(page[start:page.index("</script>", start)])
+    start = page.index("id=tp-data>") + len("id=tp-data>")
+    data = json.loads(page[start : page.index("</script>", start)])
     (cell,) = data["search"]["cells"]
     assert cell["best_params"] == best["best_params"] and cell["fail"] == best["fail"]
     assert {t["state"] for t in data["search"]["trials"]} == {"COMPLETE", "FAIL"}
@@ -139,8 +159,9 @@ def _check_report(tmp, sweep: str, best: dict) -> None:
     with chromium() as driver:
         assert open_report(driver, tmp / "search.html") == {"ready": True, "error": None}
         assert console_errors(driver) == []
-        names = driver.execute_script("return [...document.querySelectorAll('#search-plots .plot')]"
-                                      ".map(d => d.layout.title.text)")
+        names = driver.execute_script(
+            "return [...document.querySelectorAll('#search-plots .plot')].map(d => d.layout.title.text)"
+        )
         assert names == ["data.batch_size against test_acc"]
 
 
@@ -151,8 +172,9 @@ def test_slurm_search_on_postgres(tmp_path, slurm_cluster, postgres_url):
         spec["executor"].update({"kind": "slurm", "procs_per_node": 1, "cpus_per_task": 1})
         launcher = _launch(tmp_path, spec, "--db", url)
         # One epoch done, two to go: time for the signal to travel through slurmctld and slurmd.
-        _, sched_id = wait_for(lambda: _mid_level(url, last_epoch=1), 300, "a trial in mid-level under Slurm",
-                               poll=0.1)
+        _, sched_id = wait_for(
+            lambda: _mid_level(url, last_epoch=1), 300, "a trial in mid-level under Slurm", poll=0.1
+        )
         # What Slurm sends before a time limit: submitit saves the trial and requeues it.
         subprocess.run(["scancel", "--signal=USR2", sched_id], check=True)
         out, _ = launcher.communicate(timeout=1200)
@@ -161,17 +183,32 @@ def test_slurm_search_on_postgres(tmp_path, slurm_cluster, postgres_url):
         _was_stopped_and_resumed(url)
 
 
-@pytest.mark.parametrize("search, message", [
-    ({"params": {}, "n_trials": 2}, "search space is empty"),
-    ({"params": {"optimizer.lr": {"type": "log_float", "low": 0, "high": 1}}, "n_trials": 2}, "needs low > 0"),
-    ({"params": {"optimizer.lr": {"type": "float", "low": 1, "high": 0.1}}, "n_trials": 2}, "must be below high"),
-    ({"params": {"optimizer.lr": {"type": "normal", "low": 0.1, "high": 1}}, "n_trials": 2}, "type"),
-    ({"params": {"optimizer.lr": {"type": "categorical", "choices": []}}, "n_trials": 2}, "non-empty list"),
-    ({"params": {"optimizer.lrr": {"type": "float", "low": 0.1, "high": 1}}, "n_trials": 2}, "unknown trainer key"),
-    ({"params": {"optimizer.lr": {"type": "float", "low": 0.1, "high": 1}}, "n_trials": 2,
-      "sampler": {"name": "grid"}}, "is continuous"),
-    ({"params": {"optimizer.lr": {"type": "float", "low": 0.1, "high": 1}}, "n_trials": 0}, "n_trials"),
-])
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        ({"params": {}, "n_trials": 2}, "search space is empty"),
+        ({"params": {"optimizer.lr": {"type": "log_float", "low": 0, "high": 1}}, "n_trials": 2}, "needs low > 0"),
+        (
+            {"params": {"optimizer.lr": {"type": "float", "low": 1, "high": 0.1}}, "n_trials": 2},
+            "must be below high",
+        ),
+        ({"params": {"optimizer.lr": {"type": "normal", "low": 0.1, "high": 1}}, "n_trials": 2}, "type"),
+        ({"params": {"optimizer.lr": {"type": "categorical", "choices": []}}, "n_trials": 2}, "non-empty list"),
+        (
+            {"params": {"optimizer.lrr": {"type": "float", "low": 0.1, "high": 1}}, "n_trials": 2},
+            "unknown trainer key",
+        ),
+        (
+            {
+                "params": {"optimizer.lr": {"type": "float", "low": 0.1, "high": 1}},
+                "n_trials": 2,
+                "sampler": {"name": "grid"},
+            },
+            "is continuous",
+        ),
+        ({"params": {"optimizer.lr": {"type": "float", "low": 0.1, "high": 1}}, "n_trials": 0}, "n_trials"),
+    ],
+)
 def test_bad_searches_exit_2_before_anything_runs(tmp_path, search, message):
     spec = _spec("bad_search")
     spec["search"] = search

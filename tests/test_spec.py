@@ -1,4 +1,5 @@
 """Bad specs exit 2 with a message naming the field, and leave the store untouched."""
+
 from __future__ import annotations
 
 import json
@@ -13,24 +14,45 @@ BAD = [
     ("unknown method", lambda s: s["grid"].__setitem__("method", ["imp", "magic"]), "unknown method 'magic'"),
     ("sparsity 1.2", lambda s: s["grid"].__setitem__("sparsity", [0.5, 1.2]), "sparsity 1.2 is outside [0, 1)"),
     ("sparsity 1.0", lambda s: s["grid"].__setitem__("sparsity", [1.0]), "outside [0, 1)"),
-    ("unknown trainer config", lambda s: s["trainer"].__setitem__("config", "nope"), "unknown trainer config 'nope'"),
+    (
+        "unknown trainer config",
+        lambda s: s["trainer"].__setitem__("config", "nope"),
+        "unknown trainer config 'nope'",
+    ),
     ("unknown override", lambda s: s["trainer"]["overrides"].__setitem__("optimizer.lrr", 1), "optimizer.lrr"),
     ("unknown grid axis", lambda s: s["grid"].__setitem__("model.depth", [1, 2]), "model.depth"),
     ("bad executor", lambda s: s["executor"].__setitem__("kind", "k8s"), "executor.kind"),
     ("bad name", lambda s: s.__setitem__("name", "a b"), "name"),
     ("seed not int", lambda s: s["grid"].__setitem__("seed", [0.5]), "seed 0.5 is not an integer"),
     ("unknown top-level key", lambda s: s.__setitem__("grdi", {}), "grdi"),
-    ("unknown model", lambda s: s["trainer"]["overrides"].__setitem__("model.name", "resnet7"),
-     "model.name: unknown model 'resnet7'"),
-    ("unknown data set", lambda s: s["trainer"]["overrides"].__setitem__("data.name", "mnist"),
-     "data.name: unknown data set 'mnist'"),
-    ("snip without data", lambda s: (s["grid"].__setitem__("method", ["snip"]),
-                                     s["trainer"]["overrides"].__setitem__("prune.snip_batches", 0)),
-     "prune.snip_batches: 0 is below the minimum 1"),
-    ("imp_wr rewinds past the end", lambda s: s["grid"].__setitem__("method", ["imp_wr"]),
-     "is not less than schedule.epochs"),
-    ("unreachable schedule", lambda s: s["trainer"]["overrides"].__setitem__("prune.rate", 0.0),
-     "prune.rate: 0.0 is outside [0.01, 0.9]"),
+    (
+        "unknown model",
+        lambda s: s["trainer"]["overrides"].__setitem__("model.name", "resnet7"),
+        "model.name: unknown model 'resnet7'",
+    ),
+    (
+        "unknown data set",
+        lambda s: s["trainer"]["overrides"].__setitem__("data.name", "mnist"),
+        "data.name: unknown data set 'mnist'",
+    ),
+    (
+        "snip without data",
+        lambda s: (
+            s["grid"].__setitem__("method", ["snip"]),
+            s["trainer"]["overrides"].__setitem__("prune.snip_batches", 0),
+        ),
+        "prune.snip_batches: 0 is below the minimum 1",
+    ),
+    (
+        "imp_wr rewinds past the end",
+        lambda s: s["grid"].__setitem__("method", ["imp_wr"]),
+        "is not less than schedule.epochs",
+    ),
+    (
+        "unreachable schedule",
+        lambda s: s["trainer"]["overrides"].__setitem__("prune.rate", 0.0),
+        "prune.rate: 0.0 is outside [0.01, 0.9]",
+    ),
 ]
 
 
@@ -90,11 +112,31 @@ def test_dry_run_json(tmp_path):
     out = json.loads(proc.stdout)
     # dense: 1 run (sparsity ignored); imp at rate 0.5: trunk levels 1 (0.5) and 2 (0.75) on top of
     # level 0, which it shares with dense -> 3 level trainings, in 1 job (one chain).
-    assert {k: out[k] for k in ("sweep", "grid_points", "runs", "level_trainings", "levels_done",
-                                "levels_to_train", "naive_level_trainings", "epochs", "naive_epochs",
-                                "jobs")} == {
-        "sweep": "dry", "grid_points": 3, "runs": 2, "level_trainings": 3, "levels_done": 0,
-        "levels_to_train": 3, "naive_level_trainings": 1 + 2 + 3, "epochs": 3, "naive_epochs": 6,
-        "jobs": 1}
+    assert {
+        k: out[k]
+        for k in (
+            "sweep",
+            "grid_points",
+            "runs",
+            "level_trainings",
+            "levels_done",
+            "levels_to_train",
+            "naive_level_trainings",
+            "epochs",
+            "naive_epochs",
+            "jobs",
+        )
+    } == {
+        "sweep": "dry",
+        "grid_points": 3,
+        "runs": 2,
+        "level_trainings": 3,
+        "levels_done": 0,
+        "levels_to_train": 3,
+        "naive_level_trainings": 1 + 2 + 3,
+        "epochs": 3,
+        "naive_epochs": 6,
+        "jobs": 1,
+    }
     assert out["branches"].startswith("inline")
     assert not (tmp_path / "tp-results.db").exists()

@@ -1,4 +1,5 @@
 """SynFlow: the iterative schedule avoids the layer collapse that one-shot scoring causes."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,7 +18,9 @@ SHAPE = (1, 4, 4)
 
 def ctx_for(rounds: int, batches=None) -> PruneContext:
     return PruneContext(
-        cfg={"synflow_rounds": rounds, "input_shape": SHAPE}, generator=torch.Generator().manual_seed(0), batches=batches
+        cfg={"synflow_rounds": rounds, "input_shape": SHAPE},
+        generator=torch.Generator().manual_seed(0),
+        batches=batches,
     )
 
 
@@ -97,7 +100,12 @@ def test_no_overflow_deep_nets():
     synflow._linearize(copy32)
     with torch.no_grad():
         assert not torch.isfinite(copy32(torch.ones(1, 1, 16, 16)).sum())
-    new = prune_synflow(net, mask, 0.1, PruneContext(cfg={"synflow_rounds": 20, "input_shape": (1, 16, 16)}, generator=torch.Generator()))
+    new = prune_synflow(
+        net,
+        mask,
+        0.1,
+        PruneContext(cfg={"synflow_rounds": 20, "input_shape": (1, 16, 16)}, generator=torch.Generator()),
+    )
     assert collapsed(new) == []
 
     res = build_model({"name": "resnet56"}, 10, (3, 32, 32))

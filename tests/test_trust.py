@@ -1,5 +1,6 @@
 """Trust under load, on the real SQLite and PostgreSQL: concurrent first use, concurrent writers
 and launches, and a store outage mid-run. (Attacks are in test_bad_input.py.)"""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,16 @@ from tests.sweeputil import REPO, TP, admin_sql, pg_schema, slow_spec, status_js
 
 
 def _many(n: int, code: str, *args: str) -> list[tuple[int, str]]:
-    procs = [subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(n)
+    ]
     return [(p.wait(timeout=300), p.stdout.read()) for p in procs]
 
 
@@ -64,8 +73,17 @@ def test_concurrent_first_use_and_same_row_writes_on_postgres(postgres_url):
 def test_five_concurrent_launches_of_one_spec_end_cleanly(tmp_path):
     path = write_spec(tmp_path, tiny_spec("race"))
     env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([*TP, "launch", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(5)]
+    procs = [
+        subprocess.Popen(
+            [*TP, "launch", str(path)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(5)
+    ]
     outs = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
     for rc, out, err in outs:
         assert rc in (0, 2), (rc, out, err)
@@ -105,9 +123,14 @@ def test_a_store_outage_mid_run_loses_nothing(tmp_path, private_pg):
     name, url = private_pg
     spec = slow_spec("outage")
     path = write_spec(tmp_path, spec)
-    launcher = subprocess.Popen([*TP, "launch", str(path), "--db", url], cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)})
+    launcher = subprocess.Popen(
+        [*TP, "launch", str(path), "--db", url],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)},
+    )
 
     def progress():
         eng = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))

@@ -5,6 +5,7 @@ W&B failure that never fails or slows training.
 Offline runs are read back from their .wandb files: a LevelDB-style log of wandb's own protobuf
 records (wandb 0.31 has no reader of its own for them besides `wandb sync`).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,8 @@ def _records(path: Path):
         if block - pos % block < 7:  # the tail of a block too short for a header is padding
             pos += block - pos % block
             continue
-        _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        payload, pos = data[pos + 7:pos + 7 + n], pos + 7 + n
+        _, n, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        payload, pos = data[pos + 7 : pos + 7 + n], pos + 7 + n
         if kind == 1:
             yield payload
         elif kind == 2:
@@ -72,12 +73,17 @@ def read_offline_run(folder: Path) -> dict[str, Any]:
         rec.ParseFromString(payload)
         kind = rec.WhichOneof("record_type")
         if kind == "run":
-            out["run"] = {"id": rec.run.run_id, "group": rec.run.run_group, "tags": list(rec.run.tags),
-                          "name": rec.run.display_name,
-                          "config": {i.key: json.loads(i.value_json) for i in rec.run.config.update}}
+            out["run"] = {
+                "id": rec.run.run_id,
+                "group": rec.run.run_group,
+                "tags": list(rec.run.tags),
+                "name": rec.run.display_name,
+                "config": {i.key: json.loads(i.value_json) for i in rec.run.config.update},
+            }
         elif kind == "history":
-            out["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
-                                   for i in rec.history.item})
+            out["history"].append(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
+            )
         elif kind == "summary":
             for i in rec.summary.update:
                 if i.key:
@@ -160,9 +166,14 @@ def test_requeued_job_continues_the_same_wandb_run(tmp_path):
     """SIGTERM mid-level (what Slurm sends on requeue) still reaches the trainer's stop flag with
     W&B on; the resumed job logs to the same W&B run id, the rest of the epochs, each once."""
     spec = wandb_spec("wbresume", slow_spec("wbresume"))
-    launcher = subprocess.Popen([*TP, "launch", str(write_spec(tmp_path, spec))], cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)})
+    launcher = subprocess.Popen(
+        [*TP, "launch", str(write_spec(tmp_path, spec))],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)},
+    )
     wait_for(lambda: run_progress(tmp_path) >= (TRUNK, 1), 300, "the trunk level to be under way")
     subprocess.run(["pkill", "-TERM", "-f", f"trainer.job {tmp_path}"], check=False)
     out, _ = launcher.communicate(timeout=180)
@@ -195,13 +206,17 @@ def test_a_dotted_wandb_key_turns_wandb_on_and_keeps_run_ids(tmp_path):
 
     plain = tiny_spec("dotted")
     dotted = tiny_spec("dotted")
-    dotted["trainer"]["overrides"].update({"logging.wandb.project": "tp-dotted",
-                                           "logging.wandb.tags": ["a"]})
+    dotted["trainer"]["overrides"].update({"logging.wandb.project": "tp-dotted", "logging.wandb.tags": ["a"]})
     dotted["grid"]["logging.wandb.mode"] = ["offline"]
     runs = plan_sweep(parse_spec(dotted)).runs
     assert {r.run_id for r in runs} == {r.run_id for r in plan_sweep(parse_spec(plain)).runs}
-    assert runs[0].config["logging"]["wandb"] == {"project": "tp-dotted", "entity": None,
-                                                   "mode": "offline", "dir": None, "tags": ["a"]}
+    assert runs[0].config["logging"]["wandb"] == {
+        "project": "tp-dotted",
+        "entity": None,
+        "mode": "offline",
+        "dir": None,
+        "tags": ["a"],
+    }
     proc = tp("launch", str(write_spec(tmp_path, dotted)), "--dry-run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     bad = tiny_spec("dotted_bad")
@@ -216,17 +231,21 @@ def _standalone_job(out: Path, wandb: dict[str, Any] | None) -> Path:
     from cli.hydra_app import write_job
     from core.config import resolve
 
-    over = {"method": "dense", "seed": 0, "schedule.epochs": 1, "model.hidden": [32],
-            "data.batch_size": 128}
+    over = {"method": "dense", "seed": 0, "schedule.epochs": 1, "model.hidden": [32], "data.batch_size": 128}
     if wandb is not None:
         over["logging.wandb"] = wandb
     return write_job(resolve("digits_mlp", over), [0.0], out)
 
 
 def _run_job(job_file: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-X", "importtime", "-m", "trainer.job", str(job_file)],
-                          cwd=job_file.parent, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "trainer.job", str(job_file)],
+        cwd=job_file.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
 
 
 def _imported_wandb(stderr: str) -> bool:
@@ -251,8 +270,15 @@ def test_without_wandb_nothing_imports_it(tmp_path):
 def test_a_wandb_failure_does_not_fail_the_job(tmp_path):
     """mode online without credentials: wandb.init itself refuses. The job completes."""
     job = _standalone_job(tmp_path, {"project": "tp-test", "mode": "online"})
-    proc = _run_job(job, {"HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / ".config"),
-                          "NETRC": str(tmp_path / "none"), "WANDB_API_KEY": ""})
+    proc = _run_job(
+        job,
+        {
+            "HOME": str(tmp_path),
+            "WANDB_CONFIG_DIR": str(tmp_path / ".config"),
+            "NETRC": str(tmp_path / "none"),
+            "WANDB_API_KEY": "",
+        },
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("[wandb]")]
     assert len(warnings) == 1 and "wandb.init failed" in warnings[0] and "training goes on" in warnings[0]
@@ -302,17 +328,54 @@ def _job(tmp: Path, epochs: int = 2) -> dict[str, Any]:
     kinds = [("L0", 0, "dense", 1.0), ("L1", 1, "trunk", 0.5), ("L2", 2, "branch", 0.3)]
     for lid, depth, kind, density in kinds:
         (tmp / lid).mkdir(parents=True)
-        (tmp / lid / "level.json").write_text(json.dumps({
-            "level_id": lid, "depth": depth, "kind": kind, "density": density,
-            "train": {"schedule": {"epochs": epochs}}}))
+        (tmp / lid / "level.json").write_text(
+            json.dumps(
+                {
+                    "level_id": lid,
+                    "depth": depth,
+                    "kind": kind,
+                    "density": density,
+                    "train": {"schedule": {"epochs": epochs}},
+                }
+            )
+        )
     logging = {"wandb": {**OFFLINE, "dir": str(tmp)}}
-    return {"job_id": "j", "levels_dir": str(tmp), "levels": ["L0", "L1", "L2"], "runs": {
-        "aaaa": {"sweep": "s", "method": "dense", "seed": 0, "axes": {}, "levels": ["L0"],
-                 "serves": {"L0": [0.0]}, "logging": logging, "config": {"method": "dense"}},
-        "bbbb": {"sweep": "s", "method": "imp", "seed": 0, "axes": {}, "levels": ["L0", "L1", "L2"],
-                 "serves": {"L1": [0.5], "L2": [0.7]}, "logging": logging, "config": {"method": "imp"}},
-        "cccc": {"sweep": "s", "method": "random", "seed": 0, "axes": {}, "levels": ["L0"],
-                 "serves": {"L0": [0.0]}, "logging": {"wandb": None}}}}
+    return {
+        "job_id": "j",
+        "levels_dir": str(tmp),
+        "levels": ["L0", "L1", "L2"],
+        "runs": {
+            "aaaa": {
+                "sweep": "s",
+                "method": "dense",
+                "seed": 0,
+                "axes": {},
+                "levels": ["L0"],
+                "serves": {"L0": [0.0]},
+                "logging": logging,
+                "config": {"method": "dense"},
+            },
+            "bbbb": {
+                "sweep": "s",
+                "method": "imp",
+                "seed": 0,
+                "axes": {},
+                "levels": ["L0", "L1", "L2"],
+                "serves": {"L1": [0.5], "L2": [0.7]},
+                "logging": logging,
+                "config": {"method": "imp"},
+            },
+            "cccc": {
+                "sweep": "s",
+                "method": "random",
+                "seed": 0,
+                "axes": {},
+                "levels": ["L0"],
+                "serves": {"L0": [0.0]},
+                "logging": {"wandb": None},
+            },
+        },
+    }
 
 
 def _train(rec, levels=("L0", "L1", "L2"), epochs: int = 2) -> None:
@@ -334,7 +397,12 @@ def test_one_wandb_run_per_run_with_computed_steps(tmp_path, monkeypatch):
     assert b.kw["tags"] == ["imp", "sparsity=0.5", "sparsity=0.7"]
     assert [s for s, _ in a.rows] == [0, 1]
     assert [s for s, _ in b.rows] == [0, 1, 2, 3, 4, 5]
-    assert [(r["level_id"], r["level"], r["level_kind"], r["epoch"]) for _, r in b.rows][2] == ("L1", 1, "trunk", 0)
+    assert [(r["level_id"], r["level"], r["level_kind"], r["epoch"]) for _, r in b.rows][2] == (
+        "L1",
+        1,
+        "trunk",
+        0,
+    )
     assert b.summary["test_acc@0.5"] == 0.9 and b.summary["level_id@0.7"] == "L2"
     assert "test_acc@0.5" not in a.summary and a.summary["test_acc@0"] == 0.9
     assert a.preempting and b.exit_code == 0
@@ -400,8 +468,9 @@ def test_auto_mode_is_online_only_with_credentials(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NETRC", str(netrc))
     assert not _has_credentials(wandb)
-    netrc.write_text(f"machine {urlsplit(wandb.setup().settings.base_url).netloc}\n"
-                     f"  login user\n  password {'a' * 40}\n")
+    netrc.write_text(
+        f"machine {urlsplit(wandb.setup().settings.base_url).netloc}\n  login user\n  password {'a' * 40}\n"
+    )
     netrc.chmod(0o600)
     assert _has_credentials(wandb)
     netrc.unlink()

@@ -8,6 +8,7 @@ and refuses every other global, so a crafted file in a level folder cannot run a
 each kind of file must have exactly the structure the project writes (`_SHAPES`); anything else,
 or a file that does not load (truncated, damaged, foreign), raises CheckpointError naming the file.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,13 +32,20 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
 # name -> tensor). Optional keys may be None.
 _TENSORS = "tensors"
 _SHAPES: dict[str, dict[str, Any]] = {
-    "weights": {"model": _TENSORS},                                   # init.pt
-    "mask": {"mask": _TENSORS},                                       # mask.pt
-    "final": {"model": _TENSORS, "mask": _TENSORS},                   # final.pt
+    "weights": {"model": _TENSORS},  # init.pt
+    "mask": {"mask": _TENSORS},  # mask.pt
+    "final": {"model": _TENSORS, "mask": _TENSORS},  # final.pt
     "snapshot": {"model": _TENSORS, "optimizer": dict, "step": int},  # rewind_step<k>.pt
-    "checkpoint": {"step": int, "model": _TENSORS, "optimizer": dict, "mask": _TENSORS,
-                   "best": float, "carry": (torch.Tensor, type(None)), "history": list,
-                   "rng": (torch.Tensor, type(None))},
+    "checkpoint": {
+        "step": int,
+        "model": _TENSORS,
+        "optimizer": dict,
+        "mask": _TENSORS,
+        "best": float,
+        "carry": (torch.Tensor, type(None)),
+        "history": list,
+        "rng": (torch.Tensor, type(None)),
+    },
 }
 
 
@@ -51,15 +59,17 @@ def _check(obj: Any, kind: str, path: Path) -> dict[str, Any]:
     for key, want in shape.items():
         value = obj[key]
         if want == _TENSORS:
-            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                 for k, v in value.items())
+            ok = isinstance(value, dict) and all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+            )
         elif want is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         else:
             ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
         if not ok:
-            raise CheckpointError(f"{path} is not a turboprune {kind} file ({key!r} holds an "
-                                  f"unexpected {type(value).__name__})")
+            raise CheckpointError(
+                f"{path} is not a turboprune {kind} file ({key!r} holds an unexpected {type(value).__name__})"
+            )
     return obj
 
 
@@ -70,11 +80,12 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu", kind
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as exc:  # truncated zips, bad pickles, and globals the safe unpickler refuses
+    except Exception as exc:  # noqa: BLE001 - truncated zips, bad pickles, and globals the safe unpickler refuses
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: "
-                              f"{first[:300]}); move it aside to restart that level from its start"
-                              ) from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: "
+            f"{first[:300]}); move it aside to restart that level from its start"
+        ) from None
     return _check(obj, kind, path) if kind else obj
 
 

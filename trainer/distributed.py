@@ -1,4 +1,5 @@
 """Process-group set-up under torchrun, and the stop flag that preemption signals raise."""
+
 from __future__ import annotations
 
 import gc
@@ -104,9 +105,13 @@ def shutdown(info: DistInfo) -> None:
         gc.collect()
     left = _gloo_worker_threads()
     if left:  # someone else still holds the group: say so rather than abort at random later
-        print(f"[trainer] warning: rank {info.rank}: {left} gloo worker thread(s) outlive "
-              "destroy_process_group(); something still references the process group, and the "
-              "exit may abort (see trainer/distributed.py shutdown)", file=sys.stderr, flush=True)
+        print(
+            f"[trainer] warning: rank {info.rank}: {left} gloo worker thread(s) outlive "
+            "destroy_process_group(); something still references the process group, and the "
+            "exit may abort (see trainer/distributed.py shutdown)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _gloo_worker_threads() -> int:

@@ -14,6 +14,7 @@ id, a level id or a run id starts with PREFIX, at most TIMES times (counted in J
 as KIND: `error` raises in the trainer (a bug), `oom` SIGKILLs the trainer (as the kernel's OOM
 killer does), `lost` SIGKILLs the job wrapper and the trainer (as a node that dies does).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,11 @@ def read_db_url(db_file: str | None) -> str | None:
         try:
             return Path(db_file).read_text().strip() or None
         except OSError as exc:  # train anyway: the level folders are the record, imported later
-            print(f"[trainer] cannot read the store URL from {db_file} ({exc.strerror}); training "
-                  "without the store", file=sys.stderr, flush=True)
+            print(
+                f"[trainer] cannot read the store URL from {db_file} ({exc.strerror}); training without the store",
+                file=sys.stderr,
+                flush=True,
+            )
             return None
     return os.environ.get("TP_DB_URL") or None
 
@@ -61,9 +65,13 @@ class Recorders:
                 continue
             try:
                 fn(*args)
-            except Exception as exc:
-                print(f"[recorder] {type(rec).__name__}.{name} failed ({type(exc).__name__}: {exc}); "
-                      "training goes on", file=sys.stderr, flush=True)
+            except Exception as exc:  # noqa: BLE001 - a recorder's failure must never stop training
+                print(
+                    f"[recorder] {type(rec).__name__}.{name} failed ({type(exc).__name__}: {exc}); "
+                    "training goes on",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def heartbeat(self, level_id: str, epoch: int) -> None:
         self._each("heartbeat", level_id, epoch)
@@ -136,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if (ROOT / MANIFEST).exists() and verify_snapshot(ROOT) != ROOT.name:
         # a snapshot is immutable: one edited after its launch is not the code the levels name
-        print(f"error: the code snapshot {ROOT} this job imports was edited after its launch; "
-              "launch again", file=sys.stderr)
+        print(
+            f"error: the code snapshot {ROOT} this job imports was edited after its launch; launch again",
+            file=sys.stderr,
+        )
         return 1
 
     # Imported after argument checks: torch and the data stack take seconds to import.
@@ -154,15 +164,16 @@ def main(argv: list[str] | None = None) -> int:
 
             store = JobRecorder(url, job["job_id"])
             resumed = [lid for lid in level_ids if (levels_dir / lid / "checkpoint.pt").exists()]
-            store.start_attempt(job_id_from_env(), info.world_size,
-                                f"{resumed[0]}/checkpoint.pt" if resumed else None)
+            store.start_attempt(
+                job_id_from_env(), info.world_size, f"{resumed[0]}/checkpoint.pt" if resumed else None
+            )
             recorders.append(store)
         from trainer.wandb_recorder import WandbRecorder, wandb_runs  # imports wandb only if used
 
         if wandb_runs(job):
             try:
                 recorders.insert(0, WandbRecorder(job, levels_dir))  # finishes while the store flushes
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - W&B is optional: any failure turns it off
                 print(f"[wandb] off for this job ({type(exc).__name__}: {exc})", file=sys.stderr)
         recorder = Recorders(recorders) if recorders else None
     status, state, message = 0, "COMPLETED", None
@@ -176,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as exc:
         status, state = EXIT_PREEMPTED, "PREEMPTED"
         message = f"stopped by {stop.signal_name or 'signal'} at {exc.where}; checkpoint saved"
-    except Exception as exc:  # recorded, then re-raised as exit status 1 with the traceback
+    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised as exit status 1 with the traceback
         traceback.print_exc()
         status, state = 1, "FAILED"
         message = failure_message(exc, os.environ.get("TP_JOB_LOG"))

@@ -14,6 +14,7 @@ restarted on the same levels picks up exactly there, with results equal to an un
 Everything random in a level is seeded by the level itself (its seed, depth, epoch and id), never
 by what the process did before, so a level computes the same thing in any job.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,6 +44,7 @@ PRUNE_ORDER_KEY = 1_000_000  # data order for pruning batches, apart from any ep
 
 class Recorder(Protocol):
     """What the trainer tells the outside world (the store; W&B) about its levels."""
+
     def heartbeat(self, level_id: str, epoch: int) -> None: ...
     def log_epoch(self, level_id: str, epoch: int, metrics: dict[str, Any]) -> None: ...
     def finish_level(self, level_id: str, result: dict[str, Any]) -> None: ...
@@ -74,9 +76,11 @@ class _StopAt:
 
 def _epoch_line(level: LevelSpec, epoch: int, m: dict[str, Any]) -> str:
     test = f" test_acc {m['test_acc']:.4f}" if m.get("test_acc") is not None else ""
-    return (f"[level {level.level_id} {level.kind} {level.depth} epoch {epoch}] train_loss "
-            f"{m['train_loss']:.4f} train_acc {m['train_acc']:.4f}{test} lr {m['lr']:.4g} "
-            f"{m['images_per_s']:.0f} img/s")
+    return (
+        f"[level {level.level_id} {level.kind} {level.depth} epoch {epoch}] train_loss "
+        f"{m['train_loss']:.4f} train_acc {m['train_acc']:.4f}{test} lr {m['lr']:.4g} "
+        f"{m['images_per_s']:.0f} img/s"
+    )
 
 
 def _seed_for(*parts: int) -> int:
@@ -95,8 +99,15 @@ def rewind_step(rewind_to: dict[str, Any], steps_per_epoch: int) -> int:
 class LevelTrainer:
     """Trains levels that share one training config (one job's levels always do)."""
 
-    def __init__(self, train: dict[str, Any], levels_dir: Path, info: DistInfo, recorder: Recorder,
-                 stop: StopFlag, reuse: str = "any") -> None:
+    def __init__(
+        self,
+        train: dict[str, Any],
+        levels_dir: Path,
+        info: DistInfo,
+        recorder: Recorder,
+        stop: StopFlag,
+        reuse: str = "any",
+    ) -> None:
         self.train, self.levels_dir, self.info, self.rec, self.stop = train, levels_dir, info, recorder, stop
         self.reuse = reuse  # same-code: a checkpoint started by other code is not continued
         self.seed = int(train.get("seed", 0))
@@ -105,12 +116,20 @@ class LevelTrainer:
             torch.use_deterministic_algorithms(True)
         elif info.device.type == "cuda" and not self.opts.get("deterministic"):
             torch.backends.cudnn.benchmark = True  # pick the fastest conv kernels for the fixed shapes
-        self.loaders: Loaders = build_loaders(train["data"], LoaderContext(
-            rank=info.rank, world_size=info.world_size, seed=self.seed, device=info.device,
-            distributed=info.distributed))
+        self.loaders: Loaders = build_loaders(
+            train["data"],
+            LoaderContext(
+                rank=info.rank,
+                world_size=info.world_size,
+                seed=self.seed,
+                device=info.device,
+                distributed=info.distributed,
+            ),
+        )
         torch.manual_seed(self.seed)  # the initial weights are a function of the seed alone
-        self.model = build_model(train["model"], self.loaders.num_classes,
-                                 self.loaders.input_shape).to(info.device)
+        self.model = build_model(train["model"], self.loaders.num_classes, self.loaders.input_shape).to(
+            info.device
+        )
         self.init_weights = self._weights()
         conv = any(isinstance(m, nn.Conv2d) for m in self.model.modules())
         cl = self.opts.get("channels_last", "auto")
@@ -167,8 +186,9 @@ class LevelTrainer:
         if self.needs_trained_parent(level):
             return True
         parent = read_level(self.levels_dir, level.parent)
-        return parent.step is not None and (get_criterion(parent.step["criterion"]).reads_weights
-                                            or parent.step.get("rewind") == "none")
+        return parent.step is not None and (
+            get_criterion(parent.step["criterion"]).reads_weights or parent.step.get("rewind") == "none"
+        )
 
     def _mask_of(self, level_id: str) -> dict[str, torch.Tensor]:
         """A level's mask (rank 0): a trained level's from its final.pt; an untrained one's (a
@@ -183,8 +203,11 @@ class LevelTrainer:
             return full_mask(self.model)
         if get_criterion(spec.step["criterion"]).reads_weights or spec.step.get("rewind") == "none":
             raise RuntimeError(f"level {level_id} is not trained yet, and its mask needs its weights")
-        mask = full_mask(self.model, bool(spec.step.get("keep_first_last_dense", False)),
-                         spec.step.get("layers_to_ignore") or ())
+        mask = full_mask(
+            self.model,
+            bool(spec.step.get("keep_first_last_dense", False)),
+            spec.step.get("layers_to_ignore") or (),
+        )
         if spec.parent is not None:
             parent = self._mask_of(spec.parent)
             mask = {k: parent[k].to(self.info.device) if k in parent else m for k, m in mask.items()}
@@ -208,7 +231,8 @@ class LevelTrainer:
             raise RuntimeError(
                 f"level {level.level_id} is defined for code {level.code}, but this trainer runs code "
                 f"{mine} (from {self.provenance.code.root}): the code changed since the level was "
-                "planned; launch again to plan levels for this code")
+                "planned; launch again to plan levels for this code"
+            )
 
     def run_level(self, level: LevelSpec, snapshots: list[dict[str, Any]] = ()) -> None:
         d = self.dir(level.level_id)
@@ -217,14 +241,23 @@ class LevelTrainer:
         self.check_code(level)
         if self.parent_must_be_trained(level):
             parent = self.dir(level.parent).inspect() if self.info.is_main else None
-            problem = (parent.problem or ("not trained yet" if parent.result is None else None)
-                       if parent is not None else None)
+            problem = (
+                parent.problem or ("not trained yet" if parent.result is None else None)
+                if parent is not None
+                else None
+            )
             if rank0_says(self.info, problem is not None):
-                raise RuntimeError(f"level {level.level_id} continues from level {level.parent}: "
-                                   f"{problem or 'see rank 0'}; the job that trains it must finish "
-                                   "first (a bad folder: move it aside and launch again)")
-        with LevelLock(d, self.info.is_main, agree=lambda ok: rank0_says(self.info, ok),
-                       on_wait=lambda: self.rec.heartbeat(level.level_id, 0)):
+                raise RuntimeError(
+                    f"level {level.level_id} continues from level {level.parent}: "
+                    f"{problem or 'see rank 0'}; the job that trains it must finish "
+                    "first (a bad folder: move it aside and launch again)"
+                )
+        with LevelLock(
+            d,
+            self.info.is_main,
+            agree=lambda ok: rank0_says(self.info, ok),
+            on_wait=lambda: self.rec.heartbeat(level.level_id, 0),
+        ):
             if self._report_if_done(level, d):  # trained by another job while we waited
                 return
             self._train_level(level, d, snapshots)
@@ -233,8 +266,10 @@ class LevelTrainer:
         check = d.inspect() if self.info.is_main else None
         if rank0_says(self.info, check is not None and check.problem is not None):
             # never trained over: a folder that fails its checks is left for someone to look at
-            raise RuntimeError(f"level {level.level_id}: {check.problem if check else 'see rank 0'} "
-                               f"({d.path}); move the folder aside and launch again to retrain it")
+            raise RuntimeError(
+                f"level {level.level_id}: {check.problem if check else 'see rank 0'} "
+                f"({d.path}); move the folder aside and launch again to retrain it"
+            )
         result = check.result if check is not None else None
         if not rank0_says(self.info, result is not None):  # every rank follows rank 0's view
             return False
@@ -249,9 +284,12 @@ class LevelTrainer:
             theirs = {a.get("code") for a in state.get("trained_by") or [{}]}
             if theirs != {mine}:  # started by other (or unrecorded) code: start over, keep the file
                 if self.info.is_main:
-                    print(f"[trainer] level {level.level_id}: its checkpoint was started by code "
-                          f"{', '.join(sorted(str(c) for c in theirs))}, not {mine}; reuse same-code: "
-                          "training it from its start", flush=True)
+                    print(
+                        f"[trainer] level {level.level_id}: its checkpoint was started by code "
+                        f"{', '.join(sorted(str(c) for c in theirs))}, not {mine}; reuse same-code: "
+                        "training it from its start",
+                        flush=True,
+                    )
                     d.checkpoint.rename(d.path / f"checkpoint.other-code.{sorted(map(str, theirs))[0]}.pt")
                 barrier(self.info)
                 state = None
@@ -277,8 +315,10 @@ class LevelTrainer:
         enforce = MaskEnforcer(self.model, mask)
         enforce()
         net = self._wrap()
-        hooks = StepHooks(after_step=enforce, heartbeat=(lambda: self.rec.heartbeat(level.level_id, self._epoch))
-                          if self.info.is_main else None)
+        hooks = StepHooks(
+            after_step=enforce,
+            heartbeat=(lambda: self.rec.heartbeat(level.level_id, self._epoch)) if self.info.is_main else None,
+        )
         if level.parent is None and level.step is None:  # level 0 writes the imp_wr rewind points
             for rewind_to in snapshots:
                 k = rewind_step(rewind_to, self.steps_per_epoch)
@@ -292,8 +332,9 @@ class LevelTrainer:
             if res.stopped_at is not None:
                 step = epoch * self.steps_per_epoch + res.stopped_at
                 self._checkpoint(d, step, mask, opt, best, res.sums, history, rng=torch.get_rng_state())
-                raise Stopped(f"level {level.level_id} ({level.kind} {level.depth}) epoch {epoch} "
-                              f"step {res.stopped_at}")
+                raise Stopped(
+                    f"level {level.level_id} ({level.kind} {level.depth}) epoch {epoch} step {res.stopped_at}"
+                )
             metrics = self._epoch_metrics(net, res, epoch)
             if metrics.get("test_acc") is not None:
                 best = max(best, metrics["test_acc"])
@@ -306,20 +347,42 @@ class LevelTrainer:
                 raise Stopped(f"level {level.level_id} ({level.kind} {level.depth}) after epoch {epoch}")
         self._finish(level, d, mask, history, best)
 
-    def _epoch_pass(self, net: nn.Module, level: LevelSpec, opt: torch.optim.Optimizer, epoch: int,
-                    hooks: StepHooks, stop: Any, skip: int = 0, carry: torch.Tensor | None = None) -> EpochResult:
+    def _epoch_pass(
+        self,
+        net: nn.Module,
+        level: LevelSpec,
+        opt: torch.optim.Optimizer,
+        epoch: int,
+        hooks: StepHooks,
+        stop: Any,
+        skip: int = 0,
+        carry: torch.Tensor | None = None,
+    ) -> EpochResult:
         if skip == 0:
             torch.manual_seed(_seed_for(self.seed, level.depth, epoch))  # dropout/augment RNG
         self.loaders.train.set_epoch(epoch)
-        return train_epoch(net, self.loaders.train, opt, info=self.info, epoch=epoch,
-                           steps_per_epoch=self.steps_per_epoch,
-                           base_lr=float(self.train["optimizer"]["lr"]), schedule=self.train["schedule"],
-                           loss_fn=self.loss_fn, hooks=hooks, stop=stop, precision=self.precision,
-                           channels_last=self.channels_last, skip=skip, carry=carry)
+        return train_epoch(
+            net,
+            self.loaders.train,
+            opt,
+            info=self.info,
+            epoch=epoch,
+            steps_per_epoch=self.steps_per_epoch,
+            base_lr=float(self.train["optimizer"]["lr"]),
+            schedule=self.train["schedule"],
+            loss_fn=self.loss_fn,
+            hooks=hooks,
+            stop=stop,
+            precision=self.precision,
+            channels_last=self.channels_last,
+            skip=skip,
+            carry=carry,
+        )
 
     def _snapshot_hook(self, d: LevelDir, k: int, opt: torch.optim.Optimizer):
-        return lambda: self._save({"model": self._weights(), "optimizer": opt.state_dict(), "step": k},
-                                  d.snapshot(k))
+        return lambda: self._save(
+            {"model": self._weights(), "optimizer": opt.state_dict(), "step": k}, d.snapshot(k)
+        )
 
     def _prepare(self, level: LevelSpec, d: LevelDir):
         """Choose the level's mask, put its starting weights in the model; returns (mask, optimizer,
@@ -330,25 +393,30 @@ class LevelTrainer:
             self.model.load_state_dict(init)
             mask = full_mask(self.model)
         else:
-            mask = full_mask(self.model, bool(step.get("keep_first_last_dense", False)),
-                             step.get("layers_to_ignore") or ())
+            mask = full_mask(
+                self.model, bool(step.get("keep_first_last_dense", False)), step.get("layers_to_ignore") or ()
+            )
             if level.parent is None:  # one-shot: score the initial weights
                 self.model.load_state_dict(init)
             elif self.needs_trained_parent(level):  # score the parent's trained weights, in its mask
                 parent = ckpt.load_weights(self.dir(level.parent).final, self.info.device)
                 self.model.load_state_dict(parent["model"])
-                mask = {k: parent["mask"][k].to(self.info.device) if k in parent["mask"] else m
-                        for k, m in mask.items()}
+                mask = {
+                    k: parent["mask"][k].to(self.info.device) if k in parent["mask"] else m
+                    for k, m in mask.items()
+                }
             if self.info.is_main:
                 if level.parent is not None and not self.needs_trained_parent(level):
                     parent_mask = self._mask_of(level.parent)  # a random draw within the parent's mask
-                    mask = {k: parent_mask[k].to(self.info.device) if k in parent_mask else m
-                            for k, m in mask.items()}
+                    mask = {
+                        k: parent_mask[k].to(self.info.device) if k in parent_mask else m for k, m in mask.items()
+                    }
                 mask = self._prune(level, mask)
                 self._save({"mask": {k: v.cpu() for k, v in mask.items()}}, d.mask)
             barrier(self.info)
-            mask = {k: v.to(self.info.device) for k, v in
-                    ckpt.load_weights(d.mask, self.info.device)["mask"].items()}
+            mask = {
+                k: v.to(self.info.device) for k, v in ckpt.load_weights(d.mask, self.info.device)["mask"].items()
+            }
         rewind = step.get("rewind", "init") if step else "init"
         opt = build_optimizer(self.model, self.train["optimizer"])
         start_step = 0
@@ -360,8 +428,10 @@ class LevelTrainer:
             k = rewind_step(step["rewind_to"], self.steps_per_epoch)
             total = self.steps_per_epoch * self.epochs
             if not 0 <= k < total:
-                raise ValueError(f"imp_wr rewind point {k} is outside the level's {total} steps "
-                                 "(prune.rewind_epochs / prune.rewind_iterations)")
+                raise ValueError(
+                    f"imp_wr rewind point {k} is outside the level's {total} steps "
+                    "(prune.rewind_epochs / prune.rewind_iterations)"
+                )
             snap = ckpt.load_weights(self._snapshot(level.root, k), self.info.device)
             self.model.load_state_dict(snap["model"])
             if step.get("rewind_optimizer"):
@@ -393,7 +463,7 @@ class LevelTrainer:
         hooks = StepHooks(after_step=MaskEnforcer(self.model, mask))
         hooks.at_step[k] = self._snapshot_hook(root, k, opt)
         spec = LevelSpec(root_id, None, root_id, 0, "dense", 1.0, None, self.train)
-        for epoch in range(0, k // self.steps_per_epoch + 1):
+        for epoch in range(k // self.steps_per_epoch + 1):
             if self._epoch_pass(net, spec, opt, epoch, hooks, _StopAt(k)).stopped_at is not None:
                 break
         barrier(self.info)
@@ -428,37 +498,82 @@ class LevelTrainer:
     def _epoch_metrics(self, net: nn.Module, res: EpochResult, epoch: int) -> dict[str, Any]:
         every = max(int(self.opts.get("eval_every", 1)), 1)
         metrics: dict[str, Any] = {
-            "train_loss": res.loss, "train_acc": res.acc, "seconds": res.seconds,
+            "train_loss": res.loss,
+            "train_acc": res.acc,
+            "seconds": res.seconds,
             "images_per_s": float(res.sums[2]) / max(res.seconds, 1e-9),
-            "lr": res.lr, "steps": res.steps, "test_loss": None, "test_acc": None, "test_top5": None,
+            "lr": res.lr,
+            "steps": res.steps,
+            "test_loss": None,
+            "test_acc": None,
+            "test_top5": None,
         }
         if (epoch + 1) % every == 0 or epoch == self.epochs - 1:
-            metrics.update(evaluate(net, self.loaders.test, info=self.info, loss_fn=self.eval_loss,
-                                    precision=self.precision, channels_last=self.channels_last))
+            metrics.update(
+                evaluate(
+                    net,
+                    self.loaders.test,
+                    info=self.info,
+                    loss_fn=self.eval_loss,
+                    precision=self.precision,
+                    channels_last=self.channels_last,
+                )
+            )
         return metrics
 
-    def _checkpoint(self, d: LevelDir, step: int, mask: dict[str, torch.Tensor],
-                    opt: torch.optim.Optimizer, best: float, carry: torch.Tensor | None,
-                    history: list[dict[str, Any]], rng: torch.Tensor | None = None) -> None:
-        self._save({"step": step, "model": self._weights(), "optimizer": opt.state_dict(),
-                    "mask": {k: v.cpu() for k, v in mask.items()}, "best": best, "carry": carry,
-                    "history": history, "rng": rng, "trained_by": self._attempts}, d.checkpoint)
+    def _checkpoint(
+        self,
+        d: LevelDir,
+        step: int,
+        mask: dict[str, torch.Tensor],
+        opt: torch.optim.Optimizer,
+        best: float,
+        carry: torch.Tensor | None,
+        history: list[dict[str, Any]],
+        rng: torch.Tensor | None = None,
+    ) -> None:
+        self._save(
+            {
+                "step": step,
+                "model": self._weights(),
+                "optimizer": opt.state_dict(),
+                "mask": {k: v.cpu() for k, v in mask.items()},
+                "best": best,
+                "carry": carry,
+                "history": history,
+                "rng": rng,
+                "trained_by": self._attempts,
+            },
+            d.checkpoint,
+        )
 
-    def _finish(self, level: LevelSpec, d: LevelDir, mask: dict[str, torch.Tensor],
-                history: list[dict[str, Any]], best: float) -> None:
+    def _finish(
+        self,
+        level: LevelSpec,
+        d: LevelDir,
+        mask: dict[str, torch.Tensor],
+        history: list[dict[str, Any]],
+        best: float,
+    ) -> None:
         if self.info.is_main:
             self._save({"model": self._weights(), "mask": {k: v.cpu() for k, v in mask.items()}}, d.final)
             last = history[-1] if history else {}
             result = {
-                "level_id": level.level_id, "density": level.density,
+                "level_id": level.level_id,
+                "density": level.density,
                 "achieved_sparsity": achieved_sparsity(self.model, list(mask)),
                 **level_cost(self.model, tuple(self.loaders.input_shape)),
-                "test_acc": last.get("test_acc"), "test_top5": last.get("test_top5"),
-                "test_loss": last.get("test_loss"), "best_test_acc": best,
-                "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
-                "epochs": len(history), "seconds": sum(h["seconds"] for h in history),
+                "test_acc": last.get("test_acc"),
+                "test_top5": last.get("test_top5"),
+                "test_loss": last.get("test_loss"),
+                "best_test_acc": best,
+                "train_loss": last.get("train_loss"),
+                "train_acc": last.get("train_acc"),
+                "epochs": len(history),
+                "seconds": sum(h["seconds"] for h in history),
                 "provenance": self.provenance.of_level(level.step, self._attempts),
-                "history": history}
+                "history": history,
+            }
             d.write_result(result)  # the record: the store imports it from here if it must
             d.checkpoint.unlink(missing_ok=True)
             self.rec.finish_level(level.level_id, result)

@@ -3,12 +3,14 @@
 Metrics stay on the device as running sums and are reduced across ranks once per epoch, so the
 hot loop never waits for the host (no .item() per step).
 """
+
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -21,19 +23,22 @@ from trainer.optim import lr_factor, set_lr
 @dataclass
 class StepHooks:
     """What the level loop needs to see from inside an epoch."""
-    after_step: Callable[[], None]            # mask enforcement, after every optimizer step
-    at_step: dict[int, Callable[[], None]] = field(default_factory=dict)  # level step -> callback (imp_wr snapshot)
+
+    after_step: Callable[[], None]  # mask enforcement, after every optimizer step
+    at_step: dict[int, Callable[[], None]] = field(
+        default_factory=dict
+    )  # level step -> callback (imp_wr snapshot)
     heartbeat: Callable[[], None] | None = None
     heartbeat_every_s: float = 60.0
 
 
 @dataclass
 class EpochResult:
-    sums: torch.Tensor        # [loss_sum, correct, count], on CPU, reduced across ranks when complete
+    sums: torch.Tensor  # [loss_sum, correct, count], on CPU, reduced across ranks when complete
     seconds: float
-    stopped_at: int | None    # step within the epoch where a stop signal was honoured
-    steps: int = 0            # optimizer steps taken in this call
-    lr: float = 0.0           # learning rate of the last step
+    stopped_at: int | None  # step within the epoch where a stop signal was honoured
+    steps: int = 0  # optimizer steps taken in this call
+    lr: float = 0.0  # learning rate of the last step
 
     @property
     def loss(self) -> float:
@@ -50,11 +55,24 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def train_epoch(model: nn.Module, batches: Iterable, opt: torch.optim.Optimizer, *,
-                info: DistInfo, epoch: int, steps_per_epoch: int, base_lr: float,
-                schedule: dict[str, Any], loss_fn: nn.Module, hooks: StepHooks, stop: StopFlag,
-                precision: str = "auto", channels_last: bool = False, skip: int = 0,
-                carry: torch.Tensor | None = None) -> EpochResult:
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable,
+    opt: torch.optim.Optimizer,
+    *,
+    info: DistInfo,
+    epoch: int,
+    steps_per_epoch: int,
+    base_lr: float,
+    schedule: dict[str, Any],
+    loss_fn: nn.Module,
+    hooks: StepHooks,
+    stop: StopFlag,
+    precision: str = "auto",
+    channels_last: bool = False,
+    skip: int = 0,
+    carry: torch.Tensor | None = None,
+) -> EpochResult:
     """Train over `batches`; the first `skip` batches were already trained before a resume
     (their partial sums come in `carry`)."""
     model.train()
@@ -69,8 +87,7 @@ def train_epoch(model: nn.Module, batches: Iterable, opt: torch.optim.Optimizer,
         if step in hooks.at_step:
             hooks.at_step[step]()
         if stop.should_stop(step):
-            return EpochResult(_reduce(sums, info, complete=False), time.perf_counter() - start, i,
-                               steps, lr)
+            return EpochResult(_reduce(sums, info, complete=False), time.perf_counter() - start, i, steps, lr)
         lr = set_lr(opt, base_lr, lr_factor(step, steps_per_epoch, schedule))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -103,8 +120,15 @@ def _reduce(sums: torch.Tensor, info: DistInfo, complete: bool = True) -> torch.
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable, *, info: DistInfo, loss_fn: nn.Module,
-             precision: str = "auto", channels_last: bool = False) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    batches: Iterable,
+    *,
+    info: DistInfo,
+    loss_fn: nn.Module,
+    precision: str = "auto",
+    channels_last: bool = False,
+) -> dict[str, float]:
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=info.device)  # loss, top1, top5, count
     for x, y in batches:

@@ -1,19 +1,25 @@
 """Optimizers and learning-rate schedules (a pure function of the step, so resume needs no state)."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], dict[str, Any]], torch.optim.Optimizer]] = {
     "sgd": lambda params, c: torch.optim.SGD(
-        params, lr=c["lr"], momentum=c.get("momentum", 0.0), nesterov=c.get("nesterov", False),
-        weight_decay=c.get("weight_decay", 0.0)),
+        params,
+        lr=c["lr"],
+        momentum=c.get("momentum", 0.0),
+        nesterov=c.get("nesterov", False),
+        weight_decay=c.get("weight_decay", 0.0),
+    ),
     "adamw": lambda params, c: torch.optim.AdamW(
-        params, lr=c["lr"], betas=tuple(c.get("betas", (0.9, 0.999))),
-        weight_decay=c.get("weight_decay", 0.01)),
+        params, lr=c["lr"], betas=tuple(c.get("betas", (0.9, 0.999))), weight_decay=c.get("weight_decay", 0.01)
+    ),
 }
 
 

@@ -12,6 +12,7 @@ level's metrics.json ("provenance") when it finishes, and from there into the st
                  elsewhere has several); `codes` lists the distinct codes among them, so a level
                  trained by two code versions says so
 """
+
 from __future__ import annotations
 
 import json
@@ -63,19 +64,32 @@ class Provenance:
         # Plain JSON values only: checkpoints carry them, and load with weights_only (torch's
         # __version__ is a str subclass its safe unpickler refuses).
         env: dict[str, Any] = {
-            "sources": self.code.sources, "version": version(), "git": git_info(),
+            "sources": self.code.sources,
+            "version": version(),
+            "git": git_info(),
             "snapshot": str(ROOT) if (Path(ROOT) / MANIFEST).exists() else None,
-            "torch": torch.__version__, "ffcv": _ffcv(), "cuda": torch.version.cuda,
+            "torch": torch.__version__,
+            "ffcv": _ffcv(),
+            "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            "python": sys.version.split()[0], "device": _device(info), "world_size": info.world_size,
-            "hosts": hosts(info)}
+            "python": sys.version.split()[0],
+            "device": _device(info),
+            "world_size": info.world_size,
+            "hosts": hosts(info),
+        }
         self.env = json.loads(json.dumps(env, default=str))
 
     def attempt(self, step: dict[str, Any] | None) -> dict[str, Any]:
         """This process's part in a level: recorded in its checkpoints, kept across attempts."""
-        return {"code": self.code.for_step(step), "sources": self.env["sources"],
-                "git": self.env["git"], "hosts": self.env["hosts"], "world_size": self.env["world_size"],
-                "device": self.env["device"], "torch": self.env["torch"]}
+        return {
+            "code": self.code.for_step(step),
+            "sources": self.env["sources"],
+            "git": self.env["git"],
+            "hosts": self.env["hosts"],
+            "world_size": self.env["world_size"],
+            "device": self.env["device"],
+            "torch": self.env["torch"],
+        }
 
     def of_level(self, step: dict[str, Any] | None, attempts: list[dict[str, Any]]) -> dict[str, Any]:
         codes = list(dict.fromkeys(a.get("code") for a in attempts if a.get("code")))

@@ -22,6 +22,7 @@ trainer's StopFlag: Python lets only the main thread install signal handlers (wa
 none anyway; wandb-core runs in its own session, so a signal sent to the trainer skips it).
 At the end of the job `close` waits at most TP_WANDB_FLUSH_S (default 60) for the thread.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,12 +31,12 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # What an epoch logs besides its dimensions (level, level_id, level_kind, epoch, run_epoch).
-EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr",
-                 "images_per_s", "seconds")
+EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "images_per_s", "seconds")
 _STOP = object()
 
 
@@ -67,21 +68,30 @@ def _one_line(exc: BaseException) -> str:
 
 
 class WandbRecorder:
-    def __init__(self, job: dict[str, Any], levels_dir: Path, *, flush_s: float | None = None,
-                 init_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        job: dict[str, Any],
+        levels_dir: Path,
+        *,
+        flush_s: float | None = None,
+        init_timeout_s: float | None = None,
+    ) -> None:
         self.levels_dir = Path(levels_dir)
         self.runs = wandb_runs(job)
         self.flush_s = flush_s if flush_s is not None else float(os.environ.get("TP_WANDB_FLUSH_S", "60"))
-        self.init_timeout_s = init_timeout_s if init_timeout_s is not None else \
-            float(os.environ.get("TP_WANDB_INIT_TIMEOUT_S", "60"))
+        self.init_timeout_s = (
+            init_timeout_s
+            if init_timeout_s is not None
+            else float(os.environ.get("TP_WANDB_INIT_TIMEOUT_S", "60"))
+        )
         self.runs_of_level: dict[str, list[str]] = {}
         for rid, r in self.runs.items():
             for lid in r.get("levels") or []:
                 self.runs_of_level.setdefault(str(lid), []).append(rid)
         self._wandb: Any = None
-        self._off = False                   # the import failed: W&B is off for the whole job
-        self._live: dict[str, Any] = {}     # run id -> wandb Run
-        self._dead: set[str] = set()        # runs W&B failed for in this job
+        self._off = False  # the import failed: W&B is off for the whole job
+        self._live: dict[str, Any] = {}  # run id -> wandb Run
+        self._dead: set[str] = set()  # runs W&B failed for in this job
         self._levels: dict[str, dict[str, Any]] = {}
         self._state, self._stopping, self._quiet = "COMPLETED", False, False
         self._q: queue.Queue = queue.Queue()
@@ -113,8 +123,10 @@ class WandbRecorder:
         self._thread.join(timeout=self.flush_s)
         if self._thread.is_alive():
             self._quiet = True  # what the thread meets while the process exits is no news
-            _warn(f"still busy after {self.flush_s:g} s (TP_WANDB_FLUSH_S); giving up on what is "
-                  "not yet written. The level folders hold every result.")
+            _warn(
+                f"still busy after {self.flush_s:g} s (TP_WANDB_FLUSH_S); giving up on what is "
+                "not yet written. The level folders hold every result."
+            )
 
     # ---- the writer thread -------------------------------------------------------------------
     def _worker(self) -> None:
@@ -126,7 +138,7 @@ class WandbRecorder:
             fn, args = item
             try:
                 fn(*args)
-            except Exception as exc:  # a bug here must not end the thread: later runs still log
+            except Exception as exc:  # noqa: BLE001 - a bug here must not end the thread: later runs still log
                 self._warn(f"dropped an update ({_one_line(exc)})")
 
     def _warn(self, msg: str) -> None:
@@ -137,19 +149,22 @@ class WandbRecorder:
         """Run one W&B call for run `rid`; on failure say so once and stop using that run."""
         try:
             fn()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any W&B error turns that run off, training goes on
             self._dead.add(rid)
             self._live.pop(rid, None)
-            self._warn(f"run {rid}: {what} failed ({_one_line(exc)}); W&B logging for this run is off "
-                  "for the rest of this job, training goes on")
+            self._warn(
+                f"run {rid}: {what} failed ({_one_line(exc)}); W&B logging for this run is off "
+                "for the rest of this job, training goes on"
+            )
 
     def _import(self) -> Any:
         if self._wandb is None and not self._off:
             os.environ.setdefault("WANDB_SILENT", "true")  # its banners are not the job log's
             try:
                 import wandb  # only here: with logging.wandb unset nothing imports it
+
                 self._wandb = wandb
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - wandb's import can fail many ways: W&B is off
                 self._off = True
                 self._warn(f"cannot import wandb ({_one_line(exc)}); W&B logging is off for this job")
         return self._wandb
@@ -176,18 +191,36 @@ class WandbRecorder:
         root.mkdir(parents=True, exist_ok=True)
         targets = sorted({float(s) for ss in (r.get("serves") or {}).values() for s in ss})
         config = {k: v for k, v in (r.get("config") or {}).items() if k != "logging"}
-        config.update({"tp_run_id": rid, "sweep": r.get("sweep"), "axes": r.get("axes") or {},
-                       "sparsities": targets, "method": r.get("method"), "seed": r.get("seed")})
+        config.update(
+            {
+                "tp_run_id": rid,
+                "sweep": r.get("sweep"),
+                "axes": r.get("axes") or {},
+                "sparsities": targets,
+                "method": r.get("method"),
+                "seed": r.get("seed"),
+            }
+        )
         tags = [str(r.get("method")), *(f"sparsity={s:g}" for s in targets), *(cfg.get("tags") or [])]
         run = wandb.init(
-            project=cfg.get("project"), entity=cfg.get("entity"), id=wandb_run_id(rid),
-            resume="allow", group=r.get("sweep") or None, job_type="train",
-            name=f"{r.get('method')}-s{r.get('seed')}-{rid[:8]}", config=config,
-            tags=list(dict.fromkeys(tags)), mode=mode, dir=str(root), reinit="create_new",
+            project=cfg.get("project"),
+            entity=cfg.get("entity"),
+            id=wandb_run_id(rid),
+            resume="allow",
+            group=r.get("sweep") or None,
+            job_type="train",
+            name=f"{r.get('method')}-s{r.get('seed')}-{rid[:8]}",
+            config=config,
+            tags=list(dict.fromkeys(tags)),
+            mode=mode,
+            dir=str(root),
+            reinit="create_new",
             # console off: wandb must not wrap the trainer's stdout, whose epoch lines are the
             # job log. The timeouts bound what an unreachable server can cost this thread.
-            settings=wandb.Settings(silent=True, console="off", init_timeout=self.init_timeout_s,
-                                    finish_timeout=self.flush_s))
+            settings=wandb.Settings(
+                silent=True, console="off", init_timeout=self.init_timeout_s, finish_timeout=self.flush_s
+            ),
+        )
         run.define_metric("run_epoch")
         run.define_metric("*", step_metric="run_epoch")
         self._live[rid] = run
@@ -196,23 +229,34 @@ class WandbRecorder:
         """depth, kind, density and epochs per level, from the level's level.json."""
         if level_id not in self._levels:
             d = json.loads((self.levels_dir / level_id / "level.json").read_text())
-            self._levels[level_id] = {"depth": int(d["depth"]), "kind": str(d["kind"]),
-                                      "density": float(d["density"]),
-                                      "epochs": int(d["train"]["schedule"]["epochs"])}
+            self._levels[level_id] = {
+                "depth": int(d["depth"]),
+                "kind": str(d["kind"]),
+                "density": float(d["density"]),
+                "epochs": int(d["train"]["schedule"]["epochs"]),
+            }
         return self._levels[level_id]
 
     def _log_epoch(self, level_id: str, epoch: int, metrics: dict[str, Any], at: float) -> None:
         lv = self._level(level_id)
         row: dict[str, Any] = {k: metrics[k] for k in EPOCH_METRICS if metrics.get(k) is not None}
-        row.update({"level": lv["depth"], "level_id": level_id, "level_kind": lv["kind"],
-                    "density": lv["density"], "sparsity": 1.0 - lv["density"], "epoch": epoch,
-                    "_timestamp": at})
+        row.update(
+            {
+                "level": lv["depth"],
+                "level_id": level_id,
+                "level_kind": lv["kind"],
+                "density": lv["density"],
+                "sparsity": 1.0 - lv["density"],
+                "epoch": epoch,
+                "_timestamp": at,
+            }
+        )
         for rid in self.runs_of_level[level_id]:
             run = self._run(rid)
             if run is None:
                 continue
             step = self.runs[rid]["levels"].index(level_id) * lv["epochs"] + epoch
-            self._guarded(rid, "log", lambda: run.log({**row, "run_epoch": step}, step=step))
+            self._guarded(rid, "log", lambda run=run, step=step: run.log({**row, "run_epoch": step}, step=step))
 
     def _finish_level(self, level_id: str, result: dict[str, Any]) -> None:
         for rid in self.runs_of_level[level_id]:
@@ -223,26 +267,29 @@ class WandbRecorder:
             if run is None:
                 continue
 
-            def summarise(run: Any = run) -> None:
+            def summarise(run: Any = run, targets: list[Any] = targets) -> None:
                 for s in targets:
                     for key in ("test_acc", "best_test_acc", "test_top5", "achieved_sparsity"):
                         if result.get(key) is not None:
                             run.summary[f"{key}@{float(s):g}"] = result[key]
                     run.summary[f"level_id@{float(s):g}"] = level_id
+
             self._guarded(rid, "summary", summarise)
 
     def _finish_all(self) -> None:
         exit_code = 1 if self._state == "FAILED" else 0
         for rid, run in list(self._live.items()):
+
             def finish(run: Any = run) -> None:
                 if self._state == "PREEMPTED":
                     run.mark_preempting()  # W&B shows it preempted, not crashed; resume continues it
                 run.finish(exit_code=exit_code)
+
             self._guarded(rid, "finish", finish)
         if self._wandb is not None:
             try:  # stop wandb-core now rather than in an exit hook
                 self._wandb.teardown()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - best effort at exit
                 self._warn(f"teardown failed ({_one_line(exc)})")
 
 
@@ -256,5 +303,5 @@ def _has_credentials(wandb: Any) -> bool:
 
         settings = wandb.setup().settings
         return bool(wbauth.read_netrc_auth(host=settings.base_url) or settings.api_key)
-    except Exception:
+    except Exception:  # noqa: BLE001 - no readable credentials: offline
         return False

@@ -11,6 +11,7 @@ reads it as a result at 0.5. The x axis is one of
     flops      multiply-adds per example of conv and linear layers with zeros skipped, log scale,
                decreasing to the right
 """
+
 from __future__ import annotations
 
 import math
@@ -19,12 +20,18 @@ from typing import Any
 from db.queries import group
 
 X_AXES = ("sparsity", "network", "density", "flops")
-_FIELD = {"sparsity": "achieved_sparsity", "network": "network_sparsity", "density": "achieved_sparsity",
-          "flops": "flops"}
-_LABEL = {"sparsity": "achieved sparsity of the prunable weights",
-          "network": "achieved sparsity of the whole network (all parameters)",
-          "density": "weights remaining (% of prunable weights, log scale)",
-          "flops": "multiply-adds per example (conv and linear, zeros skipped; log scale)"}
+_FIELD = {
+    "sparsity": "achieved_sparsity",
+    "network": "network_sparsity",
+    "density": "achieved_sparsity",
+    "flops": "flops",
+}
+_LABEL = {
+    "sparsity": "achieved sparsity of the prunable weights",
+    "network": "achieved sparsity of the whole network (all parameters)",
+    "density": "weights remaining (% of prunable weights, log scale)",
+    "flops": "multiply-adds per example (conv and linear, zeros skipped; log scale)",
+}
 
 
 def _x(value: float, x: str) -> float:
@@ -37,8 +44,9 @@ def _x(value: float, x: str) -> float:
     return max(value, 1.0)
 
 
-def plot_accuracy(rows: list[dict[str, Any]], metric: str, out: str, title: str = "",
-                  x: str = "sparsity") -> dict[str, list[tuple[float, float, bool]]]:
+def plot_accuracy(
+    rows: list[dict[str, Any]], metric: str, out: str, title: str = "", x: str = "sparsity"
+) -> dict[str, list[tuple[float, float, bool]]]:
     """Write the PNG; returns what it drew: per method, (x measure, mean metric %, hollow)."""
     import matplotlib
 
@@ -58,8 +66,9 @@ def plot_accuracy(rows: list[dict[str, Any]], metric: str, out: str, title: str 
     drawn: dict[str, list[tuple[float, float, bool]]] = {}
     ticks_density: list[float] = []
     for m in sorted({g["method"] for g in groups}):
-        pts = sorted((g for g in groups if g["method"] == m and g[f"{field}_mean"] is not None),
-                     key=lambda g: g["sparsity"])
+        pts = sorted(
+            (g for g in groups if g["method"] == m and g[f"{field}_mean"] is not None), key=lambda g: g["sparsity"]
+        )
         if not pts:
             continue
         mean = [g[f"{metric}_mean"] * 100 for g in pts]
@@ -69,7 +78,7 @@ def plot_accuracy(rows: list[dict[str, Any]], metric: str, out: str, title: str 
             ax.axhspan(mean[0] - std[0], mean[0] + std[0], color="k", alpha=0.08)
             continue
         xs = [_x(g[f"{field}_mean"], x) for g in pts]
-        line, = ax.plot(xs, mean, marker="", label=m)
+        (line,) = ax.plot(xs, mean, marker="", label=m)
         color = line.get_color()
         for xi, yi, g in zip(xs, mean, pts):
             hollow = (m, g["sparsity"]) in off
@@ -78,8 +87,9 @@ def plot_accuracy(rows: list[dict[str, Any]], metric: str, out: str, title: str 
             drawn.setdefault(m, []).append((v, yi, hollow))
             ticks_density.append(xi)
             ticks.setdefault(round(xi, 6), f"{v:.3g}" if x in ("sparsity", "network") else "")
-        ax.fill_between(xs, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
-                        color=color, alpha=0.15)
+        ax.fill_between(
+            xs, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], color=color, alpha=0.15
+        )
     if x in ("sparsity", "network") and ticks:
         # one tick per distinct place, labelled with the sparsity found there
         places = sorted(ticks)

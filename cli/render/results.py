@@ -1,6 +1,7 @@
 """Result tables for the terminal: the accuracy table, `query`'s rows, one run's levels, jobs and
 events. Accuracies are percent here, with (%) in their headers; JSON and CSV keep fractions.
 Every table fits the console's width without cutting a value (cli/render/tables.py)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,16 +10,37 @@ from cli.render.tables import Col, renderables
 from db.queries import fmt_mean_std, group
 
 # Every key of a grid_results row that is not a grid axis.
-RESULT_KEYS = ("sweep", "method", "sparsity", "seed", "run_id", "level", "level_id", "level_kind",
-               "achieved_sparsity", "test_acc", "test_top5", "best_test_acc", "epochs", "state",
-               "network_sparsity", "params", "nonzero_params", "flops_dense", "flops", "speedup", "code",
-               "sources", "off_target", "provenance")
+RESULT_KEYS = (
+    "sweep",
+    "method",
+    "sparsity",
+    "seed",
+    "run_id",
+    "level",
+    "level_id",
+    "level_kind",
+    "achieved_sparsity",
+    "test_acc",
+    "test_top5",
+    "best_test_acc",
+    "epochs",
+    "state",
+    "network_sparsity",
+    "params",
+    "nonzero_params",
+    "flops_dense",
+    "flops",
+    "speedup",
+    "code",
+    "sources",
+    "off_target",
+    "provenance",
+)
 PERCENT = ("test_acc", "test_top5", "best_test_acc")  # fractions in the store, percent in tables
 MAX_ACCURACY_LINES = 40  # more (a wide extra axis) and the accuracy table is left to `query`
 
 
-def accuracy_table(sweep: str, rows: list[dict[str, Any]], width: int, metric: str = "test_acc"
-                   ) -> list[Any]:
+def accuracy_table(sweep: str, rows: list[dict[str, Any]], width: int, metric: str = "test_acc") -> list[Any]:
     """Accuracy (%) per method (and extra axes) and target sparsity, mean ± std over seeds."""
     done = [r for r in rows if r.get(metric) is not None]
     if not done:
@@ -38,10 +60,16 @@ def accuracy_table(sweep: str, rows: list[dict[str, Any]], width: int, metric: s
     title = f"{sweep}: {metric} (%) by sparsity, mean ± std over seeds (n)"
     if len(lines) > MAX_ACCURACY_LINES:
         return too_many_lines(sweep, len(lines), extra)
-    cols = [Col("method", "method")] + [Col(f"x:{k}", k) for k in extra] + [
-        Col(f"s:{s:g}", f"{s:g}", right=True, panel=True) for s in sparsities]
-    footer = ("@s: served by a trunk level at achieved sparsity s, not at the column's target "
-              "(prune.landing: trunk)") if off else None
+    cols = (
+        [Col("method", "method")]
+        + [Col(f"x:{k}", k) for k in extra]
+        + [Col(f"s:{s:g}", f"{s:g}", right=True, panel=True) for s in sparsities]
+    )
+    footer = (
+        ("@s: served by a trunk level at achieved sparsity s, not at the column's target (prune.landing: trunk)")
+        if off
+        else None
+    )
     return renderables(cols, list(lines.values()), width, title=title, footer=footer)
 
 
@@ -50,8 +78,13 @@ def too_many_lines(sweep: str, lines: int, extra: list[str] | None = None) -> li
     from rich.text import Text
 
     by = ",".join(["method", *(extra or ["AXES"]), "sparsity"])
-    return [Text(f"{sweep}: test_acc (%) by sparsity has {lines:,} lines (methods x other grid axes): "
-                 f"too many to show here; tp-sweep query {sweep} --group-by {by}", style="dim")]
+    return [
+        Text(
+            f"{sweep}: test_acc (%) by sparsity has {lines:,} lines (methods x other grid axes): "
+            f"too many to show here; tp-sweep query {sweep} --group-by {by}",
+            style="dim",
+        )
+    ]
 
 
 def _fmt(key: str, v: Any) -> str:
@@ -69,12 +102,32 @@ def _fmt(key: str, v: Any) -> str:
 
 
 # Query columns by importance: 0 always shown; higher numbers are dropped first when narrow.
-_QUERY_PRIORITY = {"method": 0, "sparsity": 0, "state": 0, "test_acc": 0, "seed": 1, "n": 1,
-                   "runs": 1, "achieved_sparsity": 2, "network_sparsity": 3, "best_test_acc": 3,
-                   "speedup": 4, "level": 4, "level_kind": 4, "off_target": 4, "code": 5, "sources": 5,
-                   "epochs": 5,
-                   "test_top5": 5, "flops": 6, "nonzero_params": 6, "run_id": 6, "flops_dense": 7,
-                   "params": 7, "level_id": 8}
+_QUERY_PRIORITY = {
+    "method": 0,
+    "sparsity": 0,
+    "state": 0,
+    "test_acc": 0,
+    "seed": 1,
+    "n": 1,
+    "runs": 1,
+    "achieved_sparsity": 2,
+    "network_sparsity": 3,
+    "best_test_acc": 3,
+    "speedup": 4,
+    "level": 4,
+    "level_kind": 4,
+    "off_target": 4,
+    "code": 5,
+    "sources": 5,
+    "epochs": 5,
+    "test_top5": 5,
+    "flops": 6,
+    "nonzero_params": 6,
+    "run_id": 6,
+    "flops_dense": 7,
+    "params": 7,
+    "level_id": 8,
+}
 
 
 def query_table(title: str, rows: list[dict[str, Any]], width: int) -> list[Any]:
@@ -96,26 +149,40 @@ def query_table(title: str, rows: list[dict[str, Any]], width: int) -> list[Any]
             cols.append(Col(k, f"{base}{unit}", _QUERY_PRIORITY.get(base, 2), right=True))
             scale = 100.0 if base in PERCENT else 1.0
             for c, r in zip(cells, rows):
-                c[k] = fmt_mean_std(r[k], r.get(f"{base}_std"), scale) if scale != 1.0 else (
-                    "-" if r[k] is None else f"{r[k]:.4g} ± {(r.get(f'{base}_std') or 0.0):.2g}")
+                c[k] = (
+                    fmt_mean_std(r[k], r.get(f"{base}_std"), scale)
+                    if scale != 1.0
+                    else ("-" if r[k] is None else f"{r[k]:.4g} ± {(r.get(f'{base}_std') or 0.0):.2g}")
+                )
             continue
         unit = " (%)" if k in PERCENT else ""
         pri = _QUERY_PRIORITY.get(k, 0 if grouped else 2)  # grouping keys and grid axes matter
         cols.append(Col(k, f"{k}{unit}", pri, right=isinstance(rows[0][k], (int, float))))
         for c, r in zip(cells, rows):
             c[k] = _fmt(k, r[k])
-    return renderables(cols, cells, width, title=f"{title}: {len(rows):,} rows",
-                       footer="--format csv or json: every column, fractions not percent")
+    return renderables(
+        cols,
+        cells,
+        width,
+        title=f"{title}: {len(rows):,} rows",
+        footer="--format csv or json: every column, fractions not percent",
+    )
 
 
-def dict_table(title: str, rows: list[dict[str, Any]], width: int, key_cols: tuple[str, ...] = ()
-               ) -> list[Any]:
+def dict_table(title: str, rows: list[dict[str, Any]], width: int, key_cols: tuple[str, ...] = ()) -> list[Any]:
     """A list of dicts (one run's levels, jobs, events), accuracies in percent, ids shortened."""
     from rich.text import Text
 
     if not rows:
         return [Text(f"{title}: none")]
-    cols = [Col(k, k + (" (%)" if k in PERCENT else ""), 0 if k in key_cols else 3,
-                right=isinstance(rows[0][k], (int, float)) and not isinstance(rows[0][k], bool),
-                wrap=k == "message") for k in rows[0]]
+    cols = [
+        Col(
+            k,
+            k + (" (%)" if k in PERCENT else ""),
+            0 if k in key_cols else 3,
+            right=isinstance(rows[0][k], (int, float)) and not isinstance(rows[0][k], bool),
+            wrap=k == "message",
+        )
+        for k in rows[0]
+    ]
     return renderables(cols, [{k: _fmt(k, v) for k, v in r.items()} for r in rows], width, title=title)

@@ -4,19 +4,28 @@ A sweep of more than BIG runs is summarised: runs by method and state, then only
 need a look (failed, lost, timed out, preempted, running), at most ATTENTION_ROWS of them;
 `--all` lists every run. Accuracies are percent in tables and fractions in JSON.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from cli.render.tables import Col, phrases, renderables
 from db.summaries import RunSummary, SweepTotals
 
-STATE_STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "blue", "PLANNED": "dim",
-               "FAILED": "red", "LOST": "red", "PREEMPTED": "yellow", "TIMEOUT": "yellow",
-               "CANCELLED": "magenta"}
-STATE_ORDER = ["PLANNED", "PENDING", "RUNNING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED",
-               "LOST", "CANCELLED"]
-BIG = 40                # runs above which the table view summarises
+STATE_STYLE = {
+    "COMPLETED": "green",
+    "RUNNING": "cyan",
+    "PENDING": "blue",
+    "PLANNED": "dim",
+    "FAILED": "red",
+    "LOST": "red",
+    "PREEMPTED": "yellow",
+    "TIMEOUT": "yellow",
+    "CANCELLED": "magenta",
+}
+STATE_ORDER = ["PLANNED", "PENDING", "RUNNING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED", "LOST", "CANCELLED"]
+BIG = 40  # runs above which the table view summarises
 ATTENTION = ("FAILED", "LOST", "TIMEOUT", "PREEMPTED", "RUNNING")  # listed, in this order
 ATTENTION_ROWS = 40
 
@@ -39,8 +48,13 @@ def eta_s(runs: list[RunSummary], totals: SweepTotals) -> float | None:
 
 def status_json(sweep: str, runs: list[RunSummary], totals: SweepTotals) -> dict[str, Any]:
     eta = eta_s(runs, totals)
-    return {"sweep": sweep, "counts": counts(runs), **totals.as_dict(),
-            "eta_s": None if eta is None else round(eta, 1), "runs": [r.as_dict() for r in runs]}
+    return {
+        "sweep": sweep,
+        "counts": counts(runs),
+        **totals.as_dict(),
+        "eta_s": None if eta is None else round(eta, 1),
+        "runs": [r.as_dict() for r in runs],
+    }
 
 
 def duration(seconds: float | None) -> str:
@@ -67,8 +81,12 @@ def header(sweep: str, runs: list[RunSummary], totals: SweepTotals, width: int) 
     device-hours."""
 
     t = totals
-    lines = phrases([f"sweep [bold]{sweep}[/]: {len(runs):,} runs"] + [
-        f"[{STATE_STYLE.get(s, '')}]{s} {n:,}[/]" for s, n in counts(runs).items()], width, sep="  ")
+    lines = phrases(
+        [f"sweep [bold]{sweep}[/]: {len(runs):,} runs"]
+        + [f"[{STATE_STYLE.get(s, '')}]{s} {n:,}[/]" for s, n in counts(runs).items()],
+        width,
+        sep="  ",
+    )
     share = f" ({100 * t.levels_done / t.levels_total:.0f}%)" if t.levels_total else ""
     parts = [f"levels {t.levels_done:,}/{t.levels_total:,} done{share}", f"elapsed {duration(t.elapsed_s)}"]
     time_left = eta_s(runs, t)
@@ -76,8 +94,10 @@ def header(sweep: str, runs: list[RunSummary], totals: SweepTotals, width: int) 
         parts.append(f"about {duration(time_left)} of training left at this pace")
     lines += phrases(parts, width)
     left = "-" if t.device_hours_left is None else f"{t.device_hours_left:,.1f}"
-    parts = [f"{t.device}-hours {t.device_hours_used:,.1f} used, {left} still planned",
-             f"{t.devices_per_job} {t.device}{'s' if t.devices_per_job != 1 else ''} a job"]
+    parts = [
+        f"{t.device}-hours {t.device_hours_used:,.1f} used, {left} still planned",
+        f"{t.devices_per_job} {t.device}{'s' if t.devices_per_job != 1 else ''} a job",
+    ]
     if t.epoch_s is not None:
         parts.append(f"{t.epoch_s:.1f} s an epoch")
     return lines + phrases(parts, width)
@@ -88,22 +108,39 @@ def _state_style(text: str) -> str | None:
 
 
 def run_columns(axes: list[str]) -> list[Any]:
-    cols = [Col("run", "run", 3), Col("method", "method"), Col("seed", "seed", 1, right=True),
-            Col("state", "state", style=_state_style), Col("levels", "levels", 2, right=True),
-            Col("epoch", "epoch", 6, right=True), Col("elapsed", "elapsed", 5, right=True),
-            Col("eta", "eta", 3, right=True), Col("acc", "acc (%)", right=True),
-            Col("job", "job", 7), Col("tries", "tries", 8, right=True),
-            Col("sparsities", "sparsities", 9)]
+    cols = [
+        Col("run", "run", 3),
+        Col("method", "method"),
+        Col("seed", "seed", 1, right=True),
+        Col("state", "state", style=_state_style),
+        Col("levels", "levels", 2, right=True),
+        Col("epoch", "epoch", 6, right=True),
+        Col("elapsed", "elapsed", 5, right=True),
+        Col("eta", "eta", 3, right=True),
+        Col("acc", "acc (%)", right=True),
+        Col("job", "job", 7),
+        Col("tries", "tries", 8, right=True),
+        Col("sparsities", "sparsities", 9),
+    ]
     return cols + [Col(f"axis:{a}", a, 4) for a in axes]
 
 
 def run_cells(r: RunSummary, axes: list[str]) -> dict[str, str]:
     done = r.state == "COMPLETED"
-    cells = {"run": r.run_id[:8], "method": r.method, "seed": str(r.seed), "state": r.state,
-             "levels": f"{r.levels_done}/{r.levels_total}", "epoch": "-" if done else str(r.epoch),
-             "elapsed": duration(r.elapsed_s), "eta": "-" if done else duration(r.eta_s),
-             "acc": pct(r.test_acc), "job": r.sched_id or "-", "tries": str(r.attempts),
-             "sparsities": ",".join(f"{s:g}" for s in r.sparsities)}
+    cells = {
+        "run": r.run_id[:8],
+        "method": r.method,
+        "seed": str(r.seed),
+        "state": r.state,
+        "levels": f"{r.levels_done}/{r.levels_total}",
+        "epoch": "-" if done else str(r.epoch),
+        "elapsed": duration(r.elapsed_s),
+        "eta": "-" if done else duration(r.eta_s),
+        "acc": pct(r.test_acc),
+        "job": r.sched_id or "-",
+        "tries": str(r.attempts),
+        "sparsities": ",".join(f"{s:g}" for s in r.sparsities),
+    }
     for a in axes:
         cells[f"axis:{a}"] = str(r.axes.get(a, ""))
     return cells
@@ -119,17 +156,26 @@ def method_state_table(runs: list[RunSummary], width: int) -> list[Any]:
     for r in runs:
         row = table.setdefault(r.method, {})
         row[r.state] = row.get(r.state, 0) + 1
-    cols = [Col("method", "method"), *[Col(s, s, right=True, panel=True, style=_count_style(s))
-                                        for s in states], Col("total", "runs", right=True)]
-    rows = [{"method": m, **{s: f"{c.get(s, 0):,}" if c.get(s) else "-" for s in states},
-             "total": f"{sum(c.values()):,}"} for m, c in sorted(table.items())]
+    cols = [
+        Col("method", "method"),
+        *[Col(s, s, right=True, panel=True, style=_count_style(s)) for s in states],
+        Col("total", "runs", right=True),
+    ]
+    rows = [
+        {
+            "method": m,
+            **{s: f"{c.get(s, 0):,}" if c.get(s) else "-" for s in states},
+            "total": f"{sum(c.values()):,}",
+        }
+        for m, c in sorted(table.items())
+    ]
     return renderables(cols, rows, width, title="runs by method and state")
 
 
-def status_renderables(sweep: str, runs: list[RunSummary], totals: SweepTotals, width: int,
-                       show_all: bool = False) -> list[Any]:
+def status_renderables(
+    sweep: str, runs: list[RunSummary], totals: SweepTotals, width: int, show_all: bool = False
+) -> list[Any]:
     from rich.text import Text
-
 
     out: list[Any] = [Text.from_markup(line) for line in header(sweep, runs, totals, width)]
     axes = sorted({k for r in runs for k in r.axes})
@@ -140,14 +186,28 @@ def status_renderables(sweep: str, runs: list[RunSummary], totals: SweepTotals, 
     order = {s: i for i, s in enumerate(ATTENTION)}
     look = sorted((r for r in runs if r.state in order), key=lambda r: order[r.state])
     if not look:
-        return out + [Text("no run needs attention (none failed, lost, preempted or running); "
-                           "--all lists every run", style="dim")]
+        return out + [
+            Text(
+                "no run needs attention (none failed, lost, preempted or running); --all lists every run",
+                style="dim",
+            )
+        ]
     shown = look[:ATTENTION_ROWS]
     what = ", ".join(f"{s} {n:,}" for s, n in counts(look).items())
-    title = (f"runs that need a look: {len(look):,} ({what})"
-             + (f"; the first {len(shown)}" if len(shown) < len(look) else ""))
-    return out + renderables(cols, [run_cells(r, axes) for r in shown], width, title=title,
-                             footer="--all lists every run; --format json has every field") + messages(shown)
+    title = f"runs that need a look: {len(look):,} ({what})" + (
+        f"; the first {len(shown)}" if len(shown) < len(look) else ""
+    )
+    return (
+        out
+        + renderables(
+            cols,
+            [run_cells(r, axes) for r in shown],
+            width,
+            title=title,
+            footer="--all lists every run; --format json has every field",
+        )
+        + messages(shown)
+    )
 
 
 def messages(runs: list[RunSummary], most: int = 10) -> list[Any]:
@@ -168,8 +228,9 @@ def supervisor_lines(info: dict[str, Any]) -> list[Any]:
     if info.get("where") is None:
         head = "supervisor: none recorded"
     else:
-        where = (f"Slurm job {info['sched_id']}" if info["where"] == "slurm" and info.get("sched_id")
-                 else info["where"])
+        where = (
+            f"Slurm job {info['sched_id']}" if info["where"] == "slurm" and info.get("sched_id") else info["where"]
+        )
         age = info.get("heartbeat_age_s")
         beat = "no heartbeat yet" if age is None else f"last heartbeat {duration(age)} ago"
         if info.get("stopped"):

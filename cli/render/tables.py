@@ -10,26 +10,28 @@ Small tables are rich Tables; long ones (more than RICH_MAX_ROWS rows) are writt
 aligned lines, since rich's layout of every cell costs about a millisecond a row: 10,000 rows took
 10 s. Rich assumes 80 columns when stdout is not a terminal, unless COLUMNS says otherwise.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rich.cells import cell_len
 
-SEP = 2            # spaces between columns
+SEP = 2  # spaces between columns
 RICH_MAX_ROWS = 200
-MIN_WRAP = 20      # narrowest a wrapped column may get
+MIN_WRAP = 20  # narrowest a wrapped column may get
 
 
 @dataclass
 class Col:
     key: str
     header: str
-    priority: int = 0          # 0: always shown; higher numbers are dropped first
-    right: bool = False        # right-aligned (numbers)
-    panel: bool = False        # may go to a second table instead of being dropped
-    wrap: bool = False         # may fold over lines (takes the width that is left)
+    priority: int = 0  # 0: always shown; higher numbers are dropped first
+    right: bool = False  # right-aligned (numbers)
+    panel: bool = False  # may go to a second table instead of being dropped
+    wrap: bool = False  # may fold over lines (takes the width that is left)
     style: Callable[[str], str] | None = None  # rich style of a cell, from its text
 
 
@@ -45,14 +47,18 @@ def _widths(cols: Sequence[Col], rows: Sequence[dict[str, str]]) -> dict[str, in
     return out
 
 
-def layout(cols: Sequence[Col], rows: Sequence[dict[str, str]], width: int
-           ) -> tuple[list[list[Col]], dict[str, int], list[Col]]:
+def layout(
+    cols: Sequence[Col], rows: Sequence[dict[str, str]], width: int
+) -> tuple[list[list[Col]], dict[str, int], list[Col]]:
     """(panels of columns to show, column widths, dropped columns)."""
     widths = _widths(cols, rows)
 
     def total(cs: Sequence[Col]) -> int:
-        return sum(widths[c.key] for c in cs if not c.wrap) + SEP * max(0, len(cs) - 1) + \
-            sum(MIN_WRAP for c in cs if c.wrap)
+        return (
+            sum(widths[c.key] for c in cs if not c.wrap)
+            + SEP * max(0, len(cs) - 1)
+            + sum(MIN_WRAP for c in cs if c.wrap)
+        )
 
     shown = list(cols)
     dropped: list[Col] = []
@@ -103,8 +109,13 @@ class Plain(str):
     """Lines already laid out: written as they are (rich would measure every one of them)."""
 
 
-def renderables(cols: Sequence[Col], rows: Sequence[dict[str, str]], width: int,
-                title: str | None = None, footer: str | None = None) -> list[Any]:
+def renderables(
+    cols: Sequence[Col],
+    rows: Sequence[dict[str, str]],
+    width: int,
+    title: str | None = None,
+    footer: str | None = None,
+) -> list[Any]:
     """Rows (dicts of cell text) as one or more tables fitting `width`, with a title and a note
     naming what was left out: rich Tables, or Plain text for long tables."""
     from rich.text import Text
@@ -135,8 +146,14 @@ def show(console: Any, items: Sequence[Any]) -> None:
             console.print(item, highlight=False)
 
 
-def render(console: Any, cols: Sequence[Col], rows: Sequence[dict[str, str]], title: str | None = None,
-           footer: str | None = None, width: int | None = None) -> None:
+def render(
+    console: Any,
+    cols: Sequence[Col],
+    rows: Sequence[dict[str, str]],
+    title: str | None = None,
+    footer: str | None = None,
+    width: int | None = None,
+) -> None:
     show(console, renderables(cols, rows, width or console.width, title, footer))
 
 
@@ -148,8 +165,14 @@ def _rich(cols: Sequence[Col], rows: Sequence[dict[str, str]], widths: dict[str,
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
     for c in cols:
         w = widths[c.key]
-        t.add_column(c.header, justify="right" if c.right else "left", no_wrap=not c.wrap,
-                     overflow="fold", min_width=None if c.wrap else w, max_width=w if c.wrap else None)
+        t.add_column(
+            c.header,
+            justify="right" if c.right else "left",
+            no_wrap=not c.wrap,
+            overflow="fold",
+            min_width=None if c.wrap else w,
+            max_width=w if c.wrap else None,
+        )
     for r in rows:
         cells = []
         for c in cols:

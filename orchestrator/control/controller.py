@@ -6,12 +6,14 @@ the level folders, and `status` reads them back. The disk is the record and the 
 a level finished on disk is imported into the store wherever the controller meets it (launch,
 status, resume), so a run is never COMPLETED without its results, and nothing is trained twice.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.atomic import write_json_atomic
 from core.code import code_identity, snapshot
@@ -38,15 +40,15 @@ class LaunchResult:
     sweep: str
     jobs_new: list[str] = field(default_factory=list)
     submitted: dict[str, str] = field(default_factory=dict)  # job_id -> scheduler id
-    waiting: dict[str, str] = field(default_factory=dict)    # job_id -> why it was not submitted
-    failed: dict[str, str] = field(default_factory=dict)     # job_id -> message (blocking executors)
-    imported: int = 0                                        # levels found finished on disk
-    bad: dict[str, str] = field(default_factory=dict)        # level id -> why its folder is not used
-    reused: int = 0                                          # levels of the plan already finished
-    other_code: dict[str, int] = field(default_factory=dict) # their code (or "unknown") -> levels,
-                                                             # for those not trained by this code
-    skipped: dict[str, int] = field(default_factory=dict)    # job state -> jobs left alone
-    limited: str | None = None                               # the limit that kept jobs back
+    waiting: dict[str, str] = field(default_factory=dict)  # job_id -> why it was not submitted
+    failed: dict[str, str] = field(default_factory=dict)  # job_id -> message (blocking executors)
+    imported: int = 0  # levels found finished on disk
+    bad: dict[str, str] = field(default_factory=dict)  # level id -> why its folder is not used
+    reused: int = 0  # levels of the plan already finished
+    other_code: dict[str, int] = field(default_factory=dict)  # their code (or "unknown") -> levels,
+    # for those not trained by this code
+    skipped: dict[str, int] = field(default_factory=dict)  # job state -> jobs left alone
+    limited: str | None = None  # the limit that kept jobs back
 
 
 def stored_spec(store: Store, sweep: str) -> SweepSpec:
@@ -78,17 +80,46 @@ def _merge_sweep_record(path: Path, plan: SweepPlan, spec_dict: dict[str, Any]) 
     except (OSError, ValueError):
         old = {}
     runs = {r["run_id"]: r for r in old.get("runs", [])}
-    runs.update({r.run_id: {"run_id": r.run_id, "method": r.method, "seed": r.seed, "axes": r.axes,
-                            "config": r.config, "levels": r.levels} for r in plan.runs})
+    runs.update(
+        {
+            r.run_id: {
+                "run_id": r.run_id,
+                "method": r.method,
+                "seed": r.seed,
+                "axes": r.axes,
+                "config": r.config,
+                "levels": r.levels,
+            }
+            for r in plan.runs
+        }
+    )
     points = {_point_key(p): p for p in old.get("points", [])}
-    points.update({_point_key(vars(p)): {"method": p.method, "sparsity": p.sparsity, "seed": p.seed,
-                                        "axes": p.axes, "run_id": p.run_id, "level_id": p.level_id,
-                                        "depth": p.depth, "naive_levels": p.naive_levels}
-                   for p in plan.points})
+    points.update(
+        {
+            _point_key(vars(p)): {
+                "method": p.method,
+                "sparsity": p.sparsity,
+                "seed": p.seed,
+                "axes": p.axes,
+                "run_id": p.run_id,
+                "level_id": p.level_id,
+                "depth": p.depth,
+                "naive_levels": p.naive_levels,
+            }
+            for p in plan.points
+        }
+    )
     named = {p["run_id"] for p in points.values()}  # a run no point names was superseded
-    write_json_atomic(path, {"name": plan.spec.name, "spec": spec_dict, "levels_dir": plan.levels_dir,
-                             "runs": [r for r in runs.values() if r["run_id"] in named],
-                             "points": list(points.values())})
+    write_json_atomic(
+        path,
+        {
+            "name": plan.spec.name,
+            "spec": spec_dict,
+            "levels_dir": plan.levels_dir,
+            "runs": [r for r in runs.values() if r["run_id"] in named],
+            "points": list(points.values()),
+        },
+    )
 
 
 def _point_key(p: dict[str, Any]) -> str:
@@ -108,8 +139,9 @@ def other_code(plan: SweepPlan, codes: dict[str, str | None]) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def done_on_disk(plan: SweepPlan, bad: dict[str, str] | None = None,
-                 codes: dict[str, str | None] | None = None) -> set[str]:
+def done_on_disk(
+    plan: SweepPlan, bad: dict[str, str] | None = None, codes: dict[str, str | None] | None = None
+) -> set[str]:
     """Levels of the plan finished on disk, each folder checked (LevelDir.inspect); the ones that
     must not be used go to `bad` with the reason, and count as not done. `codes` gets the code
     that trained each finished one."""
@@ -130,13 +162,20 @@ def done_on_disk(plan: SweepPlan, bad: dict[str, str] | None = None,
 
 
 # ---- launch / resume -------------------------------------------------------------------------
-def launch(store: Store, plan: SweepPlan, spec_dict: dict[str, Any], executor_kind: str,
-           on_progress: Callable[[], None] | None = None) -> LaunchResult:
+def launch(
+    store: Store,
+    plan: SweepPlan,
+    spec_dict: dict[str, Any],
+    executor_kind: str,
+    on_progress: Callable[[], None] | None = None,
+) -> LaunchResult:
     result, jobs, todo = prepare(store, plan, spec_dict)
     return _submit(store, plan.spec, jobs, todo, executor_kind, result, on_progress)
 
 
-def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[LaunchResult, dict[str, Job], list[Job]]:
+def prepare(
+    store: Store, plan: SweepPlan, spec_dict: dict[str, Any]
+) -> tuple[LaunchResult, dict[str, Job], list[Job]]:
     """Everything of a launch but the submission: files, the store's records, levels finished on
     disk, and jobs for what is missing. Returns the result so far, the jobs in charge of the
     plan's unfinished levels, and those to submit now (PLANNED or resumable)."""
@@ -144,8 +183,9 @@ def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[L
     store.record_plan(plan, spec_dict, plan.levels_dir)
     result = LaunchResult(plan.spec.name)
     code_dir = freeze_code(plan)  # what this launch's jobs import, requeues and resumes included
-    result.imported = sync_from_disk(store, {lid: f"{plan.levels_dir}/{lid}" for lid in plan.levels},
-                                     bad=result.bad)
+    result.imported = sync_from_disk(
+        store, {lid: f"{plan.levels_dir}/{lid}" for lid in plan.levels}, bad=result.bad
+    )
     _check_parents(store, plan, result.bad)
     jobs = store.jobs_of_levels(list(plan.levels))
     reconcile_jobs(store, list(jobs.values()), plan.spec.executor)
@@ -153,16 +193,19 @@ def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[L
         states = store.level_states(list(plan.levels), s)
         # A bad folder is left as it is (no job would overwrite it): the user looks, moves it
         # aside, and the next launch trains the level afresh. Levels below it wait for it.
-        to_train = [lv for lid, lv in plan.levels.items()
-                    if lid in states and not states[lid].finished and states[lid].job_id is None
-                    and lid not in result.bad]
+        to_train = [
+            lv
+            for lid, lv in plan.levels.items()
+            if lid in states and not states[lid].finished and states[lid].job_id is None and lid not in result.bad
+        ]
         owner = {lid: st.job_id for lid, st in states.items() if not st.finished and st.job_id}
         new_jobs = group_jobs(to_train, owner, plan.snapshots)
         files = {j.job_id: str(Path(plan.output_dir) / "jobs" / f"{j.job_id}.json") for j in new_jobs}
         for j in new_jobs:
-            write_json_atomic(Path(files[j.job_id]),
-                              j.description(plan.levels_dir, runs_of_job(j, plan.runs, plan.spec.name),
-                                            plan.reuse, code_dir))
+            write_json_atomic(
+                Path(files[j.job_id]),
+                j.description(plan.levels_dir, runs_of_job(j, plan.runs, plan.spec.name), plan.reuse, code_dir),
+            )
         store.create_jobs(s, new_jobs, plan.spec.name, files)
     result.jobs_new = [j.job_id for j in new_jobs]
     finished = [lid for lid, st in states.items() if st.finished]
@@ -173,8 +216,9 @@ def prepare(store: Store, plan: SweepPlan, spec_dict: dict[str, Any]) -> tuple[L
     return result, jobs, todo
 
 
-def submit_prepared(store: Store, spec: SweepSpec, jobs: dict[str, Job], todo: list[Job], kind: str,
-                    result: LaunchResult) -> LaunchResult:
+def submit_prepared(
+    store: Store, spec: SweepSpec, jobs: dict[str, Job], todo: list[Job], kind: str, result: LaunchResult
+) -> LaunchResult:
     """The submission half of a launch, after prepare()."""
     return _submit(store, spec, jobs, todo, kind, result, None)
 
@@ -189,8 +233,7 @@ def freeze_code(plan: SweepPlan) -> str:
     not hold that very code (the checkout was edited between the two) is refused."""
     code_dir = snapshot(plan.output_dir)
     if plan.code is not None and code_identity(code_dir).files != plan.code.files:
-        raise CodeChanged(f"the code changed while this launch planned it (snapshot {code_dir}); "
-                          "launch again")
+        raise CodeChanged(f"the code changed while this launch planned it (snapshot {code_dir}); launch again")
     return str(code_dir)
 
 
@@ -200,12 +243,16 @@ def _check_parents(store: Store, plan: SweepPlan, bad: dict[str, str]) -> None:
     states = store.level_states(list(plan.levels))
     todo = [lv for lid, lv in plan.levels.items() if lid in states and not states[lid].finished]
     parents = {lv.parent for lv in todo if lv.parent and lv.parent in states and states[lv.parent].finished}
-    bad.update(check_folders({lid: f"{plan.levels_dir}/{lid}" for lid in sorted(parents)
-                              if lid not in bad}))
+    bad.update(check_folders({lid: f"{plan.levels_dir}/{lid}" for lid in sorted(parents) if lid not in bad}))
 
 
-def resume(store: Store, sweep: str, include_failed: bool = False, executor_kind: str | None = None,
-           on_progress: Callable[[], None] | None = None) -> LaunchResult:
+def resume(
+    store: Store,
+    sweep: str,
+    include_failed: bool = False,
+    executor_kind: str | None = None,
+    on_progress: Callable[[], None] | None = None,
+) -> LaunchResult:
     spec = stored_spec(store, sweep)
     level_ids = sweep_level_ids(store, sweep)
     result = LaunchResult(sweep)
@@ -217,8 +264,15 @@ def resume(store: Store, sweep: str, include_failed: bool = False, executor_kind
     return _submit(store, spec, jobs, todo, executor_kind or spec.executor.kind, result, on_progress)
 
 
-def _submit(store: Store, spec: SweepSpec, jobs: dict[str, Job], todo: list[Job], kind: str,
-            result: LaunchResult, on_progress: Callable[[], None] | None) -> LaunchResult:
+def _submit(
+    store: Store,
+    spec: SweepSpec,
+    jobs: dict[str, Job],
+    todo: list[Job],
+    kind: str,
+    result: LaunchResult,
+    on_progress: Callable[[], None] | None,
+) -> LaunchResult:
     submit_jobs(store, spec, todo, kind, result, on_progress)
     for j in store.jobs(list(jobs)).values():
         if j.job_id not in result.submitted and j.job_id not in result.waiting:
@@ -230,8 +284,12 @@ def cancel(store: Store, jobs: list[Job], spec: ExecutorSpec | None = None) -> l
     cancelled = []
     for j in jobs:
         # Recorded first, so a trainer stopping on the scheduler's signal finds it cancelled.
-        if not store.set_job_state(j.job_id, "CANCELLED", message="cancelled by tp-sweep cancel",
-                                   only_from=(*ACTIVE_STATES, "PLANNED", "PREEMPTED")):
+        if not store.set_job_state(
+            j.job_id,
+            "CANCELLED",
+            message="cancelled by tp-sweep cancel",
+            only_from=(*ACTIVE_STATES, "PLANNED", "PREEMPTED"),
+        ):
             continue
         cancelled.append(j.job_id)
         # Read again: a supervisor (or launch) may have resubmitted it since `jobs` was read.

@@ -6,6 +6,7 @@ and LEVEL_DIR/metrics.json what a finished level measured, epoch by epoch. Impor
 harmless (every write is an upsert). Levels not finished get no job here: the next `launch` of the
 sweep plans jobs for them.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,7 @@ def _read_json(path: Path) -> Any:
         raise ImportFailed(f"{path}: cannot read ({exc})") from None
 
 
-def import_output_dir(store: Store, output_dir: str | Path,
-                      bad: dict[str, str] | None = None) -> dict[str, int]:
+def import_output_dir(store: Store, output_dir: str | Path, bad: dict[str, str] | None = None) -> dict[str, int]:
     """Import every sweep record of the folder. Each level folder is checked before anything of it
     is recorded (LevelDir.inspect, and its depth and root against its parent's): a bad one is
     left out, with its runs' other levels and the grid points it does not serve, and lands in
@@ -40,8 +40,7 @@ def import_output_dir(store: Store, output_dir: str | Path,
     out = Path(output_dir).expanduser().resolve()
     sweep_files = sorted((out / "sweeps").glob("*.json"))
     if not sweep_files:
-        raise ImportFailed(f"{out} holds no sweeps/*.json: not a turboprune output folder "
-                           "(the spec's output_dir)")
+        raise ImportFailed(f"{out} holds no sweeps/*.json: not a turboprune output folder (the spec's output_dir)")
     bad = {} if bad is None else bad
     counts = {"sweeps": 0, "runs": 0, "levels": 0, "finished": 0}
     seen: set[Path] = set()
@@ -64,14 +63,16 @@ def import_output_dir(store: Store, output_dir: str | Path,
                 runs.append(run)
             plan = SimpleNamespace(
                 spec=SimpleNamespace(name=rec["name"], executor=SimpleNamespace(kind=executor)),
-                output_dir=str(out), levels=levels, runs=runs,
-                points=[SimpleNamespace(**p) for p in rec["points"] if p["level_id"] in levels])
+                output_dir=str(out),
+                levels=levels,
+                runs=runs,
+                points=[SimpleNamespace(**p) for p in rec["points"] if p["level_id"] in levels],
+            )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ImportFailed(f"{path}: not a sweep record ({type(exc).__name__}: {exc})") from None
         store.record_plan(plan, spec, str(levels_dir))
         problems: dict[str, str] = {}
-        counts["finished"] += sync_from_disk(store, {lid: str(levels_dir / lid) for lid in levels},
-                                             bad=problems)
+        counts["finished"] += sync_from_disk(store, {lid: str(levels_dir / lid) for lid in levels}, bad=problems)
         bad.update({str(levels_dir / lid): why for lid, why in problems.items()})
         counts["sweeps"] += 1
         counts["runs"] += len(plan.runs)
@@ -100,8 +101,10 @@ def _good_levels(ids: list[str], levels_dir: Path, bad: dict[str, str]) -> dict[
             continue
         parent = good.get(spec.parent) if spec.parent else None
         if parent is not None and (spec.depth != parent.depth + 1 or spec.root != parent.root):
-            bad[str(d.path)] = (f"depth {spec.depth} and root {spec.root} do not follow its parent's "
-                                f"({parent.depth}, {parent.root})")
+            bad[str(d.path)] = (
+                f"depth {spec.depth} and root {spec.root} do not follow its parent's "
+                f"({parent.depth}, {parent.root})"
+            )
             continue
         good[lid] = spec
     return good

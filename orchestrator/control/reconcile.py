@@ -5,6 +5,7 @@ Light on purpose (no spec validation, planner or submitit): `status` imports it 
 The disk is the record and the store its index: a level finished on disk is imported wherever it
 is met. Job states come from the scheduler in one call per refresh, whatever the number of jobs.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,14 +27,26 @@ RESULT = RESULT_FILE
 # cancelled that `tp-sweep cancel` did not (it records CANCELLED first) was cancelled behind our
 # back (an admin's scancel): LOST, like a job that vanished.
 _SCHED_TO_STATE = {
-    "TIMEOUT": "TIMEOUT", "PREEMPTED": "PREEMPTED", "CANCELLED": "LOST",
-    "FAILED": "FAILED", "NODE_FAIL": "FAILED", "OUT_OF_MEMORY": "FAILED", "BOOT_FAIL": "FAILED",
-    "DEADLINE": "TIMEOUT", "COMPLETED": "FAILED",  # COMPLETED yet still active here: never reported
+    "TIMEOUT": "TIMEOUT",
+    "PREEMPTED": "PREEMPTED",
+    "CANCELLED": "LOST",
+    "FAILED": "FAILED",
+    "NODE_FAIL": "FAILED",
+    "OUT_OF_MEMORY": "FAILED",
+    "BOOT_FAIL": "FAILED",
+    "DEADLINE": "TIMEOUT",
+    "COMPLETED": "FAILED",  # COMPLETED yet still active here: never reported
 }
 _SCHED_FAILURE = {
-    "TIMEOUT": "TIMEOUT", "DEADLINE": "TIMEOUT", "PREEMPTED": "PREEMPTED", "CANCELLED": "CANCELLED",
-    "NODE_FAIL": "NODE_FAIL", "BOOT_FAIL": "BOOT_FAIL", "OUT_OF_MEMORY": "OUT_OF_MEMORY",
-    "FAILED": "LOST", "COMPLETED": "LOST",  # the trainer never said why: it died without a word
+    "TIMEOUT": "TIMEOUT",
+    "DEADLINE": "TIMEOUT",
+    "PREEMPTED": "PREEMPTED",
+    "CANCELLED": "CANCELLED",
+    "NODE_FAIL": "NODE_FAIL",
+    "BOOT_FAIL": "BOOT_FAIL",
+    "OUT_OF_MEMORY": "OUT_OF_MEMORY",
+    "FAILED": "LOST",
+    "COMPLETED": "LOST",  # the trainer never said why: it died without a word
 }
 GONE = "GONE"  # slurm.executors.GONE: the scheduler no longer knows the job (imported lazily there)
 _SCHED_ENDED = set(_SCHED_TO_STATE) | {GONE}
@@ -59,8 +72,9 @@ def lost_after_s() -> float:
     return float(os.environ.get("TP_LOST_AFTER_S", "30"))
 
 
-def sync_from_disk(store: Store, level_dirs: dict[str, str], unfinished: bool = False,
-                   bad: dict[str, str] | None = None) -> int:
+def sync_from_disk(
+    store: Store, level_dirs: dict[str, str], unfinished: bool = False, bad: dict[str, str] | None = None
+) -> int:
     """Import levels finished on disk that the store does not have as finished yet (`unfinished`:
     the caller knows the store has none of them finished). Each folder is checked first
     (LevelDir.inspect: its name is the id its level.json holds, that id is the hash of the
@@ -103,8 +117,13 @@ def sweep_level_ids(store: Store, sweep: str) -> list[str]:
     from db.schema import RunLevel, Sweep, SweepRun  # SQLAlchemy, 0.3 s
 
     with store.reading() as s:
-        q = (sa.select(RunLevel.level_id).join(SweepRun, SweepRun.run_id == RunLevel.run_id)
-             .join(Sweep, Sweep.id == SweepRun.sweep_id).where(Sweep.name == sweep).distinct())
+        q = (
+            sa.select(RunLevel.level_id)
+            .join(SweepRun, SweepRun.run_id == RunLevel.run_id)
+            .join(Sweep, Sweep.id == SweepRun.sweep_id)
+            .where(Sweep.name == sweep)
+            .distinct()
+        )
         return list(s.scalars(q))
 
 
@@ -116,8 +135,13 @@ def store_level_dirs(store: Store, level_ids: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     with store.reading() as s:
         for i in range(0, len(level_ids), 900):
-            out.update(s.execute(sa.select(Level.level_id, Level.level_dir).where(
-                Level.level_id.in_(level_ids[i:i + 900]), Level.finished_at.is_(None))).all())
+            out.update(
+                s.execute(
+                    sa.select(Level.level_id, Level.level_dir).where(
+                        Level.level_id.in_(level_ids[i : i + 900]), Level.finished_at.is_(None)
+                    )
+                ).all()
+            )
     return out
 
 
@@ -132,16 +156,20 @@ def reconcile_sweep(store: Store, sweep: str) -> list[Any] | None:
     (FAILED, LOST, PREEMPTED...) waits for launch or resume, which look at every level: on a sweep
     of 150,000 levels that is the difference between a few folders and all of them."""
     rows = store.unfinished_levels(sweep)
-    check = {r.level_id: r.level_dir for r in rows
-             if r.state in (None, "PLANNED", "RUNNING") or (r.state == "PENDING" and r.attempts)}
+    check = {
+        r.level_id: r.level_dir
+        for r in rows
+        if r.state in (None, "PLANNED", "RUNNING") or (r.state == "PENDING" and r.attempts)
+    }
     imported = sync_from_disk(store, check, unfinished=True)
     watch = sorted({r.job_id for r in rows if r.job_id and r.state in WATCHED})
     reconcile_jobs(store, list(store.jobs(watch).values()))
     return None if imported else rows
 
 
-def reconcile_jobs(store: Store, jobs: list[Job], spec: Any = None,
-                   submit_stale_s: float = SUBMIT_STALE_S) -> list[Job]:
+def reconcile_jobs(
+    store: Store, jobs: list[Job], spec: Any = None, submit_stale_s: float = SUBMIT_STALE_S
+) -> list[Job]:
     """Bring the store's view of active jobs in line with what their scheduler knows.
     `submit_stale_s`: a job claimed for submission this long ago without a scheduler id was
     claimed by a process that died (a supervisor that took over a stale lease knows sooner)."""
@@ -149,8 +177,9 @@ def reconcile_jobs(store: Store, jobs: list[Job], spec: Any = None,
     changed = False
     for j in jobs:  # claimed for submission by a launch that died before it got a scheduler id
         if j.state == "PENDING" and not j.sched_id and _age(j.updated_at, now) > submit_stale_s:
-            changed |= store.set_job_state(j.job_id, "PLANNED", only_from=("PENDING",),
-                                           message="submission never completed")
+            changed |= store.set_job_state(
+                j.job_id, "PLANNED", only_from=("PENDING",), message="submission never completed"
+            )
     watched = [j for j in jobs if j.sched_id and j.state in WATCHED]
     by_kind: dict[str, list[Job]] = {}
     for j in watched:
@@ -169,8 +198,13 @@ def reconcile_jobs(store: Store, jobs: list[Job], spec: Any = None,
                 continue
             if sched == "DEPENDENCY_FAILED":
                 executor.cancel([j.sched_id])
-                changed |= store.set_job_state(j.job_id, "PLANNED", only_from=ACTIVE_STATES, clear_sched=True,
-                                               message="a job it waits for failed; resume --include-failed retries both")
+                changed |= store.set_job_state(
+                    j.job_id,
+                    "PLANNED",
+                    only_from=ACTIVE_STATES,
+                    clear_sched=True,
+                    message="a job it waits for failed; resume --include-failed retries both",
+                )
             elif sched in _SCHED_TO_STATE:
                 msg = f"scheduler reports job {j.sched_id} {sched}"
                 if sched == "COMPLETED":
@@ -181,14 +215,19 @@ def reconcile_jobs(store: Store, jobs: list[Job], spec: Any = None,
                 said = wrapper_report(j) if sched in ("FAILED", "COMPLETED") else {}
                 if said:
                     failure, msg = str(said["failure"]), f"{said.get('message') or msg} (job {j.sched_id})"
-                changed |= store.set_job_state(j.job_id, _SCHED_TO_STATE[sched], message=msg,
-                                               only_from=ACTIVE_STATES, failure=failure)
+                changed |= store.set_job_state(
+                    j.job_id, _SCHED_TO_STATE[sched], message=msg, only_from=ACTIVE_STATES, failure=failure
+                )
             elif sched == GONE:
                 age = _age(j.heartbeat_at or j.updated_at, now)
                 if age > lost_after_s():
                     changed |= store.set_job_state(
-                        j.job_id, "LOST", only_from=ACTIVE_STATES, failure="LOST",
-                        message=f"job {j.sched_id} is gone and the last heartbeat is {age:.0f} s old")
+                        j.job_id,
+                        "LOST",
+                        only_from=ACTIVE_STATES,
+                        failure="LOST",
+                        message=f"job {j.sched_id} is gone and the last heartbeat is {age:.0f} s old",
+                    )
     if changed:
         fresh = store.jobs([j.job_id for j in jobs])
         return [fresh[j.job_id] for j in jobs]
@@ -201,22 +240,34 @@ def _preempted(store: Store, j: Job, sched: str, now: float) -> bool:
     time limit after max_requeues, cancelled behind our back. Those keep their checkpoint and
     get the failure class the supervisor resubmits them by."""
     if sched in _SCHED_QUEUED or sched == "RUNNING":
-        return store.set_job_state(j.job_id, "PENDING", message="requeued by the scheduler",
-                                   only_from=("PREEMPTED",))
+        return store.set_job_state(
+            j.job_id, "PENDING", message="requeued by the scheduler", only_from=("PREEMPTED",)
+        )
     if sched not in _SCHED_ENDED or j.failure:
         return False
     if sched == GONE and _age(j.updated_at, now) <= lost_after_s():
         return False
     if sched in ("TIMEOUT", "DEADLINE"):
-        return store.set_job_state(j.job_id, "TIMEOUT", only_from=("PREEMPTED",), failure="TIMEOUT",
-                                   message=f"job {j.sched_id} reached its time limit after its requeues; "
-                                           "its checkpoint is saved")
+        return store.set_job_state(
+            j.job_id,
+            "TIMEOUT",
+            only_from=("PREEMPTED",),
+            failure="TIMEOUT",
+            message=f"job {j.sched_id} reached its time limit after its requeues; its checkpoint is saved",
+        )
     failure = {"PREEMPTED": "PREEMPTED", "CANCELLED": "CANCELLED"}.get(sched, "LOST")
-    why = {"PREEMPTED": "was preempted and not requeued (PreemptMode=CANCEL)",
-           "CANCELLED": "was cancelled outside tp-sweep (scancel?)",
-           GONE: "is gone"}.get(sched, f"ended {sched}")
-    return store.set_job_state(j.job_id, "PREEMPTED", only_from=("PREEMPTED",), failure=failure,
-                               message=f"job {j.sched_id} {why}; its checkpoint is saved")
+    why = {
+        "PREEMPTED": "was preempted and not requeued (PreemptMode=CANCEL)",
+        "CANCELLED": "was cancelled outside tp-sweep (scancel?)",
+        GONE: "is gone",
+    }.get(sched, f"ended {sched}")
+    return store.set_job_state(
+        j.job_id,
+        "PREEMPTED",
+        only_from=("PREEMPTED",),
+        failure=failure,
+        message=f"job {j.sched_id} {why}; its checkpoint is saved",
+    )
 
 
 def _age(when: dt.datetime | None, now: float) -> float:

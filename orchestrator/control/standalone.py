@@ -12,11 +12,12 @@ same content hash the job file carries. The sweep is named after the multirun (o
 Several jobs of one multirun record into the same sweep at once: every write is an upsert, the
 job row is keyed by its content hash and created under the store's planning lock, and the sweep's
 file OUTPUT/sweeps/<name>.json, which merges what earlier launches recorded, is rewritten under
-an exclusive flock (controller.write_plan_files). The stored spec is the last job's (each job's grid holds its own run); the
-store and the sweep file hold every run.
+an exclusive flock (controller.write_plan_files). The stored spec is the last job's (each job's
+grid holds its own run); the store and the sweep file hold every run.
 
 Imported only when a store is given: the trainer never imports orchestrator/ otherwise.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,18 +37,28 @@ from orchestrator.plan.spec import parse_spec
 _NOT_OVERRIDES = ("method", "seed")
 
 
-def run_spec(sweep: str, preset: str, config: dict[str, Any], sparsities: list[float],
-             output_dir: str, executor: str, reuse: str = "same-code") -> dict[str, Any]:
+def run_spec(
+    sweep: str,
+    preset: str,
+    config: dict[str, Any],
+    sparsities: list[float],
+    output_dir: str,
+    executor: str,
+    reuse: str = "same-code",
+) -> dict[str, Any]:
     """A sweep spec whose one run has exactly `config`: every section replaces the preset's whole
     (a mapping override does), so it resolves to `config` whatever the preset holds; a preset
     from a user's own config folder, unknown to tp-sweep, falls back to the default one."""
     if preset not in trainer_config.available_configs():
         preset = "digits_mlp"
-    return {"name": sweep,
-            "trainer": {"config": preset,
-                        "overrides": {k: v for k, v in config.items() if k not in _NOT_OVERRIDES}},
-            "grid": {"method": [config["method"]], "sparsity": list(sparsities), "seed": [config["seed"]]},
-            "executor": {"kind": executor}, "output_dir": output_dir, "reuse": reuse}
+    return {
+        "name": sweep,
+        "trainer": {"config": preset, "overrides": {k: v for k, v in config.items() if k not in _NOT_OVERRIDES}},
+        "grid": {"method": [config["method"]], "sparsity": list(sparsities), "seed": [config["seed"]]},
+        "executor": {"kind": executor},
+        "output_dir": output_dir,
+        "reuse": reuse,
+    }
 
 
 def plan_run(spec_dict: dict[str, Any], config: dict[str, Any], job_file: Path) -> SweepPlan:
@@ -57,13 +68,25 @@ def plan_run(spec_dict: dict[str, Any], config: dict[str, Any], job_file: Path) 
     planned, theirs = job["levels"], next(iter(job.get("runs") or {"?": None}))
     # One planner for both: a difference here is a bug, never a reason to record something else.
     if run.run_id != theirs or run.levels != planned:
-        raise RuntimeError(f"the store's plan of this run ({run.run_id}: {run.levels}) differs from "
-                           f"the trainer's ({theirs}: {planned})")
+        raise RuntimeError(
+            f"the store's plan of this run ({run.run_id}: {run.levels}) differs from "
+            f"the trainer's ({theirs}: {planned})"
+        )
     return plan
 
 
-def record_run(url: str, sweep: str, preset: str, config: dict[str, Any], sparsities: list[float],
-               output_dir: str, job_file: Path, executor: str, sched_id: str, reuse: str = "same-code") -> str:
+def record_run(
+    url: str,
+    sweep: str,
+    preset: str,
+    config: dict[str, Any],
+    sparsities: list[float],
+    output_dir: str,
+    job_file: Path,
+    executor: str,
+    sched_id: str,
+    reuse: str = "same-code",
+) -> str:
     """Record the run and its job (PENDING on `executor` as `sched_id`, which `tp-sweep status`
     polls); return the owner-only file that hands the store URL to the trainer."""
     spec_dict = run_spec(sweep, preset, config, sparsities, output_dir, executor, reuse)

@@ -11,6 +11,7 @@ Each job is claimed in the store before it is submitted (a compare-and-set), so 
 racing for the same job exactly one submits it. The store's URL reaches jobs through a file only
 its owner can read, never through a command line, a pickle or a log.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,10 @@ class _Code:
         if code_dir not in self.ok:
             self.ok[code_dir] = verify_snapshot(code_dir) == Path(code_dir).name
         if not self.ok[code_dir]:
-            return code_dir, (f"its code snapshot {code_dir} is gone or was edited; launch the sweep "
-                              "again to plan it with the code there is now")
+            return code_dir, (
+                f"its code snapshot {code_dir} is gone or was edited; launch the sweep "
+                "again to plan it with the code there is now"
+            )
         return code_dir, None
 
 
@@ -113,8 +116,8 @@ class Room:
     def chunks(self, jobs: list[Job]) -> list[list[Job]]:
         """Arrays that fit MaxArraySize (tasks 0..MaxArraySize-1), as many jobs as there is room."""
         size = max(1, self.array_max or len(jobs) or 1)
-        take = jobs if self.left is None else jobs[:max(0, self.left)]
-        return [take[i:i + size] for i in range(0, len(take), size)]
+        take = jobs if self.left is None else jobs[: max(0, self.left)]
+        return [take[i : i + size] for i in range(0, len(take), size)]
 
     def took(self, n: int) -> None:
         if self.left is not None:
@@ -124,8 +127,15 @@ class Room:
         return self.left is not None and self.left <= 0
 
 
-def submit_jobs(store: Store, spec: Any, todo: list[Job], kind: str, result: Any,
-                on_progress: Callable[[], None] | None = None, limits: Any = None) -> None:
+def submit_jobs(
+    store: Store,
+    spec: Any,
+    todo: list[Job],
+    kind: str,
+    result: Any,
+    on_progress: Callable[[], None] | None = None,
+    limits: Any = None,
+) -> None:
     """Submit `todo` (claimed one by one). For a scheduler, `limits` (slurm/limits.py Limits;
     read here when not given) splits arrays into chunks that fit and keeps within the room the
     QOS and MaxJobCount leave: what does not fit stays PLANNED, with the reason, in
@@ -153,8 +163,9 @@ def _overrides_key(job: Job) -> str:
     return json.dumps(job.sbatch or {}, sort_keys=True)
 
 
-def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: Any,
-                  room: Room | None = None) -> None:
+def _to_scheduler(
+    store: Store, ex: Any, todo: list[Job], db_file: str, result: Any, room: Room | None = None
+) -> None:
     room = room or Room()
     queue = {j.job_id: j for j in todo}
     code = _Code()
@@ -201,7 +212,7 @@ def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: 
             break
         for (code_dir, deps, _), group in groups.items():
             chunks = room.chunks(group)
-            for job in group[sum(len(c) for c in chunks):]:
+            for job in group[sum(len(c) for c in chunks) :]:
                 queue[job.job_id] = job  # no room left for it this round: the loop above says so
             for jobs in chunks:
                 refused = _submit_chunk(store, ex, jobs, deps, db_file, result, room, len(queue), code_dir)
@@ -211,8 +222,17 @@ def _to_scheduler(store: Store, ex: Any, todo: list[Job], db_file: str, result: 
                     room.left, room.why = 0, refused
 
 
-def _submit_chunk(store: Store, ex: Any, jobs: list[Job], deps: tuple[str, ...], db_file: str,
-                  result: Any, room: Room, queued: int, code_dir: str | None = None) -> str | None:
+def _submit_chunk(
+    store: Store,
+    ex: Any,
+    jobs: list[Job],
+    deps: tuple[str, ...],
+    db_file: str,
+    result: Any,
+    room: Room,
+    queued: int,
+    code_dir: str | None = None,
+) -> str | None:
     """One sbatch array. Returns the limit that refused it (the jobs go back to their state),
     None when it was submitted; raises SubmitError for any other failure."""
     claimed = [(j, j.state) for j in jobs if store.claim(j.job_id, (j.state,))]
@@ -221,9 +241,8 @@ def _submit_chunk(store: Store, ex: Any, jobs: list[Job], deps: tuple[str, ...],
     reqs = [JobRequest(j.job_id, j.job_file, db_file, code_dir) for j, _ in claimed]
     overrides = claimed[0][0].sbatch or None
     try:
-        handles = ex.submit(reqs, dependency=("afterok:" + ":".join(deps)) if deps else None,
-                            overrides=overrides)
-    except Exception as exc:  # sbatch missing, slurmctld down, a rejected option, a limit...
+        handles = ex.submit(reqs, dependency=("afterok:" + ":".join(deps)) if deps else None, overrides=overrides)
+    except Exception as exc:  # noqa: BLE001 - sbatch missing, slurmctld down, a rejected option, a limit...
         for j, prev in claimed:
             store.unclaim(j.job_id, prev)
         from slurm.limits import limit_refusal
@@ -232,16 +251,21 @@ def _submit_chunk(store: Store, ex: Any, jobs: list[Job], deps: tuple[str, ...],
         if limit is not None:
             return f"the scheduler refused more jobs ({limit})"
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        done = (f"after {len(result.submitted)} jobs were submitted, the other "
-                if result.submitted else "nothing was submitted, ")
-        raise SubmitError(f"submission to {ex.kind} failed, {done}{queued + len(reqs)} "
-                          f"jobs stay as they were: {detail}") from None
+        done = (
+            f"after {len(result.submitted)} jobs were submitted, the other "
+            if result.submitted
+            else "nothing was submitted, "
+        )
+        raise SubmitError(
+            f"submission to {ex.kind} failed, {done}{queued + len(reqs)} jobs stay as they were: {detail}"
+        ) from None
     room.took(len(handles))
     said = None
     if overrides:
         said = f"submitted to {ex.kind} with " + ", ".join(
             f"{'--mem=' + format(float(v), 'g') + 'G' if k == 'mem_gb' else f'--{k}={v}'}"
-            for k, v in sorted(overrides.items()))
+            for k, v in sorted(overrides.items())
+        )
     for (j, prev), h in zip(claimed, handles):
         if store.submitted(j.job_id, prev, str(h.job_id), ex.kind, said):
             result.submitted[j.job_id] = str(h.job_id)
@@ -268,8 +292,10 @@ class _Patient:
                 if time.monotonic() - start > self.give_up_s:
                     raise
                 if not warned:
-                    print(f"store {self.store.display_url} unreachable; jobs keep training, "
-                          "waiting for it", flush=True)
+                    print(
+                        f"store {self.store.display_url} unreachable; jobs keep training, waiting for it",
+                        flush=True,
+                    )
                     warned = True
                 time.sleep(2.0)
 
@@ -347,9 +373,14 @@ class LocalDriver:
                 # its wrapper saw (killed: OUT_OF_MEMORY), else as a job that died without a word.
                 said = wrapper_report(job)
                 self.patient.set_job_state(
-                    job.job_id, "FAILED", only_from=ACTIVE_STATES, failure=str(said.get("failure") or "LOST"),
-                    message=said.get("message") or f"job {handle.job_id} ended without reporting: "
-                                                   f"{self.result.failed.get(job.job_id, 'no result')}")
+                    job.job_id,
+                    "FAILED",
+                    only_from=ACTIVE_STATES,
+                    failure=str(said.get("failure") or "LOST"),
+                    message=said.get("message")
+                    or f"job {handle.job_id} ended without reporting: "
+                    f"{self.result.failed.get(job.job_id, 'no result')}",
+                )
                 self.active.remove((job, handle))
                 self.queued.discard(job.job_id)
 

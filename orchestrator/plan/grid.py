@@ -6,6 +6,7 @@ method that trains dense from init shares level 0, and a later sweep that adds a
 a method to a finished one adds only the levels that are new. Which levels are already done, and
 which jobs train the rest, is decided against the store (orchestrator/control/controller.py).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -27,8 +28,8 @@ class GridPoint:
     seed: int
     axes: dict[str, Any]  # every other grid axis, by its dotted key
     run_id: str
-    level_id: str     # the level that serves it
-    depth: int        # that level's depth
+    level_id: str  # the level that serves it
+    depth: int  # that level's depth
     naive_levels: int  # levels a job for this point alone would train
 
 
@@ -55,7 +56,7 @@ class SweepPlan:
     levels: dict[str, LevelSpec]  # every level any run needs, parents before children
     # imp_wr rewind points each root level must write: root id -> [{"iterations": k} | {"epochs": e}]
     snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    reuse: str = "same-code"          # the policy it was planned under
+    reuse: str = "same-code"  # the policy it was planned under
     code: CodeIdentity | None = None  # the code it was planned for (reuse same-code; None: any)
     # Levels in `levels` that no run trains (their masks are computed by the jobs below them:
     # core.levels.RunLevels.mask_only); never recorded in the store or given a job.
@@ -113,8 +114,10 @@ run_id_for = run_id  # the planner's name for it
 def _axis_values(config: dict[str, Any], axes: dict[str, Any]) -> dict[str, Any]:
     """A run's axes as status and query show them: a dotted key's value in the resolved config,
     a group choice's option name (`model: lenet`, not the whole model section)."""
-    return {k: v if trainer_config.is_group_choice(k, v) else trainer_config.get_dotted(config, k)
-            for k, v in axes.items()}
+    return {
+        k: v if trainer_config.is_group_choice(k, v) else trainer_config.get_dotted(config, k)
+        for k, v in axes.items()
+    }
 
 
 def plan_sweep(spec: SweepSpec, reuse: str | None = None, code: CodeIdentity | None = None) -> SweepPlan:
@@ -134,7 +137,7 @@ def plan_sweep(spec: SweepSpec, reuse: str | None = None, code: CodeIdentity | N
     snapshots: dict[str, list[dict[str, Any]]] = {}
     points: list[GridPoint] = []
     mask_only: set[str] = set()  # of some run
-    trained: set[str] = set()    # by some run (level 0 of random methods may be both)
+    trained: set[str] = set()  # by some run (level 0 of random methods may be both)
     combos = itertools.product(*(spec.grid[k] for k in extra_axes)) if extra_axes else [()]
     for values in combos:
         axes = dict(zip(extra_axes, values))
@@ -149,8 +152,14 @@ def plan_sweep(spec: SweepSpec, reuse: str | None = None, code: CodeIdentity | N
             run_id = run_id_for(config, lineage.codes)
             if run_id in runs:
                 continue
-            run = RunPlan(run_id, method, int(seed), _axis_values(config, axes), config,
-                          [lv.level_id for lv in lineage.trained])
+            run = RunPlan(
+                run_id,
+                method,
+                int(seed),
+                _axis_values(config, axes),
+                config,
+                [lv.level_id for lv in lineage.trained],
+            )
             mask_only |= lineage.mask_only
             trained |= {lv.level_id for lv in lineage.trained}
             for lv in lineage.levels:
@@ -160,8 +169,9 @@ def plan_sweep(spec: SweepSpec, reuse: str | None = None, code: CodeIdentity | N
                     if lv.step["rewind_to"] not in wanted:
                         wanted.append(lv.step["rewind_to"])
             for s, lv in sorted(lineage.serving.items()):
-                run.points.append(GridPoint(method, s, run.seed, run.axes, run_id, lv.level_id,
-                                            lv.depth, lineage.naive[s]))
+                run.points.append(
+                    GridPoint(method, s, run.seed, run.axes, run_id, lv.level_id, lv.depth, lineage.naive[s])
+                )
             runs[run_id] = run
             points.extend(run.points)
     return SweepPlan(spec, list(runs.values()), points, levels, snapshots, reuse, code, mask_only - trained)

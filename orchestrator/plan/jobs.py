@@ -10,6 +10,7 @@ so a branch result arrives as early as its trunk allows.
 
 A job's id is a hash of its levels, so two launches that plan the same work plan the same job.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,10 +27,10 @@ class JobPlan:
     depends_on: list[str] = field(default_factory=list)  # job ids
     snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # root -> rewind points
 
-    def description(self, levels_dir: str, runs: dict[str, Any] | None = None, reuse: str = "any",
-                    code_dir: str | None = None) -> dict[str, Any]:
-        return job_description(self.job_id, levels_dir, self.levels, self.snapshots, runs or {},
-                               reuse, code_dir)
+    def description(
+        self, levels_dir: str, runs: dict[str, Any] | None = None, reuse: str = "any", code_dir: str | None = None
+    ) -> dict[str, Any]:
+        return job_description(self.job_id, levels_dir, self.levels, self.snapshots, runs or {}, reuse, code_dir)
 
 
 def runs_of_job(job: JobPlan, runs: list[Any], sweep: str) -> dict[str, Any]:
@@ -43,17 +44,25 @@ def runs_of_job(job: JobPlan, runs: list[Any], sweep: str) -> dict[str, Any]:
         serves: dict[str, list[float]] = {}
         for p in r.points:
             serves.setdefault(p.level_id, []).append(p.sparsity)
-        out[r.run_id] = {"sweep": sweep, "method": r.method, "seed": r.seed, "axes": r.axes,
-                         "levels": r.levels, "serves": serves,
-                         "logging": r.config.get("logging") or {}, "config": r.config}
+        out[r.run_id] = {
+            "sweep": sweep,
+            "method": r.method,
+            "seed": r.seed,
+            "axes": r.axes,
+            "levels": r.levels,
+            "serves": serves,
+            "logging": r.config.get("logging") or {},
+            "config": r.config,
+        }
     return out
 
 
 BRANCHES_INLINE = "inline: a branch trains in its trunk level's job, right after that level"
 
 
-def group_jobs(to_train: list[LevelSpec], owner: dict[str, str],
-               snapshots: dict[str, list[dict[str, Any]]]) -> list[JobPlan]:
+def group_jobs(
+    to_train: list[LevelSpec], owner: dict[str, str], snapshots: dict[str, list[dict[str, Any]]]
+) -> list[JobPlan]:
     """Jobs for `to_train` (parents before children). `owner` maps levels that other jobs are in
     charge of to those jobs: a chain whose parent is there depends on that job."""
     todo = {lv.level_id for lv in to_train}
@@ -64,8 +73,8 @@ def group_jobs(to_train: list[LevelSpec], owner: dict[str, str],
 
     kinds = {lv.level_id: lv.kind for lv in to_train}
 
-    job_of: dict[str, list[str]] = {}     # level id -> its job's level list (shared object)
-    deps_of: dict[int, list[str]] = {}    # id(level list) -> levels/jobs it waits for
+    job_of: dict[str, list[str]] = {}  # level id -> its job's level list (shared object)
+    deps_of: dict[int, list[str]] = {}  # id(level list) -> levels/jobs it waits for
     chains: list[list[str]] = []
     for lv in to_train:
         parent = lv.parent

@@ -1,5 +1,6 @@
 """Checks that need the trainer's registries (and so torch): run at launch, before anything is
 recorded or submitted. `launch --dry-run` skips them to answer in about a second."""
+
 from __future__ import annotations
 
 import inspect
@@ -47,10 +48,15 @@ def registries() -> dict[str, Any]:
     models: dict[str, Any] = {}
     for name, build in MODELS.items():
         params = inspect.signature(build).parameters
-        models[name] = None if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) \
-            else list(params)
-    reg = {"models": models, "datasets": sorted(DATASETS), "optimizers": list(OPTIMIZERS),
-           "schedules": sorted(SCHEDULES)}
+        models[name] = (
+            None if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) else list(params)
+        )
+    reg = {
+        "models": models,
+        "datasets": sorted(DATASETS),
+        "optimizers": list(OPTIMIZERS),
+        "schedules": sorted(SCHEDULES),
+    }
     try:
         from core.atomic import write_json_atomic
 
@@ -71,24 +77,41 @@ def check_plan(plan: SweepPlan) -> None:
     for run in plan.runs:
         cfg = run.config
         checks = [
-            (cfg["model"].get("name") in MODELS,
-             f"model.name: unknown model {cfg['model'].get('name')!r}; known: {', '.join(sorted(MODELS))}"),
-            (cfg["data"].get("name") in DATASETS,
-             f"data.name: unknown data set {cfg['data'].get('name')!r}; known: {', '.join(sorted(DATASETS))}"),
-            (cfg["optimizer"].get("name") in OPTIMIZERS,
-             f"optimizer.name: unknown optimizer {cfg['optimizer'].get('name')!r}; known: {', '.join(OPTIMIZERS)}"),
-            (cfg["schedule"].get("name") in SCHEDULES,
-             f"schedule.name: unknown schedule {cfg['schedule'].get('name')!r}; known: {', '.join(sorted(SCHEDULES))}"),
+            (
+                cfg["model"].get("name") in MODELS,
+                f"model.name: unknown model {cfg['model'].get('name')!r}; known: {', '.join(sorted(MODELS))}",
+            ),
+            (
+                cfg["data"].get("name") in DATASETS,
+                f"data.name: unknown data set {cfg['data'].get('name')!r}; known: {', '.join(sorted(DATASETS))}",
+            ),
+            (
+                cfg["optimizer"].get("name") in OPTIMIZERS,
+                f"optimizer.name: unknown optimizer {cfg['optimizer'].get('name')!r}; "
+                f"known: {', '.join(OPTIMIZERS)}",
+            ),
+            (
+                cfg["schedule"].get("name") in SCHEDULES,
+                f"schedule.name: unknown schedule {cfg['schedule'].get('name')!r}; "
+                f"known: {', '.join(sorted(SCHEDULES))}",
+            ),
             (int(cfg["schedule"].get("epochs", 0)) >= 1, "schedule.epochs: must be at least 1"),
-            (run.method != "snip" or int(cfg["prune"].get("snip_batches", 0)) >= 1,
-             "prune.snip_batches: snip scores weights on data and needs at least 1 batch"),
-            (run.method != "synflow" or int(cfg["prune"].get("synflow_rounds", 0)) >= 1,
-             "prune.synflow_rounds: must be at least 1"),
-            (run.method != "imp_wr" or cfg["prune"].get("rewind_iterations") is not None
-             or float(cfg["prune"].get("rewind_epochs", 0)) < float(cfg["schedule"]["epochs"]),
-             f"prune.rewind_epochs: imp_wr rewinds to a point inside training; "
-             f"{cfg['prune'].get('rewind_epochs')} is not less than schedule.epochs "
-             f"{cfg['schedule']['epochs']}"),
+            (
+                run.method != "snip" or int(cfg["prune"].get("snip_batches", 0)) >= 1,
+                "prune.snip_batches: snip scores weights on data and needs at least 1 batch",
+            ),
+            (
+                run.method != "synflow" or int(cfg["prune"].get("synflow_rounds", 0)) >= 1,
+                "prune.synflow_rounds: must be at least 1",
+            ),
+            (
+                run.method != "imp_wr"
+                or cfg["prune"].get("rewind_iterations") is not None
+                or float(cfg["prune"].get("rewind_epochs", 0)) < float(cfg["schedule"]["epochs"]),
+                f"prune.rewind_epochs: imp_wr rewinds to a point inside training; "
+                f"{cfg['prune'].get('rewind_epochs')} is not less than schedule.epochs "
+                f"{cfg['schedule']['epochs']}",
+            ),
         ]
         checks += _model_option_checks(cfg["model"], MODELS)
         for ok, msg in checks:
@@ -110,7 +133,12 @@ def _model_option_checks(model: dict[str, Any], models: dict[str, list[str] | No
     if params is None:
         return []
     takes = [p for p in params if p not in ("num_classes", "input_shape")]
-    return [(key in params,
-             f"model.{key}: model {model['name']!r} does not take it; "
-             f"its options: {', '.join(takes) or 'none'} (remove the key)")
-            for key in model if key != "name"]
+    return [
+        (
+            key in params,
+            f"model.{key}: model {model['name']!r} does not take it; "
+            f"its options: {', '.join(takes) or 'none'} (remove the key)",
+        )
+        for key in model
+        if key != "name"
+    ]

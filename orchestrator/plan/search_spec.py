@@ -16,6 +16,7 @@ Validated here, before anything is recorded: every distribution is well formed, 
 real trainer key and not a grid axis, and every value a distribution can produce passes the
 trainer schema (its bounds and, for categorical, every choice).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ class Distribution(_Strict):
     choices: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _well_formed(self) -> "Distribution":
+    def _well_formed(self) -> Distribution:
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("categorical needs a non-empty list of choices")
@@ -124,12 +125,13 @@ class SearchSpec(_Strict):
         return params
 
     @model_validator(mode="after")
-    def _grid_is_finite(self) -> "SearchSpec":
+    def _grid_is_finite(self) -> SearchSpec:
         if self.sampler.name == "grid":
             for key, dist in self.params.items():
                 if dist.grid_values() is None:
-                    raise ValueError(f"sampler grid: params.{key} is continuous ({dist.describe()}); "
-                                     "give it a step or choices")
+                    raise ValueError(
+                        f"sampler grid: params.{key} is continuous ({dist.describe()}); give it a step or choices"
+                    )
         return self
 
     def grid_size(self) -> int | None:

@@ -5,6 +5,7 @@ submitted, and reported as `field: problem` so the user knows which line to fix.
 every trainer config a run can get (core/schema.py), and bounds on everything that grows:
 the file, the grid, sbatch's extra options.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -23,10 +24,10 @@ from orchestrator.plan.search_spec import SearchSpec
 
 RESERVED_AXES = ("method", "sparsity", "seed")
 DEFAULT_MAX_GRID_POINTS = 10_000
-MAX_SPEC_BYTES = 1 << 20     # a spec is a page of YAML; a megabyte is a mistake or an attack
+MAX_SPEC_BYTES = 1 << 20  # a spec is a page of YAML; a megabyte is a mistake or an attack
 MAX_EXTRA_KEYS = 32
 MAX_EXTRA_CHARS = 256
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")   # one path component, never . or .. or -x
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # one path component, never . or .. or -x
 _SBATCH_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -61,8 +62,7 @@ def _sbatch_value_problem(value: Any) -> str | None:
             return "control characters (a newline would end the #SBATCH line)"
         return None
     if isinstance(value, list):
-        return ("a list is not an sbatch value (submitit would write its Python repr); "
-                "write one string, e.g. 'a,b'")
+        return "a list is not an sbatch value (submitit would write its Python repr); write one string, e.g. 'a,b'"
     return f"a {type(value).__name__} is not an sbatch value (a string, number or true)"
 
 
@@ -71,8 +71,7 @@ def _sbatch_options(extra: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{len(extra)} options; at most {MAX_EXTRA_KEYS}")
     for key, value in extra.items():
         if not _SBATCH_KEY.fullmatch(key):
-            raise ValueError(f"{key[:40]!r} is not an sbatch option name "
-                             "(a letter, then letters, digits, - or _)")
+            raise ValueError(f"{key[:40]!r} is not an sbatch option name (a letter, then letters, digits, - or _)")
         problem = _sbatch_value_problem(value)
         if problem:
             raise ValueError(f"{key}: {problem}")
@@ -82,6 +81,7 @@ def _sbatch_options(extra: dict[str, Any]) -> dict[str, Any]:
 class ExecutorSpec(_Strict):
     """Where and how jobs run. `profile` names a cluster profile (slurm/profiles.py) whose
     settings this block's own keys override; the spec is stored with the profile resolved."""
+
     profile: str | None = None
     kind: Literal["slurm", "local", "debug"] = "local"
     nodes: int = Field(1, ge=1)
@@ -94,7 +94,7 @@ class ExecutorSpec(_Strict):
     array_parallelism: int = Field(16, ge=1)
     signal_delay_s: int = Field(120, ge=0)
     max_requeues: int = Field(3, ge=0)
-    account: str | None = None       # sbatch --account, --qos, --constraint, --gres
+    account: str | None = None  # sbatch --account, --qos, --constraint, --gres
     qos: str | None = None
     constraint: str | None = None
     gres: str | None = None
@@ -129,8 +129,9 @@ class ExecutorSpec(_Strict):
 
     def sbatch_options(self) -> dict[str, Any]:
         """account, qos, constraint and gres as sbatch options, under `extra`'s."""
-        named = {k: getattr(self, k) for k in ("account", "qos", "constraint", "gres")
-                 if getattr(self, k) is not None}
+        named = {
+            k: getattr(self, k) for k in ("account", "qos", "constraint", "gres") if getattr(self, k) is not None
+        }
         return {**named, **self.extra}
 
     def resolved(self) -> dict[str, Any]:
@@ -141,29 +142,31 @@ class ExecutorSpec(_Strict):
 
 class RetrySpec(_Strict):
     """The supervisor's failure policy (orchestrator/control/policy.py)."""
-    max_per_job: int = Field(5, ge=0)         # resubmissions of one job
-    max_per_sweep: int = Field(100, ge=0)     # resubmissions of all the sweep's jobs together
-    backoff_s: float = Field(30.0, ge=0)      # wait before a job's first retry; doubles each time
+
+    max_per_job: int = Field(5, ge=0)  # resubmissions of one job
+    max_per_sweep: int = Field(100, ge=0)  # resubmissions of all the sweep's jobs together
+    backoff_s: float = Field(30.0, ge=0)  # wait before a job's first retry; doubles each time
     backoff_max_s: float = Field(1800.0, ge=0)
-    timeout: bool = True                      # resubmit a job that timed out after max_requeues
-    exclude_after: int = Field(2, ge=1)       # node failures on one node before jobs avoid it
+    timeout: bool = True  # resubmit a job that timed out after max_requeues
+    exclude_after: int = Field(2, ge=1)  # node failures on one node before jobs avoid it
     oom_mem_factor: float = Field(2.0, gt=1)  # an OOM job is resubmitted once with this x memory
     oom_max_mem_gb: float | None = Field(None, gt=0)  # capped here (default 4 x executor.mem_gb)
-    same_error_limit: int = Field(3, ge=1)    # the same failure on the same level this often: stop
+    same_error_limit: int = Field(3, ge=1)  # the same failure on the same level this often: stop
 
 
 class SupervisorSpec(_Strict):
     """The sweep's supervisor (`tp-sweep supervise`); the block's presence is `launch --supervise`.
     On Slurm it runs as a small job of its own that requeues itself before its time limit."""
+
     where: Literal["slurm", "local"] | None = None  # default: slurm for Slurm sweeps
-    poll_s: float = Field(30.0, gt=0)          # reconcile and act this often
-    lease_s: float = Field(300.0, gt=0)        # a heartbeat older than this: taken over
-    timeout_min: int = Field(240, ge=1)        # the supervisor job's time limit
-    signal_delay_s: int = Field(60, ge=0)      # USR2 this long before it: requeue
+    poll_s: float = Field(30.0, gt=0)  # reconcile and act this often
+    lease_s: float = Field(300.0, gt=0)  # a heartbeat older than this: taken over
+    timeout_min: int = Field(240, ge=1)  # the supervisor job's time limit
+    signal_delay_s: int = Field(60, ge=0)  # USR2 this long before it: requeue
     cpus: int = Field(1, ge=1)
     mem_gb: float = Field(1.0, gt=0)
-    partition: str | None = None               # default: the executor's
-    extra: dict[str, Any] | None = None        # sbatch options; default: the executor's
+    partition: str | None = None  # default: the executor's
+    extra: dict[str, Any] | None = None  # sbatch options; default: the executor's
 
     @field_validator("extra")
     @classmethod
@@ -173,8 +176,10 @@ class SupervisorSpec(_Strict):
     @model_validator(mode="after")
     def _lease_outlives_polls(self) -> SupervisorSpec:
         if self.lease_s < 3 * self.poll_s:
-            raise ValueError(f"lease_s {self.lease_s:g} must be at least 3 x poll_s ({3 * self.poll_s:g}): "
-                             "a live supervisor renews its lease once a poll")
+            raise ValueError(
+                f"lease_s {self.lease_s:g} must be at least 3 x poll_s ({3 * self.poll_s:g}): "
+                "a live supervisor renews its lease once a poll"
+            )
         return self
 
 
@@ -212,8 +217,9 @@ class SweepSpec(_Strict):
     def _one_path_component(cls, name: str) -> str:
         # The name becomes a folder (OUTPUT_DIR/_jobs/NAME) and a CLI argument.
         if not _NAME.fullmatch(name):
-            raise ValueError(f"{_short(name)} must start with a letter, digit or _ and use only "
-                             "letters, digits, _ . and -")
+            raise ValueError(
+                f"{_short(name)} must start with a letter, digit or _ and use only letters, digits, _ . and -"
+            )
         return name
 
     @field_validator("output_dir")
@@ -246,8 +252,7 @@ class SweepSpec(_Strict):
             raise ValueError("grid.method is required (a list of pruning methods)")
         for m in methods:
             if not isinstance(m, str) or m not in METHODS:
-                raise ValueError(f"grid.method: unknown method {_short(m)}; "
-                                 f"known: {', '.join(sorted(METHODS))}")
+                raise ValueError(f"grid.method: unknown method {_short(m)}; known: {', '.join(sorted(METHODS))}")
         needs_sparsity = any(METHODS[m].schedule != "dense" for m in methods)
         if needs_sparsity and not grid.get("sparsity"):
             raise ValueError("grid.sparsity is required for pruning methods")
@@ -269,8 +274,10 @@ class SweepSpec(_Strict):
         points = math.prod(len(v) for v in self.grid.values())
         if points > self.max_grid_points:
             sizes = " x ".join(f"{len(v)} {k}" for k, v in self.grid.items())
-            raise ValueError(f"grid: {sizes} is {points:,} grid points, more than "
-                             f"max_grid_points {self.max_grid_points:,} (raise it if you mean it)")
+            raise ValueError(
+                f"grid: {sizes} is {points:,} grid points, more than "
+                f"max_grid_points {self.max_grid_points:,} (raise it if you mean it)"
+            )
         _check_trainer_configs(self)
         if self.search is not None:
             _check_search_params(self)
@@ -385,6 +392,6 @@ def load_spec(path: str | Path) -> SweepSpec:
         data = trainer_config.load_yaml(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise SpecError(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    except Exception as exc:  # yaml raises several error types; all mean "not YAML"
+    except Exception as exc:  # noqa: BLE001 - yaml raises several error types; all mean "not YAML"
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
     return parse_spec(data, str(path))

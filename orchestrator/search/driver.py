@@ -22,12 +22,14 @@ supervisor to submit, and failures are the supervisor's to retry by its policy; 
 FAIL once the supervisor gives up on its job. So no launching process needs to live for the
 search, and a trial is never retried twice (once by each).
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -82,7 +84,7 @@ def storage_for(url: str):
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}  # jobs write the same file
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
@@ -109,8 +111,7 @@ def distributions(search: SearchSpec) -> dict[str, Any]:
         elif d.type in ("float", "log_float"):
             out[key] = FloatDistribution(d.low, d.high, log=d.type == "log_float", step=d.step)
         else:
-            out[key] = IntDistribution(int(d.low), int(d.high), log=d.type == "log_int",
-                                       step=int(d.step or 1))
+            out[key] = IntDistribution(int(d.low), int(d.high), log=d.type == "log_int", step=int(d.step or 1))
     return out
 
 
@@ -166,26 +167,50 @@ def trial_plan(spec: SweepSpec, cell: Cell, params: dict[str, Any]) -> SweepPlan
     code = code_identity() if spec.reuse == "same-code" else None
     lineage = plan_levels(cell.method, config, [0.0] if dense else [cell.sparsity], code)
     axes = {**cell.axes, **params}
-    run = RunPlan(run_id(config, lineage.codes), cell.method, cell.seed, axes, config,
-                  [lv.level_id for lv in lineage.trained])
+    run = RunPlan(
+        run_id(config, lineage.codes),
+        cell.method,
+        cell.seed,
+        axes,
+        config,
+        [lv.level_id for lv in lineage.trained],
+    )
     lv = lineage.serving[0.0 if dense else cell.sparsity]
-    run.points = [GridPoint(cell.method, cell.sparsity, cell.seed, axes, run.run_id, lv.level_id, lv.depth,
-                            lineage.naive[0.0 if dense else cell.sparsity])]
+    run.points = [
+        GridPoint(
+            cell.method,
+            cell.sparsity,
+            cell.seed,
+            axes,
+            run.run_id,
+            lv.level_id,
+            lv.depth,
+            lineage.naive[0.0 if dense else cell.sparsity],
+        )
+    ]
     snapshots: dict[str, list[dict[str, Any]]] = {}
     for level in lineage.levels:
         if level.step and level.step.get("rewind") == "step":
             snapshots.setdefault(level.root, []).append(level.step["rewind_to"])
-    return SweepPlan(spec, [run], run.points, {lv.level_id: lv for lv in lineage.levels}, snapshots,
-                     spec.reuse, code, set(lineage.mask_only))
+    return SweepPlan(
+        spec,
+        [run],
+        run.points,
+        {lv.level_id: lv for lv in lineage.levels},
+        snapshots,
+        spec.reuse,
+        code,
+        set(lineage.mask_only),
+    )
 
 
 @dataclass
 class InFlight:
     cell: Cell
-    trial: Any                      # optuna.trial.Trial
+    trial: Any  # optuna.trial.Trial
     plan: SweepPlan
     retries: int = 0
-    reported: int = 0               # intermediate values reported so far
+    reported: int = 0  # intermediate values reported so far
 
     @property
     def run(self) -> RunPlan:
@@ -202,9 +227,17 @@ class SearchResult(LaunchResult):
 
 
 class SearchDriver:
-    def __init__(self, store: Store, spec: SweepSpec, spec_dict: dict[str, Any], kind: str,
-                 base: SweepPlan, on_progress: Callable[[int, int], None] | None = None,
-                 poll_s: float = 1.0, supervised: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        spec: SweepSpec,
+        spec_dict: dict[str, Any],
+        kind: str,
+        base: SweepPlan,
+        on_progress: Callable[[int, int], None] | None = None,
+        poll_s: float = 1.0,
+        supervised: bool = False,
+    ) -> None:
         assert spec.search is not None
         self.store, self.spec, self.spec_dict, self.kind = store, spec, spec_dict, kind
         self.search: SearchSpec = spec.search
@@ -214,8 +247,11 @@ class SearchDriver:
         self.result = SearchResult(spec.name)
         self.dists = distributions(self.search)
         self.ex = executor_for(spec, kind)
-        self.local = LocalDriver(store, spec, self.ex, db_url_file(store.url, spec.output_dir),
-                                 self.result) if self.ex.blocking and not supervised else None
+        self.local = (
+            LocalDriver(store, spec, self.ex, db_url_file(store.url, spec.output_dir), self.result)
+            if self.ex.blocking and not supervised
+            else None
+        )
         self.in_flight: dict[int, InFlight] = {}  # optuna trial id -> trial
         self.studies: dict[Cell, Any] | None = None
 
@@ -224,10 +260,17 @@ class SearchDriver:
         import optuna
 
         storage = storage_for(self.store.url)
-        studies = {c: optuna.create_study(study_name=c.study_name(self.spec.name), storage=storage,
-                                          sampler=_sampler(self.search), pruner=_pruner(self.search),
-                                          direction=self.search.direction, load_if_exists=True)
-                   for c in self.cells}
+        studies = {
+            c: optuna.create_study(
+                study_name=c.study_name(self.spec.name),
+                storage=storage,
+                sampler=_sampler(self.search),
+                pruner=_pruner(self.search),
+                direction=self.search.direction,
+                load_if_exists=True,
+            )
+            for c in self.cells
+        }
         for study in studies.values():
             asked = len(study.get_trials(deepcopy=False))
             if asked:
@@ -238,9 +281,12 @@ class SearchDriver:
         """Trials that count against n_trials: complete, pruned, or failed for good."""
         from optuna.trial import TrialState
 
-        return sum(1 for t in study.get_trials(deepcopy=False)
-                   if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                   or (t.state == TrialState.FAIL and t.user_attrs.get("final")))
+        return sum(
+            1
+            for t in study.get_trials(deepcopy=False)
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            or (t.state == TrialState.FAIL and t.user_attrs.get("final"))
+        )
 
     def _params(self, trial) -> dict[str, Any]:
         return {k: _decode(v, self.search.params[k].choices or []) for k, v in trial.params.items()}
@@ -321,8 +367,9 @@ class SearchDriver:
     def _watch(self) -> None:
         jobs_by_trial = {tid: self.store.jobs_of_levels(f.run.levels) for tid, f in self.in_flight.items()}
         if self.local is None and not self.supervised:  # the supervisor reconciled already
-            reconcile_jobs(self.store, [j for js in jobs_by_trial.values() for j in js.values()],
-                           self.spec.executor)
+            reconcile_jobs(
+                self.store, [j for js in jobs_by_trial.values() for j in js.values()], self.spec.executor
+            )
             jobs_by_trial = {tid: self.store.jobs_of_levels(f.run.levels) for tid, f in self.in_flight.items()}
         for tid, f in list(self.in_flight.items()):
             level = self._level(f.serving)
@@ -372,8 +419,13 @@ class SearchDriver:
         self._tell(tid, f, None, TrialState.FAIL)
         if not final:
             for j in jobs:  # the retry's launch resubmits them
-                self.store.set_job_state(j.job_id, "PLANNED", only_from=FAILED, clear_sched=True,
-                                         message=f"retried by the search (trial {f.trial.number})")
+                self.store.set_job_state(
+                    j.job_id,
+                    "PLANNED",
+                    only_from=FAILED,
+                    clear_sched=True,
+                    message=f"retried by the search (trial {f.trial.number})",
+                )
             study.enqueue_trial(params, user_attrs={"retries": f.retries + 1}, skip_if_exists=False)
 
     def _prune(self, tid: int, f: InFlight) -> bool:
@@ -382,8 +434,11 @@ class SearchDriver:
 
         order = {lid: i for i, lid in enumerate(f.run.levels)}
         with self.store.reading() as s:
-            rows = s.execute(sa.select(Epoch.level_id, Epoch.epoch, Epoch.test_acc, Epoch.test_loss,
-                                       Epoch.test_top5).where(Epoch.level_id.in_(f.run.levels))).all()
+            rows = s.execute(
+                sa.select(Epoch.level_id, Epoch.epoch, Epoch.test_acc, Epoch.test_loss, Epoch.test_top5).where(
+                    Epoch.level_id.in_(f.run.levels)
+                )
+            ).all()
         rows.sort(key=lambda r: (order[r.level_id], r.epoch))
         metric = {"best_test_acc": "test_acc"}.get(self.search.metric, self.search.metric)
         values = [getattr(r, metric) for r in rows]
@@ -401,8 +456,11 @@ class SearchDriver:
             from orchestrator.control.controller import cancel  # the store: SQLAlchemy, 0.3 s
 
             others = {lid for t, g in self.in_flight.items() if t != tid for lid in g.run.levels}
-            mine = [j for j in self.store.jobs_of_levels(f.run.levels).values()
-                    if j.state in ACTIVE_STATES + ("PLANNED",) and others.isdisjoint(j.levels)]
+            mine = [
+                j
+                for j in self.store.jobs_of_levels(f.run.levels).values()
+                if j.state in ACTIVE_STATES + ("PLANNED",) and others.isdisjoint(j.levels)
+            ]
             cancel(self.store, mine, self.spec.executor)
             self._tell(tid, f, None, TrialState.PRUNED)
             return True
@@ -421,14 +479,25 @@ def search_summary(store: Store, sweep: str) -> list[dict[str, Any]]:
         trials = study.get_trials(deepcopy=False)
         counts = {st.name: sum(1 for t in trials if t.state == st) for st in TrialState}
         _, method, sparsity, seed, axes = name.split("|", 4)
-        row: dict[str, Any] = {"sweep": sweep, "method": method, "sparsity": float(sparsity),
-                               "seed": int(seed), "axes": json.loads(axes), "direction": study.direction.name.lower(),
-                               "trials": len(trials), **{k.lower(): v for k, v in counts.items()}}
+        row: dict[str, Any] = {
+            "sweep": sweep,
+            "method": method,
+            "sparsity": float(sparsity),
+            "seed": int(seed),
+            "axes": json.loads(axes),
+            "direction": study.direction.name.lower(),
+            "trials": len(trials),
+            **{k.lower(): v for k, v in counts.items()},
+        }
         done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
         if done:
             best = study.best_trial
-            row.update(best_value=best.value, best_params=best.params, best_trial=best.number,
-                       best_run_id=best.user_attrs.get("run_id"))
+            row.update(
+                best_value=best.value,
+                best_params=best.params,
+                best_trial=best.number,
+                best_run_id=best.user_attrs.get("run_id"),
+            )
         out.append(row)
     return out
 
@@ -446,7 +515,17 @@ def search_trials(store: Store, sweep: str, most: int = 5000) -> list[dict[str, 
         for t in study.get_trials(deepcopy=False):
             if len(out) >= most:
                 return out
-            out.append({"method": method, "sparsity": float(sparsity), "seed": int(seed),
-                        "axes": json.loads(axes), "number": t.number, "state": t.state.name,
-                        "value": t.value, "params": dict(t.params), "run_id": t.user_attrs.get("run_id")})
+            out.append(
+                {
+                    "method": method,
+                    "sparsity": float(sparsity),
+                    "seed": int(seed),
+                    "axes": json.loads(axes),
+                    "number": t.number,
+                    "state": t.state.name,
+                    "value": t.value,
+                    "params": dict(t.params),
+                    "run_id": t.user_attrs.get("run_id"),
+                }
+            )
     return out

@@ -2,6 +2,7 @@
 
 Split out of cluster.py to keep each module short; nothing here starts a process.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,13 +54,17 @@ def _load_settings(d: str) -> dict | None:
 
 def _pidfiles(d: str, cfg: dict) -> dict[str, str]:
     """Daemon name -> PID file, in start order."""
-    files = {"munged": os.path.join(d, "munge", "munged.pid"),
-             "slurmctld": os.path.join(d, "run", "slurmctld.pid")}
+    files = {
+        "munged": os.path.join(d, "munge", "munged.pid"),
+        "slurmctld": os.path.join(d, "run", "slurmctld.pid"),
+    }
     if cfg.get("accounting"):  # the database must be up before slurmdbd, slurmdbd before slurmctld
-        files = {"munged": files["munged"],
-                 "mariadbd": os.path.join(d, "db", "mariadbd.pid"),
-                 "slurmdbd": os.path.join(d, "run", "slurmdbd.pid"),
-                 "slurmctld": files["slurmctld"]}
+        files = {
+            "munged": files["munged"],
+            "mariadbd": os.path.join(d, "db", "mariadbd.pid"),
+            "slurmdbd": os.path.join(d, "run", "slurmdbd.pid"),
+            "slurmctld": files["slurmctld"],
+        }
     for n in cfg["node_names"]:
         files[f"slurmd:{n}"] = os.path.join(d, "run", f"slurmd-{n}.pid")
     return files
@@ -71,7 +76,6 @@ def _log_of(d: str, name: str) -> str:
     if name.startswith("slurmd:"):
         return os.path.join(d, "log", f"slurmd-{name.split(':', 1)[1]}.log")
     return os.path.join(d, "log", f"{name}.log")
-
 
 
 def _total_mem_mb() -> int:
@@ -107,8 +111,10 @@ def _check_dir(d: str) -> None:
     p = d
     while p != os.path.dirname(p):
         if os.path.exists(p) and not os.stat(p).st_mode & 0o001:
-            raise BadInput(f"munged (user munge) cannot reach {d}: {p} is not world-executable; "
-                           f"use another --dir or `chmod o+x {p}`")
+            raise BadInput(
+                f"munged (user munge) cannot reach {d}: {p} is not world-executable; "
+                f"use another --dir or `chmod o+x {p}`"
+            )
         p = os.path.dirname(p)
     try:
         for sub in ("etc", "state/ctld", "run", "log", "munge"):
@@ -127,14 +133,12 @@ def _conf_items(what: str, items: dict | None) -> dict[str, str]:
     for key, value in (items or {}).items():
         value = str(value)
         if not _CONF_KEY.fullmatch(str(key)) or not _CONF_VALUE.fullmatch(value):
-            raise BadInput(f"{what}: {key}={value!r} is not a slurm.conf setting (Key=Value, "
-                           "no spaces)")
+            raise BadInput(f"{what}: {key}={value!r} is not a slurm.conf setting (Key=Value, no spaces)")
         out[str(key)] = value
     return out
 
 
-def _options(extra_conf: dict | None, partitions: dict | None, qos: dict | None,
-             accounting: bool) -> dict:
+def _options(extra_conf: dict | None, partitions: dict | None, qos: dict | None, accounting: bool) -> dict:
     """The optional parts of a dev cluster's config, checked (BadInput: nothing is started).
 
     extra_conf: more slurm.conf lines (`{"MaxArraySize": 8, "PreemptType": ...}`);
@@ -154,13 +158,13 @@ def _options(extra_conf: dict | None, partitions: dict | None, qos: dict | None,
             raise BadInput(f"qos: {name!r} is not a QOS name")
         limits[str(name)] = _conf_items(f"qos.{name}", opts)
     if limits and not accounting:
-        raise BadInput("qos limits need accounting (--accounting): slurmctld enforces them "
-                       "through slurmdbd")
+        raise BadInput("qos limits need accounting (--accounting): slurmctld enforces them through slurmdbd")
     return {"extra_conf": conf, "partitions": parts, "qos": limits}
 
 
-def _make_settings(d, nodes, accounting, cpus, mem, port, cluster_name, node_prefix,
-                   install_conf, options: dict | None = None) -> dict:
+def _make_settings(
+    d, nodes, accounting, cpus, mem, port, cluster_name, node_prefix, install_conf, options: dict | None = None
+) -> dict:
     if nodes < 1 or nodes > 64:
         raise BadInput(f"--nodes must be between 1 and 64, not {nodes}")
     cpus = cpus or os.cpu_count() or 1
@@ -174,11 +178,20 @@ def _make_settings(d, nodes, accounting, cpus, mem, port, cluster_name, node_pre
         names = [socket.gethostname().split(".")[0]]
     else:
         names = [f"{node_prefix or 'node'}{k}" for k in range(1, nodes + 1)]
-    return {"dir": d, "nodes": nodes, "node_names": names, "cpus": cpus, "mem_mb": mem,
-            "port": port, "cluster_name": cluster_name, "accounting": accounting,
-            "install_conf": install_conf, "node_prefix": node_prefix,
-            "ctld_host": socket.gethostname().split(".")[0],
-            **(options or _options(None, None, None, accounting))}
+    return {
+        "dir": d,
+        "nodes": nodes,
+        "node_names": names,
+        "cpus": cpus,
+        "mem_mb": mem,
+        "port": port,
+        "cluster_name": cluster_name,
+        "accounting": accounting,
+        "install_conf": install_conf,
+        "node_prefix": node_prefix,
+        "ctld_host": socket.gethostname().split(".")[0],
+        **(options or _options(None, None, None, accounting)),
+    }
 
 
 def _render(cfg: dict) -> str:
@@ -186,19 +199,24 @@ def _render(cfg: dict) -> str:
     node_lines = [
         f"NodeName={n} NodeAddr=127.0.0.1 NodeHostname={cfg['ctld_host']} Port={cfg['port'] + k} "
         f"CPUs={cfg['cpus']} RealMemory={cfg['mem_mb']} State=UNKNOWN"
-        for k, n in enumerate(cfg["node_names"], start=1)]
+        for k, n in enumerate(cfg["node_names"], start=1)
+    ]
     # Without a default, a job that asks no memory takes the whole node and serialises everything.
     default_mem = f"DefMemPerCPU={max(1, cfg['mem_mb'] // cfg['cpus'])}"
     with open(TEMPLATE) as f:
         tmpl = string.Template(f.read())
     return tmpl.substitute(
         marker=f"{MARKER}: DIR={d} (managed by `tp-sweep cluster`; do not edit)",
-        cluster_name=cfg["cluster_name"], ctld_host=cfg["ctld_host"], ctld_port=cfg["port"],
-        munge_socket=os.path.join(d, "munge", "munge.socket"), dir=d,
+        cluster_name=cfg["cluster_name"],
+        ctld_host=cfg["ctld_host"],
+        ctld_port=cfg["port"],
+        munge_socket=os.path.join(d, "munge", "munge.socket"),
+        dir=d,
         accounting=_accounting_lines(cfg),
         extra_conf="\n".join(f"{k}={v}" for k, v in cfg.get("extra_conf", {}).items()),
         node_lines="\n".join(node_lines + [default_mem]),
-        partitions="\n".join(_partition_lines(cfg)))
+        partitions="\n".join(_partition_lines(cfg)),
+    )
 
 
 def _partition_lines(cfg: dict) -> list[str]:
@@ -206,8 +224,13 @@ def _partition_lines(cfg: dict) -> list[str]:
     nodes = ",".join(cfg["node_names"])
     lines = []
     for name, opts in (cfg.get("partitions") or {"debug": {}}).items():
-        base = {"Nodes": nodes, **({"Default": "YES"} if name == "debug" else {}),
-                "MaxTime": "INFINITE", "State": "UP", "OverSubscribe": "NO"}
+        base = {
+            "Nodes": nodes,
+            **({"Default": "YES"} if name == "debug" else {}),
+            "MaxTime": "INFINITE",
+            "State": "UP",
+            "OverSubscribe": "NO",
+        }
         lines.append(" ".join([f"PartitionName={name}"] + [f"{k}={v}" for k, v in {**base, **opts}.items()]))
     return lines
 
@@ -222,10 +245,12 @@ def _accounting_lines(cfg: dict) -> str:
         return "AccountingStorageType=accounting_storage/none"
     # With QOS limits, slurmctld enforces them (and so needs the user's association).
     enforce = "AccountingStorageEnforce=associations,limits,qos\n" if cfg.get("qos") else ""
-    return ("AccountingStorageType=accounting_storage/slurmdbd\n"
-            f"AccountingStorageHost=127.0.0.1\nAccountingStoragePort={acct_ports(cfg)[0]}\n{enforce}"
-            # Clients talk to slurmdbd through the munge socket named here, not AuthInfo's.
-            f"AccountingStoragePass={os.path.join(cfg['dir'], 'munge', 'munge.socket')}")
+    return (
+        "AccountingStorageType=accounting_storage/slurmdbd\n"
+        f"AccountingStorageHost=127.0.0.1\nAccountingStoragePort={acct_ports(cfg)[0]}\n{enforce}"
+        # Clients talk to slurmdbd through the munge socket named here, not AuthInfo's.
+        f"AccountingStoragePass={os.path.join(cfg['dir'], 'munge', 'munge.socket')}"
+    )
 
 
 def _etc_owner(path: str) -> str | None:
@@ -236,7 +261,5 @@ def _etc_owner(path: str) -> str | None:
     except FileNotFoundError:
         return None
     if first.startswith(MARKER + ": DIR="):
-        return first[len(MARKER + ": DIR="):].split(" ", 1)[0]
+        return first[len(MARKER + ": DIR=") :].split(" ", 1)[0]
     return ""
-
-

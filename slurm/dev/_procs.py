@@ -3,6 +3,7 @@
 No systemd here, so a daemon is known by its PID file; a PID is trusted only while /proc says it
 still runs the same program (PIDs get recycled, and this container's init leaves zombies).
 """
+
 from __future__ import annotations
 
 import os

@@ -20,6 +20,7 @@ found through DIR: see _jobs.py); stopping slurmd alone would leave them running
 half-alive cluster (slurmctld stopped by SIGTERM, which saves its state) restarts the daemons
 and keeps the jobs: slurmd adopts their slurmstepds again.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,12 +85,15 @@ def _launch(d: str, name: str, argv: list[str]) -> None:
     out = os.path.join(d, "log", f"{name.replace(':', '-')}.stderr")
     with open(out, "ab") as err:
         # New session: the daemon must outlive the shell or pytest that started it.
-        rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                            start_new_session=True, timeout=60, env=_env(d)).returncode
+        rc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True, timeout=60, env=_env(d)
+        ).returncode
     if rc != 0:
-        raise ClusterError(f"{name} exited with status {rc} at start ({' '.join(argv)}).\n"
-                           f"  {out}:\n{_tail(out)}\n  {_log_of(d, name)}:\n"
-                           f"{_tail(_log_of(d, name))}")
+        raise ClusterError(
+            f"{name} exited with status {rc} at start ({' '.join(argv)}).\n"
+            f"  {out}:\n{_tail(out)}\n  {_log_of(d, name)}:\n"
+            f"{_tail(_log_of(d, name))}"
+        )
 
 
 def _wait_for(d: str, name: str, pidfile: str, ready, timeout: float, what: str) -> int:
@@ -104,9 +108,11 @@ def _wait_for(d: str, name: str, pidfile: str, ready, timeout: float, what: str)
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    raise ClusterError(f"{name} did not become {what} within {timeout:.0f} s "
-                       f"(pid file {pidfile}: {pid}).\n  {_log_of(d, name)}:\n"
-                       f"{_tail(_log_of(d, name))}")
+    raise ClusterError(
+        f"{name} did not become {what} within {timeout:.0f} s "
+        f"(pid file {pidfile}: {pid}).\n  {_log_of(d, name)}:\n"
+        f"{_tail(_log_of(d, name))}"
+    )
 
 
 # ---------------------------------------------------------------- slurm clients
@@ -129,8 +135,9 @@ def _sinfo(d: str) -> list[dict]:
     for line in out.stdout.splitlines():
         parts = line.strip().split("|")
         if len(parts) == 4:
-            nodes.append({"name": parts[0], "state": parts[1], "cpus": int(parts[2]),
-                          "memory": int(parts[3].rstrip("+"))})
+            nodes.append(
+                {"name": parts[0], "state": parts[1], "cpus": int(parts[2]), "memory": int(parts[3].rstrip("+"))}
+            )
     return nodes
 
 
@@ -144,8 +151,10 @@ def _install_conf(d: str, text: str) -> str:
     other_running = owner and owner != d and status(owner).running
     if owner == "" or other_running:
         why = "a foreign" if owner == "" else f"the running cluster {owner}'s"
-        return (f"{ETC_CONF} is {why} config: left alone. Point clients at this cluster with\n"
-                f"  export SLURM_CONF={_conf_path(d)}")
+        return (
+            f"{ETC_CONF} is {why} config: left alone. Point clients at this cluster with\n"
+            f"  export SLURM_CONF={_conf_path(d)}"
+        )
     os.makedirs(os.path.dirname(ETC_CONF), exist_ok=True)
     tmp = ETC_CONF + ".tp-tmp"
     with open(tmp, "w") as f:
@@ -162,23 +171,40 @@ def status(dir: str = DEFAULT_DIR) -> ClusterStatus:
     d = _abs(dir)
     cfg = _load_settings(d)
     if cfg is None:
-        return ClusterStatus(d, False, {}, [], _conf_path(d), False,
-                             message=f"no cluster in {d} (`tp-sweep cluster up --dir {dir}`)")
+        return ClusterStatus(
+            d,
+            False,
+            {},
+            [],
+            _conf_path(d),
+            False,
+            message=f"no cluster in {d} (`tp-sweep cluster up --dir {dir}`)",
+        )
     daemons = _live_pids(d, cfg)
     running = all(daemons.values())
     nodes = _sinfo(d) if daemons.get("slurmctld") else []
     installed = cfg["install_conf"] and _etc_owner(ETC_CONF) == d
     conf = ETC_CONF if installed else _conf_path(d)
     hint = "" if installed or not running else f"export SLURM_CONF={conf}"
-    return ClusterStatus(d, running, daemons, nodes, conf, cfg["accounting"],
-                         {"SLURM_CONF": conf}, hint)
+    return ClusterStatus(d, running, daemons, nodes, conf, cfg["accounting"], {"SLURM_CONF": conf}, hint)
 
 
-def up(dir: str = DEFAULT_DIR, nodes: int = 1, accounting: bool = False,
-       cpus_per_node: int | None = None, mem_mb: int | None = None, timeout: float = 30.0, *,
-       port: int | None = None, cluster_name: str | None = None, node_prefix: str | None = None,
-       install_conf: bool | None = None, extra_conf: dict | None = None,
-       partitions: dict | None = None, qos: dict | None = None) -> ClusterStatus:
+def up(
+    dir: str = DEFAULT_DIR,
+    nodes: int = 1,
+    accounting: bool = False,
+    cpus_per_node: int | None = None,
+    mem_mb: int | None = None,
+    timeout: float = 30.0,
+    *,
+    port: int | None = None,
+    cluster_name: str | None = None,
+    node_prefix: str | None = None,
+    install_conf: bool | None = None,
+    extra_conf: dict | None = None,
+    partitions: dict | None = None,
+    qos: dict | None = None,
+) -> ClusterStatus:
     """Start (or find running) a cluster in DIR and wait until every node is idle.
 
     `port`, `cluster_name`, `node_prefix` and `install_conf=False` let a second cluster (tests)
@@ -195,14 +221,23 @@ def up(dir: str = DEFAULT_DIR, nodes: int = 1, accounting: bool = False,
     if node_prefix is None and last.get("node_prefix"):
         node_prefix = last["node_prefix"]
     install_conf = last.get("install_conf", True) if install_conf is None else install_conf
-    missing = [b for b in BINARIES
-               if shutil.which(b) is None and not os.path.exists(f"/usr/sbin/{b}")]
+    missing = [b for b in BINARIES if shutil.which(b) is None and not os.path.exists(f"/usr/sbin/{b}")]
     if missing:
         raise ClusterError(f"missing {', '.join(missing)}: apt-get install -y slurm-wlm munge")
     if os.geteuid() != 0:
         raise BadInput("the dev cluster runs its daemons as root and munge: run as root")
-    cfg = _make_settings(d, nodes, accounting, cpus_per_node, mem_mb, port, cluster_name,
-                         node_prefix, install_conf, _options(extra_conf, partitions, qos, accounting))
+    cfg = _make_settings(
+        d,
+        nodes,
+        accounting,
+        cpus_per_node,
+        mem_mb,
+        port,
+        cluster_name,
+        node_prefix,
+        install_conf,
+        _options(extra_conf, partitions, qos, accounting),
+    )
     _check_dir(d)  # after validating the rest: bad input must create nothing
     if accounting:
         _accounting.ensure_installed()
@@ -210,9 +245,11 @@ def up(dir: str = DEFAULT_DIR, nodes: int = 1, accounting: bool = False,
         live = _live_pids(d, old)
         if all(live.values()):
             if (old["nodes"], old["accounting"]) != (nodes, accounting):
-                raise BadInput(f"cluster in {d} is running with {old['nodes']} node(s), "
-                               f"accounting {'on' if old['accounting'] else 'off'}; "
-                               f"`tp-sweep cluster down --dir {dir}` first")
+                raise BadInput(
+                    f"cluster in {d} is running with {old['nodes']} node(s), "
+                    f"accounting {'on' if old['accounting'] else 'off'}; "
+                    f"`tp-sweep cluster down --dir {dir}` first"
+                )
             if old["install_conf"] and _etc_owner(ETC_CONF) is None:  # our /etc copy was removed
                 with open(_conf_path(d)) as f:
                     _install_conf(d, f.read())
@@ -252,15 +289,15 @@ def down(dir: str = DEFAULT_DIR, timeout: float = 30.0) -> int:
         return 0
     live = _live_pids(d, cfg)
     spare = {pid for pid in live.values() if pid}
-    ended = _jobs.end_jobs(d, cfg, timeout, lambda *argv: _client(d, *argv),
-                           bool(live.get("slurmctld")), spare)
+    ended = _jobs.end_jobs(d, cfg, timeout, lambda *argv: _client(d, *argv), bool(live.get("slurmctld")), spare)
     _stop_all(d, cfg, timeout)
     if _etc_owner(ETC_CONF) == d:
         os.remove(ETC_CONF)
     left = _jobs.find(d, cfg).pids
     if left:
-        raise ClusterError(f"daemons stopped, but {len(left)} process(es) of its jobs would not "
-                           f"die: {sorted(left)}")
+        raise ClusterError(
+            f"daemons stopped, but {len(left)} process(es) of its jobs would not die: {sorted(left)}"
+        )
     return ended
 
 
@@ -276,8 +313,9 @@ def _check_ports(cfg: dict) -> None:
             try:
                 s.bind(("0.0.0.0", p))
             except OSError as exc:
-                raise ClusterError(f"port {p} is in use ({exc}); is another Slurm running? "
-                                   f"pick another port or stop it") from exc
+                raise ClusterError(
+                    f"port {p} is in use ({exc}); is another Slurm running? pick another port or stop it"
+                ) from exc
 
 
 def _start_all(d: str, cfg: dict, timeout: float) -> None:
@@ -290,10 +328,22 @@ def _start_all(d: str, cfg: dict, timeout: float) -> None:
     os.chown(os.path.join(d, "munge"), mu.pw_uid, mu.pw_gid)
     os.chmod(os.path.join(d, "munge"), 0o755)
     key = _munge_key(d)
-    _launch(d, "munged", ["runuser", "-u", "munge", "--", "/usr/sbin/munged", f"--socket={sock}",
-                          f"--key-file={key}", f"--pid-file={files['munged']}",
-                          f"--log-file={_log_of(d, 'munged')}",
-                          f"--seed-file={os.path.join(d, 'munge', 'munged.seed')}"])
+    _launch(
+        d,
+        "munged",
+        [
+            "runuser",
+            "-u",
+            "munge",
+            "--",
+            "/usr/sbin/munged",
+            f"--socket={sock}",
+            f"--key-file={key}",
+            f"--pid-file={files['munged']}",
+            f"--log-file={_log_of(d, 'munged')}",
+            f"--seed-file={os.path.join(d, 'munge', 'munged.seed')}",
+        ],
+    )
     _wait_for(d, "munged", files["munged"], lambda: os.path.exists(sock), timeout, "ready")
     if cfg["accounting"]:
         _accounting.write_conf(d, cfg, f"{MARKER}: DIR={d}")
@@ -328,29 +378,38 @@ def _wait_idle(d: str, cfg: dict, timeout: float) -> ClusterStatus:
             return st
         dead = [k for k, v in st.daemons.items() if v is None]
         if dead:
-            raise ClusterError(f"{dead[0]} died.\n  {_log_of(d, dead[0])}:\n"
-                               f"{_tail(_log_of(d, dead[0]))}")
+            raise ClusterError(f"{dead[0]} died.\n  {_log_of(d, dead[0])}:\n{_tail(_log_of(d, dead[0]))}")
         if not resumed and any(s.startswith(("drain", "down")) for s in states.values()):
             time.sleep(2)  # give a fresh slurmd time to register before forcing it
-            _client(d, "scontrol", "update", f"nodename={','.join(cfg['node_names'])}",
-                    "state=resume")
+            _client(d, "scontrol", "update", f"nodename={','.join(cfg['node_names'])}", "state=resume")
             resumed = True
         if time.monotonic() > deadline:
-            logs = "\n".join(f"  {_log_of(d, k)}:\n{_tail(_log_of(d, k), 8)}"
-                             for k in (f"slurmd:{n}" for n in cfg["node_names"]))
-            raise ClusterError(f"nodes not idle after {timeout:.0f} s: {states or 'none reported'}"
-                               f"\n  {_log_of(d, 'slurmctld')}:\n"
-                               f"{_tail(_log_of(d, 'slurmctld'), 8)}"
-                               f"\n{logs}")
+            logs = "\n".join(
+                f"  {_log_of(d, k)}:\n{_tail(_log_of(d, k), 8)}"
+                for k in (f"slurmd:{n}" for n in cfg["node_names"])
+            )
+            raise ClusterError(
+                f"nodes not idle after {timeout:.0f} s: {states or 'none reported'}"
+                f"\n  {_log_of(d, 'slurmctld')}:\n"
+                f"{_tail(_log_of(d, 'slurmctld'), 8)}"
+                f"\n{logs}"
+            )
         time.sleep(0.3)
 
 
 # ---------------------------------------------------------------- command line
 
 
-def up_again(dir: str = DEFAULT_DIR, nodes: int | None = None, accounting: bool = False,
-             cpus_per_node: int | None = None, mem_mb: int | None = None, timeout: float = 30.0,
-             port: int | None = None, install_conf: bool | None = None) -> ClusterStatus:
+def up_again(
+    dir: str = DEFAULT_DIR,
+    nodes: int | None = None,
+    accounting: bool = False,
+    cpus_per_node: int | None = None,
+    mem_mb: int | None = None,
+    timeout: float = 30.0,
+    port: int | None = None,
+    install_conf: bool | None = None,
+) -> ClusterStatus:
     """`up` as the command line means it: a bare `up` on a running cluster keeps its shape (its
     nodes and accounting) and just reports it; given options start it as they say."""
     now = status(dir)

@@ -47,10 +47,12 @@ Batches: x float32 NCHW (FFCV's is a channels_last-strided view), y int64, on ct
 batches live in buffers that it reuses batches_ahead + 2 batches later: clone a batch you keep
 longer than that (e.g. a list of pruning batches).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 import torch
 
@@ -116,8 +118,7 @@ def build_loaders(cfg: dict, ctx: LoaderContext) -> Loaders:
     return DATASETS[name](cfg, ctx)
 
 
-def resolution_for_epoch(epoch: int, min_res: int, max_res: int, end_ramp: int,
-                         start_ramp: int = 0) -> int:
+def resolution_for_epoch(epoch: int, min_res: int, max_res: int, end_ramp: int, start_ramp: int = 0) -> int:
     """Progressive resizing as in ffcv-imagenet: min_res up to start_ramp, max_res from end_ramp,
     linear in between rounded to a multiple of 32 (keeps shapes friendly to conv kernels)."""
     if min_res > max_res:
@@ -145,6 +146,14 @@ from . import imagefolder as _imagefolder  # noqa: E402,F401
 from . import memory as _memory  # noqa: E402,F401
 
 __all__ = [
-    "DATASETS", "DataError", "EpochLoader", "LoaderContext", "Loaders", "build_loaders",
-    "per_rank_batch", "register", "resolution_for_epoch", "to_device",
+    "DATASETS",
+    "DataError",
+    "EpochLoader",
+    "LoaderContext",
+    "Loaders",
+    "build_loaders",
+    "per_rank_batch",
+    "register",
+    "resolution_for_epoch",
+    "to_device",
 ]

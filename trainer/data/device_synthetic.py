@@ -18,9 +18,10 @@ Keys (defaults as for ``synthetic``, so the trainer schema describes both): shap
 classes 10, size 1024 (examples per epoch, all resident: size * C*H*W bytes), test_size 256,
 data_seed 0, batch_size, test_batch_size, mean, std.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -59,8 +60,9 @@ class DeviceTrainLoader(TensorTrainLoader):
     """The in-memory train loader's batching and DDP split, with the permutation drawn on the
     device and batches gathered and normalised there."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, global_batch: int, ctx: LoaderContext,
-                 norm: _Normalise) -> None:
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, global_batch: int, ctx: LoaderContext, norm: _Normalise
+    ) -> None:
         super().__init__(x, y, global_batch, ctx)
         self.norm = norm
 
@@ -70,20 +72,21 @@ class DeviceTrainLoader(TensorTrainLoader):
 
     def global_batch_indices(self, i: int) -> np.ndarray:
         perm = self.permutation(self.key)
-        return perm[i * self.global_batch:(i + 1) * self.global_batch].cpu().numpy()
+        return perm[i * self.global_batch : (i + 1) * self.global_batch].cpu().numpy()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         perm = self.permutation(self.key)
         self.key += 1  # without a set_epoch call the next pass still gets a fresh order
         lo = self.ctx.rank * self.local_batch
         for i in range(len(self)):
-            idx = perm[i * self.global_batch + lo:i * self.global_batch + lo + self.local_batch]
+            idx = perm[i * self.global_batch + lo : i * self.global_batch + lo + self.local_batch]
             yield self.norm(self.x.index_select(0, idx)), self.y.index_select(0, idx)
 
 
 class DeviceTestLoader(TensorTestLoader):
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, global_batch: int, ctx: LoaderContext,
-                 norm: _Normalise) -> None:
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, global_batch: int, ctx: LoaderContext, norm: _Normalise
+    ) -> None:
         super().__init__(x, y, global_batch, ctx)
         self.norm = norm
 
@@ -99,8 +102,10 @@ def build_synthetic_gpu(cfg: dict, ctx: LoaderContext) -> Loaders:
     classes, size = int(cfg.get("classes", 10)), int(cfg.get("size", 1024))
     test_size = int(cfg.get("test_size", 256))
     if len(shape) != 3 or min(shape) < 1 or classes < 2 or size < 1 or test_size < 1:
-        raise DataError(f"synthetic_gpu needs shape [C,H,W], classes>=2, size>=1, test_size>=1; "
-                        f"got {list(shape)}, {classes}, {size}, {test_size}")
+        raise DataError(
+            f"synthetic_gpu needs shape [C,H,W], classes>=2, size>=1, test_size>=1; "
+            f"got {list(shape)}, {classes}, {size}, {test_size}"
+        )
     mean, std = cfg.get("mean") or IMAGENET_MEAN, cfg.get("std") or IMAGENET_STD
     if len(mean) != shape[0] or len(std) != shape[0]:
         raise DataError(f"synthetic_gpu: mean/std need {shape[0]} values (one per channel)")
@@ -110,6 +115,10 @@ def build_synthetic_gpu(cfg: dict, ctx: LoaderContext) -> Loaders:
     norm = _Normalise(mean, std, ctx.device)
     xtr, ytr = _draw(size, shape, classes, _seed(seed, 1), ctx.device)
     xte, yte = _draw(test_size, shape, classes, _seed(seed, 2), ctx.device)
-    return Loaders(train=DeviceTrainLoader(xtr, ytr, bs, ctx, norm),
-                   test=DeviceTestLoader(xte, yte, tbs, ctx, norm),
-                   num_classes=classes, input_shape=shape, train_size=size)
+    return Loaders(
+        train=DeviceTrainLoader(xtr, ytr, bs, ctx, norm),
+        test=DeviceTestLoader(xte, yte, tbs, ctx, norm),
+        num_classes=classes,
+        input_shape=shape,
+        train_size=size,
+    )

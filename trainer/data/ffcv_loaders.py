@@ -19,10 +19,11 @@ Train uses FFCV's ``distributed=True`` under DDP (DistributedSampler pads so eve
 same number of batches). Val does NOT: FFCV's distributed sequential order pads with duplicates, so
 rank r reads ``indices = r::W`` instead (disjoint, covering; rank batch counts may differ by one).
 """
+
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -37,8 +38,16 @@ DEFAULT_CROP_RATIO = 224 / 256
 
 # The .beton file layout (FFCV 1.0.x, format version 2), used to reject truncated files before
 # FFCV maps them (FFCV would read garbage or crash in numba).
-_HEADER = np.dtype([("version", "<u2"), ("num_fields", "<u2"), ("page_size", "<u4"),
-                    ("num_samples", "<u8"), ("alloc_table_ptr", "<u8")], align=True)
+_HEADER = np.dtype(
+    [
+        ("version", "<u2"),
+        ("num_fields", "<u2"),
+        ("page_size", "<u4"),
+        ("num_samples", "<u8"),
+        ("alloc_table_ptr", "<u8"),
+    ],
+    align=True,
+)
 _FIELD_DESC_SIZE = 1 + 16 + 1024  # type id, name, arguments
 _ALLOC_ENTRY_SIZE = 24  # sample_id, ptr, size (3 x u8)
 
@@ -61,8 +70,10 @@ def check_beton(path: str) -> int:
     data_start = _HEADER.itemsize + int(h["num_fields"]) * _FIELD_DESC_SIZE
     ptr = int(h["alloc_table_ptr"])
     if ptr < data_start or ptr > size or (size - ptr) % _ALLOC_ENTRY_SIZE:
-        raise DataError(f"{path}: truncated or unfinished .beton (allocation table at {ptr}, "
-                        f"file size {size}); rewrite it with `tp-sweep data write`")
+        raise DataError(
+            f"{path}: truncated or unfinished .beton (allocation table at {ptr}, "
+            f"file size {size}); rewrite it with `tp-sweep data write`"
+        )
     table = np.fromfile(path, dtype="<u8", offset=ptr).reshape(-1, 3)
     if len(table) and int((table[:, 1] + table[:, 2]).max()) > ptr:
         raise DataError(f"{path}: truncated .beton (a sample lies beyond the data region)")
@@ -136,10 +147,14 @@ def _image_pipeline(kind: str, train: bool, res: int, mean, std, device: torch.d
     else:
         decoder = CenterCropRGBImageDecoder((res, res), ratio=DEFAULT_CROP_RATIO)
         augment = []
-    ops = [decoder, *(augment if train else []),
-           # float32 on the CPU: float16 is for GPU throughput, and the model here wants float32.
-           NormalizeImage(np.array(mean), np.array(std), np.float32),
-           ToTensor(), ToTorchImage()]
+    ops = [
+        decoder,
+        *(augment if train else []),
+        # float32 on the CPU: float16 is for GPU throughput, and the model here wants float32.
+        NormalizeImage(np.array(mean), np.array(std), np.float32),
+        ToTensor(),
+        ToTorchImage(),
+    ]
     if device.type == "cuda":
         ops.append(ToDevice(device, non_blocking=True))
     return ops, decoder
@@ -156,8 +171,9 @@ def _label_pipeline(device: torch.device):
     return ops
 
 
-def make_ffcv_loader(path: str, *, kind: str, train: bool, batch: int, ctx: LoaderContext,
-                     cfg: dict, res: int = 0, indices=None):
+def make_ffcv_loader(
+    path: str, *, kind: str, train: bool, batch: int, ctx: LoaderContext, cfg: dict, res: int = 0, indices=None
+):
     """An ffcv Loader plus its image decoder (returned for progressive resizing)."""
     from ffcv.loader import Loader, OrderOption
 
@@ -167,11 +183,15 @@ def make_ffcv_loader(path: str, *, kind: str, train: bool, batch: int, ctx: Load
     img_ops, decoder = _image_pipeline(kind, train, res, mean, std, ctx.device)
     workers = int(cfg.get("num_workers") or max(1, (os.cpu_count() or 1) // ctx.world_size))
     loader = Loader(
-        path, batch_size=batch, num_workers=workers,
+        path,
+        batch_size=batch,
+        num_workers=workers,
         os_cache=bool(cfg.get("os_cache", True)),
         order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
         distributed=bool(train and ctx.distributed),
-        seed=ffcv_seed(ctx.seed), indices=indices, drop_last=train,
+        seed=ffcv_seed(ctx.seed),
+        indices=indices,
+        drop_last=train,
         batches_ahead=int(cfg.get("batches_ahead", 3)),
         pipelines={"image": img_ops, "label": _label_pipeline(ctx.device)},
     )
@@ -182,16 +202,20 @@ def check_ranks(ctx: LoaderContext) -> None:
     """FFCV shards the train set through torch.distributed, so the group must exist and agree."""
     if not ctx.distributed:
         if ctx.world_size != 1:
-            raise DataError(f"world_size={ctx.world_size} without distributed=True: FFCV would "
-                            "give every rank the whole train set")
+            raise DataError(
+                f"world_size={ctx.world_size} without distributed=True: FFCV would "
+                "give every rank the whole train set"
+            )
         return
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
         raise DataError("ctx.distributed=True but torch.distributed is not initialised")
     if (dist.get_rank(), dist.get_world_size()) != (ctx.rank, ctx.world_size):
-        raise DataError(f"ctx says rank {ctx.rank}/{ctx.world_size}, the process group says "
-                        f"{dist.get_rank()}/{dist.get_world_size()}")
+        raise DataError(
+            f"ctx says rank {ctx.rank}/{ctx.world_size}, the process group says "
+            f"{dist.get_rank()}/{dist.get_world_size()}"
+        )
 
 
 def build_ffcv(cfg: dict, ctx: LoaderContext, kind: str, num_classes: int | None) -> Loaders:
@@ -202,8 +226,7 @@ def build_ffcv(cfg: dict, ctx: LoaderContext, kind: str, num_classes: int | None
     n_val = check_beton(cfg["val_path"])
     check_ranks(ctx)
     bs = per_rank_batch(int(cfg["batch_size"]), ctx.world_size)
-    tbs = per_rank_batch(int(cfg.get("test_batch_size") or cfg["batch_size"]), ctx.world_size,
-                         "test_batch_size")
+    tbs = per_rank_batch(int(cfg.get("test_batch_size") or cfg["batch_size"]), ctx.world_size, "test_batch_size")
     res = int(cfg.get("resolution", 224))
     val_res = int(cfg.get("val_resolution") or res)
     schedule = None
@@ -217,18 +240,24 @@ def build_ffcv(cfg: dict, ctx: LoaderContext, kind: str, num_classes: int | None
     train_size = len(train_idx) if train_idx is not None else n_train
     if train_size < bs * ctx.world_size:
         raise DataError(f"{cfg['train_path']}: {train_size} examples, fewer than one batch")
-    train, decoder = make_ffcv_loader(cfg["train_path"], kind=kind, train=True, batch=bs, ctx=ctx,
-                                      cfg=cfg, res=res, indices=train_idx)
-    val_idx = np.arange(n_val)[ctx.rank::ctx.world_size]
-    test, _ = make_ffcv_loader(cfg["val_path"], kind=kind, train=False, batch=tbs, ctx=ctx,
-                               cfg=cfg, res=val_res, indices=val_idx)
+    train, decoder = make_ffcv_loader(
+        cfg["train_path"], kind=kind, train=True, batch=bs, ctx=ctx, cfg=cfg, res=res, indices=train_idx
+    )
+    val_idx = np.arange(n_val)[ctx.rank :: ctx.world_size]
+    test, _ = make_ffcv_loader(
+        cfg["val_path"], kind=kind, train=False, batch=tbs, ctx=ctx, cfg=cfg, res=val_res, indices=val_idx
+    )
     labels, shape = beton_labels_and_size(cfg["train_path"])
     if num_classes is None:
         num_classes = int(cfg.get("num_classes") or int(labels.max()) + 1)
     input_shape = shape if kind == "cifar" else (3, val_res, val_res)
-    return Loaders(train=FFCVEpochLoader(train, ctx.device, decoder, schedule),
-                   test=FFCVEpochLoader(test, ctx.device), num_classes=num_classes,
-                   input_shape=input_shape, train_size=train_size)
+    return Loaders(
+        train=FFCVEpochLoader(train, ctx.device, decoder, schedule),
+        test=FFCVEpochLoader(test, ctx.device),
+        num_classes=num_classes,
+        input_shape=input_shape,
+        train_size=train_size,
+    )
 
 
 @register("cifar10")

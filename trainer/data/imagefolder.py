@@ -7,10 +7,11 @@ contiguous chunk of each global batch (drop last); test rank r takes examples r:
 randomness is seeded per (seed, key, example), so a resumed pass repeats the same crops whatever
 the number of workers or ranks.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -25,10 +26,10 @@ def folder_transforms(train: bool, res: int, mean, std):
 
     norm = T.Normalize([m / 255 for m in mean], [s / 255 for s in std])
     if train:
-        return T.Compose([T.RandomResizedCrop(res, antialias=True), T.RandomHorizontalFlip(),
-                          T.ToTensor(), norm])
-    return T.Compose([T.Resize(int(round(res / DEFAULT_CROP_RATIO)), antialias=True),
-                      T.CenterCrop(res), T.ToTensor(), norm])
+        return T.Compose([T.RandomResizedCrop(res, antialias=True), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+    return T.Compose(
+        [T.Resize(int(round(res / DEFAULT_CROP_RATIO)), antialias=True), T.CenterCrop(res), T.ToTensor(), norm]
+    )
 
 
 def open_image_folder(path: str, transform=None):
@@ -80,13 +81,18 @@ class FolderTrainLoader:
     def batches(self) -> list[list[int]]:
         perm = epoch_permutation(self.n, self.ctx.seed, self.key)
         lo = self.ctx.rank * self.local_batch
-        return [perm[i * self.global_batch + lo:i * self.global_batch + lo + self.local_batch].tolist()
-                for i in range(len(self))]
+        return [
+            perm[i * self.global_batch + lo : i * self.global_batch + lo + self.local_batch].tolist()
+            for i in range(len(self))
+        ]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        dl = torch.utils.data.DataLoader(SeededSamples(self.ds, self.ctx.seed, self.key),
-                                         batch_sampler=self.batches(), num_workers=self.workers,
-                                         pin_memory=self.ctx.device.type == "cuda")
+        dl = torch.utils.data.DataLoader(
+            SeededSamples(self.ds, self.ctx.seed, self.key),
+            batch_sampler=self.batches(),
+            num_workers=self.workers,
+            pin_memory=self.ctx.device.type == "cuda",
+        )
         self.key += 1
         for x, y in dl:
             yield to_device(x, y, self.ctx.device)
@@ -105,9 +111,13 @@ class FolderTestLoader:
         return -(-len(self.ds) // self.local_batch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        dl = torch.utils.data.DataLoader(self.ds, batch_size=self.local_batch, shuffle=False,
-                                         num_workers=self.workers,
-                                         pin_memory=self.ctx.device.type == "cuda")
+        dl = torch.utils.data.DataLoader(
+            self.ds,
+            batch_size=self.local_batch,
+            shuffle=False,
+            num_workers=self.workers,
+            pin_memory=self.ctx.device.type == "cuda",
+        )
         for x, y in dl:
             yield to_device(x, y, self.ctx.device)
 
@@ -133,4 +143,7 @@ def build_imagefolder(cfg: dict, ctx: LoaderContext) -> Loaders:
     return Loaders(
         train=FolderTrainLoader(train, bs, ctx, workers, n),
         test=FolderTestLoader(val, int(cfg.get("test_batch_size") or bs), ctx, workers),
-        num_classes=len(train.classes), input_shape=(3, val_res, val_res), train_size=n)
+        num_classes=len(train.classes),
+        input_shape=(3, val_res, val_res),
+        train_size=n,
+    )

@@ -6,9 +6,10 @@ is perm[i*B:(i+1)*B] and rank r takes its contiguous chunk [r*B/W, (r+1)*B/W). T
 global batch is dropped, so every rank yields N // B batches. Test: rank r takes examples r::W in
 order. No augmentation: flips/translations would change what an 8x8 digit means.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ class TensorTrainLoader:
 
     def global_batch_indices(self, i: int) -> np.ndarray:
         perm = epoch_permutation(len(self.x), self.ctx.seed, self.key)
-        return perm[i * self.global_batch:(i + 1) * self.global_batch]
+        return perm[i * self.global_batch : (i + 1) * self.global_batch]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         perm = torch.from_numpy(epoch_permutation(len(self.x), self.ctx.seed, self.key))
@@ -48,7 +49,7 @@ class TensorTrainLoader:
         self.key += 1
         lo = self.ctx.rank * self.local_batch
         for i in range(len(self)):
-            idx = perm[i * self.global_batch + lo:i * self.global_batch + lo + self.local_batch]
+            idx = perm[i * self.global_batch + lo : i * self.global_batch + lo + self.local_batch]
             yield to_device(self.x[idx], self.y[idx], self.ctx.device)
 
 
@@ -56,8 +57,8 @@ class TensorTestLoader:
     """Fixed order; rank r sees examples r::W, so the ranks' shards are disjoint and cover the set."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, global_batch: int, ctx: LoaderContext):
-        self.x = x[ctx.rank::ctx.world_size]
-        self.y = y[ctx.rank::ctx.world_size]
+        self.x = x[ctx.rank :: ctx.world_size]
+        self.y = y[ctx.rank :: ctx.world_size]
         self.ctx = ctx
         self.local_batch = per_rank_batch(global_batch, ctx.world_size, "test_batch_size")
 
@@ -76,7 +77,7 @@ class TensorTestLoader:
 def make_loaders(xtr, ytr, xte, yte, cfg: dict, ctx: LoaderContext, num_classes: int) -> Loaders:
     subset = cfg.get("subset")
     if subset:
-        xtr, ytr = xtr[:int(subset)], ytr[:int(subset)]
+        xtr, ytr = xtr[: int(subset)], ytr[: int(subset)]
     bs = int(cfg["batch_size"])
     tbs = int(cfg.get("test_batch_size") or bs)
     xtr, xte = xtr.float().contiguous(), xte.float().contiguous()
@@ -96,7 +97,7 @@ def digits_split(y: np.ndarray, test_every: int = 5) -> tuple[np.ndarray, np.nda
     test = np.zeros(len(y), dtype=bool)
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
-        test[idx[test_every - 1::test_every]] = True
+        test[idx[test_every - 1 :: test_every]] = True
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
@@ -121,13 +122,13 @@ def build_digits(cfg: dict, ctx: LoaderContext) -> Loaders:
     return make_loaders(xtr, y[tr], xte, y[te], cfg, ctx, num_classes=10)
 
 
-def synthetic_arrays(shape, classes: int, size: int, test_size: int, data_seed: int = 0,
-                     noise: float = 1.0):
+def synthetic_arrays(shape, classes: int, size: int, test_size: int, data_seed: int = 0, noise: float = 1.0):
     """Learnable Gaussian blobs: x = mean[class] + noise * N(0, 1), labels balanced round-robin."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1 or classes < 2 or size < 1 or test_size < 1:
-        raise DataError(f"synthetic needs shape [C,H,W], classes>=2, size>=1; got {shape}, "
-                        f"{classes}, {size}, {test_size}")
+        raise DataError(
+            f"synthetic needs shape [C,H,W], classes>=2, size>=1; got {shape}, {classes}, {size}, {test_size}"
+        )
     rng = np.random.default_rng([int(data_seed), 0])
     means = rng.standard_normal((classes, *shape)).astype(np.float32)
 
@@ -144,6 +145,11 @@ def synthetic_arrays(shape, classes: int, size: int, test_size: int, data_seed: 
 def build_synthetic(cfg: dict, ctx: LoaderContext) -> Loaders:
     classes = int(cfg.get("classes", 10))
     xtr, ytr, xte, yte = synthetic_arrays(
-        cfg.get("shape", (3, 8, 8)), classes, int(cfg.get("size", 1024)),
-        int(cfg.get("test_size", 256)), int(cfg.get("data_seed", 0)), float(cfg.get("noise", 1.0)))
+        cfg.get("shape", (3, 8, 8)),
+        classes,
+        int(cfg.get("size", 1024)),
+        int(cfg.get("test_size", 256)),
+        int(cfg.get("data_seed", 0)),
+        float(cfg.get("noise", 1.0)),
+    )
     return make_loaders(xtr, ytr, xte, yte, cfg, ctx, num_classes=classes)

@@ -9,6 +9,7 @@
   scaled to 0..255 and upscaled 4x (nearest) to 3x32x32 so image pipelines apply unchanged.
 - SyntheticSource: the ``synthetic`` data set's Gaussian blobs mapped to uint8 RGB.
 """
+
 from __future__ import annotations
 
 import os
@@ -122,8 +123,7 @@ class CifarSource:
             except (KeyError, ValueError) as exc:
                 raise DataError(f"{os.path.join(root, f)}: bad CIFAR batch ({exc})") from exc
             if len(images[-1]) != len(labels[-1]):
-                raise DataError(f"{os.path.join(root, f)}: {len(images[-1])} images but "
-                                f"{len(labels[-1])} labels")
+                raise DataError(f"{os.path.join(root, f)}: {len(images[-1])} images but {len(labels[-1])} labels")
         self.images = np.ascontiguousarray(np.concatenate(images))
         self.labels = np.concatenate(labels)
 
@@ -160,11 +160,11 @@ def digits_source(split: str = "train") -> ArraySource:
     return ArraySource(*digits_uint8(split), num_classes=10)
 
 
-def synthetic_source(split: str = "train", *, size: int = 256, classes: int = 10,
-                     image_size: int = 32, data_seed: int = 0) -> ArraySource:
+def synthetic_source(
+    split: str = "train", *, size: int = 256, classes: int = 10, image_size: int = 32, data_seed: int = 0
+) -> ArraySource:
 
-    xtr, ytr, xte, yte = synthetic_arrays((3, image_size, image_size), classes, size,
-                                          max(1, size // 4), data_seed)
+    xtr, ytr, xte, yte = synthetic_arrays((3, image_size, image_size), classes, size, max(1, size // 4), data_seed)
     x, y = (xtr, ytr) if split == "train" else (xte, yte)
     img = np.clip(np.round(128 + 40 * x.numpy()), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
     return ArraySource(np.ascontiguousarray(img), y.numpy(), classes)

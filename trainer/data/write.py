@@ -16,6 +16,7 @@ Policies:
 - ``write_mode`` is FFCV's: raw, jpg, proportion (JPEG with ``compress_probability``), or smart:
   JPEG for images larger than ``smart_threshold`` bytes raw (default 3*64*64), raw otherwise.
 """
+
 from __future__ import annotations
 
 import _thread
@@ -93,8 +94,14 @@ def _rich_progress(enabled: bool, description: str, total: int):
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
 
@@ -115,8 +122,7 @@ def open_source(kind: str, src: str | None, split: str, **synthetic):
     raise DataError(f"unknown source {kind!r}; known: imagefolder, cifar, digits, synthetic")
 
 
-def _fields(write_mode: str, max_resolution, jpeg_quality: int, compress_probability: float,
-            smart_threshold: int):
+def _fields(write_mode: str, max_resolution, jpeg_quality: int, compress_probability: float, smart_threshold: int):
     from ffcv.fields import IntField, RGBImageField
 
     if write_mode not in WRITE_MODES:
@@ -127,14 +133,17 @@ def _fields(write_mode: str, max_resolution, jpeg_quality: int, compress_probabi
         raise DataError(f"max_resolution must be positive, got {max_resolution}")
     if not 0.0 <= compress_probability <= 1.0:
         raise DataError(f"compress_probability must be in [0, 1], got {compress_probability}")
-    image = RGBImageField(write_mode=write_mode, max_resolution=max_resolution,
-                          smart_threshold=smart_threshold, jpeg_quality=jpeg_quality,
-                          compress_probability=compress_probability)
+    image = RGBImageField(
+        write_mode=write_mode,
+        max_resolution=max_resolution,
+        smart_threshold=smart_threshold,
+        jpeg_quality=jpeg_quality,
+        compress_probability=compress_probability,
+    )
     return {"image": image, "label": IntField()}
 
 
-def _run_writer(partial: str, fields: dict, samples: GuardedSamples, num_workers: int,
-                progress: bool) -> None:
+def _run_writer(partial: str, fields: dict, samples: GuardedSamples, num_workers: int, progress: bool) -> None:
     import ffcv.writer
     from ffcv.writer import DatasetWriter
 
@@ -142,6 +151,7 @@ def _run_writer(partial: str, fields: dict, samples: GuardedSamples, num_workers
     chunk = max(1, min(100, len(samples) // (4 * max(1, num_workers)) or 1))
     stop, died = threading.Event(), threading.Event()
     with _rich_progress(progress, f"writing {os.path.basename(partial[:-8])}", len(samples)) as adv:
+
         def poll():  # the writer's workers count samples in shared memory; mirror it on the bar
             seen, idle_since = 0, None
             while not stop.is_set():
@@ -168,8 +178,10 @@ def _run_writer(partial: str, fields: dict, samples: GuardedSamples, num_workers
             writer.from_indexed_dataset(samples, chunksize=chunk)
         except KeyboardInterrupt:
             if died.is_set():
-                raise DataError(f"{partial[:-8]}: a writer process died after {samples.done.value}"
-                                f" of {len(samples)} samples (out of memory?)") from None
+                raise DataError(
+                    f"{partial[:-8]}: a writer process died after {samples.done.value}"
+                    f" of {len(samples)} samples (out of memory?)"
+                ) from None
             raise
         finally:
             ffcv.writer.tqdm = saved
@@ -177,39 +189,68 @@ def _run_writer(partial: str, fields: dict, samples: GuardedSamples, num_workers
             thread.join()
 
 
-def write_beton(kind: str, src: str | None, out: str, *, max_resolution: int | None = None,
-                jpeg_quality: int = 90, write_mode: str = "smart",
-                compress_probability: float = 0.5, num_workers: int = 2,
-                subset: int | None = None, split: str = "train", progress: bool = True,
-                smart_threshold: int = DEFAULT_SMART_THRESHOLD,
-                synthetic: dict | None = None) -> WriteSummary:
+def write_beton(
+    kind: str,
+    src: str | None,
+    out: str,
+    *,
+    max_resolution: int | None = None,
+    jpeg_quality: int = 90,
+    write_mode: str = "smart",
+    compress_probability: float = 0.5,
+    num_workers: int = 2,
+    subset: int | None = None,
+    split: str = "train",
+    progress: bool = True,
+    smart_threshold: int = DEFAULT_SMART_THRESHOLD,
+    synthetic: dict | None = None,
+) -> WriteSummary:
     """Convert a source to ``out`` (see the module docstring for the policies)."""
     if split not in ("train", "test"):
         raise DataError(f"split must be train or test, got {split!r}")
     source = open_source(kind, src, split, **(synthetic or {}))
-    return write_source(source, out, max_resolution=max_resolution, jpeg_quality=jpeg_quality,
-                        write_mode=write_mode, compress_probability=compress_probability,
-                        num_workers=num_workers, subset=subset, progress=progress,
-                        smart_threshold=smart_threshold, name=f"{kind} {src or ''}".strip())
+    return write_source(
+        source,
+        out,
+        max_resolution=max_resolution,
+        jpeg_quality=jpeg_quality,
+        write_mode=write_mode,
+        compress_probability=compress_probability,
+        num_workers=num_workers,
+        subset=subset,
+        progress=progress,
+        smart_threshold=smart_threshold,
+        name=f"{kind} {src or ''}".strip(),
+    )
 
 
-def write_source(source, out: str, *, max_resolution: int | None = None, jpeg_quality: int = 90,
-                 write_mode: str = "smart", compress_probability: float = 0.5,
-                 num_workers: int = 2, subset: int | None = None, progress: bool = True,
-                 smart_threshold: int = DEFAULT_SMART_THRESHOLD, name: str = "") -> WriteSummary:
+def write_source(
+    source,
+    out: str,
+    *,
+    max_resolution: int | None = None,
+    jpeg_quality: int = 90,
+    write_mode: str = "smart",
+    compress_probability: float = 0.5,
+    num_workers: int = 2,
+    subset: int | None = None,
+    progress: bool = True,
+    smart_threshold: int = DEFAULT_SMART_THRESHOLD,
+    name: str = "",
+) -> WriteSummary:
     """Write any indexable of (HxWx3 uint8, int) with ``num_classes`` (see sources.py)."""
     t0 = time.perf_counter()
     fields = _fields(write_mode, max_resolution, jpeg_quality, compress_probability, smart_threshold)
     indices = np.arange(len(source))
     if subset:
-        indices = indices[:int(subset)]
+        indices = indices[: int(subset)]
     bad: dict[int, str] = {}
     if hasattr(source, "verify"):
         # The whole folder is verified even with subset: the first N *readable* images are kept.
         with _rich_progress(progress, "verifying images", len(source)) as adv:
             bad = source.verify(num_workers, adv)
         keep = np.array([i for i in range(len(source)) if i not in bad], dtype=np.int64)
-        indices = keep[:int(subset)] if subset else keep
+        indices = keep[: int(subset)] if subset else keep
         for i, err in list(bad.items())[:5]:
             print(f"skipping {source.samples[i][0]}: {err}", file=sys.stderr)
     if len(indices) == 0:
@@ -227,26 +268,45 @@ def write_source(source, out: str, *, max_resolution: int | None = None, jpeg_qu
     finally:
         if os.path.exists(partial):
             os.remove(partial)
-    return WriteSummary(path=out, images=len(indices), classes=int(source.num_classes),
-                        bytes=os.path.getsize(out), seconds=time.perf_counter() - t0,
-                        skipped=len(bad))
+    return WriteSummary(
+        path=out,
+        images=len(indices),
+        classes=int(source.num_classes),
+        bytes=os.path.getsize(out),
+        seconds=time.perf_counter() - t0,
+        skipped=len(bad),
+    )
 
 
 def run(args) -> int:
     """Write the beton `args` (cli/data.py's write parser) ask for; 2 on a DataError."""
     src = None if args.src in (None, "-") else args.src
-    synthetic = {"size": args.size, "classes": args.classes, "image_size": args.image_size,
-                 "data_seed": args.data_seed} if args.kind == "synthetic" else None
+    synthetic = (
+        {"size": args.size, "classes": args.classes, "image_size": args.image_size, "data_seed": args.data_seed}
+        if args.kind == "synthetic"
+        else None
+    )
     try:
-        s = write_beton(args.kind, src, args.out, max_resolution=args.max_resolution,
-                        jpeg_quality=args.jpeg_quality, write_mode=args.write_mode,
-                        compress_probability=args.compress_probability,
-                        num_workers=args.num_workers, subset=args.subset, split=args.split,
-                        progress=not args.no_progress, smart_threshold=args.smart_threshold,
-                        synthetic=synthetic)
+        s = write_beton(
+            args.kind,
+            src,
+            args.out,
+            max_resolution=args.max_resolution,
+            jpeg_quality=args.jpeg_quality,
+            write_mode=args.write_mode,
+            compress_probability=args.compress_probability,
+            num_workers=args.num_workers,
+            subset=args.subset,
+            split=args.split,
+            progress=not args.no_progress,
+            smart_threshold=args.smart_threshold,
+            synthetic=synthetic,
+        )
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {s.path}: {s.images} images, {s.classes} classes, {s.bytes:,} bytes, "
-          f"{s.seconds:.1f} s" + (f", {s.skipped} corrupt images skipped" if s.skipped else ""))
+    print(
+        f"wrote {s.path}: {s.images} images, {s.classes} classes, {s.bytes:,} bytes, "
+        f"{s.seconds:.1f} s" + (f", {s.skipped} corrupt images skipped" if s.skipped else "")
+    )
     return 0

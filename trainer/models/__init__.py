@@ -3,9 +3,10 @@
 Builders take `(num_classes, input_shape, **options)` where `input_shape` is (C, H, W) and the
 options are the remaining keys of the trainer config's "model" section.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

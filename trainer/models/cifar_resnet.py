@@ -4,6 +4,7 @@ Shortcuts use option A, as in the paper's CIFAR experiments: identity, and where
 changes, stride-2 subsampling with zero-padded extra channels. Option A has no parameters, so
 the prunable set is exactly the 3x3 convs and the final linear layer.
 """
+
 from __future__ import annotations
 
 import torch

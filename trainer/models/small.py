@@ -1,4 +1,5 @@
 """Small models for tests and toy data: an MLP and a LeNet-style conv net."""
+
 from __future__ import annotations
 
 import math
@@ -9,7 +10,9 @@ from trainer.models import register
 
 
 @register("mlp")
-def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: list[int] | tuple[int, ...] = (128, 128)) -> nn.Module:
+def mlp(
+    num_classes: int, input_shape: tuple[int, ...], hidden: list[int] | tuple[int, ...] = (128, 128)
+) -> nn.Module:
     """Flatten, then Linear+ReLU per hidden width, then the classifier."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)

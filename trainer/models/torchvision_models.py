@@ -3,6 +3,7 @@
 For inputs of at most 64 px the 7x7 stride-2 stem and the max-pool would shrink a 32x32 image
 to 8x8 before the first block, so they are replaced by a 3x3 stride-1 conv and no max-pool.
 """
+
 from __future__ import annotations
 
 from torch import nn

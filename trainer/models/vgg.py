@@ -4,6 +4,7 @@ The 4096-wide ImageNet classifier is dropped (as in the usual CIFAR variants): a
 stack ends at 1x1x512. A max-pool is skipped once the feature map is 1 px, so small inputs
 (e.g. 8x8) also work.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,7 +15,29 @@ from trainer.models import register
 CONFIGS = {
     "vgg11_bn": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "vgg16_bn": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "vgg19_bn": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+    "vgg19_bn": [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ],
 }
 
 

@@ -3,6 +3,7 @@
 img_size comes from the input shape; inputs of at most 64 px use 4x4 patches (a 32x32 image
 gives 64 tokens, as 224/16 gives 196) instead of 16x16 ones, which would leave 4 tokens.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -20,7 +21,12 @@ def _builder(timm_name: str):
         if patch_size is None:
             patch_size = 4 if max(h, w) <= SMALL_INPUT_PX else 16
         return timm.create_model(
-            timm_name, pretrained=False, num_classes=num_classes, img_size=(h, w), patch_size=patch_size, in_chans=c
+            timm_name,
+            pretrained=False,
+            num_classes=num_classes,
+            img_size=(h, w),
+            patch_size=patch_size,
+            in_chans=c,
         )
 
     return build

@@ -11,6 +11,7 @@ dense MACs are weight.numel() x positions and its sparse MACs nonzero weights x 
 count a sparse kernel that skips zeros would do. Positions are measured with forward hooks on one
 example, so strides, padding, pooling and any module applied twice count as they run.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,8 +27,11 @@ def layer_positions(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str,
     """For each conv and linear weight (by parameter name), the output positions per example it is
     applied at, summed over calls. The model's modes are restored; no state changes (eval mode:
     batch norm statistics stay as they are)."""
-    names = {id(m): f"{n}.weight" if n else "weight" for n, m in model.named_modules()
-             if isinstance(m, PRUNABLE_TYPES) and isinstance(getattr(m, "weight", None), nn.Parameter)}
+    names = {
+        id(m): f"{n}.weight" if n else "weight"
+        for n, m in model.named_modules()
+        if isinstance(m, PRUNABLE_TYPES) and isinstance(getattr(m, "weight", None), nn.Parameter)
+    }
     positions: dict[str, int] = {}
 
     def hook(module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
@@ -60,6 +64,10 @@ def level_cost(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]
         w = params[name]
         dense += w.numel() * n
         sparse += int(torch.count_nonzero(w)) * n
-    return {"params": total, "nonzero_params": nonzero,
-            "network_sparsity": 1.0 - nonzero / total if total else 0.0,
-            "flops_dense": dense, "flops": sparse}
+    return {
+        "params": total,
+        "nonzero_params": nonzero,
+        "network_sparsity": 1.0 - nonzero / total if total else 0.0,
+        "flops_dense": dense,
+        "flops": sparse,
+    }

@@ -3,6 +3,7 @@
 A mask is plain state, `{parameter name: bool tensor of the weight's shape}` (True = kept), keyed
 by `model.named_parameters()` of the unwrapped model, so it can be saved with `torch.save`.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -42,18 +43,24 @@ def ignored_names(names: list[str], patterns: list[str] | tuple[str, ...]) -> se
         if pat in (FIRST, LAST):
             hit = names[:1] if pat == FIRST else names[-1:]
         else:
-            hit = [n for n in names if fnmatch.fnmatchcase(n, pat)
-                   or fnmatch.fnmatchcase(n.removesuffix(".weight"), pat)]
+            hit = [
+                n
+                for n in names
+                if fnmatch.fnmatchcase(n, pat) or fnmatch.fnmatchcase(n.removesuffix(".weight"), pat)
+            ]
         if not hit:
             shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-            raise ValueError(f"prune.layers_to_ignore: {pat!r} matches no conv or linear weight; "
-                             f"they are: {shown} (or <first>, <last>)")
+            raise ValueError(
+                f"prune.layers_to_ignore: {pat!r} matches no conv or linear weight; "
+                f"they are: {shown} (or <first>, <last>)"
+            )
         out.update(hit)
     return out
 
 
-def prunable_names(model: nn.Module, keep_first_last_dense: bool = False,
-                   layers_to_ignore: list[str] | tuple[str, ...] = ()) -> list[str]:
+def prunable_names(
+    model: nn.Module, keep_first_last_dense: bool = False, layers_to_ignore: list[str] | tuple[str, ...] = ()
+) -> list[str]:
     """The weights pruning may touch, in module order: conv and linear weights, less the first and
     last with keep_first_last_dense, less those layers_to_ignore names."""
     names = layer_names(model)
@@ -63,11 +70,14 @@ def prunable_names(model: nn.Module, keep_first_last_dense: bool = False,
     return [n for n in names if n not in ignored]
 
 
-def full_mask(model: nn.Module, keep_first_last_dense: bool = False,
-              layers_to_ignore: list[str] | tuple[str, ...] = ()) -> Mask:
+def full_mask(
+    model: nn.Module, keep_first_last_dense: bool = False, layers_to_ignore: list[str] | tuple[str, ...] = ()
+) -> Mask:
     params = dict(model.named_parameters())
-    return {n: torch.ones_like(params[n], dtype=torch.bool)
-            for n in prunable_names(model, keep_first_last_dense, layers_to_ignore)}
+    return {
+        n: torch.ones_like(params[n], dtype=torch.bool)
+        for n in prunable_names(model, keep_first_last_dense, layers_to_ignore)
+    }
 
 
 @torch.no_grad()

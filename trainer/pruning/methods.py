@@ -5,10 +5,11 @@ the new mask is a subset of the old one (selection happens only among currently 
 the one exception is the layerwise random control, which redraws each layer whole);
 the model's weights, grads, buffers, hooks and train/eval modes are left as they were.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

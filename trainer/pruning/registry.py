@@ -1,8 +1,9 @@
 """The pruner of each criterion: core/methods.py names the criteria (torch-free, for the planner);
 this maps each name to the function that computes its mask, `pruner(model, mask, density, ctx)`."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from core.methods import get_criterion
 from trainer.pruning.methods import (

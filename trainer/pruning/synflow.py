@@ -28,6 +28,7 @@ score by the same prod(c_l) (ranking unchanged); but residual connections make p
 layers, which such a scaling would weight differently, changing the ranking. A non-finite R
 raises instead of silently producing a bad mask.
 """
+
 from __future__ import annotations
 
 import copy
@@ -98,6 +99,8 @@ def prune_synflow(model: nn.Module, mask: Mask, density: float, ctx: PruneContex
         # start * (density / start)^(k / n); density 0 goes straight to 0 on the first round
         d_k = density if (k == rounds or density == 0) else start * (density / start) ** (k / rounds)
         scores = synflow_scores(net, current, ones)
-        current = topk_global(scores, current, min(round(d_k * total), sum(int(m.sum()) for m in current.values())))
+        current = topk_global(
+            scores, current, min(round(d_k * total), sum(int(m.sum()) for m in current.values()))
+        )
     del net
     return current

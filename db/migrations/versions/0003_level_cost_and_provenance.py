@@ -15,7 +15,9 @@ A finished level now also records what it costs and who computed it:
 All are nullable: levels finished before this revision keep null there (their metrics.json has
 none of it), and nothing else changes.
 """
-from typing import Sequence, Union
+
+from typing import Union
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
