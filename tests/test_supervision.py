@@ -232,6 +232,7 @@ def _record(tmp: Path, spec: dict) -> None:
     )
 
 
+@pytest.mark.slow  # trains through real processes
 def test_two_supervisors_at_once_and_a_killed_one_taken_over(tmp_path):
     """Two `launch --supervise` at once: one supervises, the other says who does and leaves.
     Then a supervisor SIGKILLed mid-action (a job claimed, never submitted): the next one finds
@@ -310,6 +311,7 @@ def test_two_supervisors_at_once_and_a_killed_one_taken_over(tmp_path):
     assert "submission never completed" in events, events
 
 
+@pytest.mark.slow  # trains through real processes
 def test_a_sweep_cancelled_while_supervised(tmp_path):
     """tp-sweep cancel beside a supervisor: nothing is resubmitted, and the supervisor stops
     saying why (exit 1)."""
