@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.sweeputil import REPO, tiny_spec, tp, write_spec
 
 PACKAGES = ("core", "trainer", "slurm", "db", "orchestrator", "cli")
@@ -19,6 +21,7 @@ def copy_package(dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow  # trains through real processes
 def test_a_trainer_change_retrains_exactly_its_levels_or_is_reported(tmp_path):
     src = copy_package(tmp_path / "src")
     env = {"PYTHONPATH": str(src)}
