@@ -328,3 +328,36 @@ def test_a_sweep_cancelled_while_supervised(tmp_path):
     assert not _sql(tmp_path, "select * from actions where action in ('retry', 'resubmit')")
     st = status_json("cancelled", tmp_path)
     assert st["counts"] == {"CANCELLED": 1} and st["supervisor"]["stopped"].startswith("nothing more")
+
+
+def test_a_store_outage_does_not_stop_the_supervisor(tmp_path, monkeypatch):
+    """The store going away for a pass or two (PostgreSQL restarting) is waited out, not fatal."""
+    from db import supervision
+    from db.store import Store
+    from orchestrator.control.controller import prepare
+    from orchestrator.control.supervisor import Supervisor
+    from orchestrator.plan.grid import plan_sweep
+
+    spec = tiny_spec("outage")
+    spec["grid"] = {"method": ["dense"], "seed": [0]}
+    store = Store(f"sqlite:///{tmp_path / 'tp-results.db'}")
+    spec["output_dir"] = str(tmp_path / "tp-runs")
+    plan = plan_sweep(parse_spec(spec))
+    prepare(store, plan, spec)
+    store.import_results({lid: {"epochs": 1, "seconds": 0.1} for lid in plan.levels})  # trained elsewhere
+    real, calls = supervision.renew, []
+
+    def flaky(*a, **kw):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise sa.exc.OperationalError("renew", {}, Exception("server closed the connection"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(supervision, "renew", flaky)
+    said: list[str] = []
+    outcome = Supervisor(store, "outage", poll_s=0.05, lease_s=5, out=said.append).run()
+    assert outcome.finished, outcome
+    text = "\n".join(said)
+    assert "store unreachable (server closed the connection)" in text and "store answers again" in text
+    assert len(calls) == 3
+    store.close()
