@@ -361,3 +361,33 @@ def test_a_store_outage_does_not_stop_the_supervisor(tmp_path, monkeypatch):
     assert "store unreachable (server closed the connection)" in text and "store answers again" in text
     assert len(calls) == 3
     store.close()
+
+
+def test_dev_cluster_options_render_and_are_checked(tmp_path):
+    """cluster.up's extra slurm.conf lines, partitions and QOS limits (slurm/dev/_config.py)."""
+    from slurm.dev import _config
+
+    opts = _config._options(
+        {"MaxArraySize": 8, "PreemptType": "preempt/partition_prio"},
+        {"low": {"PriorityTier": 1, "PreemptMode": "REQUEUE"}, "high": {"PriorityTier": 10}},
+        {"q5": {"MaxSubmitJobsPerUser": 5}},
+        accounting=True,
+    )
+    cfg = _config._make_settings(str(tmp_path), 2, True, 4, 4000, 16000, "tpx", "n", False, opts)
+    lines = _config._render(cfg).splitlines()
+    assert "MaxArraySize=8" in lines and "PreemptType=preempt/partition_prio" in lines
+    assert "AccountingStorageEnforce=associations,limits,qos" in lines  # QOS limits are enforced
+    parts = [ln for ln in lines if ln.startswith("PartitionName=")]
+    assert parts[0].startswith("PartitionName=debug Nodes=n1,n2 Default=YES")
+    assert (
+        "PartitionName=low Nodes=n1,n2 MaxTime=INFINITE State=UP OverSubscribe=NO PriorityTier=1 "
+        "PreemptMode=REQUEUE" in parts
+    )
+    with pytest.raises(_config.BadInput, match="need accounting"):
+        _config._options(None, None, {"q5": {"MaxSubmitJobsPerUser": 5}}, accounting=False)
+    with pytest.raises(_config.BadInput, match="is not a slurm.conf setting"):
+        _config._options({"MaxArraySize": "8\nSlurmUser=nobody"}, None, None, accounting=False)
+    with pytest.raises(_config.BadInput, match="not a partition name"):
+        _config._options(None, {"a b": {}}, None, accounting=False)
+    plain = _config._render(_config._make_settings(str(tmp_path), 1, False, 2, 2000, 16000, "t", "n", False))
+    assert "AccountingStorageEnforce" not in plain and "MaxArraySize" not in plain
