@@ -41,6 +41,9 @@ from tests.sweeputil import (
 )
 
 pytestmark = pytest.mark.slurm
+# Jobs whose results no test compares train on a small synthetic set: scikit-learn's import
+# (1.3 s) was a third of what such a job costs, and these tests run dozens of them.
+SYNTHETIC = {"data": "synthetic"}
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +223,7 @@ def test_no_person_and_failure_classes(tmp_path, pc, reference):
     tp("launch", str(write_spec(a, spec_a)), cwd=a, env=_env(pc), check=True)
 
     spec_b = tiny_spec("faults", executor__kind="slurm", executor__partition="debug", executor__mem_gb=1)
+    spec_b["trainer"]["overrides"].update(SYNTHETIC)
     spec_b["grid"] = {"method": ["snip", "er_erk", "synflow"], "sparsity": [0.5], "seed": [0]}
     spec_b["retry"] = {"backoff_s": 1, "exclude_after": 1}
     spec_b["supervisor"] = {"poll_s": 2, "lease_s": 10, "partition": "ctl"}
@@ -394,7 +398,7 @@ def test_search_without_a_launcher(tmp_path, pc):
     spec["grid"] = {"method": ["snip"], "sparsity": [0.5], "seed": [0]}
     spec["search"] = {
         "params": {"optimizer.lr": {"type": "log_float", "low": 0.01, "high": 0.5}},
-        "n_trials": 6,
+        "n_trials": 4,
         "sampler": {"name": "random", "seed": 0},
     }
     spec["supervisor"] = {"poll_s": 2, "lease_s": 10, "partition": "ctl"}
@@ -432,9 +436,9 @@ def test_search_without_a_launcher(tmp_path, pc):
     assert replaced and "ended and submitted supervisor job" in replaced[0]["reason"], acts
     assert st["supervisor"]["sched_id"] != first
     assert any(x["action"] == "pause" for x in acts)  # the scancel'ed supervisor let go of its lease
-    assert trials() == 6 and trials("COMPLETE") == 6
+    assert trials() == 4 and trials("COMPLETE") == 4
     runs = _rows(tmp_path, "select value_json from trial_user_attributes where key = 'run_id'")
-    assert len({r[0] for r in runs}) == 6, runs  # six different points, each asked once
+    assert len({r[0] for r in runs}) == 4, runs  # four different points, each asked once
     print(f"\nsearch without a launcher: {time.monotonic() - t0:.0f} s")
 
 
@@ -452,6 +456,7 @@ def test_limits_array_chunks_and_qos(tmp_path, pc):
         executor__mem_gb=0.25,
         executor__array_parallelism=30,
     )
+    spec["trainer"]["overrides"].update(SYNTHETIC)
     spec["grid"] = {"method": ["dense"], "seed": list(range(30))}
     out = tp("launch", str(write_spec(arr, spec)), cwd=arr, env=_env(pc), check=True)
     assert "submitted 30 jobs" in out.stdout, out.stdout
@@ -463,6 +468,7 @@ def test_limits_array_chunks_and_qos(tmp_path, pc):
         executor__qos="q5",
         executor__array_parallelism=8,
     )
+    spec["trainer"]["overrides"].update(SYNTHETIC)
     spec["grid"] = {"method": ["dense"], "seed": list(range(100, 107))}
     out = tp("launch", str(write_spec(qos, spec)), cwd=qos, env=_env(pc), check=True)
     text = " ".join(out.stdout.split())
