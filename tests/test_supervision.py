@@ -391,3 +391,49 @@ def test_dev_cluster_options_render_and_are_checked(tmp_path):
         _config._options(None, {"a b": {}}, None, accounting=False)
     plain = _config._render(_config._make_settings(str(tmp_path), 1, False, 2, 2000, 16000, "t", "n", False))
     assert "AccountingStorageEnforce" not in plain and "MaxArraySize" not in plain
+
+
+def test_a_stopped_job_the_scheduler_will_not_requeue_gets_its_class(tmp_path):
+    """A job whose trainer saved on a signal (PREEMPTED) waits for Slurm's requeue, unless Slurm
+    ended it for good: its time limit after the requeues (TIMEOUT), PreemptMode=CANCEL
+    (PREEMPTED, marked), an admin's scancel (CANCELLED), or gone (LOST, once the heartbeat is
+    old). A job the trainer never reported on takes its class from what the wrapper saw."""
+    from db.store import Store
+    from orchestrator.control.controller import prepare
+    from orchestrator.control.reconcile import _preempted, wrapper_report
+    from orchestrator.plan.grid import plan_sweep
+    from slurm.job import killed_status
+
+    spec = tiny_spec("classes", output_dir=str(tmp_path / "tp-runs"))
+    spec["grid"] = {"method": ["snip"], "sparsity": [0.5, 0.6, 0.7, 0.8, 0.9], "seed": [0]}
+    store = Store(f"sqlite:///{tmp_path / 'tp-results.db'}")
+    _, jobs, _ = prepare(store, plan_sweep(parse_spec(spec)), spec)
+    ids = sorted(jobs)
+    for jid in ids:
+        store.set_job_state(jid, "PREEMPTED", sched_id=f"1_{jid[:2]}", message="stopped by SIGTERM")
+    now = time.time()
+    got = {}
+    for jid, sched in zip(ids, ["TIMEOUT", "PREEMPTED", "CANCELLED", "GONE", "RUNNING"]):
+        _preempted(store, store.jobs([jid])[jid], sched, now)
+        j = store.jobs([jid])[jid]
+        got[sched] = (j.state, j.failure)
+    assert got == {
+        "TIMEOUT": ("TIMEOUT", "TIMEOUT"),
+        "PREEMPTED": ("PREEMPTED", "PREEMPTED"),
+        "CANCELLED": ("PREEMPTED", "CANCELLED"),
+        "GONE": ("PREEMPTED", None),  # heartbeat fresh
+        "RUNNING": ("PENDING", None),
+    }  # requeued and started again
+    gone = store.jobs([ids[3]])[ids[3]]
+    _preempted(store, gone, "GONE", now + 3600)
+    assert store.jobs([ids[3]])[ids[3]].failure == "LOST"
+    job = store.jobs([ids[0]])[ids[0]]
+    assert wrapper_report(job) == {}
+    killed_status(job.job_file, "/logs/1_0_log.err")
+    said = wrapper_report(job)
+    assert (
+        said["failure"] == "OUT_OF_MEMORY"
+        and "OOM killer" in said["message"]
+        and "/logs/1_0_log.err" in said["message"]
+    )
+    store.close()
