@@ -173,6 +173,7 @@ def test_a_bad_clusters_file_is_exit_2_and_nothing_is_recorded(tmp_path, text, m
     assert check.returncode == 2 and msg in " ".join(check.stderr.split())
 
 
+@pytest.mark.slow  # trains: make check leaves it to the suite
 def test_the_stored_spec_has_the_profile_written_out(tmp_path):
     clusters = tmp_path / "clusters.yaml"
     clusters.write_text(yaml.safe_dump({"here": {"kind": "local", "mem_gb": 1, "array_parallelism": 2}}))
@@ -232,6 +233,7 @@ def _record(tmp: Path, spec: dict) -> None:
     )
 
 
+@pytest.mark.slow  # trains: make check leaves it to the suite
 def test_two_supervisors_at_once_and_a_killed_one_taken_over(tmp_path):
     """Two `launch --supervise` at once: one supervises, the other says who does and leaves.
     Then a supervisor SIGKILLed while it works: the next one takes its stale lease over and
@@ -308,6 +310,7 @@ def test_two_supervisors_at_once_and_a_killed_one_taken_over(tmp_path):
     assert "submission never completed" in events, events
 
 
+@pytest.mark.slow  # trains: make check leaves it to the suite
 def test_a_sweep_cancelled_while_supervised(tmp_path):
     """tp-sweep cancel beside a supervisor: nothing is resubmitted, and the supervisor stops
     saying why (exit 1)."""
