@@ -237,8 +237,13 @@ def supervisor_lines(info: dict[str, Any]) -> list[Any]:
             state = f"stopped: {info['stopped']}"
         elif info.get("held"):
             state = "running"
+        elif info["where"] == "slurm":
+            state = (
+                "not running now (queued, requeued, or gone: the next job of the sweep that ends "
+                "submits a new one)"
+            )
         else:
-            state = f"not running (a lease of {duration(info.get('lease_s'))} is stale after that)"
+            state = "not running (`tp-sweep supervise` starts it again)"
         head = f"supervisor: {where} on {info.get('host') or '?'}, {beat}; {state}"
     lines = [Text(head, style="bold")]
     for a in info.get("actions", []):

@@ -125,15 +125,34 @@ class Supervisor:
             f"{', Slurm job ' + self.sched_id if self.sched_id else ''}), a pass every "
             f"{self.poll_s:g} s, lease {self.lease_s:g} s{took}",
         )
+        import sqlalchemy as sa
+
         stopped: str | None = None
+        outage_since: float | None = None
         try:
             while True:
-                if not supervision.renew(self.store, self.sweep, self.owner):
-                    now = supervision.lease(self.store, self.sweep)
-                    self.out(f"lease lost to {now.describe() if now else 'nobody'}; stopping")
-                    return Outcome(False, "the lease was taken over by another supervisor", ran=True)
-                outcome = self.step(first=took != "")
-                took = ""
+                try:
+                    if not supervision.renew(self.store, self.sweep, self.owner):
+                        now = supervision.lease(self.store, self.sweep)
+                        self.out(f"lease lost to {now.describe() if now else 'nobody'}; stopping")
+                        return Outcome(False, "the lease was taken over by another supervisor", ran=True)
+                    outcome = self.step()
+                    if outage_since is not None:
+                        away = time.monotonic() - outage_since
+                        self.act("store_back", f"the store answers again after {away:.0f} s")
+                        outage_since = None
+                except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                    # The store restarting (PostgreSQL, a network blip): jobs train on and keep
+                    # their writes; wait for it, pass after pass. If it stays away longer than
+                    # the lease, another supervisor may take over once it is back: renew() says so.
+                    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+                    if outage_since is None:
+                        outage_since = time.monotonic()
+                        self.out(
+                            f"store unreachable ({text[0] if text else type(exc).__name__}); "
+                            "trying again every pass"
+                        )
+                    outcome = None
                 if outcome is not None:
                     stopped = outcome.reason
                     self.act("stop", outcome.reason)
@@ -144,7 +163,10 @@ class Supervisor:
                     self.act("pause", "stopped by a signal; the lease is free for the next supervisor")
                     return Outcome(False, "stopped by a signal")
         finally:
-            supervision.release(self.store, self.sweep, self.owner, stopped)
+            try:
+                supervision.release(self.store, self.sweep, self.owner, stopped)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                pass  # the store is away: the lease goes stale by itself
 
     def _nap(self) -> bool:
         end = time.monotonic() + self.poll_s
@@ -159,7 +181,7 @@ class Supervisor:
         self.level_ids = level_ids
         return self.store.jobs_of_levels(level_ids)
 
-    def step(self, first: bool = False) -> Outcome | None:
+    def step(self) -> Outcome | None:
         if self.local is not None:
             self.local.step()
         jobs = self.jobs()
