@@ -151,8 +151,10 @@ def launch_supervised(store: Any, spec: Any, spec_dict: dict[str, Any], kind: st
         from orchestrator.control.submit import SubmitError
 
         try:
-            report(submit_prepared(store, spec, jobs, todo, kind, res))
+            res = submit_prepared(store, spec, jobs, todo, kind, res)
         except SubmitError as exc:
             error(f"{exc}; the supervisor tries again")
             return 1
+        report(res, plan)
+        return 1 if res.bad else 0  # levels found damaged, as a plain launch says
     return 0
