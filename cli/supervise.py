@@ -37,10 +37,11 @@ def run_supervisor(
     when it finished (or another supervisor holds the sweep), 1 when it stopped with work left."""
     from orchestrator.control.controller import stored_spec  # the controller: SQLAlchemy
     from orchestrator.control.supervisor import Supervisor
+    from orchestrator.plan.spec import SpecError
 
     try:
         spec = stored_spec(store, sweep)
-    except LookupError as exc:
+    except (LookupError, SpecError) as exc:
         raise BadInput(str(exc)) from None
     row = store.get_sweep(sweep)
     hook = search_hook(store, spec, row.spec) if spec.search is not None else None
@@ -150,8 +151,10 @@ def launch_supervised(store: Any, spec: Any, spec_dict: dict[str, Any], kind: st
         from orchestrator.control.submit import SubmitError
 
         try:
-            report(submit_prepared(store, spec, jobs, todo, kind, res))
+            res = submit_prepared(store, spec, jobs, todo, kind, res)
         except SubmitError as exc:
             error(f"{exc}; the supervisor tries again")
             return 1
+        report(res, plan)
+        return 1 if res.bad else 0  # levels found damaged, as a plain launch says
     return 0

@@ -440,3 +440,45 @@ def test_a_stopped_job_the_scheduler_will_not_requeue_gets_its_class(tmp_path):
         and "/logs/1_0_log.err" in said["message"]
     )
     store.close()
+
+
+@pytest.mark.postgres
+def test_the_lease_on_postgresql(postgres_url):
+    """Taking the lease is a compare-and-set under PostgreSQL's advisory lock: of many takers at
+    once one wins; a stale lease is taken over; actions and the summary read back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from db import supervision
+    from db.store import Store
+    from tests.sweeputil import pg_schema
+
+    with pg_schema(postgres_url, "tp_lease_test") as url:
+        stores = [Store(url) for _ in range(6)]
+        try:
+            take = lambda i: supervision.acquire(
+                stores[i], "s", f"owner{i}", host="h", pid=i, where="local", sched_id=None, lease_s=60
+            )[0]
+            with ThreadPoolExecutor(6) as pool:
+                won = list(pool.map(take, range(6)))
+            assert sum(won) == 1, won
+            winner = won.index(True)
+            assert supervision.renew(stores[0], "s", f"owner{winner}")
+            assert not supervision.renew(stores[0], "s", "owner-nobody")
+            with stores[0].session() as s:  # its heartbeat goes stale
+                s.execute(sa.text("update supervisors set heartbeat_at = heartbeat_at - interval '2 minutes'"))
+            taken, before = supervision.acquire(
+                stores[1], "s", "late", host="h", pid=9, where="local", sched_id=None, lease_s=60
+            )
+            assert (
+                taken
+                and before.owner == f"owner{winner}"
+                and not supervision.renew(stores[0], "s", f"owner{winner}")
+            )
+            supervision.record(stores[1], "s", "late", "start", "took over")
+            info = supervision.summary(stores[2], "s")
+            assert info["held"] and info["pid"] == 9 and info["actions"][-1]["reason"] == "took over"
+            supervision.release(stores[1], "s", "late", "finished: all done")
+            assert supervision.lease(stores[3], "s").stopped == "finished: all done"
+        finally:
+            for st in stores:
+                st.close()
