@@ -403,10 +403,16 @@ def test_search_without_a_launcher(tmp_path, pc):
     }
     spec["supervisor"] = {"poll_s": 2, "lease_s": 10, "partition": "ctl"}
     path = write_spec(tmp_path, spec)
-    start = time.monotonic()
+    import resource
+
+    cpu = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_CHILDREN))
+    start, cpu0 = time.monotonic(), cpu()
     launched = tp("launch", str(path), "--supervise", cwd=tmp_path, env=_env(pc), check=True)
-    took = time.monotonic() - start
-    assert took < 5, f"launch --supervise took {took:.1f} s"
+    took, used = time.monotonic() - start, cpu() - cpu0
+    # Under 5 s (2-3 s idle). Two cores shared by a load of 10 stretch any process five-fold: then
+    # the launch's own CPU time says whether it did more than record and submit.
+    busy = os.getloadavg()[0] > 2 * (os.cpu_count() or 1)
+    assert took < 5 or (busy and used < 5), f"launch --supervise took {took:.1f} s ({used:.1f} CPU-s)"
     first = launched.stdout.split("supervisor: Slurm job ")[1].split(";")[0]
 
     def trials(state: str | None = None) -> int:
@@ -439,7 +445,7 @@ def test_search_without_a_launcher(tmp_path, pc):
     assert trials() == 4 and trials("COMPLETE") == 4
     runs = _rows(tmp_path, "select value_json from trial_user_attributes where key = 'run_id'")
     assert len({r[0] for r in runs}) == 4, runs  # four different points, each asked once
-    print(f"\nsearch without a launcher: {time.monotonic() - t0:.0f} s")
+    print(f"\nsearch without a launcher: {time.monotonic() - t0:.0f} s (launch {took:.1f} s, {used:.1f} CPU-s)")
 
 
 def test_limits_array_chunks_and_qos(tmp_path, pc):
