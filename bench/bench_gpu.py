@@ -205,11 +205,19 @@ def _mem_gb(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
 
 
+def plant(levels, levels_dir: Path) -> Path:
+    """Each level's level.json, as a launch writes it: a trainer refuses a folder without one."""
+    for lv in levels:
+        write_json_atomic(LevelDir(levels_dir / lv.level_id).description, lv.description())
+    return levels_dir
+
+
 def throughput(a, model: str, compile_: bool, device, stop, tmp: Path) -> dict[str, Any]:
     cfg = make_config(a, model, compile_, a.epochs, a.steps)
     level = plan_levels("dense", cfg, [0.0]).levels[0]
     rec = Recorder()
-    tr = TimedTrainer(level.train, tmp / f"{model}_{compile_}", DistInfo(0, 1, 0, device), rec, stop)
+    root = plant([level], tmp / f"{model}_{compile_}")
+    tr = TimedTrainer(level.train, root, DistInfo(0, 1, 0, device), rec, stop)
     print(
         f"[bench] {model} compile={compile_}: plain loop ({a.warmup_steps} warm-up steps, then "
         f"{a.epochs - 1} x {a.steps} steps)",
@@ -254,7 +262,7 @@ def imp_run(a, device, stop, tmp: Path) -> dict[str, Any]:
     levels = plan_levels("imp", cfg, [0.2]).levels
     assert [lv.kind for lv in levels] == ["dense", "trunk"], [lv.kind for lv in levels]
     rec = Recorder()
-    tr = TimedTrainer(levels[0].train, tmp / "imp", DistInfo(0, 1, 0, device), rec, stop)
+    tr = TimedTrainer(levels[0].train, plant(levels, tmp / "imp"), DistInfo(0, 1, 0, device), rec, stop)
     print(
         f"[bench] IMP {a.imp_model} compile={a.imp_compile}: 2 levels x 2 epochs x {a.imp_steps} steps", flush=True
     )
@@ -304,9 +312,7 @@ def job_smoke(a, tmp: Path) -> dict[str, Any]:
     small = {"batch_size": min(a.batch_size, 32), "resolution": min(a.resolution, 32)}
     cfg = make_config(argparse.Namespace(**{**vars(a), **small}), "resnet18", False, 1, 2, method="imp")
     levels = plan_levels("imp", cfg, [0.2]).levels
-    levels_dir = tmp / "job" / "levels"
-    for lv in levels:
-        write_json_atomic(LevelDir(levels_dir / lv.level_id).description, lv.description())
+    levels_dir = plant(levels, tmp / "job" / "levels")
     ids = [lv.level_id for lv in levels]
     job_file = tmp / "job" / "jobs" / "smoke.json"
     write_json_atomic(

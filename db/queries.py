@@ -74,6 +74,36 @@ _LEVEL_COLUMNS = (
 )
 
 
+# Every key of a grid_results row that is not a grid axis: the renderers split lines and
+# columns by the rest, so a key added to the row and not here becomes a phantom axis.
+RESULT_KEYS = (
+    "sweep",
+    "method",
+    "sparsity",
+    "seed",
+    "run_id",
+    "level",
+    "level_id",
+    "level_kind",
+    "achieved_sparsity",
+    "test_acc",
+    "test_top5",
+    "best_test_acc",
+    "epochs",
+    "state",
+    "network_sparsity",
+    "params",
+    "nonzero_params",
+    "flops_dense",
+    "flops",
+    "speedup",
+    "code",
+    "sources",
+    "off_target",
+    "provenance",
+)
+
+
 def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[str, Any]]:
     """One dict per grid point, with the result of the level that serves it. With `levels`, one
     dict per level of every run in the sweep (trunk and branches; target: the level's density).

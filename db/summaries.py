@@ -652,8 +652,10 @@ def provenance(store: Store, sweep: str, most_hosts: int = 20) -> dict[str, Any]
         per_level = None
         if "provenance" in level_cols:
             col: sa.ColumnClause[Any] = sa.column("provenance")
+            # Grouped as text: PostgreSQL has no equality operator for json.
+            text = sa.cast(col, sa.Text)
             q = (
-                sa.select(sa.type_coerce(col, sa.String), sa.func.count())
+                sa.select(text, sa.func.count())
                 .select_from(sa.table("levels", col, sa.column("level_id")))
                 .where(
                     sa.column("level_id").in_(
@@ -662,7 +664,7 @@ def provenance(store: Store, sweep: str, most_hosts: int = 20) -> dict[str, Any]
                         .where(SweepRun.sweep_id == sid)
                     )
                 )
-                .group_by(col)
+                .group_by(text)
                 .order_by(sa.func.count().desc())
                 .limit(50)
             )

@@ -38,22 +38,6 @@ MAX_LINES = 12  # accuracy lines (method x other axes) before averaging over the
 MAX_TROUBLE = 200  # jobs listed under "what went wrong"
 MAX_EVENTS = 10  # their last state changes shown
 MAX_TRIALS = 5000  # search trials plotted
-RESULT_KEYS = (
-    "sweep",
-    "method",
-    "sparsity",
-    "seed",
-    "run_id",
-    "level",
-    "level_id",
-    "level_kind",
-    "achieved_sparsity",
-    "test_acc",
-    "test_top5",
-    "best_test_acc",
-    "epochs",
-    "state",
-)
 STATE_ORDER = ("PLANNED", "PENDING", "RUNNING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED", "LOST", "CANCELLED")
 STATE_COLOR = {
     "COMPLETED": "#2ca02c",
@@ -76,7 +60,7 @@ class ReportError(ValueError):
 def collect(store: Any, sweep: str) -> dict[str, Any]:
     """Everything the page shows, as plain JSON-able data, read from the store (as recorded: no
     scheduler is asked; `tp-sweep status` reconciles first)."""
-    from db.queries import QueryError, grid_results, group, run_curves
+    from db.queries import RESULT_KEYS, QueryError, grid_results, group, run_curves
     from db.summaries import job_trouble, provenance, sweep_status
 
     row = store.get_sweep(sweep)

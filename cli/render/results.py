@@ -7,35 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from cli.render.tables import Col, renderables
-from db.queries import fmt_mean_std, group
+from db.queries import RESULT_KEYS, fmt_mean_std, group
 
-# Every key of a grid_results row that is not a grid axis.
-RESULT_KEYS = (
-    "sweep",
-    "method",
-    "sparsity",
-    "seed",
-    "run_id",
-    "level",
-    "level_id",
-    "level_kind",
-    "achieved_sparsity",
-    "test_acc",
-    "test_top5",
-    "best_test_acc",
-    "epochs",
-    "state",
-    "network_sparsity",
-    "params",
-    "nonzero_params",
-    "flops_dense",
-    "flops",
-    "speedup",
-    "code",
-    "sources",
-    "off_target",
-    "provenance",
-)
 PERCENT = ("test_acc", "test_top5", "best_test_acc")  # fractions in the store, percent in tables
 MAX_ACCURACY_LINES = 40  # more (a wide extra axis) and the accuracy table is left to `query`
 
