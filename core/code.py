@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.atomic import file_lock
+
 ROOT = Path(__file__).resolve().parent.parent  # the folder holding core/, trainer/, ...
 
 # Never part of a level's code: they cannot change what a level computes.
@@ -190,11 +192,13 @@ def snapshot(output_dir: str | os.PathLike, root: str | os.PathLike | None = Non
     base = Path(root or ROOT).resolve()
     if (base / MANIFEST).exists():  # already running from a snapshot: that one
         return base
-    files = _snapshot_files(base)
+    # Each file read once: its name, its copy and its manifest entry all come from the same bytes,
+    # so a checkout edited while a launch copies it gives a snapshot true to its name (the
+    # controller then sees that the code differs from the one it planned for).
+    blobs = {path.relative_to(base).as_posix(): path.read_bytes() for path in _snapshot_files(base)}
     h = hashlib.sha256()
-    for path in files:
-        rel = path.relative_to(base).as_posix()
-        h.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    for rel, data in blobs.items():
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
     name = h.hexdigest()[:16]
     parent = Path(output_dir).expanduser().resolve() / "_code"
     target = parent / name
@@ -203,10 +207,10 @@ def snapshot(output_dir: str | os.PathLike, root: str | os.PathLike | None = Non
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
     try:
-        for path in files:
-            dst = tmp / path.relative_to(base)
+        for rel, data in blobs.items():
+            dst = tmp / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dst)
+            dst.write_bytes(data)
         code = code_identity(tmp)
         manifest = {
             "snapshot": name,
@@ -215,19 +219,20 @@ def snapshot(output_dir: str | os.PathLike, root: str | os.PathLike | None = Non
             "version": _version(),
             "git": git_info(base),
             "from": str(base),
-            "files": {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files},
+            "files": {rel: hashlib.sha256(data).hexdigest() for rel, data in blobs.items()},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
             os.chmod(d, 0o755)
-        if target.exists():  # a damaged or edited one: set aside, never deleted under a job
-            target.rename(parent / f".{name}.damaged.{os.getpid()}")
-        try:
+        # Put in place under a lock: launches of the same code race here, and one must not take
+        # the snapshot another just installed (and its jobs import) for a damaged one.
+        with file_lock(parent / f".{name}.lock"):
+            if verify_snapshot(target) == name:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return target
+            if target.exists():  # a damaged or edited one: set aside, never deleted under a job
+                target.rename(parent / f".{name}.damaged.{os.getpid()}.{tmp.name}")
             os.rename(tmp, target)
-        except OSError:  # another launch of the same code got there first
-            if verify_snapshot(target) != name:
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -9,14 +9,14 @@ database (SQLite's own locking cannot cover Alembic's check-then-create).
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+from core.atomic import file_lock
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_KEY = 0x7470_6D69  # "tpmi": one advisory lock id for all turboprune migrations
@@ -96,18 +96,6 @@ def _adopt_legacy_version_table(conn: Connection) -> None:
     conn.execute(legacy.delete().where(legacy.c.version_num == ours[0]))
     if conn.execute(sa.select(sa.func.count()).select_from(legacy)).scalar() == 0:
         conn.execute(sa.text(f"DROP TABLE {_LEGACY_VERSION_TABLE}"))
-
-
-@contextlib.contextmanager
-def file_lock(path: str | Path) -> Iterator[None]:
-    """An exclusive flock on `path` (created readable by its owner only) for the block."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.atomic import write_json_atomic
+from core.atomic import file_lock, write_json_atomic
 from core.code import code_identity, snapshot
 from core.layout import LevelDir
-from db.migrate import file_lock
 from db.schema import Job
 from db.store import ACTIVE_STATES, RESUMABLE_STATES, Store
 from orchestrator.control.reconcile import (
