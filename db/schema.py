@@ -21,6 +21,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -66,6 +67,8 @@ class SweepRun(Base):
 
 class RunLevel(Base):
     __tablename__ = "run_levels"
+    # Each run's levels in training order, read from the index alone (migration 0005).
+    __table_args__ = (Index("ix_run_levels_run_position", "run_id", "position", "level_id"),)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
     level_id: Mapped[str] = mapped_column(ForeignKey("levels.level_id"), primary_key=True, index=True)
     position: Mapped[int] = mapped_column(Integer)  # training order within the run

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from core.levels import skipped_epochs
 from db import migrate
 from db.engine import StoreError, display_url, make_engine, upsert
-from db.schema import Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, utcnow
+from db.schema import Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, as_text, utcnow
 
 ACTIVE_STATES = ("PENDING", "RUNNING")
 # Which job state a run shows when several jobs work on it: what needs attention first.
@@ -306,13 +306,22 @@ class Store:
                     Level.job_id,
                     Job.state,
                     Job.attempts,
-                    Level.step,
+                    as_text(Level.step),  # decoded once per distinct step below, not per row
                 )
                 .join(RunLevel, RunLevel.level_id == Level.level_id)
                 .outerjoin(Job, Job.job_id == Level.job_id)
                 .where(Level.finished_at.is_(None))
             )
             runs: set[str] | None = None
+            skipped: dict[str | None, int] = {}
+
+            def skipped_of(step: Any) -> int:
+                if isinstance(step, dict):  # PostgreSQL's driver decodes JSON itself
+                    return skipped_epochs(step)
+                if step not in skipped:
+                    skipped[step] = skipped_epochs(_json(step))
+                return skipped[step]
+
             if self.engine.dialect.name == "sqlite":
                 runs = set(s.scalars(sa.select(SweepRun.run_id).where(SweepRun.sweep_id == sid)))
             else:
@@ -328,7 +337,7 @@ class Store:
                     job_id,
                     state,
                     attempts or 0,
-                    skipped_epochs(_json(step)),
+                    skipped_of(step),
                 )
                 for run_id, level_id, pos, depth, epoch, level_dir, job_id, state, attempts, step in s.connection()
                 .execute(q)
