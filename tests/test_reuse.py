@@ -93,7 +93,7 @@ def test_slurm_jobs_run_their_launch_s_code_snapshot_whatever_the_checkout_becom
     for f in ("trainer/level_trainer.py", "slurm/job.py"):
         p = src / f
         p.write_text('raise RuntimeError("edited checkout")\n' + p.read_text())
-    (snap,) = (tmp_path / "out" / "_code").iterdir()
+    (snap,) = (p for p in (tmp_path / "out" / "_code").iterdir() if not p.name.startswith("."))  # not its lock
     assert all(
         json.loads(p.read_text())["code_dir"] == str(snap)
         for p in (tmp_path / "out" / "jobs").glob("*[0-9a-f].json")
