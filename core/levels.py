@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -161,6 +162,17 @@ def level_id(
         "" if code is None else f'"code":{canonical_json(code)},'
     ) + f'"parent":{canonical_json(parent)},"step":{canonical_json(step)},"train":{train_json}'
     return hashlib.sha256(("{" + blob + "}").encode()).hexdigest()[:16]
+
+
+def code_free_id(level: LevelSpec, spec_of: Callable[[str], LevelSpec]) -> str:
+    """The level's id with no code in it or in its ancestors': what `reuse: any` names it.
+    Random draws (masks) are seeded by it, so a random mask is a function of the level's lineage
+    and config alone: the same under either reuse policy and whatever version of the trainer
+    draws it. `spec_of` gives an ancestor's spec from its id (its level.json)."""
+    if level.code is None:
+        return level.level_id
+    parent = code_free_id(spec_of(level.parent), spec_of) if level.parent else None
+    return level_id(parent, level.step, level.train)
 
 
 def prune_step(method: str, prune: dict[str, Any], density: float) -> dict[str, Any]:

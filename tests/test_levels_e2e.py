@@ -164,3 +164,25 @@ def test_tampered_level_folders_are_named_and_never_imported(shared):
     info = json.loads(dry.stdout)
     assert {p.rsplit("/", 1)[-1] for p in info["bad_levels"]} == {edited, truncated, pathy}
     assert info["levels_done"] == info["level_trainings"] - 4
+
+
+@pytest.mark.slow
+def test_a_random_method_draws_the_same_masks_under_either_reuse_policy(shared, tmp_path):
+    """Under reuse any the level ids hold no code; the masks random draws (mask-only trunk level
+    included) and the results are those of the same-code sweep, bit for bit."""
+    import torch
+
+    tmp, _, _ = shared
+    spec = _spec("anyreuse", ["random"], [0.5, 0.8])
+    spec["reuse"] = "any"
+    tp("launch", str(write_spec(tmp_path, spec)), cwd=tmp_path, check=True)
+    mine = _query(tmp_path, "anyreuse")
+    theirs = [r for r in _query(tmp, "shared") if r["method"] == "random"]
+    assert [r["level_id"] for r in mine] != [r["level_id"] for r in theirs]  # other ids...
+    assert [(r["sparsity"], r["test_acc"]) for r in mine] == [(r["sparsity"], r["test_acc"]) for r in theirs]
+    for a, b in zip(mine, theirs):  # ...the same masks and weights
+        wa = torch.load(tmp_path / "tp-runs" / "levels" / a["level_id"] / "final.pt", weights_only=False)
+        wb = torch.load(tmp / "tp-runs" / "levels" / b["level_id"] / "final.pt", weights_only=False)
+        for part in ("mask", "model"):
+            assert wa[part].keys() == wb[part].keys()
+            assert all(torch.equal(wa[part][k], wb[part][k]) for k in wa[part]), part

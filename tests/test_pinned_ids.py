@@ -136,3 +136,20 @@ def test_same_code_ids_hold_each_level_s_code():
     pruned = ids({"trainer/pruning/methods.py": "0" * 16}, "imp")
     assert pruned[0] == ids({}, "imp")[0] and all(a != b for a, b in zip(pruned[1:], ids({}, "imp")[1:]))
     assert all(a != b for a, b in zip(ids({"trainer/loop.py": "0" * 16}, "imp"), ids({}, "imp")))
+
+
+@pytest.mark.parametrize("method", ["random", "er_erk", "imp_layerwise_random"])
+def test_random_draws_are_seeded_by_the_code_free_id(method):
+    """A random mask is drawn from a generator seeded by the level's code-free id: the id reuse
+    any gives it, whatever code the same-code id holds, so neither the reuse policy nor an edit of
+    the trainer redraws it (a loss fix would otherwise reshuffle every random baseline)."""
+    from core.code import CodeIdentity
+    from core.levels import code_free_id
+
+    cfg = trainer_config.resolve("digits_mlp", {"method": method, "seed": 0})
+    plain = plan_levels(method, cfg, [0.5, 0.9]).levels
+    for files in ({"trainer/loop.py": "a" * 16}, {"trainer/loop.py": "b" * 16, "core/density.py": "c" * 16}):
+        coded = plan_levels(method, cfg, [0.5, 0.9], CodeIdentity("x", files)).levels
+        by_id = {lv.level_id: lv for lv in coded}
+        assert [lv.level_id for lv in coded] != [lv.level_id for lv in plain]
+        assert [code_free_id(lv, by_id.__getitem__) for lv in coded] == [lv.level_id for lv in plain]

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from core.layout import BadLevel, LevelDir, LevelLock, is_level_id
-from core.levels import LevelSpec
+from core.levels import LevelSpec, code_free_id
 from core.methods import get_criterion
 from trainer import checkpoint as ckpt
 from trainer.data import LoaderContext, Loaders, build_loaders
@@ -482,8 +482,10 @@ class LevelTrainer:
                 batches.append((x.clone(), y.clone()))  # FFCV reuses its buffers a few batches on
                 if len(batches) >= n:
                     break
-        # Seeded by the level itself, so a random mask is the same in every sweep that asks for it.
-        gen = torch.Generator().manual_seed(int(level.level_id, 16) % (2**63 - 1))
+        # Seeded by the level itself (its id without code), so a random mask is the same in every
+        # sweep that asks for it, under either reuse policy and whichever code draws it.
+        seed = code_free_id(level, lambda lid: read_level(self.levels_dir, lid))
+        gen = torch.Generator().manual_seed(int(seed, 16) % (2**63 - 1))
         ctx = PruneContext(cfg=pcfg, generator=gen, batches=batches, loss_fn=self.eval_loss)
         return pruner_for(crit.name)(self.model, mask, level.density, ctx)
 
