@@ -1,6 +1,10 @@
 # The two commands of the README. Both do all set-up on a fresh Debian 12 machine (as root).
 VENV ?= .venv
 PYTEST_ARGS ?=
+# The suite on two workers: half of it waits on Slurm's scheduler, the other half trains, and
+# together they fill both cores (tests/conftest.py keeps Slurm tests on one worker). XDIST= runs
+# it in one process.
+XDIST ?= -n 2 --dist loadgroup
 
 .PHONY: demo test check lint bootstrap services-down bench bench-gpu
 
@@ -14,7 +18,7 @@ demo: bootstrap
 # The inner loop: lint, format, types, import contracts, then every test that needs neither Slurm
 # nor PostgreSQL (no services to start).
 check: lint
-	$(VENV)/bin/python -m pytest -q -m "not slurm and not postgres and not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -m "not slurm and not postgres and not slow" $(XDIST) $(PYTEST_ARGS)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .
@@ -24,7 +28,7 @@ lint: bootstrap
 
 test: bootstrap
 	@url=$$(bash scripts/services.sh up | tail -n 1) && test -n "$$url" && \
-	TP_TEST_PG_URL=$$url $(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)
+	TP_TEST_PG_URL=$$url $(VENV)/bin/python -m pytest -ra $(XDIST) $(PYTEST_ARGS)
 
 services-down:
 	@bash scripts/services.sh down

@@ -53,10 +53,23 @@ SERVICE_FIXTURES = {
 }
 
 
+# Modules that share one session-wide trained sweep (sweeputil.finished_sweep): one worker.
+SHARED_SWEEP = {"test_report": "shared-sweep", "test_notebook": "shared-sweep"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for fixture in set(getattr(item, "fixturenames", ())) & set(SERVICE_FIXTURES):
             item.add_marker(getattr(pytest.mark, SERVICE_FIXTURES[fixture]))
+        # `make test` runs on two xdist workers (--dist loadgroup). Slurm tests run one after
+        # another on one worker: they share the dev cluster's nodes, and some scancel or kill
+        # every job of theirs. Every other test goes with its module (a module's fixtures, often
+        # a trained sweep, are built once), beside them. PostgreSQL tests each use a schema of
+        # their own, so they need no such care.
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        group = "slurm" if item.get_closest_marker("slurm") else SHARED_SWEEP.get(module, module)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True, scope="module")
