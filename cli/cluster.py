@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             _print_status(st, console)
         return 0 if st.running else 1
     except BadInput as exc:
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
         return 2
     except (ClusterError, OSError) as exc:
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
         return 1
 
 

@@ -19,7 +19,9 @@ class BadInput(Exception):
 
 
 def error(msg: str) -> None:
-    err.print(f"[red]error:[/] {escape(msg)}", highlight=False)
+    # soft_wrap: the terminal wraps a long message, rich inserts no newlines of its own, so a
+    # path or a name in it stays whole for whoever greps the log.
+    err.print(f"[red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
 
 def open_store(url: str | None, spec_url: str | None = None, *, target: str | None = None, runs: bool = False):

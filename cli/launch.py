@@ -172,7 +172,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
 
         warning = preemption_warning(spec.executor.partition, spec.executor.signal_delay_s, supervise)
         if warning:
-            err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     spec_dict = _stored_spec_dict(a.spec, spec)
     if supervise:
         from cli.supervise import launch_supervised
