@@ -9,7 +9,6 @@ Exit 0 ok; 1 a daemon failed, Slurm does not answer, or (status) the cluster is 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import asdict
@@ -17,6 +16,7 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.table import Table
 
+from cli.common import json_text
 from slurm.dev.cluster import (
     DEFAULT_DIR,
     DEFAULT_PORT,
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         st = status(args.dir)
         if args.format == "json":
-            print(json.dumps(asdict(st), indent=1))
+            print(json_text(asdict(st)))
         else:
             _print_status(st, console)
         return 0 if st.running else 1
@@ -151,12 +151,11 @@ def check_main(argv: list[str]) -> int:
     bad = any(problems for problems, _ in results.values())
     if a.format == "json":
         print(
-            json.dumps(
+            json_text(
                 {
                     "profiles": {n: {"problems": p, "warnings": w} for n, (p, w) in results.items()},
                     "cluster": {k: v for k, v in facts.items() if k not in ("config", "scontrol_partitions")},
-                },
-                default=str,
+                }
             )
         )
         return 2 if bad else 0

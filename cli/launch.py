@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any
 
-from cli.common import BadInput, console, err, error, open_store, report_bad_levels
+from cli.common import BadInput, console, err, error, json_text, open_store, report_bad_levels
 from cli.progress import LaunchProgress, SearchProgress, wait_until_idle
 from cli.render.search import print_search_plan, search_plan
 from cli.render.tables import phrases
@@ -120,7 +119,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
         if spec.search is not None:
             info["search"] = search_plan(spec, plan)
         if a.format == "json":
-            print(json.dumps(info))
+            print(json_text(info))
         elif spec.search is not None:
             print_search_plan(console, info["search"], kind)
         else:

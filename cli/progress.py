@@ -4,8 +4,10 @@ spinner while waiting for scheduler jobs. Both read the store; neither imports t
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class LaunchProgress:

@@ -26,7 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    type_coerce,
+    cast,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -232,9 +232,11 @@ class Attempt(Base):
 
 
 def as_text(column: Any) -> Any:
-    """A JSON column read as the driver's text, for AxesDecoder (SQLAlchemy decodes every row's
-    JSON; a sweep's 10,000 runs share a handful of distinct axes)."""
-    return type_coerce(column, String)
+    """A JSON column read as text, for AxesDecoder: SQLAlchemy (on SQLite) and psycopg (on
+    PostgreSQL, whatever the column's declared type in the query) decode every row's JSON, and a
+    sweep's 10,000 runs share a handful of distinct axes. A cast, so that PostgreSQL sends text
+    (json::text is the stored text) and psycopg leaves it alone: 0.15 CPU-s of a 10,000-run status."""
+    return cast(column, Text).label(getattr(column, "key", None) or "json_text")
 
 
 class AxesDecoder:

@@ -123,6 +123,8 @@ class Store:
         conn = self.engine.connect().execution_options(tp_read_only=True)
         try:
             with Session(bind=conn, expire_on_commit=False) as s, s.begin():
+                if conn.dialect.name == "postgresql":
+                    s.execute(sa.text("SET LOCAL random_page_cost = 1.1"))
                 yield s
         finally:
             conn.close()

@@ -6,6 +6,7 @@ them the same level ids, so their trained weights can be compared bit for bit, l
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -87,7 +88,7 @@ def test_killed_job_is_lost_then_resumed(tmp_path, reference):
     # The job's wrapper process notices its trainer died and exits a moment later; from then on
     # the scheduler (here: the process table) no longer knows the job, and status says LOST.
     proc = wait_for(
-        lambda: (lambda p: p if '"state": "LOST"' in p.stdout else None)(
+        lambda: (lambda p: p if json.loads(p.stdout)["runs"][0]["state"] == "LOST" else None)(
             tp("status", "resume", "--format", "json", cwd=tmp_path, env={"TP_LOST_AFTER_S": "0"})
         ),
         60,

@@ -85,8 +85,12 @@ def sync_from_disk(
     for lid, path in level_dirs.items():
         st = None if states is None else states.get(lid)
         if states is None or (st is not None and not st.finished):
-            if not (os.path.exists(os.path.join(path, FINAL)) or os.path.exists(os.path.join(path, RESULT))):
-                continue  # not finished; an os.stat is a tenth of what LevelDir's paths cost
+            # Not finished: most such levels have no folder yet (one os.stat says so, where
+            # looking for both files took two); an os.stat is a tenth of what LevelDir's paths cost.
+            if not os.path.isdir(path) or not (
+                os.path.exists(os.path.join(path, FINAL)) or os.path.exists(os.path.join(path, RESULT))
+            ):
+                continue
             check = LevelDir(Path(path)).inspect()
             if check.problem is None and os.path.basename(os.path.normpath(path)) != lid:
                 check = LevelCheck(problem=f"the store expects it in {path}, a folder named otherwise")
@@ -145,17 +149,18 @@ def store_level_dirs(store: Store, level_ids: list[str]) -> dict[str, str]:
     return out
 
 
-def reconcile_sweep(store: Store, sweep: str) -> list[Any] | None:
+def reconcile_sweep(store: Store, sweep: str, rows: list[Any] | None = None) -> list[Any] | None:
     """What status and watch call: results from disk, then job states from the scheduler.
-    Returns the sweep's unfinished levels (store.unfinished_levels) when that did not change
-    them, for status to use again; None when it imported some.
+    `rows`: store.unfinished_levels(sweep), when the caller has them. Returns those unfinished
+    levels when it wrote nothing to the store, for status to use again; None when it imported
+    results or moved a job's state.
 
     Only the unfinished levels a trainer may have finished unseen are looked for on disk: those
     with no job or a PLANNED one (another store on the same output folder may have trained them),
     a RUNNING one, or a PENDING one that has started before (requeued). A level whose job stopped
     (FAILED, LOST, PREEMPTED...) waits for launch or resume, which look at every level: on a sweep
     of 150,000 levels that is the difference between a few folders and all of them."""
-    rows = store.unfinished_levels(sweep)
+    rows = store.unfinished_levels(sweep) if rows is None else rows
     check = {
         r.level_id: r.level_dir
         for r in rows
@@ -163,8 +168,9 @@ def reconcile_sweep(store: Store, sweep: str) -> list[Any] | None:
     }
     imported = sync_from_disk(store, check, unfinished=True)
     watch = sorted({r.job_id for r in rows if r.job_id and r.state in WATCHED})
-    reconcile_jobs(store, list(store.jobs(watch).values()))
-    return None if imported else rows
+    jobs = list(store.jobs(watch).values())
+    moved = reconcile_jobs(store, jobs) is not jobs  # the same list back: no job changed
+    return None if imported or moved else rows
 
 
 def reconcile_jobs(
