@@ -482,3 +482,36 @@ def test_trunk_landing_results_show_and_plot_their_achieved_sparsity(tmp_path):
     drawn = plot_accuracy(rows, "test_acc", str(tmp_path / "f.png"), x="flops")
     assert [round(x, 1) for x, _, _ in drawn["imp"]] == [409.6, 167.8]
     assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_status_reads_again_what_reconcile_changed_while_it_read_ahead(tmp_path, monkeypatch):
+    """Status reads every run's row on a second connection while reconcile runs. Here reconcile
+    (standing in for a trainer's results found on disk) finishes the RUNNING run's levels after
+    that read is done: the status must show the run COMPLETED with its last accuracy, not what
+    it read before."""
+    import time
+
+    import orchestrator.control.reconcile as reconcile
+    from cli.status import status_output
+    from db.store import Store
+
+    url, plan, busy = make_sweep(tmp_path, "ahead")
+    run = next(r for r in plan.runs if busy.get(r.run_id) == "RUNNING")
+    store = Store(url)
+
+    def finish_then_say_so(store, sweep, rows=None):
+        time.sleep(0.5)  # the read ahead is over by now: it saw the run RUNNING
+        results = {
+            lid: {"test_acc": _acc(lid), "best_test_acc": _acc(lid), "epochs": 3, "seconds": 6.0, "history": []}
+            for lid in run.levels[1:]
+        }
+        store.import_results(results)
+        store.set_job_state(store.level_states([run.levels[-1]])[run.levels[-1]].job_id, "COMPLETED")
+        return None  # it wrote to the store
+
+    monkeypatch.setattr(reconcile, "reconcile_sweep", finish_then_say_so)
+    code, out, _ = status_output(store, "ahead", "json")
+    row = next(r for r in json.loads(out)["runs"] if r["run_id"] == run.run_id)
+    assert row["state"] == "COMPLETED" and row["level"] == row["levels_total"]
+    assert row["test_acc"] == _acc(run.levels[-1])
+    store.close()

@@ -177,7 +177,8 @@ def test_a_random_method_draws_the_same_masks_under_either_reuse_policy(shared, 
     spec["reuse"] = "any"
     tp("launch", str(write_spec(tmp_path, spec)), cwd=tmp_path, check=True)
     mine = _query(tmp_path, "anyreuse")
-    theirs = [r for r in _query(tmp, "shared") if r["method"] == "random"]
+    # (An earlier test of this module may have extended the shared sweep to 0.9.)
+    theirs = [r for r in _query(tmp, "shared") if r["method"] == "random" and r["sparsity"] in (0.5, 0.8)]
     assert [r["level_id"] for r in mine] != [r["level_id"] for r in theirs]  # other ids...
     assert [(r["sparsity"], r["test_acc"]) for r in mine] == [(r["sparsity"], r["test_acc"]) for r in theirs]
     for a, b in zip(mine, theirs):  # ...the same masks and weights
