@@ -175,6 +175,7 @@ def _one_run(rows, rng, i, method, seed, lr, base, shape, state, levels_dir, out
     done = {"COMPLETED": n, "PLANNED": 0, "PENDING": 0}.get(state, rng.randrange(1, n))
     epoch_s = rng.uniform(20.0, 40.0)  # this run's epoch time, seconds
     ids = [_hex(rng) for _ in shape]
+    rows["runs"][-1].update(n_levels=n, last_level_id=ids[-1])  # as Store.record_plan keeps them
     start = created + dt.timedelta(hours=1)
     t = start
     for pos, (depth, kind, density, parent) in enumerate(shape):

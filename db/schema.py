@@ -57,6 +57,10 @@ class Run(Base):
     axes: Mapped[dict[str, Any]]
     config: Mapped[dict[str, Any]]
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # Its run_levels, counted, and the last of them in training order: what status shows a run
+    # by, kept by Store.record_plan (migration 0006).
+    n_levels: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_level_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class SweepRun(Base):

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from core.levels import skipped_epochs
 from db import migrate
-from db.engine import StoreError, display_url, make_engine, upsert
+from db.engine import StoreError, among, display_url, make_engine, upsert
 from db.schema import Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, as_text, utcnow
 
 ACTIVE_STATES = ("PENDING", "RUNNING")
@@ -228,6 +228,7 @@ class Store:
                 ],
                 ["run_id", "level_id"],
             )
+            _count_levels(conn, [r.run_id for r in plan.runs])
             upsert(
                 conn,
                 GridPoint.__table__,
@@ -613,6 +614,21 @@ class Store:
     def epochs(self, level_id: str) -> list[Epoch]:
         with self.reading() as s:
             return list(s.scalars(sa.select(Epoch).where(Epoch.level_id == level_id).order_by(Epoch.epoch)))
+
+
+def _count_levels(conn: sa.Connection, run_ids: list[str]) -> None:
+    """Set these runs' n_levels and last_level_id from their run_levels, after those changed: a
+    later plan may give a run more levels (a sweep extended to a higher sparsity)."""
+    rl = RunLevel.__table__.alias("rl")
+    count = sa.select(sa.func.count()).select_from(rl).where(rl.c.run_id == Run.run_id).scalar_subquery()
+    last = (
+        sa.select(rl.c.level_id)
+        .where(rl.c.run_id == Run.run_id)
+        .order_by(rl.c.position.desc(), rl.c.level_id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    conn.execute(sa.update(Run).where(among(conn, Run.run_id, run_ids)).values(n_levels=count, last_level_id=last))
 
 
 def _json(value: Any) -> Any:

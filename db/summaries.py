@@ -206,8 +206,9 @@ class WorkRead:
     planned: dict[str, int | None]  # their schedule.epochs
 
 
-def read_work(store: Store, sweep: str, unfinished: list[Unfinished]) -> WorkRead:
-    """The part of sweep_status about the runs with unfinished levels (store.unfinished_levels)."""
+def read_work(store: Store, sweep: str, unfinished: list[Unfinished], points: bool = True) -> WorkRead:
+    """The part of sweep_status about the runs with unfinished levels (store.unfinished_levels);
+    without `points` when read_runs reads every run's (details)."""
     run_ids = sorted({u.run_id for u in unfinished})
     with store.reading() as s:
         conn = s.connection()
@@ -216,7 +217,9 @@ def read_work(store: Store, sweep: str, unfinished: list[Unfinished]) -> WorkRea
             GridPoint.sweep_id == sid, among(conn, GridPoint.run_id, run_ids)
         )
         return WorkRead(
-            points=[(run_id, sp) for run_id, sp in conn.execute(q.order_by(GridPoint.sparsity)).all()],
+            points=[(run_id, sp) for run_id, sp in conn.execute(q.order_by(GridPoint.sparsity)).all()]
+            if points
+            else [],
             measured=_measured(conn, unfinished),
             done_of=_finished_levels(conn, run_ids, {u.level_id for u in unfinished}),
             jobs=_jobs(conn, sorted({u.job_id for u in unfinished if u.job_id})),
@@ -242,7 +245,7 @@ def sweep_status(
     if unfinished is None:
         unfinished = store.unfinished_levels(sweep)
     r0 = read or read_runs(store, sweep, details_up_to)
-    w = work or read_work(store, sweep, unfinished)
+    w = work or read_work(store, sweep, unfinished, points=r0.points is None)
     runs, totals = r0.runs, r0.totals
     unfinished = [u for u in unfinished if u.run_id in runs]
     by_run: dict[str, list[Unfinished]] = {}
@@ -314,56 +317,36 @@ def _epochs_left(unf: list[Unfinished], planned: int | None) -> int | None:
 
 def _per_run(conn, sid: int, details: bool = True) -> dict[str, RunSummary]:
     """Each run as it shows when finished (sweep_status redoes the runs at work): its number of
-    levels, and its last level (in training order) with the job in charge of it. One query; the
-    levels it looks up are one per run. (run_levels holds the order; only the last level is read
-    from levels.) Without `details`, runs and their number of levels only: enough to count them
-    by state."""
+    levels, and its last level (in training order) with the job in charge of it. One query, by
+    the runs' own n_levels and last_level_id (migration 0006): no pass over run_levels. Without
+    `details`, runs and their number of levels only: enough to count them by state."""
     decode = AxesDecoder()
-    # Grouped by sweep_runs.run_id: SQLite reads run_levels in that order, so it needs no sort.
-    agg = (
-        sa.select(SweepRun.run_id, sa.func.count().label("n"), sa.func.max(RunLevel.position).label("pos"))
-        .join(RunLevel, RunLevel.run_id == SweepRun.run_id)
+    q = (
+        sa.select(SweepRun.run_id, Run.n_levels, Run.method, Run.seed, as_text(Run.axes))
+        .join(Run, Run.run_id == SweepRun.run_id)
         .where(SweepRun.sweep_id == sid)
-        .group_by(SweepRun.run_id)
     )
     if not details:
-        a = agg.subquery()
-        q = sa.select(a.c.run_id, a.c.n, Run.method, Run.seed, as_text(Run.axes)).join(
-            Run, Run.run_id == a.c.run_id
-        )
         return {
-            run_id: _as_finished(RunSummary(run_id, method, seed, decode(axes)), int(n))
+            run_id: _as_finished(RunSummary(run_id, method, seed, decode(axes)), int(n or 0))
             for run_id, n, method, seed, axes in conn.execute(q).all()
         }
-    if conn.dialect.name == "sqlite":
-        # SQLite fills a bare column from the row holding the one max(): the last level's id.
-        a = agg.add_columns(RunLevel.level_id.label("level_id")).subquery()
-        last_id, q = a.c.level_id, sa.select(a.c.run_id, a.c.n)
-    else:
-        a = agg.subquery()
-        last = sa.orm.aliased(RunLevel)
-        last_id = last.level_id  # type: ignore[assignment]  # a column either way
-        q = sa.select(a.c.run_id, a.c.n).join(last, (last.run_id == a.c.run_id) & (last.position == a.c.pos))
     spans = _attempt_spans().subquery()
     q = (
         q.add_columns(
-            Run.method,
-            Run.seed,
-            as_text(Run.axes),
             Level.finished_at.is_not(None).label("finished"),
             Level.test_acc,
             Level.depth,
             *_job_columns(spans),
         )
-        .join(Run, Run.run_id == a.c.run_id)
-        .join(Level, Level.level_id == last_id)
+        .outerjoin(Level, Level.level_id == Run.last_level_id)
         .outerjoin(Job, Job.job_id == Level.job_id)
         .outerjoin(spans, spans.c.job_id == Level.job_id)
     )
     runs: dict[str, RunSummary] = {}
     now = utcnow()
     for run_id, n, method, seed, axes, finished, test_acc, depth, *job_row in conn.execute(q).all():
-        r = runs[run_id] = _as_finished(RunSummary(run_id, method, seed, decode(axes)), int(n))
+        r = runs[run_id] = _as_finished(RunSummary(run_id, method, seed, decode(axes)), int(n or 0))
         if finished:
             r.test_acc, r.depth = test_acc, depth
             job = _job_info(job_row)

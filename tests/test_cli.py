@@ -127,10 +127,10 @@ def _acc(level_id: str) -> float:
     return round(0.5 + (int(level_id[:6], 16) % 4900) / 10000, 4)
 
 
-def make_sweep(tmp_path, name: str = "narrow"):
-    """A real plan of METHODS x 4 sparsities x 2 seeds x 2 learning rates, recorded; every level
-    finished with metrics and epochs but those after level 0 of two runs: an imp run RUNNING
-    mid-level and an imp_lrr run FAILED."""
+def make_sweep(tmp_path, name: str = "narrow", url: str | None = None):
+    """A real plan of METHODS x 4 sparsities x 2 seeds x 2 learning rates, recorded (in a SQLite
+    store in tmp_path, or at `url`); every level finished with metrics and epochs but those
+    after level 0 of two runs: an imp run RUNNING mid-level and an imp_lrr run FAILED."""
     from db.schema import Attempt, Job, Level
     from db.store import Store
     from orchestrator.plan.grid import plan_sweep
@@ -150,7 +150,7 @@ def make_sweep(tmp_path, name: str = "narrow"):
         "executor": {"kind": "local", "gpus_per_node": 0, "cpus_per_task": 2},
     }
     plan = plan_sweep(parse_spec(spec))
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+    url = url or f"sqlite:///{tmp_path / 'store.db'}"
     store = Store(url)
     store.record_plan(plan, spec, plan.levels_dir)
     busy = {
@@ -484,18 +484,33 @@ def test_trunk_landing_results_show_and_plot_their_achieved_sparsity(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0
 
 
-def test_status_reads_again_what_reconcile_changed_while_it_read_ahead(tmp_path, monkeypatch):
-    """Status reads every run's row on a second connection while reconcile runs. Here reconcile
-    (standing in for a trainer's results found on disk) finishes the RUNNING run's levels after
-    that read is done: the status must show the run COMPLETED with its last accuracy, not what
-    it read before."""
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_status_reads_again_what_reconcile_changed_while_it_read_ahead(tmp_path, monkeypatch, request, backend):
+    """On PostgreSQL status reads every run's row on a second connection while reconcile runs.
+    Here reconcile (standing in for a trainer's results found on disk) finishes the RUNNING
+    run's levels after that read is done: the status must show the run COMPLETED with its last
+    accuracy, not what it read before. (SQLite reads after reconcile: the same answer.)"""
+    from contextlib import nullcontext
+
+    from tests.sweeputil import pg_schema
+
+    where = (
+        nullcontext(None)
+        if backend == "sqlite"
+        else pg_schema(request.getfixturevalue("postgres_url"), f"tp_ahead_{os.getpid()}")
+    )
+    with where as url:
+        _finish_during_reconcile(tmp_path, monkeypatch, url)
+
+
+def _finish_during_reconcile(tmp_path, monkeypatch, url: str | None) -> None:
     import time
 
     import orchestrator.control.reconcile as reconcile
     from cli.status import status_output
     from db.store import Store
 
-    url, plan, busy = make_sweep(tmp_path, "ahead")
+    url, plan, busy = make_sweep(tmp_path, "ahead", url)
     run = next(r for r in plan.runs if busy.get(r.run_id) == "RUNNING")
     store = Store(url)
 

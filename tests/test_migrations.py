@@ -283,3 +283,43 @@ def test_a_store_at_head_opens_without_alembic(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_runs_keep_their_level_count_and_last_level_as_plans_grow(tmp_path):
+    """runs.n_levels and runs.last_level_id (0006) are what status shows a run by: written with
+    each plan, they follow a run's levels when a later plan gives it more (a higher sparsity)."""
+    from db.schema import Run, RunLevel
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
+
+    store = Store(f"sqlite:///{tmp_path / 'grow.db'}")
+
+    def record(sparsities: list[float]) -> None:
+        spec = {
+            "name": "grow",
+            "output_dir": str(tmp_path / "runs"),
+            "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 1}},
+            "grid": {"method": ["imp", "random"], "sparsity": sparsities, "seed": [0]},
+        }
+        plan = plan_sweep(parse_spec(spec))
+        store.record_plan(plan, spec, plan.levels_dir)
+
+    def kept_and_actual() -> tuple[dict, dict]:
+        with store.reading() as s:
+            kept = {r.run_id: (r.n_levels, r.last_level_id) for r in s.scalars(sa.select(Run))}
+            actual: dict[str, tuple[int, str]] = {}
+            in_order = sa.select(RunLevel.run_id, RunLevel.level_id).order_by(RunLevel.position, RunLevel.level_id)
+            for run_id, lid in s.execute(in_order):
+                actual[run_id] = (actual.get(run_id, (0, ""))[0] + 1, lid)
+        return kept, actual
+
+    record([0.5])
+    kept, actual = kept_and_actual()
+    assert kept == actual and all(n >= 1 for n, _ in kept.values())
+    before = dict(kept)
+    record([0.5, 0.9])  # the same runs, with more levels
+    kept, actual = kept_and_actual()
+    assert kept == actual and all(kept[r][0] > before[r][0] for r in before)
+    runs = {r.run_id: r for r in run_summaries(store, "grow")}
+    assert all(runs[r].levels_total == kept[r][0] for r in kept)
+    store.close()
