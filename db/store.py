@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -75,9 +75,9 @@ class LevelState:
     job_id: str | None
 
 
-@dataclass(frozen=True)
-class Unfinished:
-    """An unfinished level of a run, and the job in charge of it (state None: no job)."""
+class Unfinished(NamedTuple):
+    """An unfinished level of a run, and the job in charge of it (state None: no job). A named
+    tuple: a 10,000-run status makes tens of thousands, four times faster than a dataclass."""
 
     run_id: str
     level_id: str
