@@ -484,7 +484,7 @@ def test_trunk_landing_results_show_and_plot_their_achieved_sparsity(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_status_reads_again_what_reconcile_changed_while_it_read_ahead(tmp_path, monkeypatch, request, backend):
     """On PostgreSQL status reads every run's row on a second connection while reconcile runs.
     Here reconcile (standing in for a trainer's results found on disk) finishes the RUNNING
