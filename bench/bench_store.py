@@ -15,7 +15,10 @@ loaded one) and the ratio to the baseline. Slurm is stood in for by a stub `sque
 PATH that counts its calls and knows no job (TP_LOST_AFTER_S keeps the jobs from turning LOST,
 so every repetition sees the same store).
 
-    python bench/bench_store.py [--small] [--runs N] [--pg URL] [--repeats 5] [--keep DIR]
+    python bench/bench_store.py [--small] [--runs N] [--pg URL] [--repeats 5] [--keep DIR] [--settle-s 120]
+
+After building each store it waits (up to --settle-s) until the machine is idle again: the
+measurements should not share the CPUs with the database still flushing the load.
 
 --small: 200 runs, 2 repeats, SQLite (and PostgreSQL with --pg or TP_TEST_PG_URL): a check that
 everything runs, in well under a minute. PostgreSQL: a schema of its own, dropped afterwards.
@@ -84,6 +87,27 @@ def measure(
     return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
 
 
+def _cpu_times() -> tuple[float, float]:
+    """(idle, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user .. steal
+
+
+def settle(max_s: float, idle: float = 0.9) -> float:
+    """Wait until the machine is idle (at least `idle` of its CPU time over 2 s), at most max_s;
+    returns the seconds waited. After a bulk load PostgreSQL flushes hundreds of MB in the
+    background: measuring then measures that too."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_s and os.path.exists("/proc/stat"):
+        i0, t0_ = _cpu_times()
+        time.sleep(2)
+        i1, t1 = _cpu_times()
+        if t1 > t0_ and (i1 - i0) / (t1 - t0_) >= idle:
+            break
+    return time.perf_counter() - t0
+
+
 def plan_and_record(url: str, out: str) -> float:
     """Seconds for plan_sweep + Store.record_plan of a 10,000-point grid (5 methods x 4
     sparsities x 500 seeds), in this process after its imports."""
@@ -114,7 +138,7 @@ def plan_and_record(url: str, out: str) -> float:
     return seconds
 
 
-def bench_backend(name: str, url: str, runs: int, repeats: int, work: str) -> list[tuple]:
+def bench_backend(name: str, url: str, runs: int, repeats: int, work: str, settle_s: float) -> list[tuple]:
     print(f"[{name}] building {runs:,} runs ...", flush=True)
     t0 = time.perf_counter()
     counts = synth_store.write(url, synth_store.generate(runs, f"{work}/out"))
@@ -123,6 +147,8 @@ def bench_backend(name: str, url: str, runs: int, repeats: int, work: str) -> li
         f"in {time.perf_counter() - t0:.0f} s",
         flush=True,
     )
+    if settle_s:
+        print(f"[{name}] waited {settle(settle_s):.0f} s for the machine to be idle", flush=True)
     stub = Path(work) / "stub"
     stub.mkdir(exist_ok=True)
     for tool in ("squeue", "scontrol"):
@@ -178,6 +204,12 @@ def main() -> int:
     p.add_argument("--pg", default=os.environ.get("TP_TEST_PG_URL"), help="PostgreSQL URL (a schema is made)")
     p.add_argument("--no-pg", action="store_true")
     p.add_argument("--keep", default=None, help="work in this folder and keep it")
+    p.add_argument(
+        "--settle-s",
+        type=float,
+        default=120.0,
+        help="after building a store, wait up to this long for an idle machine",
+    )
     a = p.parse_args()
     runs = a.runs or (200 if a.small else 10_000)
     repeats = a.repeats or (2 if a.small else 5)
@@ -200,9 +232,12 @@ def main() -> int:
         db = Path(work) / "bench.db"
         for f in Path(work).glob("bench.db*"):
             f.unlink()
-        rows += bench_backend("sqlite", f"sqlite:///{db}", runs, repeats, work)
+        settle_s = 0.0 if a.small else a.settle_s
+        rows += bench_backend("sqlite", f"sqlite:///{db}", runs, repeats, work, settle_s)
         if a.pg and not a.no_pg:
-            rows += _with_pg_schema(a.pg, lambda url: bench_backend("postgresql", url, runs, repeats, work))
+            rows += _with_pg_schema(
+                a.pg, lambda url: bench_backend("postgresql", url, runs, repeats, work, settle_s)
+            )
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
