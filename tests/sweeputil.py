@@ -149,16 +149,55 @@ def epochs_trained(tmp: Path, sweep: str) -> int:
     )
 
 
+PORT_LOCKS = "/tmp/tp-test-ports"  # one lock file per port, shared by every test process here
+_held: dict[int, int] = {}  # port -> lock fd, held until this process exits
+
+
+def _ports_in_use() -> set[int]:
+    """Local ports of every TCP socket on the machine, in any state: a listener, but also a
+    connection still closing (FIN_WAIT, TIME_WAIT) that a daemon's bind may trip over."""
+    used = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = open(table).read().split("\n")[1:]
+        except OSError:
+            continue
+        used.update(int(row.split()[1].rsplit(":", 1)[1], 16) for row in rows if row.strip())
+    return used
+
+
+def _lock_port(port: int) -> bool:
+    import fcntl
+
+    if port not in _held:
+        fd = os.open(os.path.join(PORT_LOCKS, f"{port}.lock"), os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False  # another test process holds it
+        _held[port] = fd
+    return True
+
+
 def free_port_block(n: int, start: int = 17817) -> int:
     """A base port with n+1 free ports after it, away from the main dev cluster's 6817..., for a
-    private Slurm cluster (slurmctld on the base, slurmd k on base + k)."""
+    private Slurm cluster (slurmctld on the base, slurmd k on base + k).
+
+    Free means: no socket of any state uses one of its ports, a bind succeeds, and no other
+    process holds their lock files. The locks are held until this process exits, so the two
+    xdist workers of a run, or two test runs on one machine, never share a port, however their
+    tests interleave (a port check alone races: both see the block free, one daemon loses)."""
     import socket
 
+    os.makedirs(PORT_LOCKS, mode=0o1777, exist_ok=True)
     for base in range(start, 60000, 37):
+        block = range(base, base + n + 1)
+        if not all(_lock_port(p) for p in block) or set(block) & _ports_in_use():
+            continue
         try:
-            for p in range(base, base + n + 1):
+            for p in block:
                 with socket.socket() as s:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind(("0.0.0.0", p))
             return base
         except OSError:
