@@ -28,7 +28,7 @@ lint: bootstrap
 
 test: bootstrap
 	@url=$$(bash scripts/services.sh up | tail -n 1) && test -n "$$url" && \
-	TP_TEST_PG_URL=$$url $(VENV)/bin/python -m pytest -ra $(XDIST) $(PYTEST_ARGS)
+	TP_TEST_PG_URL=$$url $(VENV)/bin/python -m pytest -ra --durations=25 $(XDIST) $(PYTEST_ARGS)
 
 services-down:
 	@bash scripts/services.sh down
