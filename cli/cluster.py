@@ -65,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument(
                 "--no-install-conf", action="store_true", help="leave /etc/slurm alone; clients need SLURM_CONF"
             )
+            s.add_argument(
+                "--options",
+                metavar="FILE.yaml",
+                default=None,
+                help="slurm.conf lines, partitions and QOS limits (keys slurm_conf, partitions, qos; "
+                "see the README); default: the folder's last ones",
+            )
     sub.add_parser("check", help="check a cluster profile against sinfo and sacctmgr (see check --help)")
     try:
         args = p.parse_args(argv)
@@ -82,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.timeout,
                 port=args.port,
                 install_conf=False if args.no_install_conf else None,
+                options=None if args.options is None else read_options(args.options),
             )
             _print_status(st, console)
             return 0
@@ -106,6 +114,44 @@ def main(argv: list[str] | None = None) -> int:
     except (ClusterError, OSError) as exc:
         err.print(f"error: {exc}", markup=False, soft_wrap=True)
         return 1
+
+
+OPTIONS_FILE_KEYS = {"slurm_conf": "extra_conf", "partitions": "partitions", "qos": "qos"}
+
+
+def read_options(path: str) -> dict:
+    """`up --options FILE`: a YAML mapping of slurm_conf (more slurm.conf lines), partitions (name
+    -> options) and qos (name -> sacctmgr limits); slurm/dev/_config.py checks the values."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise BadInput(f"--options {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise BadInput(f"--options {path}: not YAML ({str(exc).splitlines()[0]})") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BadInput(f"--options {path}: a mapping of {', '.join(OPTIONS_FILE_KEYS)} is needed")
+    unknown = sorted(set(map(str, data)) - set(OPTIONS_FILE_KEYS))
+    if unknown:
+        raise BadInput(f"--options {path}: unknown key {unknown[0]!r} (known: {', '.join(OPTIONS_FILE_KEYS)})")
+    for key, value in data.items():
+        if value is not None and not isinstance(value, dict):
+            raise BadInput(f"--options {path}: {key} must be a mapping, not {type(value).__name__}")
+        _no_yaml_booleans(f"--options {path}: {key}", value or {})
+    return {OPTIONS_FILE_KEYS[k]: v or {} for k, v in data.items()}
+
+
+def _no_yaml_booleans(where: str, value: object) -> None:
+    """YAML reads OFF, ON, yes and no as booleans; slurm.conf wants the word itself."""
+    if isinstance(value, bool):
+        raise BadInput(f'{where}: YAML read a value as {value}; quote it ("OFF", "YES")')
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _no_yaml_booleans(f"{where}.{k}", v)
 
 
 def _print_status(st: ClusterStatus, console: Console) -> None:

@@ -98,6 +98,70 @@ def test_bad_input_exits_2_and_creates_nothing(tmp_path, capsys, argv, msg):
     assert not d.exists()
 
 
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        ("slurm_conf: [1, 2\n", "not YAML"),
+        ("- MaxArraySize\n", "a mapping of slurm_conf, partitions, qos is needed"),
+        ("slurmconf: {MaxArraySize: 8}\n", "unknown key 'slurmconf'"),
+        ("partitions: low\n", "partitions must be a mapping"),
+        ("partitions: {low: [PriorityTier]}\n", "partitions.low: a mapping of slurm.conf settings"),
+        ("partitions: {low: {PreemptMode: OFF}}\n", "partitions.low.PreemptMode: YAML read a value as False"),
+        ("slurm_conf: {MaxArraySize: 8 9}\n", "MaxArraySize='8 9' is not a slurm.conf setting"),
+        ("slurm_conf: {'Max\\nArraySize': 8}\n", "is not a slurm.conf setting"),
+        ("qos: {q5: {MaxSubmitJobsPerUser: 5}}\n", "qos limits need accounting"),
+    ],
+)
+def test_bad_options_file_exits_2_and_creates_nothing(tmp_path, capsys, text, msg):
+    (tmp_path / "opts.yaml").write_text(text)
+    d = tmp_path / "c"
+    assert cluster_cli.main(["up", "--options", str(tmp_path / "opts.yaml"), "--dir", str(d)]) == 2
+    assert msg in capsys.readouterr().err
+    assert not d.exists()
+    assert cluster_cli.main(["up", "--options", str(tmp_path / "none.yaml"), "--dir", str(d)]) == 2
+    assert "none.yaml: No such file" in capsys.readouterr().err
+
+
+def test_options_file_reaches_slurm_conf(tmp_path):
+    (tmp_path / "opts.yaml").write_text(
+        "slurm_conf: {MaxArraySize: 8, PreemptType: preempt/partition_prio}\n"
+        "partitions: {low: {PriorityTier: 1, PreemptMode: REQUEUE}, high: {PriorityTier: 10}}\n"
+    )
+    opts = cluster_cli.read_options(str(tmp_path / "opts.yaml"))
+    cfg = _config._make_settings(
+        str(tmp_path),
+        1,
+        False,
+        2,
+        2000,
+        16000,
+        "tpx",
+        "n",
+        False,
+        _config._options(opts["extra_conf"], opts["partitions"], None, False),
+    )
+    text = _config._render(cfg)
+    assert "\nMaxArraySize=8\n" in text and "\nPreemptType=preempt/partition_prio\n" in text
+    assert "PartitionName=low " in text and "PreemptMode=REQUEUE" in text
+    assert "PartitionName=high " in text and "PartitionName=debug " in text
+
+
+def test_bare_up_restarts_with_the_folders_last_options(tmp_path, monkeypatch):
+    saved = {"extra_conf": {"MaxArraySize": "8"}, "partitions": {"debug": {}, "low": {}}, "qos": {"q5": {}}}
+    monkeypatch.setattr(cluster, "status", lambda d: cluster.ClusterStatus(str(d), False, {}, [], "", False))
+    monkeypatch.setattr(cluster, "_load_settings", lambda d: dict(saved, nodes=1, accounting=True))
+    calls = []
+    monkeypatch.setattr(cluster, "up", lambda *a, **kw: calls.append(kw))
+    cluster.up_again(str(tmp_path))  # not running, no --accounting: its QOS cannot come back
+    cluster.up_again(str(tmp_path), accounting=True)
+    cluster.up_again(str(tmp_path), options={"partitions": {"high": {}}})
+    assert [{k: kw.get(k) for k in _config.OPTION_KEYS} for kw in calls] == [
+        {"extra_conf": saved["extra_conf"], "partitions": saved["partitions"], "qos": None},
+        saved,
+        {"extra_conf": None, "partitions": {"high": {}}, "qos": None},
+    ]
+
+
 def test_unknown_subcommand_exits_2():
     assert cluster_cli.main(["sideways"]) == 2
 
@@ -252,6 +316,11 @@ def test_private_two_node_cluster_lifecycle(private_dir):
         assert again.daemons == st.daemons and "already running" in again.message
         with pytest.raises(cluster.BadInput, match="running with 2 node"):
             cluster.up(private_dir, nodes=3, **kw)
+        with pytest.raises(cluster.BadInput, match="running with other extra_conf and partitions"):
+            cluster.up(
+                private_dir, 2, False, 2, 2000, extra_conf={"MaxArraySize": 8}, partitions={"low": {}}, **kw
+            )
+        assert "already running" in cluster.up_again(private_dir).message  # a bare `up` keeps its options
 
         env = {**os.environ, **st.env}
         out = os.path.join(os.path.dirname(private_dir), "two.out")

@@ -129,6 +129,8 @@ _CONF_VALUE = re.compile(r"[A-Za-z0-9_.,:/=+@%-]{1,256}")
 
 def _conf_items(what: str, items: dict | None) -> dict[str, str]:
     """slurm.conf `Key=Value` settings, checked: one line each, no spaces or comments."""
+    if items is not None and not isinstance(items, dict):
+        raise BadInput(f"{what}: a mapping of slurm.conf settings is needed, not {type(items).__name__}")
     out = {}
     for key, value in (items or {}).items():
         value = str(value)
@@ -136,6 +138,9 @@ def _conf_items(what: str, items: dict | None) -> dict[str, str]:
             raise BadInput(f"{what}: {key}={value!r} is not a slurm.conf setting (Key=Value, no spaces)")
         out[str(key)] = value
     return out
+
+
+OPTION_KEYS = ("extra_conf", "partitions", "qos")  # `up`'s optional parts, as saved in settings.json
 
 
 def _options(extra_conf: dict | None, partitions: dict | None, qos: dict | None, accounting: bool) -> dict:

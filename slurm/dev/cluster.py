@@ -39,6 +39,7 @@ from ._config import (
     DEFAULT_PORT,
     ETC_CONF,
     MARKER,
+    OPTION_KEYS,
     BadInput,
     ClusterError,
     _abs,
@@ -250,6 +251,12 @@ def up(
                     f"accounting {'on' if old['accounting'] else 'off'}; "
                     f"`tp-sweep cluster down --dir {dir}` first"
                 )
+            changed = [k for k in OPTION_KEYS if old.get(k, _options(None, None, None, False)[k]) != cfg[k]]
+            if changed:
+                raise BadInput(
+                    f"cluster in {d} is running with other {' and '.join(changed)}; "
+                    f"`tp-sweep cluster down --dir {dir}` first"
+                )
             if old["install_conf"] and _etc_owner(ETC_CONF) is None:  # our /etc copy was removed
                 with open(_conf_path(d)) as f:
                     _install_conf(d, f.read())
@@ -409,11 +416,17 @@ def up_again(
     timeout: float = 30.0,
     port: int | None = None,
     install_conf: bool | None = None,
+    options: dict | None = None,
 ) -> ClusterStatus:
     """`up` as the command line means it: a bare `up` on a running cluster keeps its shape (its
-    nodes and accounting) and just reports it; given options start it as they say."""
+    nodes and accounting) and just reports it; given options start it as they say. `options`
+    (`cluster up --options FILE`: extra_conf, partitions, qos) default to the folder's last ones,
+    running or not, so a restart after a crash brings back the same partitions and limits."""
     now = status(dir)
     saved = _load_settings(now.dir) if now.running else None
     n = nodes if nodes is not None else (saved["nodes"] if saved else 1)
     acct = accounting or bool(saved and saved["accounting"] and nodes is None)
-    return up(dir, n, acct, cpus_per_node, mem_mb, timeout, port=port, install_conf=install_conf)
+    if options is None:
+        last = _load_settings(now.dir) or {}
+        options = {k: last[k] for k in OPTION_KEYS if k in last and (acct or k != "qos")}
+    return up(dir, n, acct, cpus_per_node, mem_mb, timeout, port=port, install_conf=install_conf, **options)
