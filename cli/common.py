@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -46,6 +50,26 @@ def json_text(obj: Any) -> str:
     JSON cannot hold as its str(), and written by orjson, 0.08 s faster than the standard
     library on a 10,000-run status."""
     return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+@contextmanager
+def first_ctrl_c() -> Iterator[threading.Event]:
+    """An event set by the first ^C (SIGINT), for a loop that refreshes until then: the loop
+    finishes the refresh under way and ends cleanly. A KeyboardInterrupt is not enough: raised
+    inside a finalizer that the refresh's garbage triggers, it is printed as "Exception ignored"
+    and swallowed, and the loop never stops. A second ^C raises KeyboardInterrupt as usual."""
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class BadInput(Exception):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from cli.common import BadInput, console, json_text
+from cli.common import BadInput, console, first_ctrl_c, json_text
 
 BAD_STATES = ("FAILED", "LOST")  # a run in one of these makes status exit 1
 
@@ -257,31 +257,24 @@ def watch(console: Any, view: Callable[[], tuple[int, Any, tuple[int, int] | Non
     from cli.render.tables import Plain
 
     code = 0
-    with Live(console=console, auto_refresh=False, transient=False) as live:
-        try:
-            while True:
-                code, out, bar = view()
-                items = (
-                    [Text(out)]
-                    if isinstance(out, str)
-                    else [Text(str(i)) if isinstance(i, Plain) else i for i in out]
+    with first_ctrl_c() as stop, Live(console=console, auto_refresh=False, transient=False) as live:
+        while not stop.is_set():
+            code, out, bar = view()
+            items = (
+                [Text(out)] if isinstance(out, str) else [Text(str(i)) if isinstance(i, Plain) else i for i in out]
+            )
+            if bar is not None:
+                done, total = bar
+                row = Table.grid(padding=(0, 1))
+                row.add_row(
+                    ProgressBar(total=max(total, 1), completed=done, width=max(10, min(50, console.width - 30))),
+                    Text(f"{done:,}/{total:,} levels"),
+                    Text(time.strftime("%H:%M:%S"), style="dim"),
                 )
-                if bar is not None:
-                    done, total = bar
-                    row = Table.grid(padding=(0, 1))
-                    row.add_row(
-                        ProgressBar(
-                            total=max(total, 1), completed=done, width=max(10, min(50, console.width - 30))
-                        ),
-                        Text(f"{done:,}/{total:,} levels"),
-                        Text(time.strftime("%H:%M:%S"), style="dim"),
-                    )
-                    at = next((i for i, x in enumerate(items) if not isinstance(x, Text)), len(items))
-                    items.insert(at, row)  # under the sweep's header lines
-                live.update(Group(*items), refresh=True)
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            pass
+                at = next((i for i, x in enumerate(items) if not isinstance(x, Text)), len(items))
+                items.insert(at, row)  # under the sweep's header lines
+            live.update(Group(*items), refresh=True)
+            stop.wait(interval)
     return code
 
 

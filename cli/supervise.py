@@ -50,9 +50,13 @@ def run_supervisor(
     def stop(signum: int, _frame: Any) -> None:  # finish the action under way, free the lease
         sup.stop_requested = True
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, stop)
-    outcome = sup.run(once=once)
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
+    try:
+        outcome = sup.run(once=once)
+    finally:  # a caller in the same process (a test, a notebook) gets its own handlers back
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not outcome.ran:
         _say(f"sweep {sweep}: {outcome.reason}; not starting another")
         return 0

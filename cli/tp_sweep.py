@@ -11,11 +11,10 @@ import gc
 import json
 import os
 import sys
-import time
 from contextlib import nullcontext
 from typing import Any
 
-from cli.common import BadInput, console, json_text, report_bad_levels
+from cli.common import BadInput, console, first_ctrl_c, json_text, report_bad_levels
 from cli.common import error as _error
 from cli.common import open_store as _store
 from cli.render.tables import show
@@ -58,12 +57,11 @@ def cmd_status(a: argparse.Namespace) -> int:
     if not a.watch:
         return show_status(store, a.target, a.format, show_all=a.all)
     if a.format == "json":  # one JSON document per refresh, one per line
-        try:
-            while True:
+        with first_ctrl_c() as stop:
+            while not stop.is_set():
                 show_status(store, a.target, a.format)
-                time.sleep(a.interval)
-        except KeyboardInterrupt:
-            return 0
+                stop.wait(a.interval)
+        return 0
 
     status_output(store, a.target, a.format)  # a bad target is an error before the screen is taken
     return watch(console, lambda: status_output(store, a.target, a.format, show_all=a.all), a.interval)

@@ -530,3 +530,32 @@ def _finish_during_reconcile(tmp_path, monkeypatch, url: str | None) -> None:
     assert row["state"] == "COMPLETED" and row["level"] == row["levels_total"]
     assert row["test_acc"] == _acc(run.levels[-1])
     store.close()
+
+
+def test_watch_stops_on_a_ctrl_c_that_lands_in_a_finalizer():
+    """^C during a refresh may arrive while a finalizer runs (garbage the refresh made): Python
+    prints a KeyboardInterrupt raised there as "Exception ignored" and drops it. The CI once
+    saw `status --watch` run on for a minute after ^C; the watch now stops on a flag."""
+    import signal
+
+    from rich.console import Console
+
+    from cli.status import watch
+
+    class Garbage:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))  # the handler runs here, inside the finalizer
+
+    calls = []
+
+    def view():
+        calls.append(1)
+        assert len(calls) < 5, "^C was lost: the watch refreshed on"
+        if len(calls) == 2:
+            Garbage()
+        return 3, "a view", (len(calls), 10)
+
+    before = signal.getsignal(signal.SIGINT)
+    assert watch(Console(file=open(os.devnull, "w")), view, 0.01) == 3 and len(calls) == 2
+    assert signal.getsignal(signal.SIGINT) is before

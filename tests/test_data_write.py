@@ -196,3 +196,21 @@ def test_dead_writer_process_is_an_error_not_a_hang(tmp_path):
     with pytest.raises(DataError, match="writer process died"):
         write_source(DyingSource(), out, write_mode="raw", num_workers=1, progress=False)
     assert not os.path.exists(out) and not os.path.exists(out + ".partial")
+
+
+def test_dead_writer_is_an_error_whatever_sigint_handler_the_caller_left(tmp_path):
+    """The CI once hung here for 15 minutes: a test before it, in the same xdist worker, had made
+    a trainer's StopFlag, whose SIGINT handler only sets a flag, and the writer's interrupt of
+    its main thread went there."""
+    import signal
+
+    from trainer.data.write import write_source
+
+    calls = []
+    before = signal.signal(signal.SIGINT, lambda *_: calls.append(1))
+    try:
+        with pytest.raises(DataError, match="writer process died"):
+            write_source(DyingSource(), str(tmp_path / "d.beton"), write_mode="raw", num_workers=1, progress=False)
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler and not calls
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -23,6 +23,7 @@ import _thread
 import contextlib
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 import time
@@ -164,13 +165,22 @@ def _run_writer(partial: str, fields: dict, samples: GuardedSamples, num_workers
                     idle_since = idle_since or time.monotonic()
                     if time.monotonic() - idle_since > 3:
                         died.set()
-                        _thread.interrupt_main()
+                        # Again until it lands: a KeyboardInterrupt raised inside a finalizer
+                        # is printed and dropped, and FFCV's loop would wait on.
+                        while not stop.is_set():
+                            _thread.interrupt_main()
+                            stop.wait(1.0)
                         return
                 else:
                     idle_since = None
                 time.sleep(0.1)
             adv(samples.done.value - seen)
 
+        # interrupt_main() calls the SIGINT handler, which a caller may have replaced (or
+        # ignored): ours raises KeyboardInterrupt while the writer runs.
+        handler = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         thread = threading.Thread(target=poll, daemon=True)
         thread.start()
         saved, ffcv.writer.tqdm = ffcv.writer.tqdm, _Quiet
@@ -187,6 +197,8 @@ def _run_writer(partial: str, fields: dict, samples: GuardedSamples, num_workers
             ffcv.writer.tqdm = saved
             stop.set()
             thread.join()
+            if threading.current_thread() is threading.main_thread() and handler is not None:
+                signal.signal(signal.SIGINT, handler)
 
 
 def write_beton(
