@@ -290,6 +290,9 @@ def test_watch_shows_a_bar_of_levels_and_stops_on_ctrl_c(narrow):
     import time
 
     tmp, url, plan, busy = narrow
+    # Started with SIGINT ignored, as CI once started it: a thread of the test process was in
+    # system() at the fork, which ignores SIGINT and SIGQUIT meanwhile, and the child kept
+    # SIG_IGN (Python then installs no KeyboardInterrupt). The watch takes ^C itself.
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.tp_sweep", "status", "narrow", "--db", url, "--watch", "--interval", "0.2"],
         cwd=tmp,
@@ -297,10 +300,15 @@ def test_watch_shows_a_bar_of_levels_and_stops_on_ctrl_c(narrow):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
-    time.sleep(8)  # imports and a first refresh, on a loaded machine too
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        time.sleep(8)  # imports and a first refresh, on a loaded machine too
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never left running after a failure (a hung watch once ran on for an hour)
+        proc.wait()
     assert proc.returncode == 1, err  # the FAILED run, as without --watch
     assert f"/{len(plan.trained)} levels" in out and "Traceback" not in err, out + err
 
