@@ -54,11 +54,14 @@ from gpu_report import (  # noqa: E402
     IMAGENET_TRAIN,
     RATIO_GOAL,
     RN50_GOAL,
+    datasheet_tflops,
     environment,
     error_text,
     forbidden_imported,
     fs_type,
+    matmul_tflops,
     print_report,
+    train_flops_per_image,
 )
 from torch import nn  # noqa: E402
 
@@ -239,6 +242,9 @@ def throughput(a, model: str, compile_: bool, device, stop, tmp: Path) -> dict[s
     # the level's start). Without it, the per-image cost; with one per ImageNet epoch, the ratio a
     # real epoch (1.28 M images, not a few ten thousand) would see.
     ckpt = tr.timings["checkpoint"][1 : 1 + len(walls)]
+    flops = train_flops_per_image(cfg["model"], a.resolution)
+    tflops = t_ips * flops / 1e12
+    peak, mm = getattr(a, "peak_tflops", None), getattr(a, "matmul_tflops", None)
     per_image = (sum(walls) - sum(ckpt)) / (images * len(walls))
     imagenet_ips = IMAGENET_TRAIN / (IMAGENET_TRAIN * per_image + statistics.mean(ckpt or [0.0]))
     return {
@@ -254,6 +260,10 @@ def throughput(a, model: str, compile_: bool, device, stop, tmp: Path) -> dict[s
         "checkpoint_s": round(statistics.mean(ckpt), 3) if ckpt else None,
         "checkpoint_mb": round(tr.sizes.get("checkpoint.pt", 0) / 2**20, 1),
         "peak_mem_gb": _mem_gb(device),
+        "train_gflop_per_image": round(flops / 1e9, 3),
+        "trainer_tflops": round(tflops, 2),
+        "fraction_of_datasheet_peak": round(tflops / peak, 4) if peak else None,
+        "fraction_of_matmul": round(tflops / mm, 4) if mm else None,
     }
 
 
@@ -436,11 +446,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     bf16 = a.precision == "bf16" or (a.precision == "auto" and device.type == "cuda")
     precision = "bf16 autocast" if bf16 else "fp32"
+    env = environment(device)
+    if device.type == "cuda":
+        a.peak_tflops = env["datasheet_bf16_tflops"] = datasheet_tflops(env["device"])
+        a.matmul_tflops = env["bf16_matmul_tflops"] = round(matmul_tflops(device), 1)
+        _free(device)
     pool_gb = a.steps * a.batch_size * 3 * a.resolution**2 / 2**30
     rep: dict[str, Any] = {
         "benchmark": "bench/bench_gpu.py",
         "dry_run": a.dry_run,
-        "env": environment(device),
+        "env": env,
         "data": DATA_NOTE,
         "settings": {
             "resolution": a.resolution,

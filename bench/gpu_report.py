@@ -26,6 +26,10 @@ FORBIDDEN = (
     "db",
 )
 RN50_GOAL, RATIO_GOAL = 6000.0, 0.95
+# Dense bf16 tensor-core peak, TFLOP/s, from the vendors' datasheets (SXM parts; the H200 has the
+# H100's arithmetic): the denominator of "fraction of peak". The benchmark also measures a large
+# bf16 matrix product on the card, a ceiling that a real chip reaches.
+DATASHEET_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}
 IMAGENET_TRAIN = 1_281_167  # images in an ImageNet-1k training epoch
 DATA_NOTE = (
     "synthetic_gpu: random uint8 images drawn once on the device and gathered/normalised "
@@ -58,6 +62,41 @@ def environment(device: torch.device) -> dict[str, Any]:
     else:
         env["device"] = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     return env
+
+
+def datasheet_tflops(device_name: str) -> float | None:
+    return next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in device_name), None)
+
+
+def matmul_tflops(device: torch.device, n: int = 8192, reps: int = 10) -> float:
+    """The card's bf16 matrix-product rate, n x n x n, after three warm-ups: a measured ceiling."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    torch.cuda.synchronize(device)
+    return 2 * n**3 * reps / (start.elapsed_time(end) / 1e3) / 1e12
+
+
+def train_flops_per_image(model_cfg: dict[str, Any], resolution: int, classes: int = 1000) -> float:
+    """FLOPs of one training step per image (forward and backward; a multiply-add is 2), counted
+    by PyTorch's FlopCounterMode on the CPU over a batch of 2. Convolutions and matrix products
+    only: normalisation, activations and the optimizer are a rounding error beside them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trainer.models import build_model
+
+    model = build_model(model_cfg, classes, (3, resolution, resolution))
+    x = torch.randn(2, 3, resolution, resolution)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return counter.get_total_flops() / 2
 
 
 def fs_type(path: Path) -> str:
@@ -106,6 +145,19 @@ def print_report(rep: dict[str, Any]) -> None:
     print(f"{'':<17} {'img/s':>10} {'img/s':>9} {'img/s':>10} {'':>6} {'epoch':>9}  {'goal':<6} {'goal':<6}")
     for r in rep["throughput"]:
         print(_throughput_line(r))
+    peak, mm = env.get("datasheet_bf16_tflops"), env.get("bf16_matmul_tflops")
+    for r in rep["throughput"]:
+        if r["status"] == "ok":
+            frac = (
+                f", {r['fraction_of_datasheet_peak']:.1%} of the datasheet's {peak:.0f} and "
+                f"{r['fraction_of_matmul']:.1%} of the measured bf16 matrix product's {mm:.0f} TFLOP/s"
+                if peak and mm
+                else ""
+            )
+            print(
+                f"{r['model']} compile={'yes' if r['compile'] else 'no'}: {r['train_gflop_per_image']:.2f} GFLOP "
+                f"per training image, {r['trainer_tflops']:.1f} TFLOP/s in the trainer{frac}"
+            )
     print(
         f"(trainer: epoch wall time with its checkpoint, without evaluation; in-loop: the trainer's "
         f"own figure, steps only; goals: >= {RN50_GOAL:,.0f} img/s for resnet50 on a GPU, ratio >= "

@@ -269,10 +269,15 @@ def test_every_method_on_cuda(name):
     torch.manual_seed(0)
     model = build_model({"name": name}, 10, (3, 32, 32)).cuda()
     x, y = torch.randn(8, 3, 32, 32, device="cuda"), torch.randint(0, 10, (8,), device="cuda")
-    for method in METHODS:
+    for method, info in METHODS.items():
         ctx = PruneContext(cfg={"synflow_rounds": 5}, generator=torch.Generator().manual_seed(0), batches=[(x, y)])
-        mask = full_mask(model)
-        new = check_step(model, method, mask, 0.1, ctx, method in LAYER_DISTRIBUTION)
+        if info.schedule == "control":  # from IMP's mask: the same count in every layer, on the device
+            imp_mask = pruner_for(get_method("imp").criterion)(model, full_mask(model), 0.1, ctx)
+            control = pruner_for(info.criterion)(model, imp_mask, 0.1, ctx)
+            assert {n: int(m.sum()) for n, m in control.items()} == {n: int(m.sum()) for n, m in imp_mask.items()}
+            assert all(m.device.type == "cuda" for m in control.values())
+            continue
+        new = check_step(model, method, full_mask(model), 0.1, ctx, method in LAYER_DISTRIBUTION)
         assert all(m.device.type == "cuda" for m in new.values())
     apply_mask(model, new)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
