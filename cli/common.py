@@ -84,18 +84,31 @@ def error(msg: str) -> None:
     err.print(f"[red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
 
-def open_store(url: str | None, spec_url: str | None = None, *, target: str | None = None, runs: bool = False):
+def open_store(
+    url: str | None,
+    spec_url: str | None = None,
+    *,
+    target: str | None = None,
+    runs: bool = False,
+    reader: bool = False,
+):
     """The store at --db, TP_DB_URL, the spec's db: or the default. With `target`, the sweep (or,
     with `runs`, run-id prefix) the command is about: a SQLite store that certainly lacks it is an
-    error before SQLAlchemy is even imported (db/probe.py)."""
+    error before SQLAlchemy is even imported (db/probe.py). `reader`: a StoreReader (status),
+    which imports no ORM until it has something to write."""
     if target is not None:
         missing = missing_target(requested_url(url, spec_url), target, runs)
         if missing:
             raise BadInput(missing)
     from db.engine import StoreError, resolve_url  # SQLAlchemy: a quarter of a second
-    from db.store import Store  # SQLAlchemy, 0.3 s
 
     try:
+        if reader:
+            from db.reader import StoreReader
+
+            return StoreReader(resolve_url(url, spec_url))
+        from db.store import Store  # and its ORM: 0.1 s more
+
         return Store(resolve_url(url, spec_url))
     except StoreError as exc:
         raise BadInput(str(exc)) from None

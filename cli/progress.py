@@ -53,7 +53,7 @@ class LaunchProgress:
 
 def wait_until_idle(store, sweep: str, console: Console, poll_s: float = 2.0) -> None:
     """Block until no run of the sweep is PENDING or RUNNING (reconciled with the scheduler)."""
-    from db.store import ACTIVE_STATES  # SQLAlchemy, 0.3 s
+    from db.reader import ACTIVE_STATES  # SQLAlchemy, 0.25 s
     from db.summaries import run_summaries  # SQLAlchemy, 0.3 s
     from orchestrator.control.reconcile import reconcile_sweep  # the store: SQLAlchemy, 0.3 s
 

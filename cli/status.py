@@ -55,7 +55,7 @@ def sweep_view(
     """(exit status, JSON text or a list of renderables, (levels done, levels)) for a sweep."""
     # The store's reads (SQLAlchemy, 0.3 s): `tp-sweep` imports this module at start-up.
     from cli.render import status as render_status
-    from db.store import QueryError
+    from db.reader import QueryError
     from db.summaries import read_runs, read_work, sweep_status
     from orchestrator.control.reconcile import reconcile_sweep
 
@@ -119,12 +119,12 @@ def sweep_view(
 
 def search_rows(store: Any, sweep: str) -> list[dict[str, Any]] | None:
     """Trials per cell of a sweep with a search (None for a plain sweep: Optuna stays unimported)."""
-    row = store.get_sweep(sweep)
-    if row is None or not (row.spec or {}).get("search"):
+    spec = store.sweep_spec(sweep)
+    if not (spec or {}).get("search"):
         return None
     from orchestrator.search.driver import search_summary  # Optuna (about a second)
 
-    return search_summary(store, sweep)
+    return search_summary(store.full_store(), sweep)
 
 
 def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, None]:
@@ -286,9 +286,10 @@ def _width(fmt: str) -> int:
 def status_output(store, target: str, fmt: str, show_results: bool = True, show_all: bool = False):
     """(exit status, output, progress) of `status TARGET`: a sweep, else a run (id or prefix)."""
     try:
-        if store.get_sweep(target) is not None:
+        if store.sweep_spec(target) is not None:
             return sweep_view(store, target, fmt, _width(fmt), show_results, show_all)
-        return run_view(store, find_run(store, target), fmt, _width(fmt))
+        full = store.full_store()  # a run's view reads its levels, jobs and events as entities
+        return run_view(full, find_run(full, target), fmt, _width(fmt))
     except TargetError as exc:
         raise BadInput(str(exc)) from None
 

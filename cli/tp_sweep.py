@@ -38,7 +38,7 @@ def cmd_supervise(a: argparse.Namespace) -> int:
 
 # ---- status ------------------------------------------------------------------------------------
 def cmd_status(a: argparse.Namespace) -> int:
-    store = _store(a.db, target=a.target, runs=True)
+    store = _store(a.db, target=a.target, runs=True, reader=True)
     if a.target is None:
         from cli.render.status import counts  # the store's summaries: SQLAlchemy, 0.3 s
         from db.summaries import sweep_status  # SQLAlchemy, 0.3 s

@@ -15,62 +15,67 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from db.schema import AxesDecoder, Epoch, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, as_text
-from db.store import QueryError, Store
+from db import tables
+from db.reader import QueryError, StoreReader
+from db.tables import AxesDecoder, as_text
 
 
-def _sweep_id(s, store: Store, sweep: str) -> int:
-    sid = s.scalar(sa.select(Sweep.id).where(Sweep.name == sweep))
+def _sweep_id(conn, store: StoreReader, sweep: str) -> int:
+    sid = conn.scalar(sa.select(tables.sweeps.c.id).where(tables.sweeps.c.name == sweep))
     if sid is None:
         raise QueryError(f"no sweep named {sweep!r} in {store.display_url}")
     return sid
 
 
-def level_progress(store: Store, sweep: str) -> tuple[int, int]:
+def level_progress(store: StoreReader, sweep: str) -> tuple[int, int]:
     """(finished, all) distinct levels the sweep's runs need: shared levels count once."""
-    with store.reading() as s:
-        sid = _sweep_id(s, store, sweep)
+    with store.read_connection() as conn:
+        sid = _sweep_id(conn, store, sweep)
         ids = (
-            sa.select(RunLevel.level_id)
-            .join(SweepRun, SweepRun.run_id == RunLevel.run_id)
-            .where(SweepRun.sweep_id == sid)
+            sa.select(tables.run_levels.c.level_id)
+            .join(tables.sweep_runs, tables.sweep_runs.c.run_id == tables.run_levels.c.run_id)
+            .where(tables.sweep_runs.c.sweep_id == sid)
             .distinct()
             .subquery()
         )
-        row = s.execute(
-            sa.select(sa.func.count(), sa.func.count(Level.finished_at))
+        row = conn.execute(
+            sa.select(sa.func.count(), sa.func.count(tables.levels.c.finished_at))
             .select_from(ids)
-            .join(Level, Level.level_id == ids.c.level_id)
+            .join(tables.levels, tables.levels.c.level_id == ids.c.level_id)
         ).one()
     return int(row[1]), int(row[0])
 
 
-def accuracy_lines(store: Store, sweep: str) -> int:
+def accuracy_lines(store: StoreReader, sweep: str) -> int:
     """Lines of the accuracy table (method x other grid axes), counted without reading results."""
-    with store.reading() as s:
-        sid = _sweep_id(s, store, sweep)
-        pairs = sa.select(GridPoint.method, GridPoint.axes_key).where(GridPoint.sweep_id == sid).distinct()
-        return int(s.scalar(sa.select(sa.func.count()).select_from(pairs.subquery())) or 0)
+    with store.read_connection() as conn:
+        sid = _sweep_id(conn, store, sweep)
+        pairs = (
+            sa.select(tables.grid_points.c.method, tables.grid_points.c.axes_key)
+            .where(tables.grid_points.c.sweep_id == sid)
+            .distinct()
+        )
+        return int(conn.scalar(sa.select(sa.func.count()).select_from(pairs.subquery())) or 0)
 
 
 _LEVEL_COLUMNS = (
-    Level.level_id,
-    Level.depth,
-    Level.kind,
-    Level.finished_at.is_not(None).label("finished"),
-    Level.density,
-    Level.achieved_sparsity,
-    Level.test_acc,
-    Level.test_top5,
-    Level.best_test_acc,
-    Level.epochs,
-    Level.network_sparsity,
-    Level.params,
-    Level.nonzero_params,
-    Level.flops_dense,
-    Level.flops,
-    Level.code,
-    Level.sources,
+    tables.levels.c.level_id,
+    tables.levels.c.depth,
+    tables.levels.c.kind,
+    tables.levels.c.finished_at.is_not(None).label("finished"),
+    tables.levels.c.density,
+    tables.levels.c.achieved_sparsity,
+    tables.levels.c.test_acc,
+    tables.levels.c.test_top5,
+    tables.levels.c.best_test_acc,
+    tables.levels.c.epochs,
+    tables.levels.c.network_sparsity,
+    tables.levels.c.params,
+    tables.levels.c.nonzero_params,
+    tables.levels.c.flops_dense,
+    tables.levels.c.flops,
+    tables.levels.c.code,
+    tables.levels.c.sources,
 )
 
 
@@ -104,46 +109,45 @@ RESULT_KEYS = (
 )
 
 
-def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[str, Any]]:
+def grid_results(store: StoreReader, sweep: str, levels: bool = False) -> list[dict[str, Any]]:
     """One dict per grid point, with the result of the level that serves it. With `levels`, one
     dict per level of every run in the sweep (trunk and branches; target: the level's density).
 
     Built for 30,000 grid points: plain tuples (no ORM objects, no timestamps), each distinct
     axes text decoded once, sorted here rather than by the database, and the job state read only
     for unfinished levels (the rest are COMPLETED)."""
-    with store.reading() as s:
-        conn = s.connection()
-        sid = _sweep_id(s, store, sweep)
+    with store.read_connection() as conn:
+        sid = _sweep_id(conn, store, sweep)
         if levels:
             q = (
                 sa.select(
-                    Run.method,
-                    (1.0 - Level.density).label("sparsity"),
-                    Run.seed,
-                    Run.run_id,
-                    RunLevel.position,
-                    as_text(Run.axes),
+                    tables.runs.c.method,
+                    (1.0 - tables.levels.c.density).label("sparsity"),
+                    tables.runs.c.seed,
+                    tables.runs.c.run_id,
+                    tables.run_levels.c.position,
+                    as_text(tables.runs.c.axes),
                     *_LEVEL_COLUMNS,
                 )
-                .join(SweepRun, SweepRun.run_id == Run.run_id)
-                .join(RunLevel, RunLevel.run_id == Run.run_id)
-                .join(Level, Level.level_id == RunLevel.level_id)
-                .where(SweepRun.sweep_id == sid)
+                .join(tables.sweep_runs, tables.sweep_runs.c.run_id == tables.runs.c.run_id)
+                .join(tables.run_levels, tables.run_levels.c.run_id == tables.runs.c.run_id)
+                .join(tables.levels, tables.levels.c.level_id == tables.run_levels.c.level_id)
+                .where(tables.sweep_runs.c.sweep_id == sid)
             )
             order = (0, 2, 3, 4)  # method, seed, run, position
         else:
             q = (
                 sa.select(
-                    GridPoint.method,
-                    GridPoint.sparsity,
-                    GridPoint.seed,
-                    GridPoint.run_id,
-                    GridPoint.id,
-                    as_text(GridPoint.axes),
+                    tables.grid_points.c.method,
+                    tables.grid_points.c.sparsity,
+                    tables.grid_points.c.seed,
+                    tables.grid_points.c.run_id,
+                    tables.grid_points.c.id,
+                    as_text(tables.grid_points.c.axes),
                     *_LEVEL_COLUMNS,
                 )
-                .join(Level, Level.level_id == GridPoint.level_id)
-                .where(GridPoint.sweep_id == sid)
+                .join(tables.levels, tables.levels.c.level_id == tables.grid_points.c.level_id)
+                .where(tables.grid_points.c.sweep_id == sid)
             )
             order = (0, 1, 2, 4)  # method, sparsity, seed, grid point
         rows = sorted(conn.execute(q).all(), key=lambda r: tuple(r[i] for i in order))
@@ -153,7 +157,9 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
             for i in range(0, len(ids), 900):
                 provenance.update(
                     conn.execute(
-                        sa.select(Level.level_id, Level.provenance).where(Level.level_id.in_(ids[i : i + 900]))
+                        sa.select(tables.levels.c.level_id, tables.levels.c.provenance).where(
+                            tables.levels.c.level_id.in_(ids[i : i + 900])
+                        )
                     ).all()
                 )
         unfinished = [r[6] for r in rows if not r[9]]  # level_id, finished
@@ -161,9 +167,9 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
         for i in range(0, len(unfinished), 900):
             states.update(
                 conn.execute(
-                    sa.select(Level.level_id, Job.state)
-                    .join(Job, Job.job_id == Level.job_id)
-                    .where(Level.level_id.in_(unfinished[i : i + 900]))
+                    sa.select(tables.levels.c.level_id, tables.jobs.c.state)
+                    .join(tables.jobs, tables.jobs.c.job_id == tables.levels.c.job_id)
+                    .where(tables.levels.c.level_id.in_(unfinished[i : i + 900]))
                 ).all()
             )
     decode = AxesDecoder()
@@ -231,23 +237,27 @@ def grid_results(store: Store, sweep: str, levels: bool = False) -> list[dict[st
 OFF_TARGET = 1e-6  # a level's planned sparsity this far from its target is not at the target
 
 GROUP_METRICS = ("test_acc", "best_test_acc", "achieved_sparsity", "network_sparsity", "flops")
-_POINT_COLUMNS = {"method": GridPoint.method, "sparsity": GridPoint.sparsity, "seed": GridPoint.seed}
+_POINT_COLUMNS = {
+    "method": tables.grid_points.c.method,
+    "sparsity": tables.grid_points.c.sparsity,
+    "seed": tables.grid_points.c.seed,
+}
 
 
-def grouped_results(store: Store, sweep: str, by: list[str]) -> list[dict[str, Any]] | None:
+def grouped_results(store: StoreReader, sweep: str, by: list[str]) -> list[dict[str, Any]] | None:
     """group(grid_results(store, sweep), by), reading only the grouping columns and the metrics:
     a third of the time on 30,000 grid points. None when `by` is not a subset of method,
     sparsity and seed (then group the full rows)."""
     if not by or any(b not in _POINT_COLUMNS for b in by):
         return None
-    with store.reading() as s:
-        sid = _sweep_id(s, store, sweep)
+    with store.read_connection() as conn:
+        sid = _sweep_id(conn, store, sweep)
         q = (
-            sa.select(*(_POINT_COLUMNS[b] for b in by), *(getattr(Level, m) for m in GROUP_METRICS))
-            .join(Level, Level.level_id == GridPoint.level_id)
-            .where(GridPoint.sweep_id == sid)
+            sa.select(*(_POINT_COLUMNS[b] for b in by), *(getattr(tables.levels.c, m) for m in GROUP_METRICS))
+            .join(tables.levels, tables.levels.c.level_id == tables.grid_points.c.level_id)
+            .where(tables.grid_points.c.sweep_id == sid)
         )
-        rows = s.connection().execute(q).all()
+        rows = conn.execute(q).all()
     names = [*by, *GROUP_METRICS]
     return group([dict(zip(names, r)) for r in rows], by)
 
@@ -453,27 +463,26 @@ _EPOCH_FIELDS = (
 )
 
 
-def run_curves(store: Store, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+def run_curves(store: StoreReader, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Each run's levels in training order, each with its recorded epochs (finished levels and
     the one in training): {run_id: [{level_id, depth, kind, density, finished, epochs: [...]}]}.
     Two queries, whatever the number of levels."""
     out: dict[str, list[dict[str, Any]]] = {r: [] for r in run_ids}
-    with store.reading() as s:
-        conn = s.connection()
+    with store.read_connection() as conn:
         by_level: dict[str, list[dict[str, Any]]] = {}
         for i in range(0, len(run_ids), 900):
             q = (
                 sa.select(
-                    RunLevel.run_id,
-                    RunLevel.position,
-                    Level.level_id,
-                    Level.depth,
-                    Level.kind,
-                    Level.density,
-                    Level.finished_at.is_not(None),
+                    tables.run_levels.c.run_id,
+                    tables.run_levels.c.position,
+                    tables.levels.c.level_id,
+                    tables.levels.c.depth,
+                    tables.levels.c.kind,
+                    tables.levels.c.density,
+                    tables.levels.c.finished_at.is_not(None),
                 )
-                .join(Level, Level.level_id == RunLevel.level_id)
-                .where(RunLevel.run_id.in_(run_ids[i : i + 900]))
+                .join(tables.levels, tables.levels.c.level_id == tables.run_levels.c.level_id)
+                .where(tables.run_levels.c.run_id.in_(run_ids[i : i + 900]))
             )
             for run_id, _pos, lid, depth, kind, density, finished in sorted(
                 conn.execute(q).all(), key=lambda r: (r[0], r[1])
@@ -490,42 +499,41 @@ def run_curves(store: Store, run_ids: list[str]) -> dict[str, list[dict[str, Any
                     }
                 )
         ids = sorted(by_level)
-        cols = [getattr(Epoch, f) for f in _EPOCH_FIELDS]
+        cols = [getattr(tables.epochs.c, f) for f in _EPOCH_FIELDS]
         for i in range(0, len(ids), 900):
             for row in conn.execute(
-                sa.select(Epoch.level_id, *cols)
-                .where(Epoch.level_id.in_(ids[i : i + 900]))
-                .order_by(Epoch.level_id, Epoch.epoch)
+                sa.select(tables.epochs.c.level_id, *cols)
+                .where(tables.epochs.c.level_id.in_(ids[i : i + 900]))
+                .order_by(tables.epochs.c.level_id, tables.epochs.c.epoch)
             ):
                 by_level[row[0]].append(dict(zip(_EPOCH_FIELDS, row[1:])))
     return out
 
 
-def epoch_results(store: Store, sweep: str) -> list[dict[str, Any]]:
+def epoch_results(store: StoreReader, sweep: str) -> list[dict[str, Any]]:
     """One dict per recorded epoch of every level of every run in the sweep, with the run and the
     level it belongs to (a level shared by several runs, such as level 0, appears under each),
     ordered by method, seed, run, training order, epoch."""
-    with store.reading() as s:
-        conn = s.connection()
-        sid = _sweep_id(s, store, sweep)
+    with store.read_connection() as conn:
+        sid = _sweep_id(conn, store, sweep)
         q = (
             sa.select(
-                Run.method,
-                Run.seed,
-                Run.run_id,
-                as_text(Run.axes),
-                RunLevel.position,
-                Level.level_id,
-                Level.depth,
-                Level.kind,
-                Level.density,
-                *(getattr(Epoch, f) for f in _EPOCH_FIELDS),
+                tables.runs.c.method,
+                tables.runs.c.seed,
+                tables.runs.c.run_id,
+                as_text(tables.runs.c.axes),
+                tables.run_levels.c.position,
+                tables.levels.c.level_id,
+                tables.levels.c.depth,
+                tables.levels.c.kind,
+                tables.levels.c.density,
+                *(getattr(tables.epochs.c, f) for f in _EPOCH_FIELDS),
             )
-            .join(SweepRun, SweepRun.run_id == Run.run_id)
-            .join(RunLevel, RunLevel.run_id == Run.run_id)
-            .join(Level, Level.level_id == RunLevel.level_id)
-            .join(Epoch, Epoch.level_id == Level.level_id)
-            .where(SweepRun.sweep_id == sid)
+            .join(tables.sweep_runs, tables.sweep_runs.c.run_id == tables.runs.c.run_id)
+            .join(tables.run_levels, tables.run_levels.c.run_id == tables.runs.c.run_id)
+            .join(tables.levels, tables.levels.c.level_id == tables.run_levels.c.level_id)
+            .join(tables.epochs, tables.epochs.c.level_id == tables.levels.c.level_id)
+            .where(tables.sweep_runs.c.sweep_id == sid)
         )
         rows = sorted(conn.execute(q).all(), key=lambda r: (r[0], r[1], r[2], r[4], r[9]))
     decode = AxesDecoder()

@@ -25,8 +25,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from db.engine import StoreError, display_url, upsert
-from db.schema import Attempt, Epoch, Event, Job, Level, utcnow
+from db.schema import Attempt, Epoch, Event, Job, Level
 from db.store import EPOCH_COLUMNS, Store
+from db.tables import utcnow
 
 _STOP = object()
 

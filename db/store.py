@@ -1,10 +1,10 @@
 """The results store, orchestrator side: plans, levels, jobs and their states.
 
 The trainer reports through `db.recorder.JobRecorder` and never writes SQL itself; reads for
-status and query live in `db.queries`. Every write that two processes may race (two launches of
-one spec, a trainer and the controller) is an upsert or a compare-and-set; the one step that
-must see a consistent picture (deciding which levels still need a job, and claiming them) runs in
-a serialized transaction.
+status and query live in `db.reader`, `db.summaries` and `db.queries`, on the Core tables.
+Every write that two processes may race (two launches of one spec, a trainer and the
+controller) is an upsert or a compare-and-set; the one step that must see a consistent picture
+(deciding which levels still need a job, and claiming them) runs in a serialized transaction.
 """
 
 from __future__ import annotations
@@ -13,27 +13,16 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from core.levels import skipped_epochs
-from db import migrate
-from db.engine import StoreError, among, display_url, make_engine, upsert
-from db.schema import Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun, as_text, utcnow
+from db.engine import StoreError, among, upsert
+from db.reader import StoreReader, _rowcount
+from db.schema import Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun
+from db.tables import utcnow
 
-ACTIVE_STATES = ("PENDING", "RUNNING")
-# Which job state a run shows when several jobs work on it: what needs attention first.
-RUN_STATE_PRIORITY = ("RUNNING", "PREEMPTED", "TIMEOUT", "LOST", "FAILED", "PENDING", "CANCELLED", "PLANNED")
-
-
-class QueryError(ValueError):
-    """A read that cannot be answered as asked (unknown sweep, bad --where or --group-by): exit 2."""
-
-
-RESUMABLE_STATES = ("PREEMPTED", "TIMEOUT", "LOST")
-FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
 _PG_PLAN_LOCK = 0x7470_706C  # "tppl": serializes planning transactions
 RESULT_COLUMNS = (
     "achieved_sparsity",
@@ -64,53 +53,26 @@ EPOCH_COLUMNS = (
 )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 @dataclass(frozen=True)
 class LevelState:
     finished: bool
     job_id: str | None
 
 
-class Unfinished(NamedTuple):
-    """An unfinished level of a run, and the job in charge of it (state None: no job). A named
-    tuple: a 10,000-run status makes tens of thousands, four times faster than a dataclass."""
+class Store(StoreReader):
+    """The results store with everything the orchestrator writes and reads as entities (the
+    ORM); the Core reads it shares with `tp-sweep status` are StoreReader's."""
 
-    run_id: str
-    level_id: str
-    position: int  # in the run's training order
-    depth: int
-    epoch: int  # epochs done
-    level_dir: str
-    job_id: str | None
-    state: str | None
-    attempts: int
-    skipped: int = 0  # epochs of the schedule it does not train (imp_wr resumes at step k)
+    @classmethod
+    def sharing(cls, reader: StoreReader) -> Store:
+        """The Store on a reader's engine (schema already checked), for a reader that has to write."""
+        store = cls.__new__(cls)
+        store.__dict__.update(reader.__dict__)
+        store._full = store
+        return store
 
-
-class Store:
-    def __init__(self, url: str, *, migrate_schema: bool = True) -> None:
-        self.url = url
-        self.display_url = display_url(url)
-        self.engine = make_engine(url)
-        try:
-            if migrate_schema:
-                migrate.upgrade(self.engine)
-            else:
-                with self.engine.connect() as conn:
-                    conn.execute(sa.text("select 1"))
-        except sa.exc.OperationalError as exc:
-            self.engine.dispose()
-            raise StoreError(f"cannot reach the results store {self.display_url}: {_first_line(exc)}") from None
-        except sa.exc.DatabaseError as exc:  # e.g. a --db file that is not a database
-            self.engine.dispose()
-            raise StoreError(f"cannot use the results store {self.display_url}: {_first_line(exc)}") from None
-        except sa.exc.ArgumentError as exc:
-            self.engine.dispose()
-            raise StoreError(f"invalid database URL {self.display_url}: {_first_line(exc)}") from None
+    def full_store(self) -> Store:
+        return self
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -119,15 +81,9 @@ class Store:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """A read-only transaction (SQLite: no write lock; status and query read big sweeps)."""
-        conn = self.engine.connect().execution_options(tp_read_only=True)
-        try:
-            with Session(bind=conn, expire_on_commit=False) as s, s.begin():
-                if conn.dialect.name == "postgresql":
-                    s.execute(sa.text("SET LOCAL random_page_cost = 1.1"))
-                yield s
-        finally:
-            conn.close()
+        """A read-only transaction, as an ORM session (StoreReader.read_connection's)."""
+        with self.read_connection() as conn, Session(bind=conn, expire_on_commit=False) as s:
+            yield s
 
     @contextmanager
     def serialized(self) -> Iterator[Session]:
@@ -139,17 +95,10 @@ class Store:
                 s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_PLAN_LOCK})
             yield s
 
-    def close(self) -> None:
-        self.engine.dispose()
-
     # ---- sweeps and plans ----------------------------------------------------------------
     def get_sweep(self, name: str) -> Sweep | None:
         with self.reading() as s:
             return s.scalar(sa.select(Sweep).where(Sweep.name == name))
-
-    def sweep_names(self) -> list[str]:
-        with self.reading() as s:
-            return list(s.scalars(sa.select(Sweep.name).order_by(Sweep.created_at, Sweep.id)))
 
     def record_plan(self, plan: Any, spec: dict[str, Any], levels_dir: str) -> None:
         """Upsert the sweep, its runs, levels and grid points: bulk statements, one transaction."""
@@ -288,65 +237,6 @@ class Store:
                     ).all()
                 )
         return out
-
-    def unfinished_levels(self, sweep: str) -> list[Unfinished]:
-        """The unfinished levels of the sweep's runs (a row per run and level) with their jobs,
-        found through the index on levels.finished_at: cheap however many levels are finished.
-        (On SQLite, joining the sweep in the query makes it walk all of the sweep's levels
-        instead; the few unfinished levels of other sweeps are dropped here.)"""
-        with self.reading() as s:
-            sid = s.scalar(sa.select(Sweep.id).where(Sweep.name == sweep))
-            if sid is None:
-                return []
-            q = (
-                sa.select(
-                    RunLevel.run_id,
-                    Level.level_id,
-                    RunLevel.position,
-                    Level.depth,
-                    Level.epoch,
-                    Level.level_dir,
-                    Level.job_id,
-                    Job.state,
-                    Job.attempts,
-                    as_text(Level.step),  # decoded once per distinct step below, not per row
-                )
-                .join(RunLevel, RunLevel.level_id == Level.level_id)
-                .outerjoin(Job, Job.job_id == Level.job_id)
-                .where(Level.finished_at.is_(None))
-            )
-            runs: set[str] | None = None
-            skipped: dict[str | None, int] = {}
-
-            def skipped_of(step: Any) -> int:
-                if isinstance(step, dict):  # PostgreSQL's driver decodes JSON itself
-                    return skipped_epochs(step)
-                if step not in skipped:
-                    skipped[step] = skipped_epochs(_json(step))
-                return skipped[step]
-
-            if self.engine.dialect.name == "sqlite":
-                runs = set(s.scalars(sa.select(SweepRun.run_id).where(SweepRun.sweep_id == sid)))
-            else:
-                q = q.join(SweepRun, SweepRun.run_id == RunLevel.run_id).where(SweepRun.sweep_id == sid)
-            return [
-                Unfinished(
-                    run_id,
-                    level_id,
-                    pos,
-                    depth,
-                    int(epoch or 0),
-                    level_dir,
-                    job_id,
-                    state,
-                    attempts or 0,
-                    skipped_of(step),
-                )
-                for run_id, level_id, pos, depth, epoch, level_dir, job_id, state, attempts, step in s.connection()
-                .execute(q)
-                .all()
-                if runs is None or run_id in runs
-            ]
 
     def import_results(self, results: dict[str, dict[str, Any]]) -> None:
         """Record finished levels from their metrics.json (with their epochs): what the disk
@@ -629,13 +519,3 @@ def _count_levels(conn: sa.Connection, run_ids: list[str]) -> None:
         .scalar_subquery()
     )
     conn.execute(sa.update(Run).where(among(conn, Run.run_id, run_ids)).values(n_levels=count, last_level_id=last))
-
-
-def _json(value: Any) -> Any:
-    """A JSON column as a value (a driver may hand it over as text)."""
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _rowcount(result: Any) -> int:
-    """Rows an UPDATE matched (a CursorResult's rowcount; Session.execute is typed as plain Result)."""
-    return int(result.rowcount)

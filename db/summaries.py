@@ -27,23 +27,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from db import tables
 from db.engine import among
-from db.schema import (
-    Attempt,
-    AxesDecoder,
-    Epoch,
-    Event,
-    GridPoint,
-    Job,
-    Level,
-    Run,
-    RunLevel,
-    Sweep,
-    SweepRun,
-    as_text,
-    utcnow,
-)
-from db.store import ACTIVE_STATES, RUN_STATE_PRIORITY, QueryError, Store, Unfinished
+from db.reader import ACTIVE_STATES, RUN_STATE_PRIORITY, QueryError, StoreReader, Unfinished
+from db.tables import AxesDecoder, as_text, utcnow
 
 
 @dataclass
@@ -129,8 +116,10 @@ def _round(x: float | None, digits: int = 1) -> float | None:
     return None if x is None else round(float(x), digits)
 
 
-def _sweep(conn, store: Store, sweep: str) -> tuple[int, dict[str, Any]]:
-    row = conn.execute(sa.select(Sweep.id, Sweep.spec).where(Sweep.name == sweep)).first()
+def _sweep(conn, store: StoreReader, sweep: str) -> tuple[int, dict[str, Any]]:
+    row = conn.execute(
+        sa.select(tables.sweeps.c.id, tables.sweeps.c.spec).where(tables.sweeps.c.name == sweep)
+    ).first()
     if row is None:
         raise QueryError(f"no sweep named {sweep!r} in {store.display_url}")
     return row.id, row.spec if isinstance(row.spec, dict) else {}
@@ -146,7 +135,7 @@ def devices(spec: dict[str, Any]) -> tuple[str, int]:
     return "CPU", int(ex.get("cpus_per_task") or 1) * nodes
 
 
-def run_summaries(store: Store, sweep: str) -> list[RunSummary]:
+def run_summaries(store: StoreReader, sweep: str) -> list[RunSummary]:
     return sweep_status(store, sweep)[0]
 
 
@@ -176,21 +165,29 @@ class RunsRead:
     totals: SweepTotals
 
 
-def read_runs(store: Store, sweep: str, details_up_to: int | None = None) -> RunsRead:
+def read_runs(store: StoreReader, sweep: str, details_up_to: int | None = None) -> RunsRead:
     """The part of sweep_status that needs no unfinished levels (`details_up_to`: see there)."""
-    with store.reading() as s:
-        conn = s.connection()
+    with store.read_connection() as conn:
         sid, spec = _sweep(conn, store, sweep)
         details = (
             details_up_to is None
-            or (conn.scalar(sa.select(sa.func.count()).select_from(SweepRun).where(SweepRun.sweep_id == sid)) or 0)
+            or (
+                conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(tables.sweep_runs)
+                    .where(tables.sweep_runs.c.sweep_id == sid)
+                )
+                or 0
+            )
             <= details_up_to
         )
         runs = _per_run(conn, sid, details)
         points = None
         if details:
-            q = sa.select(GridPoint.run_id, GridPoint.sparsity).where(GridPoint.sweep_id == sid)
-            points = [(run_id, sp) for run_id, sp in conn.execute(q.order_by(GridPoint.sparsity)).all()]
+            q = sa.select(tables.grid_points.c.run_id, tables.grid_points.c.sparsity).where(
+                tables.grid_points.c.sweep_id == sid
+            )
+            points = [(run_id, sp) for run_id, sp in conn.execute(q.order_by(tables.grid_points.c.sparsity)).all()]
         totals = _totals(conn, sid, spec, sweep)
     return RunsRead(sid, spec, details, runs, points, totals)
 
@@ -206,18 +203,17 @@ class WorkRead:
     planned: dict[str, int | None]  # their schedule.epochs
 
 
-def read_work(store: Store, sweep: str, unfinished: list[Unfinished], points: bool = True) -> WorkRead:
+def read_work(store: StoreReader, sweep: str, unfinished: list[Unfinished], points: bool = True) -> WorkRead:
     """The part of sweep_status about the runs with unfinished levels (store.unfinished_levels);
     without `points` when read_runs reads every run's (details)."""
     run_ids = sorted({u.run_id for u in unfinished})
-    with store.reading() as s:
-        conn = s.connection()
+    with store.read_connection() as conn:
         sid, _ = _sweep(conn, store, sweep)
-        q = sa.select(GridPoint.run_id, GridPoint.sparsity).where(
-            GridPoint.sweep_id == sid, among(conn, GridPoint.run_id, run_ids)
+        q = sa.select(tables.grid_points.c.run_id, tables.grid_points.c.sparsity).where(
+            tables.grid_points.c.sweep_id == sid, among(conn, tables.grid_points.c.run_id, run_ids)
         )
         return WorkRead(
-            points=[(run_id, sp) for run_id, sp in conn.execute(q.order_by(GridPoint.sparsity)).all()]
+            points=[(run_id, sp) for run_id, sp in conn.execute(q.order_by(tables.grid_points.c.sparsity)).all()]
             if points
             else [],
             measured=_measured(conn, unfinished),
@@ -228,7 +224,7 @@ def read_work(store: Store, sweep: str, unfinished: list[Unfinished], points: bo
 
 
 def sweep_status(
-    store: Store,
+    store: StoreReader,
     sweep: str,
     unfinished: list[Unfinished] | None = None,
     details_up_to: int | None = None,
@@ -322,9 +318,15 @@ def _per_run(conn, sid: int, details: bool = True) -> dict[str, RunSummary]:
     `details`, runs and their number of levels only: enough to count them by state."""
     decode = AxesDecoder()
     q = (
-        sa.select(SweepRun.run_id, Run.n_levels, Run.method, Run.seed, as_text(Run.axes))
-        .join(Run, Run.run_id == SweepRun.run_id)
-        .where(SweepRun.sweep_id == sid)
+        sa.select(
+            tables.sweep_runs.c.run_id,
+            tables.runs.c.n_levels,
+            tables.runs.c.method,
+            tables.runs.c.seed,
+            as_text(tables.runs.c.axes),
+        )
+        .join(tables.runs, tables.runs.c.run_id == tables.sweep_runs.c.run_id)
+        .where(tables.sweep_runs.c.sweep_id == sid)
     )
     if not details:
         return {
@@ -334,14 +336,14 @@ def _per_run(conn, sid: int, details: bool = True) -> dict[str, RunSummary]:
     spans = _attempt_spans().subquery()
     q = (
         q.add_columns(
-            Level.finished_at.is_not(None).label("finished"),
-            Level.test_acc,
-            Level.depth,
+            tables.levels.c.finished_at.is_not(None).label("finished"),
+            tables.levels.c.test_acc,
+            tables.levels.c.depth,
             *_job_columns(spans),
         )
-        .outerjoin(Level, Level.level_id == Run.last_level_id)
-        .outerjoin(Job, Job.job_id == Level.job_id)
-        .outerjoin(spans, spans.c.job_id == Level.job_id)
+        .outerjoin(tables.levels, tables.levels.c.level_id == tables.runs.c.last_level_id)
+        .outerjoin(tables.jobs, tables.jobs.c.job_id == tables.levels.c.job_id)
+        .outerjoin(spans, spans.c.job_id == tables.levels.c.job_id)
     )
     runs: dict[str, RunSummary] = {}
     now = utcnow()
@@ -375,11 +377,11 @@ def _when(value: Any) -> Any:
 def _attempt_spans():
     """Per job: its first attempt's start, its last attempt's end, and attempts not ended."""
     return sa.select(
-        Attempt.job_id,
-        sa.func.min(Attempt.started_at).label("start"),
-        sa.func.max(Attempt.ended_at).label("end"),
-        (sa.func.count() - sa.func.count(Attempt.ended_at)).label("open"),
-    ).group_by(Attempt.job_id)
+        tables.attempts.c.job_id,
+        sa.func.min(tables.attempts.c.started_at).label("start"),
+        sa.func.max(tables.attempts.c.ended_at).label("end"),
+        (sa.func.count() - sa.func.count(tables.attempts.c.ended_at)).label("open"),
+    ).group_by(tables.attempts.c.job_id)
 
 
 def _measured(conn, unfinished: list[Unfinished]) -> dict[str, tuple[float, int]]:
@@ -387,9 +389,9 @@ def _measured(conn, unfinished: list[Unfinished]) -> dict[str, tuple[float, int]
     # By id, through the epochs' primary key: PostgreSQL's planner, asked for the unfinished
     # levels with epochs, misjudges how many there are and scans every epoch (0.13 s at 2,000,000).
     e = (
-        sa.select(Epoch.level_id, sa.func.sum(Epoch.seconds), sa.func.count())
-        .where(among(conn, Epoch.level_id, {u.level_id for u in unfinished if u.epoch}))
-        .group_by(Epoch.level_id)
+        sa.select(tables.epochs.c.level_id, sa.func.sum(tables.epochs.c.seconds), sa.func.count())
+        .where(among(conn, tables.epochs.c.level_id, {u.level_id for u in unfinished if u.epoch}))
+        .group_by(tables.epochs.c.level_id)
     )
     return {lid: (float(secs or 0.0), int(n or 0)) for lid, secs, n in conn.execute(e).all()}
 
@@ -401,33 +403,35 @@ def _finished_levels(conn, run_ids: list[str], unfinished: set[str]) -> dict[str
     primary key). Joined in one query, PostgreSQL's planner scans every level instead (0.09 s
     for 1,000 runs against 0.03)."""
     order: dict[str, list[tuple[int, str]]] = {}
-    q = sa.select(RunLevel.run_id, RunLevel.position, RunLevel.level_id).where(
-        among(conn, RunLevel.run_id, run_ids)
+    q = sa.select(tables.run_levels.c.run_id, tables.run_levels.c.position, tables.run_levels.c.level_id).where(
+        among(conn, tables.run_levels.c.run_id, run_ids)
     )
     for run_id, pos, lid in conn.execute(q).all():
         order.setdefault(run_id, []).append((pos, lid))
     wanted = {lid for levels in order.values() for _, lid in levels} - unfinished
-    finished = sa.select(Level.level_id, Level.test_acc, Level.seconds, Level.epochs).where(
-        among(conn, Level.level_id, wanted), Level.finished_at.is_not(None)
-    )
+    finished = sa.select(
+        tables.levels.c.level_id, tables.levels.c.test_acc, tables.levels.c.seconds, tables.levels.c.epochs
+    ).where(among(conn, tables.levels.c.level_id, wanted), tables.levels.c.finished_at.is_not(None))
     level = {row.level_id: row for row in conn.execute(finished).all()}
     return {run_id: [level[lid] for _, lid in sorted(levels) if lid in level] for run_id, levels in order.items()}
 
 
 def _planned_epochs(conn, run_ids: list[str]) -> dict[str, int | None]:
     """schedule.epochs of these runs' configs: every level of a run trains that many."""
-    pe = Run.config[("schedule", "epochs")].as_integer()
-    return dict(conn.execute(sa.select(Run.run_id, pe).where(among(conn, Run.run_id, run_ids))).all())
+    pe = tables.runs.c.config[("schedule", "epochs")].as_integer()
+    return dict(
+        conn.execute(sa.select(tables.runs.c.run_id, pe).where(among(conn, tables.runs.c.run_id, run_ids))).all()
+    )
 
 
 def _job_columns(spans: Any) -> tuple[Any, ...]:
     """A job's columns as _job_info takes them, with its attempts' span (_attempt_spans)."""
     return (
-        Job.job_id,
-        Job.state,
-        Job.sched_id,
-        Job.attempts,
-        Job.message,
+        tables.jobs.c.job_id,
+        tables.jobs.c.state,
+        tables.jobs.c.sched_id,
+        tables.jobs.c.attempts,
+        tables.jobs.c.message,
         _raw(spans.c.start),
         _raw(spans.c.end),
         spans.c.open,
@@ -443,11 +447,11 @@ def _job_info(row: Any) -> _JobInfo | None:
 
 def _jobs(conn, job_ids: list[str]) -> dict[str, _JobInfo]:
     """These jobs, with their attempts' span."""
-    spans = _attempt_spans().where(among(conn, Attempt.job_id, job_ids)).subquery()
+    spans = _attempt_spans().where(among(conn, tables.attempts.c.job_id, job_ids)).subquery()
     q = (
         sa.select(*_job_columns(spans))
-        .outerjoin(spans, spans.c.job_id == Job.job_id)
-        .where(among(conn, Job.job_id, job_ids))
+        .outerjoin(spans, spans.c.job_id == tables.jobs.c.job_id)
+        .where(among(conn, tables.jobs.c.job_id, job_ids))
     )
     return {job.job_id: job for job in map(_job_info, conn.execute(q).all()) if job is not None}
 
@@ -455,24 +459,26 @@ def _jobs(conn, job_ids: list[str]) -> dict[str, _JobInfo]:
 def _totals(conn, sid: int, spec: dict[str, Any], sweep: str) -> SweepTotals:
     """Distinct levels of the sweep, the finished ones and their measured seconds and epochs;
     the sweep's wall time (attempts of the jobs it planned)."""
-    fin = Level.finished_at.is_not(None)
+    fin = tables.levels.c.finished_at.is_not(None)
     q = sa.select(
         sa.func.count(),
-        sa.func.count(Level.finished_at),
-        sa.func.sum(sa.case((fin, Level.seconds), else_=0.0)),
-        sa.func.sum(sa.case((fin, Level.epochs), else_=0)),
+        sa.func.count(tables.levels.c.finished_at),
+        sa.func.sum(sa.case((fin, tables.levels.c.seconds), else_=0.0)),
+        sa.func.sum(sa.case((fin, tables.levels.c.epochs), else_=0)),
     )
-    runs_in_store = conn.scalar(sa.select(sa.func.count()).select_from(Run))
-    runs_in_sweep = conn.scalar(sa.select(sa.func.count()).select_from(SweepRun).where(SweepRun.sweep_id == sid))
+    runs_in_store = conn.scalar(sa.select(sa.func.count()).select_from(tables.runs))
+    runs_in_sweep = conn.scalar(
+        sa.select(sa.func.count()).select_from(tables.sweep_runs).where(tables.sweep_runs.c.sweep_id == sid)
+    )
     if runs_in_sweep != runs_in_store:
         # Only then find the sweep's levels: a sweep holding every run of the store (a store of
         # one sweep) holds every level, and a plain pass over them costs a tenth of the search
         # (0.04 against 0.47 CPU-seconds for 150,000 levels on SQLite).
         q = q.where(
-            Level.level_id.in_(
-                sa.select(RunLevel.level_id)
-                .join(SweepRun, SweepRun.run_id == RunLevel.run_id)
-                .where(SweepRun.sweep_id == sid)
+            tables.levels.c.level_id.in_(
+                sa.select(tables.run_levels.c.level_id)
+                .join(tables.sweep_runs, tables.sweep_runs.c.run_id == tables.run_levels.c.run_id)
+                .where(tables.sweep_runs.c.sweep_id == sid)
             )
         )
     total, done, secs, epochs = conn.execute(q).one()
@@ -481,12 +487,12 @@ def _totals(conn, sid: int, spec: dict[str, Any], sweep: str) -> SweepTotals:
     t.device, t.devices_per_job = devices(spec)
     start, end, open_ = conn.execute(
         sa.select(
-            sa.func.min(Attempt.started_at),
-            sa.func.max(Attempt.ended_at),
-            sa.func.count() - sa.func.count(Attempt.ended_at),
+            sa.func.min(tables.attempts.c.started_at),
+            sa.func.max(tables.attempts.c.ended_at),
+            sa.func.count() - sa.func.count(tables.attempts.c.ended_at),
         )
-        .join(Job, Job.job_id == Attempt.job_id)
-        .where(Job.sweep == sweep)
+        .join(tables.jobs, tables.jobs.c.job_id == tables.attempts.c.job_id)
+        .where(tables.jobs.c.sweep == sweep)
     ).one()
     if start is not None:
         stop = utcnow() if open_ or end is None else end
@@ -523,34 +529,45 @@ def _sweep_estimates(
 TROUBLE_STATES = ("FAILED", "LOST", "TIMEOUT", "PREEMPTED", "CANCELLED")
 
 
-def job_trouble(store: Store, sweep: str, most: int = 200, events_per_job: int = 20) -> dict[str, Any]:
+def job_trouble(store: StoreReader, sweep: str, most: int = 200, events_per_job: int = 20) -> dict[str, Any]:
     """The jobs in charge of the sweep's levels that FAILED, were LOST, TIMEOUT, PREEMPTED or
     CANCELLED, or were retried (more than one attempt), at most `most` of them (worst state
     first), each with its last message, the runs it serves and its last `events_per_job` state
     changes. `counts`: every such job by state, and `retried`; `shown` < `total` when cut."""
-    with store.reading() as s:
-        conn = s.connection()
+    with store.read_connection() as conn:
         sid, _ = _sweep(conn, store, sweep)
         # Few jobs are in trouble: find them first (a pass over jobs), then keep the sweep's.
         cand = {
             r.job_id: r
             for r in conn.execute(
                 sa.select(
-                    Job.job_id, Job.state, Job.sched_id, Job.attempts, Job.message, Job.updated_at, Job.executor
-                ).where(sa.or_(Job.state.in_(TROUBLE_STATES), Job.attempts > 1))
+                    tables.jobs.c.job_id,
+                    tables.jobs.c.state,
+                    tables.jobs.c.sched_id,
+                    tables.jobs.c.attempts,
+                    tables.jobs.c.message,
+                    tables.jobs.c.updated_at,
+                    tables.jobs.c.executor,
+                ).where(sa.or_(tables.jobs.c.state.in_(TROUBLE_STATES), tables.jobs.c.attempts > 1))
             )
         }
         ids = sorted(cand)
         # Their levels, those levels' runs, and which of those runs are the sweep's: three index
         # lookups (a join lets SQLite walk every level of the sweep instead: 2 s on 150,000).
-        levels_q = sa.select(Level.level_id, Level.job_id).where(among(conn, Level.job_id, ids))
+        levels_q = sa.select(tables.levels.c.level_id, tables.levels.c.job_id).where(
+            among(conn, tables.levels.c.job_id, ids)
+        )
         job_of: dict[str, str] = {lid: jid for lid, jid in conn.execute(levels_q) if jid is not None}
         run_jobs: dict[str, set[str]] = {}
-        runs_q = sa.select(RunLevel.run_id, RunLevel.level_id).where(among(conn, RunLevel.level_id, job_of))
+        runs_q = sa.select(tables.run_levels.c.run_id, tables.run_levels.c.level_id).where(
+            among(conn, tables.run_levels.c.level_id, job_of)
+        )
         for run_id, level_id in conn.execute(runs_q):
             run_jobs.setdefault(run_id, set()).add(job_of[level_id])
         mine: dict[str, set[str]] = {}
-        mine_q = sa.select(SweepRun.run_id).where(SweepRun.sweep_id == sid, among(conn, SweepRun.run_id, run_jobs))
+        mine_q = sa.select(tables.sweep_runs.c.run_id).where(
+            tables.sweep_runs.c.sweep_id == sid, among(conn, tables.sweep_runs.c.run_id, run_jobs)
+        )
         for (run_id,) in conn.execute(mine_q):
             for job_id in run_jobs[run_id]:
                 mine.setdefault(job_id, set()).add(run_id)
@@ -564,13 +581,22 @@ def job_trouble(store: Store, sweep: str, most: int = 200, events_per_job: int =
         jobs.sort(key=lambda j: (rank.get(j.state, len(rank)), -(j.attempts or 0), j.job_id))
         shown = jobs[:most]
         run_ids = sorted({r for j in shown for r in mine[j.job_id]})
-        named = sa.select(Run.run_id, Run.method, Run.seed).where(among(conn, Run.run_id, run_ids))
+        named = sa.select(tables.runs.c.run_id, tables.runs.c.method, tables.runs.c.seed).where(
+            among(conn, tables.runs.c.run_id, run_ids)
+        )
         runs: dict[str, tuple[str, int]] = {r: (m, sd) for r, m, sd in conn.execute(named)}
         events: dict[str, list[dict[str, Any]]] = {}
         events_q = (
-            sa.select(Event.job_id, Event.at, Event.state_from, Event.state_to, Event.sched_id, Event.message)
-            .where(among(conn, Event.job_id, [j.job_id for j in shown]))
-            .order_by(Event.at, Event.id)
+            sa.select(
+                tables.events.c.job_id,
+                tables.events.c.at,
+                tables.events.c.state_from,
+                tables.events.c.state_to,
+                tables.events.c.sched_id,
+                tables.events.c.message,
+            )
+            .where(among(conn, tables.events.c.job_id, [j.job_id for j in shown]))
+            .order_by(tables.events.c.at, tables.events.c.id)
         )
         for e in conn.execute(events_q):
             events.setdefault(e.job_id, []).append(
@@ -611,23 +637,24 @@ def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if isinstance(value, dt.datetime) else value
 
 
-def provenance(store: Store, sweep: str, most_hosts: int = 20) -> dict[str, Any]:
+def provenance(store: StoreReader, sweep: str, most_hosts: int = 20) -> dict[str, Any]:
     """What the store records about where and how the sweep ran: the sweep row (created, executor,
     output folder), the hosts its jobs' attempts ran on (with counts) and their world sizes, and
     any per-level provenance column a later schema adds (`levels.provenance`: its distinct values
     with the number of levels each)."""
-    with store.reading() as s:
-        conn = s.connection()
+    with store.read_connection() as conn:
         sid, _ = _sweep(conn, store, sweep)
         sw = conn.execute(
-            sa.select(Sweep.created_at, Sweep.executor, Sweep.output_dir).where(Sweep.id == sid)
+            sa.select(tables.sweeps.c.created_at, tables.sweeps.c.executor, tables.sweeps.c.output_dir).where(
+                tables.sweeps.c.id == sid
+            )
         ).one()
         hosts = conn.execute(
-            sa.select(Attempt.host, sa.func.count(), sa.func.max(Attempt.world_size))
-            .join(Job, Job.job_id == Attempt.job_id)
-            .where(Job.sweep == sweep)
-            .group_by(Attempt.host)
-            .order_by(sa.func.count().desc(), Attempt.host)
+            sa.select(tables.attempts.c.host, sa.func.count(), sa.func.max(tables.attempts.c.world_size))
+            .join(tables.jobs, tables.jobs.c.job_id == tables.attempts.c.job_id)
+            .where(tables.jobs.c.sweep == sweep)
+            .group_by(tables.attempts.c.host)
+            .order_by(sa.func.count().desc(), tables.attempts.c.host)
         ).all()
         level_cols = {c["name"] for c in sa.inspect(conn).get_columns("levels")}
         per_level = None
@@ -640,9 +667,9 @@ def provenance(store: Store, sweep: str, most_hosts: int = 20) -> dict[str, Any]
                 .select_from(sa.table("levels", col, sa.column("level_id")))
                 .where(
                     sa.column("level_id").in_(
-                        sa.select(RunLevel.level_id)
-                        .join(SweepRun, SweepRun.run_id == RunLevel.run_id)
-                        .where(SweepRun.sweep_id == sid)
+                        sa.select(tables.run_levels.c.level_id)
+                        .join(tables.sweep_runs, tables.sweep_runs.c.run_id == tables.run_levels.c.run_id)
+                        .where(tables.sweep_runs.c.sweep_id == sid)
                     )
                 )
                 .group_by(text)

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from db.schema import Action, Job, Supervisor, utcnow
-from db.store import Store, _rowcount
+from db.reader import StoreReader, _rowcount
+from db.tables import actions as action_rows
+from db.tables import jobs, supervisors, utcnow
+
+if TYPE_CHECKING:
+    from db.store import Store
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class LeaseView:
         return f"{where} on {self.host or '?'} (pid {self.pid or '?'}), last heartbeat {beat}"
 
 
-def _view(row: Supervisor) -> LeaseView:
+def _view(row: Any) -> LeaseView:
     return LeaseView(
         row.sweep,
         row.owner,
@@ -70,9 +74,13 @@ def _view(row: Supervisor) -> LeaseView:
     )
 
 
-def lease(store: Store, sweep: str) -> LeaseView | None:
-    with store.reading() as s:
-        row = s.get(Supervisor, sweep)
+def _lease_row(conn: Any, sweep: str) -> Any:
+    return conn.execute(sa.select(supervisors).where(supervisors.c.sweep == sweep)).first()
+
+
+def lease(store: StoreReader, sweep: str) -> LeaseView | None:
+    with store.read_connection() as conn:
+        row = _lease_row(conn, sweep)
         return None if row is None else _view(row)
 
 
@@ -92,19 +100,33 @@ def acquire(
     lease before: whom it was taken from, or who holds it)."""
     now = utcnow()
     with store.serialized() as s:
-        row = s.get(Supervisor, sweep)
+        row = _lease_row(s, sweep)
         before = None if row is None else _view(row)
         if row is not None and row.owner not in (None, owner) and before is not None and before.held:
             return False, before
-        if row is None:
-            row = Supervisor(sweep=sweep)
-            s.add(row)
-        row.owner, row.host, row.pid, row.where, row.lease_s = owner, host, pid, where, lease_s
-        row.sched_id = sched_id if sched_id is not None else (row.sched_id if where == "slurm" else None)
-        row.heartbeat_at, row.started_at, row.stopped, row.updated_at = now, now, None, now
+        values: dict[str, Any] = {
+            "owner": owner,
+            "host": host,
+            "pid": pid,
+            "where": where,
+            "lease_s": lease_s,
+            "sched_id": sched_id if sched_id is not None else (row.sched_id if row and where == "slurm" else None),
+            "heartbeat_at": now,
+            "started_at": now,
+            "stopped": None,
+            "updated_at": now,
+        }
         if submit is not None:
-            row.submit = submit
+            values["submit"] = submit
+        _put_lease(s, sweep, row is None, values)
         return True, before
+
+
+def _put_lease(s: Any, sweep: str, new: bool, values: dict[str, Any]) -> None:
+    if new:
+        s.execute(sa.insert(supervisors).values(sweep=sweep, **values))
+    else:
+        s.execute(sa.update(supervisors).where(supervisors.c.sweep == sweep).values(**values))
 
 
 def renew(store: Store, sweep: str, owner: str) -> bool:
@@ -113,8 +135,8 @@ def renew(store: Store, sweep: str, owner: str) -> bool:
         return (
             _rowcount(
                 s.execute(
-                    sa.update(Supervisor)
-                    .where(Supervisor.sweep == sweep, Supervisor.owner == owner)
+                    sa.update(supervisors)
+                    .where(supervisors.c.sweep == sweep, supervisors.c.owner == owner)
                     .values(heartbeat_at=utcnow())
                 )
             )
@@ -127,8 +149,8 @@ def release(store: Store, sweep: str, owner: str, stopped: str | None = None) ->
     or this supervisor requeued, takes over at once)."""
     with store.session() as s:
         s.execute(
-            sa.update(Supervisor)
-            .where(Supervisor.sweep == sweep, Supervisor.owner == owner)
+            sa.update(supervisors)
+            .where(supervisors.c.sweep == sweep, supervisors.c.owner == owner)
             .values(owner=None, stopped=stopped, updated_at=utcnow())
         )
 
@@ -145,22 +167,22 @@ def want_supervision(
     keeps any holder."""
     now = utcnow()
     with store.serialized() as s:
-        row = s.get(Supervisor, sweep)
+        row = _lease_row(s, sweep)
+        values: dict[str, Any] = {"where": where, "lease_s": lease_s, "stopped": None, "updated_at": now}
         if row is None:
-            row = Supervisor(sweep=sweep, owner=None, heartbeat_at=None, started_at=None)
-            s.add(row)
-        row.where, row.lease_s, row.stopped, row.updated_at = where, lease_s, None, now
+            values.update(owner=None, heartbeat_at=None, started_at=None)
         if submit is not None:
-            row.submit = submit
+            values["submit"] = submit
         if sched_id is not None:
-            row.sched_id = sched_id
+            values["sched_id"] = sched_id
+        _put_lease(s, sweep, row is None, values)
 
 
 def swap_sched_id(store: Store, sweep: str, expect: str | None, new: str | None) -> bool:
     """Compare-and-set of the supervisor job's id: of two jobs ending at once, one replaces it."""
     with store.session() as s:
-        q = sa.update(Supervisor).where(Supervisor.sweep == sweep)
-        q = q.where(Supervisor.sched_id.is_(None) if expect is None else Supervisor.sched_id == expect)
+        q = sa.update(supervisors).where(supervisors.c.sweep == sweep)
+        q = q.where(supervisors.c.sched_id.is_(None) if expect is None else supervisors.c.sched_id == expect)
         return _rowcount(s.execute(q.values(sched_id=new, updated_at=utcnow()))) == 1
 
 
@@ -178,8 +200,8 @@ def record(
     node: str | None = None,
 ) -> None:
     with store.session() as s:
-        s.add(
-            Action(
+        s.execute(
+            sa.insert(action_rows).values(
                 sweep=sweep,
                 actor=actor,
                 action=action,
@@ -193,19 +215,20 @@ def record(
 
 
 def actions(
-    store: Store, sweep: str, limit: int | None = 20, *, job_id: str | None = None, action: str | None = None
-) -> list[Action]:
-    """The sweep's actions, newest last (the last `limit` of them)."""
-    with store.reading() as s:
-        q = sa.select(Action).where(Action.sweep == sweep)
+    store: StoreReader, sweep: str, limit: int | None = 20, *, job_id: str | None = None, action: str | None = None
+) -> list[Any]:
+    """The sweep's actions, newest last (the last `limit` of them), as rows."""
+    a = action_rows.c
+    with store.read_connection() as conn:
+        q = sa.select(action_rows).where(a.sweep == sweep)
         if job_id is not None:
-            q = q.where(Action.job_id == job_id)
+            q = q.where(a.job_id == job_id)
         if action is not None:
-            q = q.where(Action.action == action)
-        q = q.order_by(Action.id.desc())
+            q = q.where(a.action == action)
+        q = q.order_by(a.id.desc())
         if limit is not None:
             q = q.limit(limit)
-        return list(reversed(list(s.scalars(q))))
+        return list(reversed(list(conn.execute(q))))
 
 
 # ---- the supervisor's marks on jobs ----------------------------------------------------------
@@ -227,9 +250,9 @@ def judge(
     if sbatch is not None:
         values["sbatch"] = sbatch
     with store.session() as s:
-        q = sa.update(Job).where(Job.job_id == job_id)
+        q = sa.update(jobs).where(jobs.c.job_id == job_id)
         if only_state is not None:
-            q = q.where(Job.state == only_state)
+            q = q.where(jobs.c.state == only_state)
         return _rowcount(s.execute(q.values(**values))) == 1
 
 
@@ -237,11 +260,13 @@ def count_retry(store: Store, job_id: str) -> None:
     """One more resubmission of the job by a supervisor (its budget and backoff count these)."""
     with store.session() as s:
         s.execute(
-            sa.update(Job).where(Job.job_id == job_id).values(retries=Job.retries + 1, verdict=None, retry_at=None)
+            sa.update(jobs)
+            .where(jobs.c.job_id == job_id)
+            .values(retries=jobs.c.retries + 1, verdict=None, retry_at=None)
         )
 
 
-def summary(store: Store, sweep: str, n: int = 8) -> dict[str, Any] | None:
+def summary(store: StoreReader, sweep: str, n: int = 8) -> dict[str, Any] | None:
     """Where the sweep's supervisor runs, its last heartbeat and its last `n` actions (status)."""
     row = lease(store, sweep)
     acts = actions(store, sweep, n)

@@ -18,8 +18,9 @@ from typing import Any
 from core.atomic import file_lock, write_json_atomic
 from core.code import code_identity, snapshot
 from core.layout import LevelDir
+from db.reader import ACTIVE_STATES, RESUMABLE_STATES
 from db.schema import Job
-from db.store import ACTIVE_STATES, RESUMABLE_STATES, Store
+from db.store import Store
 from orchestrator.control.reconcile import (
     check_folders,
     reconcile_jobs,

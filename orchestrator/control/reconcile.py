@@ -13,11 +13,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.layout import RESULT_FILE, LevelCheck, LevelDir
-from db.schema import Job
-from db.store import ACTIVE_STATES, Store
+from db.reader import ACTIVE_STATES, StoreReader
+
+if TYPE_CHECKING:
+    from db.store import Store
 
 FINAL = LevelDir(Path(".")).final.name  # a level is finished once this file exists (and metrics.json)
 RESULT = RESULT_FILE
@@ -55,7 +57,7 @@ SUBMIT_STALE_S = 600  # a job claimed for submission but never given a scheduler
 WATCHED = (*ACTIVE_STATES, "PREEMPTED")  # states the scheduler may still change
 
 
-def wrapper_report(job: Job) -> dict[str, Any]:
+def wrapper_report(job: Any) -> dict[str, Any]:
     """What the job wrapper (slurm/job.py) left beside the job file when the trainer could not
     report itself (e.g. it was SIGKILLed: failure OUT_OF_MEMORY); {} when nothing."""
     from core.layout import status_path
@@ -73,14 +75,14 @@ def lost_after_s() -> float:
 
 
 def sync_from_disk(
-    store: Store, level_dirs: dict[str, str], unfinished: bool = False, bad: dict[str, str] | None = None
+    store: StoreReader, level_dirs: dict[str, str], unfinished: bool = False, bad: dict[str, str] | None = None
 ) -> int:
     """Import levels finished on disk that the store does not have as finished yet (`unfinished`:
     the caller knows the store has none of them finished). Each folder is checked first
     (LevelDir.inspect: its name is the id its level.json holds, that id is the hash of the
     content, metrics.json is well-formed): a bad one is not imported, and lands in `bad` with
     the reason."""
-    states = None if unfinished else store.level_states(list(level_dirs))
+    states = None if unfinished else store.full_store().level_states(list(level_dirs))
     results = {}
     for lid, path in level_dirs.items():
         st = None if states is None else states.get(lid)
@@ -99,7 +101,8 @@ def sync_from_disk(
                     bad[lid] = check.problem
             elif check.result is not None:
                 results[lid] = check.result
-    store.import_results(results)
+    if results:
+        store.full_store().import_results(results)
     return len(results)
 
 
@@ -149,7 +152,7 @@ def store_level_dirs(store: Store, level_ids: list[str]) -> dict[str, str]:
     return out
 
 
-def reconcile_sweep(store: Store, sweep: str, rows: list[Any] | None = None) -> list[Any] | None:
+def reconcile_sweep(store: StoreReader, sweep: str, rows: list[Any] | None = None) -> list[Any] | None:
     """What status and watch call: results from disk, then job states from the scheduler.
     `rows`: store.unfinished_levels(sweep), when the caller has them. Returns those unfinished
     levels when it wrote nothing to the store, for status to use again; None when it imported
@@ -168,14 +171,14 @@ def reconcile_sweep(store: Store, sweep: str, rows: list[Any] | None = None) -> 
     }
     imported = sync_from_disk(store, check, unfinished=True)
     watch = sorted({r.job_id for r in rows if r.job_id and r.state in WATCHED})
-    jobs = list(store.jobs(watch).values())
+    jobs = store.job_rows(watch)  # rows, not the ORM's: status never imports it unless it writes
     moved = reconcile_jobs(store, jobs) is not jobs  # the same list back: no job changed
     return None if imported or moved else rows
 
 
 def reconcile_jobs(
-    store: Store, jobs: list[Job], spec: Any = None, submit_stale_s: float = SUBMIT_STALE_S
-) -> list[Job]:
+    store: StoreReader, jobs: list[Any], spec: Any = None, submit_stale_s: float = SUBMIT_STALE_S
+) -> list[Any]:
     """Bring the store's view of active jobs in line with what their scheduler knows.
     `submit_stale_s`: a job claimed for submission this long ago without a scheduler id was
     claimed by a process that died (a supervisor that took over a stale lease knows sooner)."""
@@ -183,11 +186,11 @@ def reconcile_jobs(
     changed = False
     for j in jobs:  # claimed for submission by a launch that died before it got a scheduler id
         if j.state == "PENDING" and not j.sched_id and _age(j.updated_at, now) > submit_stale_s:
-            changed |= store.set_job_state(
+            changed |= store.full_store().set_job_state(
                 j.job_id, "PLANNED", only_from=("PENDING",), message="submission never completed"
             )
     watched = [j for j in jobs if j.sched_id and j.state in WATCHED]
-    by_kind: dict[str, list[Job]] = {}
+    by_kind: dict[str, list[Any]] = {}
     for j in watched:
         by_kind.setdefault(j.executor or "local", []).append(j)
     for kind, js in by_kind.items():
@@ -204,7 +207,7 @@ def reconcile_jobs(
                 continue
             if sched == "DEPENDENCY_FAILED":
                 executor.cancel([j.sched_id])
-                changed |= store.set_job_state(
+                changed |= store.full_store().set_job_state(
                     j.job_id,
                     "PLANNED",
                     only_from=ACTIVE_STATES,
@@ -221,13 +224,13 @@ def reconcile_jobs(
                 said = wrapper_report(j) if sched in ("FAILED", "COMPLETED") else {}
                 if said:
                     failure, msg = str(said["failure"]), f"{said.get('message') or msg} (job {j.sched_id})"
-                changed |= store.set_job_state(
+                changed |= store.full_store().set_job_state(
                     j.job_id, _SCHED_TO_STATE[sched], message=msg, only_from=ACTIVE_STATES, failure=failure
                 )
             elif sched == GONE:
                 age = _age(j.heartbeat_at or j.updated_at, now)
                 if age > lost_after_s():
-                    changed |= store.set_job_state(
+                    changed |= store.full_store().set_job_state(
                         j.job_id,
                         "LOST",
                         only_from=ACTIVE_STATES,
@@ -235,18 +238,18 @@ def reconcile_jobs(
                         message=f"job {j.sched_id} is gone and the last heartbeat is {age:.0f} s old",
                     )
     if changed:
-        fresh = store.jobs([j.job_id for j in jobs])
+        fresh = store.full_store().jobs([j.job_id for j in jobs])
         return [fresh[j.job_id] for j in jobs]
     return jobs
 
 
-def _preempted(store: Store, j: Job, sched: str, now: float) -> bool:
+def _preempted(store: StoreReader, j: Any, sched: str, now: float) -> bool:
     """A job whose trainer stopped on a signal and saved. The scheduler requeues it (then it is
     PENDING again), or it ended for good: preempted without requeue (PreemptMode=CANCEL), its
     time limit after max_requeues, cancelled behind our back. Those keep their checkpoint and
     get the failure class the supervisor resubmits them by."""
     if sched in _SCHED_QUEUED or sched == "RUNNING":
-        return store.set_job_state(
+        return store.full_store().set_job_state(
             j.job_id, "PENDING", message="requeued by the scheduler", only_from=("PREEMPTED",)
         )
     if sched not in _SCHED_ENDED or j.failure:
@@ -254,7 +257,7 @@ def _preempted(store: Store, j: Job, sched: str, now: float) -> bool:
     if sched == GONE and _age(j.updated_at, now) <= lost_after_s():
         return False
     if sched in ("TIMEOUT", "DEADLINE"):
-        return store.set_job_state(
+        return store.full_store().set_job_state(
             j.job_id,
             "TIMEOUT",
             only_from=("PREEMPTED",),
@@ -267,7 +270,7 @@ def _preempted(store: Store, j: Job, sched: str, now: float) -> bool:
         "CANCELLED": "was cancelled outside tp-sweep (scancel?)",
         GONE: "is gone",
     }.get(sched, f"ended {sched}")
-    return store.set_job_state(
+    return store.full_store().set_job_state(
         j.job_id,
         "PREEMPTED",
         only_from=("PREEMPTED",),

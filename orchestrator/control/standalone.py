@@ -26,7 +26,8 @@ from typing import Any
 
 from core import config as trainer_config
 from core.levels import content_hash
-from db.store import ACTIVE_STATES, Store
+from db.reader import ACTIVE_STATES
+from db.store import Store
 from orchestrator.control.controller import write_plan_files
 from orchestrator.control.reconcile import sync_from_disk
 from orchestrator.control.submit import db_url_file

@@ -24,8 +24,9 @@ from typing import Any
 
 from core.atomic import write_text_atomic
 from core.code import verify_snapshot
+from db.reader import ACTIVE_STATES
 from db.schema import Job
-from db.store import ACTIVE_STATES, Store
+from db.store import Store
 from orchestrator.control.reconcile import store_level_dirs, sync_from_disk, wrapper_report
 from slurm.executors import JobRequest, make_executor
 

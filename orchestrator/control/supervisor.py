@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from db import supervision
-from db.schema import Job, utcnow
-from db.store import ACTIVE_STATES, Store
+from db.reader import ACTIVE_STATES
+from db.schema import Job
+from db.store import Store
+from db.tables import utcnow
 from orchestrator.control.controller import LaunchResult, stored_spec
 from orchestrator.control.policy import FAILED_STATES, NODE_CLASSES, Decision, History, decide, failure_class
 from orchestrator.control.reconcile import reconcile_jobs, store_level_dirs, sweep_level_ids, sync_from_disk

@@ -37,8 +37,9 @@ from core import config as trainer_config
 from core.code import code_identity
 from core.levels import plan_levels, run_id
 from core.methods import get_method
+from db.reader import ACTIVE_STATES
 from db.schema import Epoch, Level
-from db.store import ACTIVE_STATES, Store
+from db.store import Store
 from orchestrator.control.controller import LaunchResult, prepare
 from orchestrator.control.reconcile import reconcile_jobs
 from orchestrator.control.submit import LocalDriver, db_url_file, executor_for, submit_jobs
