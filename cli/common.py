@@ -94,7 +94,7 @@ def open_store(
 ):
     """The store at --db, TP_DB_URL, the spec's db: or the default. With `target`, the sweep (or,
     with `runs`, run-id prefix) the command is about: a SQLite store that certainly lacks it is an
-    error before SQLAlchemy is even imported (db/probe.py). `reader`: a StoreReader (status),
+    error before SQLAlchemy is even imported (db/probe.py). `reader`: a StoreReader (status, query, plot),
     which imports no ORM until it has something to write."""
     if target is not None:
         missing = missing_target(requested_url(url, spec_url), target, runs)

@@ -150,8 +150,8 @@ def _query_rows(store, a: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_query(a: argparse.Namespace) -> int:
-    store = _store(a.db, target=a.sweep)  # first: an unknown sweep answers before the imports
-    from cli.render.results import query_table  # the store's queries: SQLAlchemy, 0.3 s
+    store = _store(a.db, target=a.sweep, reader=True)  # first: an unknown sweep answers before the imports
+    from cli.render.results import query_table  # the store's queries: SQLAlchemy, 0.25 s
 
     if a.best:
         rows = search_rows(store, a.sweep)
@@ -199,7 +199,7 @@ def cmd_query(a: argparse.Namespace) -> int:
 
 
 def cmd_plot(a: argparse.Namespace) -> int:
-    store = _store(a.db, target=a.sweep)  # first: an unknown sweep answers before matplotlib
+    store = _store(a.db, target=a.sweep, reader=True)  # first: an unknown sweep answers before matplotlib
     from cli.render.plot import plot_accuracy  # matplotlib (about a second)
 
     a.levels, a.where, a.group_by = False, None, None

@@ -284,25 +284,25 @@ def test_status_json_says_time_and_device_hours(narrow):
     assert all(r["eta_s"] is None and r["epochs_left"] == 0 for r in st["runs"] if r["state"] == "COMPLETED")
 
 
-def test_status_loads_neither_a_console_for_json_nor_the_orm(narrow):
+def test_status_and_query_load_neither_a_console_for_json_nor_the_orm(narrow):
     """JSON has no width to ask for (rich's Console cost 0.02 s of a 10,000-run status), and status
     reads through the Core tables (SQLAlchemy's ORM and the mapped classes cost 0.1 s): neither
     is imported, with a job running and one failed, until something has to be written."""
     tmp, url, plan, busy = narrow
     heavy = "('rich.console', 'sqlalchemy.orm', 'db.schema')"
     loaded = f"print(sorted(m for m in {heavy} if m in sys.modules), file=sys.stderr)"
-    for fmt in ("json", "table"):
+    for cmd, fmt in (("status", "json"), ("status", "table"), ("query", "json")):
         code = (
             "import sys; from cli.tp_sweep import main; "
-            f"sys.argv = ['tp-sweep', 'status', 'narrow', '--db', {url!r}, '--format', {fmt!r}]; main(); " + loaded
+            f"sys.argv = ['tp-sweep', {cmd!r}, 'narrow', '--db', {url!r}, '--format', {fmt!r}]; main(); " + loaded
         )
         env = {**os.environ, "TP_LOST_AFTER_S": "1e12", "PYTHONPATH": REPO, "COLUMNS": "100"}
         proc = subprocess.run(
             [sys.executable, "-c", code], cwd=tmp, env=env, capture_output=True, text=True, timeout=120
         )
-        assert "narrow" in proc.stdout, proc.stderr
+        assert json.loads(proc.stdout) if fmt == "json" else proc.stdout, proc.stderr  # it answered
         want = "[]" if fmt == "json" else "['rich.console']"
-        assert proc.stderr.strip().splitlines()[-1] == want, (fmt, proc.stderr[-2000:])
+        assert proc.stderr.strip().splitlines()[-1] == want, (cmd, fmt, proc.stderr[-2000:])
 
 
 @pytest.mark.slow
