@@ -220,7 +220,23 @@ def _defaults(name: str, cfg: dict[str, Any]) -> list[tuple[str, str | None]]:
 
 
 def load_config(name: str, choices: dict[str, str] | None = None) -> dict[str, Any]:
-    """The preset `name` composed from its groups, with `choices` replacing group options."""
+    """The preset `name` composed from its groups, with `choices` replacing group options: a copy
+    of the composition, made once per process for each (name, choices), as the files it reads are
+    parsed once (a 10,000-point grid composes the same preset for each of its 2,500 runs)."""
+    try:
+        key = (str(CONF_DIR), name, tuple(sorted((choices or {}).items())))
+        hash(key)
+    except TypeError:  # not names: let the composition say what is wrong with them
+        return _compose(name, choices)
+    return copy.deepcopy(_composed(key))
+
+
+@functools.cache
+def _composed(key: tuple[str, Any, tuple[tuple[str, str], ...]]) -> dict[str, Any]:
+    return _compose(key[1], dict(key[2]))  # key[0], the conf folder, is CONF_DIR
+
+
+def _compose(name: str, choices: dict[str, str] | None) -> dict[str, Any]:
     path = CONF_DIR / f"{name}.yaml"
     # A name, not a path: `../../elsewhere` must not read YAML from outside core/conf/.
     if not isinstance(name, str) or not _NAME.fullmatch(name) or not path.is_file():
