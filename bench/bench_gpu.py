@@ -260,8 +260,10 @@ def throughput(a, model: str, compile_: bool, device, stop, tmp: Path) -> dict[s
         "checkpoint_s": round(statistics.mean(ckpt), 3) if ckpt else None,
         "checkpoint_mb": round(tr.sizes.get("checkpoint.pt", 0) / 2**20, 1),
         "peak_mem_gb": _mem_gb(device),
-        "train_gflop_per_image": round(flops / 1e9, 3),
-        "trainer_tflops": round(tflops, 2),
+        # Significant figures, not decimals: a CPU dry run does a few GFLOP/s, which two decimals
+        # of TFLOP/s rounded to 0.0.
+        "train_gflop_per_image": float(f"{flops / 1e9:.4g}"),
+        "trainer_tflops": float(f"{tflops:.4g}"),
         "fraction_of_datasheet_peak": round(tflops / peak, 4) if peak else None,
         "fraction_of_matmul": round(tflops / mm, 4) if mm else None,
     }

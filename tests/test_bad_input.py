@@ -416,6 +416,17 @@ def test_validate_config_accepts_optional_keys_left_out():
         validate_config(cfg)
 
 
+def test_load_config_gives_each_caller_its_own_copy():
+    # load_config caches a preset's composition per process: a caller editing its config (as
+    # validate_config's callers and the planner's overrides do) must not change the next caller's.
+    first = trainer_config.load_config("digits_mlp", {"model": "mlp"})
+    first["schedule"]["epochs"] = -7
+    first["model"]["extra"] = "edited"
+    del first["prune"]
+    second = trainer_config.load_config("digits_mlp", {"model": "mlp"})
+    assert second == trainer_config._compose("digits_mlp", {"model": "mlp"})  # composed afresh
+
+
 def test_schema_modules_do_not_import_torch():
     code = (
         "import sys, orchestrator.plan.spec, core.schema, db.queries; "
