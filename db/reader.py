@@ -118,8 +118,9 @@ class StoreReader:
     def unfinished_levels(self, sweep: str) -> list[Unfinished]:
         """The unfinished levels of the sweep's runs (a row per run and level) with their jobs,
         found through the index on levels.finished_at: cheap however many levels are finished.
-        (On SQLite, joining the sweep in the query makes it walk all of the sweep's levels
-        instead; the few unfinished levels of other sweeps are dropped here.)"""
+        The sweep is a correlated EXISTS on each row, not a join: joined, SQLite walks all of
+        the sweep's levels instead, and dropping other sweeps' rows afterwards cost 0.15 s with a
+        second sweep of 23,500 untrained levels in the store (0.09 s with EXISTS)."""
         lv, rl, job, sr = tables.levels.c, tables.run_levels.c, tables.jobs.c, tables.sweep_runs.c
         with self.read_connection() as conn:
             sid = conn.scalar(sa.select(tables.sweeps.c.id).where(tables.sweeps.c.name == sweep))
@@ -141,9 +142,8 @@ class StoreReader:
                 .select_from(tables.levels)
                 .join(tables.run_levels, rl.level_id == lv.level_id)
                 .outerjoin(tables.jobs, job.job_id == lv.job_id)
-                .where(lv.finished_at.is_(None))
+                .where(lv.finished_at.is_(None), sa.exists().where(sr.sweep_id == sid, sr.run_id == rl.run_id))
             )
-            runs: set[str] | None = None
             skipped: dict[str | None, int] = {}
 
             def skipped_of(step: Any) -> int:
@@ -153,10 +153,6 @@ class StoreReader:
                     skipped[step] = skipped_epochs(_json(step))
                 return skipped[step]
 
-            if self.engine.dialect.name == "sqlite":
-                runs = set(conn.scalars(sa.select(sr.run_id).where(sr.sweep_id == sid)))
-            else:
-                q = q.join(tables.sweep_runs, sr.run_id == rl.run_id).where(sr.sweep_id == sid)
             return [
                 Unfinished(
                     run_id,
@@ -173,7 +169,6 @@ class StoreReader:
                 for run_id, level_id, pos, depth, epoch, level_dir, job_id, state, attempts, step in conn.execute(
                     q
                 ).all()
-                if runs is None or run_id in runs
             ]
 
     def job_rows(self, job_ids: list[str]) -> list[Any]:

@@ -362,6 +362,77 @@ def test_a_second_sweep_in_the_store_counts_only_its_own_levels(narrow):
         store.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_sweep_totals_agree_by_every_path_with_levels_shared_between_sweeps(tmp_path, request, backend):
+    """A sweep's totals (distinct levels, finished, seconds, epochs) are read one of three ways
+    by the share of the store's runs it holds (all, at most half, more than half); each must
+    give what counting its runs' levels one by one gives, with a level shared between sweeps."""
+    from contextlib import nullcontext
+
+    from tests.sweeputil import pg_schema
+
+    where = (
+        nullcontext(None)
+        if backend == "sqlite"
+        else pg_schema(request.getfixturevalue("postgres_url"), f"tp_totals_{os.getpid()}")
+    )
+    with where as url:
+        _totals_by_every_path(tmp_path, url)
+
+
+def _totals_by_every_path(tmp_path, url: str | None) -> None:
+    from db import summaries
+    from db.reader import StoreReader
+    from db.store import Store
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
+
+    url, plan, _ = make_sweep(tmp_path, url=url)
+    store = Store(url)
+    lone = {}
+    try:
+        with store.read_connection() as conn:
+            sid = conn.scalar(sa.text("SELECT id FROM sweeps WHERE name = 'narrow'"))
+            lone["narrow"] = summaries._sweep_level_sums(conn, sid)  # the store's one sweep
+        for name, grid in (
+            ("subset", {"method": ["imp", "synflow"], "sparsity": [0.5], "seed": [0], "optimizer.lr": [0.1]}),
+            ("other", {"method": ["imp_wr", "imp"], "sparsity": [0.5], "seed": [7, 0], "optimizer.lr": [0.1]}),
+        ):
+            spec = {
+                "name": name,
+                "output_dir": str(tmp_path / "runs"),
+                "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 3}},
+                "grid": grid,
+            }
+            sub = plan_sweep(parse_spec(spec))
+            store.record_plan(sub, spec, sub.levels_dir)
+    finally:
+        store.close()
+    reader = StoreReader(url)
+    with reader.read_connection() as conn:
+        c = lambda sql, **kw: conn.execute(sa.text(sql), kw).all()  # noqa: E731
+        in_store = len(c("SELECT run_id FROM runs"))
+        levels = {
+            lid: (fin, secs, ep)
+            for lid, fin, secs, ep in c("SELECT level_id, finished_at, seconds, epochs FROM levels")
+        }
+        seen = {}
+        for sid, name in c("SELECT id, name FROM sweeps"):
+            runs = {r for (r,) in c("SELECT run_id FROM sweep_runs WHERE sweep_id = :s", s=sid)}
+            ids = {lid for r, lid in c("SELECT run_id, level_id FROM run_levels") if r in runs} & set(levels)
+            done = [levels[i] for i in ids if levels[i][0] is not None]
+            expect = (len(ids), len(done), sum(d[1] for d in done), sum(d[2] for d in done))
+            got = summaries._sweep_level_sums(conn, sid)
+            assert got[:2] == expect[:2] and got[3] == expect[3], (name, got, expect)
+            assert got[2] == pytest.approx(expect[2], rel=1e-9), name
+            seen[name] = (len(runs), ids)
+    assert seen["narrow"][0] < in_store < 2 * seen["narrow"][0]  # narrow: the subtracting path
+    assert 2 * seen["other"][0] <= in_store  # other: the direct path
+    assert seen["other"][1] & seen["narrow"][1] and seen["other"][1] - seen["narrow"][1]  # shared, and its own
+    assert lone["narrow"][:2] == (len(seen["narrow"][1]), sum(levels[i][0] is not None for i in seen["narrow"][1]))
+    reader.close()
+
+
 def test_a_run_id_prefix_that_matches_several_runs_lists_them(narrow):
     tmp, url, plan, busy = narrow
     ids = sorted(r.run_id for r in plan.runs)
@@ -453,6 +524,7 @@ def test_bench_store_small_runs(tmp_path):
         "status SWEEP --format json",
         "query SWEEP --group-by method,sparsity",
         "status SWEEP (table)",
+        "status SWEEP beside plan10k --format json",
         "scheduler calls per status refresh",
         "plan + record 10,000 grid points",
         "tp-sweep data write --help",
