@@ -8,7 +8,8 @@ Built for sweeps of 10,000 runs and 150,000 levels, where looking up every level
 everything else together: the levels looked at one by one are the unfinished ones (through the
 index on finished_at), each run's last finished level, and the finished levels of unfinished
 runs. Counts per run come from run_levels alone, aggregated in SQL; the sweep's totals from one
-pass over the levels table, less the levels only other sweeps need (_sweep_level_sums).
+pass over the levels table when the sweep holds every run of the store (_sweep_level_sums says
+what it does otherwise).
 
 Time estimates come from measured epochs: a level trains `schedule.epochs` epochs (the run's
 config), less those an imp_wr level skips by resuming at its rewind point; a run's ETA is the
