@@ -170,6 +170,7 @@ class Action(Base):
     level_id: Mapped[str | None]
     node: Mapped[str | None]
     reason: Mapped[str]
+    progress: Mapped[int | None]
 
 
 class Event(Base):

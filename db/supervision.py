@@ -198,6 +198,7 @@ def record(
     failure: str | None = None,
     level_id: str | None = None,
     node: str | None = None,
+    progress: int | None = None,
 ) -> None:
     with store.session() as s:
         s.execute(
@@ -210,6 +211,7 @@ def record(
                 failure=failure,
                 level_id=level_id,
                 node=node,
+                progress=progress,
             )
         )
 

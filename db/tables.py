@@ -232,6 +232,7 @@ actions = Table(
     _opt("level_id", String(40)),
     _opt("node", String(255)),
     _req("reason", Text),
+    _opt("progress", BigInteger),  # steps the job's level had saved when it failed (failure actions)
 )
 
 events = Table(

@@ -18,6 +18,7 @@ import sys
 import time
 
 import submitit
+from submitit.core.utils import UncompletedJobError
 
 from core.layout import status_path
 from slurm.procs import children_of, pid_alive
@@ -79,6 +80,28 @@ def killed_status(job_file: str, log: str | None) -> dict:
     return status
 
 
+def timed_out_status(job_file: str, why: str) -> dict:
+    """submitit ended the job at its time-limit warning instead of requeueing it (`max_requeues`
+    spent): after `checkpoint` below had the trainer save and stop, its USR2 handler raised
+    UncompletedJobError, and the job exits 1, which Slurm records as FAILED. What the job says
+    here makes it a TIMEOUT for the supervisor (resubmitted from its checkpoint, never held
+    against the node), with the trainer's progress for telling a slow level from a stuck one."""
+    said = read_status(job_file)
+    status = {
+        "state": "TIMEOUT",
+        "failure": "TIMEOUT",
+        "message": f"time limit reached after its requeues ({why})",
+        "progress": said.get("progress") or {},
+    }
+    try:
+        from core.atomic import write_json_atomic
+
+        write_json_atomic(status_path(job_file), status)
+    except OSError:
+        pass
+    return status
+
+
 def replace_supervisor(job_file: str, db_file: str) -> None:
     """A job of a supervised sweep that ends while the supervisor's lease is stale submits a new
     supervisor (slurm/supervisor_job.py), so a killed supervisor is replaced without a person.
@@ -122,20 +145,30 @@ class TrainerJob(submitit.helpers.Checkpointable):
         status_path(job_file).unlink(missing_ok=True)
         print("[tp] " + " ".join(cmd), flush=True)
         self._proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_ignore_usr2)
-        rc = self._proc.wait()
+        try:
+            rc = self._proc.wait()
+        except UncompletedJobError as exc:
+            # Raised by submitit's USR2 handler once the trainer has saved (see timed_out_status).
+            timed_out_status(job_file, str(exc).rstrip("."))
+            self._replace_supervisor(job_file, db_file)
+            raise
         status = read_status(job_file)
         if not status and rc == -signal.SIGKILL:
             status = killed_status(job_file, env.get("TP_JOB_LOG"))
-        try:
-            replace_supervisor(job_file, db_file)
-        except Exception as exc:  # noqa: BLE001 - never let supervision fail the job
-            print(f"[tp] could not check the sweep's supervisor: {type(exc).__name__}: {exc}", flush=True)
+        self._replace_supervisor(job_file, db_file)
         state = status.get("state", "FAILED" if rc else "COMPLETED")
         if state == "COMPLETED" and rc == 0:
             return state
         raise RuntimeError(
             f"trainer for {job_file} ended {state} (exit status {rc}): {status.get('message', 'see the job log')}"
         )
+
+    @staticmethod
+    def _replace_supervisor(job_file: str, db_file: str) -> None:
+        try:
+            replace_supervisor(job_file, db_file)
+        except Exception as exc:  # noqa: BLE001 - never let supervision fail the job
+            print(f"[tp] could not check the sweep's supervisor: {type(exc).__name__}: {exc}", flush=True)
 
     def checkpoint(
         self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1, code_dir: str | None = None

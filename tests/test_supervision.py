@@ -59,6 +59,26 @@ def test_policy_by_failure_class():
     assert "same_error_limit" in _decide("LOST", history=History(same_failures=2)).reason
 
 
+def test_time_outs_that_advance_are_not_the_same_failure_again():
+    """A level longer than a slice times out again and again: only slices that saved no more
+    steps than the slice before count toward same_error_limit (unknown progress counts: it
+    cannot show it moved); a stuck level stops and says so, and a time-out never counts against
+    the node."""
+    from orchestrator.control.supervisor import stalled_slices
+
+    assert stalled_slices([], 100) == 0  # the first time-out
+    assert stalled_slices([100, 250, 400], 610) == 0  # advancing, slice after slice
+    assert stalled_slices([100, 250], 250) == 1
+    assert stalled_slices([100, 250, 250], 250) == 2
+    assert stalled_slices([250, 250, 100], 300) == 0  # it moved again
+    assert stalled_slices([None], None) == 1 and stalled_slices([], None) == 0
+    d = _decide("TIMEOUT", retries=9, max_per_job=30, history=History(same_failures=0))
+    assert d.verdict == "retry" and "exclud" not in d.reason
+    stuck = _decide("TIMEOUT", retries=4, history=History(same_failures=2, stalled_at=250))
+    assert stuck.verdict == "final" and "without progress (stuck at step 250)" in stuck.reason, stuck.reason
+    assert "max_per_job" in _decide("TIMEOUT", retries=5, history=History(same_failures=0)).reason
+
+
 def test_policy_excludes_failing_nodes_but_never_all():
     h = History(node_failures={"n1": 2, "n2": 1}, partition_nodes=["n1", "n2", "n3"])
     d = _decide("NODE_FAIL", history=h)
@@ -400,23 +420,32 @@ def test_a_stopped_job_the_scheduler_will_not_requeue_gets_its_class(tmp_path):
     """A job whose trainer saved on a signal (PREEMPTED) waits for Slurm's requeue, unless Slurm
     ended it for good: its time limit after the requeues (TIMEOUT), PreemptMode=CANCEL
     (PREEMPTED, marked), an admin's scancel (CANCELLED), or gone (LOST, once the heartbeat is
-    old). A job the trainer never reported on takes its class from what the wrapper saw."""
+    old). A job the trainer never reported on takes its class from what the wrapper saw: one
+    that submitit ended at its time-limit warning (Slurm: FAILED) is a TIMEOUT, with its
+    progress. Still RUNNING in Slurm, a stopped job is the stopped attempt on its way out or the
+    requeued one starting: nothing is concluded until its trainer or Slurm says more."""
+    from core.atomic import write_json_atomic
+    from core.layout import status_path
     from db.store import Store
     from orchestrator.control.controller import prepare
     from orchestrator.control.reconcile import _preempted, wrapper_report
     from orchestrator.plan.grid import plan_sweep
-    from slurm.job import killed_status
+    from slurm.job import killed_status, timed_out_status
 
     spec = tiny_spec("classes", output_dir=str(tmp_path / "tp-runs"))
-    spec["grid"] = {"method": ["snip"], "sparsity": [0.5, 0.6, 0.7, 0.8, 0.9], "seed": [0]}
+    spec["grid"] = {"method": ["snip"], "sparsity": [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97], "seed": [0]}
     store = Store(f"sqlite:///{tmp_path / 'tp-results.db'}")
     _, jobs, _ = prepare(store, plan_sweep(parse_spec(spec)), spec)
     ids = sorted(jobs)
     for jid in ids:
         store.set_job_state(jid, "PREEMPTED", sched_id=f"1_{jid[:2]}", message="stopped by SIGTERM")
     now = time.time()
+    timed_out = store.jobs([ids[6]])[ids[6]]
+    progress = {"level_id": timed_out.levels[0], "epoch": 7, "epochs": 40, "step": 77}
+    write_json_atomic(status_path(timed_out.job_file), {"state": "PREEMPTED", "progress": progress})
+    timed_out_status(timed_out.job_file, "Job not requeued because: timed-out too many times")
     got = {}
-    for jid, sched in zip(ids, ["TIMEOUT", "PREEMPTED", "CANCELLED", "GONE", "RUNNING"]):
+    for jid, sched in zip(ids, ["TIMEOUT", "PREEMPTED", "CANCELLED", "GONE", "RUNNING", "PENDING", "FAILED"]):
         _preempted(store, store.jobs([jid])[jid], sched, now)
         j = store.jobs([jid])[jid]
         got[sched] = (j.state, j.failure)
@@ -425,8 +454,12 @@ def test_a_stopped_job_the_scheduler_will_not_requeue_gets_its_class(tmp_path):
         "PREEMPTED": ("PREEMPTED", "PREEMPTED"),
         "CANCELLED": ("PREEMPTED", "CANCELLED"),
         "GONE": ("PREEMPTED", None),  # heartbeat fresh
-        "RUNNING": ("PENDING", None),
-    }  # requeued and started again
+        "RUNNING": ("PREEMPTED", None),  # nothing to conclude yet
+        "PENDING": ("PENDING", None),  # requeued
+        "FAILED": ("TIMEOUT", "TIMEOUT"),  # submitit's "timed-out too many times"
+    }
+    said = store.jobs([ids[6]])[ids[6]].message
+    assert said.startswith("time limit: slice 1, epoch 7 of 40 of level"), said
     gone = store.jobs([ids[3]])[ids[3]]
     _preempted(store, gone, "GONE", now + 3600)
     assert store.jobs([ids[3]])[ids[3]].failure == "LOST"

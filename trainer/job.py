@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[wandb] off for this job ({type(exc).__name__}: {exc})", file=sys.stderr)
         recorder = Recorders(recorders) if recorders else None
     status, state, message = 0, "COMPLETED", None
+    progress: dict = {}
     try:
         if os.environ.get("TP_FAULT") and info.is_main:
             inject_fault(os.environ["TP_FAULT"], job, args.job_file, recorder)
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = LevelTrainer(levels[0].train, levels_dir, info, recorder or NullRecorder(), stop, reuse)
         trainer.run(levels, job.get("snapshots", {}))
     except Stopped as exc:
-        status, state = EXIT_PREEMPTED, "PREEMPTED"
+        status, state, progress = EXIT_PREEMPTED, "PREEMPTED", exc.progress
         message = f"stopped by {stop.signal_name or 'signal'} at {exc.where}; checkpoint saved"
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised as exit status 1 with the traceback
         traceback.print_exc()
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         recorder.finish_job(state, message)
         recorder.close()
     if info.is_main:  # read by the job wrapper (slurm/job.py): torchrun's own exit status is coarser
-        write_json_atomic(status_path(args.job_file), {"state": state, "message": message})
+        write_json_atomic(status_path(args.job_file), {"state": state, "message": message, "progress": progress})
     if message:
         print(f"[trainer] job {job['job_id']} rank {info.rank}: {state}: {message}", file=sys.stderr)
     shutdown(info)

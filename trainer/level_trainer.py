@@ -17,6 +17,8 @@ by what the process did before, so a level computes the same thing in any job.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,11 +59,29 @@ class NullRecorder:
 
 
 class Stopped(Exception):
-    """Raised after a stop signal was honoured and the checkpoint saved."""
+    """Raised after a stop signal was honoured and the checkpoint saved. `progress` says where, as
+    the job wrapper and the supervisor read it: the level, the epochs done of how many, and the
+    steps its checkpoint holds (a time-limited job that saved more steps than its last slice made
+    progress, orchestrator/control/policy.py)."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, progress: dict[str, Any] | None = None) -> None:
         super().__init__(where)
         self.where = where
+        self.progress = progress or {}
+
+
+def _slowed(after_step: Any, pause_s: float) -> Any:
+    """TP_STEP_SLEEP_S (tests only): every step takes this much longer, so a level outlasts a
+    Slurm time limit without the CPU time that training that long would cost (and that its
+    uninterrupted reference would cost again). Sleeping changes no number."""
+    if pause_s <= 0:
+        return after_step
+
+    def step() -> None:
+        after_step()
+        time.sleep(pause_s)
+
+    return step
 
 
 class _StopAt:
@@ -316,7 +336,7 @@ class LevelTrainer:
         enforce()
         net = self._wrap()
         hooks = StepHooks(
-            after_step=enforce,
+            after_step=_slowed(enforce, float(os.environ.get("TP_STEP_SLEEP_S") or 0)),
             heartbeat=(lambda: self.rec.heartbeat(level.level_id, self._epoch)) if self.info.is_main else None,
         )
         if level.parent is None and level.step is None:  # level 0 writes the imp_wr rewind points

@@ -4,8 +4,12 @@
   its time limit): nothing to do, it continues from its checkpoint;
 - PREEMPTED, not requeued (PreemptMode=CANCEL): resubmitted at once from its checkpoint, with
   neither backoff nor budget;
-- TIMEOUT, the time limit after `max_requeues` requeues: resubmitted from its checkpoint
-  (`retry.timeout`);
+- TIMEOUT, the time limit after `max_requeues` requeues (Slurm's TIMEOUT, or submitit ending the
+  job at the warning, which Slurm records as FAILED: the job wrapper says which): resubmitted from
+  its checkpoint (`retry.timeout`), never held against the node. A level longer than a slice
+  times out again and again while it advances: only time-outs that saved no more steps than the
+  one before count toward `same_error_limit`, so a level that is stuck stops, and one that moves
+  goes on (within `max_per_job`);
 - NODE_FAIL, BOOT_FAIL, LOST (the node failed or never booted; the job vanished or was killed
   without a word): resubmitted; these failures count against the node they happened on, and
   every resubmission excludes (`--exclude`) the nodes with `exclude_after` of them in the sweep;
@@ -55,7 +59,8 @@ class History:
     """What the supervisor has done before, from its actions: for budgets and repeated failures."""
 
     sweep_retries: int = 0  # retries of all the sweep's jobs
-    same_failures: int = 0  # this class on this level, before
+    same_failures: int = 0  # this class on this level, before (TIMEOUT: those without progress)
+    stalled_at: int | None = None  # TIMEOUT: the steps the level had saved at this one
     node_failures: dict[str, int] = field(default_factory=dict)  # node -> node-class failures
     partition_nodes: list[str] = field(default_factory=list)  # where the sweep's jobs may run
 
@@ -109,6 +114,14 @@ def decide(
         )
     if failure == "TIMEOUT" and not policy.timeout:
         return Decision("final", f"time limit reached after its requeues{said}; retry.timeout is off")
+    if failure == "TIMEOUT" and history.same_failures + 1 >= policy.same_error_limit:
+        at = f" (stuck at step {history.stalled_at})" if history.stalled_at is not None else ""
+        return Decision(
+            "final",
+            f"TIMEOUT{where}: {history.same_failures + 1} time limits in a row without progress{at} "
+            f"(retry.same_error_limit {policy.same_error_limit}){said}; not retried: the level "
+            "saves nothing within a slice (raise executor.timeout_min, or look at its log)",
+        )
     if history.same_failures + 1 >= policy.same_error_limit:
         return Decision(
             "final",
@@ -150,7 +163,7 @@ def decide(
             new,
         )
     what = {
-        "TIMEOUT": "time limit reached after its requeues",
+        "TIMEOUT": "its time limit came before the level finished",
         "NODE_FAIL": "its node failed",
         "BOOT_FAIL": "its node failed to boot",
         "LOST": "it vanished without a word (killed, or its node died)",

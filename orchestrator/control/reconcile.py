@@ -57,16 +57,36 @@ SUBMIT_STALE_S = 600  # a job claimed for submission but never given a scheduler
 WATCHED = (*ACTIVE_STATES, "PREEMPTED")  # states the scheduler may still change
 
 
-def wrapper_report(job: Any) -> dict[str, Any]:
-    """What the job wrapper (slurm/job.py) left beside the job file when the trainer could not
-    report itself (e.g. it was SIGKILLed: failure OUT_OF_MEMORY); {} when nothing."""
+def job_report(job: Any) -> dict[str, Any]:
+    """What the trainer or its job wrapper (slurm/job.py) left beside the job file at its end:
+    its state, message and progress; {} when nothing."""
     from core.layout import status_path
 
     try:
         data = json.loads(status_path(job.job_file).read_text())
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) and data.get("failure") else {}
+    return data if isinstance(data, dict) else {}
+
+
+def wrapper_report(job: Any) -> dict[str, Any]:
+    """What the job wrapper said when the trainer could not report itself (it was SIGKILLed:
+    failure OUT_OF_MEMORY; submitit ended it at its time limit: TIMEOUT); {} when nothing."""
+    data = job_report(job)
+    return data if data.get("failure") else {}
+
+
+def timeout_message(job: Any, said: dict[str, Any]) -> str:
+    """What status shows of a job that reached its time limit: which slice (the job's attempts:
+    its requeues and resubmissions) and how far its level got."""
+    progress = said.get("progress") if isinstance(said.get("progress"), dict) else {}
+    where = ""
+    if isinstance(progress.get("epoch"), int) and isinstance(progress.get("epochs"), int):
+        where = f", epoch {progress['epoch']} of {progress['epochs']}"
+        if isinstance(progress.get("level_id"), str):
+            where += f" of level {progress['level_id'][:12]}"
+    slice_ = max(int(job.attempts or 0), 1)
+    return f"time limit: slice {slice_}{where}; its checkpoint is saved (job {job.sched_id})"
 
 
 def lost_after_s() -> float:
@@ -222,10 +242,13 @@ def reconcile_jobs(
                     msg = f"job {j.sched_id} was cancelled outside tp-sweep (scancel?)"
                 failure = _SCHED_FAILURE[sched]
                 said = wrapper_report(j) if sched in ("FAILED", "COMPLETED") else {}
-                if said:
+                state = _SCHED_TO_STATE[sched]
+                if said.get("failure") == "TIMEOUT":  # submitit ended it at its time-limit warning
+                    state, failure, msg = "TIMEOUT", "TIMEOUT", timeout_message(j, said)
+                elif said:
                     failure, msg = str(said["failure"]), f"{said.get('message') or msg} (job {j.sched_id})"
                 changed |= store.full_store().set_job_state(
-                    j.job_id, _SCHED_TO_STATE[sched], message=msg, only_from=ACTIVE_STATES, failure=failure
+                    j.job_id, state, message=msg, only_from=ACTIVE_STATES, failure=failure
                 )
             elif sched == GONE:
                 age = _age(j.heartbeat_at or j.updated_at, now)
@@ -248,21 +271,29 @@ def _preempted(store: StoreReader, j: Any, sched: str, now: float) -> bool:
     PENDING again), or it ended for good: preempted without requeue (PreemptMode=CANCEL), its
     time limit after max_requeues, cancelled behind our back. Those keep their checkpoint and
     get the failure class the supervisor resubmits them by."""
-    if sched in _SCHED_QUEUED or sched == "RUNNING":
+    if sched in _SCHED_QUEUED:
         return store.full_store().set_job_state(
             j.job_id, "PENDING", message="requeued by the scheduler", only_from=("PREEMPTED",)
         )
+    if sched == "RUNNING":
+        # Still the stopped attempt (its wrapper has yet to exit, and may end it for good: a
+        # time-out after its requeues), or already the requeued one, whose trainer says RUNNING
+        # itself once it starts: nothing to conclude yet.
+        return False
     if sched not in _SCHED_ENDED or j.failure:
         return False
     if sched == GONE and _age(j.updated_at, now) <= lost_after_s():
         return False
-    if sched in ("TIMEOUT", "DEADLINE"):
+    said = wrapper_report(j) if sched in ("FAILED", "COMPLETED", GONE) else {}
+    if sched in ("TIMEOUT", "DEADLINE") or said.get("failure") == "TIMEOUT":
+        # Slurm's own limit, or submitit's handler ending the job at the warning (Slurm: FAILED);
+        # the job wrapper says which (slurm/job.py timed_out_status).
         return store.full_store().set_job_state(
             j.job_id,
             "TIMEOUT",
             only_from=("PREEMPTED",),
             failure="TIMEOUT",
-            message=f"job {j.sched_id} reached its time limit after its requeues; its checkpoint is saved",
+            message=timeout_message(j, said or job_report(j)),
         )
     failure = {"PREEMPTED": "PREEMPTED", "CANCELLED": "CANCELLED"}.get(sched, "LOST")
     why = {

@@ -35,7 +35,13 @@ from db.store import Store
 from db.tables import utcnow
 from orchestrator.control.controller import LaunchResult, stored_spec
 from orchestrator.control.policy import FAILED_STATES, NODE_CLASSES, Decision, History, decide, failure_class
-from orchestrator.control.reconcile import reconcile_jobs, store_level_dirs, sweep_level_ids, sync_from_disk
+from orchestrator.control.reconcile import (
+    job_report,
+    reconcile_jobs,
+    store_level_dirs,
+    sweep_level_ids,
+    sync_from_disk,
+)
 from orchestrator.control.submit import LocalDriver, SubmitError, db_url_file, executor_for, submit_jobs
 from orchestrator.plan.spec import SupervisorSpec
 
@@ -231,7 +237,8 @@ class Supervisor:
 
     def judge(self, j: Job, cls: str, jobs: dict[str, Job]) -> Decision:
         node = self.store_node(j.job_id)
-        history = self.history(j, cls, node, jobs)
+        progress = saved_steps(j)
+        history = self.history(j, cls, node, jobs, progress)
         d = decide(
             cls,
             retries=j.retries,
@@ -250,6 +257,7 @@ class Supervisor:
             failure=cls,
             level_id=j.level_id,
             node=node,
+            progress=progress,
         )
         now = utcnow()
         message = d.reason[:2000]
@@ -283,13 +291,20 @@ class Supervisor:
                 sa.select(Attempt.host).where(Attempt.job_id == job_id).order_by(Attempt.id.desc()).limit(1)
             )
 
-    def history(self, j: Job, cls: str, node: str | None, jobs: dict[str, Job]) -> History:
+    def history(
+        self, j: Job, cls: str, node: str | None, jobs: dict[str, Job], progress: int | None = None
+    ) -> History:
         past = supervision.actions(self.store, self.sweep, None, action="failure")
         resubmits = supervision.actions(self.store, self.sweep, None, action="resubmit")
         h = History(sweep_retries=sum(1 for a in resubmits if a.failure != "PREEMPTED"))
-        h.same_failures = sum(
-            1 for a in past if a.job_id == j.job_id and a.failure == cls and a.level_id == j.level_id
-        )
+        same = [a for a in past if a.job_id == j.job_id and a.failure == cls and a.level_id == j.level_id]
+        if cls == "TIMEOUT":
+            # A level longer than the time limit times out slice after slice: only the slices
+            # that saved no more than the one before count as the same failure again.
+            h.same_failures = stalled_slices([a.progress for a in same], progress)
+            h.stalled_at = progress
+        else:
+            h.same_failures = len(same)
         for a in past:
             if a.failure in NODE_CLASSES and a.node:
                 h.node_failures[a.node] = h.node_failures.get(a.node, 0) + 1
@@ -407,6 +422,27 @@ class Supervisor:
             f"unfinished; {what}. "
             "Fix the cause, then `tp-sweep resume --include-failed` (and supervise again)",
         )
+
+
+def saved_steps(j: Job) -> int | None:
+    """The steps the job's level had saved when the job ended, as its trainer reported them
+    (trainer/job.py); None when it did not say (killed, or an older trainer)."""
+    progress = job_report(j).get("progress")
+    step = progress.get("step") if isinstance(progress, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
+
+
+def stalled_slices(before: list[int | None], now: int | None) -> int:
+    """How many of the last slices in a row, ending with this one, saved no more steps than the
+    slice before them: the time-outs that count toward retry.same_error_limit. A slice whose
+    progress is unknown is taken as stalled (it cannot show it moved)."""
+    seq = [*before, now]
+    n = 0
+    for prev, cur in zip(reversed(seq[:-1]), reversed(seq[1:])):
+        if cur is not None and prev is not None and cur > prev:
+            break
+        n += 1
+    return n
 
 
 def _clip(text: str, n: int) -> str:
