@@ -12,8 +12,11 @@ import sqlalchemy as sa
 
 from tests.sweeputil import (
     BRANCH,
+    REPO,
+    TP,
     TRUNK,
     epochs_trained,
+    level_ids,
     run_progress,
     same_levels,
     slow_spec,
@@ -233,32 +236,86 @@ def test_sigkill_of_the_whole_job_is_resumed_from_its_checkpoint(tmp_path, slurm
     assert same_levels(tmp_path / "tp-runs", ref, ids)
 
 
-def test_real_time_limit_checkpoints_and_requeues(tmp_path, slurm_cluster):
-    """Slurm's own time limit, not a hand-sent signal: a 1-minute limit with the warning 1 s
-    before it. slurmctld checks limits on a 30 s tick and sends the warning up to 30 s early, so
-    it comes 29 to 59 s into each attempt. The run needs more than one attempt; each saves where
-    it stopped and the next one continues."""
-    spec = slow_spec("time_limit")
-    spec["trainer"]["overrides"]["schedule.epochs"] = 64  # 3 x 64 epochs, 70 s or more: past one attempt
-    spec["executor"].update({"timeout_min": 1, "signal_delay_s": 1, "max_requeues": 20})
-    path = write_spec(tmp_path, spec)
-    tp("launch", str(path), "--executor", "slurm", cwd=tmp_path, check=True)
-    job_id = status_json("time_limit", tmp_path)["runs"][0]["job_id"]
-    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-    assert "TimeLimit=00:01:00" in shown, shown
-    run = wait_for(
-        lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST", "TIMEOUT") else None)(
-            status_json("time_limit", tmp_path)["runs"][0]
-        ),
-        540,
-        "the time-limited run to finish",
-        poll=3,
+def _time_limited(tmp_path, name: str, requeues: int, epochs: int) -> subprocess.Popen:
+    """A supervised sweep (its supervisor in the foreground of `launch`) of one dense level that
+    outlasts several 1-minute slices: each step sleeps TP_STEP_SLEEP_S, so the level takes
+    minutes of wall time and seconds of CPU."""
+    d = tmp_path / name
+    d.mkdir()
+    spec = tiny_spec(name, executor__kind="slurm")
+    spec["grid"] = {"method": ["dense"], "sparsity": [0.5], "seed": [0]}
+    spec["trainer"]["overrides"]["schedule.epochs"] = epochs
+    spec["executor"].update({"timeout_min": 1, "signal_delay_s": 10, "max_requeues": requeues})
+    spec["retry"] = {"backoff_s": 0.5, "max_per_job": 30}
+    spec["supervisor"] = {"where": "local", "poll_s": 2, "lease_s": 10}
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO), "TP_STEP_SLEEP_S": "0.1"}
+    return subprocess.Popen(
+        [*TP, "launch", str(write_spec(d, spec))],
+        cwd=d,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    assert run["state"] == "COMPLETED", run
-    assert run["attempts"] >= 2 and run["job_id"] == job_id
-    detail = json.loads(tp("status", run["run_id"], "--format", "json", cwd=tmp_path).stdout)
-    stops = [e for e in detail["events"] if e["to"] == "PREEMPTED"]
-    assert stops and all("SIGUSR2" in e["message"] for e in stops), detail["events"]
-    # Each stop saved mid-epoch and the next attempt went on from there: every epoch is logged
-    # once (the one a stop cut short, by the attempt that finished it).
-    assert epochs_trained(tmp_path, "time_limit") == 3 * 64
+
+
+def test_levels_longer_than_the_time_limit_complete_without_a_person(tmp_path, slurm_cluster):
+    """Slurm's own 1-minute limit, warning 10 s before it (slurmctld checks limits on a 30 s tick,
+    so the warning comes up to 30 s earlier), on two supervised sweeps at once:
+    - `tl0`, max_requeues 0: every slice ends in submitit's "timed-out too many times" (Slurm
+      records FAILED); each is a TIMEOUT, resubmitted from its checkpoint, never held against the
+      node, and not a repeated failure while the level advances (same_error_limit is 3, and the
+      level needs more slices than that);
+    - `tl1`, max_requeues 1: requeued by submitit first, then resubmitted by the supervisor.
+    Both end COMPLETED, their epochs each trained once, bit-identical to an uninterrupted run."""
+    # Each slice trains at most 50 s (a minute less the warning), 1.25 s an epoch: tl0 needs at
+    # least 2 slices, tl1 at least 3 (95 s), so it goes past its one requeue.
+    sweeps = {"tl0": (0, 45), "tl1": (1, 76)}
+    procs = {name: _time_limited(tmp_path, name, *args) for name, args in sweeps.items()}
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for name, (_, epochs) in sweeps.items():  # the same levels, uninterrupted, at full speed
+        spec = tiny_spec(name)
+        spec["grid"] = {"method": ["dense"], "sparsity": [0.5], "seed": [0]}
+        spec["trainer"]["overrides"]["schedule.epochs"] = epochs
+        # On one CPU, as each Slurm job has: the thread count changes float summation order.
+        subprocess.run(
+            ["taskset", "-c", "0", *TP, "launch", str(write_spec(ref, spec))],
+            cwd=ref,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=True,
+            capture_output=True,
+        )
+    for name, proc in procs.items():
+        try:
+            out, _ = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            raise AssertionError(f"{name}: the supervisor did not finish in 10 minutes:\n{out}") from None
+        d = tmp_path / name
+        assert proc.returncode == 0, out
+        assert "finished: all 1 levels of the sweep are done" in out, out
+        run = status_json(name, d)["runs"][0]
+        assert run["state"] == "COMPLETED", run
+        assert same_levels(d / "tp-runs", ref / "tp-runs", level_ids(name, d))
+        assert epochs_trained(d, name) == sweeps[name][1]
+        eng = sa.create_engine(f"sqlite:///{d / 'tp-results.db'}")
+        with eng.connect() as c:
+            acts = [r._mapping for r in c.execute(sa.text("select * from actions order by id"))]
+            events = [r._mapping for r in c.execute(sa.text("select * from events order by id"))]
+        eng.dispose()
+        failures = [a for a in acts if a["action"] == "failure"]
+        assert failures and all(a["failure"] == "TIMEOUT" for a in failures), acts
+        assert all("time limit: slice" in a["reason"] for a in failures), failures
+        steps = [a["progress"] for a in failures]
+        assert all(s is not None for s in steps) and steps == sorted(set(steps)), steps  # each slice advanced
+        assert not [a for a in acts if a["action"] == "give_up"], acts
+        assert "excluding" not in out and "node failures" not in out, out
+        resubmits = [a for a in acts if a["action"] == "resubmit"]
+        assert len(resubmits) == len(failures), acts
+        requeued = [e for e in events if e["state_to"] == "PENDING" and "requeued" in (e["message"] or "")]
+        if name == "tl1":  # submitit requeued it once before each supervisor resubmission
+            assert requeued and requeued[0]["id"] < min(a["id"] for a in events if a["state_to"] == "TIMEOUT")
+        else:
+            assert len(failures) >= 2 and not requeued, (failures, events)

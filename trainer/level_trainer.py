@@ -353,7 +353,8 @@ class LevelTrainer:
                 step = epoch * self.steps_per_epoch + res.stopped_at
                 self._checkpoint(d, step, mask, opt, best, res.sums, history, rng=torch.get_rng_state())
                 raise Stopped(
-                    f"level {level.level_id} ({level.kind} {level.depth}) epoch {epoch} step {res.stopped_at}"
+                    f"level {level.level_id} ({level.kind} {level.depth}) epoch {epoch} step {res.stopped_at}",
+                    {"level_id": level.level_id, "epoch": epoch, "epochs": self.epochs, "step": step},
                 )
             metrics = self._epoch_metrics(net, res, epoch)
             if metrics.get("test_acc") is not None:
@@ -364,7 +365,15 @@ class LevelTrainer:
                 print(_epoch_line(level, epoch, metrics), flush=True)  # the job log's progress
             self._checkpoint(d, (epoch + 1) * self.steps_per_epoch, mask, opt, best, None, history)
             if self.stop.should_stop(0, force_sync=True):
-                raise Stopped(f"level {level.level_id} ({level.kind} {level.depth}) after epoch {epoch}")
+                raise Stopped(
+                    f"level {level.level_id} ({level.kind} {level.depth}) after epoch {epoch}",
+                    {
+                        "level_id": level.level_id,
+                        "epoch": epoch + 1,
+                        "epochs": self.epochs,
+                        "step": (epoch + 1) * self.steps_per_epoch,
+                    },
+                )
         self._finish(level, d, mask, history, best)
 
     def _epoch_pass(
