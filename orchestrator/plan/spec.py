@@ -3,7 +3,9 @@
 Everything a spec can get wrong is caught here, before anything is planned, recorded or
 submitted, and reported as `field: problem` so the user knows which line to fix. That includes
 every trainer config a run can get (core/schema.py), and bounds on everything that grows:
-the file, the grid, sbatch's extra options.
+the file, the grid, sbatch's extra options, and every number of the executor, retry and supervisor
+blocks (strict types and an upper bound each: a huge value overflows the supervisor's arithmetic,
+and an infinite lease can never be taken over).
 """
 
 from __future__ import annotations
@@ -36,8 +38,22 @@ class SpecError(ValueError):
     """A sweep spec that cannot be used; the message names the offending field."""
 
 
+# Upper bounds of the executor, retry and supervisor numbers (the README's spec reference).
+MAX_NODES = 10_000
+MAX_GPUS_PER_NODE = 64
+MAX_PROCS_PER_NODE = 1024
+MAX_CPUS = 4096  # cores of one node, hyperthreads included
+MAX_MEM_GB = 65_536.0  # 64 TiB, more than any node has
+MAX_TIMEOUT_MIN = 365 * 24 * 60  # a year
+MAX_SIGNAL_DELAY_S = 65_535  # sbatch --signal's own limit
+MAX_ARRAY_PARALLELISM = 100_000
+MAX_REQUEUES = 1000
+DAY_S = 24 * 3600.0
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's "5" or true is not a number here (bool is an int to Python); no inf or nan
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class TrainerSpec(_Strict):
@@ -84,16 +100,16 @@ class ExecutorSpec(_Strict):
 
     profile: str | None = None
     kind: Literal["slurm", "local", "debug"] = "local"
-    nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(0, ge=0)
-    procs_per_node: int = Field(1, ge=1)
-    cpus_per_task: int = Field(1, ge=1)
-    mem_gb: float = Field(4.0, gt=0)
-    timeout_min: int = Field(60, ge=1)
+    nodes: int = Field(1, ge=1, le=MAX_NODES)
+    gpus_per_node: int = Field(0, ge=0, le=MAX_GPUS_PER_NODE)
+    procs_per_node: int = Field(1, ge=1, le=MAX_PROCS_PER_NODE)
+    cpus_per_task: int = Field(1, ge=1, le=MAX_CPUS)
+    mem_gb: float = Field(4.0, gt=0, le=MAX_MEM_GB)
+    timeout_min: int = Field(60, ge=1, le=MAX_TIMEOUT_MIN)
     partition: str | None = None
-    array_parallelism: int = Field(16, ge=1)
-    signal_delay_s: int = Field(120, ge=0)
-    max_requeues: int = Field(3, ge=0)
+    array_parallelism: int = Field(16, ge=1, le=MAX_ARRAY_PARALLELISM)
+    signal_delay_s: int = Field(120, ge=0, le=MAX_SIGNAL_DELAY_S)
+    max_requeues: int = Field(3, ge=0, le=MAX_REQUEUES)
     account: str | None = None  # sbatch --account, --qos, --constraint, --gres
     qos: str | None = None
     constraint: str | None = None
@@ -143,15 +159,16 @@ class ExecutorSpec(_Strict):
 class RetrySpec(_Strict):
     """The supervisor's failure policy (orchestrator/control/policy.py)."""
 
-    max_per_job: int = Field(5, ge=0)  # resubmissions of one job
-    max_per_sweep: int = Field(100, ge=0)  # resubmissions of all the sweep's jobs together
-    backoff_s: float = Field(30.0, ge=0)  # wait before a job's first retry; doubles each time
-    backoff_max_s: float = Field(1800.0, ge=0)
+    # max_per_job's bound also keeps backoff_s x 2**retries a finite float
+    max_per_job: int = Field(5, ge=0, le=100)  # resubmissions of one job
+    max_per_sweep: int = Field(100, ge=0, le=100_000)  # resubmissions of all the sweep's jobs together
+    backoff_s: float = Field(30.0, ge=0, le=DAY_S)  # wait before a job's first retry; doubles each time
+    backoff_max_s: float = Field(1800.0, ge=0, le=7 * DAY_S)
     timeout: bool = True  # resubmit a job that timed out after max_requeues
-    exclude_after: int = Field(2, ge=1)  # node failures on one node before jobs avoid it
-    oom_mem_factor: float = Field(2.0, gt=1)  # an OOM job is resubmitted once with this x memory
-    oom_max_mem_gb: float | None = Field(None, gt=0)  # capped here (default 4 x executor.mem_gb)
-    same_error_limit: int = Field(3, ge=1)  # the same failure on the same level this often: stop
+    exclude_after: int = Field(2, ge=1, le=1000)  # node failures on one node before jobs avoid it
+    oom_mem_factor: float = Field(2.0, gt=1, le=16)  # an OOM job is resubmitted once with this x memory
+    oom_max_mem_gb: float | None = Field(None, gt=0, le=MAX_MEM_GB)  # capped here (default 4 x executor.mem_gb)
+    same_error_limit: int = Field(3, ge=1, le=100)  # the same failure on the same level this often: stop
 
 
 class SupervisorSpec(_Strict):
@@ -159,12 +176,12 @@ class SupervisorSpec(_Strict):
     On Slurm it runs as a small job of its own that requeues itself before its time limit."""
 
     where: Literal["slurm", "local"] | None = None  # default: slurm for Slurm sweeps
-    poll_s: float = Field(30.0, gt=0)  # reconcile and act this often
-    lease_s: float = Field(300.0, gt=0)  # a heartbeat older than this: taken over
-    timeout_min: int = Field(240, ge=1)  # the supervisor job's time limit
-    signal_delay_s: int = Field(60, ge=0)  # USR2 this long before it: requeue
-    cpus: int = Field(1, ge=1)
-    mem_gb: float = Field(1.0, gt=0)
+    poll_s: float = Field(30.0, gt=0, le=3600)  # reconcile and act this often
+    lease_s: float = Field(300.0, gt=0, le=DAY_S)  # a heartbeat older than this: taken over
+    timeout_min: int = Field(240, ge=1, le=MAX_TIMEOUT_MIN)  # the supervisor job's time limit
+    signal_delay_s: int = Field(60, ge=0, le=MAX_SIGNAL_DELAY_S)  # USR2 this long before it: requeue
+    cpus: int = Field(1, ge=1, le=MAX_CPUS)
+    mem_gb: float = Field(1.0, gt=0, le=MAX_MEM_GB)
     partition: str | None = None  # default: the executor's
     extra: dict[str, Any] | None = None  # sbatch options; default: the executor's
 
