@@ -184,8 +184,12 @@ def check_main(argv: list[str]) -> int:
         a = ap.parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
+    from orchestrator.plan.spec import check_profile_bounds  # pydantic and the presets (0.16 s): not for --help
+
     try:
         profiles = {a.profile: get_profile(a.profile)} if a.profile else load_profiles()
+        for name, body in profiles.items():
+            check_profile_bounds(clusters_file(), name, body)
     except ProfileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,9 +1,11 @@
-"""Bounds everywhere: every number of the executor, retry and supervisor blocks has a strict type
-and an upper bound. Bad input is exit 2 before anything is recorded or created."""
+"""Bounds everywhere: every number of the executor, retry and supervisor blocks and of a
+clusters.yaml profile has a strict type and an upper bound; a profile's bad value is blamed on
+the clusters file and the profile. Bad input is exit 2 before anything is recorded or created."""
 
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from tests.sweeputil import tiny_spec, tp, write_spec
 
@@ -45,3 +47,25 @@ def test_numbers_at_their_bounds_pass():
     spec["executor"].update(timeout_min=525600, mem_gb=65536, signal_delay_s=65535)
     parsed = parse_spec(spec)
     assert parsed.retry.backoff_s == 30.0 and parsed.supervisor.lease_s == 86400
+
+
+PROFILE_BAD = [
+    ("timeout_min 1e23", {"timeout_min": 10**23}, "big.timeout_min: Input should be less than or equal to 525600"),
+    ("mem_gb inf", {"mem_gb": float("inf")}, "big.mem_gb: Input should be a finite number"),
+]
+
+
+@pytest.mark.parametrize("label,body,needle", PROFILE_BAD, ids=[b[0] for b in PROFILE_BAD])
+def test_a_bad_profile_value_is_blamed_on_the_clusters_file(tmp_path, label, body, needle):
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({"big": {"kind": "local", **body}}))
+    spec = tiny_spec("badprof")
+    spec["executor"] = {"profile": "big"}
+    env = {"TP_CLUSTERS": str(clusters)}
+    proc = tp("launch", str(write_spec(tmp_path, spec)), cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert f"{clusters}: {needle}" in said, said
+    assert not (tmp_path / "tp-results.db").exists() and not (tmp_path / "tp-runs").exists()
+    check = tp("cluster", "check", "big", cwd=tmp_path, env=env)
+    assert check.returncode == 2 and f"{clusters}: {needle}" in " ".join(check.stderr.split()), check.stderr

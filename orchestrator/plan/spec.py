@@ -120,12 +120,15 @@ class ExecutorSpec(_Strict):
     @classmethod
     def _with_profile(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("profile") is not None:
-            from slurm.profiles import ProfileError, get_profile, merge
+            from slurm.profiles import ProfileError, clusters_file, get_profile, merge
 
             if not isinstance(data["profile"], str):
                 raise ValueError(f"profile: {_short(data['profile'])} is not a profile name")
+            path = clusters_file()
             try:
-                return {**merge(get_profile(data["profile"]), data), "profile": data["profile"]}
+                profile = get_profile(data["profile"], path)
+                check_profile_bounds(path, data["profile"], profile)
+                return {**merge(profile, data), "profile": data["profile"]}
             except ProfileError as exc:
                 raise ValueError(str(exc)) from None
         return data
@@ -154,6 +157,17 @@ class ExecutorSpec(_Strict):
         """This block as the store keeps it: the profile's settings written out, so a sweep
         reads the same wherever (and whenever) its spec is read again."""
         return self.model_dump(exclude={"profile"}, exclude_none=True)
+
+
+def check_profile_bounds(path: str | os.PathLike[str], name: str, profile: dict[str, Any]) -> None:
+    """A clusters.yaml profile held to the executor block's types and bounds on its own, so that
+    its bad value is blamed on the clusters file and the profile, not on a spec that names it."""
+    from slurm.profiles import ProfileError
+
+    try:
+        ExecutorSpec.model_validate(profile)
+    except ValidationError as exc:
+        raise ProfileError(f"{path}: {_format_validation_error(exc, within=name)}") from None
 
 
 class RetrySpec(_Strict):
@@ -375,10 +389,10 @@ def _check_search_params(spec: SweepSpec) -> None:
                 raise ValueError(f"search.params.{key}: {exc}") from None
 
 
-def _format_validation_error(exc: ValidationError) -> str:
+def _format_validation_error(exc: ValidationError, within: str = "") -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = ".".join(str(p) for p in (within, *err["loc"]) if p != "")
         msg = err["msg"].removeprefix("Value error, ")
         # Messages that already name their field (grid.sparsity: ...) keep just that name.
         lines.append(msg if not loc or msg.startswith((f"{loc}.", f"{loc}:")) else f"{loc}: {msg}")
