@@ -82,15 +82,60 @@ def _sbatch_value_problem(value: Any) -> str | None:
     return f"a {type(value).__name__} is not an sbatch value (a string, number or true)"
 
 
-def _sbatch_options(extra: dict[str, Any]) -> dict[str, Any]:
+# The sbatch options tp-sweep (slurm/executors.py, slurm/supervisor_job.py) and submitit set
+# themselves, with the executor field that sets each. `extra` is written after them and would
+# replace them silently: `signal: KILL@1` drops the USR2 warning that saves and requeues a job,
+# `output` moves the logs tp-sweep reads, `mem` undoes an OOM retry's memory.
+_SET_BY_TP: dict[str, str | None] = {
+    "signal": "signal_delay_s",
+    "time": "timeout_min",
+    "partition": "partition",
+    "nodes": "nodes",
+    "ntasks-per-node": "procs_per_node",
+    "cpus-per-task": "cpus_per_task",
+    "gpus-per-node": "gpus_per_node",
+    "mem": "mem_gb",
+    "array": "array_parallelism",
+    "requeue": "max_requeues",
+    "no-requeue": "max_requeues",
+    "job-name": None,
+    "output": None,
+    "error": None,
+    "open-mode": None,
+    "dependency": None,
+    "wrap": None,
+}
+_SET_BY_SUPERVISOR = {
+    **dict.fromkeys(_SET_BY_TP),
+    **{k: _SET_BY_TP[k] for k in ("signal", "time", "partition", "mem")},
+    "cpus-per-task": "cpus",
+}
+# Options of their own that begin like one of those (sbatch reads any other unambiguous
+# beginning, `--sig=KILL@1`, as the whole option).
+_OWN_OPTIONS = {"gpus", "ntasks"}
+
+
+def _sbatch_options(extra: dict[str, Any], set_by_tp: dict[str, str | None]) -> dict[str, Any]:
     if len(extra) > MAX_EXTRA_KEYS:
         raise ValueError(f"{len(extra)} options; at most {MAX_EXTRA_KEYS}")
+    taken: list[str] = []  # keys that would replace an option tp-sweep sets
+    instead: set[str] = set()  # the fields that set those options
     for key, value in extra.items():
         if not _SBATCH_KEY.fullmatch(key):
             raise ValueError(f"{key[:40]!r} is not an sbatch option name (a letter, then letters, digits, - or _)")
         problem = _sbatch_value_problem(value)
         if problem:
             raise ValueError(f"{key}: {problem}")
+        option = key.replace("_", "-")  # submitit writes open_mode as --open-mode
+        names = [] if option in _OWN_OPTIONS else [n for n in set_by_tp if n.startswith(option)]
+        if names:
+            taken.append(key if names == [option] else f"{key} (read as --{' or --'.join(names)})")
+            instead |= {f"{field} instead of {key}" for n in names if (field := set_by_tp[n])}
+    if taken:
+        raise ValueError(
+            f"{', '.join(taken)}: tp-sweep sets {'this' if len(taken) == 1 else 'these'} itself"
+            + (f"; set {', '.join(sorted(instead))}" if instead else "")
+        )
     return extra
 
 
@@ -144,7 +189,7 @@ class ExecutorSpec(_Strict):
     @field_validator("extra")
     @classmethod
     def _extra_options(cls, extra: dict[str, Any]) -> dict[str, Any]:
-        return _sbatch_options(extra)
+        return _sbatch_options(extra, _SET_BY_TP)
 
     def sbatch_options(self) -> dict[str, Any]:
         """account, qos, constraint and gres as sbatch options, under `extra`'s."""
@@ -202,7 +247,7 @@ class SupervisorSpec(_Strict):
     @field_validator("extra")
     @classmethod
     def _extra_options(cls, extra: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if extra is None else _sbatch_options(extra)
+        return None if extra is None else _sbatch_options(extra, _SET_BY_SUPERVISOR)
 
     @model_validator(mode="after")
     def _lease_outlives_polls(self) -> SupervisorSpec:
