@@ -1,14 +1,17 @@
 """Replacing a file atomically, the project's one way: write a temporary file in the same folder,
 fsync it, rename it over the target. A reader (or a job restarted after SIGKILL) sees the old file
 or the new one, never half of either. Files are created owner-only (mkstemp's 0600), which the
-store-URL file relies on."""
+store-URL file relies on. A full disk (or quota) is an OSError that says so and names the file,
+whatever the writer raised (torch's is `RuntimeError: ... unexpected pos`)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,10 +38,37 @@ def write_atomic(
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-    except BaseException:
+    except BaseException as exc:
+        full = _disk_full(exc, path.parent)  # before the temporary file is gone and frees its space
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if full:
+            raise OSError(full, os.strerror(full), str(path)) from exc
         raise
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NEARLY_FULL_BYTES = 1 << 20  # less than this free after a failed write: the disk filled
+
+
+def _disk_full(exc: BaseException, folder: Path) -> int | None:
+    """ENOSPC or EDQUOT when `exc` comes from a full disk or quota, else None. Torch's zip writer
+    turns the OSError into `RuntimeError: [enforce fail at inline_container.cc] unexpected pos`,
+    keeping it as the context (or, writing by path, losing it: then the free space tells)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.errno in _FULL:
+            return cause.errno
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, (OSError, RuntimeError)):
+        try:
+            if shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES:
+                return errno.ENOSPC
+        except OSError:
+            pass
+    return None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -1,14 +1,25 @@
 """Bounds everywhere: every number of the executor, retry and supervisor blocks and of a
 clusters.yaml profile has a strict type and an upper bound; a profile's bad value is blamed on
-the clusters file and the profile; `extra` cannot replace the sbatch options tp-sweep sets.
-Bad input is exit 2 before anything is recorded or created."""
+the clusters file and the profile; `extra` cannot replace the sbatch options tp-sweep sets; a
+full disk says so, with the file it was writing. Bad input is exit 2 before anything is recorded
+or created."""
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
 import pytest
+import torch
 import yaml
 
+from core import atomic
 from tests.sweeputil import tiny_spec, tp, write_spec
+from trainer import checkpoint as ckpt
 
 # write_spec sorts the keys, so the messages name them in that order
 SPEC_BAD = [
@@ -90,3 +101,73 @@ def test_a_bad_profile_value_is_blamed_on_the_clusters_file(tmp_path, label, bod
     assert not (tmp_path / "tp-results.db").exists() and not (tmp_path / "tp-runs").exists()
     check = tp("cluster", "check", "big", cwd=tmp_path, env=env)
     assert check.returncode == 2 and f"{clusters}: {needle}" in " ".join(check.stderr.split()), check.stderr
+
+
+# ---- a full disk ---------------------------------------------------------------------------------
+class _FillsUp:
+    """A file whose disk is full after its first 256 bytes."""
+
+    def __init__(self, f: Any) -> None:
+        self._f, self._room = f, 256
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        if size > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= size
+        return self._f.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def __enter__(self) -> _FillsUp:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._f.close()
+
+
+def _says_disk_full(info: pytest.ExceptionInfo, path: Path) -> None:
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert f"No space left on device: '{path}'" in str(info.value)
+    assert os.listdir(path.parent) == []  # neither the file nor its temporary file
+
+
+def test_a_disk_that_fills_during_a_checkpoint_says_so(tmp_path, monkeypatch):
+    fdopen = os.fdopen
+    monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode: _FillsUp(fdopen(fd, mode)))
+    path = tmp_path / "ckpt" / "checkpoint.pt"
+    path.parent.mkdir()
+    with pytest.raises(OSError) as info:
+        ckpt.save_atomic({"model": {"w": torch.zeros(10_000)}}, path)
+    _says_disk_full(info, path)
+
+
+def test_a_write_error_on_a_full_disk_says_so(tmp_path, monkeypatch):
+    # Torch writing by path loses the OSError: then the free space tells.
+    def unexpected_pos(obj: Any, f: Any) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 768 vs 662")
+
+    monkeypatch.setattr(ckpt.torch, "save", unexpected_pos)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(1 << 30, 1 << 30, 0))
+    path = tmp_path / "final.pt"
+    with pytest.raises(OSError) as info:
+        ckpt.save_atomic({"model": {}}, path)
+    _says_disk_full(info, path)
+
+
+def test_a_checkpoint_on_a_real_full_disk_says_so(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        path = small / "checkpoint.pt"
+        with pytest.raises(OSError) as info:
+            ckpt.save_atomic({"model": {"w": torch.zeros(100_000)}}, path)
+        _says_disk_full(info, path)
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
