@@ -9,14 +9,13 @@ through the store (levels.level_dir, recorded at plan time) or under an output f
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.layout import LevelDir
+from core.layout import LEVEL_JSON_MAX_BYTES, BadLevel, LevelDir, read_json_bounded
 
 _LEVEL_ID = re.compile(r"[0-9a-f]{4,40}")
 
@@ -108,13 +107,21 @@ def _is_store(source: Any) -> bool:
 
 
 def load_level(source: Any, level_id: str, map_location: str = "cpu") -> LevelArtifacts:
-    """A level's description, result, weights and masks (torch tensors on `map_location`)."""
+    """A level's description, result, weights and masks (torch tensors on `map_location`).
+    BadLevel (a ValueError) when its folder fails its checks: renamed, edited, or holding
+    another level's final.pt."""
     from trainer.checkpoint import load_weights
 
     path = level_path(source, level_id)
     d = LevelDir(path)
-    description = json.loads(d.description.read_text())
-    result = d.result()
+    # The folder is checked as a reuse checks it (core/layout.py): named after the id its
+    # level.json holds, that id its content's hash, metrics.json well-formed beside the very
+    # final.pt it was written with (its SHA-256). A folder that fails is refused, never loaded.
+    check = d.inspect()
+    if check.problem is not None:
+        raise BadLevel(f"level folder {path}: {check.problem}")
+    description = read_json_bounded(d.description, LEVEL_JSON_MAX_BYTES, "level.json")
+    result = check.result
     weights = mask = init = None
     if result is not None:
         final = load_weights(d.final, map_location)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from core.atomic import write_atomic
+from core.layout import BadFile, open_regular
 
 
 class CheckpointError(RuntimeError):
@@ -77,9 +78,12 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu", kind
     """Load a file the project wrote; with `kind`, also check its structure."""
     path = Path(path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
+        fd = open_regular(path, str(path))  # never a symlink, never a FIFO that would block
+    except BadFile as exc:
+        raise CheckpointError(f"checkpoint {exc}; move it aside to restart that level from its start") from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            obj = torch.load(f, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zips, bad pickles, and globals the safe unpickler refuses
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(

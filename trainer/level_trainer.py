@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from core.layout import BadLevel, LevelDir, LevelLock, is_level_id
+from core.layout import DIGEST_KEY, BadLevel, LevelDir, LevelLock, is_level_id
 from core.levels import LevelSpec, code_free_id
 from core.methods import get_criterion
 from trainer import checkpoint as ckpt
@@ -604,6 +604,8 @@ class LevelTrainer:
                 "seconds": sum(h["seconds"] for h in history),
                 "provenance": self.provenance.of_level(level.step, self._attempts),
                 "history": history,
+                # binds the weights to this record: a final.pt swapped in later is refused
+                DIGEST_KEY: d.final_digest(),
             }
             d.write_result(result)  # the record: the store imports it from here if it must
             d.checkpoint.unlink(missing_ok=True)

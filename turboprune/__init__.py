@@ -25,6 +25,7 @@ _EXPORTS = {
     "level_path": "trainer.artifacts",
     "LevelArtifacts": "trainer.artifacts",
     "LevelNotFound": "trainer.artifacts",
+    "BadLevel": "trainer.artifacts",
 }
 __all__ = sorted(_EXPORTS)
 

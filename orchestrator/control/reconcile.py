@@ -9,7 +9,6 @@ is met. Job states come from the scheduler in one call per refresh, whatever the
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import time
 from pathlib import Path
@@ -60,11 +59,11 @@ WATCHED = (*ACTIVE_STATES, "PREEMPTED")  # states the scheduler may still change
 def job_report(job: Any) -> dict[str, Any]:
     """What the trainer or its job wrapper (slurm/job.py) left beside the job file at its end:
     its state, message and progress; {} when nothing."""
-    from core.layout import status_path
+    from core.layout import read_json_bounded, status_path
 
-    try:
-        data = json.loads(status_path(job.job_file).read_text())
-    except (OSError, ValueError):
+    try:  # a regular file of at most 64 kB (a FIFO there must not hang status)
+        data = read_json_bounded(status_path(job.job_file), 64 << 10, "the job's status file")
+    except (OSError, ValueError):  # BadFile is a ValueError
         return {}
     return data if isinstance(data, dict) else {}
 
