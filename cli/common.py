@@ -116,11 +116,18 @@ def open_store(
 
 def report_bad_levels(bad: dict[str, str], what: str) -> None:
     """Name every level folder that failed its checks, and why (stderr; the caller exits 1)."""
+    report_bad_files(
+        bad,
+        f"{len(bad)} level folder(s) failed their checks and were {what}; look at them, move "
+        "them aside, and launch again to train them afresh:",
+    )
+
+
+def report_bad_files(bad: dict[str, str], heading: str) -> None:
+    """`heading`, then every file of an output folder that was not used, one line each with why
+    (stderr; the caller exits 1)."""
     if not bad:
         return
-    error(
-        f"{len(bad)} level folder(s) failed their checks and were {what}; look at them, move "
-        "them aside, and launch again to train them afresh:"
-    )
+    error(heading)
     for where, why in sorted(bad.items()):
         print(f"  {where}: {why}", file=sys.stderr)

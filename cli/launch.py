@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import Any
 
-from cli.common import BadInput, console, err, error, json_text, open_store, report_bad_levels
+from cli.common import BadInput, console, err, error, json_text, open_store, report_bad_files, report_bad_levels
 from cli.progress import LaunchProgress, SearchProgress, wait_until_idle
 from cli.render.search import print_search_plan, search_plan
 from cli.render.tables import phrases
@@ -256,6 +256,7 @@ def report(res, plan) -> None:
             f"submitted {len(res.submitted)} jobs" + (f"; left alone: {res.skipped}" if res.skipped else "")
         )
     report_bad_levels({f"{plan.levels_dir}/{lid}": why for lid, why in res.bad.items()}, "not used")
+    report_bad_files(res.bad_files, f"{len(res.bad_files)} file(s) of the output folder failed their checks:")
 
 
 def run_search(store, spec, spec_dict: dict[str, Any], kind: str, plan) -> int:

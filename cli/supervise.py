@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from cli.common import BadInput, console, error, open_store
+from cli.common import BadInput, console, error, open_store, report_bad_files
 
 
 def _say(line: str) -> None:
@@ -123,6 +123,7 @@ def launch_supervised(store: Any, spec: Any, spec_dict: dict[str, Any], kind: st
         store.record_plan(SweepPlan(spec, [], [], {}, {}), spec_dict, plan.levels_dir)
     else:
         res, jobs, todo = prepare(store, plan, spec_dict)
+        report_bad_files(res.bad_files, f"{len(res.bad_files)} file(s) of the output folder failed their checks:")
     if where == "local":
         if spec.search is None:
             console.print(f"recorded {len(res.jobs_new)} new jobs; {len(todo)} to run, under the supervisor")

@@ -14,7 +14,7 @@ import sys
 from contextlib import nullcontext
 from typing import Any
 
-from cli.common import BadInput, console, first_ctrl_c, json_text, report_bad_levels
+from cli.common import BadInput, console, first_ctrl_c, json_text, report_bad_files, report_bad_levels
 from cli.common import error as _error
 from cli.common import open_store as _store
 from cli.render.tables import show
@@ -231,8 +231,9 @@ def cmd_db(a: argparse.Namespace) -> int:
 
         store = _store(a.db)
         bad: dict[str, str] = {}
+        refused: dict[str, str] = {}
         try:
-            n = import_output_dir(store, a.dir, bad)
+            n = import_output_dir(store, a.dir, bad, refused)
         except ImportFailed as exc:
             raise BadInput(str(exc)) from None
         console.print(
@@ -240,8 +241,11 @@ def cmd_db(a: argparse.Namespace) -> int:
             f"{n['levels']} levels ({n['finished']} finished) from {a.dir}",
             highlight=False,
         )
+        report_bad_files(
+            refused, f"{len(refused)} sweep record(s) failed their checks; nothing of them was imported:"
+        )
         report_bad_levels(bad, "not imported")
-        return 1 if bad else 0
+        return 1 if bad or refused else 0
     url = resolve_url(a.db)
     try:
         store = Store(url, migrate_schema=False)

@@ -142,9 +142,8 @@ def test_tampered_level_folders_are_named_and_never_imported(shared):
             tp("query", "shared", "--levels", "--format", "json", "--db", db, cwd=tmp, check=True).stdout
         )
     }
-    for lid in (renamed, edited, pathy):
-        assert lid not in stored  # never recorded
-    assert stored[truncated]["test_acc"] is None  # its folder is fine, its result is not: unfinished
+    for lid in (renamed, edited, truncated, pathy):
+        assert lid not in stored  # never recorded: a level is imported whole or not at all
     good = [r["level_id"] for r in rows if r["level_id"] not in (renamed, edited, truncated, pathy)]
     assert good and all(stored[lid]["test_acc"] is not None for lid in good)
 

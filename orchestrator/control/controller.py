@@ -10,6 +10,7 @@ status, resume), so a run is never COMPLETED without its results, and nothing is
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from core.atomic import file_lock, write_json_atomic
 from core.code import code_identity, snapshot
-from core.layout import LevelDir
+from core.layout import BadRecord, LevelDir, read_sweep_record
 from db.reader import ACTIVE_STATES, RESUMABLE_STATES
 from db.schema import Job
 from db.store import Store
@@ -44,6 +45,7 @@ class LaunchResult:
     failed: dict[str, str] = field(default_factory=dict)  # job_id -> message (blocking executors)
     imported: int = 0  # levels found finished on disk
     bad: dict[str, str] = field(default_factory=dict)  # level id -> why its folder is not used
+    bad_files: dict[str, str] = field(default_factory=dict)  # other files not used (path -> why)
     reused: int = 0  # levels of the plan already finished
     other_code: dict[str, int] = field(default_factory=dict)  # their code (or "unknown") -> levels,
     # for those not trained by this code
@@ -59,10 +61,12 @@ def stored_spec(store: Store, sweep: str) -> SweepSpec:
 
 
 # ---- the disk ------------------------------------------------------------------------------
-def write_plan_files(plan: SweepPlan, spec_dict: dict[str, Any]) -> None:
+def write_plan_files(plan: SweepPlan, spec_dict: dict[str, Any]) -> dict[str, str]:
     """LEVELS/<id>/level.json for every level, and OUTPUT/sweeps/<name>.json: the sweep as planned,
     from which `tp-sweep db import` rebuilds a lost store. Like the store, the record only grows:
-    a relaunch with fewer grid points keeps the points recorded before."""
+    a relaunch with fewer grid points keeps the points recorded before. A record there that fails
+    its checks (core/layout.py, check_sweep_record) is moved aside to <name>.json.bad and written
+    anew from this plan; returns {its path: why} for the caller to report."""
     levels_dir = Path(plan.levels_dir)
     for lv in plan.levels.values():
         d = LevelDir(levels_dir / lv.level_id)
@@ -71,13 +75,19 @@ def write_plan_files(plan: SweepPlan, spec_dict: dict[str, Any]) -> None:
     path = Path(plan.output_dir) / "sweeps" / f"{plan.spec.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_name(f".{path.stem}.lock")):  # read-merge-write: one writer at a time
-        _merge_sweep_record(path, plan, spec_dict)
+        return _merge_sweep_record(path, plan, spec_dict)
 
 
-def _merge_sweep_record(path: Path, plan: SweepPlan, spec_dict: dict[str, Any]) -> None:
+def _merge_sweep_record(path: Path, plan: SweepPlan, spec_dict: dict[str, Any]) -> dict[str, str]:
+    problems: dict[str, str] = {}
     try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
+        old = read_sweep_record(path)
+    except FileNotFoundError:
+        old = {}
+    except (BadRecord, OSError) as exc:
+        aside = path.with_name(path.name + ".bad")
+        os.replace(path, aside)
+        problems[str(path)] = f"{exc}; moved aside to {aside.name}, written anew from this launch's plan"
         old = {}
     runs = {r["run_id"]: r for r in old.get("runs", [])}
     runs.update(
@@ -120,6 +130,7 @@ def _merge_sweep_record(path: Path, plan: SweepPlan, spec_dict: dict[str, Any]) 
             "points": list(points.values()),
         },
     )
+    return problems
 
 
 def _point_key(p: dict[str, Any]) -> str:
@@ -179,9 +190,9 @@ def prepare(
     """Everything of a launch but the submission: files, the store's records, levels finished on
     disk, and jobs for what is missing. Returns the result so far, the jobs in charge of the
     plan's unfinished levels, and those to submit now (PLANNED or resumable)."""
-    write_plan_files(plan, spec_dict)
+    bad_files = write_plan_files(plan, spec_dict)
     store.record_plan(plan, spec_dict, plan.levels_dir)
-    result = LaunchResult(plan.spec.name)
+    result = LaunchResult(plan.spec.name, bad_files=bad_files)
     code_dir = freeze_code(plan)  # what this launch's jobs import, requeues and resumes included
     result.imported = sync_from_disk(
         store, {lid: f"{plan.levels_dir}/{lid}" for lid in plan.levels}, bad=result.bad

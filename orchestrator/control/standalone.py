@@ -21,6 +21,7 @@ Imported only when a store is given: the trainer never imports orchestrator/ oth
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,9 @@ def record_run(
     run = plan.runs[0]
     store = Store(url)
     try:
-        write_plan_files(plan, spec_dict)  # merges with what other jobs recorded, under a lock
+        # merges with what other jobs recorded, under a lock; a bad record is set aside, and said
+        for path, why in write_plan_files(plan, spec_dict).items():
+            print(f"[tp-sweep] {path}: {why}", file=sys.stderr, flush=True)
         store.record_plan(plan, spec_dict, plan.levels_dir)
         sync_from_disk(store, {lid: f"{plan.levels_dir}/{lid}" for lid in run.levels})
         snapshots = {lid: list(plan.snapshots[lid]) for lid in run.levels if lid in plan.snapshots}
