@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ CRITERION_FILES: dict[str, tuple[str, ...]] = {
 SNAPSHOT_PACKAGES = ("core", "trainer", "slurm", "db")
 _DATA_SUFFIXES = (".py", ".yaml", ".ini", ".mako", ".sh", ".tmpl")
 MANIFEST = "MANIFEST.json"
+# A snapshot's modes, whatever the umask: only its owner may write it (under umask 002 the files
+# were group-writable, so anyone of the group could change the code every later job runs).
+FILE_MODE, DIR_MODE = 0o644, 0o755
 
 
 def _short(text: str) -> str:
@@ -194,6 +198,17 @@ def _snapshot_files(base: Path) -> list[Path]:
     return out
 
 
+def _seal(root: Path) -> None:
+    """Owner-writable only, explicitly (never the umask's say); a folder not ours is left as it is."""
+    for p in [root, *root.rglob("*")]:
+        try:
+            mode = DIR_MODE if p.is_dir() else FILE_MODE
+            if stat.S_IMODE(p.lstat().st_mode) != mode and not p.is_symlink():
+                os.chmod(p, mode)
+        except OSError:
+            pass
+
+
 def snapshot(output_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
     """OUTPUT/_code/<hash>/: the packages jobs import, as they are now, named by the hash of their
     bytes. Written into a temporary folder and renamed into place whole (a job, or a requeue,
@@ -213,6 +228,7 @@ def snapshot(output_dir: str | os.PathLike, root: str | os.PathLike | None = Non
     parent = Path(output_dir).expanduser().resolve() / "_code"
     target = parent / name
     if verify_snapshot(target) == name:
+        _seal(target)  # one written before modes were set explicitly
         return target
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
@@ -232,8 +248,7 @@ def snapshot(output_dir: str | os.PathLike, root: str | os.PathLike | None = Non
             "files": {rel: hashlib.sha256(data).hexdigest() for rel, data in blobs.items()},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
-            os.chmod(d, 0o755)
+        _seal(tmp)
         # Put in place under a lock: launches of the same code race here, and one must not take
         # the snapshot another just installed (and its jobs import) for a damaged one.
         with file_lock(parent / f".{name}.lock"):

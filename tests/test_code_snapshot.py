@@ -68,3 +68,17 @@ def test_launches_racing_for_one_snapshot_share_it(tmp_path):
     assert len(set(names)) == 1 and verify_snapshot(names[0]) == Path(names[0]).name
     left = sorted(p.name for p in (tmp_path / "out" / "_code").iterdir() if not p.name.endswith(".lock"))
     assert left == [Path(names[0]).name]  # none set aside as damaged, no temporary folder left
+
+
+def test_snapshot_files_are_writable_by_their_owner_alone_whatever_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o002)
+    try:
+        snap = snapshot(tmp_path / "out", _tree(tmp_path))
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(snap).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [snap, *snap.rglob("*")]}
+    assert not {p: oct(m) for p, m in modes.items() if m & 0o022}
+    assert modes[MANIFEST] == 0o644 and modes["trainer/loop.py"] == 0o644 and modes["trainer"] == 0o755
