@@ -198,6 +198,14 @@ def _snapshot_files(base: Path) -> list[Path]:
     return out
 
 
+def _name(blobs: list[tuple[str, bytes]]) -> str:
+    """A snapshot's name: the hash of its files' paths and bytes, in _snapshot_files' order."""
+    h = hashlib.sha256()
+    for rel, data in blobs:
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()[:16]
+
+
 def _seal(root: Path) -> None:
     """Owner-writable only, explicitly (never the umask's say); a folder not ours is left as it is."""
     for p in [root, *root.rglob("*")]:
@@ -221,10 +229,7 @@ def snapshot(output_dir: str | os.PathLike, root: str | os.PathLike | None = Non
     # so a checkout edited while a launch copies it gives a snapshot true to its name (the
     # controller then sees that the code differs from the one it planned for).
     blobs = {path.relative_to(base).as_posix(): path.read_bytes() for path in _snapshot_files(base)}
-    h = hashlib.sha256()
-    for rel, data in blobs.items():
-        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-    name = h.hexdigest()[:16]
+    name = _name(list(blobs.items()))
     parent = Path(output_dir).expanduser().resolve() / "_code"
     target = parent / name
     if verify_snapshot(target) == name:
@@ -264,17 +269,61 @@ def snapshot(output_dir: str | os.PathLike, root: str | os.PathLike | None = Non
     return target
 
 
-def verify_snapshot(path: str | os.PathLike) -> str | None:
-    """The snapshot's name when every file its manifest lists is there with its bytes, else None."""
+def snapshot_problem(path: str | os.PathLike) -> str | None:
+    """Why the folder `path` is not the snapshot its name says, or None when it is. Its name is
+    recomputed from every file there (as `snapshot` named it), and anything else is refused: a
+    file or folder no snapshot holds (a sitecustomize.py, usercustomize.py or .pth file, a
+    __pycache__: a .pyc whose header matches its source's is run instead of the source), or a
+    link. The manifest must list exactly those files with their digests. About a megabyte read
+    and hashed: a few milliseconds."""
     path = Path(path)
+    if not path.is_dir():
+        return "it is gone"
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-        for rel, digest in manifest["files"].items():
-            if hashlib.sha256((path / rel).read_bytes()).hexdigest() != digest:
-                return None
-        return str(manifest["snapshot"]) if manifest["snapshot"] == path.name else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return _problem(path)
+    except (OSError, ValueError) as exc:
+        return f"it cannot be read ({exc})"
+
+
+def _problem(path: Path) -> str | None:
+    present: set[str] = set()
+    folders: set[str] = set()
+    odd: list[str] = []
+
+    def fail(exc: OSError) -> None:
+        raise exc  # a folder that cannot be listed hides what it holds
+
+    for dirpath, dirnames, filenames in os.walk(path, onerror=fail):
+        for entry in (*dirnames, *filenames):
+            p = Path(dirpath, entry)
+            rel = p.relative_to(path).as_posix()
+            mode = p.lstat().st_mode
+            if stat.S_ISDIR(mode):
+                folders.add(rel)
+            elif stat.S_ISREG(mode):
+                present.add(rel)
+            else:
+                odd.append(rel)  # a link (to code elsewhere), a pipe...
+    files = [p.relative_to(path).as_posix() for p in _snapshot_files(path)]
+    needed = {d.as_posix() for rel in files for d in Path(rel).parents if d.as_posix() != "."}
+    unknown = sorted({*odd, *(present - {*files, MANIFEST}), *(folders - needed)})
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        return f"it holds what no snapshot holds: {', '.join(unknown[:5])}{more}"
+    blobs = [(rel, (path / rel).read_bytes()) for rel in files]
+    name = _name(blobs)
+    if name != path.name:
+        return f"its files hash to {name}, not to its name"
+    manifest = json.loads((path / MANIFEST).read_text())
+    digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in blobs}
+    if not isinstance(manifest, dict) or manifest.get("snapshot") != name or manifest.get("files") != digests:
+        return f"its {MANIFEST} does not list its files"
+    return None
+
+
+def verify_snapshot(path: str | os.PathLike) -> str | None:
+    """The snapshot's name when it is the code that name says (snapshot_problem), else None."""
+    return None if snapshot_problem(path) else Path(path).name
 
 
 def _version() -> str:

@@ -82,3 +82,28 @@ def test_snapshot_files_are_writable_by_their_owner_alone_whatever_the_umask(tmp
     modes = {p.relative_to(snap).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [snap, *snap.rglob("*")]}
     assert not {p: oct(m) for p, m in modes.items() if m & 0o022}
     assert modes[MANIFEST] == 0o644 and modes["trainer/loop.py"] == 0o644 and modes["trainer"] == 0o755
+
+
+def test_a_snapshot_is_verified_against_its_name_and_every_file_in_it(tmp_path):
+    """The manifest alone proves nothing (whoever edits a file can rewrite it): the name is
+    recomputed from the files, and a file no snapshot holds is refused."""
+    import hashlib
+
+    from core.code import snapshot_problem
+
+    src = _tree(tmp_path)
+    snap = snapshot(tmp_path / "out", src)
+    assert snapshot_problem(snap) is None
+    for extra in ("sitecustomize.py", "trainer/__pycache__/loop.cpython-311.pyc", "core/x.pth"):
+        (snap / extra).parent.mkdir(exist_ok=True)
+        (snap / extra).write_text("import os\n")
+        assert extra in str(snapshot_problem(snap)) and verify_snapshot(snap) is None
+        (snap / extra).unlink()
+    shutil.rmtree(snap / "trainer" / "__pycache__")
+    assert verify_snapshot(snap) == snap.name
+    loop = snap / "trainer" / "loop.py"
+    loop.write_text(loop.read_text() + "\nEDITED = True\n")
+    manifest = json.loads((snap / MANIFEST).read_text())
+    manifest["files"]["trainer/loop.py"] = hashlib.sha256(loop.read_bytes()).hexdigest()
+    (snap / MANIFEST).write_text(json.dumps(manifest))
+    assert "not to its name" in str(snapshot_problem(snap)) and verify_snapshot(snap) is None

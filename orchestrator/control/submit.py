@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import write_text_atomic
-from core.code import verify_snapshot
+from core.code import snapshot_problem
 from db.reader import ACTIVE_STATES
 from db.schema import Job
 from db.store import Store
@@ -56,7 +56,7 @@ class _Code:
     """The code snapshot each job imports: named in its job file, checked once per folder."""
 
     def __init__(self) -> None:
-        self.ok: dict[str, bool] = {}
+        self.problem: dict[str, str | None] = {}
 
     def of(self, job: Job) -> tuple[str | None, str | None]:
         """(code_dir, why it cannot be used): a job planned before snapshots has none (it
@@ -67,12 +67,12 @@ class _Code:
             return None, f"its job file {job.job_file} cannot be read"
         if not code_dir:
             return None, None
-        if code_dir not in self.ok:
-            self.ok[code_dir] = verify_snapshot(code_dir) == Path(code_dir).name
-        if not self.ok[code_dir]:
+        if code_dir not in self.problem:
+            self.problem[code_dir] = snapshot_problem(code_dir)
+        if self.problem[code_dir]:
             return code_dir, (
-                f"its code snapshot {code_dir} is gone or was edited; launch the sweep "
-                "again to plan it with the code there is now"
+                f"its code snapshot {code_dir} is not the code its name says ({self.problem[code_dir]}); "
+                "launch the sweep again to plan it with the code there is now"
             )
         return code_dir, None
 
