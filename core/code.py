@@ -24,9 +24,12 @@ other code is never reused; under `reuse: any` it is recorded (provenance) and r
 
 Snapshots. A launch copies the packages its jobs import (SNAPSHOT_PACKAGES) into
 OUTPUT/_code/<hash of their bytes>/, written whole into a temporary folder and renamed into place,
-so a job never sees half a snapshot and launches of the same code share one. Jobs, requeues and
-resumes put that folder first on their import path: editing the checkout after a launch changes
-nothing for what it queued. Torch-free: the planner computes ids from here.
+so a job never sees half a snapshot and launches of the same code share one; only its owner may
+write it. Trainers of jobs, requeues and resumes put that folder first on their import path:
+editing the checkout after a launch changes nothing for what it queued. Before that, the job
+wrapper, running from the code that submitted it, checks the snapshot against its name
+(check_snapshot: every file there hashed, anything else refused). Torch-free: the planner computes
+ids from here.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -324,6 +328,42 @@ def _problem(path: Path) -> str | None:
 def verify_snapshot(path: str | os.PathLike) -> str | None:
     """The snapshot's name when it is the code that name says (snapshot_problem), else None."""
     return None if snapshot_problem(path) else Path(path).name
+
+
+class SnapshotRefused(RuntimeError):
+    """A job's code snapshot is gone or is not the code its name says: nothing may run from it."""
+
+
+def check_snapshot(code_dir: str | os.PathLike) -> None:
+    """For the job wrapper (slurm/job.py), before any process imports from `code_dir`: raises
+    SnapshotRefused unless it is the code its name says. This runs from the code that submitted
+    the job, never from the snapshot (a tampered snapshot would check itself). A refused one is set
+    aside as <hash>.tampered-<time>, so that the next launch writes a fresh one, and is named in
+    the error."""
+    path = Path(code_dir)
+    why = snapshot_problem(path)
+    if why is None:
+        return
+    if not path.exists():
+        raise SnapshotRefused(
+            f"code snapshot {path} is gone: launch again to plan this job with the code that is there now"
+        )
+    aside: Path | None = path.with_name(f"{path.name}.tampered-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    try:
+        with file_lock(path.parent / f".{path.name}.lock"):  # the lock `snapshot` installs under
+            why = snapshot_problem(path)  # a launch may have just put a fresh one in its place
+            if why is None:
+                return
+            os.rename(path, str(aside))
+    except FileNotFoundError:
+        aside = None  # another job of the same snapshot set it aside first
+    except OSError as exc:
+        why, aside = f"{why}; it could not be set aside: {exc}", None
+    where = f"set aside as {aside}" if aside else "not in its place any more"
+    raise SnapshotRefused(
+        f"code snapshot {path} is not the code its name says ({why}); {where}, and nothing ran "
+        "from it. Look at it, then launch again: the launch writes a fresh snapshot"
+    )
 
 
 def _version() -> str:

@@ -53,12 +53,17 @@ class JobRequest:
 
 
 def code_env(code_dir: str | None, env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a process that must import the project from `code_dir`: first on the
-    import path, and the working directory never on it (PYTHONSAFEPATH: `python -m` in a job
-    started from the checkout would otherwise import the checkout)."""
+    """The environment of the job wrapper (slurm/job.py) of a job whose trainer imports
+    `code_dir`: the code that submits it (this checkout, or the installed package) first on the
+    import path, and the working directory never on it (PYTHONSAFEPATH). Never the snapshot
+    itself: the wrapper checks it with code it does not hold before any process imports from it
+    (a sitecustomize.py there would run at the start of any Python with it on its path), then
+    starts the trainer with it first on the path."""
     env = dict(os.environ if env is None else env)
     if code_dir:
-        env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        from core.code import ROOT
+
+        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONSAFEPATH"] = "1"
     return env
 
@@ -69,7 +74,9 @@ def code_setup(code_dir: str | None) -> list[str]:
         return []
     import shlex
 
-    return [f"export PYTHONPATH={shlex.quote(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}", "export PYTHONSAFEPATH=1"]
+    from core.code import ROOT
+
+    return [f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}", "export PYTHONSAFEPATH=1"]
 
 
 class Executor(ABC):
@@ -136,7 +143,7 @@ class SlurmExecutor(Executor):
         )
         if dependency:
             ex.update_parameters(dependency=dependency)
-        if code_dir:  # the batch script imports the job wrapper and the trainer from the snapshot
+        if code_dir:  # the job wrapper imports this code, and starts the trainer on the snapshot
             ex.update_parameters(setup=code_setup(code_dir))
         return ex
 

@@ -61,6 +61,17 @@ def read_status(job_file: str) -> dict:
         return {}
 
 
+def report(job_file: str, status: dict) -> None:
+    """What the wrapper says of a job its trainer could not report on, beside the job file, where
+    reconcile reads it (orchestrator/control/reconcile.py wrapper_report)."""
+    try:
+        from core.atomic import write_json_atomic
+
+        write_json_atomic(status_path(job_file), status)
+    except OSError:
+        pass
+
+
 def killed_status(job_file: str, log: str | None) -> dict:
     """The trainer died of SIGKILL while this wrapper lived: what the kernel's OOM killer does
     (a node's own death or a scancel would have taken the wrapper too). Left for the supervisor
@@ -71,12 +82,7 @@ def killed_status(job_file: str, log: str | None) -> dict:
         "failure": "OUT_OF_MEMORY",
         "message": f"the trainer was killed by SIGKILL, as the kernel's OOM killer does{where}",
     }
-    try:
-        from core.atomic import write_json_atomic
-
-        write_json_atomic(status_path(job_file), status)
-    except OSError:
-        pass
+    report(job_file, status)
     return status
 
 
@@ -93,13 +99,24 @@ def timed_out_status(job_file: str, why: str) -> dict:
         "message": f"time limit reached after its requeues ({why})",
         "progress": said.get("progress") or {},
     }
-    try:
-        from core.atomic import write_json_atomic
-
-        write_json_atomic(status_path(job_file), status)
-    except OSError:
-        pass
+    report(job_file, status)
     return status
+
+
+def check_code(job_file: str, code_dir: str) -> None:
+    """The snapshot the trainer is to import is the code its name says (core/code.py), checked
+    here, by the wrapper's own code (imported from the code that submitted the job, never from the
+    snapshot: slurm/executors.py), before any process has it on its import path. A refused one is
+    set aside and the job fails with failure ERROR, which the supervisor does not retry
+    (orchestrator/control/policy.py): a relaunch makes a fresh snapshot."""
+    from core.code import SnapshotRefused, check_snapshot
+
+    try:
+        check_snapshot(code_dir)
+    except SnapshotRefused as exc:
+        print(f"[tp] {exc}", file=sys.stderr, flush=True)
+        report(job_file, {"state": "FAILED", "failure": "ERROR", "message": str(exc)})
+        raise
 
 
 def replace_supervisor(job_file: str, db_file: str) -> None:
@@ -122,13 +139,10 @@ class TrainerJob(submitit.helpers.Checkpointable):
     ) -> str:
         env = dict(os.environ)
         if code_dir:  # the trainer imports the launch's snapshot, whatever the checkout holds now
-            if not os.path.isfile(os.path.join(code_dir, "MANIFEST.json")):
-                raise RuntimeError(
-                    f"code snapshot {code_dir} is gone: launch again to plan this job "
-                    "with the code that is there now"
-                )
+            check_code(job_file, code_dir)
             env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             env["PYTHONSAFEPATH"] = "1"
+            env["PYTHONDONTWRITEBYTECODE"] = "1"  # a __pycache__ in a snapshot is refused
         try:
             jenv = submitit.JobEnvironment()
             env["TP_JOB_ID"] = str(jenv.job_id)

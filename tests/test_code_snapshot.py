@@ -8,6 +8,8 @@ import multiprocessing as mp
 import shutil
 from pathlib import Path
 
+import pytest
+
 from core.code import MANIFEST, ROOT, SNAPSHOT_PACKAGES, code_identity, snapshot, verify_snapshot
 
 
@@ -107,3 +109,83 @@ def test_a_snapshot_is_verified_against_its_name_and_every_file_in_it(tmp_path):
     manifest["files"]["trainer/loop.py"] = hashlib.sha256(loop.read_bytes()).hexdigest()
     (snap / MANIFEST).write_text(json.dumps(manifest))
     assert "not to its name" in str(snapshot_problem(snap)) and verify_snapshot(snap) is None
+
+
+# ---- the job wrapper checks a snapshot before anything runs from it -----------------------------
+def _job_file(tmp: Path, snap: Path) -> Path:
+    """A job file naming `snap` (no level: a trainer that got this far would fail on it anyway)."""
+    job = tmp / "jobs" / "j1.json"
+    job.parent.mkdir(parents=True)
+    job.write_text(json.dumps({"job_id": "j1", "levels_dir": str(tmp), "levels": [], "code_dir": str(snap)}))
+    return job
+
+
+def _set_aside(snap: Path) -> list[Path]:
+    return [p for p in snap.parent.iterdir() if p.name.startswith(f"{snap.name}.tampered-")]
+
+
+def test_a_snapshot_with_an_added_sitecustomize_is_refused_by_the_job_wrapper(tmp_path):
+    """Through the local executor, as a launch runs jobs: the wrapper's process never has the
+    snapshot on its import path, refuses the file no snapshot holds, and sets the snapshot aside;
+    the job fails with failure ERROR (final: the supervisor does not retry it)."""
+    from types import SimpleNamespace
+
+    from core.layout import status_path
+    from slurm.executors import JobRequest, LocalExecutor
+
+    snap = snapshot(tmp_path / "out", _tree(tmp_path))
+    marker = tmp_path / "ran"
+    (snap / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    job = _job_file(tmp_path, snap)
+    params = SimpleNamespace(max_requeues=0, timeout_min=5, signal_delay_s=10, procs_per_node=1, nodes=1)
+    ex = LocalExecutor(params, tmp_path / "_jobs")
+    (handle,) = ex.submit([JobRequest("j1", str(job), str(tmp_path / "db.url"), str(snap))])
+    handle.wait()
+    assert not marker.exists()  # neither the wrapper nor a trainer ran the snapshot's code
+    assert "sitecustomize.py" in str(handle.exception())
+    status = json.loads(status_path(job).read_text())
+    assert (status["state"], status["failure"]) == ("FAILED", "ERROR")
+    assert "sitecustomize.py" in status["message"] and str(snap) in status["message"]
+    (aside,) = _set_aside(snap)
+    assert not snap.exists() and str(aside) in status["message"] and (aside / "sitecustomize.py").exists()
+    assert snapshot(tmp_path / "out", tmp_path / "src") == snap and verify_snapshot(snap) == snap.name  # fresh
+
+
+def test_an_edited_file_with_a_rewritten_manifest_is_refused_by_its_name(tmp_path):
+    """The manifest says nothing the attacker cannot rewrite: the folder's name is recomputed."""
+    import hashlib
+
+    from core.layout import status_path
+    from slurm.job import TrainerJob
+
+    snap = snapshot(tmp_path / "out", _tree(tmp_path))
+    marker = tmp_path / "ran"
+    entry = snap / "trainer" / "job.py"  # the first thing the trainer runs
+    head, sep, rest = entry.read_text().partition("from __future__ import annotations\n")
+    entry.write_text(f"{head}{sep}open({str(marker)!r}, 'w').write('ran')\n{rest}")
+    manifest = json.loads((snap / MANIFEST).read_text())
+    manifest["files"]["trainer/job.py"] = hashlib.sha256(entry.read_bytes()).hexdigest()
+    (snap / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    job = _job_file(tmp_path, snap)
+    with pytest.raises(RuntimeError, match="not to its name"):
+        TrainerJob()(str(job), str(tmp_path / "db.url"), code_dir=str(snap))
+    assert not marker.exists()
+    assert json.loads(status_path(job).read_text())["failure"] == "ERROR"
+    (aside,) = _set_aside(snap)
+    assert "ran" in (aside / "trainer" / "job.py").read_text()
+
+
+@pytest.mark.slow  # trains through real processes
+def test_an_untouched_snapshot_runs_and_stays_as_its_name_says(tmp_path, monkeypatch):
+    """A launch on the local executor: the job wrapper passes the snapshot, the trainer imports it
+    and trains, and writes no bytecode into it (a __pycache__ there would be refused next time)."""
+    from tests.sweeputil import status_json, tiny_spec, tp, write_spec
+
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # as a user's shell has it
+    spec = tiny_spec("untouched")
+    spec["grid"] = {"method": ["dense"], "sparsity": [0.0], "seed": [0]}
+    spec["output_dir"] = str(tmp_path / "out")
+    tp("launch", str(write_spec(tmp_path, spec)), cwd=tmp_path, check=True)
+    assert status_json("untouched", tmp_path)["counts"] == {"COMPLETED": 1}
+    (snap,) = (p for p in (tmp_path / "out" / "_code").iterdir() if not p.name.startswith("."))
+    assert not list(snap.rglob("__pycache__")) and verify_snapshot(snap) == snap.name

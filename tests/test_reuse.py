@@ -68,8 +68,9 @@ def test_a_trainer_change_retrains_exactly_its_levels_or_is_reported(tmp_path):
 
 def test_slurm_jobs_run_their_launch_s_code_snapshot_whatever_the_checkout_becomes(tmp_path, slurm_cluster):
     """A sweep launched from a checkout (a copy, the jobs' working directory too), which is then
-    edited so that its trainer and job wrapper raise on import: the queued jobs and a requeued one
-    still train and complete, importing the launch's snapshot."""
+    edited so that its trainer raises on import: the queued jobs and a requeued one still train
+    and complete, importing the launch's snapshot. (The job wrapper, slurm/job.py, runs from the
+    checkout that submitted it: it checks the snapshot with code the snapshot does not hold.)"""
     import subprocess
 
     from tests.sweeputil import wait_for
@@ -90,7 +91,7 @@ def test_slurm_jobs_run_their_launch_s_code_snapshot_whatever_the_checkout_becom
 
     out = tp("launch", str(path), "--db", db, cwd=src, env=env, check=True).stdout
     assert "submitted 3 jobs" in out, out  # level 0, then imp's and imp_lrr's waiting for it
-    for f in ("trainer/level_trainer.py", "slurm/job.py"):
+    for f in ("trainer/level_trainer.py", "trainer/job.py"):
         p = src / f
         p.write_text('raise RuntimeError("edited checkout")\n' + p.read_text())
     (snap,) = (p for p in (tmp_path / "out" / "_code").iterdir() if not p.name.startswith("."))  # not its lock
@@ -137,3 +138,4 @@ def test_slurm_jobs_run_their_launch_s_code_snapshot_whatever_the_checkout_becom
         tp("query", "frozen", "--levels", "--db", db, "--format", "json", cwd=tmp_path, env=env).stdout
     )
     assert {r["provenance"]["snapshot"] for r in prov} == {str(snap)}
+    assert not list(snap.rglob("__pycache__"))  # no job wrote bytecode into it
