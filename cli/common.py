@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 import threading
@@ -25,9 +27,7 @@ class _Console:
 
     def real(self) -> Any:
         if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(**self._options)
+            self._console = rich_console(**self._options)
         return self._console
 
     def __getattr__(self, name: str) -> Any:
@@ -43,6 +43,37 @@ class _Console:
 
 console: Any = _Console()
 err: Any = _Console(stderr=True)
+
+
+def rich_console(**options: Any) -> Any:
+    """A rich Console that leaves a closed pipe to main(): rich's own answer to one (`status |
+    head`) is to exit 1 on the spot, which says a run failed when none did."""
+    from rich.console import Console
+
+    def on_broken_pipe() -> None:
+        c.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    c = Console(**options)
+    c.on_broken_pipe = on_broken_pipe
+    return c
+
+
+_settled = 1
+
+
+def settle(code: int) -> int:
+    """Say the exit status a command has settled on before it prints (query: 0; status: 1 when a
+    run failed): main() exits with it when the reader of stdout goes away early (`| head`). A
+    command cut off before it settled exits 1, as Python does on a closed pipe: its work may be
+    unfinished."""
+    global _settled
+    _settled = code
+    return code
+
+
+def settled() -> int:
+    return _settled
 
 
 def json_text(obj: Any) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from cli.common import BadInput, console, first_ctrl_c, json_text
+from cli.common import BadInput, console, first_ctrl_c, json_text, settle
 
 BAD_STATES = ("FAILED", "LOST")  # a run in one of these makes status exit 1
 
@@ -296,5 +296,6 @@ def status_output(store, target: str, fmt: str, show_results: bool = True, show_
 
 def show_status(store, target: str, fmt: str, show_results: bool = True, show_all: bool = False) -> int:
     code, out, _ = status_output(store, target, fmt, show_results, show_all)
+    settle(code)  # a FAILED run: 1, whether or not the reader takes the whole output
     show(console, out)
     return code

@@ -14,7 +14,16 @@ import sys
 from contextlib import nullcontext
 from typing import Any
 
-from cli.common import BadInput, console, first_ctrl_c, json_text, report_bad_files, report_bad_levels
+from cli.common import (
+    BadInput,
+    console,
+    first_ctrl_c,
+    json_text,
+    report_bad_files,
+    report_bad_levels,
+    settle,
+    settled,
+)
 from cli.common import error as _error
 from cli.common import open_store as _store
 from cli.render.tables import show
@@ -48,6 +57,7 @@ def cmd_status(a: argparse.Namespace) -> int:
             console.print(f"no sweeps in {store.display_url}")
             return 0
         rows = [{"sweep": n, "counts": counts(sweep_status(store, n, details_up_to=0)[0])} for n in names]
+        settle(0)
         if a.format == "json":
             print(json_text(rows))
             return 0
@@ -180,6 +190,7 @@ def cmd_query(a: argparse.Namespace) -> int:
         ]
     else:
         rows = _query_rows(store, a)
+    settle(0)  # found: a reader that stops early (`| head -1`) changes nothing
     if a.format == "json":
         print(json_text(rows))
     elif a.format == "csv":
@@ -402,11 +413,21 @@ def main(argv: list[str] | None = None) -> int:
     # written and hold no cycles: the default threshold (700) ran a dozen fruitless collections
     # over them, 0.06 CPU-s of a 10,000-run status. Cycles are still collected, less often.
     gc.set_threshold(50_000, 20, 20)
+    code: int | None = None
     try:
         if argv[:1] and argv[0] in DELEGATED:
-            return _delegate(argv[0], argv[1:])
-        args = build_parser().parse_args(argv)
-        return int(args.fn(args) or 0)
+            code = _delegate(argv[0], argv[1:])
+        else:
+            args = build_parser().parse_args(argv)
+            code = int(args.fn(args) or 0)
+        sys.stdout.flush()  # a reader that went away is found here, not in Python's exit
+        return code
+    except BrokenPipeError:
+        # The reader of stdout went away (`query ... | head -1`): what is left to print goes to
+        # devnull (Python's own flush at exit would fail again), and the command's status stands.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return settled() if code is None else code
     except BadInput as exc:
         _error(str(exc))
         return 2

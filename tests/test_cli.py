@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from cli.tp_sweep import build_parser
-from tests.sweeputil import REPO, tp
+from tests.sweeputil import REPO, TP, tp
 
 COMMANDS = [
     "launch",
@@ -127,10 +127,11 @@ def _acc(level_id: str) -> float:
     return round(0.5 + (int(level_id[:6], 16) % 4900) / 10000, 4)
 
 
-def make_sweep(tmp_path, name: str = "narrow", url: str | None = None):
+def make_sweep(tmp_path, name: str = "narrow", url: str | None = None, open_runs: dict[str, str] | None = None):
     """A real plan of METHODS x 4 sparsities x 2 seeds x 2 learning rates, recorded (in a SQLite
     store in tmp_path, or at `url`); every level finished with metrics and epochs but those
-    after level 0 of two runs: an imp run RUNNING mid-level and an imp_lrr run FAILED."""
+    after level 0 of two runs: an imp run RUNNING mid-level and an imp_lrr run FAILED (or, by
+    method, the states in `open_runs`: {} finishes every level)."""
     from db.schema import Attempt, Job, Level
     from db.store import Store
     from orchestrator.plan.grid import plan_sweep
@@ -153,10 +154,8 @@ def make_sweep(tmp_path, name: str = "narrow", url: str | None = None):
     url = url or f"sqlite:///{tmp_path / 'store.db'}"
     store = Store(url)
     store.record_plan(plan, spec, plan.levels_dir)
-    busy = {
-        next(r for r in plan.runs if r.method == m).run_id: st
-        for m, st in (("imp", "RUNNING"), ("imp_lrr", "FAILED"))
-    }
+    open_runs = {"imp": "RUNNING", "imp_lrr": "FAILED"} if open_runs is None else open_runs
+    busy = {next(r for r in plan.runs if r.method == m).run_id: st for m, st in open_runs.items()}
     state_of = {lid: busy[r.run_id] for r in plan.runs if r.run_id in busy for lid in r.levels[1:]}
     open_levels = set(state_of)
     with store.serialized() as s:
@@ -217,8 +216,9 @@ def make_sweep(tmp_path, name: str = "narrow", url: str | None = None):
                     outcome=None if state == "RUNNING" else state,
                 )
             )
-        running = next(r for r in plan.runs if busy.get(r.run_id) == "RUNNING").levels[1]
-        s.execute(sa.update(Level).where(Level.level_id == running).values(epoch=1))
+        for r in plan.runs:
+            if busy.get(r.run_id) == "RUNNING":
+                s.execute(sa.update(Level).where(Level.level_id == r.levels[1]).values(epoch=1))
     store.close()
     return url, plan, busy
 
@@ -332,6 +332,58 @@ def test_watch_shows_a_bar_of_levels_and_stops_on_ctrl_c(narrow):
         proc.wait()
     assert proc.returncode == 1, err  # the FAILED run, as without --watch
     assert f"/{len(plan.trained)} levels" in out and "Traceback" not in err, out + err
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """Two sweeps that nothing will change any more, each in a store of its own: `done` (every
+    run COMPLETED) and `failed` (an imp_lrr run FAILED, the rest COMPLETED): {name: (tmp, url)}."""
+    out = {}
+    for name, open_runs in (("done", {}), ("failed", {"imp_lrr": "FAILED"})):
+        tmp = tmp_path_factory.mktemp(name)
+        out[name] = tmp, make_sweep(tmp, name, open_runs=open_runs)[0]
+    return out
+
+
+def _to_a_closed_pipe(tmp, *args, columns: int = 80) -> subprocess.CompletedProcess:
+    """`tp-sweep ARGS | head` where head is gone before a byte is written: stdout is a real pipe
+    whose reader is closed, so every write fails with EPIPE, whatever the output's size."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [*TP, *args],
+            cwd=tmp,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": str(columns), "TP_LOST_AFTER_S": "1e12"},
+        )
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize(
+    "sweep, args, code",
+    [
+        ("done", ["query", "--format", "csv"], 0),
+        ("done", ["query", "--format", "json"], 0),
+        ("done", ["query", "--levels"], 0),
+        ("done", ["status"], 0),
+        ("done", ["status", "--format", "json"], 0),
+        ("failed", ["status"], 1),
+        ("failed", ["status", "--format", "json"], 1),
+    ],
+    ids=lambda x: " ".join(x) if isinstance(x, list) else str(x),
+)
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_its_status(finished, sweep, args, code):
+    """`query SWEEP --format csv | head -1` once ended in a BrokenPipeError traceback and exit 1,
+    and `status | head` in exit 1 (rich's answer to a closed pipe), as if a run had failed. The
+    output stops; the status is the command's: 1 only when a run failed."""
+    tmp, url = finished[sweep]
+    proc = _to_a_closed_pipe(tmp, args[0], sweep, "--db", url, *args[1:])
+    assert (proc.returncode, proc.stderr) == (code, ""), proc.stderr
 
 
 def test_a_second_sweep_in_the_store_counts_only_its_own_levels(narrow):
