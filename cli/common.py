@@ -115,6 +115,13 @@ def error(msg: str) -> None:
     err.print(f"[red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
 
+def warn(msg: str) -> None:
+    """A line on stderr about input that is valid but most likely not what was meant."""
+    from rich.markup import escape
+
+    err.print(f"[yellow]warning:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+
+
 def open_store(
     url: str | None,
     spec_url: str | None = None,

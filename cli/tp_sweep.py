@@ -23,6 +23,7 @@ from cli.common import (
     report_bad_levels,
     settle,
     settled,
+    warn,
 )
 from cli.common import error as _error
 from cli.common import open_store as _store
@@ -140,7 +141,14 @@ def cmd_cancel(a: argparse.Namespace) -> int:
 
 # ---- query / plot ------------------------------------------------------------------------------
 def _query_rows(store, a: argparse.Namespace) -> list[dict[str, Any]]:
-    from db.queries import QueryError, compile_where, grid_results, group, grouped_results  # SQLAlchemy, 0.3 s
+    from db.queries import (  # SQLAlchemy, 0.3 s
+        QueryError,
+        compile_where,
+        grid_results,
+        group,
+        grouped_results,
+        where_warnings,
+    )
 
     try:
         by = [c.strip() for c in (getattr(a, "group_by", None) or "").split(",") if c.strip()]
@@ -151,6 +159,8 @@ def _query_rows(store, a: argparse.Namespace) -> list[dict[str, Any]]:
         rows = grid_results(store, a.sweep, levels=getattr(a, "levels", False))
         if getattr(a, "where", None):
             match = compile_where(a.where)
+            for text in where_warnings(a.where):
+                warn(text)
             rows = [r for r in rows if match(r)]
         if by:
             rows = group(rows, by)
@@ -336,7 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = with_db(sub.add_parser("query", help="results, one row per grid point"))
     sp.add_argument("sweep")
-    sp.add_argument("--where", help="e.g. \"method == 'imp' and sparsity >= 0.8\"")
+    sp.add_argument(
+        "--where",
+        help="e.g. \"method == 'imp' and sparsity >= 0.8 and test_acc > 0.9\" (accuracies are fractions)",
+    )
     sp.add_argument("--group-by", help="comma-separated columns; mean/std/n over the rest")
     sp.add_argument("--levels", action="store_true", help="one row per level of every run: trunk and branches")
     sp.add_argument("--best", action="store_true", help="sweeps with a search: the best trial per cell")

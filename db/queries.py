@@ -418,6 +418,48 @@ def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
     return match
 
 
+def is_accuracy(field: str) -> bool:
+    """test_acc, best_test_acc, test_top5, train_acc...: fractions in [0, 1] in the store, in
+    --where, CSV and JSON (tables print them in percent)."""
+    return field.endswith(("_acc", "_top5"))
+
+
+def where_warnings(expr: str) -> list[str]:
+    """What a --where that compiles most likely gets wrong: an accuracy compared with a number
+    above 1 (`test_acc > 90`, read off a table in percent), which no row can pass or every row
+    passes. Empty for an expression that does not parse (compile_where says why)."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+
+    def numbers(node: ast.AST) -> list[float]:
+        items = node.elts if isinstance(node, (ast.List, ast.Tuple)) else [node]
+        return [
+            float(e.value)
+            for e in items
+            if isinstance(e, ast.Constant) and isinstance(e.value, (int, float)) and not isinstance(e.value, bool)
+        ]
+
+    found: list[tuple[int, str]] = []  # (where in the expression, warning)
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        for a, b in zip(operands, operands[1:]):
+            for name, other in ((a, b), (b, a)):
+                if not (isinstance(name, ast.Name) and is_accuracy(name.id)):
+                    continue
+                for n in numbers(other):
+                    if abs(n) > 1:
+                        text = (
+                            f"--where compares {name.id} with {n:g}, but accuracies are fractions "
+                            f"(tables show percent): use {n / 100:g} for {n:g} %"
+                        )
+                        found.append((other.col_offset, text))
+    return list(dict.fromkeys(text for _, text in sorted(found)))
+
+
 def group(
     rows: list[dict[str, Any]], by: list[str], metrics: tuple[str, ...] = GROUP_METRICS
 ) -> list[dict[str, Any]]:

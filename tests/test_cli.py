@@ -266,6 +266,27 @@ def test_query_at_80_columns_shows_methods_and_percent_whole(narrow, extra):
     assert all(r[key] is None or 0 <= r[key] <= 1 for r in rows)  # JSON keeps fractions
 
 
+def test_a_where_that_compares_an_accuracy_with_a_percent_says_accuracies_are_fractions(narrow):
+    """`--where "test_acc > 90"` (read off a table in percent) matched nothing, silently."""
+    tmp, url, plan, busy = narrow
+    proc = _cli(tmp, "query", "narrow", "--db", url, "--where", "test_acc > 90")
+    assert proc.returncode == 0 and "no rows" in proc.stdout, proc.stdout + proc.stderr
+    assert "warning:" in proc.stderr and "fractions" in proc.stderr and "use 0.9 for 90 %" in proc.stderr
+    proc = _cli(tmp, "query", "narrow", "--db", url, "--where", "test_acc > 0.9 and seed > 0", "--format", "json")
+    assert proc.returncode == 0 and json.loads(proc.stdout) and proc.stderr == "", proc.stderr
+    from db.queries import where_warnings
+
+    for expr, fields in (
+        ("80 < best_test_acc <= 99.5", ["best_test_acc with 80", "best_test_acc with 99.5"]),
+        ("train_acc >= 1.5 or test_top5 in [0.5, 95]", ["train_acc with 1.5", "test_top5 with 95"]),
+        ("method == 'imp' and not test_acc < 75", ["test_acc with 75"]),
+    ):
+        said = where_warnings(expr)
+        assert len(said) == len(fields) and all(f in w for f, w in zip(fields, said)), (expr, said)
+    for fine in ("test_acc > 0.9", "test_acc == 1", "test_acc * 100 > 90", "sparsity > 0.5 and seed < 3", "x >"):
+        assert where_warnings(fine) == [], fine
+
+
 def test_status_json_says_time_and_device_hours(narrow):
     tmp, url, plan, busy = narrow
     st = json.loads(_cli(tmp, "status", "narrow", "--db", url, "--format", "json").stdout)
