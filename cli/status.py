@@ -8,13 +8,26 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 from cli.common import BadInput, console, first_ctrl_c, json_text, settle
 
 BAD_STATES = ("FAILED", "LOST")  # a run in one of these makes status exit 1
+# Runs (or jobs) in these states may still change by themselves: db.reader.ACTIVE_STATES, and planned.
+STILL_MOVING = ("PLANNED", "PENDING", "RUNNING")
+
+
+class Progress(NamedTuple):
+    """Where a view stands, for `--watch`: levels done of all, `settled` when nothing will change
+    it any more by itself (no run planned or active, no live supervisor, no trial in flight),
+    and the view in one line."""
+
+    done: int
+    total: int
+    settled: bool
+    line: str
 
 
 class TargetError(ValueError):
@@ -51,8 +64,8 @@ def find_run(store: Any, target: str, sweeps: bool = True) -> Any:
 
 def sweep_view(
     store: Any, sweep: str, fmt: str, width: int, show_results: bool = True, show_all: bool = False
-) -> tuple[int, Any, tuple[int, int]]:
-    """(exit status, JSON text or a list of renderables, (levels done, levels)) for a sweep."""
+) -> tuple[int, Any, Progress]:
+    """(exit status, JSON text or a list of renderables, progress) for a sweep."""
     # The store's reads (SQLAlchemy, 0.3 s): `tp-sweep` imports this module at start-up.
     from cli.render import status as render_status
     from db.reader import QueryError
@@ -81,11 +94,22 @@ def sweep_view(
     except QueryError as exc:
         raise TargetError(str(exc)) from None
     code = 1 if any(r.state in BAD_STATES for r in runs) else 0
-    bar = (totals.levels_done, totals.levels_total)
     search = search_rows(store, sweep)
     from db.supervision import summary  # SQLAlchemy, loaded above
 
     supervisor = summary(store, sweep)
+    moving = (
+        any(r.state in STILL_MOVING for r in runs)
+        or (supervisor is not None and supervisor["held"] and not supervisor["stopped"])
+        or any(c.get("running", 0) + c.get("waiting", 0) for c in search or [])
+    )
+    states = ", ".join(f"{s} {n:,}" for s, n in render_status.counts(runs).items())
+    bar = Progress(
+        totals.levels_done,
+        totals.levels_total,
+        not moving,
+        f"{sweep}: {totals.levels_done:,}/{totals.levels_total:,} levels; {len(runs):,} runs: {states}",
+    )
     if fmt == "json":
         out = render_status.status_json(sweep, runs, totals)
         if search is not None:
@@ -127,8 +151,8 @@ def search_rows(store: Any, sweep: str) -> list[dict[str, Any]] | None:
     return search_summary(store.full_store(), sweep)
 
 
-def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, None]:
-    """(exit status, JSON text or renderables, no bar) for one run: its levels, jobs, events."""
+def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, Progress]:
+    """(exit status, JSON text or renderables, progress) for one run: its levels, jobs, events."""
     from rich.text import Text
 
     from cli.render.results import dict_table  # the store's queries: SQLAlchemy, 0.3 s
@@ -181,6 +205,17 @@ def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, None
         for j in jobs.values()
     ]
     code = 1 if any(j.state in BAD_STATES for j in jobs.values()) else 0
+    done = sum(1 for lv in levels if lv["finished"])
+    by_state: dict[str, int] = {}
+    for j in jobs.values():
+        by_state[j.state] = by_state.get(j.state, 0) + 1
+    bar = Progress(
+        done,
+        len(levels),
+        not any(j.state in STILL_MOVING for j in jobs.values()),
+        f"run {run.run_id[:8]}: {done}/{len(levels)} levels; {len(jobs)} jobs: "
+        + ", ".join(f"{s} {n}" for s, n in sorted(by_state.items())),
+    )
     if fmt == "json":
         for row, lv in zip(levels, lvls):
             row["provenance"] = lv.provenance
@@ -197,7 +232,7 @@ def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, None
                     "events": events,
                 }
             ),
-            None,
+            bar,
         )
     axes = " ".join(f"{k}={v}" for k, v in (run.axes or {}).items())
     items: list[Any] = [Text.from_markup(f"run [bold]{run.run_id}[/] {run.method} seed {run.seed} {axes}")]
@@ -205,7 +240,7 @@ def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, None
     items += dict_table("provenance (who trained its levels)", provenance_rows(lvls), width, ("sources", "levels"))
     items += dict_table("jobs", job_rows, width, ("job", "state"))
     items += dict_table("events", events, width, ("at", "to"))
-    return code, items, None
+    return code, items, bar
 
 
 def provenance_rows(levels: list[Any]) -> list[dict[str, Any]]:
@@ -246,8 +281,38 @@ def show(console: Any, out: Any) -> None:
         show_items(console, out)
 
 
-def watch(console: Any, view: Callable[[], tuple[int, Any, tuple[int, int] | None]], interval: float) -> int:
-    """Refresh the view in place every `interval` seconds, with a bar of levels done, until ^C."""
+View = Callable[[], tuple[int, Any, Progress]]
+
+
+def _refreshes(view: View, interval: float) -> Iterator[tuple[int, Any, Progress]]:
+    """The view, again every `interval` seconds, until nothing will change it by itself (that
+    view is the last) or ^C; each refresh settles the exit status on the view's."""
+    with first_ctrl_c() as stop:
+        while not stop.is_set():
+            code, out, progress = view()
+            settle(code)
+            yield code, out, progress
+            if progress.settled:
+                return
+            stop.wait(interval)
+
+
+def watch_json(view: View, interval: float) -> int:
+    """`status --watch --format json`: a JSON document per refresh, a line each."""
+    code = 0
+    for now, out, _ in _refreshes(view, interval):
+        code = now
+        print(out, flush=True)
+    return code
+
+
+def watch(console: Any, view: View, interval: float) -> int:
+    """Refresh the view every `interval` seconds until every run is finished or ^C; exit status
+    as without --watch. On a terminal the view is redrawn in place, with a bar of levels done;
+    elsewhere (a pipe, a log) a line says where the view stands each time that changes, and the
+    last view follows whole."""
+    if not console.is_terminal:
+        return _watch_lines(console, view, interval)
     from rich.console import Group
     from rich.live import Live
     from rich.progress_bar import ProgressBar
@@ -257,24 +322,39 @@ def watch(console: Any, view: Callable[[], tuple[int, Any, tuple[int, int] | Non
     from cli.render.tables import Plain
 
     code = 0
-    with first_ctrl_c() as stop, Live(console=console, auto_refresh=False, transient=False) as live:
-        while not stop.is_set():
-            code, out, bar = view()
+    with Live(console=console, auto_refresh=False, transient=False) as live:
+        for now, out, progress in _refreshes(view, interval):
+            code = now
             items = (
                 [Text(out)] if isinstance(out, str) else [Text(str(i)) if isinstance(i, Plain) else i for i in out]
             )
-            if bar is not None:
-                done, total = bar
-                row = Table.grid(padding=(0, 1))
-                row.add_row(
-                    ProgressBar(total=max(total, 1), completed=done, width=max(10, min(50, console.width - 30))),
-                    Text(f"{done:,}/{total:,} levels"),
-                    Text(time.strftime("%H:%M:%S"), style="dim"),
-                )
-                at = next((i for i, x in enumerate(items) if not isinstance(x, Text)), len(items))
-                items.insert(at, row)  # under the sweep's header lines
+            row = Table.grid(padding=(0, 1))
+            row.add_row(
+                ProgressBar(
+                    total=max(progress.total, 1),
+                    completed=progress.done,
+                    width=max(10, min(50, console.width - 30)),
+                ),
+                Text(f"{progress.done:,}/{progress.total:,} levels"),
+                Text(time.strftime("%H:%M:%S"), style="dim"),
+            )
+            at = next((i for i, x in enumerate(items) if not isinstance(x, Text)), len(items))
+            items.insert(at, row)  # under the view's header lines
             live.update(Group(*items), refresh=True)
-            stop.wait(interval)
+    return code
+
+
+def _watch_lines(console: Any, view: View, interval: float) -> int:
+    code, said, last = 0, None, None
+    for now, out, progress in _refreshes(view, interval):
+        code, last = now, (out, progress)
+        if progress.line != said:  # a line per change: a log of a week-long sweep stays short
+            console.print(
+                f"{time.strftime('%H:%M:%S')} {progress.line}", markup=False, highlight=False, soft_wrap=True
+            )
+            said = progress.line
+    if last is not None and last[1].settled:  # finished, not stopped by ^C
+        show(console, last[0])
     return code
 
 

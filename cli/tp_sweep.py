@@ -17,7 +17,6 @@ from typing import Any
 from cli.common import (
     BadInput,
     console,
-    first_ctrl_c,
     json_text,
     report_bad_files,
     report_bad_levels,
@@ -28,7 +27,7 @@ from cli.common import (
 from cli.common import error as _error
 from cli.common import open_store as _store
 from cli.render.tables import show
-from cli.status import TargetError, find_run, search_rows, show_status, status_output, watch
+from cli.status import TargetError, find_run, search_rows, show_status, status_output, watch, watch_json
 from core import version
 
 
@@ -68,11 +67,7 @@ def cmd_status(a: argparse.Namespace) -> int:
     if not a.watch:
         return show_status(store, a.target, a.format, show_all=a.all)
     if a.format == "json":  # one JSON document per refresh, one per line
-        with first_ctrl_c() as stop:
-            while not stop.is_set():
-                show_status(store, a.target, a.format)
-                stop.wait(a.interval)
-        return 0
+        return watch_json(lambda: status_output(store, a.target, a.format), a.interval)
 
     status_output(store, a.target, a.format)  # a bad target is an error before the screen is taken
     return watch(console, lambda: status_output(store, a.target, a.format, show_all=a.all), a.interval)
@@ -322,7 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = with_db(sub.add_parser("status", help="where every run stands"))
     sp.add_argument("target", nargs="?", metavar="SWEEP|RUN_ID")
-    sp.add_argument("--watch", action="store_true", help="refresh in place, with a progress bar")
+    sp.add_argument(
+        "--watch",
+        action="store_true",
+        help="refresh until every run is finished (or ^C): in place with a progress bar on a "
+        "terminal, else a line each time the sweep moves, then the last status",
+    )
     sp.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
     sp.add_argument("--all", action="store_true", help="list every run of a big sweep")
     sp.add_argument("--format", choices=["table", "json"], default="table")

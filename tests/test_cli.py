@@ -407,6 +407,53 @@ def test_a_reader_that_goes_away_ends_the_command_quietly_with_its_status(finish
     assert (proc.returncode, proc.stderr) == (code, ""), proc.stderr
 
 
+@pytest.mark.parametrize(
+    "sweep, args, code",
+    [("done", [], 0), ("failed", [], 1), ("failed", ["--format", "json"], 1), ("done", ["RUN"], 0)],
+    ids=lambda x: " ".join(x) if isinstance(x, list) else str(x),
+)
+def test_watch_ends_when_every_run_is_finished_and_writes_lines_to_a_pipe(finished, sweep, args, code):
+    """`status --watch` on a finished sweep (or run) once refreshed until ^C, and into a pipe
+    wrote nothing at all: rich's in-place view shows only on a terminal. It ends by itself,
+    with status's exit status; into a pipe it writes a line, then the last status whole."""
+    tmp, url = finished[sweep]
+    target = sweep
+    if args[:1] == ["RUN"]:
+        runs = json.loads(_cli(tmp, "status", sweep, "--db", url, "--format", "json").stdout)["runs"]
+        target, args = runs[0]["run_id"], []
+    proc = subprocess.run(
+        [*TP, "status", target, "--db", url, "--watch", "--interval", "0.2", *args],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80", "TP_LOST_AFTER_S": "1e12"},
+    )
+    assert (proc.returncode, proc.stderr) == (code, ""), proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    if args:  # --format json: a document per refresh, the last one finished
+        assert json.loads(lines[-1])["sweep"] == sweep and "RUNNING" not in json.loads(lines[-1])["counts"]
+        return
+    assert re.fullmatch(r"\d\d:\d\d:\d\d (run \w{8}|" + sweep + r"): \d+/\d+ levels; .*", lines[0]), lines[0]
+    if target == sweep:
+        assert lines[1].startswith(f"sweep {sweep}: 24 runs") and "by sparsity" in proc.stdout, proc.stdout
+    else:
+        assert lines[1].startswith(f"run {target}"), proc.stdout
+
+
+def test_only_a_sweep_that_nothing_moves_is_settled(narrow, finished):
+    from cli.status import status_output
+    from db.reader import StoreReader
+
+    for (_, url), sweep, settled in ((narrow[:2], "narrow", False), (finished["done"], "done", True)):
+        reader = StoreReader(url)
+        try:
+            progress = status_output(reader, sweep, "json")[2]
+        finally:
+            reader.close()
+        assert progress.settled is settled and f"{sweep}: {progress.done}/{progress.total} levels" in progress.line
+
+
 def test_a_second_sweep_in_the_store_counts_only_its_own_levels(narrow):
     from db.queries import level_progress
     from db.store import Store
@@ -706,7 +753,8 @@ def _finish_during_reconcile(tmp_path, monkeypatch, url: str | None) -> None:
     store.close()
 
 
-def test_watch_stops_on_a_ctrl_c_that_lands_in_a_finalizer():
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
+def test_watch_stops_on_a_ctrl_c_that_lands_in_a_finalizer(terminal):
     """^C during a refresh may arrive while a finalizer runs (garbage the refresh made): Python
     prints a KeyboardInterrupt raised there as "Exception ignored" and drops it. The CI once
     saw `status --watch` run on for a minute after ^C; the watch now stops on a flag."""
@@ -714,7 +762,7 @@ def test_watch_stops_on_a_ctrl_c_that_lands_in_a_finalizer():
 
     from rich.console import Console
 
-    from cli.status import watch
+    from cli.status import Progress, watch
 
     class Garbage:
         def __del__(self):
@@ -728,8 +776,9 @@ def test_watch_stops_on_a_ctrl_c_that_lands_in_a_finalizer():
         assert len(calls) < 5, "^C was lost: the watch refreshed on"
         if len(calls) == 2:
             Garbage()
-        return 3, "a view", (len(calls), 10)
+        return 3, "a view", Progress(len(calls), 10, False, f"{len(calls)}/10 levels")
 
     before = signal.getsignal(signal.SIGINT)
-    assert watch(Console(file=open(os.devnull, "w")), view, 0.01) == 3 and len(calls) == 2
+    console = Console(file=open(os.devnull, "w"), force_terminal=terminal)
+    assert watch(console, view, 0.01) == 3 and len(calls) == 2
     assert signal.getsignal(signal.SIGINT) is before
