@@ -37,15 +37,42 @@ from slurm.profiles import (
     load_profiles,
 )
 
+SUBCOMMANDS = {
+    "up": (
+        "start the cluster (or report it, already running)",
+        "Start a Slurm cluster on this machine: munge, slurmctld and a slurmd per node, its state, "
+        "config and logs in --dir. On a running cluster a bare `up` keeps its shape and reports it; "
+        "options start it as they say.",
+    ),
+    "down": (
+        "end its jobs, then stop its daemons",
+        "End the cluster's jobs (through slurmctld, then by its spool and log folders: never "
+        "another cluster's), then stop its daemons; says how many jobs it ended. Logs and state stay.",
+    ),
+    "status": (
+        "its daemons and nodes; exit 1 when it is not running",
+        "Where the cluster in --dir stands: its daemons and nodes. Starts nothing; exit 1 when it is not running.",
+    ),
+}
+CHECK_HELP = (
+    "check a cluster profile (all without PROFILE) against any cluster's sinfo and sacctmgr, and "
+    "print what the cluster allows (see check --help)"
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["check"]:  # any cluster, not only a dev one
         return check_main(argv[1:])
-    p = argparse.ArgumentParser(prog="tp-sweep cluster", description="A real Slurm cluster on this machine.")
+    p = argparse.ArgumentParser(
+        prog="tp-sweep cluster",
+        description="A real Slurm cluster on this machine (munge, slurmctld, slurmd), to try a sweep "
+        "before spending cluster time: up, down, status. And check: a cluster profile against any "
+        "Slurm cluster.",
+    )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="{up,down,status,check}")
-    for name in ("up", "down", "status"):
-        s = sub.add_parser(name)
+    for name, (summary, description) in SUBCOMMANDS.items():
+        s = sub.add_parser(name, help=summary, description=description)
         s.add_argument("--dir", default=DEFAULT_DIR, help="state, config and logs (default %(default)s)")
         if name == "status":
             s.add_argument("--format", choices=("table", "json"), default="table")
@@ -72,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 help="slurm.conf lines, partitions and QOS limits (keys slurm_conf, partitions, qos; "
                 "see the README); default: the folder's last ones",
             )
-    sub.add_parser("check", help="check a cluster profile against sinfo and sacctmgr (see check --help)")
+    sub.add_parser("check", help=CHECK_HELP)
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:

@@ -241,8 +241,6 @@ def cmd_db(a: argparse.Namespace) -> int:
     from db.store import Store  # SQLAlchemy, 0.3 s
 
     if a.action == "import":
-        if not a.dir:
-            raise BadInput("usage: tp-sweep db import OUTPUT_DIR [--db URL]")
         from orchestrator.control.importer import ImportFailed, import_output_dir  # the store: SQLAlchemy, 0.3 s
 
         store = _store(a.db)
@@ -277,11 +275,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action=_Version, help="print the version and exit")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def with_db(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--db", help="results store URL (else TP_DB_URL, the spec's db:, sqlite:///tp-results.db)")
+    def with_db(sp: argparse.ArgumentParser, spec: bool = False, **kw: Any) -> argparse.ArgumentParser:
+        """--db, as db.requested_url resolves it; a spec's db: only where there is a spec."""
+        sp.add_argument(
+            "--db",
+            metavar="URL",
+            **kw,
+            help="results store URL (else TP_DB_URL"
+            + (", else the spec's db:" if spec else "")
+            + ", else sqlite:///tp-results.db in the working directory)",
+        )
         return sp
 
-    sp = with_db(sub.add_parser("launch", help="validate, plan, record and submit a sweep spec"))
+    sp = with_db(sub.add_parser("launch", help="validate, plan, record and submit a sweep spec"), spec=True)
     sp.add_argument("spec")
     sp.add_argument("--dry-run", action="store_true", help="validate and plan only")
     sp.add_argument("--executor", choices=["local", "slurm", "debug"])
@@ -376,9 +382,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="HTML path (default SWEEP-report.html here)")
     sp.set_defaults(fn=cmd_report)
 
-    sp = with_db(sub.add_parser("db", help="schema migrations; rebuild a store from an output folder"))
-    sp.add_argument("action", choices=["upgrade", "import"])
-    sp.add_argument("dir", nargs="?", help="import: the sweep's output_dir (holds levels/ and sweeps/)")
+    sp = with_db(
+        sub.add_parser(
+            "db",
+            help="schema migrations; rebuild a store from an output folder",
+            description="The results store: upgrade its schema, or rebuild it from an output folder.",
+        )
+    )
+    below = {"default": argparse.SUPPRESS}  # `db --db URL upgrade` keeps the URL given above
+    actions = sp.add_subparsers(dest="action", required=True, metavar="{upgrade,import}")
+    with_db(
+        actions.add_parser(
+            "upgrade",
+            help="apply the schema migrations",
+            description="Apply the store's schema migrations (Alembic), creating the store if there is "
+            "none; every command also applies them on first use. Prints the schema before and after.",
+        ),
+        **below,
+    )
+    act = with_db(
+        actions.add_parser(
+            "import",
+            help="rebuild a store from an output folder",
+            description="Rebuild a store from a sweep's output folder: sweeps, runs, grid points, levels "
+            "and every epoch. A level folder that fails its checks is named with its reason and "
+            "skipped, and the command exits 1.",
+        ),
+        **below,
+    )
+    act.add_argument("dir", metavar="OUTPUT_DIR", help="the sweep's output_dir (holds levels/ and sweeps/)")
     sp.set_defaults(fn=cmd_db)
 
     # `data` and `cluster` belong to their own modules (argparse there); main() hands them over,

@@ -56,7 +56,8 @@ def test_db_upgrade_creates_then_keeps_the_schema(tmp_path):
 
 
 # ---- help and version -----------------------------------------------------------------------
-HELPS = [[], *[[c] for c in COMMANDS], ["data", "write"], ["cluster", "up"], ["cluster", "check"]]
+SUBCOMMANDS = {"data": ["write"], "db": ["upgrade", "import"], "cluster": ["up", "down", "status", "check"]}
+HELPS = [[], *[[c] for c in COMMANDS], *[[c, s] for c, subs in SUBCOMMANDS.items() for s in subs]]
 _PROBE = """import sys
 from cli.tp_sweep import main
 try:
@@ -80,6 +81,44 @@ def test_every_help_answers_without_heavy_imports(args, tmp_path):
     last = proc.stdout.strip().splitlines()[-1]
     assert last == "HEAVY= CODE=0", proc.stdout + proc.stderr
     assert "usage: tp-sweep" in proc.stdout
+
+
+def _help(capsys, monkeypatch, *args: str) -> str:
+    from cli.tp_sweep import main
+
+    monkeypatch.setenv("COLUMNS", "1000")  # a line per option: no wrapping to match across
+    try:
+        code = main([*args, "--help"])
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith(f"usage: tp-sweep {' '.join(args)}".rstrip()), out
+    return out
+
+
+def test_every_subcommand_has_help_of_its_own(capsys, monkeypatch):
+    """`db import --help` and `db upgrade --help` printed `db`'s help, and `cluster --help`
+    described only `check`: each subcommand says what it does, and its parent lists them all."""
+    for cmd, subs in SUBCOMMANDS.items():
+        parent = _help(capsys, monkeypatch, cmd)
+        texts = {s: _help(capsys, monkeypatch, cmd, s) for s in subs}
+        for s, text in texts.items():
+            description = text.split("\n\n")[1]  # usage, then what the subcommand does
+            assert not description.lstrip().startswith(("positional", "options")), (cmd, s, text)
+            assert all(description not in other for o, other in texts.items() if o != s), (cmd, s)
+            listed = re.search(rf"^\s+{s}\s+(\S.*)$", parent, re.M)  # its line in the parent's help
+            assert listed, (cmd, s, parent)
+    assert "OUTPUT_DIR" in _help(capsys, monkeypatch, "db", "import")
+    assert "migrations" in _help(capsys, monkeypatch, "db", "upgrade")
+
+
+def test_only_launch_says_the_store_may_come_from_a_spec(capsys, monkeypatch):
+    """status and query take no spec: their --db falls back to TP_DB_URL, then SQLite here."""
+    for cmd in [*(c for c in COMMANDS if c not in ("data", "cluster", "db")), "db upgrade", "db import"]:
+        text = _help(capsys, monkeypatch, *cmd.split())
+        line = next(x for x in text.splitlines() if x.lstrip().startswith("--db"))
+        assert "TP_DB_URL" in line and "sqlite:///tp-results.db in the working directory" in line, line
+        assert ("spec's db:" in line) == (cmd == "launch"), (cmd, line)
 
 
 @pytest.mark.parametrize(
