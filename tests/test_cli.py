@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -53,6 +54,24 @@ def test_db_upgrade_creates_then_keeps_the_schema(tmp_path):
     eng = sa.create_engine(url)
     assert {"sweeps", "runs", "levels", "epochs", "events", "attempts"} <= set(sa.inspect(eng).get_table_names())
     eng.dispose()
+
+
+def test_what_a_store_and_a_multirun_leave_here_is_ignored_by_git(tmp_path):
+    """A demo left tp-results.db.migrate-lock (SQLite's migration lock) and hydra's multirun/
+    folder in `git status`: every file a new store leaves beside itself is ignored, and so is
+    multirun/."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    tp("db", "upgrade", "--db", f"sqlite:///{tmp_path / 'tp-results.db'}", cwd=tmp_path, check=True)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert "tp-results.db.migrate-lock" in left, left
+    for path in [
+        *left,
+        "multirun/2025-01-31_12-00-00/0/trainer.log",
+        "multirun/2025-01-31_12-00-00/multirun.yaml",
+    ]:
+        check = subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=REPO, capture_output=True)
+        assert check.returncode == 0, f"{path} is not ignored by .gitignore"
 
 
 # ---- help and version -----------------------------------------------------------------------
