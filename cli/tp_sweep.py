@@ -207,10 +207,8 @@ def cmd_query(a: argparse.Namespace) -> int:
             w.writeheader()
             w.writerows(rows)
     else:  # a level's whole provenance is for JSON; the table names its code and sources
-        show(
-            console,
-            query_table(a.sweep, [{k: v for k, v in r.items() if k != "provenance"} for r in rows], console.width),
-        )
+        rows = [{k: v for k, v in r.items() if k != "provenance"} for r in rows]
+        show(console, query_table(a.sweep, rows, console.width, levels=a.levels))
     return 0
 
 

@@ -345,6 +345,18 @@ def test_a_where_that_compares_an_accuracy_with_a_percent_says_accuracies_are_fr
         assert where_warnings(fine) == [], fine
 
 
+def test_query_levels_at_80_columns_keeps_each_level_s_kind_and_id(narrow):
+    """A row of `query --levels` is a level: its kind and id stay when columns must go."""
+    tmp, url, plan, busy = narrow
+    out = _cli(tmp, "query", "narrow", "--db", url, "--levels").stdout
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    header = out.splitlines()[1].split()
+    assert {"level_kind", "level_id", "method", "sparsity"} <= set(header), out
+    rows = json.loads(_cli(tmp, "query", "narrow", "--db", url, "--levels", "--format", "json").stdout)
+    words = set(out.split())
+    assert all(r["level_id"][:8] in words and r["level_kind"] in words for r in rows), out
+
+
 def test_status_json_says_time_and_device_hours(narrow):
     tmp, url, plan, busy = narrow
     st = json.loads(_cli(tmp, "status", "narrow", "--db", url, "--format", "json").stdout)

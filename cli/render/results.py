@@ -103,9 +103,15 @@ _QUERY_PRIORITY = {
 }
 
 
-def query_table(title: str, rows: list[dict[str, Any]], width: int) -> list[Any]:
+# `query --levels`: a row per level, which the level's kind and id name: kept at 80 columns.
+_LEVELS_PRIORITY = {**_QUERY_PRIORITY, "level_kind": 0, "level_id": 0}
+
+
+def query_table(title: str, rows: list[dict[str, Any]], width: int, levels: bool = False) -> list[Any]:
     """`query`'s rows: accuracies in percent ((%) in the header), ids at 8 characters, the sweep
-    in the title; grouped rows show mean ± std of each metric in one column."""
+    in the title; grouped rows show mean ± std of each metric in one column. `levels`: a row per
+    level (`--levels`), whose kind and id stay when columns must go."""
+    priority = _LEVELS_PRIORITY if levels else _QUERY_PRIORITY
     from rich.text import Text
 
     if not rows:
@@ -119,7 +125,7 @@ def query_table(title: str, rows: list[dict[str, Any]], width: int) -> list[Any]
         if grouped and k.endswith("_mean"):
             base = k[:-5]
             unit = " (%)" if base in PERCENT else ""
-            cols.append(Col(k, f"{base}{unit}", _QUERY_PRIORITY.get(base, 2), right=True))
+            cols.append(Col(k, f"{base}{unit}", priority.get(base, 2), right=True))
             scale = 100.0 if base in PERCENT else 1.0
             for c, r in zip(cells, rows):
                 c[k] = (
@@ -129,7 +135,7 @@ def query_table(title: str, rows: list[dict[str, Any]], width: int) -> list[Any]
                 )
             continue
         unit = " (%)" if k in PERCENT else ""
-        pri = _QUERY_PRIORITY.get(k, 0 if grouped else 2)  # grouping keys and grid axes matter
+        pri = priority.get(k, 0 if grouped else 2)  # grouping keys and grid axes matter
         cols.append(Col(k, f"{k}{unit}", pri, right=isinstance(rows[0][k], (int, float))))
         for c, r in zip(cells, rows):
             c[k] = _fmt(k, r[k])
