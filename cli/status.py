@@ -123,7 +123,7 @@ def sweep_view(
     if search is not None:  # trials per cell, and the best of each, instead of the accuracy grid
         from cli.render.search import search_table  # rich's tables: not for JSON
 
-        items.append(search_table(sweep, search))
+        items.append(search_table(sweep, search, search_metric(store, sweep)))
     elif show_results:
         from cli.render.results import MAX_ACCURACY_LINES, accuracy_table, too_many_lines  # not for JSON
         from db.queries import accuracy_lines, grid_results
@@ -149,6 +149,11 @@ def search_rows(store: Any, sweep: str) -> list[dict[str, Any]] | None:
     from orchestrator.search.driver import search_summary  # Optuna (about a second)
 
     return search_summary(store.full_store(), sweep)
+
+
+def search_metric(store: Any, sweep: str) -> str:
+    """What the sweep's search optimises (search_spec's default: test_acc)."""
+    return ((store.sweep_spec(sweep) or {}).get("search") or {}).get("metric") or "test_acc"
 
 
 def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, Progress]:
@@ -234,7 +239,9 @@ def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, Prog
             ),
             bar,
         )
-    axes = " ".join(f"{k}={v}" for k, v in (run.axes or {}).items())
+    from cli.render.tables import number  # rich: not for JSON
+
+    axes = " ".join(f"{k}={number(v)}" for k, v in (run.axes or {}).items())
     items: list[Any] = [Text.from_markup(f"run [bold]{run.run_id}[/] {run.method} seed {run.seed} {axes}")]
     items += dict_table("levels", levels, width, ("kind", "depth", "test_acc", "finished"))
     items += dict_table("provenance (who trained its levels)", provenance_rows(lvls), width, ("sources", "levels"))

@@ -27,7 +27,16 @@ from cli.common import (
 from cli.common import error as _error
 from cli.common import open_store as _store
 from cli.render.tables import show
-from cli.status import TargetError, find_run, search_rows, show_status, status_output, watch, watch_json
+from cli.status import (
+    TargetError,
+    find_run,
+    search_metric,
+    search_rows,
+    show_status,
+    status_output,
+    watch,
+    watch_json,
+)
 from core import version
 
 
@@ -169,8 +178,8 @@ def cmd_query(a: argparse.Namespace) -> int:
     from cli.render.results import query_table  # the store's queries: SQLAlchemy, 0.25 s
 
     if a.best:
-        rows = search_rows(store, a.sweep)
-        if rows is None:
+        cells = search_rows(store, a.sweep)
+        if cells is None:
             raise BadInput(f"sweep {a.sweep!r} has no search (--best is for sweeps with a search: block)")
         rows = [
             {
@@ -191,11 +200,16 @@ def cmd_query(a: argparse.Namespace) -> int:
                     "best_run_id",
                 )
             }
-            for r in rows
+            for r in cells
         ]
     else:
         rows = _query_rows(store, a)
     settle(0)  # found: a reader that stops early (`| head -1`) changes nothing
+    if a.best and a.format == "table":
+        from cli.render.search import best_renderables  # rich: not for JSON
+
+        show(console, best_renderables(a.sweep, cells or [], search_metric(store, a.sweep)))
+        return 0
     if a.format == "json":
         print(json_text(rows))
     elif a.format == "csv":

@@ -357,6 +357,157 @@ def test_query_levels_at_80_columns_keeps_each_level_s_kind_and_id(narrow):
     assert all(r["level_id"][:8] in words and r["level_kind"] in words for r in rows), out
 
 
+# search_summary's rows (orchestrator/search/driver.py), as `query --best` and status read them
+SEARCH_CELLS = [
+    {
+        "sweep": "srch",
+        "method": "random_balanced",
+        "sparsity": 0.95,
+        "seed": 0,
+        "axes": {"model.width": 64},
+        "direction": "maximize",
+        "trials": 24,
+        "running": 1,
+        "waiting": 0,
+        "complete": 21,
+        "pruned": 1,
+        "fail": 1,
+        "best_value": 0.9617130766249247,
+        "best_params": {
+            "optimizer.lr": 0.0008917730007820798,
+            "optimizer.weight_decay": 3.0233257263183977e-05,
+            "optimizer.momentum": 0.8510451867218373,
+            "schedule.warmup_epochs": 3,
+        },
+        "best_trial": 17,
+        "best_run_id": "3f2a9c1b88d04e67",
+    },
+    {
+        "sweep": "srch",
+        "method": "imp",
+        "sparsity": 0.5,
+        "seed": 1,
+        "axes": {"model.width": 64},
+        "direction": "maximize",
+        "trials": 2,
+        "running": 2,
+        "waiting": 0,
+        "complete": 0,
+        "pruned": 0,
+        "fail": 0,
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def search_sweep(tmp_path_factory):
+    """A sweep with a search, its cells' Optuna studies written straight into its store (trials
+    added as finished, no training): (tmp, url)."""
+    import optuna
+
+    from db.store import Store
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
+    from orchestrator.search.driver import storage_for
+
+    tmp = tmp_path_factory.mktemp("search")
+    spec = {
+        "name": "srch",
+        "output_dir": str(tmp / "runs"),
+        "trainer": {"config": "digits_mlp"},
+        "grid": {"method": ["random_balanced"], "sparsity": [0.95], "seed": [0]},
+        "search": {
+            "params": {
+                "optimizer.lr": {"type": "log_float", "low": 1e-4, "high": 0.3},
+                "optimizer.weight_decay": {"type": "float", "low": 0.0, "high": 1e-3},
+            },
+            "n_trials": 2,
+        },
+    }
+    plan = plan_sweep(parse_spec(spec))
+    url = f"sqlite:///{tmp / 'store.db'}"
+    store = Store(url)
+    store.record_plan(plan, spec, plan.levels_dir)
+    store.close()
+    cell = SEARCH_CELLS[0]
+    study = optuna.create_study(
+        storage=storage_for(url), study_name="srch|random_balanced|0.95|0|{}", direction="maximize"
+    )
+    dists = {
+        "optimizer.lr": optuna.distributions.FloatDistribution(1e-4, 0.3, log=True),
+        "optimizer.weight_decay": optuna.distributions.FloatDistribution(0.0, 1e-3),
+    }
+    params = {k: cell["best_params"][k] for k in dists}
+    for value, run_id in ((0.5, "0123456789abcdef"), (cell["best_value"], cell["best_run_id"])):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions=dists, value=value, user_attrs={"run_id": run_id}
+            )
+        )
+    return tmp, url
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_query_best_at_80_columns_shows_the_best_value_and_parameters(search_sweep, columns):
+    tmp, url = search_sweep
+    proc = _cli(tmp, "query", "srch", "--db", url, "--best", columns=columns)
+    out = proc.stdout
+    assert proc.returncode == 0 and max(len(line) for line in out.splitlines()) <= columns, out + proc.stderr
+    assert re.search(r"best_value \(%\)\s+96\.17\b", out), out
+    assert re.search(r"optimizer\.lr\s+0\.0008918\b", out) and "3f2a9c1b" in out, out
+    (row,) = json.loads(_cli(tmp, "query", "srch", "--db", url, "--best", "--format", "json").stdout)
+    assert row["best_value"] == SEARCH_CELLS[0]["best_value"]  # JSON: the fraction, in full
+    assert row["best_params"]["optimizer.lr"] == SEARCH_CELLS[0]["best_params"]["optimizer.lr"]
+
+
+def _rendered(items, width: int) -> str:
+    import io
+
+    from rich.console import Console
+
+    from cli.render.tables import show
+
+    console = Console(file=io.StringIO(), width=width)
+    show(console, items)
+    return console.file.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_query_best_shows_the_value_in_percent_and_every_parameter_at_80_columns(width):
+    """`query --best` was one 13-column table: below 200 columns best_value and best_params were
+    dropped. Each cell's best is now keys and values, a line each, the value in percent as in
+    every other table (of an accuracy) and the parameters to 4 significant digits."""
+    from cli.render.search import best_renderables
+
+    out = _rendered(best_renderables("srch", SEARCH_CELLS, "test_acc"), width)
+    assert max(len(line) for line in out.splitlines()) <= width, out
+    assert re.search(r"best_value \(%\)\s+96\.17\b", out), out
+    for name, shown in (
+        ("optimizer.lr", "0.0008918"),
+        ("optimizer.weight_decay", "3.023e-05"),
+        ("optimizer.momentum", "0.851"),
+        ("schedule.warmup_epochs", "3"),
+    ):
+        assert re.search(rf"^\s+{re.escape(name)}\s+{re.escape(shown)}\s*$", out, re.M), (name, out)
+    assert "0.00089177" not in out and "best_trial" in out and "3f2a9c1b" in out and "model.width 64" in out
+    assert re.search(r"best_value \(%\)\s+-", out), out  # the cell with no finished trial yet
+    loss = _rendered(best_renderables("srch", SEARCH_CELLS, "test_loss"), width)
+    assert re.search(r"best_value\s+0\.9617\b", loss) and "(%)" not in loss, loss
+
+
+def test_search_and_run_tables_show_searched_values_to_4_significant_digits():
+    from cli.render.search import search_table
+    from cli.render.status import run_cells, run_columns
+    from db.summaries import RunSummary
+
+    out = _rendered([search_table("srch", SEARCH_CELLS, "test_acc")], 200)
+    assert "optimizer.lr=0.0008918" in out and "96.17" in out and "best (%)" in out, out
+    run = RunSummary("3f2a9c1b88d04e67", "imp", 0, {"optimizer.lr": 0.0008917730007820798, "model.width": 64})
+    cells = run_cells(run, ["model.width", "optimizer.lr"])
+    assert cells["axis:optimizer.lr"] == "0.0008918" and cells["axis:model.width"] == "64"
+    assert {c.key for c in run_columns(["model.width", "optimizer.lr"])} >= set(cells)
+
+
 def test_status_json_says_time_and_device_hours(narrow):
     tmp, url, plan, busy = narrow
     st = json.loads(_cli(tmp, "status", "narrow", "--db", url, "--format", "json").stdout)

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cli.render.tables import Col, renderables
+from cli.render.tables import PERCENT, Col, number, renderables
 from db.queries import RESULT_KEYS, fmt_mean_std, group
 
-PERCENT = ("test_acc", "test_top5", "best_test_acc")  # fractions in the store, percent in tables
 MAX_ACCURACY_LINES = 40  # more (a wide extra axis) and the accuracy table is left to `query`
 
 
@@ -69,9 +68,7 @@ def _fmt(key: str, v: Any) -> str:
         return "+".join(c[:8] for c in str(v).split("+"))  # a level trained by two codes names both
     if key in ("run_id", "level_id", "job"):
         return str(v)[:8]
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+    return number(v)
 
 
 # Query columns by importance: 0 always shown; higher numbers are dropped first when narrow.

@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from cli.render.tables import PERCENT, number
+
 
 def search_plan(spec: Any, plan: Any) -> dict[str, Any]:
     """The search's plan: cells, trials, the space, and the most level trainings it can need."""
@@ -48,31 +50,78 @@ def print_search_plan(console: Any, info: dict[str, Any], kind: str) -> None:
     console.print(t)
 
 
-def search_table(sweep: str, rows: list[dict[str, Any]]) -> Table:
+def _best(value: float | None, metric: str) -> str:
+    """The best value as the other tables show the metric: an accuracy in percent."""
+    if value is None:
+        return "-"
+    return f"{value * 100:.2f}" if metric in PERCENT else f"{value:.4g}"
+
+
+def _unit(metric: str) -> str:
+    return " (%)" if metric in PERCENT else ""
+
+
+def search_table(sweep: str, rows: list[dict[str, Any]], metric: str = "test_acc") -> Table:
     t = Table(
-        title=f"{sweep}: search, trials per cell: done/running/failed/pruned, and the best", title_justify="left"
+        title=f"{sweep}: search, trials per cell: done/running/failed/pruned, and the best",
+        title_justify="left",
     )
     t.add_column("method", no_wrap=True)
     t.add_column("sparsity", justify="right", no_wrap=True)
     t.add_column("seed", justify="right", no_wrap=True)
     t.add_column("trials", justify="right", no_wrap=True)
-    t.add_column("best", justify="right", no_wrap=True)
+    t.add_column(f"best{_unit(metric)}", justify="right", no_wrap=True)
     t.add_column("best params", overflow="fold", min_width=24)
     for r in rows:
-        best = r.get("best_value")
         in_flight = r.get("running", 0) + r.get("waiting", 0)
         trials = f"{r.get('complete', 0)}/{in_flight}/{r.get('fail', 0)}/{r.get('pruned', 0)}"
-        params = ", ".join(f"{k}={_short(v)}" for k, v in (r.get("best_params") or {}).items())
+        params = ", ".join(f"{k}={number(v)}" for k, v in (r.get("best_params") or {}).items())
         t.add_row(
             r["method"],
             f"{r['sparsity']:g}",
             str(r["seed"]),
             trials,
-            "-" if best is None else f"{best:.4g}",
+            _best(r.get("best_value"), metric),
             params or "-",
         )
     return t
 
 
-def _short(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+def best_renderables(sweep: str, rows: list[dict[str, Any]], metric: str) -> list[Any]:
+    """`query SWEEP --best` for the terminal: each cell's best trial as keys and values, a line
+    each, so that its value and every searched parameter show whole at any width (as the
+    columns of one table they were dropped below 200 columns). The keys are the JSON's."""
+    from rich.text import Text
+
+    if not rows:
+        return [Text(f"{sweep}: no search cells yet")]
+    direction = rows[0].get("direction", "")
+    out: list[Any] = [Text(f"{sweep}: the best trial per cell ({direction} {metric})".replace("( ", "("))]
+    for r in rows:
+        axes = "".join(f"  {k} {number(v)}" for k, v in (r.get("axes") or {}).items())
+        out.append(Text(f"{r['method']}  sparsity {r['sparsity']:g}  seed {r['seed']}{axes}", style="bold"))
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
+        in_flight = r.get("running", 0) + r.get("waiting", 0)
+        grid.add_row(
+            "  trials",
+            f"{r.get('trials', 0)}: {r.get('complete', 0)} complete, {in_flight} running, "
+            f"{r.get('fail', 0)} failed, {r.get('pruned', 0)} pruned",
+        )
+        grid.add_row(f"  best_value{_unit(metric)}", _best(r.get("best_value"), metric))
+        params = r.get("best_params") or {}
+        grid.add_row("  best_params", "" if params else "-")
+        for k, v in params.items():
+            grid.add_row(f"    {k}", number(v))
+        grid.add_row("  best_trial", "-" if r.get("best_trial") is None else str(r["best_trial"]))
+        grid.add_row("  best_run_id", str(r.get("best_run_id") or "-")[:8])
+        out.append(grid)
+    out.append(
+        Text(
+            "(--format csv or json: every field, "
+            + ("the value a fraction, not percent)" if metric in PERCENT else "the value in full)"),
+            style="dim",
+        )
+    )
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from cli.render.tables import Col, phrases, renderables
+from cli.render.tables import Col, number, phrases, renderables
 from db.summaries import RunSummary, SweepTotals
 
 STATE_STYLE = {
@@ -142,7 +142,7 @@ def run_cells(r: RunSummary, axes: list[str]) -> dict[str, str]:
         "sparsities": ",".join(f"{s:g}" for s in r.sparsities),
     }
     for a in axes:
-        cells[f"axis:{a}"] = str(r.axes.get(a, ""))
+        cells[f"axis:{a}"] = number(r.axes.get(a, ""))
     return cells
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.cells import cell_len
 
+PERCENT = ("test_acc", "test_top5", "best_test_acc")  # fractions in the store, percent in tables
 SEP = 2  # spaces between columns
 RICH_MAX_ROWS = 200
 MIN_WRAP = 20  # narrowest a wrapped column may get
@@ -103,6 +104,12 @@ def phrases(parts: Sequence[str], width: int, sep: str = " · ", indent: str = "
     if cur:
         lines.append(cur)
     return lines
+
+
+def number(v: Any) -> str:
+    """A value as a table shows it: a float to 4 significant digits (a searched learning rate
+    0.0008918, not 0.0008917730007820798), anything else as it is."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 class Plain(str):
