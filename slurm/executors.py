@@ -95,6 +95,7 @@ class Executor(ABC):
             [self.params.procs_per_node] * n,
             [self.params.nodes] * n,
             [r.code_dir for r in reqs],
+            [self.params.rendezvous_timeout_s] * n,
         )
 
     @abstractmethod

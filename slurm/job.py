@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -119,6 +121,73 @@ def check_code(job_file: str, code_dir: str) -> None:
         raise
 
 
+def node_address(name: str) -> str:
+    """Where node NAME is reached, as Slurm records it (NodeAddr: clusters whose node names are
+    not host names, the dev cluster's nodes on 127.0.0.1); NAME itself where Slurm says nothing
+    more."""
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "node", name, "--oneliner"], capture_output=True, text=True, timeout=15
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return name
+    found = re.search(r"(?:^|\s)NodeAddr=(\S+)", out)
+    return found.group(1) if found and found.group(1) not in ("(null)", "") else name
+
+
+def unreachable(host: str, port: int, timeout_s: float = 5.0) -> str | None:
+    """Why HOST:PORT cannot be reached (name does not resolve, connection refused, timed out);
+    None when a connection opens."""
+    try:
+        addrs = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"the name does not resolve ({exc.strerror})"
+    why = "no address"
+    for family, kind, proto, _, addr in addrs:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout_s)
+                sock.connect(addr)
+                return None
+        except ConnectionRefusedError:
+            why = "connection refused"
+        except TimeoutError:
+            why = f"timed out after {timeout_s:g} s"
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+    return why
+
+
+def rendezvous_failed(job_file: str, nodes: int, host: str, node: str, port: int, why: str) -> str:
+    """A multi-node job whose nodes could not meet: a node or network failure for the supervisor
+    (retried, and held against the first node, whose address the others could not use)."""
+    message = f"rendezvous of {nodes} nodes at {host}:{port} (node {node}) failed: {why}"
+    report(job_file, {"state": "FAILED", "failure": "NODE_FAIL", "message": message, "node": node})
+    return message
+
+
+def say_waiting(job_file: str, db_file: str, nodes: int, host: str, port: int) -> None:
+    """The job runs in Slurm, but its trainer reports only once every node has joined: until then
+    status says so (RUNNING, "waiting for N nodes at HOST:PORT"), not PENDING."""
+    try:
+        url = open(db_file).read().strip()
+        job_id = json.loads(open(job_file).read())["job_id"]
+        from db.store import Store  # SQLAlchemy (0.3 s), multi-node jobs only
+
+        store = Store(url)
+        try:
+            store.set_job_state(
+                job_id,
+                "RUNNING",
+                message=f"waiting for {nodes} nodes at {host}:{port}",
+                only_from=("PENDING", "PREEMPTED"),
+            )
+        finally:
+            store.close()
+    except Exception as exc:  # noqa: BLE001 - a note for status; the job goes on without it
+        print(f"[tp] could not say the job waits for its nodes: {type(exc).__name__}: {exc}", flush=True)
+
+
 def replace_supervisor(job_file: str, db_file: str) -> None:
     """A job of a supervised sweep that ends while the supervisor's lease is stale submits a new
     supervisor (slurm/supervisor_job.py), so a killed supervisor is replaced without a person.
@@ -135,7 +204,13 @@ class TrainerJob(submitit.helpers.Checkpointable):
         self._proc: subprocess.Popen | None = None
 
     def __call__(
-        self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1, code_dir: str | None = None
+        self,
+        job_file: str,
+        db_file: str,
+        procs_per_node: int = 1,
+        nodes: int = 1,
+        code_dir: str | None = None,
+        rendezvous_timeout_s: float = 300,
     ) -> str:
         env = dict(os.environ)
         if code_dir:  # the trainer imports the launch's snapshot, whatever the checkout holds now
@@ -147,20 +222,45 @@ class TrainerJob(submitit.helpers.Checkpointable):
             jenv = submitit.JobEnvironment()
             env["TP_JOB_ID"] = str(jenv.job_id)
             env["TP_JOB_LOG"] = str(jenv.paths.stderr)  # named in the trainer's failure message
-            # Rendezvous on the job's first node; TP_MASTER_ADDR overrides it where node names do
-            # not resolve (the dev cluster's extra nodes all live on this machine).
-            node_rank = jenv.node
-            master = env.get("TP_MASTER_ADDR") or (jenv.hostnames[0] if nodes > 1 else "127.0.0.1")
+            # Rendezvous on the job's first node, at the address Slurm knows it by (NodeAddr);
+            # TP_MASTER_ADDR overrides it.
+            node_rank, first = jenv.node, jenv.hostnames[0]
+            master = "127.0.0.1"
+            if nodes > 1:
+                master = env.get("TP_MASTER_ADDR") or node_address(first)
         except RuntimeError:  # not inside a submitit job (tests calling it directly)
-            node_rank, master = 0, "127.0.0.1"
+            node_rank, first, master = 0, "localhost", "127.0.0.1"
         # A port per job, so two jobs sharing a node do not collide at rendezvous.
         port = 20000 + int(env.get("SLURM_JOB_ID", os.getpid())) % 20000
         cmd = trainer_command(job_file, db_file, procs_per_node, nodes, node_rank, master, port)
         status_path(job_file).unlink(missing_ok=True)
+        joined = None
+        if nodes > 1:
+            if node_rank == 0:
+                say_waiting(job_file, db_file, nodes, master, port)
+            try:
+                socket.getaddrinfo(master, port)
+            except socket.gaierror as exc:  # torchrun would retry it until the time limit
+                why = f"the name does not resolve ({exc.strerror})"
+                raise RuntimeError(rendezvous_failed(job_file, nodes, master, first, port, why)) from None
+            # Each node's first rank says when the process group is whole (trainer/job.py).
+            joined = f"{job_file}.joined-{node_rank}"
+            os.unlink(joined) if os.path.exists(joined) else None
+            env["TP_JOINED_FILE"] = joined
         print("[tp] " + " ".join(cmd), flush=True)
         self._proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_ignore_usr2)
         try:
-            rc = self._proc.wait()
+            if joined is None:
+                rc = self._proc.wait()
+            else:
+                rc = self._wait_for_nodes(joined, rendezvous_timeout_s)
+                if rc is None:
+                    why = unreachable(master, port) or "it answers, but not every node joined"
+                    raise RuntimeError(
+                        rendezvous_failed(
+                            job_file, nodes, master, first, port, f"not within {rendezvous_timeout_s:g} s: {why}"
+                        )
+                    )
         except UncompletedJobError as exc:
             # Raised by submitit's USR2 handler once the trainer has saved (see timed_out_status).
             timed_out_status(job_file, str(exc).rstrip("."))
@@ -177,6 +277,27 @@ class TrainerJob(submitit.helpers.Checkpointable):
             f"trainer for {job_file} ended {state} (exit status {rc}): {status.get('message', 'see the job log')}"
         )
 
+    def _wait_for_nodes(self, joined: str, timeout_s: float) -> int | None:
+        """The trainer's exit status, or None when its nodes did not all join within `timeout_s`
+        (then torchrun and whatever it started are killed). Waits a second at a time, so that
+        submitit's USR2 handler (checkpoint) still runs in between."""
+        proc = self._proc
+        assert proc is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() > deadline and not os.path.exists(joined):
+                for pid in [proc.pid, *children_of(proc.pid)]:
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                proc.wait()
+                return None
+
     @staticmethod
     def _replace_supervisor(job_file: str, db_file: str) -> None:
         try:
@@ -185,7 +306,13 @@ class TrainerJob(submitit.helpers.Checkpointable):
             print(f"[tp] could not check the sweep's supervisor: {type(exc).__name__}: {exc}", flush=True)
 
     def checkpoint(
-        self, job_file: str, db_file: str, procs_per_node: int = 1, nodes: int = 1, code_dir: str | None = None
+        self,
+        job_file: str,
+        db_file: str,
+        procs_per_node: int = 1,
+        nodes: int = 1,
+        code_dir: str | None = None,
+        rendezvous_timeout_s: float = 300,
     ):
         """Tell the trainer ranks to save and stop, wait for them, then ask to be requeued.
 
@@ -206,4 +333,6 @@ class TrainerJob(submitit.helpers.Checkpointable):
             deadline = time.monotonic() + float(os.environ.get("TP_STOP_GRACE_S", "60"))
             while pid_alive(proc.pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
-        return submitit.helpers.DelayedSubmission(TrainerJob(), job_file, db_file, procs_per_node, nodes, code_dir)
+        return submitit.helpers.DelayedSubmission(
+            TrainerJob(), job_file, db_file, procs_per_node, nodes, code_dir, rendezvous_timeout_s
+        )

@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.level_trainer import LevelTrainer, NullRecorder, Stopped, read_level  # torch (seconds)
 
     info = init_distributed()
+    joined = os.environ.get("TP_JOINED_FILE")  # the job wrapper's rendezvous watch (slurm/job.py)
+    if joined and os.environ.get("LOCAL_RANK", "0") == "0":
+        Path(joined).touch()
     stop = StopFlag(info)
     recorder = None
     if info.is_main:  # only rank 0 reports

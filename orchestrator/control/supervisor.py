@@ -236,7 +236,10 @@ class Supervisor:
         return self.verdict(p, search_done)
 
     def judge(self, j: Job, cls: str, jobs: dict[str, Job]) -> Decision:
-        node = self.store_node(j.job_id)
+        # The node the job says it failed on (a rendezvous that never completed: no attempt of
+        # its trainer was recorded), else the last one its trainer started on.
+        said = job_report(j).get("node")
+        node = said if isinstance(said, str) and said else self.store_node(j.job_id)
         progress = saved_steps(j)
         history = self.history(j, cls, node, jobs, progress)
         d = decide(

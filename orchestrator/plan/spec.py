@@ -48,6 +48,7 @@ MAX_TIMEOUT_MIN = 365 * 24 * 60  # a year
 MAX_SIGNAL_DELAY_S = 65_535  # sbatch --signal's own limit
 MAX_ARRAY_PARALLELISM = 100_000
 MAX_REQUEUES = 1000
+MAX_RENDEZVOUS_S = 86_400  # a day: past that, the job's time limit is the better bound
 DAY_S = 24 * 3600.0
 
 
@@ -155,6 +156,8 @@ class ExecutorSpec(_Strict):
     array_parallelism: int = Field(16, ge=1, le=MAX_ARRAY_PARALLELISM)
     signal_delay_s: int = Field(120, ge=0, le=MAX_SIGNAL_DELAY_S)
     max_requeues: int = Field(3, ge=0, le=MAX_REQUEUES)
+    # A multi-node job whose nodes have not all joined by then fails as a node failure (slurm/job.py).
+    rendezvous_timeout_s: int = Field(300, ge=10, le=MAX_RENDEZVOUS_S)
     account: str | None = None  # sbatch --account, --qos, --constraint, --gres
     qos: str | None = None
     constraint: str | None = None
