@@ -386,6 +386,36 @@ def test_a_store_outage_does_not_stop_the_supervisor(tmp_path, monkeypatch):
     store.close()
 
 
+def test_a_refused_submission_is_tried_again_not_given_up(tmp_path, monkeypatch):
+    """sbatch failing (the controller restarting, unreachable) leaves the job PLANNED for the
+    next pass: the supervisor says so and goes on, where it used to stop with "nothing more can
+    be done" because nothing was active."""
+    from db.store import Store
+    from orchestrator.control.controller import prepare
+    from orchestrator.control.supervisor import Supervisor
+    from orchestrator.plan.grid import plan_sweep
+
+    spec = tiny_spec("refused", executor__kind="slurm")
+    spec["grid"] = {"method": ["dense"], "seed": [0]}
+    spec["output_dir"] = str(tmp_path / "tp-runs")
+    store = Store(f"sqlite:///{tmp_path / 'tp-results.db'}")
+    prepare(store, plan_sweep(parse_spec(spec)), spec)
+    from orchestrator.control import supervisor
+    from orchestrator.control.submit import SubmitError
+
+    def refused(*a, **kw):  # what submit_jobs raises when sbatch fails (test_e2e_slurm has the real one)
+        raise SubmitError("sbatch: error: Batch job submission failed: Unable to contact slurm controller")
+
+    monkeypatch.setattr(supervisor, "submit_jobs", refused)
+    said: list[str] = []
+    sup = Supervisor(store, "refused", poll_s=0.05, lease_s=5, out=said.append)
+    monkeypatch.setattr(sup, "limits", lambda: None)
+    assert sup.step() is None, said  # not an Outcome: the next pass tries again
+    assert [line for line in said if "submit_failed" in line], said
+    assert {j.state for j in store.jobs_of_levels(sup.level_ids).values()} == {"PLANNED"}
+    store.close()
+
+
 def test_dev_cluster_options_render_and_are_checked(tmp_path):
     """cluster.up's extra slurm.conf lines, partitions and QOS limits (slurm/dev/_config.py)."""
     from slurm.dev import _config

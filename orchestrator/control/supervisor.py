@@ -66,6 +66,7 @@ class Pass:
     planned: int = 0
     submitted: int = 0
     waiting_room: int = 0  # PLANNED for lack of room (QOS, MaxJobCount)
+    submit_failed: bool = False  # the scheduler refused or did not answer: tried again next pass
     blocked: dict[str, str] = field(default_factory=dict)  # PLANNED for good: job -> why
 
 
@@ -349,6 +350,7 @@ class Supervisor:
             else:
                 submit_jobs(self.store, self.spec, todo, self.kind, self.result, limits=self.limits())
         except SubmitError as exc:
+            p.submit_failed = True
             self.say("submit", "submit_failed", f"{exc}; tried again next pass")
         for job_id, sched in self.result.submitted.items():
             if job_id in reasons:
@@ -402,8 +404,8 @@ class Supervisor:
         left = sum(1 for st in unfinished.values() if not st.finished)
         if left == 0 and self.hook is None:
             return Outcome(True, f"finished: all {len(unfinished)} levels of the sweep are done")
-        if p.active or p.retrying or p.submitted or p.waiting_room:
-            return None
+        if p.active or p.retrying or p.submitted or p.waiting_room or p.submit_failed:
+            return None  # a controller restarting is no reason to give up: sbatch again next pass
         if self.local is not None and self.local.busy:
             return None
         parts = []
