@@ -140,14 +140,19 @@ def reference(tmp_path_factory):
 
 
 # ---- no process left behind ----------------------------------------------------------------
+# Folders of the private Slurm clusters this process's tests started (outside the session's tmp
+# folder: munged must reach them). Only these: another pytest session on the same machine may
+# have private clusters of its own running.
+PRIVATE_CLUSTERS: list[str] = []
+
+
 def _leftovers(base: str) -> list[str]:
     """Processes whose command line names this session's tmp folder (every job file, run folder
-    and log of a test lives there) or a private two-node cluster's folder (tpmn-)."""
+    and log of a test lives there) or the folder of a private cluster it started."""
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     me = str(os.getpid())
-    return [
-        line.strip() for line in out.splitlines() if (base in line or "/tpmn-" in line) and line.split()[0] != me
-    ]
+    mine = [base, *PRIVATE_CLUSTERS]
+    return [line.strip() for line in out.splitlines() if any(m in line for m in mine) and line.split()[0] != me]
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -281,3 +281,41 @@ def finished_sweep(tmp_path_factory, name: str = "share") -> tuple[Path, str]:
         tp("launch", str(write_spec(tmp, share_spec(name))), cwd=tmp, check=True)
         _FINISHED[key] = (tmp, f"sqlite:///{tmp / 'tp-results.db'}")
     return _FINISHED[key]
+
+
+def job_processes(sched_id: str, env: dict[str, str]) -> list[int]:
+    """Every process of a running Slurm job (batch script, srun, submitit, trainer): found by
+    SLURM_JOB_ID in their environment (any node of this machine). `env`: the cluster's client
+    environment (SLURM_CONF)."""
+    master = sched_id.split("_")[0]
+    squeue = ["squeue", "-h", "-j", master, "-r", "-o", "%i %A"]
+    sq = subprocess.run(squeue, env={**os.environ, **env}, capture_output=True, text=True).stdout
+    jid = next((line.split()[1] for line in sq.splitlines() if line.split()[0] == sched_id), master)
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        # Job ids repeat across clusters (every private cluster's first job is 1): only this
+        # cluster's, by its SLURM_CONF, which every job of a private cluster inherits.
+        mine = "SLURM_CONF" not in env or f"SLURM_CONF={env['SLURM_CONF']}".encode() in environ
+        if mine and f"SLURM_JOB_ID={jid}".encode() in environ:
+            pids.append(int(pid))
+    return pids
+
+
+def kill_whole_job(sched_id: str, env: dict[str, str]) -> int:
+    """SIGKILL every process of a running Slurm job, as a node that dies would."""
+    import signal
+
+    pids = job_processes(sched_id, env)
+    for sig in (signal.SIGSTOP, signal.SIGKILL):  # freeze first: nobody saves or reports on the way out
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+    return len(pids)

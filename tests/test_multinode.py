@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -14,10 +15,15 @@ import pytest
 import sqlalchemy as sa
 
 from slurm.dev import cluster
-from tests.conftest import require_service
+from tests.conftest import PRIVATE_CLUSTERS, require_service
 from tests.sweeputil import (
+    REPO,
+    TP,
     TRUNK,
+    epochs_trained,
     free_port_block,
+    kill_whole_job,
+    level_ids,
     run_progress,
     same_levels,
     slow_spec,
@@ -34,6 +40,7 @@ def two_nodes():
     if os.geteuid() != 0 or shutil.which("slurmctld") is None:
         require_service("slurm daemons", "needs root and slurm-wlm")
     top = tempfile.mkdtemp(prefix="tpmn-", dir="/tmp")
+    PRIVATE_CLUSTERS.append(top)
     os.chmod(top, 0o755)  # munged must reach the folder
     d = os.path.join(top, "c")
     st = None
@@ -47,6 +54,8 @@ def two_nodes():
             cluster_name="tpmn",
             node_prefix="tpmn",
             install_conf=False,
+            # A node whose slurmd is gone is DOWN after 20 s (not 300), and its jobs NODE_FAIL.
+            extra_conf={"SlurmdTimeout": 20},
         )
         yield st
     finally:
@@ -156,3 +165,95 @@ def test_a_rendezvous_that_does_not_complete_is_bounded(tmp_path):
     assert time.monotonic() - t0 < 30
     said = read_status(str(job_file))
     assert said["failure"] == "NODE_FAIL" and said["node"] == "localhost", said
+
+
+def _stepds(sched_id: str, cluster_dir: str) -> list[int]:
+    """The slurmstepd processes of a job of the cluster in `cluster_dir` (job ids repeat across
+    clusters: a slurmstepd holds its node's log open under the cluster's folder)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and open(f"/proc/{pid}/cmdline").read().startswith(
+                f"slurmstepd: [{sched_id.split('_')[0]}."
+            ):
+                if any(cluster_dir in os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")):
+                    out.append(int(pid))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.slurm
+def test_a_node_that_dies_mid_level_costs_nothing_but_time(tmp_path, two_nodes):
+    """A node fails for real: its slurmd, the job's slurmstepds and every process of the job are
+    SIGKILLed. slurmctld marks the node DOWN and the job NODE_FAIL, which Slurm requeues itself
+    (submitit submits with --requeue); where it would not, the supervisor resubmits it as a node
+    failure held against that node alone. The sweep ends COMPLETED with nobody's help,
+    bit-identical to an uninterrupted run, and the dead node comes back once its slurmd does."""
+    from slurm.dev import cluster as dev
+
+    spec = tiny_spec("nodefail", executor__kind="slurm")
+    spec["grid"] = {"method": ["dense"], "sparsity": [0.5], "seed": [0]}
+    spec["trainer"]["overrides"]["schedule.epochs"] = 24
+    spec["retry"] = {"backoff_s": 0.5, "exclude_after": 1}
+    spec["supervisor"] = {"where": "local", "poll_s": 1, "lease_s": 10}
+    env = {**os.environ, **two_nodes.env, "PYTHONPATH": str(REPO), "COLUMNS": "200", "TP_STEP_SLEEP_S": "0.05"}
+    sup = subprocess.Popen(
+        [*TP, "launch", str(write_spec(tmp_path, spec))],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    shown = lambda node: (
+        subprocess.run(  # noqa: E731
+            ["scontrol", "show", "node", node], env=env, capture_output=True, text=True
+        ).stdout
+    )
+    try:
+        wait_for(lambda: run_progress(tmp_path) >= (0, 3), 300, "the level under way", poll=0.2)
+        job = status_json("nodefail", tmp_path, env=env)["runs"][0]["job_id"]
+        node = subprocess.run(
+            ["squeue", "-h", "-j", job.split("_")[0], "-r", "-o", "%N"], env=env, capture_output=True, text=True
+        ).stdout.split()[0]
+        # The node dies: its slurmd, the job's slurmstepds (which would report the job's end),
+        # then every process of the job.
+        os.kill(dev.status(two_nodes.dir).daemons[f"slurmd:{node}"], signal.SIGKILL)
+        for pid in _stepds(job, two_nodes.dir):
+            os.kill(pid, signal.SIGKILL)
+        assert kill_whole_job(job, two_nodes.env) >= 3
+        wait_for(lambda: "DOWN" in shown(node), 180, f"slurmctld to mark {node} down", poll=1)
+        dev.start_node(two_nodes.dir, node)
+        out, _ = sup.communicate(timeout=400)
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+            sup.communicate()
+    assert sup.returncode == 0 and "finished: all 1 levels" in out, out
+    run = status_json("nodefail", tmp_path, env=env)["runs"][0]
+    assert run["state"] == "COMPLETED", run
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'tp-results.db'}")
+    with eng.connect() as c:
+        failures = c.execute(sa.text("select failure, node from actions where action = 'failure'")).all()
+        hosts = [h for (h,) in c.execute(sa.text("select host from attempts order by id"))]
+    eng.dispose()
+    other = ({"tpmn1", "tpmn2"} - {node}).pop()
+    assert len(hosts) == 2 and hosts[0] == node, hosts  # resumed once (on whichever node is up)
+    assert all(f == ("NODE_FAIL", node) for f in map(tuple, failures)), failures  # requeued: none
+    assert other not in "".join(line for line in out.splitlines() if "excluding" in line), out
+    assert epochs_trained(tmp_path, "nodefail") == 24  # each epoch once: the dead node's last one resumed
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    spec = tiny_spec("nodefail")
+    spec["grid"] = {"method": ["dense"], "sparsity": [0.5], "seed": [0]}
+    spec["trainer"]["overrides"]["schedule.epochs"] = 24
+    subprocess.run(  # on one CPU, as the Slurm job had: the thread count changes float sums
+        ["taskset", "-c", "0", *TP, "launch", str(write_spec(ref, spec))],
+        cwd=ref,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+        capture_output=True,
+    )
+    assert same_levels(tmp_path / "tp-runs", ref / "tp-runs", level_ids("nodefail", tmp_path, env=env))
+    wait_for(lambda: "DOWN" not in shown(node), 120, f"{node} to come back", poll=1)

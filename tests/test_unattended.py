@@ -15,7 +15,6 @@ import getpass
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,11 +25,12 @@ import pytest
 import sqlalchemy as sa
 
 from slurm.dev import cluster
-from tests.conftest import require_service
+from tests.conftest import PRIVATE_CLUSTERS, require_service
 from tests.sweeputil import (
     REPO,
     TRUNK,
     free_port_block,
+    kill_whole_job,
     same_levels,
     slow_spec,
     status_json,
@@ -54,6 +54,7 @@ def pc():
     if not (shutil.which("slurmdbd") and shutil.which("mariadbd")):
         require_service("slurm accounting", "slurmdbd/mariadb-server not installed (scripts/bootstrap.sh)")
     top = tempfile.mkdtemp(prefix="tpun-", dir="/tmp")
+    PRIVATE_CLUSTERS.append(top)
     os.chmod(top, 0o755)  # munged must reach the folder
     d = os.path.join(top, "c")
     st = None
@@ -144,35 +145,6 @@ def _sched_of(tmp: Path, job_id: str) -> str:
     return _rows(tmp, "select sched_id from jobs where job_id = :j", j=job_id)[0][0]
 
 
-def _kill_whole_job(pc, sched_id: str) -> int:
-    """SIGKILL every process of a running Slurm job (batch script, srun, submitit, trainer), as a
-    node that dies would: found by SLURM_JOB_ID in their environment (either node)."""
-    master = sched_id.split("_")[0]
-    sq = _sq(pc, "-j", master, "-r", "-o", "%i %A")
-    jid = next((line.split()[1] for line in sq.splitlines() if line.split()[0] == sched_id), master)
-    pids = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if f"SLURM_JOB_ID={jid}".encode() in env:
-            pids.append(int(pid))
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGSTOP)  # freeze first: nobody saves or reports on the way out
-        except ProcessLookupError:
-            pass
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return len(pids)
-
-
 def _actions(tmp: Path, sweep: str) -> list[dict]:
     import datetime as dt
 
@@ -239,7 +211,7 @@ def test_no_person_and_failure_classes(tmp_path, pc, reference):
     chain = _job_of(a, ids[0])
     wait_for(lambda: _progress(a, chain) >= (TRUNK, 1), 300, "the chain under way", poll=0.2)
     first = _sched_of(a, chain)
-    assert _kill_whole_job(pc, first) >= 3
+    assert kill_whole_job(first, pc.env) >= 3
     wait_for(
         lambda: (lambda s: s if s and s != first else None)(_sched_of(a, chain)),
         120,

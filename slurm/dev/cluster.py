@@ -58,7 +58,7 @@ from ._config import (
 )
 from ._procs import _alive, _read_pid, _stop, _tail
 
-__all__ = ["ClusterStatus", "ClusterError", "BadInput", "up", "up_again", "down", "status"]
+__all__ = ["ClusterStatus", "ClusterError", "BadInput", "up", "up_again", "down", "status", "start_node"]
 
 
 @dataclass
@@ -279,6 +279,23 @@ def up(
         raise
     st.message = (hint + "\n" + st.message).strip() if hint else st.message
     return st
+
+
+def start_node(dir: str, node: str, timeout: float = 30.0) -> int:
+    """Start one node's slurmd again (after it died, or was killed to make a node fail) and
+    return its pid; slurmctld brings the node back itself (ReturnToService=2)."""
+    d = _abs(dir)
+    cfg = _load_settings(d)
+    if cfg is None or node not in cfg["node_names"]:
+        raise BadInput(f"no node {node} in the cluster of {d}")
+    name = f"slurmd:{node}"
+    path = _pidfiles(d, cfg)[name]
+    if _alive(_read_pid(path), name):
+        return int(_read_pid(path) or 0)
+    if os.path.exists(path):
+        os.remove(path)  # a stale PID file would read as "started and died"
+    _launch(d, name, ["slurmd", "-f", _conf_path(d), "-N", node])
+    return _wait_for(d, name, path, lambda: True, timeout, "alive")
 
 
 def down(dir: str = DEFAULT_DIR, timeout: float = 30.0) -> int:
