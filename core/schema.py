@@ -60,6 +60,7 @@ class ModelConfig:
     # takes which against the builders' signatures.
     hidden: list[int] = _f([128, 128], ge=1, le=MAX_BATCH, max_len=64)
     patch_size: Optional[int] = _f(None, ge=1, le=MAX_PX)
+    batch_norm: bool = _f(False)  # mlp: BatchNorm1d after each hidden Linear
 
 
 @dataclass

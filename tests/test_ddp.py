@@ -1,4 +1,6 @@
-"""2-process DDP (gloo, real torchrun) gives the weights of 1 process on the same global batch."""
+"""2-process DDP (gloo, real torchrun) gives the weights of 1 process on the same global batch:
+the world size is in no level's id, so it must not change what a level computes (docs/levels.md,
+"The world size")."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from tests.sweeputil import REPO
 ATOL = 1e-5
 
 
-def _run(tmp: Path, nproc: int) -> dict[str, torch.Tensor]:
+def _run(tmp: Path, nproc: int, **overrides: object) -> dict[str, torch.Tensor]:
     cfg = resolve(
         "digits_mlp",
         {
@@ -30,6 +32,7 @@ def _run(tmp: Path, nproc: int) -> dict[str, torch.Tensor]:
             "model.hidden": [64],
             "data.batch_size": 64,
             "prune.rate": 0.5,
+            **overrides,
         },
     )
     out = tmp / f"np{nproc}"
@@ -65,4 +68,20 @@ def test_two_ranks_match_one(tmp_path):
     one, two = _run(tmp_path, 1), _run(tmp_path, 2)
     assert all(torch.equal(one["mask"][k], two["mask"][k]) for k in one["mask"])
     worst = max((one["model"][k] - two["model"][k]).abs().max().item() for k in one["model"])
+    assert worst < ATOL, worst
+
+
+@pytest.mark.slow
+def test_snip_with_batchnorm_two_ranks_match_one(tmp_path):
+    """SNIP reads data and BatchNorm normalises by the batch: with 2 ranks, SNIP scores the same
+    global batch (each rank its half, the gradients averaged before the top-k) and BatchNorm's
+    statistics are the global batch's, so the level trained is the 1-rank one: the same mask,
+    the same weights and BatchNorm buffers to float rounding. (Before, rank 0 scored its 32
+    examples alone and each rank normalised by its own half: another mask, other weights, under
+    the same id.)"""
+    opts = {"method": "snip", "model.batch_norm": True, "model.hidden": [64, 32], "prune.snip_batches": 2}
+    one, two = _run(tmp_path / "a", 1, **opts), _run(tmp_path / "b", 2, **opts)
+    assert all(torch.equal(one["mask"][k], two["mask"][k]) for k in one["mask"])
+    assert any(k.endswith("running_mean") for k in one["model"])
+    worst = max((one["model"][k].double() - two["model"][k].double()).abs().max().item() for k in one["model"])
     assert worst < ATOL, worst

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 # Exit status of a trainer that stopped on a signal after saving its checkpoint (EX_TEMPFAIL):
 # the job wrapper and the store read it as "preempted, resume me", not as a failure.
@@ -57,6 +59,80 @@ def init_distributed() -> DistInfo:
         importlib.import_module("torch.distributed.nn")
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return DistInfo(rank, world, local_rank, device)
+
+
+def average(info: DistInfo, t: torch.Tensor) -> torch.Tensor:
+    """The mean of `t` over the ranks (a collective: every rank calls it); `t` in one process."""
+    if not info.distributed:
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / info.world_size
+
+
+class GlobalBatchNorm(_BatchNorm):
+    """BatchNorm over the global batch on the CPU (gloo), where nn.SyncBatchNorm refuses to run:
+    in training, the batch's mean and variance are summed over the ranks (two all-reduces, through
+    autograd, so the gradient also flows across ranks as in SyncBatchNorm) in float64, and the
+    running statistics are updated with the global ones. Its parameters and buffers are
+    BatchNorm's, so its state_dict is any BatchNorm's; in eval mode it is BatchNorm."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not (self.training or self.running_mean is None) or not dist.is_initialized():
+            return super().forward(input)
+        from torch.distributed.nn.functional import all_reduce  # loaded: init_distributed
+
+        self._check_input_dim(input)
+        c = input.shape[1]
+        dims = [0, *range(2, input.dim())]
+        shape = [1, c] + [1] * (input.dim() - 2)
+        x = input.double()
+        count = torch.tensor([input.numel() // c], dtype=torch.float64, device=input.device)
+        sums = all_reduce(torch.cat([x.sum(dims), count]))
+        n = sums[c]
+        mean = sums[:c] / n
+        var = all_reduce((x - mean.view(shape)).pow(2).sum(dims)) / n  # biased, as BatchNorm's
+        if self.running_mean is not None and self.running_var is not None and self.num_batches_tracked is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.to(self.running_mean.dtype), alpha=m)
+                unbiased = var * n / (n - 1).clamp(min=1)
+                self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+        y = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
+        y = y.to(input.dtype)
+        if self.weight is not None and self.bias is not None:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def sync_batchnorm(model: nn.Module, info: DistInfo) -> nn.Module:
+    """Under DDP, every BatchNorm normalises by the global batch, as the 1-rank run does: a
+    level's weights do not depend on the number of ranks (its id does not hold it). CUDA:
+    nn.SyncBatchNorm; the CPU: GlobalBatchNorm. The cost: a few all-reduces of 2 x channels
+    numbers per BatchNorm layer and step. One process: the model as it is."""
+    if not info.distributed or not any(isinstance(m, _BatchNorm) for m in model.modules()):
+        return model
+    if info.device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return _to_global(model)
+
+
+def _to_global(module: nn.Module) -> nn.Module:
+    if isinstance(module, _BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        new = GlobalBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, _to_global(child))
+    return module
 
 
 def job_cpus() -> int:

@@ -31,7 +31,7 @@ from core.levels import LevelSpec, code_free_id
 from core.methods import get_criterion
 from trainer import checkpoint as ckpt
 from trainer.data import LoaderContext, Loaders, build_loaders
-from trainer.distributed import DistInfo, StopFlag, barrier, rank0_says
+from trainer.distributed import DistInfo, StopFlag, average, barrier, rank0_says, sync_batchnorm
 from trainer.loop import EpochResult, StepHooks, evaluate, train_epoch
 from trainer.models import build_model
 from trainer.optim import build_optimizer
@@ -147,9 +147,9 @@ class LevelTrainer:
             ),
         )
         torch.manual_seed(self.seed)  # the initial weights are a function of the seed alone
-        self.model = build_model(train["model"], self.loaders.num_classes, self.loaders.input_shape).to(
-            info.device
-        )
+        model = build_model(train["model"], self.loaders.num_classes, self.loaders.input_shape)
+        # BatchNorm over the global batch: the world size is in no id, so it must not matter.
+        self.model = sync_batchnorm(model.to(info.device), info)
         self.init_weights = self._weights()
         conv = any(isinstance(m, nn.Conv2d) for m in self.model.modules())
         cl = self.opts.get("channels_last", "auto")
@@ -434,7 +434,10 @@ class LevelTrainer:
                     k: parent["mask"][k].to(self.info.device) if k in parent["mask"] else m
                     for k, m in mask.items()
                 }
-            if self.info.is_main:
+            # A criterion that reads data scores the global batch: every rank its part, together
+            # (SNIP's gradients are averaged over the ranks, BatchNorm syncs), as one rank would
+            # score it whole. The others run on rank 0 alone; rank 0's mask is the one saved.
+            if self.info.is_main or get_criterion(step["criterion"]).needs_data:
                 if level.parent is not None and not self.needs_trained_parent(level):
                     parent_mask = self._mask_of(level.parent)  # a random draw within the parent's mask
                     mask = {
@@ -515,7 +518,13 @@ class LevelTrainer:
         # sweep that asks for it, under either reuse policy and whichever code draws it.
         seed = code_free_id(level, lambda lid: read_level(self.levels_dir, lid))
         gen = torch.Generator().manual_seed(int(seed, 16) % (2**63 - 1))
-        ctx = PruneContext(cfg=pcfg, generator=gen, batches=batches, loss_fn=self.eval_loss)
+        ctx = PruneContext(
+            cfg=pcfg,
+            generator=gen,
+            batches=batches,
+            loss_fn=self.eval_loss,
+            average=(lambda t: average(self.info, t)) if crit.needs_data and self.info.distributed else None,
+        )
         return pruner_for(crit.name)(self.model, mask, level.density, ctx)
 
     def _wrap(self) -> nn.Module:

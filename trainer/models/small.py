@@ -11,13 +11,18 @@ from trainer.models import register
 
 @register("mlp")
 def mlp(
-    num_classes: int, input_shape: tuple[int, ...], hidden: list[int] | tuple[int, ...] = (128, 128)
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    hidden: list[int] | tuple[int, ...] = (128, 128),
+    batch_norm: bool = False,
 ) -> nn.Module:
-    """Flatten, then Linear+ReLU per hidden width, then the classifier."""
+    """Flatten, then Linear(+BatchNorm1d with batch_norm)+ReLU per hidden width, then the
+    classifier."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
     for h in hidden:
-        layers += [nn.Linear(width, int(h)), nn.ReLU(inplace=True)]
+        norm = [nn.BatchNorm1d(int(h))] if batch_norm else []
+        layers += [nn.Linear(width, int(h)), *norm, nn.ReLU(inplace=True)]
         width = int(h)
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)

@@ -31,6 +31,9 @@ class PruneContext:
     generator: torch.Generator  # CPU generator for the random methods, seeded by the caller
     batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # on the model's device
     loss_fn: Callable | None = None  # defaults to cross-entropy
+    # Under DDP, for a criterion that reads data: the mean of a tensor over the ranks (every rank
+    # calls the pruner on its part of the same global batches). None: one process.
+    average: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,6 +119,8 @@ def prune_magnitude(model: nn.Module, mask: Mask, density: float, ctx: PruneCont
 def prune_snip(model: nn.Module, mask: Mask, density: float, ctx: PruneContext) -> Mask:
     """SNIP (Lee et al. 2019): score |g * w| at the current masked weights, the gradient summed
     over `snip_batches` batches (the same as one larger batch), then top-k (global by default).
+    Under DDP every rank scores its part of each global batch and the gradients are averaged
+    (ctx.average) before the top-k: the scores are the global batch's, whatever the rank count.
 
     Runs through `torch.func.functional_call` on detached copies of the weights and cloned
     buffers, so the model's weights, .grad fields and BN running statistics are untouched. The
@@ -142,6 +147,10 @@ def prune_snip(model: nn.Module, mask: Mask, density: float, ctx: PruneContext) 
     finally:
         for m, mode in modes.items():
             m.training = mode
+    if ctx.average is not None:  # each rank's gradient is its part's: their mean is the batch's
+        flat = ctx.average(torch.cat([grads[n].reshape(-1) for n in masked]))
+        grads = dict(zip(masked, flat.split([grads[n].numel() for n in masked])))
+        grads = {n: g.view_as(masked[n]) for n, g in grads.items()}
     scores = {n: (grads[n] * masked[n].detach()).abs() for n in masked}
     return _select(scores, mask, density, ctx.cfg)
 
