@@ -1,23 +1,33 @@
 """The identity of the code a level runs, and the code snapshots cluster jobs import.
 
-Code identity. A level's numbers depend on its config (hashed into its id), on the libraries
-(torch, CUDA: recorded in its provenance) and on this project's code that runs while it trains.
-That code is split in two, by what a change there can alter:
+Code identity. A level's numbers depend on its config (hashed into its id), on the libraries and
+its data (recorded in its provenance, core/inputs.py) and on this project's code that runs while
+it trains: what the trainer's entry point (trainer/job.py) imports, transitively, less what
+cannot change a number (EXCLUDED: W&B logging, provenance, the cost metrics computed after
+training, and the core's file layout, atomic writes and this module). Of the core, only the
+definitions the trainer reaches count (code_free_id, which seeds every random mask, and
+level_id, canonical... under it; get_criterion; the density functions the pruners call), never
+the planner beside them. That code is split by what a change there can alter:
 
-    training   every .py file of trainer/ (models, data, the loop, the levels loop, rewinding...),
-               less EXCLUDED: what cannot change a level's numbers (W&B logging, provenance,
-               hydra's entry point). core/ computes ids, folders, configs and schema checks:
-               a change there changes ids or fails, it never changes numbers silently, so only
-               its pruning modules count
-    pruning    the pruners and what they use: trainer/pruning/{methods,synflow,registry}.py,
-               core/{density,methods}.py, each criterion the files it runs (CRITERION_FILES)
+    training   what every level runs: the levels loop, the epoch loop, the data loaders, the
+               optimizer, masks, checkpoints, the model registry, and the core definitions
+               they reach
+    pruning    each criterion's pruning files (CRITERION_FILES) and what only they reach
+               (core/density.py's functions through trainer/pruning/methods.py)
+    model      the model family file that builds the level's model (MODEL_FAMILIES) and what
+               only it reaches: a ResNet level does not count models/vit.py
 
-A level that prunes by criterion c has code hash(training, the files of c); level 0 (dense
-training, no pruning) has hash(training). So fixing SynFlow's pruner changes the code of SynFlow's
-levels only, fixing the data loader that of every level, and editing the planner, the CLI, the
-store, the scheduler side or the docs that of none. Comments and blank lines do not count
-(every other line does, docstrings included), so a file's identity does not move with its
-comments, and does not depend on the Python version that reads it.
+A level has code hash(training, its criterion's pruning groups, its model family's group);
+level 0 has no pruning part. So fixing SynFlow's pruner changes the code of SynFlow's levels only,
+fixing the data loader that of every level, editing vit.py that of ViT levels, and editing the
+planner, the CLI, the store, the scheduler side, the beton writer or the docs that of none.
+
+What a file counts is its code, not its text: the hash is of its syntax tree (ast) with every
+docstring and bare string statement left out, dumped field by field without positions and without
+empty fields (stable across Python patch versions, and across minor versions whose syntax trees
+agree), so comments, blank lines, formatting and docstrings never count. Parsing costs about
+0.1 s for the whole tree, so each file's analysis is cached by the hash of its bytes
+(CACHE_DIR); the identity is then read in a few milliseconds.
 
 Under `reuse: same-code` (docs/levels.md) the code is part of a level's id, so a level trained by
 other code is never reused; under `reuse: any` it is recorded (provenance) and reported, not hashed.
@@ -34,14 +44,17 @@ ids from here.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -51,34 +64,57 @@ from core.atomic import file_lock
 
 ROOT = Path(__file__).resolve().parent.parent  # the folder holding core/, trainer/, ...
 
-# Never part of a level's code: they cannot change what a level computes.
+# Where a level's computation starts: the job's trainer process (torchrun runs this module).
+ENTRY = "trainer/job.py"
+# Never part of a level's code, nor followed for what they import: they cannot change a level's
+# weights. What is recorded about a level, not how it is computed (provenance, W&B, hydra's entry
+# point), the cost metrics computed on the final weights after they are saved (a fix there leaves
+# the costs of levels trained before as they were recorded), and the core's file layout and
+# checks, atomic writes and code identity (a bug there fails or loses a file, it never changes a
+# number).
 EXCLUDED = frozenset(
     {
-        "trainer/__main__.py",  # hydra's entry point (cli/)
-        "trainer/wandb_recorder.py",  # where metrics go besides the store
-        "trainer/provenance.py",  # what is recorded about a level, not how it is computed
+        "trainer/__main__.py",
+        "trainer/wandb_recorder.py",
+        "trainer/provenance.py",
+        "trainer/pruning/cost.py",
+        "core/atomic.py",
+        "core/code.py",
+        "core/inputs.py",
+        "core/layout.py",
     }
 )
-PRUNING_FILES = (
-    "core/density.py",
-    "core/methods.py",
-    "trainer/pruning/methods.py",
-    "trainer/pruning/registry.py",
-    "trainer/pruning/synflow.py",
-)
-_COMMON_PRUNING = ("core/methods.py", "trainer/pruning/registry.py", "trainer/pruning/methods.py")
+_COMMON_PRUNING = ("trainer/pruning/methods.py", "trainer/pruning/registry.py")
 CRITERION_FILES: dict[str, tuple[str, ...]] = {
-    "magnitude": (*_COMMON_PRUNING, "core/density.py"),
-    "snip": (*_COMMON_PRUNING, "core/density.py"),
+    "magnitude": _COMMON_PRUNING,
+    "snip": _COMMON_PRUNING,
     "synflow": (*_COMMON_PRUNING, "trainer/pruning/synflow.py"),
-    "random_erk": (*_COMMON_PRUNING, "core/density.py"),
-    "random_balanced": (*_COMMON_PRUNING, "core/density.py"),
-    "random_uniform": (*_COMMON_PRUNING, "core/density.py"),
+    "random_erk": _COMMON_PRUNING,
+    "random_balanced": _COMMON_PRUNING,
+    "random_uniform": _COMMON_PRUNING,
     "reinit": _COMMON_PRUNING,
     "random_layerwise": _COMMON_PRUNING,
 }
-# What a job imports: the trainer, its store recorder, the job wrapper, the core (and their data
-# files: presets, migrations). The planner and the CLI stay out.
+PRUNING_FILES = tuple(sorted({f for files in CRITERION_FILES.values() for f in files}))
+# Which file builds each model (its @register names; tests/test_code_identity.py checks this
+# against trainer.models.MODELS). A model named nowhere here counts every family file.
+MODEL_FAMILIES: dict[str, tuple[str, ...]] = {
+    "trainer/models/small.py": ("mlp", "lenet"),
+    "trainer/models/cifar_resnet.py": ("resnet20", "resnet32", "resnet56"),
+    "trainer/models/torchvision_models.py": ("resnet18", "resnet50"),
+    "trainer/models/vgg.py": ("vgg11_bn", "vgg16_bn", "vgg19_bn"),
+    "trainer/models/vit.py": ("deit_tiny", "deit_small"),
+}
+FAMILY_OF = {name: path for path, names in MODEL_FAMILIES.items() for name in names}
+# Files whose code joins a level's only when its step or model names them: the groups.
+GROUP_FILES = (*PRUNING_FILES, *MODEL_FAMILIES)
+_PACKAGES = ("core", "trainer")
+# Each file's analysis, by the hash of its bytes and the Python that parsed it.
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "turboprune" / "code"
+# Keyed by this module's bytes too: a change in how files are analysed never reads old analyses.
+_ANALYSER = "py{}{}-{}".format(*sys.version_info[:2], hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12])
+# What a snapshot of the packages jobs import holds: the trainer, its store recorder, the job
+# wrapper, the core (and their data files: presets, migrations). The planner and the CLI stay out.
 SNAPSHOT_PACKAGES = ("core", "trainer", "slurm", "db")
 _DATA_SUFFIXES = (".py", ".yaml", ".ini", ".mako", ".sh", ".tmpl")
 MANIFEST = "MANIFEST.json"
@@ -91,46 +127,260 @@ def _short(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def normalized(source: bytes) -> bytes:
-    """A file's source without blank lines, comment-only lines and trailing blanks."""
-    lines = []
-    for line in source.decode("utf-8", "replace").splitlines():
-        line = line.rstrip()
-        if line and not line.lstrip().startswith("#"):
-            lines.append(line)
-    return "\n".join(lines).encode()
+# ---- code, not text --------------------------------------------------------------------------
+def _is_doc(node: ast.AST) -> bool:
+    """A docstring, or any other bare string statement: it computes nothing."""
+    return isinstance(node, ast.Expr) and isinstance(getattr(node.value, "value", None), str)
+
+
+def _dump(node: Any, out: list[str]) -> None:
+    """The tree, field by field: no positions, no empty fields (None, []), no string statements.
+    Python versions that add a field (type_params in 3.12) leave it empty for the same code, so
+    the dump stays the same."""
+    if isinstance(node, ast.AST):
+        out.append(type(node).__name__ + "(")
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if value is None or (isinstance(value, list) and not value) or name == "kind":
+                continue  # kind: the u of u"...": the same string
+            out.append(name + "=")
+            _dump(value, out)
+            out.append(",")
+        out.append(")")
+    elif isinstance(node, list):
+        out.append("[")
+        for item in node:
+            if not _is_doc(item):
+                _dump(item, out)
+                out.append(",")
+        out.append("]")
+    else:
+        out.append(repr(node))
+
+
+def code_hash(node: ast.AST | list[ast.stmt]) -> str:
+    """The hash of code as Python reads it: comments, formatting and docstrings do not count."""
+    out: list[str] = []
+    _dump(node, out)
+    return _short("".join(out))
+
+
+def _binds(stmt: ast.stmt) -> list[str]:
+    """The module-level names a statement defines."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [stmt.name]
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return [(a.asname or a.name).split(".")[0] for a in stmt.names]
+    targets: list[ast.expr] = []
+    if isinstance(stmt, ast.Assign):
+        targets = list(stmt.targets)
+    elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+        targets = [stmt.target]
+    return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool) -> list[list[Any]]:
+    """[module, names] of every import in `tree` (inside functions too), relative ones resolved;
+    names is [] for `import module`."""
+    out: list[list[Any]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend([a.name, []] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = module.split(".")
+                keep = len(parts) - node.level + (1 if is_package else 0)
+                base = ".".join([*parts[:keep], *([base] if base else [])])
+            if base != "__future__":
+                out.append([base, [a.name for a in node.names]])
+    return out
+
+
+def analyse(rel: str, source: bytes) -> dict[str, Any]:
+    """A file's code hash, its imports, and (for the core) each top-level statement's names,
+    hash, the module-level names it reads and its imports. JSON, so it can be cached."""
+    tree = ast.parse(source)
+    module = rel[: -len(".py")].replace("/", ".")
+    is_package = module.endswith(".__init__")
+    module = module.removesuffix(".__init__")
+    out: dict[str, Any] = {"hash": code_hash(tree.body), "imports": _imports(tree, module, is_package)}
+    if rel.startswith("core/"):
+        stmts = []
+        for stmt in tree.body:
+            if _is_doc(stmt) or (isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__"):
+                continue
+            reads = sorted({n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)})
+            stmts.append(
+                {
+                    "names": _binds(stmt),
+                    "hash": code_hash(stmt),
+                    "reads": reads,
+                    "imports": _imports(stmt, module, is_package),
+                }
+            )
+        out["stmts"] = stmts
+    return out
+
+
+def _analysed(rel: str, source: bytes) -> dict[str, Any]:
+    """analyse(), through the cache (a file's analysis is a function of its bytes and of the
+    Python that parses it); a cache that cannot be read or written is passed by."""
+    key = hashlib.sha256(rel.encode() + b"\0" + source).hexdigest()
+    path = CACHE_DIR / _ANALYSER / f"{key}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    out = analyse(rel, source)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(out))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return out
+
+
+def _core_units(rel: str, info: dict[str, Any], names: Iterable[str] | None) -> list[str]:
+    """The units of core file `rel` that define `names` (None: all of it, a whole-module
+    import). A unit is `path:name[,name...]` (one top-level statement), `path:*` for the
+    statements that define nothing (they run on import)."""
+    out = []
+    wanted = None if names is None else set(names)
+    for stmt in info["stmts"]:
+        if not stmt["names"]:
+            out.append(f"{rel}:*")
+        elif wanted is None or wanted & set(stmt["names"]):
+            out.append(f"{rel}:{','.join(stmt['names'])}")
+    return out
+
+
+def _graph(base: Path) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """Every unit a level's computation may run (from ENTRY, through every import, less
+    EXCLUDED) with its hash, and the edges: what each unit imports or reads."""
+    sources: dict[str, dict[str, Any]] = {}
+
+    def info(rel: str) -> dict[str, Any] | None:
+        if rel not in sources:
+            path = base / rel
+            sources[rel] = _analysed(rel, path.read_bytes()) if path.is_file() else {}
+        return sources[rel] or None
+
+    def module_file(module: str) -> str | None:
+        if module.split(".")[0] not in _PACKAGES:
+            return None
+        for rel in (module.replace(".", "/") + ".py", module.replace(".", "/") + "/__init__.py"):
+            if info(rel) is not None:
+                return rel
+        return None
+
+    def targets(imports: list[list[Any]]) -> set[str]:
+        """The units these imports run: trainer files whole, the core's named definitions."""
+        out: set[str] = set()
+        for module, names in imports:
+            parts = module.split(".")
+            for i in range(1, len(parts)):  # a submodule's packages run first
+                pkg = module_file(".".join(parts[:i]))
+                if pkg is not None and pkg.startswith("trainer/"):
+                    out.add(pkg)
+            rel = module_file(module)
+            if rel is None:
+                continue
+            subs = [n for n in names if module_file(f"{module}.{n}") is not None]
+            if rel.startswith("trainer/"):
+                out.add(rel)
+            else:
+                own = [n for n in names if n not in subs]
+                out.update(_core_units(rel, sources[rel], own if names else None))
+            for n in subs:
+                sub = module_file(f"{module}.{n}")
+                assert sub is not None
+                out.update([sub] if sub.startswith("trainer/") else _core_units(sub, sources[sub], None))
+        return {u for u in out if u.split(":")[0] not in EXCLUDED}
+
+    files: dict[str, str] = {}
+    edges: dict[str, set[str]] = {}
+    todo = [ENTRY]
+    while todo:
+        unit = todo.pop()
+        if unit in files:
+            continue
+        rel, _, names = unit.partition(":")
+        data = info(rel)
+        if data is None:
+            continue
+        if not names:  # a trainer file
+            files[unit], edges[unit] = data["hash"], targets(data["imports"])
+        else:  # a core statement: what it imports, and the module's definitions it reads
+            stmts = [s for s in data["stmts"] if (",".join(s["names"]) or "*") == names]
+            files[unit] = _short(" ".join(s["hash"] for s in stmts))
+            reads = {r for s in stmts for r in s["reads"]}
+            local = {u for u in _core_units(rel, data, reads) if not u.endswith(":*")}
+            edges[unit] = (local | targets([i for s in stmts for i in s["imports"]])) - {unit}
+        todo.extend(sorted(edges[unit] - files.keys()))
+    return files, edges
+
+
+def _reach(roots: Iterable[str], edges: dict[str, set[str]], stop: Iterable[str]) -> set[str]:
+    """The units reachable from `roots`, not entering `stop`."""
+    stop = set(stop)
+    seen: set[str] = set()
+    todo = [r for r in roots if r in edges]
+    while todo:
+        unit = todo.pop()
+        if unit in seen:
+            continue
+        seen.add(unit)
+        todo.extend(u for u in edges.get(unit, ()) if u not in seen and u not in stop)
+    return seen
 
 
 @dataclass(frozen=True)
 class CodeIdentity:
-    """The project's code at `root`, file by file (normalised hashes), and the codes of levels."""
+    """The project's code at `root`, unit by unit (code hashes: a trainer file, or one top-level
+    definition of the core), grouped by what a level needs, and the codes of levels."""
 
     root: str
-    files: dict[str, str] = field(repr=False)  # relative path -> hash of its normalised source
+    files: dict[str, str] = field(repr=False)  # unit -> hash of its code
+    # "training" -> its units; a group file (GROUP_FILES) -> its units. None (a made-up identity):
+    # every file in files that is no group file is training, and each group file its own group.
+    groups: dict[str, tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
 
-    def _group(self, paths: list[str] | tuple[str, ...]) -> str:
+    def _group(self, paths: Iterable[str]) -> str:
         return _short("\n".join(f"{p} {self.files.get(p, '-')}" for p in sorted(paths)))
+
+    @cached_property
+    def _members(self) -> dict[str, tuple[str, ...]]:
+        if self.groups is not None:
+            return self.groups
+        members: dict[str, tuple[str, ...]] = {f: (f,) for f in GROUP_FILES if f in self.files}
+        members["training"] = tuple(p for p in self.files if p not in GROUP_FILES)
+        return members
 
     @cached_property
     def training(self) -> str:
         """The code every level runs."""
-        return self._group([p for p in self.files if p not in PRUNING_FILES])
+        return self._group(self._members["training"])
 
     @cached_property
-    def _by_criterion(self) -> dict[str, str]:
-        # Computed once per criterion: a 10,000-point plan asks for 32,000 levels' codes, and
-        # hashing the 60 files' names each time was a fifth of plan_sweep.
+    def _by_step(self) -> dict[tuple[str | None, str | None], str]:
+        # Computed once per criterion and model: a 10,000-point plan asks for 32,000 levels'
+        # codes, and hashing the units' names each time was a fifth of plan_sweep.
         return {}
 
-    def for_step(self, step: dict[str, Any] | None) -> str:
-        """The code of a level with this pruning step (None: dense training from init)."""
-        if not step:
-            return self.training
-        criterion = str(step.get("criterion"))
-        if criterion not in self._by_criterion:
-            files = CRITERION_FILES.get(criterion, PRUNING_FILES)
-            self._by_criterion[criterion] = _short(f"{self.training} {self._group(files)}")
-        return self._by_criterion[criterion]
+    def for_step(self, step: dict[str, Any] | None, model: str | None) -> str:
+        """The code of a level with this pruning step (None: dense training from init) and model
+        (the config's model.name; a name no family lists counts every family file)."""
+        criterion = str(step.get("criterion")) if step else None
+        key = (criterion, model)
+        if key not in self._by_step:
+            groups = list(CRITERION_FILES.get(criterion, PRUNING_FILES)) if criterion else []
+            groups += [FAMILY_OF[model]] if model in FAMILY_OF else list(MODEL_FAMILIES)
+            units = {u for g in groups for u in self._members.get(g, ())}
+            self._by_step[key] = _short(f"{self.training} {self._group(units)}")
+        return self._by_step[key]
 
     @property
     def sources(self) -> str:
@@ -143,17 +393,16 @@ _CACHE: dict[str, CodeIdentity] = {}
 
 def code_identity(root: str | os.PathLike | None = None) -> CodeIdentity:
     """The identity of the code under `root` (default: where this module was imported from, which
-    for a job is its snapshot). Read once per process: about 60 files, a few milliseconds."""
+    for a job is its snapshot). Read once per process: the files a level runs, a few milliseconds
+    (their analyses cached by content; about 0.1 s to parse them all when none is)."""
     base = Path(root or ROOT).resolve()
     if str(base) not in _CACHE:
-        files = {}
-        for pkg in ("core", "trainer"):
-            for path in sorted((base / pkg).rglob("*.py")):
-                rel = path.relative_to(base).as_posix()
-                if "__pycache__" in rel or rel in EXCLUDED or (pkg == "core" and rel not in PRUNING_FILES):
-                    continue
-                files[rel] = hashlib.sha256(normalized(path.read_bytes())).hexdigest()[:16]
-        _CACHE[str(base)] = CodeIdentity(str(base), files)
+        files, edges = _graph(base)
+        training = _reach([ENTRY], edges, GROUP_FILES)
+        groups = {"training": tuple(sorted(training))}
+        for path in GROUP_FILES:
+            groups[path] = tuple(sorted(_reach([path], edges, set(GROUP_FILES) - {path}) - training))
+        _CACHE[str(base)] = CodeIdentity(str(base), files, groups)
     return _CACHE[str(base)]
 
 

@@ -164,6 +164,12 @@ def level_id(
     return hashlib.sha256(("{" + blob + "}").encode()).hexdigest()[:16]
 
 
+def model_of(train: dict[str, Any]) -> str | None:
+    """The model a training config builds (model.name): which model family file its code counts."""
+    model = train.get("model")
+    return str(model["name"]) if isinstance(model, dict) and model.get("name") is not None else None
+
+
 def code_free_id(level: LevelSpec, spec_of: Callable[[str], LevelSpec]) -> str:
     """The level's id with no code in it or in its ancestors': what `reuse: any` names it.
     Random draws (masks) are seeded by it, so a random mask is a function of the level's lineage
@@ -220,9 +226,10 @@ def level_epochs(level: LevelSpec) -> int:
 
 
 class Coder(Protocol):
-    """What plan_levels needs of core.code.CodeIdentity: the code of a level with a given step."""
+    """What plan_levels needs of core.code.CodeIdentity: the code of a level with a given step
+    and model (its config's model.name)."""
 
-    def for_step(self, step: dict[str, Any] | None) -> str: ...
+    def for_step(self, step: dict[str, Any] | None, model: str | None) -> str: ...
 
 
 def reinit_seed(seed: int) -> int:
@@ -260,7 +267,7 @@ def _make(
     train_json: str | None = None,
     code: Coder | None = None,
 ) -> LevelSpec:
-    c = code.for_step(step) if code is not None else None
+    c = code.for_step(step, model_of(train)) if code is not None else None
     lid = level_id(parent.level_id if parent else None, step, train, train_json, c)
     return LevelSpec(
         lid,

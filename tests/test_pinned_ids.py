@@ -106,21 +106,22 @@ def test_same_code_ids_hold_each_level_s_code():
     files = {
         "trainer/loop.py": "a" * 16,
         "trainer/pruning/methods.py": "b" * 16,
-        "core/density.py": "c" * 16,
-        "core/methods.py": "d" * 16,
+        "core/levels.py:code_free_id": "c" * 16,
+        "trainer/models/small.py": "d" * 16,
         "trainer/pruning/registry.py": "e" * 16,
         "trainer/pruning/synflow.py": "f" * 16,
+        "trainer/models/vit.py": "9" * 16,
     }
     code = CodeIdentity("pinned", files)
     cfg = trainer_config.resolve("digits_mlp", {"method": "imp", "seed": 0})
     run = plan_levels("imp", cfg, [0.5], code)
-    assert run_id(cfg, run.codes) == "1024fa1583bc4fdb"
+    assert run_id(cfg, run.codes) == "ab527797183b12d7"
     assert [(lv.kind, lv.depth, lv.level_id, lv.code) for lv in run.levels] == [
-        ("dense", 0, "c9c673da50c48764", "5b0c6745c1bcd8ee"),
-        ("trunk", 1, "ae21f6f0748fae40", "510b03b70442822e"),
-        ("trunk", 2, "2c87970dc8305800", "510b03b70442822e"),
-        ("trunk", 3, "fdd0fb49d9fb72e5", "510b03b70442822e"),
-        ("branch", 4, "c9175bd551b98686", "510b03b70442822e"),
+        ("dense", 0, "0dbe9478e46ee92a", "4c53fb9a4adee6c5"),
+        ("trunk", 1, "721ef42c6e5580a0", "4f5959ce21316b02"),
+        ("trunk", 2, "326727be055da351", "4f5959ce21316b02"),
+        ("trunk", 3, "de4ba8a2615d0c5f", "4f5959ce21316b02"),
+        ("branch", 4, "125c1f853bf1ba1c", "4f5959ce21316b02"),
     ]
     assert [lv.level_id for lv in plan_levels("imp", cfg, [0.5]).levels][0] == "257e1e1a8825d5e5"  # as before
 
@@ -130,7 +131,10 @@ def test_same_code_ids_hold_each_level_s_code():
         return [lv.level_id for lv in plan_levels(method, c, [0.5], code).levels]
 
     # SynFlow's own file renames SynFlow's level only; the pruners' file every pruned level but
-    # level 0; the training loop every level.
+    # level 0; the training loop and the id functions every level; another model's file none.
+    assert ids({"trainer/models/vit.py": "0" * 16}, "imp") == ids({}, "imp")
+    assert all(a != b for a, b in zip(ids({"trainer/models/small.py": "0" * 16}, "imp"), ids({}, "imp")))
+    assert all(a != b for a, b in zip(ids({"core/levels.py:code_free_id": "0" * 16}, "imp"), ids({}, "imp")))
     assert ids({"trainer/pruning/synflow.py": "0" * 16}, "imp") == ids({}, "imp")
     assert ids({"trainer/pruning/synflow.py": "0" * 16}, "synflow") != ids({}, "synflow")
     pruned = ids({"trainer/pruning/methods.py": "0" * 16}, "imp")

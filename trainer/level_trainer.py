@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from core.layout import DIGEST_KEY, BadLevel, LevelDir, LevelLock, is_level_id
-from core.levels import LevelSpec, code_free_id
+from core.levels import LevelSpec, code_free_id, model_of
 from core.methods import get_criterion
 from trainer import checkpoint as ckpt
 from trainer.data import LoaderContext, Loaders, build_loaders
@@ -246,7 +246,7 @@ class LevelTrainer:
         snapshot, or a job file from another launch)."""
         if level.code is None:
             return
-        mine = self.provenance.code.for_step(level.step)
+        mine = self.provenance.code.for_step(level.step, model_of(level.train))
         if mine != level.code:
             raise RuntimeError(
                 f"level {level.level_id} is defined for code {level.code}, but this trainer runs code "
@@ -300,7 +300,7 @@ class LevelTrainer:
     def _train_level(self, level: LevelSpec, d: LevelDir, snapshots: list[dict[str, Any]]) -> None:
         state = ckpt.load_checkpoint(d.checkpoint, self.info.device) if d.checkpoint.exists() else None
         if state is not None and self.reuse == "same-code":
-            mine = self.provenance.code.for_step(level.step)
+            mine = self.provenance.code.for_step(level.step, model_of(level.train))
             theirs = {a.get("code") for a in state.get("trained_by") or [{}]}
             if theirs != {mine}:  # started by other (or unrecorded) code: start over, keep the file
                 if self.info.is_main:
@@ -315,7 +315,7 @@ class LevelTrainer:
                 state = None
         # Every attempt that trains part of the level is kept with its code and hosts: a level
         # stopped under one code and finished under another says so in its provenance.
-        me = self.provenance.attempt(level.step)
+        me = self.provenance.attempt(level.step, model_of(level.train))
         self._attempts = list(state.get("trained_by") or []) if state is not None else []
         if not self._attempts or self._attempts[-1] != me:
             self._attempts.append(me)
@@ -611,7 +611,7 @@ class LevelTrainer:
                 "train_acc": last.get("train_acc"),
                 "epochs": len(history),
                 "seconds": sum(h["seconds"] for h in history),
-                "provenance": self.provenance.of_level(level.step, self._attempts),
+                "provenance": self.provenance.of_level(level.step, model_of(level.train), self._attempts),
                 "history": history,
                 # binds the weights to this record: a final.pt swapped in later is refused
                 DIGEST_KEY: d.final_digest(),

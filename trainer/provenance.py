@@ -79,10 +79,10 @@ class Provenance:
         }
         self.env = json.loads(json.dumps(env, default=str))
 
-    def attempt(self, step: dict[str, Any] | None) -> dict[str, Any]:
+    def attempt(self, step: dict[str, Any] | None, model: str | None) -> dict[str, Any]:
         """This process's part in a level: recorded in its checkpoints, kept across attempts."""
         return {
-            "code": self.code.for_step(step),
+            "code": self.code.for_step(step, model),
             "sources": self.env["sources"],
             "git": self.env["git"],
             "hosts": self.env["hosts"],
@@ -91,6 +91,8 @@ class Provenance:
             "torch": self.env["torch"],
         }
 
-    def of_level(self, step: dict[str, Any] | None, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    def of_level(
+        self, step: dict[str, Any] | None, model: str | None, attempts: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         codes = list(dict.fromkeys(a.get("code") for a in attempts if a.get("code")))
-        return {"code": self.code.for_step(step), **self.env, "attempts": attempts, "codes": codes}
+        return {"code": self.code.for_step(step, model), **self.env, "attempts": attempts, "codes": codes}

@@ -19,6 +19,7 @@ from typing import Any
 from core.atomic import file_lock, write_json_atomic
 from core.code import code_identity, snapshot
 from core.layout import BadRecord, LevelDir, read_sweep_record
+from core.levels import model_of
 from db.reader import ACTIVE_STATES, RESUMABLE_STATES
 from db.schema import Job
 from db.store import Store
@@ -145,7 +146,7 @@ def other_code(plan: SweepPlan, codes: dict[str, str | None]) -> dict[str, int]:
     out: dict[str, int] = {}
     for lid, code in codes.items():
         lv = plan.levels.get(lid)
-        if lv is not None and code != current.for_step(lv.step):
+        if lv is not None and code != current.for_step(lv.step, model_of(lv.train)):
             out[code or "unknown"] = out.get(code or "unknown", 0) + 1
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
