@@ -30,13 +30,18 @@ def _stored_spec_dict(path: str, spec) -> dict[str, Any]:
 
 
 def _done_without_side_effects(
-    plan, url: str | None, bad: dict[str, str], codes: dict[str, str | None]
+    plan,
+    url: str | None,
+    bad: dict[str, str],
+    codes: dict[str, str | None],
+    provenances: dict[str, dict[str, Any]] | None = None,
 ) -> set[str]:
     """Levels finished on disk, or in the store when it exists already (a dry run creates nothing).
-    Level folders that fail their checks go to `bad`; `codes` gets who trained each done level."""
+    Level folders that fail their checks go to `bad`; `codes` gets who trained each done level,
+    `provenances` its provenance."""
     from orchestrator.control.controller import done_on_disk  # the store: SQLAlchemy, 0.3 s
 
-    done = done_on_disk(plan, bad, codes)
+    done = done_on_disk(plan, bad, codes, provenances)
     from db.engine import store_may_exist  # SQLAlchemy, 0.3 s
 
     if url and store_may_exist(url):
@@ -47,6 +52,8 @@ def _done_without_side_effects(
             states = store.level_states(list(plan.levels))
             in_store = {lid for lid, st in states.items() if st.finished} - done
             codes.update(store.level_codes(sorted(in_store)))
+            if provenances is not None:
+                provenances.update(store.level_provenances(sorted(in_store)))
             store.close()
             done |= in_store
         except Exception:  # noqa: BLE001 - an old or unreachable store: the disk still answers
@@ -67,6 +74,20 @@ def reuse_phrases(plan, reused: int, other: dict[str, int]) -> list[str]:
     ]
 
 
+def inputs_phrase(other: dict[str, Any]) -> str | None:
+    """One line, when reused levels were trained with other library versions or other data than
+    this launch's jobs would use (a note: they are reused all the same)."""
+    if not other:
+        return None
+    libs = "; ".join(
+        f"{name} {', '.join(sorted(lib['recorded']))} (now {lib['now'] or 'not installed'})"
+        for name, lib in sorted(other["libraries"].items())
+    )
+    data = ", ".join(f"data.{k}" for k in sorted(other["data"]))
+    what = " and ".join(x for x in (libs and f"other versions: {libs}", data and f"other data: {data}") if x)
+    return f"note: {other['levels']} reused levels were trained with {what}."
+
+
 def _check_writable(folder: str) -> None:
     """The output folder must take files before anything is recorded or submitted."""
     import tempfile
@@ -84,6 +105,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
     from orchestrator.control.controller import (
         launch,  # the store: SQLAlchemy, 0.3 s
         other_code,  # the store: SQLAlchemy, 0.3 s
+        other_inputs,  # the store: SQLAlchemy, 0.3 s
     )
     from orchestrator.control.submit import SubmitError  # the store: SQLAlchemy, 0.3 s
     from orchestrator.plan.grid import plan_sweep  # the planner (pydantic, YAML): 0.2 s
@@ -101,10 +123,12 @@ def cmd_launch(a: argparse.Namespace) -> int:
 
         bad: dict[str, str] = {}
         codes: dict[str, str | None] = {}
-        done = _done_without_side_effects(plan, resolve_url(a.db, spec.db), bad, codes)
+        provenances: dict[str, dict[str, Any]] = {}
+        done = _done_without_side_effects(plan, resolve_url(a.db, spec.db), bad, codes, provenances)
         counts = plan.counts(done)
         jobs = group_jobs([lv for lid, lv in plan.trained.items() if lid not in done], {}, plan.snapshots)
         other = other_code(plan, codes)
+        inputs = other_inputs(plan, provenances)
         info = {
             "sweep": spec.name,
             **counts,
@@ -115,6 +139,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
             "reuse": plan.reuse,
             "code": (plan.code or code_identity()).sources,
             "other_code": other,
+            "other_inputs": inputs,
         }
         if spec.search is not None:
             info["search"] = search_plan(spec, plan)
@@ -149,6 +174,8 @@ def cmd_launch(a: argparse.Namespace) -> int:
                 indent="",
             ):
                 console.print(line, highlight=False)
+            if inputs_phrase(inputs):
+                console.print(inputs_phrase(inputs), highlight=False, soft_wrap=True)
         report_bad_levels({f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()}, "not counted as done")
         return 1 if bad else 0
     # torch (seconds), which launch --dry-run never needs
@@ -236,6 +263,8 @@ def report(res, plan) -> None:
     room = {j: w for j, w in res.waiting.items() if w.startswith("waits for room")}
     for line in phrases(reuse_phrases(plan, res.reused, res.other_code), console.width, sep=" ", indent=""):
         console.print(line, highlight=False)
+    if inputs_phrase(res.other_inputs):
+        console.print(inputs_phrase(res.other_inputs), highlight=False, soft_wrap=True)
     for job, why in res.waiting.items():
         if job not in room:
             console.print(f"job {job} not submitted: {why}")

@@ -238,6 +238,21 @@ class Store(StoreReader):
                 )
         return out
 
+    def level_provenances(self, level_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The provenance each finished level among `level_ids` recorded ({}: none)."""
+        out: dict[str, dict[str, Any]] = {}
+        with self.reading() as s:
+            for i in range(0, len(level_ids), 900):
+                for lid, prov in s.execute(
+                    sa.select(Level.level_id, Level.provenance).where(
+                        Level.level_id.in_(level_ids[i : i + 900]), Level.finished_at.is_not(None)
+                    )
+                ).all():
+                    if isinstance(prov, str):  # SQLite's JSON may come back as text
+                        prov = json.loads(prov)
+                    out[lid] = prov if isinstance(prov, dict) else {}
+        return out
+
     def import_results(self, results: dict[str, dict[str, Any]]) -> None:
         """Record finished levels from their metrics.json (with their epochs): what the disk
         says is the truth, so a store that missed it, or never saw it, catches up."""

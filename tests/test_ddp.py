@@ -85,3 +85,5 @@ def test_snip_with_batchnorm_two_ranks_match_one(tmp_path):
     assert any(k.endswith("running_mean") for k in one["model"])
     worst = max((one["model"][k].double() - two["model"][k].double()).abs().max().item() for k in one["model"])
     assert worst < ATOL, worst
+    prov = json.loads(next((tmp_path / "b").rglob("metrics.json")).read_text())["provenance"]
+    assert prov["world_size"] == 2 and prov["libraries"]["scikit-learn"] and prov["data"] == {}

@@ -62,6 +62,7 @@ def test_a_trainer_change_retrains_exactly_its_levels_or_is_reported(tmp_path):
     dry = json.loads(run("launch", str(tmp_path / "anycode.yaml"), "--dry-run", "--format", "json").stdout)
     assert (dry["reuse"], dry["levels_done"], dry["levels_to_train"]) == ("any", 2, 0)
     assert list(dry["other_code"].values()) == [1]  # SynFlow's level, trained by the code before
+    assert dry["other_inputs"] == {}  # the same libraries; digits has no data files
     out = run("launch", str(tmp_path / "anycode.yaml")).stdout
     assert "1 were trained by other code" in " ".join(out.split()) and "nothing to submit" in out
 

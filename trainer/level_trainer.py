@@ -164,7 +164,8 @@ class LevelTrainer:
             raise ValueError("the training set yields no full batch per rank: lower data.batch_size")
         self.epochs = int(train["schedule"]["epochs"])
         self._epoch = 0
-        self.provenance = Provenance(info)  # the code this process runs, the libraries, the hosts
+        # the code this process runs, the libraries, the data files, the hosts
+        self.provenance = Provenance(info, data=train["data"])
         self._attempts: list[dict[str, Any]] = []
 
     # ---- files ---------------------------------------------------------------------------

@@ -8,6 +8,10 @@ level's metrics.json ("provenance") when it finishes, and from there into the st
                  package: `sources` identifies it)
     snapshot     the snapshot folder the job imported from (null when run from a checkout)
     torch, ffcv, cuda, cudnn, python, device, world_size, hosts
+    libraries    the installed versions of torch, torchvision, timm, scikit-learn, ffcv and numpy
+                 (core/inputs.py: read from their metadata, none imported for it)
+    data         the data section's files (train_path, val_path, root), each with its path and
+                 fingerprint (size and a hash of its bytes, or of its first and last MiB)
     attempts     one entry per attempt that trained part of the level (a preempted level resumed
                  elsewhere has several); `codes` lists the distinct codes among them, so a level
                  trained by two code versions says so
@@ -28,6 +32,7 @@ import torch
 
 from core import version
 from core.code import MANIFEST, ROOT, CodeIdentity, code_identity, git_info
+from core.inputs import data_fingerprint, library_versions
 from trainer.distributed import DistInfo
 
 
@@ -59,7 +64,9 @@ def hosts(info: DistInfo) -> list[str]:
 class Provenance:
     """What a trainer process knows about itself, once (rank 0 writes it)."""
 
-    def __init__(self, info: DistInfo, code: CodeIdentity | None = None) -> None:
+    def __init__(
+        self, info: DistInfo, code: CodeIdentity | None = None, data: dict[str, Any] | None = None
+    ) -> None:
         self.code = code or code_identity()
         # Plain JSON values only: checkpoints carry them, and load with weights_only (torch's
         # __version__ is a str subclass its safe unpickler refuses).
@@ -76,6 +83,8 @@ class Provenance:
             "device": _device(info),
             "world_size": info.world_size,
             "hosts": hosts(info),
+            "libraries": library_versions(),
+            "data": data_fingerprint(data or {}) if info.is_main else {},  # rank 0 writes it
         }
         self.env = json.loads(json.dumps(env, default=str))
 

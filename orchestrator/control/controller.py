@@ -18,8 +18,9 @@ from typing import Any
 
 from core.atomic import file_lock, write_json_atomic
 from core.code import code_identity, snapshot
+from core.inputs import data_fingerprint, input_changes, library_versions
 from core.layout import BadRecord, LevelDir, read_sweep_record
-from core.levels import model_of
+from core.levels import canonical_json, model_of
 from db.reader import ACTIVE_STATES, RESUMABLE_STATES
 from db.schema import Job
 from db.store import Store
@@ -50,6 +51,7 @@ class LaunchResult:
     reused: int = 0  # levels of the plan already finished
     other_code: dict[str, int] = field(default_factory=dict)  # their code (or "unknown") -> levels,
     # for those not trained by this code
+    other_inputs: dict[str, Any] = field(default_factory=dict)  # other libraries or data (other_inputs)
     skipped: dict[str, int] = field(default_factory=dict)  # job state -> jobs left alone
     limited: str | None = None  # the limit that kept jobs back
 
@@ -151,12 +153,45 @@ def other_code(plan: SweepPlan, codes: dict[str, str | None]) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def other_inputs(plan: SweepPlan, provenances: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Of the finished levels `provenances` names, those trained with other versions of the
+    libraries their model and data come from, or on other data files, than a job of this launch
+    would use now (core/inputs.py): {"levels": n, "libraries": {name: {"now": v, "recorded":
+    {version: levels}}}, "data": {key: levels}, "unrecorded": levels trained before inputs were
+    recorded}; {} when none differs."""
+    now_libs = library_versions()
+    data_now: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {"levels": 0, "libraries": {}, "data": {}, "unrecorded": 0}
+    for lid, prov in provenances.items():
+        lv = plan.levels.get(lid)
+        if lv is None:
+            continue
+        data = lv.train.get("data") or {}
+        key = canonical_json(data)
+        if key not in data_now:
+            data_now[key] = data_fingerprint(data)
+        changes = input_changes(prov or {}, lv.train, {"libraries": now_libs, "data": data_now[key]})
+        if changes.get("unrecorded"):
+            out["unrecorded"] += 1
+            continue
+        out["levels"] += bool(changes)
+        for name, version in (changes.get("libraries") or {}).items():
+            lib = out["libraries"].setdefault(name, {"now": now_libs.get(name), "recorded": {}})
+            lib["recorded"][str(version)] = lib["recorded"].get(str(version), 0) + 1
+        for k in changes.get("data") or ():
+            out["data"][k] = out["data"].get(k, 0) + 1
+    return out if out["levels"] else {}
+
+
 def done_on_disk(
-    plan: SweepPlan, bad: dict[str, str] | None = None, codes: dict[str, str | None] | None = None
+    plan: SweepPlan,
+    bad: dict[str, str] | None = None,
+    codes: dict[str, str | None] | None = None,
+    provenances: dict[str, dict[str, Any]] | None = None,
 ) -> set[str]:
     """Levels of the plan finished on disk, each folder checked (LevelDir.inspect); the ones that
     must not be used go to `bad` with the reason, and count as not done. `codes` gets the code
-    that trained each finished one."""
+    that trained each finished one, `provenances` its provenance."""
     done = set()
     for lid in plan.levels:
         d = LevelDir(Path(plan.levels_dir) / lid)
@@ -170,6 +205,8 @@ def done_on_disk(
             done.add(lid)
             if codes is not None:
                 codes[lid] = (check.result.get("provenance") or {}).get("code")
+            if provenances is not None:
+                provenances[lid] = check.result.get("provenance") or {}
     return done
 
 
@@ -223,6 +260,7 @@ def prepare(
     finished = [lid for lid, st in states.items() if st.finished]
     result.reused = len(finished)
     result.other_code = other_code(plan, store.level_codes(finished))
+    result.other_inputs = other_inputs(plan, store.level_provenances(finished))
     jobs = store.jobs_of_levels(list(plan.levels))
     todo = [j for j in jobs.values() if j.state == "PLANNED" or j.state in RESUMABLE_STATES]
     return result, jobs, todo
