@@ -59,3 +59,31 @@ def test_macs_match_hand_counts_dense_and_sparse():
 def test_resnet50_at_224_is_about_4_1_gmacs():
     rn50 = build_model({"name": "resnet50"}, 1000, (3, 224, 224))
     assert level_cost(rn50, (3, 224, 224))["flops_dense"] == pytest.approx(4.09e9, rel=0.01)
+
+
+@pytest.mark.parametrize(("name", "published"), [("deit_tiny", 1.3e9), ("deit_small", 4.6e9)])
+def test_deit_counts_its_attention_products_as_timm_publishes(name, published):
+    """timm (and fvcore, and the DeiT paper) count QK^T and AV: DeiT-Tiny 1.3 GMACs and
+    DeiT-Small 4.6 GMACs at 224 px. Without them DeiT-Tiny would be 1.075 G."""
+    torch.manual_seed(0)
+    deit = build_model({"name": name}, 1000, (3, 224, 224))
+    cost = level_cost(deit, (3, 224, 224))
+    # 12 blocks of 197 tokens (196 patches and the class token), 2 x N^2 x width each
+    width = {"deit_tiny": 192, "deit_small": 384}[name]
+    assert cost["flops_attention"] == 12 * 2 * 197 * 197 * width
+    assert cost["flops_dense"] == pytest.approx(published, rel=0.04)
+
+
+def test_attention_products_cap_the_speedup():
+    """Pruning removes weights, not products of activations: at 95 % sparsity of every conv and
+    linear weight, a DeiT-Tiny's attention products remain, and cap the speed-up near 5.4x
+    (counting only the weights' MACs claimed 20x)."""
+    torch.manual_seed(0)
+    deit = build_model({"name": "deit_tiny"}, 1000, (3, 224, 224))
+    mask = full_mask(deit)
+    for m in mask.values():
+        m.view(-1)[: int(0.95 * m.numel())] = False
+    apply_mask(deit, mask)
+    cost = level_cost(deit, (3, 224, 224))
+    assert cost["flops_dense"] / cost["flops"] == pytest.approx(5.4, rel=0.03)
+    assert cost["flops"] > cost["flops_attention"] > 0

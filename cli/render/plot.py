@@ -8,8 +8,8 @@ reads it as a result at 0.5. The x axis is one of
     network    achieved sparsity of the whole network (every parameter), on the same scale
     density    % of weights remaining (prunable), log scale, decreasing to the right as in the
                lottery-ticket papers
-    flops      multiply-adds per example of conv and linear layers with zeros skipped, log scale,
-               decreasing to the right
+    flops      multiply-adds per example (conv and linear layers with zeros skipped, and the
+               attention products no mask removes), log scale, decreasing to the right
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _LABEL = {
     "sparsity": "achieved sparsity of the prunable weights",
     "network": "achieved sparsity of the whole network (all parameters)",
     "density": "weights remaining (% of prunable weights, log scale)",
-    "flops": "multiply-adds per example (conv and linear, zeros skipped; log scale)",
+    "flops": "multiply-adds per example (zeros skipped, attention products kept; log scale)",
 }
 
 
