@@ -178,6 +178,7 @@ def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, Prog
             "nonzero_params": lv.nonzero_params,
             "flops": lv.flops,
             "speedup": lv.flops_dense / lv.flops if lv.flops_dense and lv.flops else None,
+            "resolution": lv.resolution,
             "code": lv.code,
             "sources": lv.sources,
             "job": lv.job_id,

@@ -252,6 +252,8 @@ def check_result(data: Any, folder_name: str) -> dict[str, Any]:
     for key in (*_FRACTIONS, *_NUMBERS):
         if data.get(key) is not None:
             _number(data[key], f"metrics.json: {key}", 0, 1 if key in _FRACTIONS else MAX_NUMBER)
+    if data.get("resolution") is not None:  # the training input's height the cost was counted at
+        _number(data["resolution"], "metrics.json: resolution", 1, MAX_INT, integer=True)
     epochs = data.get("epochs")
     _number(epochs, "metrics.json: epochs", 0, MAX_EPOCHS, integer=True)
     history = data.get("history")

@@ -74,6 +74,7 @@ _LEVEL_COLUMNS = (
     tables.levels.c.nonzero_params,
     tables.levels.c.flops_dense,
     tables.levels.c.flops,
+    tables.levels.c.resolution,
     tables.levels.c.code,
     tables.levels.c.sources,
 )
@@ -102,6 +103,7 @@ RESULT_KEYS = (
     "flops_dense",
     "flops",
     "speedup",
+    "resolution",
     "code",
     "sources",
     "off_target",
@@ -196,6 +198,7 @@ def grid_results(store: StoreReader, sweep: str, levels: bool = False) -> list[d
         nonzero,
         flops_dense,
         flops,
+        resolution,
         code,
         sources,
     ) in rows:
@@ -221,6 +224,7 @@ def grid_results(store: StoreReader, sweep: str, levels: bool = False) -> list[d
             "flops_dense": flops_dense,
             "flops": flops,
             "speedup": flops_dense / flops if flops_dense and flops else None,
+            "resolution": resolution,  # the training input's height (px) the cost was counted at
             "code": code,
             "sources": sources,
             # served by a level planned away from the target: prune.landing trunk

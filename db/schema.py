@@ -101,6 +101,7 @@ class Level(Base):
     code: Mapped[str | None]
     sources: Mapped[str | None]
     provenance: Mapped[dict[str, Any] | None]
+    resolution: Mapped[int | None]
 
 
 class Epoch(Base):

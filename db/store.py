@@ -39,6 +39,7 @@ RESULT_COLUMNS = (
     "nonzero_params",
     "flops_dense",
     "flops",
+    "resolution",
 )
 EPOCH_COLUMNS = (
     "train_loss",

@@ -148,6 +148,8 @@ levels = Table(
     _opt("code", String(40)),  # core/code.py identity
     _opt("sources", String(40)),  # the whole tree's
     _opt("provenance", JSON),
+    # 0008: the training input's height (px) that flops_dense and flops were counted at
+    _opt("resolution", Integer),
 )
 
 epochs = Table(

@@ -904,6 +904,7 @@ def test_trunk_landing_results_show_and_plot_their_achieved_sparsity(tmp_path):
                 "network_sparsity": round((1 - lv.density) * 0.9, 6),
                 "flops_dense": 1000.0,
                 "flops": 1000.0 * lv.density,
+                "resolution": 8,
                 "history": [],
             }
             for lid, lv in plan.levels.items()
@@ -915,7 +916,7 @@ def test_trunk_landing_results_show_and_plot_their_achieved_sparsity(tmp_path):
     assert imp[0.5]["off_target"] and imp[0.5]["achieved_sparsity"] == pytest.approx(1 - 0.8**4, abs=1e-6)
     assert imp[0.8]["off_target"] and imp[0.8]["achieved_sparsity"] == pytest.approx(1 - 0.8**8, abs=1e-6)
     assert not any(r["off_target"] for r in rows if r["method"] != "imp")
-    assert imp[0.5]["speedup"] == pytest.approx(1 / 0.8**4)
+    assert imp[0.5]["speedup"] == pytest.approx(1 / 0.8**4) and imp[0.5]["resolution"] == 8
     out = _cli(tmp_path, "status", "trunky", "--db", url, columns=160).stdout
     assert "@0.590" in out and "@0.832" in out and "served by a trunk level" in out
     drawn = plot_accuracy(rows, "test_acc", str(tmp_path / "p.png"))

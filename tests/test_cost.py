@@ -3,6 +3,8 @@ parameters, and the whole-network sparsity beside the prunable one."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -87,3 +89,42 @@ def test_attention_products_cap_the_speedup():
     cost = level_cost(deit, (3, 224, 224))
     assert cost["flops_dense"] / cost["flops"] == pytest.approx(5.4, rel=0.03)
     assert cost["flops"] > cost["flops_attention"] > 0
+
+
+def test_cost_is_counted_at_the_training_resolution(tmp_path):
+    """The ImageNet recipe trains at one resolution and tests at another (the preset: 192 px and
+    256 px): the cost is the training one's, and the record says which. A ResNet-50 trained at
+    224 px and tested at 256 px records 4,089 M MACs at 224, not 5,340 M at 256."""
+    from core.atomic import write_json_atomic
+    from core.config import resolve
+    from core.layout import LevelDir
+    from core.levels import plan_levels
+    from tests.test_levels import INFO, ListRecorder
+    from trainer.data.fixtures import make_image_folder
+    from trainer.distributed import StopFlag
+    from trainer.level_trainer import LevelTrainer
+
+    make_image_folder(str(tmp_path / "img" / "train"), classes=2, per_class=1, size=(32, 32), seed=0)
+    make_image_folder(str(tmp_path / "img" / "val"), classes=2, per_class=1, size=(32, 32), seed=1)
+    cfg = resolve(
+        "imagenet_rn50",
+        {
+            "data": "imagefolder",
+            "data.root": str(tmp_path / "img"),
+            "data.resolution": 224,
+            "data.val_resolution": 256,
+            "data.batch_size": 2,
+            "data.num_workers": 0,
+            "schedule.epochs": 1,
+            "train.eval_every": 1,
+        },
+    )
+    (level,) = plan_levels("dense", cfg, [0.0]).levels
+    write_json_atomic(LevelDir(tmp_path / "levels" / level.level_id).description, level.description())
+    rec = ListRecorder()
+    LevelTrainer(level.train, tmp_path / "levels", INFO, rec, StopFlag(INFO)).run([level], {})
+    result = rec.levels[level.level_id]
+    assert result["resolution"] == 224
+    assert result["flops_dense"] == pytest.approx(4.089e9, rel=0.002)
+    on_disk = json.loads((tmp_path / "levels" / level.level_id / "metrics.json").read_text())
+    assert (on_disk["resolution"], on_disk["flops_dense"]) == (224, result["flops_dense"])

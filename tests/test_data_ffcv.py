@@ -102,6 +102,7 @@ def test_imagenet_recipe_with_progressive_resizing(folder):
     assert len(L.train) == 3 and next(iter(L.train))[0].shape == (8, 3, 32, 32)
     L.train.set_epoch(2)
     assert next(iter(L.train))[0].shape == (8, 3, 64, 64)
+    assert (L.train_shape(0), L.train_shape(2)) == ((3, 32, 32), (3, 64, 64))  # the cost's input
     x, y = zip(*[(x.clone(), y.clone()) for x, y in L.test])
     assert torch.cat(x).shape == (12, 3, 40, 40)
     assert torch.bincount(torch.cat(y)).tolist() == [4, 4, 4]
@@ -119,6 +120,8 @@ def test_imagefolder_fallback_matches_shapes_and_order_rules(folder):
     b = [(x, y) for x, y in L.train]
     assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
     assert a[0][0].shape == (8, 3, 32, 32)
+    tested = build_loaders({**cfg, "val_resolution": 40}, LoaderContext(seed=1))
+    assert (tested.input_shape, tested.train_shape(2)) == ((3, 40, 40), (3, 32, 32))
     ys = torch.cat([y for _, y in L.test])
     assert len(ys) == 12 and torch.bincount(ys).tolist() == [4, 4, 4]
     with pytest.raises(ValueError, match="no such folder"):

@@ -207,7 +207,8 @@ def _check_carried_forward(url: str) -> None:
     assert rows[("imp", 0.5)]["test_acc"] == 0.92 and rows[("imp", 0.75)]["test_acc"] == 0.9
     assert rows[("imp", 0.75)]["level"] == 2 and rows[("imp", 0.75)]["level_kind"] == "legacy"
     # 0003's columns: levels finished before it have no cost or provenance, and say so with null
-    assert all(rows[k][c] is None for k in rows for c in ("network_sparsity", "flops", "speedup", "code"))
+    unmeasured = ("network_sparsity", "flops", "speedup", "resolution", "code")
+    assert all(rows[k][c] is None for k in rows for c in unmeasured)
     assert rows[("dense", 0.0)]["state"] == "PREEMPTED" and rows[("dense", 0.0)]["test_acc"] is None
     runs = {r.method: r for r in run_summaries(store, "old")}
     assert runs["imp"].state == "COMPLETED" and runs["imp"].levels_done == 3 and runs["imp"].attempts == 2

@@ -599,11 +599,15 @@ class LevelTrainer:
         if self.info.is_main:
             self._save({"model": self._weights(), "mask": {k: v.cpu() for k, v in mask.items()}}, d.final)
             last = history[-1] if history else {}
+            # The cost per example at the resolution the level trains at (its last epoch's, under
+            # progressive resizing), not the test resolution: ImageNet trains at 192 px, tests at 256.
+            shape = tuple(self.loaders.train_shape(self.epochs - 1))
             result = {
                 "level_id": level.level_id,
                 "density": level.density,
                 "achieved_sparsity": achieved_sparsity(self.model, list(mask)),
-                **level_cost(self.model, tuple(self.loaders.input_shape)),
+                **level_cost(self.model, shape),
+                "resolution": int(shape[-2]),  # what the cost was counted at (the input's height)
                 "test_acc": last.get("test_acc"),
                 "test_top5": last.get("test_top5"),
                 "test_loss": last.get("test_loss"),

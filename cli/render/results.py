@@ -95,6 +95,7 @@ _QUERY_PRIORITY = {
     "nonzero_params": 6,
     "run_id": 6,
     "flops_dense": 7,
+    "resolution": 7,
     "params": 7,
     "level_id": 8,
 }

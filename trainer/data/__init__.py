@@ -83,8 +83,15 @@ class Loaders:
     train: EpochLoader
     test: EpochLoader
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, int, int]  # what the model is built for: the test input
     train_size: int
+    # The training input of pass `key` (progressive resizing changes it), when it is not
+    # input_shape: ImageNet trains at 160-192 px and tests at 256 px.
+    train_shape_of: Callable[[int], tuple[int, int, int]] | None = None
+
+    def train_shape(self, key: int) -> tuple[int, int, int]:
+        """The shape of one training example in pass `key` (C, H, W)."""
+        return self.train_shape_of(key) if self.train_shape_of is not None else self.input_shape
 
 
 DATASETS: dict[str, Callable[[dict, LoaderContext], Loaders]] = {}

@@ -251,12 +251,21 @@ def build_ffcv(cfg: dict, ctx: LoaderContext, kind: str, num_classes: int | None
     if num_classes is None:
         num_classes = int(cfg.get("num_classes") or int(labels.max()) + 1)
     input_shape = shape if kind == "cifar" else (3, val_res, val_res)
+    train_res = res
+
+    def train_shape(key: int) -> tuple[int, int, int]:
+        if kind == "cifar":
+            return input_shape
+        side = schedule(key) if schedule is not None else train_res
+        return (3, side, side)
+
     return Loaders(
         train=FFCVEpochLoader(train, ctx.device, decoder, schedule),
         test=FFCVEpochLoader(test, ctx.device),
         num_classes=num_classes,
         input_shape=input_shape,
         train_size=train_size,
+        train_shape_of=train_shape,
     )
 
 

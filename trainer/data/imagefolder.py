@@ -146,4 +146,5 @@ def build_imagefolder(cfg: dict, ctx: LoaderContext) -> Loaders:
         num_classes=len(train.classes),
         input_shape=(3, val_res, val_res),
         train_size=n,
+        train_shape_of=lambda _key: (3, res, res),
     )
