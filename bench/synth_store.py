@@ -215,7 +215,7 @@ def _one_run(rows, rng, i, method, seed, lr, base, shape, state, levels_dir, out
                 "created_at": created,
             }
         )
-        rows["run_levels"].append({"run_id": run_id, "level_id": lid, "position": pos})
+        rows["run_levels"].append({"run_id": run_id, "level_id": lid, "position": pos, "kind": kind})
         if kind == "branch":
             rows["grid_points"].append(
                 {

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from cli.common import BadInput, console, first_ctrl_c, json_text, settle
+from core.levels import level_number
 
 BAD_STATES = ("FAILED", "LOST")  # a run in one of these makes status exit 1
 # Runs (or jobs) in these states may still change by themselves: db.reader.ACTIVE_STATES, and planned.
@@ -163,10 +164,12 @@ def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, Prog
     from cli.render.results import dict_table  # the store's queries: SQLAlchemy, 0.3 s
 
     lvls = store.run_levels(run.run_id)
+    kinds = store.run_level_kinds(run.run_id)  # its role in this run, not in the run that planned it first
     levels = [
         {
             "level_id": lv.level_id,
-            "kind": lv.kind,
+            "kind": kinds.get(lv.level_id, lv.kind),
+            "level": level_number(kinds.get(lv.level_id, lv.kind), lv.depth),
             "depth": lv.depth,
             "density": lv.density,
             "achieved_sparsity": lv.achieved_sparsity,

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.methods import CRITERIA, get_method
+from core.methods import CRITERIA, METHODS, get_method
 
 # Keys of a run's config that do not change what a level trains: the method picks the pruning
 # steps (described in each step), `prune` only feeds them, and `logging` only says where metrics
@@ -92,7 +92,7 @@ class LevelSpec:
     parent: str | None
     root: str  # the level whose init.pt (and rewind snapshots) it rewinds to
     depth: int  # 0 for a root; parent's depth + 1 otherwise
-    kind: str  # dense | oneshot | trunk | branch
+    kind: str  # dense | oneshot | trunk | branch | control: its role in the run that planned it
     density: float  # fraction of prunable weights kept
     step: dict[str, Any] | None  # the pruning step; None for dense training from init
     train: dict[str, Any] = field(repr=False)
@@ -304,6 +304,33 @@ class RunLevels:
         """The codes its levels run (reuse same-code), for its run id; None under reuse any."""
         codes = sorted({lv.code for lv in self.levels if lv.code is not None})
         return codes or None
+
+
+# The criteria of the lottery-ticket controls: a level pruned by one of them is a control in every
+# run that names it (no other method prunes with them).
+CONTROL_CRITERIA = frozenset(m.criterion for m in METHODS.values() if m.schedule == "control")
+
+
+def kind_in_run(level: LevelSpec, config: dict[str, Any]) -> str:
+    """The role `level` plays in the run of `config` (what plan_levels names it there): dense,
+    oneshot, control, or trunk or branch by the run's prune.rate. A level is shared by every run
+    that computes it, and its role may differ between them: trunk level 1 at rate 0.2 (density
+    0.8 from level 0) is, to a run at rate 0.5 with target 0.2, a branch from its level 0."""
+    if level.step is None:
+        return "dense"
+    if level.parent is None:
+        return "oneshot"
+    if level.step.get("criterion") in CONTROL_CRITERIA:
+        return "control"
+    rate = float((config.get("prune") or {}).get("rate", 0.2))
+    return "trunk" if abs(trunk_density(rate, level.depth) - level.density) <= DENSITY_TOL else "branch"
+
+
+def level_number(kind: str, depth: int) -> int:
+    """The pruning round a level shows as (`level` in query): its depth, but a control's is the
+    level it controls, its parent: a control adds no pruning round (IMP's level 3 and its
+    control are both at level 3, the control one level deeper in the tree)."""
+    return depth - 1 if kind == "control" else depth
 
 
 def plan_levels(

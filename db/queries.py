@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core.levels import level_number
 from db import tables
 from db.reader import QueryError, StoreReader
 from db.tables import AxesDecoder, as_text
@@ -58,10 +59,13 @@ def accuracy_lines(store: StoreReader, sweep: str) -> int:
         return int(conn.scalar(sa.select(sa.func.count()).select_from(pairs.subquery())) or 0)
 
 
+def _level_columns(level: Any, kind: Any) -> tuple[Any, ...]:
+    """A level's columns as a row of grid_results shows it, with its `level` and `kind` in the
+    run (run_levels.kind: a level shared by runs plays a role in each)."""
+    return (tables.levels.c.level_id, level, kind, *_LEVEL_COLUMNS)
+
+
 _LEVEL_COLUMNS = (
-    tables.levels.c.level_id,
-    tables.levels.c.depth,
-    tables.levels.c.kind,
     tables.levels.c.finished_at.is_not(None).label("finished"),
     tables.levels.c.density,
     tables.levels.c.achieved_sparsity,
@@ -129,7 +133,7 @@ def grid_results(store: StoreReader, sweep: str, levels: bool = False) -> list[d
                     tables.runs.c.run_id,
                     tables.run_levels.c.position,
                     as_text(tables.runs.c.axes),
-                    *_LEVEL_COLUMNS,
+                    *_level_columns(tables.levels.c.depth, tables.run_levels.c.kind),
                 )
                 .join(tables.sweep_runs, tables.sweep_runs.c.run_id == tables.runs.c.run_id)
                 .join(tables.run_levels, tables.run_levels.c.run_id == tables.runs.c.run_id)
@@ -146,9 +150,19 @@ def grid_results(store: StoreReader, sweep: str, levels: bool = False) -> list[d
                     tables.grid_points.c.run_id,
                     tables.grid_points.c.id,
                     as_text(tables.grid_points.c.axes),
-                    *_LEVEL_COLUMNS,
+                    *_level_columns(
+                        tables.grid_points.c.level,
+                        sa.func.coalesce(tables.run_levels.c.kind, tables.levels.c.kind),
+                    ),
                 )
                 .join(tables.levels, tables.levels.c.level_id == tables.grid_points.c.level_id)
+                .outerjoin(
+                    tables.run_levels,
+                    sa.and_(
+                        tables.run_levels.c.run_id == tables.grid_points.c.run_id,
+                        tables.run_levels.c.level_id == tables.grid_points.c.level_id,
+                    ),
+                )
                 .where(tables.grid_points.c.sweep_id == sid)
             )
             order = (0, 1, 2, 4)  # method, sparsity, seed, grid point
@@ -184,7 +198,7 @@ def grid_results(store: StoreReader, sweep: str, levels: bool = False) -> list[d
         _order,
         axes,
         level_id,
-        depth,
+        level,
         kind,
         finished,
         density,
@@ -209,7 +223,8 @@ def grid_results(store: StoreReader, sweep: str, levels: bool = False) -> list[d
             "sparsity": round(sparsity, 12) if levels else sparsity,
             "seed": seed,
             "run_id": run_id,
-            "level": depth,
+            # a grid point's level in its run as planned; a level's, from its depth and role
+            "level": level_number(kind, level) if levels else level,
             "level_id": level_id,
             "level_kind": kind,
             "achieved_sparsity": achieved,
@@ -523,7 +538,7 @@ def run_curves(store: StoreReader, run_ids: list[str]) -> dict[str, list[dict[st
                     tables.run_levels.c.position,
                     tables.levels.c.level_id,
                     tables.levels.c.depth,
-                    tables.levels.c.kind,
+                    tables.run_levels.c.kind,
                     tables.levels.c.density,
                     tables.levels.c.finished_at.is_not(None),
                 )
@@ -571,7 +586,7 @@ def epoch_results(store: StoreReader, sweep: str) -> list[dict[str, Any]]:
                 tables.run_levels.c.position,
                 tables.levels.c.level_id,
                 tables.levels.c.depth,
-                tables.levels.c.kind,
+                tables.run_levels.c.kind,
                 tables.levels.c.density,
                 *(getattr(tables.epochs.c, f) for f in _EPOCH_FIELDS),
             )
@@ -591,7 +606,7 @@ def epoch_results(store: StoreReader, sweep: str) -> list[dict[str, Any]]:
             "method": method,
             "seed": seed,
             "run_id": run_id,
-            "level": depth,
+            "level": level_number(kind, depth),
             "level_id": lid,
             "level_kind": kind,
             "sparsity": round(1.0 - density, 12),

@@ -53,6 +53,7 @@ class RunLevel(Base):
     run_id: Mapped[str]
     level_id: Mapped[str]
     position: Mapped[int]
+    kind: Mapped[str]
 
 
 class GridPoint(Base):

@@ -172,11 +172,12 @@ class Store(StoreReader):
                 conn,
                 RunLevel.__table__,
                 [
-                    {"run_id": r.run_id, "level_id": lid, "position": i}
+                    {"run_id": r.run_id, "level_id": lid, "position": i, "kind": r.kinds[lid]}
                     for r in plan.runs
                     for i, lid in enumerate(r.levels)
                 ],
                 ["run_id", "level_id"],
+                ["kind"],  # a store of before 0008 guessed it from the level's first run
             )
             _count_levels(conn, [r.run_id for r in plan.runs])
             upsert(
@@ -516,6 +517,12 @@ class Store(StoreReader):
                     .order_by(RunLevel.position)
                 )
             )
+
+    def run_level_kinds(self, run_id: str) -> dict[str, str]:
+        """Each level's role in this run (run_levels.kind): a shared level's differs by run."""
+        with self.reading() as s:
+            q = sa.select(RunLevel.level_id, RunLevel.kind).where(RunLevel.run_id == run_id)
+            return {lid: kind for lid, kind in s.execute(q).all()}
 
     def epochs(self, level_id: str) -> list[Epoch]:
         with self.reading() as s:

@@ -94,6 +94,9 @@ run_levels = Table(
     Column("run_id", String(32), ForeignKey("runs.run_id"), primary_key=True),
     Column("level_id", String(40), ForeignKey("levels.level_id"), primary_key=True, index=True),
     _req("position", Integer),  # training order within the run
+    # The level's role in this run (dense, oneshot, trunk, branch, control; legacy): a level
+    # shared by runs may be a trunk level of one and a branch of another (migration 0008).
+    _req("kind", String(16)),
     # Each run's levels in training order, read from the index alone (migration 0005).
     Index("ix_run_levels_run_position", "run_id", "position", "level_id"),
 )
@@ -110,7 +113,7 @@ grid_points = Table(
     _req("axes", JSON),
     _req("axes_key", Text),  # canonical JSON of axes, for the unique constraint
     _req("level_id", String(40), ForeignKey("levels.level_id"), index=True),  # serves it
-    _req("level", Integer),  # depth of that level
+    _req("level", Integer),  # its level in the run: that level's depth, a control's parent's
     _req("naive_levels", Integer, default=0),  # a lone job for it would train
     UniqueConstraint("sweep_id", "method", "sparsity", "seed", "axes_key"),
 )
@@ -122,7 +125,9 @@ levels = Table(
     _opt("parent_id", String(40)),
     _req("root_id", String(40)),
     _req("depth", Integer),
-    _req("kind", String(16)),  # dense | oneshot | trunk | branch (| legacy)
+    # its role in the run that first planned it, as its level.json says; run_levels.kind is its
+    # role in each run, what query and status show
+    _req("kind", String(16)),
     _req("density", Float),  # planned
     _opt("step", JSON),
     _req("level_dir", Text),

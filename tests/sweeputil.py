@@ -45,6 +45,18 @@ def tiny_spec(name: str, **over: Any) -> dict[str, Any]:
     return spec
 
 
+def roles_spec(tmp: Path, control: str) -> dict[str, Any]:
+    """imp and a control at target 0.2 under prune.rate 0.2 and 0.5: one level (density 0.8 from
+    level 0) is trunk level 1 to the runs at 0.2 and a branch to those at 0.5."""
+    return {
+        "name": "roles",
+        "output_dir": str(tmp / "runs"),
+        "reuse": "any",
+        "trainer": {"config": "digits_mlp"},
+        "grid": {"method": ["imp", control], "sparsity": [0.2], "prune.rate": [0.2, 0.5]},
+    }
+
+
 def write_spec(tmp: Path, spec: dict[str, Any]) -> Path:
     path = tmp / f"{spec.get('name', 'unnamed')}.yaml"
     path.write_text(yaml.safe_dump(spec))

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from cli.tp_sweep import build_parser
-from tests.sweeputil import REPO, TP, tp
+from tests.sweeputil import REPO, TP, roles_spec, tp
 
 COMMANDS = [
     "launch",
@@ -925,6 +925,56 @@ def test_trunk_landing_results_show_and_plot_their_achieved_sparsity(tmp_path):
     drawn = plot_accuracy(rows, "test_acc", str(tmp_path / "f.png"), x="flops")
     assert [round(x, 1) for x, _, _ in drawn["imp"]] == [409.6, 167.8]
     assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_a_shared_level_shows_its_role_in_each_run(tmp_path):
+    """At prune.rate 0.2, target 0.2 is trunk level 1 (density 0.8 from level 0); at rate 0.5 the
+    same computation is a branch from level 0: one level id, a trunk level to one run and a branch
+    to the other, as query (grid points and --levels), status of a run and a store rebuilt by
+    `db import` all say. A control shows the level of IMP it controls, not one deeper."""
+    from db.queries import grid_results
+    from db.store import Store
+    from orchestrator.control.controller import write_plan_files
+    from orchestrator.control.importer import import_output_dir
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
+
+    spec = roles_spec(tmp_path, "imp_layerwise_random")
+    plan = plan_sweep(parse_spec(spec))
+    imp = {r.axes["prune.rate"]: r for r in plan.runs if r.method == "imp"}
+    shared = imp[0.2].points[0].level_id
+    assert imp[0.5].points[0].level_id == shared
+    assert (imp[0.2].kinds[shared], imp[0.5].kinds[shared]) == ("trunk", "branch")
+    write_plan_files(plan, spec)
+    url, rebuilt = f"sqlite:///{tmp_path / 'store.db'}", f"sqlite:///{tmp_path / 'rebuilt.db'}"
+    store = Store(url)
+    store.record_plan(plan, spec, plan.levels_dir)
+    store.close()
+    import_output_dir(Store(rebuilt), tmp_path / "runs")
+    for db in (url, rebuilt):
+        store = Store(db)
+        points = {
+            (r["method"], r["prune.rate"]): (r["level_kind"], r["level"]) for r in grid_results(store, "roles")
+        }
+        assert points == {
+            ("imp", 0.2): ("trunk", 1),
+            ("imp", 0.5): ("branch", 1),
+            ("imp_layerwise_random", 0.2): ("control", 1),  # of IMP's level 1, not level 2
+            ("imp_layerwise_random", 0.5): ("control", 1),
+        }, db
+        levels = grid_results(store, "roles", levels=True)
+        roles = {
+            (r["method"], r["prune.rate"], r["level_kind"], r["level"]) for r in levels if r["level_id"] == shared
+        }
+        assert roles == {
+            (m, rate, kind, 1)
+            for m in ("imp", "imp_layerwise_random")
+            for rate, kind in ((0.2, "trunk"), (0.5, "branch"))
+        }, db
+        assert {r["level"] for r in levels if r["level_kind"] == "control"} == {1}
+        store.close()
+    run = json.loads(_cli(tmp_path, "status", imp[0.5].run_id, "--db", url, "--format", "json").stdout)
+    assert [(lv["kind"], lv["level"]) for lv in run["levels"]] == [("dense", 0), ("branch", 1)]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

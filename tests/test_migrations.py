@@ -14,7 +14,7 @@ from db.engine import make_engine
 from db.queries import grid_results
 from db.store import Store
 from db.summaries import run_summaries
-from tests.sweeputil import pg_schema, tp
+from tests.sweeputil import pg_schema, roles_spec, tp
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, 0)
 
@@ -323,4 +323,35 @@ def test_runs_keep_their_level_count_and_last_level_as_plans_grow(tmp_path):
     assert kept == actual and all(kept[r][0] > before[r][0] for r in before)
     runs = {r.run_id: r for r in run_summaries(store, "grow")}
     assert all(runs[r].levels_total == kept[r][0] for r in kept)
+    store.close()
+
+
+def test_0008_gives_each_run_its_levels_roles(tmp_path):
+    """A store of 0007 kept one kind per level, that of the run that planned it first, and a
+    control's grid points one level below IMP's. Upgraded, each run shows its own role for a
+    shared level (trunk at prune.rate 0.2, branch at 0.5) and a control the level it controls."""
+    from alembic import command
+
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.spec import parse_spec
+
+    spec = roles_spec(tmp_path, "imp_reinit")
+    plan = plan_sweep(parse_spec(spec))
+    url = f"sqlite:///{tmp_path / 'roles.db'}"
+    store = Store(url)
+    store.record_plan(plan, spec, plan.levels_dir)
+    want = {(r["method"], r["prune.rate"]): (r["level_kind"], r["level"]) for r in grid_results(store, "roles")}
+    assert want[("imp", 0.5)] == ("branch", 1) and want[("imp_reinit", 0.5)] == ("control", 1)
+    store.close()
+    eng = make_engine(url)
+    with eng.begin() as conn:  # back to 0007, as that store would have been written
+        cfg = migrate._config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007")
+        conn.execute(sa.text("UPDATE levels SET kind = 'trunk' WHERE kind = 'branch'"))
+        assert conn.execute(sa.text("SELECT max(level) FROM grid_points")).scalar() == 2  # the controls'
+    eng.dispose()
+    store = Store(url)  # upgraded on first use
+    got = {(r["method"], r["prune.rate"]): (r["level_kind"], r["level"]) for r in grid_results(store, "roles")}
+    assert got == want
     store.close()

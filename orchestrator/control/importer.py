@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from core.layout import BadRecord, LevelCheck, LevelDir, is_level_id, read_sweep_record
-from core.levels import LevelSpec
+from core.levels import LevelSpec, kind_in_run, level_number
 from db.store import Store
 from orchestrator.plan.spec import SpecError, parse_spec
 
@@ -56,17 +56,26 @@ def import_output_dir(
         levels, results = _good_levels(
             [lid for run in rec["runs"] for lid in run["levels"]], levels_dir, bad, checks
         )
-        runs = []
+        runs = {}
         for r in rec["runs"]:
             run = SimpleNamespace(**{k: r[k] for k in ("run_id", "method", "seed", "axes", "config")})
             run.levels = [lid for lid in r["levels"] if lid in levels]
-            runs.append(run)
+            # each level's role in this run, from its lineage and the run's prune.rate (the record
+            # holds no kinds: a shared level's level.json names the role in its first run only)
+            run.kinds = {lid: kind_in_run(levels[lid], run.config) for lid in run.levels}
+            runs[run.run_id] = run
+        points = []
+        for p in rec["points"]:
+            if p["level_id"] in levels:
+                lv = levels[p["level_id"]]  # its level in the run (older records gave a control its depth)
+                kind = runs[p["run_id"]].kinds.get(lv.level_id) or kind_in_run(lv, runs[p["run_id"]].config)
+                points.append(SimpleNamespace(**{**p, "depth": level_number(kind, lv.depth)}))
         plan = SimpleNamespace(
             spec=SimpleNamespace(name=rec["name"], executor=SimpleNamespace(kind=executor)),
             output_dir=str(out),
             levels=levels,
-            runs=runs,
-            points=[SimpleNamespace(**p) for p in rec["points"] if p["level_id"] in levels],
+            runs=list(runs.values()),
+            points=points,
         )
         store.record_plan(plan, spec, str(levels_dir))
         states = store.level_states(list(results))

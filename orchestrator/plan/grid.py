@@ -16,7 +16,7 @@ from typing import Any
 
 from core import config as trainer_config
 from core.code import CodeIdentity, code_identity
-from core.levels import LevelSpec, LineageError, level_epochs, plan_levels, run_id
+from core.levels import LevelSpec, LineageError, RunLevels, level_epochs, level_number, plan_levels, run_id
 from core.methods import get_method
 from orchestrator.plan.spec import RESERVED_AXES, SweepSpec
 
@@ -29,7 +29,7 @@ class GridPoint:
     axes: dict[str, Any]  # every other grid axis, by its dotted key
     run_id: str
     level_id: str  # the level that serves it
-    depth: int  # that level's depth
+    depth: int  # its level in the run: that level's depth, a control's parent's (level_number)
     naive_levels: int  # levels a job for this point alone would train
 
 
@@ -42,6 +42,38 @@ class RunPlan:
     config: dict[str, Any]  # fully resolved trainer config (method and seed included)
     levels: list[str] = field(default_factory=list)  # ids, in training order
     points: list[GridPoint] = field(default_factory=list)
+    # each level's role in this run (dense, oneshot, trunk, branch, control): a level shared by
+    # runs may be a trunk level of one and a branch of another
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, run_id: str, method: str, seed: int, axes: dict[str, Any], config: dict[str, Any], lineage: RunLevels
+    ) -> RunPlan:
+        """The run that trains `lineage`'s levels (its grid points are added with `point`)."""
+        trained = lineage.trained
+        return cls(
+            run_id,
+            method,
+            seed,
+            axes,
+            config,
+            [lv.level_id for lv in trained],
+            kinds={lv.level_id: lv.kind for lv in trained},
+        )
+
+    def point(self, sparsity: float, level: LevelSpec, naive_levels: int) -> GridPoint:
+        """The grid point of this run at target `sparsity`, served by `level`."""
+        return GridPoint(
+            self.method,
+            sparsity,
+            self.seed,
+            self.axes,
+            self.run_id,
+            level.level_id,
+            level_number(level.kind, level.depth),
+            naive_levels,
+        )
 
     @property
     def sparsities(self) -> list[float]:
@@ -152,14 +184,7 @@ def plan_sweep(spec: SweepSpec, reuse: str | None = None, code: CodeIdentity | N
             run_id = run_id_for(config, lineage.codes)
             if run_id in runs:
                 continue
-            run = RunPlan(
-                run_id,
-                method,
-                int(seed),
-                _axis_values(config, axes),
-                config,
-                [lv.level_id for lv in lineage.trained],
-            )
+            run = RunPlan.of(run_id, method, int(seed), _axis_values(config, axes), config, lineage)
             mask_only |= lineage.mask_only
             trained |= {lv.level_id for lv in lineage.trained}
             for lv in lineage.levels:
@@ -169,9 +194,7 @@ def plan_sweep(spec: SweepSpec, reuse: str | None = None, code: CodeIdentity | N
                     if lv.step["rewind_to"] not in wanted:
                         wanted.append(lv.step["rewind_to"])
             for s, lv in sorted(lineage.serving.items()):
-                run.points.append(
-                    GridPoint(method, s, run.seed, run.axes, run_id, lv.level_id, lv.depth, lineage.naive[s])
-                )
+                run.points.append(run.point(s, lv, lineage.naive[s]))
             runs[run_id] = run
             points.extend(run.points)
     return SweepPlan(spec, list(runs.values()), points, levels, snapshots, reuse, code, mask_only - trained)

@@ -43,7 +43,7 @@ from db.store import Store
 from orchestrator.control.controller import LaunchResult, prepare
 from orchestrator.control.reconcile import reconcile_jobs
 from orchestrator.control.submit import LocalDriver, db_url_file, executor_for, submit_jobs
-from orchestrator.plan.grid import GridPoint, RunPlan, SweepPlan
+from orchestrator.plan.grid import RunPlan, SweepPlan
 from orchestrator.plan.search_spec import SearchSpec
 from orchestrator.plan.spec import SweepSpec
 
@@ -168,27 +168,9 @@ def trial_plan(spec: SweepSpec, cell: Cell, params: dict[str, Any]) -> SweepPlan
     code = code_identity() if spec.reuse == "same-code" else None
     lineage = plan_levels(cell.method, config, [0.0] if dense else [cell.sparsity], code)
     axes = {**cell.axes, **params}
-    run = RunPlan(
-        run_id(config, lineage.codes),
-        cell.method,
-        cell.seed,
-        axes,
-        config,
-        [lv.level_id for lv in lineage.trained],
-    )
-    lv = lineage.serving[0.0 if dense else cell.sparsity]
-    run.points = [
-        GridPoint(
-            cell.method,
-            cell.sparsity,
-            cell.seed,
-            axes,
-            run.run_id,
-            lv.level_id,
-            lv.depth,
-            lineage.naive[0.0 if dense else cell.sparsity],
-        )
-    ]
+    run = RunPlan.of(run_id(config, lineage.codes), cell.method, cell.seed, axes, config, lineage)
+    target = 0.0 if dense else cell.sparsity
+    run.points = [run.point(cell.sparsity, lineage.serving[target], lineage.naive[target])]
     snapshots: dict[str, list[dict[str, Any]]] = {}
     for level in lineage.levels:
         if level.step and level.step.get("rewind") == "step":
