@@ -228,12 +228,23 @@ def cmd_query(a: argparse.Namespace) -> int:
 
 def cmd_plot(a: argparse.Namespace) -> int:
     store = _store(a.db, target=a.sweep, reader=True)  # first: an unknown sweep answers before matplotlib
-    from cli.render.plot import plot_accuracy  # matplotlib (about a second)
+    from cli.render.plot import FIELDS, plot_accuracy, unmeasured  # matplotlib (about a second)
 
     a.levels, a.where, a.group_by = False, None, None
     rows = _query_rows(store, a)
     if not any(r.get(a.metric) is not None for r in rows):
         raise BadInput(f"sweep {a.sweep!r} has no finished {a.metric} yet")
+    missing = unmeasured(rows, a.metric, a.x)
+    if missing:  # levels finished before the measure was recorded: left out, and said so
+        named = ", ".join(
+            f"{r['method']} {r['sparsity']:g} seed {r['seed']} level {r['level_id']}" for r in missing[:10]
+        )
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        print(
+            f"warning: {len(missing)} grid point(s) left out of the plot: their level has no {FIELDS[a.x]} "
+            f"(finished before it was measured): {named}{more}",
+            file=sys.stderr,
+        )
     out = a.out or f"{a.sweep}_{a.metric}.png"
     plot_accuracy(rows, a.metric, out, title=a.sweep, x=a.x)
     console.print(f"wrote {out}")

@@ -925,6 +925,43 @@ def test_trunk_landing_results_show_and_plot_their_achieved_sparsity(tmp_path):
     drawn = plot_accuracy(rows, "test_acc", str(tmp_path / "f.png"), x="flops")
     assert [round(x, 1) for x, _, _ in drawn["imp"]] == [409.6, 167.8]
     assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0
+    old = imp[0.8]["level_id"]  # as if finished before whole-network sparsity was recorded
+    with Store(url).engine.begin() as c:
+        c.execute(sa.text("UPDATE levels SET network_sparsity = NULL WHERE level_id = :l"), {"l": old})
+    out = tmp_path / "n.png"
+    proc = _cli(tmp_path, "plot", "trunky", "--db", url, "--x", "network", "--out", str(out))
+    assert proc.returncode == 0 and out.stat().st_size > 0, proc.stderr
+    assert "warning: 1 grid point(s) left out of the plot: their level has no network_sparsity" in proc.stderr
+    assert f"imp 0.8 seed 0 level {old}" in proc.stderr
+
+
+def test_plot_leaves_out_and_names_points_without_the_axis_measure(tmp_path):
+    """A level finished before whole-network sparsity was recorded has no place on that axis:
+    its points are left out and named, never placed at their prunable-weight sparsity among the
+    others. The dense reference line needs no place on the axis."""
+    from cli.render.plot import plot_accuracy, unmeasured
+
+    def row(method, sparsity, seed, network, acc=0.9):
+        return {
+            "method": method,
+            "sparsity": sparsity,
+            "seed": seed,
+            "level_id": f"{method}{sparsity}{seed}",
+            "achieved_sparsity": sparsity,
+            "network_sparsity": network,
+            "test_acc": acc,
+        }
+
+    rows = [
+        row("dense", 0.0, 0, None, 0.95),
+        row("imp", 0.5, 0, 0.45, 0.9),
+        row("imp", 0.5, 1, None, 0.7),  # finished before network_sparsity existed
+        row("imp", 0.8, 0, None, 0.8),
+    ]
+    assert [(r["sparsity"], r["seed"]) for r in unmeasured(rows, "test_acc", "network")] == [(0.5, 1), (0.8, 0)]
+    assert unmeasured(rows, "test_acc", "sparsity") == []
+    drawn = plot_accuracy(rows, "test_acc", str(tmp_path / "n.png"), x="network")
+    assert drawn == {"imp": [(0.45, pytest.approx(90.0), False)]}
 
 
 def test_a_shared_level_shows_its_role_in_each_run(tmp_path):

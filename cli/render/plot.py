@@ -10,6 +10,10 @@ reads it as a result at 0.5. The x axis is one of
                lottery-ticket papers
     flops      multiply-adds per example (conv and linear layers with zeros skipped, and the
                attention products no mask removes), log scale, decreasing to the right
+
+A level finished before its measure was recorded (whole-network sparsity and cost came later) has
+no place on that axis: its points are left out, never placed by another measure, and `unmeasured`
+names them for the caller to say so. A dense reference line needs no place on the axis.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 from db.queries import group
 
 X_AXES = ("sparsity", "network", "density", "flops")
-_FIELD = {
+FIELDS = {
     "sparsity": "achieved_sparsity",
     "network": "network_sparsity",
     "density": "achieved_sparsity",
@@ -32,6 +36,20 @@ _LABEL = {
     "density": "weights remaining (% of prunable weights, log scale)",
     "flops": "multiply-adds per example (zeros skipped, attention products kept; log scale)",
 }
+
+
+def _reference(rows: list[dict[str, Any]]) -> set[str]:
+    """Methods drawn as a reference line (dense, or only at sparsity 0): no x value needed."""
+    methods: dict[str, bool] = {}
+    for r in rows:
+        methods[r["method"]] = methods.get(r["method"], True) and (r["method"] == "dense" or r["sparsity"] == 0)
+    return {m for m, ref in methods.items() if ref}
+
+
+def unmeasured(rows: list[dict[str, Any]], metric: str, x: str = "sparsity") -> list[dict[str, Any]]:
+    """The finished grid points the plot leaves out on axis `x`: their level lacks its measure."""
+    field, reference = FIELDS[x], _reference(rows)
+    return [r for r in rows if r.get(metric) is not None and r.get(field) is None and r["method"] not in reference]
 
 
 def _x(value: float, x: str) -> float:
@@ -53,13 +71,10 @@ def plot_accuracy(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    field = _FIELD[x]
-    done = [r for r in rows if r.get(metric) is not None]
+    field, reference = FIELDS[x], _reference(rows)
+    left_out = {id(r) for r in unmeasured(rows, metric, x)}
+    done = [r for r in rows if r.get(metric) is not None and id(r) not in left_out]
     off = {(r["method"], r["sparsity"]) for r in done if r.get("off_target")}
-    fallback = {"achieved_sparsity": "sparsity", "network_sparsity": "achieved_sparsity"}
-    for r in done:  # levels finished before a measure existed: the best stand-in there is
-        if r.get(field) is None and fallback.get(field):
-            r[field] = r.get(fallback[field])
     groups = group(done, ["method", "sparsity"], metrics=(metric, field))
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     ticks: dict[float, str] = {}
@@ -67,13 +82,14 @@ def plot_accuracy(
     ticks_density: list[float] = []
     for m in sorted({g["method"] for g in groups}):
         pts = sorted(
-            (g for g in groups if g["method"] == m and g[f"{field}_mean"] is not None), key=lambda g: g["sparsity"]
+            (g for g in groups if g["method"] == m and (m in reference or g[f"{field}_mean"] is not None)),
+            key=lambda g: g["sparsity"],
         )
         if not pts:
             continue
         mean = [g[f"{metric}_mean"] * 100 for g in pts]
         std = [g[f"{metric}_std"] * 100 for g in pts]
-        if m == "dense" or all(g["sparsity"] == 0 for g in pts):
+        if m in reference:
             ax.axhline(mean[0], color="k", ls="--", lw=1, label=f"dense ({mean[0]:.1f}%)")
             ax.axhspan(mean[0] - std[0], mean[0] + std[0], color="k", alpha=0.08)
             continue
