@@ -37,7 +37,7 @@ from core import schema
 from core.atomic import write_json_atomic
 from core.config import CONF_DIR, ConfigError
 from core.layout import LevelDir, job_description
-from core.levels import content_hash, plan_levels, run_id
+from core.levels import LineageError, content_hash, plan_levels, run_id
 from core.methods import get_method
 from core.schema import validate_config
 
@@ -176,9 +176,17 @@ def task(cfg: Any) -> int:
     output_dir = Path(opts["output_dir"])
     sweep = opts["sweep"] or default_sweep_name(hc, opts["output_dir"])
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    job_file = write_job(
-        config, opts["sparsities"], output_dir, write=main_rank, sweep=sweep if url else None, reuse=opts["reuse"]
-    )
+    try:  # a run that cannot be planned (imp_reinit at sparsity 0, too many levels) is bad input
+        job_file = write_job(
+            config,
+            opts["sparsities"],
+            output_dir,
+            write=main_rank,
+            sweep=sweep if url else None,
+            reuse=opts["reuse"],
+        )
+    except LineageError as exc:
+        _fail(2, f"error: {exc}", multirun)
     db_args: list[str] = []
     if url and main_rank:
         # Only with a store (SQLAlchemy, 0.3 s): the trainer alone never imports them.

@@ -357,7 +357,13 @@ def plan_levels(
         base = plan_levels(info.base, config, sparsities, code)
         levels_c, serving_c, naive_c = list(base.levels), {}, {}
         for s, lv in base.serving.items():
-            if lv.step is None:  # sparsity 0: the dense level is its own control
+            if lv.step is None and info.rewind == "reinit":
+                raise LineageError(
+                    f"{method} at sparsity 0 would be {info.base}'s dense level, trained from the original "
+                    f"initialisation, not a reinitialised network: drop sparsity 0 from a grid with {method} "
+                    "(the dense method gives the reference)"
+                )
+            if lv.step is None:  # sparsity 0: every weight kept, none redrawn: the dense level itself
                 serving_c[s], naive_c[s] = lv, base.naive[s]
                 continue
             step = control_step(method, prune, lv.density, int(config.get("seed", 0)))

@@ -186,3 +186,21 @@ def test_random_methods_plan_no_training_for_levels_that_only_give_masks():
     assert all(len(r.levels) == 4 and all(plan.levels[lid].kind == "branch" for lid in r.levels) for r in random)
     jobs = group_jobs(list(plan.trained.values()), {}, plan.snapshots)
     assert not set(plan.mask_only) & {lid for j in jobs for lid in j.levels}
+
+
+def test_imp_reinit_at_sparsity_0_is_refused_at_launch(tmp_path):
+    """At sparsity 0 IMP's mask keeps every weight, and imp_reinit served IMP's dense level, from
+    the original initialisation: no reinitialisation at all, under a control's name. It is
+    refused (exit 2, saying why); imp_layerwise_random at 0 is the dense level honestly (every
+    weight kept, none redrawn, the original initialisation)."""
+    from tests.sweeputil import tp, write_spec
+
+    with pytest.raises(LineageError, match="imp_reinit at sparsity 0 would be imp's dense level"):
+        plan_levels("imp_reinit", _cfg("imp_reinit"), [0.0, 0.5])
+    assert plan_levels("imp_layerwise_random", _cfg("imp_layerwise_random"), [0.0]).serving[0.0].kind == "dense"
+    spec = tiny_spec("reinit0", output_dir=str(tmp_path / "out"))
+    spec["grid"] = {"method": ["dense", "imp", "imp_reinit"], "sparsity": [0.0, 0.5], "seed": [0]}
+    proc = tp("launch", str(write_spec(tmp_path, spec)), "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "drop sparsity 0 from a grid with imp_reinit" in proc.stderr
+    assert not (tmp_path / "out").exists()
