@@ -136,3 +136,36 @@ def test_enforcer_follows_dtype_change():
     enforcer()
     params = dict(model.named_parameters())
     assert all((params[n][~m] == 0).all() for n, m in mask.items())
+
+
+def test_multihead_attention_projections_are_pruned_and_stay_pruned():
+    """nn.MultiheadAttention (torchvision's ViT) keeps its input projections as a bare parameter,
+    in_proj_weight; its out_proj is a Linear. Both are pruned, and stay pruned through steps."""
+    from torchvision.models import VisionTransformer
+
+    from trainer.pruning.methods import PruneContext, prune_magnitude
+
+    torch.manual_seed(0)
+    model = VisionTransformer(
+        image_size=8, patch_size=4, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16, num_classes=10
+    )
+    attn = "encoder.layers.encoder_layer_0.self_attention"
+    names = prunable_names(model)
+    assert names[:3] == ["conv_proj.weight", f"{attn}.in_proj_weight", f"{attn}.out_proj.weight"]
+    mask = prune_magnitude(model, full_mask(model), 0.5, PruneContext(cfg={}, generator=torch.Generator()))
+    assert not mask[f"{attn}.in_proj_weight"].all()
+    apply_mask(model, mask)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    enforcer = MaskEnforcer(model, mask)
+    assert f"{attn}.in_proj_weight" in enforcer.names
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        opt.zero_grad()
+        x, y = torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        enforcer()
+    params = dict(model.named_parameters())
+    for n in (f"{attn}.in_proj_weight", f"{attn}.out_proj.weight"):
+        assert (params[n][~mask[n]] == 0).all() and (params[n][mask[n]] != 0).all(), n
+    assert achieved_sparsity(model, list(mask)) == pytest.approx(0.5, abs=1e-3)

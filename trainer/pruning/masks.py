@@ -17,16 +17,28 @@ Mask = dict[str, torch.Tensor]
 # nn.Linear instances; timm's patch embedding is an nn.Conv2d.
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
+# nn.MultiheadAttention (torchvision's ViT and Swin... ) keeps its input projections as bare
+# parameters, not Linear modules: the packed q/k/v one, or three when the embed sizes differ. Its
+# output projection is an nn.Linear child (out_proj) and counts as one.
+MHA_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+
 
 def layer_names(model: nn.Module) -> list[str]:
-    """Names of conv and linear weights, in module order (biases, norms and embeddings excluded)."""
+    """Names of conv and linear weights, in module order (biases, norms and embeddings excluded):
+    those of conv and linear modules, and the input projections of nn.MultiheadAttention (before
+    its out_proj)."""
     params = dict(model.named_parameters())
     names = []
     for mod_name, module in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
         if isinstance(module, PRUNABLE_TYPES) and isinstance(getattr(module, "weight", None), nn.Parameter):
-            name = f"{mod_name}.weight" if mod_name else "weight"
-            if name in params:  # a module registered twice (shared) appears once in named_modules
-                names.append(name)
+            found = [f"{prefix}weight"]
+        elif isinstance(module, nn.MultiheadAttention):
+            found = [f"{prefix}{w}" for w in MHA_WEIGHTS if isinstance(getattr(module, w, None), nn.Parameter)]
+        else:
+            continue
+        # a module registered twice (shared) appears once in named_modules
+        names += [n for n in found if n in params]
     return names
 
 
