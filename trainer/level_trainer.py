@@ -606,7 +606,7 @@ class LevelTrainer:
                 "level_id": level.level_id,
                 "density": level.density,
                 "achieved_sparsity": achieved_sparsity(self.model, list(mask)),
-                **level_cost(self.model, shape),
+                **_cost_or_none(self.model, shape),
                 "resolution": int(shape[-2]),  # what the cost was counted at (the input's height)
                 "test_acc": last.get("test_acc"),
                 "test_top5": last.get("test_top5"),
@@ -638,3 +638,16 @@ def read_level(levels_dir: Path, level_id: str) -> LevelSpec:
         return d.read_spec()
     except BadLevel as exc:
         raise BadLevel(f"level {level_id} ({d.path}): {exc}") from None
+
+
+COST_KEYS = ("params", "nonzero_params", "network_sparsity", "flops_dense", "flops")
+
+
+def _cost_or_none(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """level_cost, or None for each figure when it cannot be computed for this model (a zoo
+    model's forward the counting hooks do not follow): the level is recorded all the same."""
+    try:
+        return level_cost(model, input_shape)
+    except Exception as exc:  # noqa: BLE001 - a cost is a figure of the record, never a reason to lose it
+        print(f"level cost not computed ({type(exc).__name__}: {exc}); recorded as null", flush=True)
+        return dict.fromkeys(COST_KEYS)

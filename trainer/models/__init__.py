@@ -6,6 +6,7 @@ options are the remaining keys of the trainer config's "model" section.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from torch import nn
@@ -24,15 +25,20 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
 
 
 def build_model(cfg: dict, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """A built-in model by name, or a zoo's (`torchvision/<arch>`, `timm/<name>`: models/zoo.py)."""
     cfg = dict(cfg)
     name = cfg.pop("name", None)
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    if isinstance(name, str) and zoo.split(name):
+        builder: Callable[..., nn.Module] = functools.partial(zoo.build, name)
+    elif name in MODELS:
+        builder = MODELS[name]
+    else:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}, or torchvision/<arch>, timm/<name>")
     try:
-        return MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), **cfg)
+        return builder(num_classes=num_classes, input_shape=tuple(input_shape), **cfg)
     except TypeError as exc:  # an option the builder does not take
         raise ValueError(f"bad options for model {name!r}: {exc}") from exc
 
 
 # Imported for their @register side effects (after MODELS and register exist).
-from trainer.models import small, cifar_resnet, torchvision_models, vgg, vit  # noqa: E402,F401,I001
+from trainer.models import small, cifar_resnet, torchvision_models, vgg, vit, zoo  # noqa: E402,F401,I001
