@@ -119,6 +119,14 @@ def cmd_launch(a: argparse.Namespace) -> int:
         raise BadInput(str(exc)) from None
     kind = a.executor or spec.executor.kind
     if a.dry_run:
+        # Zoo model names (torchvision/<arch>, timm/<name>) against the cached list of the
+        # library's models: torch-free once cached (the first time per library version, seconds).
+        from orchestrator.plan.preflight import PreflightError, check_zoo_names
+
+        try:
+            check_zoo_names(plan)
+        except PreflightError as exc:
+            raise BadInput(f"{a.spec}: {exc}") from None
         from db.engine import resolve_url  # SQLAlchemy, 0.3 s
 
         bad: dict[str, str] = {}

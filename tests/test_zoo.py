@@ -146,3 +146,64 @@ def test_zoo_cost_or_none():
     assert cost["flops_dense"] > 0 and cost["params"] == sum(p.numel() for p in model.parameters())
     assert _cost_or_none(model, (3, 1, 1)) == dict.fromkeys(COST_KEYS)  # cannot run: null, no crash
 
+
+# ---- at launch --------------------------------------------------------------------------------
+def _zoo_spec(name: str, model: str, **data):
+    from tests.sweeputil import tiny_spec
+
+    spec = tiny_spec(name)
+    over = spec["trainer"]["overrides"]
+    del over["model.hidden"]  # the mlp's option; zoo models take none
+    over.update({"model": "lenet", "model.name": model, "data": "synthetic", "data.shape": [3, 32, 32]})
+    over.update({f"data.{k}": v for k, v in data.items()})
+    return spec
+
+
+def test_dry_run_checks_zoo_names(tmp_path):
+    from tests.sweeputil import tp, write_spec
+
+    def dry(name: str, model: str):
+        return tp("launch", str(write_spec(tmp_path, _zoo_spec(name, model))), "--dry-run", cwd=tmp_path)
+
+    ok = dry("zok", "torchvision/resnet18")
+    assert ok.returncode == 0, ok.stderr
+    bad = dry("zbad", "torchvision/resnet19")
+    assert bad.returncode == 2
+    assert "has no model 'resnet19'; closest: torchvision/resnet18" in " ".join(bad.stderr.split())
+    assert not list(tmp_path.glob("tp-*")), "a dry run creates nothing"
+
+
+def test_preflight_refuses_a_model_that_cannot_take_the_input():
+    from orchestrator.plan.grid import plan_sweep
+    from orchestrator.plan.preflight import PreflightError, check_plan, input_shapes
+    from orchestrator.plan.spec import parse_spec
+
+    with pytest.raises(PreflightError, match=r"'torchvision/alexnet' cannot run on 32x32 px inputs"):
+        check_plan(plan_sweep(parse_spec(_zoo_spec("zalex", "torchvision/alexnet"))))
+    with pytest.raises(PreflightError, match=r"model.hidden: model 'timm/resnet18' does not take it"):
+        spec = _zoo_spec("zopt", "timm/resnet18")
+        spec["trainer"]["overrides"]["model.hidden"] = [3]
+        check_plan(plan_sweep(parse_spec(spec)))
+    check_plan(plan_sweep(parse_spec(_zoo_spec("zfine", "timm/resnet18"))))
+    assert input_shapes({"name": "imagenet", "resolution": 192, "min_res": 160, "val_resolution": 256}) == [
+        (3, 256, 256),
+        (3, 160, 160),
+        (3, 192, 192),
+    ]
+    assert input_shapes({"name": "digits"}) == [(1, 8, 8)]
+    assert input_shapes({"name": "beton", "recipe": "cifar"}) is None
+
+
+@pytest.mark.slow
+def test_tiny_zoo_sweep_trains(tmp_path):
+    """A real sweep of a timm model on synthetic 32 px data: a dense level, then a pruned one."""
+    from tests.sweeputil import tp, write_spec
+
+    spec = _zoo_spec("zreal", "timm/mobilenetv3_small_050", size=64, test_size=32, batch_size=16)
+    spec["grid"] = {"method": ["imp"], "sparsity": [0.5], "seed": [0]}
+    tp("launch", str(write_spec(tmp_path, spec)), cwd=tmp_path, check=True)
+    import json
+
+    rows = json.loads(tp("query", "zreal", "--levels", "--format", "json", cwd=tmp_path, check=True).stdout)
+    assert [r["achieved_sparsity"] for r in rows] == [0.0, pytest.approx(0.5, abs=1e-3)]
+    assert all(r["flops_dense"] and r["test_acc"] is not None for r in rows)

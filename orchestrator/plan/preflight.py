@@ -1,5 +1,7 @@
 """Checks that need the trainer's registries (and so torch): run at launch, before anything is
-recorded or submitted. `launch --dry-run` skips them to answer in about a second."""
+recorded or submitted. `launch --dry-run` skips them to answer in about a second, all but the
+names of zoo models (`torchvision/<arch>`, `timm/<name>`), which it checks against the cached
+list of the library's models (`check_zoo_names`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from core.zoo import ZOOS, split
 from orchestrator.plan.grid import SweepPlan
 
 
@@ -27,20 +30,41 @@ def _sources_key() -> str:
     return h.hexdigest()[:16]
 
 
+def _cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "turboprune"
+
+
+def _read_cache(path: Path) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_cache(path: Path, obj: Any) -> None:
+    try:
+        from core.atomic import write_json_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, obj)
+    except OSError:
+        pass  # a read-only home: no cache, the check still holds
+
+
 def registries() -> dict[str, Any]:
     """The names the trainer knows (models with their builders' options, data sets, optimizers,
     schedules). Importing them costs torch (2 s idle, several on a busy login node), so they are
     kept in a cache file keyed by the trainer's source files: `launch` answers in a second or two
     once any launch on this machine imported them."""
-    import json
-    import os
-
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = Path(base) / "turboprune" / f"registries-{_sources_key()}.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        pass
+    path = _cache_dir() / f"registries-{_sources_key()}.json"
+    cached = _read_cache(path)
+    if isinstance(cached, dict):
+        return cached
     from trainer.data import DATASETS  # torch (seconds)
     from trainer.models import MODELS  # torch (seconds)
     from trainer.optim import OPTIMIZERS, SCHEDULES  # torch (seconds)
@@ -57,14 +81,105 @@ def registries() -> dict[str, Any]:
         "optimizers": list(OPTIMIZERS),
         "schedules": sorted(SCHEDULES),
     }
-    try:
-        from core.atomic import write_json_atomic
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, reg)
-    except OSError:
-        pass  # a read-only home: no cache, the check still holds
+    _write_cache(path, reg)
     return reg
+
+
+# ---- model zoos --------------------------------------------------------------------------------
+def zoo_version(zoo: str) -> str | None:
+    """The installed version of the zoo's library (its metadata: no import), None if absent."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(ZOOS[zoo])
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def zoo_names(zoo: str, version: str) -> list[str]:
+    """Every model name of the zoo's library at `version`. Listing them imports the library (torch
+    and timm: seconds), so the list is kept beside the registries, keyed by the library's version:
+    built by the first launch (or --dry-run) that names a model of that zoo, read afterwards."""
+    path = _cache_dir() / f"zoo-{zoo}-{version}.json"
+    cached = _read_cache(path)
+    if isinstance(cached, dict) and isinstance(cached.get("names"), list):
+        return cached["names"]
+    from trainer.models.zoo import names  # torch (seconds), once per library version
+
+    listed = names(zoo)
+    _write_cache(path, {"zoo": zoo, "version": version, "names": listed})
+    return listed
+
+
+def zoo_name_problem(name: str) -> str | None:
+    """What is wrong with a zoo model's name (`torchvision/resnet19`: unknown, with the closest
+    names), None when its library lists it or when `name` is not a zoo name."""
+    import difflib
+
+    parts = split(name)
+    if parts is None:
+        return None
+    zoo, arch = parts
+    version = zoo_version(zoo)
+    if version is None:
+        return f"model.name: {name!r} needs {ZOOS[zoo]}, which is not installed"
+    known = zoo_names(zoo, version)
+    if arch in known:
+        return None
+    close = difflib.get_close_matches(arch, known, n=5, cutoff=0.6)
+    hint = f"; closest: {', '.join(f'{zoo}/{c}' for c in close)}" if close else ""
+    return f"model.name: {zoo} {version} has no model {arch!r}{hint}"
+
+
+def check_zoo_names(plan: SweepPlan) -> None:
+    """The zoo model names of the plan's runs, against the cached lists (torch-free once cached)."""
+    problems = dict.fromkeys(
+        p for p in (zoo_name_problem(str(r.config["model"].get("name"))) for r in plan.runs) if p
+    )
+    if problems:
+        raise PreflightError("; ".join(problems))
+
+
+def input_shapes(data: dict[str, Any]) -> list[tuple[int, int, int]] | None:
+    """The (C, H, W) inputs the data set gives a model, the one it is built for first (the test
+    shape, as the loaders' input_shape), then the training ones; None when only the data files
+    know (a beton of the cifar recipe, an unknown data set). Mirrors trainer/data."""
+    name = data.get("name")
+    if name == "digits":
+        return [(1, 8, 8)]
+    if name in ("synthetic", "synthetic_gpu"):
+        c, h, w = (int(x) for x in data.get("shape", (3, 8, 8)))
+        return [(c, h, w)]
+    if name in ("cifar10", "cifar100"):
+        return [(3, 32, 32)]
+    if name in ("imagenet", "beton", "imagefolder") and not (name == "beton" and data.get("recipe") == "cifar"):
+        res = int(data.get("resolution", 224))
+        val = int(data.get("val_resolution") or res)
+        train = {res}
+        if name != "imagefolder" and data.get("min_res"):
+            train = {int(data["min_res"]), int(data.get("max_res") or res)}
+        return [(3, val, val)] + [(3, r, r) for r in sorted(train) if r != val]
+    return None
+
+
+def zoo_fit_problem(name: str, shapes: list[tuple[int, int, int]]) -> str | None:
+    """Why a zoo model cannot take these input shapes (trainer/models/zoo.py `fits`: built on the
+    meta device), None when it can. The answer depends on the library's version and on the
+    trainer's model code, and is cached under both, so a launch after the first stays torch-free."""
+    parts = split(name)
+    if parts is None:
+        return None
+    key = f"{name}@{zoo_version(parts[0])}:" + ",".join("x".join(map(str, s)) for s in shapes)
+    path = _cache_dir() / f"zoo-fits-{_sources_key()}.json"
+    cached = _read_cache(path)
+    cached = cached if isinstance(cached, dict) else {}
+    if key in cached:
+        return cached[key]
+    from trainer.models.zoo import fits  # torch (seconds)
+
+    problem = fits(name, shapes)
+    _write_cache(path, {**(_read_cache(path) or {}), key: problem})
+    return problem
 
 
 def check_plan(plan: SweepPlan) -> None:
@@ -74,13 +189,19 @@ def check_plan(plan: SweepPlan) -> None:
 
     problems: list[str] = []
     seen: set[str] = set()
+    zoo_memo: dict[str, Any] = {}
     for run in plan.runs:
         cfg = run.config
-        checks = [
+        model_name = cfg["model"].get("name")
+        zoo_checks = _zoo_checks(model_name, cfg["data"], zoo_memo)
+        checks = zoo_checks or [
             (
-                cfg["model"].get("name") in MODELS,
-                f"model.name: unknown model {cfg['model'].get('name')!r}; known: {', '.join(sorted(MODELS))}",
-            ),
+                model_name in MODELS,
+                f"model.name: unknown model {model_name!r}; known: {', '.join(sorted(MODELS))}, "
+                "or torchvision/<arch>, timm/<name>",
+            )
+        ]
+        checks += [
             (
                 cfg["data"].get("name") in DATASETS,
                 f"data.name: unknown data set {cfg['data'].get('name')!r}; known: {', '.join(sorted(DATASETS))}",
@@ -122,14 +243,37 @@ def check_plan(plan: SweepPlan) -> None:
         raise PreflightError("; ".join(problems))
 
 
+def _zoo_checks(name: Any, data: dict[str, Any], memo: dict[str, Any]) -> list[tuple[bool, str]]:
+    """A zoo model's name, and whether it takes the data set's inputs; [] for a built-in name.
+    `memo`: answers already given in this check (a grid repeats the same few)."""
+    if not isinstance(name, str) or split(name) is None:
+        return []
+    shapes = input_shapes(data)
+    key = f"{name}|{shapes}"
+    if key not in memo:
+        problem = zoo_name_problem(name)
+        if problem is None and shapes is not None:
+            fit = zoo_fit_problem(name, shapes)
+            if fit is not None:
+                problem = (
+                    f"model.name: {name!r} {fit} (data {data.get('name')!r}); "
+                    "see docs/extending.md, 'Models by name', for the models that adapt to small inputs"
+                )
+        memo[key] = problem
+    return [(memo[key] is None, memo[key] or "")]
+
+
 def _model_option_checks(model: dict[str, Any], models: dict[str, list[str] | None]) -> list[tuple[bool, str]]:
     """Options in the model section that its builder does not take (model.hidden on a resnet):
     build_model would pass them as keyword arguments and fail in the job. `models`: each
     builder's parameters, None when it takes any keyword."""
     name = model.get("name")
-    if name not in models:
+    if isinstance(name, str) and split(name):
+        params: list[str] | None = ["num_classes", "input_shape"]  # zoo models take no options
+    elif name not in models:
         return []  # the unknown name is reported on its own
-    params = models[name]
+    else:
+        params = models[name]
     if params is None:
         return []
     takes = [p for p in params if p not in ("num_classes", "input_shape")]
