@@ -70,14 +70,31 @@ def run_id(config: dict[str, Any], code: list[str] | None = None) -> str:
     """A run (method x seed x axes) is what it computes: turning W&B on keeps its id. Under
     `reuse: same-code`, `code` (its levels' codes) is part of what it computes: a run whose code
     changed is another run, with other levels (its old ones stay recorded under the old run)."""
-    body: dict[str, Any] = {"config": {k: v for k, v in config.items() if k != "logging"}}
+    body: dict[str, Any] = {"config": {k: v for k, v in identity_config(config).items() if k != "logging"}}
     if code:
         body["code"] = sorted(set(code))
     return content_hash(body)
 
 
 def training_config(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in NOT_TRAINING}
+    return {k: v for k, v in identity_config(config).items() if k not in NOT_TRAINING}
+
+
+# Keys whose listed values compute exactly what a config without the key computes: such a key is
+# hashed (and handed to the trainer) as if absent, so spelling out today's behaviour renames
+# nothing. data.loader: ffcv (or null) is the loader cifar10/cifar100 always used; device is
+# another computation (other batches) and stays in the id (docs/data.md).
+DEFAULT_EQUIVALENT: dict[tuple[str, str], tuple[Any, ...]] = {("data", "loader"): (None, "ffcv")}
+
+
+def identity_config(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` without the keys that hold a default-equivalent value (DEFAULT_EQUIVALENT)."""
+    out = config
+    for (section, key), same in DEFAULT_EQUIVALENT.items():
+        sec = out.get(section)
+        if isinstance(sec, dict) and key in sec and sec[key] in same:
+            out = {**out, section: {k: v for k, v in sec.items() if k != key}}
+    return out
 
 
 def trunk_density(rate: float, depth: int) -> float:

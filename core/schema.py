@@ -43,6 +43,7 @@ SEED_LIMIT = 2**63  # torch.manual_seed and the seed hashes take 64-bit seeds; k
 MAX_BATCH = 2**20
 MAX_STR = 4096  # paths and names; anything longer is a paste accident
 MAX_PX = 4096
+DEVICE_LOADER_SETS = ("cifar10", "cifar100")  # data.loader: device
 
 
 def _f(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
@@ -94,6 +95,9 @@ class DataConfig:
     std: Optional[list[float]] = _f(None, gt=0, le=255, min_len=3, max_len=3)
     num_classes: Optional[int] = _f(None, ge=2, le=1_000_000)
     recipe: Optional[str] = _f(None, choices=("cifar", "imagenet"))
+    # cifar10/cifar100: null or ffcv, FFCV's loader (what every config without the key computes,
+    # hashed as if absent); device, the device-resident one (other batches: its own ids)
+    loader: Optional[str] = _f(None, choices=("ffcv", "device"))
 
 
 @dataclass
@@ -355,6 +359,13 @@ def _cross_checks(cfg: dict[str, Any], out: list[str]) -> None:
             f"{sched['epochs']} (the learning rate would never come down)"
         )
     data = cfg["data"]
+    if data.get("loader") == "device" and data["name"] not in DEVICE_LOADER_SETS:
+        out.append(
+            f"data.loader: device is for {' and '.join(DEVICE_LOADER_SETS)}, not {_show(data['name'])} "
+            "(synthetic_gpu is the device-resident set for benchmarks)"
+        )
+    if data.get("root") is not None and data["name"] in DEVICE_LOADER_SETS and data.get("loader") != "device":
+        out.append(f"data.root: read by {data['name']}'s device loader only; set data.loader: device")
     if data.get("min_res") is not None:
         top = data.get("max_res") or data.get("resolution", 224)
         if data["min_res"] > top:

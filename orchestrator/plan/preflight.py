@@ -190,6 +190,7 @@ def check_plan(plan: SweepPlan) -> None:
     problems: list[str] = []
     seen: set[str] = set()
     zoo_memo: dict[str, Any] = {}
+    data_seen: dict[str, str | None] = {}
     for run in plan.runs:
         cfg = run.config
         model_name = cfg["model"].get("name")
@@ -235,6 +236,7 @@ def check_plan(plan: SweepPlan) -> None:
             ),
         ]
         checks += _model_option_checks(cfg["model"], MODELS)
+        checks += _device_data_checks(cfg["data"], data_seen)
         for ok, msg in checks:
             if not ok and msg not in seen:
                 seen.add(msg)
@@ -261,6 +263,36 @@ def _zoo_checks(name: Any, data: dict[str, Any], memo: dict[str, Any]) -> list[t
                 )
         memo[key] = problem
     return [(memo[key] is None, memo[key] or "")]
+
+
+def _device_data_checks(data: dict[str, Any], seen: dict[str, str | None]) -> list[tuple[bool, str]]:
+    """data.loader device reads its files in the job, all at once: read them here first, so a
+    truncated archive, a missing batch or a foreign pickle stops the launch (exit 2) naming the
+    file, not a job later. The archive is read whole (a second or two for CIFAR's 170 MB), once
+    per path; betons get their header and table checked (FFCV decodes them in the job)."""
+    if data.get("loader") != "device":
+        return []
+    from trainer.data import DataError  # torch, already imported by registries() on a cold cache
+    from trainer.data.cifar_files import read_cifar
+    from trainer.data.ffcv_loaders import check_beton
+
+    out = []
+    keys = ["root"] if data.get("root") else ["train_path", "val_path"]
+    paths = [(k, data.get(k)) for k in keys]
+    for key, path in paths:
+        if not path:
+            out.append((False, f"data.{key}: the device loader needs data.root (a CIFAR archive) or both betons"))
+            continue
+        if path not in seen:
+            try:
+                read_cifar(path, data["name"]) if key == "root" else check_beton(path)
+                seen[path] = None
+            except DataError as exc:
+                seen[path] = f"data.{key}: {exc}"
+        problem = seen[path]
+        if problem is not None:
+            out.append((False, problem))
+    return out
 
 
 def _model_option_checks(model: dict[str, Any], models: dict[str, list[str] | None]) -> list[tuple[bool, str]]:

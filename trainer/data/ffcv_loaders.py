@@ -269,14 +269,29 @@ def build_ffcv(cfg: dict, ctx: LoaderContext, kind: str, num_classes: int | None
     )
 
 
+def build_cifar(cfg: dict, ctx: LoaderContext, variant: str, num_classes: int) -> Loaders:
+    """data.loader picks the loader: absent (or ffcv) FFCV's, device the device-resident one
+    (trainer/data/cifar_device.py), another computation, so it is part of the level's id."""
+    loader = cfg.get("loader") or "ffcv"
+    if loader == "device":
+        from .cifar_device import build_device_cifar
+
+        return build_device_cifar(cfg, ctx, variant, num_classes)
+    if loader != "ffcv":
+        raise DataError(f"data.loader: {loader!r} is not one of ffcv, device")
+    if cfg.get("root"):
+        raise DataError("data.root is read by the device loader only: set data.loader: device, or leave root out")
+    return build_ffcv(cfg, ctx, "cifar", num_classes)
+
+
 @register("cifar10")
 def build_cifar10(cfg: dict, ctx: LoaderContext) -> Loaders:
-    return build_ffcv(cfg, ctx, "cifar", 10)
+    return build_cifar(cfg, ctx, "cifar10", 10)
 
 
 @register("cifar100")
 def build_cifar100(cfg: dict, ctx: LoaderContext) -> Loaders:
-    return build_ffcv(cfg, ctx, "cifar", 100)
+    return build_cifar(cfg, ctx, "cifar100", 100)
 
 
 @register("imagenet")

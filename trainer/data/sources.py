@@ -3,8 +3,9 @@
 - ImageFolderSource: a folder of class subfolders of images (JPEG/PNG/...), classes sorted by name
   as torchvision's ImageFolder does. ``verify()`` fully decodes every image and returns the ones
   that fail (corrupt or truncated), so the writer can skip them.
-- CifarSource: the official python-pickle layout; CIFAR-10 (data_batch_1..5, test_batch,
-  batches.meta) or CIFAR-100 (train, test, meta with fine_labels), detected from the files present.
+- CifarSource: the official python-pickle layout, as an archive (cifar-10-python.tar.gz) or its
+  extracted folder; CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test with
+  fine_labels), detected from the files present and unpickled safely (cifar_files.py).
 - DigitsSource: scikit-learn's digits, same fixed 80/20 split as the in-memory ``digits`` data set,
   scaled to 0..255 and upscaled 4x (nearest) to 3x32x32 so image pipelines apply unchanged.
 - SyntheticSource: the ``synthetic`` data set's Gaussian blobs mapped to uint8 RGB.
@@ -13,12 +14,12 @@
 from __future__ import annotations
 
 import os
-import pickle
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
 from . import DataError
+from .cifar_files import read_cifar
 from .memory import digits_split, load_digits_arrays, synthetic_arrays
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -85,47 +86,18 @@ class ImageFolderSource:
         return bad
 
 
-def _unpickle(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing CIFAR batch file") from None
-    except Exception as exc:  # noqa: BLE001 - truncated/garbled pickle
-        raise DataError(f"{path}: not a readable CIFAR pickle ({type(exc).__name__}: {exc})") from exc
-
-
-def _get(d: dict, key: str):
-    return d[key.encode()] if key.encode() in d else d[key]
-
-
 class CifarSource:
+    """One split of CIFAR-10 or CIFAR-100 (the archive, its extracted folder, or a folder holding
+    either), read by cifar_files (a restricted unpickler: no code runs from the files)."""
+
     def __init__(self, root: str, split: str = "train"):
-        if not os.path.isdir(root):
-            raise DataError(f"{root}: no such folder")
         if split not in ("train", "test"):
             raise DataError(f"split must be train or test, got {split!r}")
-        if os.path.exists(os.path.join(root, "batches.meta")):
-            self.variant, label_key, self.num_classes = "cifar10", "labels", 10
-            files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-        elif os.path.exists(os.path.join(root, "meta")):
-            self.variant, label_key, self.num_classes = "cifar100", "fine_labels", 100
-            files = [split]
-        else:
-            raise DataError(f"{root}: neither CIFAR-10 (batches.meta) nor CIFAR-100 (meta) layout")
-        images, labels = [], []
-        for f in files:
-            d = _unpickle(os.path.join(root, f))
-            try:
-                data = np.asarray(_get(d, "data"), dtype=np.uint8)
-                images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-                labels.append(np.asarray(_get(d, label_key), dtype=np.int64))
-            except (KeyError, ValueError) as exc:
-                raise DataError(f"{os.path.join(root, f)}: bad CIFAR batch ({exc})") from exc
-            if len(images[-1]) != len(labels[-1]):
-                raise DataError(f"{os.path.join(root, f)}: {len(images[-1])} images but {len(labels[-1])} labels")
-        self.images = np.ascontiguousarray(np.concatenate(images))
-        self.labels = np.concatenate(labels)
+        a = read_cifar(root)
+        self.variant, self.num_classes = a.variant, a.num_classes
+        x, y = (a.train_x, a.train_y) if split == "train" else (a.test_x, a.test_y)
+        self.images = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        self.labels = y
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -114,7 +114,7 @@ def open_source(kind: str, src: str | None, split: str, **synthetic):
         return sources.ImageFolderSource(src)
     if kind == "cifar":
         if not src:
-            raise DataError("--from cifar needs the folder of the pickled batches")
+            raise DataError("--from cifar needs the CIFAR archive (cifar-10-python.tar.gz) or its folder")
         return sources.CifarSource(src, split)
     if kind == "digits":
         return sources.digits_source(split)
