@@ -1,7 +1,8 @@
 """Atomic checkpoints, loaded without running any code.
 
 Saving: write to a temporary file in the same folder, fsync, then rename, so a job killed mid-write
-leaves the previous file intact.
+leaves the previous file intact. Epoch checkpoints are written by a BackgroundWriter from a host
+copy of the state, while the next epoch trains.
 
 Loading: `torch.load(weights_only=True)`, whose unpickler builds only tensors and plain containers
 and refuses every other global, so a crafted file in a level folder cannot run anything. On top,
@@ -12,6 +13,8 @@ or a file that does not load (truncated, damaged, foreign), raises CheckpointErr
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,71 @@ class CheckpointError(RuntimeError):
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     write_atomic(path, lambda f: torch.save(obj, f), sync_dir=True)
+
+
+def host_copy(obj: Any) -> Any:
+    """`obj` with every tensor copied to host memory (a clone on the CPU; from a GPU, into pinned
+    memory, asynchronously, then one synchronisation): dicts, lists and tuples rebuilt, other
+    values shared (numbers, strings: immutable). What a background write saves while training
+    goes on changing the originals."""
+    from_gpu: list[bool] = []
+    out = _host_copy(obj, from_gpu)
+    if from_gpu:
+        torch.cuda.synchronize()
+    return out
+
+
+def _host_copy(obj: Any, from_gpu: list[bool]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        if t.device.type != "cuda":
+            return t.clone()
+        host = torch.empty_like(t, device="cpu", pin_memory=True)
+        host.copy_(t, non_blocking=True)
+        from_gpu.append(True)
+        return host
+    if isinstance(obj, dict):
+        return {k: _host_copy(v, from_gpu) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_host_copy(v, from_gpu) for v in obj)
+    return obj
+
+
+class BackgroundWriter:
+    """Writes one file at a time on a thread of its own, off the training loop's critical path.
+
+    `submit` first waits for the write in flight; `wait` joins it and re-raises its error (an
+    error is raised once, at the first wait after it happened: never lost). The write itself is
+    the atomic one (temporary file, fsync, rename), so a process killed mid-write leaves the
+    previous file whole."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        self.wait()
+
+        def run() -> None:
+            try:
+                write()
+            except BaseException as exc:  # noqa: BLE001 - kept for wait(), which raises it
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="checkpoint-writer", daemon=False)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 # What each file holds: required top-level keys -> the type of their value ("tensors": a dict of

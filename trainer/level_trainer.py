@@ -11,6 +11,9 @@
 A level lives in LEVEL_DIR = LEVELS/<level id>/ (level.json written at plan time). Every epoch
 ends with an atomic LEVEL_DIR/checkpoint.pt and a stop signal saves one mid-epoch, so a job
 restarted on the same levels picks up exactly there, with results equal to an uninterrupted run.
+An epoch's checkpoint is a host copy of the state written by a background thread while the next
+epoch trains; a stop, the level's end and the next checkpoint wait for it, so what a killed job
+finds is the last complete one (the write is atomic).
 Everything random in a level is seeded by the level itself (its seed, depth, epoch and id), never
 by what the process did before, so a level computes the same thing in any job.
 """
@@ -167,6 +170,7 @@ class LevelTrainer:
         # the code this process runs, the libraries, the data files, the hosts
         self.provenance = Provenance(info, data=train["data"])
         self._attempts: list[dict[str, Any]] = []
+        self._writer = ckpt.BackgroundWriter()  # epoch checkpoints, written while the next epoch trains
 
     # ---- files ---------------------------------------------------------------------------
     def dir(self, level_id: str) -> LevelDir:
@@ -281,7 +285,10 @@ class LevelTrainer:
         ):
             if self._report_if_done(level, d):  # trained by another job while we waited
                 return
-            self._train_level(level, d, snapshots)
+            try:
+                self._train_level(level, d, snapshots)
+            finally:  # a failed level too: no write outlives it, and a write's error is raised
+                self._writer.wait()
 
     def _report_if_done(self, level: LevelSpec, d: LevelDir) -> bool:
         check = d.inspect() if self.info.is_main else None
@@ -352,7 +359,7 @@ class LevelTrainer:
             skip, carry = 0, None
             if res.stopped_at is not None:
                 step = epoch * self.steps_per_epoch + res.stopped_at
-                self._checkpoint(d, step, mask, opt, best, res.sums, history, rng=torch.get_rng_state())
+                self._checkpoint(d, step, mask, opt, best, res.sums, history, rng=torch.get_rng_state(), wait=True)
                 raise Stopped(
                     f"level {level.level_id} ({level.kind} {level.depth}) epoch {epoch} step {res.stopped_at}",
                     {"level_id": level.level_id, "epoch": epoch, "epochs": self.epochs, "step": step},
@@ -366,6 +373,7 @@ class LevelTrainer:
                 print(_epoch_line(level, epoch, metrics), flush=True)  # the job log's progress
             self._checkpoint(d, (epoch + 1) * self.steps_per_epoch, mask, opt, best, None, history)
             if self.stop.should_stop(0, force_sync=True):
+                self._writer.wait()  # the checkpoint the job resumes from is on disk
                 raise Stopped(
                     f"level {level.level_id} ({level.kind} {level.depth}) after epoch {epoch}",
                     {
@@ -572,21 +580,31 @@ class LevelTrainer:
         carry: torch.Tensor | None,
         history: list[dict[str, Any]],
         rng: torch.Tensor | None = None,
+        wait: bool = False,
     ) -> None:
-        self._save(
+        """LEVEL_DIR/checkpoint.pt, off the critical path: the state is copied to host memory
+        here (after the write in flight, if any, is done), then written atomically by the
+        background writer while training goes on. `wait`: return once it is on disk (a stop)."""
+        if not self.info.is_main:
+            return
+        self._writer.wait()  # one host copy at a time; and the previous write's error, if any
+        state = ckpt.host_copy(
             {
                 "step": step,
-                "model": self._weights(),
+                "model": self.model.state_dict(),
                 "optimizer": opt.state_dict(),
-                "mask": {k: v.cpu() for k, v in mask.items()},
+                "mask": mask,
                 "best": best,
                 "carry": carry,
                 "history": history,
                 "rng": rng,
                 "trained_by": self._attempts,
-            },
-            d.checkpoint,
+            }
         )
+        path = d.checkpoint
+        self._writer.submit(lambda: self._save(state, path))
+        if wait:
+            self._writer.wait()
 
     def _finish(
         self,
@@ -596,6 +614,7 @@ class LevelTrainer:
         history: list[dict[str, Any]],
         best: float,
     ) -> None:
+        self._writer.wait()  # the last epoch's checkpoint: on disk before final.pt replaces it
         if self.info.is_main:
             self._save({"model": self._weights(), "mask": {k: v.cpu() for k, v in mask.items()}}, d.final)
             last = history[-1] if history else {}
