@@ -1,6 +1,6 @@
 """GPU benchmark of the real levels loop: images/s per GPU, trainer against a plain loop.
 
-    python bench/bench_gpu.py                     # everything, under 8 minutes on one H100/H200
+    python bench/bench_gpu.py                     # everything, within 6 minutes on one H100/H200
     python bench/bench_gpu.py --models resnet50 --no-compile --steps 50
     python bench/bench_gpu.py --dry-run           # tiny sizes on the CPU: what the tests run
 
@@ -12,18 +12,27 @@ on the device, gathered and normalised there per batch, so the loader costs next
 the figures are the model step's. No JPEG decoding is measured.
 
 1. Throughput, per model (ResNet-50, ResNet-18 at 176 px, ImageNet's training resolution), with
-   and without torch.compile: `trainer.level_trainer.LevelTrainer` trains one dense level (the real
-   levels loop: LR schedule, mask hook, on-device metrics, a checkpoint after every epoch) on
-   imagenet_rn50's config with bf16 autocast and channels_last; its images/s are the epochs'
-   wall time between the trainer's per-epoch reports, which includes the previous epoch's
-   checkpoint and excludes evaluation (one batch, last epoch only). Epoch 0 (warm-up, compile)
-   is dropped. Against it, a plain hand-written loop (autocast, SGD with momentum, zero_grad,
-   backward, step) on the same batches, model init and compile setting, timed with device
-   synchronisation over the same measured epochs. Goals: ResNet-50 >= 6,000 images/s per GPU,
-   trainer/plain >= 0.95.
-2. A 2-level IMP run (prune.rate 0.2: dense level 0, then level 1 at 80 % density by global
+   and without torch.compile:
+   `trainer.level_trainer.LevelTrainer` trains one dense level (the real levels loop: LR
+   schedule, mask hook, on-device metrics, a checkpoint after every epoch) on imagenet_rn50's
+   config with bf16 autocast and channels_last; its images/s are the epochs' wall time between
+   the trainer's per-epoch reports, which includes what the previous epoch's checkpoint costs the
+   loop (the host copy; the write runs in the background) and excludes evaluation (one batch,
+   last epoch only). Epoch 0 (warm-up, compile) is dropped. Against it, a plain hand-written
+   loop (autocast, SGD with momentum, zero_grad, backward, step) on the same batches, model init
+   and compile setting, timed with device synchronisation over the same measured epochs. Goals:
+   ResNet-50 >= 6,000 images/s per GPU, trainer/plain >= 0.95.
+2. CIFAR-shaped levels (ResNet-20, VGG-16 with batch norm): a dense level through the trainer
+   on the device-resident CIFAR loader (`data.loader: device`: uint8 images on the device,
+   flipped and translated there per batch) over random 32 px images written in CIFAR's own
+   format (50,000, batch 512): images/s, TFLOP/s and the fraction of the bf16 peak above.
+3. The asynchronous checkpoint: trainer over plain loop on 100-step epochs of the first model
+   (eager), the epoch checkpoint written by the background writer (the trainer as it is) and,
+   for comparison, written before training goes on (`SyncTimedTrainer`); with each, the seconds
+   the checkpoint holds the loop up, and the background write's own seconds.
+4. A 2-level IMP run (prune.rate 0.2: dense level 0, then level 1 at 80 % density by global
    magnitude, rewound to init): the pruning step, every file write, and each level's images/s.
-3. The job entry on the device: `torchrun -m trainer.job` on a 2-level IMP job (it replaces the
+5. The job entry on the device: `torchrun -m trainer.job` on a 2-level IMP job (it replaces the
    old gpu_smoke.py, which needed hydra), COMPLETED with the achieved sparsity checked.
 
 One process on one GPU, so no DDP wrapper or all-reduce is timed. Results go to --out (JSON,
@@ -40,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -113,10 +123,16 @@ class TimedTrainer(LevelTrainer):
         return out
 
     def _save(self, obj: Any, path: Path) -> None:
-        self._clock(f"write {Path(path).name}", super()._save, obj, path)
-        self.sizes[Path(path).name] = Path(path).stat().st_size
+        name = Path(path).name
+        if threading.current_thread() is threading.main_thread():
+            self._clock(f"write {name}", super()._save, obj, path)
+        else:  # the background checkpoint writer: host memory to disk, no device work to wait for
+            t0 = time.perf_counter()
+            super()._save(obj, path)
+            self.timings[f"write {name}"].append(time.perf_counter() - t0)
+        self.sizes[name] = Path(path).stat().st_size
 
-    def _checkpoint(self, *args: Any, **kw: Any) -> None:  # state copy + write of checkpoint.pt
+    def _checkpoint(self, *args: Any, **kw: Any) -> None:  # the critical path: wait, host copy, hand-off
         self._clock("checkpoint", lambda: super(TimedTrainer, self)._checkpoint(*args, **kw))
 
     def _prune(self, level, mask):
@@ -133,6 +149,13 @@ class TimedTrainer(LevelTrainer):
         metrics = super()._epoch_metrics(net, res, epoch)
         metrics["eval_s"] = time.perf_counter() - t0
         return metrics
+
+
+class SyncTimedTrainer(TimedTrainer):
+    """Every checkpoint written before training goes on, as before the background writer."""
+
+    def _checkpoint(self, *args: Any, **kw: Any) -> None:
+        super()._checkpoint(*args, **{**kw, "wait": True})
 
 
 def make_config(
@@ -234,7 +257,7 @@ def throughput(a, model: str, compile_: bool, device, stop, tmp: Path) -> dict[s
     )
     tr.run_level(level)
     eps = rec.epochs
-    walls = [e["t"] - prev["t"] - e["eval_s"] for prev, e in zip(eps, eps[1:])]
+    walls = _epoch_walls(rec)
     images = a.steps * a.batch_size
     t_ips = images * len(walls) / sum(walls)
     p_ips = images * len(plain) / sum(plain)
@@ -258,6 +281,7 @@ def throughput(a, model: str, compile_: bool, device, stop, tmp: Path) -> dict[s
         "warmup_epoch_s": round(eps[0]["seconds"], 2),
         "eval_s": round(eps[-1]["eval_s"], 2),
         "checkpoint_s": round(statistics.mean(ckpt), 3) if ckpt else None,
+        "checkpoint_write_s": _mean(tr.timings["write checkpoint.pt"]),
         "checkpoint_mb": round(tr.sizes.get("checkpoint.pt", 0) / 2**20, 1),
         "peak_mem_gb": _mem_gb(device),
         # Significant figures, not decimals: a CPU dry run does a few GFLOP/s, which two decimals
@@ -267,6 +291,116 @@ def throughput(a, model: str, compile_: bool, device, stop, tmp: Path) -> dict[s
         "fraction_of_datasheet_peak": round(tflops / peak, 4) if peak else None,
         "fraction_of_matmul": round(tflops / mm, 4) if mm else None,
     }
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(statistics.mean(xs), 4) if xs else None
+
+
+def _epoch_walls(rec: Recorder) -> list[float]:
+    """Wall time of each epoch after the first, between the trainer's reports, less evaluation."""
+    eps = rec.epochs
+    return [e["t"] - prev["t"] - e["eval_s"] for prev, e in zip(eps, eps[1:])]
+
+
+def write_synthetic_cifar(root: Path, size: int, test_size: int) -> Path:
+    """A CIFAR-10 folder in the downloaded layout (data_batch_1..5, test_batch) of random images:
+    what the device loader reads, at CIFAR's size on a GPU."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    per = -(-size // 5)
+    for name, n in [*((f"data_batch_{i}", per) for i in range(1, 6)), ("test_batch", test_size)]:
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, n).tolist(),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
+    return folder
+
+
+def cifar_config(a: argparse.Namespace, model: str, root: Path) -> dict[str, Any]:
+    return resolve(
+        "cifar10_resnet20",
+        {
+            "model.name": model,
+            "data": {
+                "name": "cifar10",
+                "loader": "device",
+                "root": str(root),
+                "batch_size": a.cifar_batch_size,
+                "test_batch_size": a.cifar_batch_size,
+            },
+            "schedule.epochs": a.epochs,
+            "schedule.peak_epoch": min(2, a.epochs),
+            "train.precision": a.precision,
+            "train.channels_last": True,
+            "train.eval_every": a.epochs,
+        },
+    )
+
+
+def cifar_level(a, model: str, device, stop, tmp: Path) -> dict[str, Any]:
+    """A dense CIFAR-shaped level through the real trainer on the device-resident CIFAR loader
+    (flip and translate on the device), on random 32 px images in CIFAR's own format."""
+    root = tmp / "cifar"
+    if not root.exists():
+        write_synthetic_cifar(root, a.cifar_size, a.cifar_batch_size)
+    cfg = cifar_config(a, model, root)
+    level = plan_levels("dense", cfg, [0.0]).levels[0]
+    rec = Recorder()
+    tr = TimedTrainer(level.train, plant([level], tmp / f"cifar_{model}"), DistInfo(0, 1, 0, device), rec, stop)
+    steps = tr.steps_per_epoch
+    print(f"[bench] CIFAR {model}: {a.epochs} epochs x {steps} steps of {a.cifar_batch_size} (epoch 0 dropped)")
+    tr.run_level(level)
+    walls = _epoch_walls(rec)
+    ips = steps * a.cifar_batch_size * len(walls) / sum(walls)
+    flops = train_flops_per_image(cfg["model"], 32, classes=10)
+    tflops = ips * flops / 1e12
+    peak, mm = getattr(a, "peak_tflops", None), getattr(a, "matmul_tflops", None)
+    return {
+        "loader": "device (cifar10, data.loader: device)",
+        "batch_size": a.cifar_batch_size,
+        "steps_per_epoch": steps,
+        "images_per_s": round(ips, 1),
+        "in_loop_images_per_s": round(statistics.median(e["images_per_s"] for e in rec.epochs[1:]), 1),
+        "epoch_s": [round(w, 3) for w in walls],
+        "checkpoint_s": _mean(tr.timings["checkpoint"][1:]),
+        "peak_mem_gb": _mem_gb(device),
+        "train_gflop_per_image": float(f"{flops / 1e9:.4g}"),
+        "trainer_tflops": float(f"{tflops:.4g}"),
+        "fraction_of_datasheet_peak": round(tflops / peak, 4) if peak else None,
+        "fraction_of_matmul": round(tflops / mm, 4) if mm else None,
+    }
+
+
+def async_checkpoint(a, model: str, device, stop, tmp: Path) -> dict[str, Any]:
+    """Trainer over plain loop on --steps-step epochs (eager), with the epoch checkpoint written in
+    the background (the trainer as it is) and, for comparison, written before training goes on."""
+    cfg = make_config(a, model, False, a.epochs, a.steps)
+    level = plan_levels("dense", cfg, [0.0]).levels[0]
+    out: dict[str, Any] = {"steps_per_epoch": a.steps}
+    plain = None
+    for name, cls in (("async", TimedTrainer), ("sync", SyncTimedTrainer)):
+        rec = Recorder()
+        tr = cls(level.train, plant([level], tmp / f"ckpt_{name}"), DistInfo(0, 1, 0, device), rec, stop)
+        if plain is None:
+            print(f"[bench] checkpoint {model}: plain loop, then the trainer, async and sync", flush=True)
+            plain = plain_loop(a, cfg, tr.loaders.train, device)
+        tr.run_level(level)
+        walls = _epoch_walls(rec)
+        out[f"ratio_{name}"] = round(sum(plain) / len(plain) / (sum(walls) / len(walls)), 4)
+        out[f"checkpoint_s_{name}"] = _mean(tr.timings["checkpoint"][1:])  # on the critical path
+        out[f"trainer_epoch_s_{name}"] = [round(w, 3) for w in walls]
+        out["checkpoint_write_s"] = _mean(tr.timings["write checkpoint.pt"])
+        out["checkpoint_mb"] = round(tr.sizes.get("checkpoint.pt", 0) / 2**20, 1)
+        _free(device)
+    out["plain_epoch_s"] = [round(p, 3) for p in plain or []]
+    return out
 
 
 def imp_run(a, device, stop, tmp: Path) -> dict[str, Any]:
@@ -406,11 +540,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--imp-steps", type=int, default=60)
     ap.add_argument("--no-imp", action="store_true")
     ap.add_argument("--no-job", action="store_true", help="skip the torchrun job-entry check")
+    ap.add_argument("--cifar-models", default="resnet20,vgg16_bn", help="CIFAR-shaped levels ('' to skip)")
+    ap.add_argument("--cifar-size", type=int, default=50_000, help="CIFAR train images (device-resident)")
+    ap.add_argument("--cifar-batch-size", type=int, default=512)
+    ap.add_argument("--no-async-checkpoint", action="store_true", help="skip the async/sync checkpoint ratios")
     ap.add_argument(
         "--budget-s",
         type=float,
-        default=360,
-        help="start no section after this many seconds (the default run then ends within 8 minutes)",
+        default=300,
+        help="start no section after this many seconds (the default run then ends within 6 minutes)",
     )
     ap.add_argument(
         "--workdir",
@@ -425,6 +563,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         # fp32: bf16 autocast on a CPU without bf16 units is emulated, ten times slower
         a.device, a.models, a.resolution, a.batch_size, a.steps, a.epochs = "cpu", "resnet18", 16, 4, 2, 2
         a.warmup_steps, a.imp_model, a.imp_steps, a.imp_compile, a.precision = 1, "resnet18", 2, False, "auto"
+        a.cifar_size, a.cifar_batch_size = 32, 8
     if not [m for m in a.models.split(",") if m.strip()]:
         ap.error("--models names no model")
     if a.epochs < 2 or a.steps < 1:
@@ -473,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "goals": {"resnet50_images_per_s": RN50_GOAL, "ratio": RATIO_GOAL},
         "throughput": [],
+        "cifar": [],
+        "async_checkpoint": None,
         "imp": None,
         "job": None,
         "forbidden_imported": [],
@@ -496,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     for i, model in enumerate(models):
         sections += [("throughput", model, False)] + ([] if a.no_compile else [("throughput", model, True)])
         if i == 0:  # the goals and the checks first: the time budget may cut the tail
+            sections += [("cifar", m.strip(), False) for m in a.cifar_models.split(",") if m.strip()]
+            sections += [] if a.no_async_checkpoint else [("async_checkpoint", model, False)]
             sections += [] if a.no_imp else [("imp", a.imp_model, a.imp_compile)]
             sections += [] if a.no_job else [("job", "resnet18", False)]
     failed = False
@@ -505,8 +648,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind, model, compile_ in sections:
             row: dict[str, Any] = {"model": model, "compile": compile_}
             elapsed = time.perf_counter() - t_start
-            if kind == "throughput":
-                rep["throughput"].append(row)
+            if kind in ("throughput", "cifar"):
+                rep[kind].append(row)
             else:
                 rep[kind] = row
             if compile_ and a.dry_run:
@@ -522,6 +665,10 @@ def main(argv: list[str] | None = None) -> int:
                         row["ratio_met"] = None if a.dry_run else row["ratio"] >= RATIO_GOAL
                     elif kind == "imp":
                         row.update(imp_run(a, device, stop, tmp))
+                    elif kind == "cifar":
+                        row.update(cifar_level(a, model, device, stop, tmp))
+                    elif kind == "async_checkpoint":
+                        row.update(async_checkpoint(a, model, device, stop, tmp))
                     else:
                         row.update(job_smoke(a, tmp))
                         failed |= not row["ok"]

@@ -33,7 +33,8 @@ DATASHEET_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}
 IMAGENET_TRAIN = 1_281_167  # images in an ImageNet-1k training epoch
 DATA_NOTE = (
     "synthetic_gpu: random uint8 images drawn once on the device and gathered/normalised "
-    "there per batch; no FFCV, no JPEG decoding, no host-to-device copies"
+    "there per batch; no FFCV, no JPEG decoding, no host-to-device copies (CIFAR rows: the "
+    "device CIFAR loader on random images in CIFAR's format, flipped and translated on the device)"
 )
 
 
@@ -163,6 +164,31 @@ def print_report(rep: dict[str, Any]) -> None:
         f"own figure, steps only; goals: >= {RN50_GOAL:,.0f} img/s for resnet50 on a GPU, ratio >= "
         f"{RATIO_GOAL}; @ImageNet epoch: the ratio with one checkpoint per {IMAGENET_TRAIN:,} images)"
     )
+    for r in rep.get("cifar") or []:
+        if r["status"] != "ok":
+            print(f"CIFAR {r['model']}: {r['status']}: {r.get('error') or r.get('note')}")
+            continue
+        frac = (
+            f", {r['fraction_of_datasheet_peak']:.1%} of the datasheet's and {r['fraction_of_matmul']:.1%} "
+            "of the measured matrix product's peak"
+            if peak and mm
+            else ""
+        )
+        print(
+            f"CIFAR {r['model']} (device loader, batch {r['batch_size']}, {r['steps_per_epoch']} steps/epoch): "
+            f"{r['images_per_s']:,.0f} img/s, {r['trainer_tflops']:.2f} TFLOP/s{frac}"
+        )
+    ck = rep.get("async_checkpoint") or {}
+    if ck.get("status") == "ok":
+        print(
+            f"checkpoint {ck['model']} ({ck['checkpoint_mb']} MB, {ck['steps_per_epoch']}-step epochs): "
+            "trainer/plain "
+            f"{ck['ratio_async']:.3f} written in the background ({ck['checkpoint_s_async']} s on the loop), "
+            f"{ck['ratio_sync']:.3f} written in line ({ck['checkpoint_s_sync']} s); the write takes "
+            f"{ck['checkpoint_write_s']} s"
+        )
+    elif ck:
+        print(f"checkpoint: {ck['status']}: {ck.get('error') or ck.get('note')}")
     imp = rep.get("imp") or {}
     if imp.get("status") == "ok":
         print(

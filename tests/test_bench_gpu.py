@@ -101,3 +101,13 @@ def test_bench_gpu_dry_run(tmp_path):
     assert imp["prune_s"] > 0 and imp["levels"][1]["images_per_s_last_epoch"] > 0
     assert {"checkpoint.pt", "init.pt", "mask.pt", "final.pt"} <= set(imp["writes"])
     assert rep["job"]["status"] == "ok" and rep["job"]["state"] == "COMPLETED" and rep["job"]["ok"]
+    # CIFAR-shaped levels on the device loader, and the asynchronous checkpoint's ratios
+    assert [(r["model"], r["status"]) for r in rep["cifar"]] == [("resnet20", "ok"), ("vgg16_bn", "ok")]
+    for r in rep["cifar"]:
+        assert r["images_per_s"] > 0 and r["trainer_tflops"] > 0 and r["steps_per_epoch"] == 4
+        assert r["fraction_of_datasheet_peak"] is None  # no datasheet peak on a CPU
+    ck = rep["async_checkpoint"]
+    assert ck["status"] == "ok" and ck["model"] == "resnet18"
+    for key in ("ratio_async", "ratio_sync", "checkpoint_s_async", "checkpoint_s_sync", "checkpoint_write_s"):
+        assert ck[key] > 0, key
+    assert "CIFAR resnet20 (device loader" in proc.stdout and "written in the background" in proc.stdout
