@@ -25,6 +25,11 @@ In-memory (digits, synthetic) -- DDP is exactly one process on the same global b
 Device-resident (synthetic_gpu): random images drawn once on ctx.device, for throughput
 benchmarks without FFCV; keys as for synthetic plus mean/std; see trainer/data/device_synthetic.py
 
+Device-resident CIFAR (cifar10, cifar100 with loader: device); see trainer/data/cifar_device.py
+    loader           null or ffcv (default): the FFCV loader below; device: this one
+    root             the CIFAR archive as downloaded, its extracted folder, or a folder holding
+                     either (without root: train_path/val_path betons, decoded once through FFCV)
+
 FFCV betons (cifar10, cifar100, imagenet, beton); see trainer/data/ffcv_loaders.py
     train_path, val_path   .beton files with fields "image" (RGB) and "label" (int)
     num_workers      FFCV decoding threads (default: CPU count // world_size)
