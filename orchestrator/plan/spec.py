@@ -49,6 +49,7 @@ MAX_SIGNAL_DELAY_S = 65_535  # sbatch --signal's own limit
 MAX_ARRAY_PARALLELISM = 100_000
 MAX_REQUEUES = 1000
 MAX_RENDEZVOUS_S = 86_400  # a day: past that, the job's time limit is the better bound
+MAX_PACK = 48  # CUDA MPS serves at most 48 client processes a GPU (Volta and later)
 DAY_S = 24 * 3600.0
 
 
@@ -158,6 +159,9 @@ class ExecutorSpec(_Strict):
     max_requeues: int = Field(3, ge=0, le=MAX_REQUEUES)
     # A multi-node job whose nodes have not all joined by then fails as a node failure (slurm/job.py).
     rendezvous_timeout_s: int = Field(300, ge=10, le=MAX_RENDEZVOUS_S)
+    # Chains (jobs) per scheduler job, each its own one-process trainer, all on its GPU
+    # (slurm/job.py PackedJob); DDP jobs are never packed.
+    pack: int = Field(1, ge=1, le=MAX_PACK)
     account: str | None = None  # sbatch --account, --qos, --constraint, --gres
     qos: str | None = None
     constraint: str | None = None
@@ -180,6 +184,16 @@ class ExecutorSpec(_Strict):
             except ProfileError as exc:
                 raise ValueError(str(exc)) from None
         return data
+
+    @model_validator(mode="after")
+    def _pack_one_process(self) -> ExecutorSpec:
+        if self.pack > 1 and (self.procs_per_node > 1 or self.nodes > 1):
+            raise ValueError(
+                f"pack: {self.pack} runs that many one-process trainers in one job; a DDP job "
+                f"(procs_per_node {self.procs_per_node}, nodes {self.nodes}) is never packed: "
+                "set pack: 1, or procs_per_node: 1 and nodes: 1"
+            )
+        return self
 
     @field_validator("partition", "account", "qos", "constraint", "gres")
     @classmethod
