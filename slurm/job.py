@@ -336,3 +336,215 @@ class TrainerJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(
             TrainerJob(), job_file, db_file, procs_per_node, nodes, code_dir, rendezvous_timeout_s
         )
+
+
+# ---- several chains in one job (executor.pack) -------------------------------------------------
+# A packed job runs K chains (jobs of the plan, each with its own row, job file, status file,
+# locks and checkpoints) at once, each its own one-process trainer started exactly as TrainerJob
+# starts a job alone, all on the job's GPU: through CUDA MPS where the node runs its daemon (the
+# processes find it by themselves), else time-sliced by the driver. Kept apart from TrainerJob:
+# a job of one chain never comes here.
+PACK_LOOK_S = 10.0  # how often a packed job asks the store which of its chains were cancelled
+
+
+class _PackStore:
+    """The store as a packed job's wrapper sees it: which chains are still its own, who was
+    cancelled, and a chain that died unseen. Never fails the job: without the store, every
+    chain runs (a finished level is not trained again, and a level's lock keeps two trainers
+    apart) and the scheduler's end state tells the rest."""
+
+    def __init__(self, db_file: str) -> None:
+        self.store = None
+        try:
+            url = open(db_file).read().strip()
+            from db.store import Store  # SQLAlchemy (0.3 s): packed jobs only
+
+            self.store = Store(url, migrate_schema=False)
+        except Exception as exc:  # noqa: BLE001 - the chains train without it
+            self._say("cannot open the store", exc)
+
+    @staticmethod
+    def _say(what: str, exc: BaseException) -> None:
+        print(f"[tp] packed job: {what}: {type(exc).__name__}: {exc}", flush=True)
+
+    def rows(self, job_ids: list[str]) -> dict[str, tuple[str, str | None]] | None:
+        if self.store is None:
+            return None
+        try:
+            return {jid: (j.state, j.sched_id) for jid, j in self.store.jobs(job_ids).items()}
+        except Exception as exc:  # noqa: BLE001
+            self._say("cannot read its chains' states", exc)
+            return None
+
+    def to_run(self, chains: dict[str, str], mine: str | None) -> list[str]:
+        """The job files (of `chains`: job file -> job id) this job trains now: all of them,
+        but a chain finished or cancelled, one that another scheduler job took over (the
+        supervisor resubmitted it alone), and one that failed in an earlier run of this job
+        (its retry is the supervisor's). What a requeue of the job runs again."""
+        rows = self.rows(list(chains.values()))
+        if rows is None:
+            return list(chains)
+        out = []
+        for job_file, job_id in chains.items():
+            state, sched = rows.get(job_id, ("PENDING", None))
+            if state in ("PENDING", "RUNNING", "PREEMPTED") and (sched is None or mine is None or sched == mine):
+                out.append(job_file)
+            else:
+                print(f"[tp] packed job: chain {job_id} is {state} (job {sched}): not run here", flush=True)
+        return out
+
+    def cancelled(self, chains: dict[str, str]) -> list[str]:
+        rows = self.rows(list(chains.values())) or {}
+        return [jf for jf, jid in chains.items() if rows.get(jid, ("",))[0] == "CANCELLED"]
+
+    def failed(self, job_id: str, status: dict, sched_id: str | None) -> None:
+        """A chain that died without reporting (SIGKILL): FAILED in the store now, with the failure
+        class reconcile would give it once the whole job ends, so the supervisor retries it
+        while the other chains train on."""
+        if self.store is None:
+            return
+        try:
+            self.store.set_job_state(
+                job_id,
+                "FAILED",
+                only_from=("PENDING", "RUNNING"),
+                failure=str(status["failure"]),
+                message=f"{status['message']} (job {sched_id})" if sched_id else status["message"],
+            )
+        except Exception as exc:  # noqa: BLE001 - reconcile says it when the job ends
+            self._say(f"cannot record chain {job_id} failed", exc)
+
+    def close(self) -> None:
+        if self.store is not None:
+            try:
+                self.store.close()
+            except Exception:  # noqa: BLE001, S110 - closing a pool at the end
+                pass
+
+
+def _job_id_of(job_file: str) -> str:
+    try:
+        return str(json.loads(open(job_file).read())["job_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return os.path.basename(job_file).removesuffix(".json")
+
+
+class PackedJob(submitit.helpers.Checkpointable):
+    """Callable submitted through submitit for `executor.pack` > 1: K chains in one scheduler
+    job on one GPU. Each chain's trainer is `python -m trainer.job JOB_FILE --db-file F`, with
+    the environment, thread count and signals of the same chain run alone, so its levels are
+    bit-identical to that. It reports through its own status file and store row; this wrapper
+    forwards USR2 (`checkpoint`) to every trainer, stops a chain whose row was cancelled, records
+    a chain killed by SIGKILL at once, and waits for all. A requeued job runs again only the
+    chains still its own (see _PackStore.to_run)."""
+
+    def __init__(self) -> None:
+        self._procs: dict[str, subprocess.Popen] = {}  # job file -> its trainer
+
+    def __call__(
+        self, job_files: list[str], db_file: str, code_dir: str | None = None, cpus_per_chain: int | None = None
+    ) -> str:
+        env = dict(os.environ)
+        if code_dir:
+            try:
+                check_code(job_files[0], code_dir)
+            except Exception:
+                said = read_status(job_files[0])
+                for job_file in job_files[1:]:
+                    report(job_file, said)
+                raise
+            env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            env["PYTHONSAFEPATH"] = "1"
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        mine = None
+        try:
+            jenv = submitit.JobEnvironment()
+            mine = str(jenv.job_id)
+            env["TP_JOB_ID"] = mine
+            env["TP_JOB_LOG"] = str(jenv.paths.stderr)
+        except RuntimeError:  # not inside a submitit job (tests calling it directly)
+            pass
+        if cpus_per_chain and env.get("SLURM_CPUS_PER_TASK"):
+            # Slurm gave the job K x cpus_per_task; each trainer takes the threads it takes alone
+            # (trainer/distributed.py): the thread count changes float summation order.
+            env["SLURM_CPUS_PER_TASK"] = str(cpus_per_chain)
+        chains = {job_file: _job_id_of(job_file) for job_file in job_files}
+        store = _PackStore(db_file)
+        try:
+            run = store.to_run(chains, mine)
+            for job_file in run:
+                status_path(job_file).unlink(missing_ok=True)
+            for job_file in run:
+                cmd = trainer_command(job_file, db_file, 1)
+                print("[tp] " + " ".join(cmd), flush=True)
+                self._procs[job_file] = subprocess.Popen(
+                    cmd, env=env, start_new_session=True, preexec_fn=_ignore_usr2
+                )
+            try:
+                rcs = self._wait(store, {jf: chains[jf] for jf in run}, mine, env.get("TP_JOB_LOG"))
+            except UncompletedJobError as exc:  # submitit ended the job at its time-limit warning
+                for job_file in run:
+                    if read_status(job_file).get("state") != "COMPLETED":
+                        timed_out_status(job_file, str(exc).rstrip("."))
+                TrainerJob._replace_supervisor(job_files[0], db_file)
+                raise
+        finally:
+            store.close()
+        TrainerJob._replace_supervisor(job_files[0], db_file)
+        bad = []
+        for job_file, rc in rcs.items():
+            status = read_status(job_file)
+            state = status.get("state", "FAILED" if rc else "COMPLETED")
+            if not (state == "COMPLETED" and rc == 0):
+                said = status.get("message", "see the job log")
+                bad.append(f"{job_file} ended {state} (exit status {rc}): {said}")
+        if bad:
+            raise RuntimeError(f"{len(bad)} of {len(job_files)} packed chains did not complete: " + "; ".join(bad))
+        return "COMPLETED"
+
+    def _wait(
+        self, store: _PackStore, chains: dict[str, str], mine: str | None, log: str | None
+    ) -> dict[str, int]:
+        """Every trainer's exit status. Polls (half a second), so that submitit's USR2 handler
+        (checkpoint) runs in between, and a chain that ends is seen while the others train."""
+        rcs: dict[str, int] = {}
+        stopped: set[str] = set()
+        look_s = float(os.environ.get("TP_PACK_LOOK_S", PACK_LOOK_S))
+        next_look = time.monotonic() + look_s
+        while len(rcs) < len(self._procs):
+            for job_file, proc in self._procs.items():
+                if job_file in rcs or (rc := proc.poll()) is None:
+                    continue
+                rcs[job_file] = rc
+                print(f"[tp] packed job: chain {chains[job_file]} ended, exit status {rc}", flush=True)
+                if rc == -signal.SIGKILL and not read_status(job_file):
+                    store.failed(chains[job_file], killed_status(job_file, log), mine)
+            if time.monotonic() >= next_look and len(rcs) < len(self._procs):
+                live = {jf: chains[jf] for jf in self._procs if jf not in rcs and jf not in stopped}
+                for job_file in store.cancelled(live):  # tp-sweep cancel of this chain alone
+                    print(f"[tp] packed job: chain {chains[job_file]} was cancelled: stopping it", flush=True)
+                    try:
+                        os.killpg(self._procs[job_file].pid, signal.SIGTERM)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                    stopped.add(job_file)
+                next_look = time.monotonic() + look_s
+            time.sleep(0.5)
+        return rcs
+
+    def checkpoint(
+        self, job_files: list[str], db_file: str, code_dir: str | None = None, cpus_per_chain: int | None = None
+    ):
+        """USR2 to every trainer still running (each saves and stops, as alone), wait for them
+        (through /proc, as TrainerJob.checkpoint does), then ask to be requeued: the requeued
+        job runs again the chains that did not finish."""
+        live = [p for p in self._procs.values() if pid_alive(p.pid)]
+        for proc in live:
+            try:
+                os.killpg(proc.pid, signal.SIGUSR2)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + float(os.environ.get("TP_STOP_GRACE_S", "60"))
+        while any(pid_alive(p.pid) for p in live) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return submitit.helpers.DelayedSubmission(PackedJob(), job_files, db_file, code_dir, cpus_per_chain)
