@@ -98,12 +98,38 @@ class Executor(ABC):
             [self.params.rendezvous_timeout_s] * n,
         )
 
+    @property
+    def pack(self) -> int:
+        """Chains per scheduler job (executor.pack): one-process jobs only (the spec refuses it
+        for DDP); 1 for the debug executor, which runs jobs inside this process."""
+        return max(1, int(getattr(self.params, "pack", 1) or 1))
+
+    def packs(self, reqs: list[JobRequest]) -> list[list[JobRequest]]:
+        """`reqs` in scheduler jobs of `pack` chains (the last may hold fewer), never two
+        snapshots in one job."""
+        by_code: dict[str | None, list[JobRequest]] = {}
+        for r in reqs:
+            by_code.setdefault(r.code_dir, []).append(r)
+        k = self.pack
+        return [group[i : i + k] for group in by_code.values() for i in range(0, len(group), k)]
+
+    def _packed_args(self, packs: list[list[JobRequest]], cpus_per_chain: int | None) -> tuple[list, ...]:
+        """PackedJob's arguments, one entry per scheduler job."""
+        n = len(packs)
+        return (
+            [[r.job_file for r in p] for p in packs],
+            [p[0].db_file for p in packs],
+            [p[0].code_dir for p in packs],
+            [cpus_per_chain] * n,
+        )
+
     @abstractmethod
     def submit(
         self, reqs: list[JobRequest], dependency: str | None = None, overrides: dict[str, Any] | None = None
     ) -> list[Any]:
         """Start (or queue) one job per request, after `dependency` (Slurm's syntax) where the
-        scheduler handles waiting; returns submitit Job objects in order."""
+        scheduler handles waiting; returns submitit Job objects in order. With `pack` > 1, up to
+        `pack` requests share one scheduler job, and so one Job object."""
 
     @abstractmethod
     def poll(self, job_ids: list[str]) -> dict[str, str]:
@@ -117,8 +143,14 @@ class SlurmExecutor(Executor):
     kind = "slurm"
 
     def _executor(
-        self, dependency: str | None = None, overrides: dict[str, Any] | None = None, code_dir: str | None = None
+        self,
+        dependency: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        code_dir: str | None = None,
+        chains: int = 1,
     ) -> Any:
+        """`chains` > 1: a packed job (slurm/job.py PackedJob), which asks for the GPUs of one
+        job and `chains` times its CPUs and memory."""
         import submitit
 
         p = self.params
@@ -128,13 +160,13 @@ class SlurmExecutor(Executor):
         extra = {"open_mode": "append", **options}  # a requeued job appends to its log
         if over.get("exclude"):  # nodes this job's earlier attempts failed on (the supervisor's)
             extra["exclude"] = over["exclude"]
-        mem_gb = float(over.get("mem_gb") or p.mem_gb)
+        mem_gb = float(over.get("mem_gb") or p.mem_gb) * chains
         ex.update_parameters(
             job_name="tp",
             partition=p.partition,
             nodes=p.nodes,
             ntasks_per_node=1,
-            cpus_per_task=p.cpus_per_task,
+            cpus_per_task=p.cpus_per_task * chains,
             gpus_per_node=p.gpus_per_node or None,
             mem=f"{int(mem_gb * 1024)}M",
             time=p.timeout_min,
@@ -151,18 +183,25 @@ class SlurmExecutor(Executor):
     def submit(
         self, reqs: list[JobRequest], dependency: str | None = None, overrides: dict[str, Any] | None = None
     ) -> list[Any]:
-        """`overrides`: sbatch settings of these jobs on top of the sweep's (mem_gb, exclude)."""
-        from slurm.job import TrainerJob  # submitit: only to submit
+        """`overrides`: sbatch settings of these jobs on top of the sweep's (mem_gb, exclude).
+        One array per snapshot (the controller groups them so already) and, when packed, per
+        number of chains in a job: an array's tasks all ask for the same CPUs and memory."""
+        from slurm.job import PackedJob, TrainerJob  # submitit: only to submit
 
-        by_code: dict[str | None, list[JobRequest]] = {}
-        for r in reqs:  # one array per snapshot (the controller groups them so already)
-            by_code.setdefault(r.code_dir, []).append(r)
+        arrays: dict[tuple[str | None, int], list[list[JobRequest]]] = {}
+        for pack in self.packs(reqs):
+            arrays.setdefault((pack[0].code_dir, len(pack)), []).append(pack)
         handles = {}
         with outside_job_env():
-            for code_dir, group in by_code.items():
-                ex = self._executor(dependency, overrides, code_dir)
-                for r, h in zip(group, ex.map_array(TrainerJob(), *self._args(group))):
-                    handles[r.job_id] = h
+            for (code_dir, n), packs in arrays.items():
+                ex = self._executor(dependency, overrides, code_dir, chains=n)
+                if n == 1:
+                    jobs = ex.map_array(TrainerJob(), *self._args([p[0] for p in packs]))
+                else:
+                    jobs = ex.map_array(PackedJob(), *self._packed_args(packs, self.params.cpus_per_task))
+                for pack, h in zip(packs, jobs):
+                    for r in pack:
+                        handles[r.job_id] = h
         return [handles[r.job_id] for r in reqs]
 
     def limits(self) -> Any:
@@ -214,24 +253,29 @@ class LocalExecutor(Executor):
     ) -> list[Any]:
         import submitit
 
-        from slurm.job import TrainerJob  # submitit: only to submit
+        from slurm.job import PackedJob, TrainerJob  # submitit: only to submit
 
         ex = submitit.LocalExecutor(folder=self.folder / "%j", max_num_timeout=self.params.max_requeues)
         ex.update_parameters(
             timeout_min=self.params.timeout_min, tasks_per_node=1, signal_delay_s=self.params.signal_delay_s
         )
-        out = []
-        for r, args in zip(reqs, zip(*self._args(reqs))):
+        handles = {}
+        for pack in self.packs(reqs):
             # submitit starts the job's process now, with this process's environment
             saved = dict(os.environ)
             os.environ.clear()
-            os.environ.update(code_env(r.code_dir, saved))
+            os.environ.update(code_env(pack[0].code_dir, saved))
             try:
-                out.append(ex.submit(TrainerJob(), *args))
+                if len(pack) == 1:
+                    h = ex.submit(TrainerJob(), *next(zip(*self._args(pack))))
+                else:  # each trainer takes the threads it takes alone: this process's affinity
+                    h = ex.submit(PackedJob(), *next(zip(*self._packed_args([pack], None))))
             finally:
                 os.environ.clear()
                 os.environ.update(saved)
-        return out
+            for r in pack:
+                handles[r.job_id] = h
+        return [handles[r.job_id] for r in reqs]
 
     def poll(self, job_ids: list[str]) -> dict[str, str]:
         # One listing of /proc, then a read only for the pids that are there (a zombie check).
@@ -283,6 +327,10 @@ class DebugExecutor(Executor):
 
         ex = submitit.DebugExecutor(folder=self.folder / "debug")
         return [ex.submit(TrainerJob(), *args) for args in zip(*self._args(reqs))]
+
+    @property
+    def pack(self) -> int:
+        return 1  # one job at a time, inside this process: breakpoints work
 
     def poll(self, job_ids: list[str]) -> dict[str, str]:
         return {jid: GONE for jid in job_ids}

@@ -114,10 +114,11 @@ class Room:
         left, why = room(limits)
         return cls(left, why, limits.max_array_size)
 
-    def chunks(self, jobs: list[Job]) -> list[list[Job]]:
-        """Arrays that fit MaxArraySize (tasks 0..MaxArraySize-1), as many jobs as there is room."""
-        size = max(1, self.array_max or len(jobs) or 1)
-        take = jobs if self.left is None else jobs[: max(0, self.left)]
+    def chunks(self, jobs: list[Job], pack: int = 1) -> list[list[Job]]:
+        """Arrays that fit MaxArraySize (tasks 0..MaxArraySize-1), as many jobs as there is room.
+        `pack`: chains per scheduler job (executor.pack), so per array task and per unit of room."""
+        size = max(1, self.array_max or len(jobs) or 1) * pack
+        take = jobs if self.left is None else jobs[: max(0, self.left) * pack]
         return [take[i : i + size] for i in range(0, len(take), size)]
 
     def took(self, n: int) -> None:
@@ -212,7 +213,7 @@ def _to_scheduler(
                 result.waiting[job.job_id] = "waits for a job that could not be submitted"
             break
         for (code_dir, deps, _), group in groups.items():
-            chunks = room.chunks(group)
+            chunks = room.chunks(group, ex.pack)
             for job in group[sum(len(c) for c in chunks) :]:
                 queue[job.job_id] = job  # no room left for it this round: the loop above says so
             for jobs in chunks:
@@ -260,18 +261,22 @@ def _submit_chunk(
         raise SubmitError(
             f"submission to {ex.kind} failed, {done}{queued + len(reqs)} jobs stay as they were: {detail}"
         ) from None
-    room.took(len(handles))
+    room.took(len({str(h.job_id) for h in handles}))  # scheduler jobs: a packed one holds several
     said = None
     if overrides:
         said = f"submitted to {ex.kind} with " + ", ".join(
             f"{'--mem=' + format(float(v), 'g') + 'G' if k == 'mem_gb' else f'--{k}={v}'}"
             for k, v in sorted(overrides.items())
         )
+    kept: set[str] = set()
     for (j, prev), h in zip(claimed, handles):
         if store.submitted(j.job_id, prev, str(h.job_id), ex.kind, said):
             result.submitted[j.job_id] = str(h.job_id)
-        else:  # cancelled while it was being submitted: take the submission back
-            ex.cancel([str(h.job_id)])
+            kept.add(str(h.job_id))
+    # Cancelled while being submitted: take the submission back, unless it is a packed job that
+    # trains other chains too (it does not start the cancelled one: slurm/job.py PackedJob).
+    for h in {str(h.job_id) for h in handles} - kept:
+        ex.cancel([h])
     return None
 
 
@@ -313,7 +318,8 @@ class LocalDriver:
     def __init__(self, store: Store, spec: Any, ex: Any, db_file: str, result: Any) -> None:
         self.patient = _Patient(store)
         self.ex, self.db_file, self.result = ex, db_file, result
-        self.cap = 1 if ex.kind == "debug" else spec.executor.array_parallelism
+        self.cap = 1 if ex.kind == "debug" else spec.executor.array_parallelism  # scheduler jobs
+        self.pack = ex.pack  # chains per job (executor.pack)
         self.queue: list[Job] = []
         self.queued: set[str] = set()
         self.active: list[tuple[Job, Any]] = []
@@ -329,10 +335,18 @@ class LocalDriver:
                 self.queue.append(j)
                 self.queued.add(j.job_id)
 
+    def _running(self) -> int:
+        return len({str(h.job_id) for _, h in self.active})
+
     def _start(self) -> None:
+        """Start the queued jobs whose prerequisites are finished, `pack` to a process (slurm/job.py
+        PackedJob when more than one), `cap` processes at a time."""
         store = self.patient
+        free = self.cap - self._running()
+        ready: dict[str | None, list[Job]] = {}  # code snapshot -> jobs claimed this round
         for job in list(self.queue):
-            if len(self.active) >= self.cap:
+            packs = sum(-(-len(js) // self.pack) for js in ready.values())
+            if packs >= free and all(len(js) % self.pack == 0 for js in ready.values()):
                 break
             start = True
             code_dir, why = self.code.of(job)
@@ -353,15 +367,28 @@ class LocalDriver:
                 continue
             if not start:
                 continue
+            if len(ready.get(code_dir, [])) % self.pack == 0 and packs >= free:
+                continue  # it would start one process too many
             self.queue.remove(job)
             if not store.claim(job.job_id, (job.state,)):
                 self.queued.discard(job.job_id)
                 continue  # another launch took it
-            handle = self.ex.submit([JobRequest(job.job_id, job.job_file, self.db_file, code_dir)])[0]
+            ready.setdefault(code_dir, []).append(job)
+        for code_dir, jobs in ready.items():
+            for i in range(0, len(jobs), self.pack):
+                self._launch(jobs[i : i + self.pack], code_dir)
+
+    def _launch(self, jobs: list[Job], code_dir: str | None) -> None:
+        store = self.patient
+        reqs = [JobRequest(j.job_id, j.job_file, self.db_file, code_dir) for j in jobs]
+        handles = self.ex.submit(reqs)
+        kept = False
+        for job, handle in zip(jobs, handles):
             self.active.append((job, handle))  # tracked before anything else can fail
             self.result.submitted[job.job_id] = str(handle.job_id)
-            if not store.submitted(job.job_id, job.state, str(handle.job_id), self.ex.kind):
-                self.ex.cancel([str(handle.job_id)])  # cancelled while it was being started
+            kept |= store.submitted(job.job_id, job.state, str(handle.job_id), self.ex.kind)
+        if not kept:  # all cancelled while being started (a packed job skips a cancelled chain)
+            self.ex.cancel([str(handles[0].job_id)])
 
     def step(self) -> None:
         self._start()
