@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from db.engine import StoreError, among, upsert
-from db.reader import StoreReader, _rowcount
+from db.reader import ACTIVE_STATES, StoreReader, _rowcount
 from db.schema import Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun
 from db.tables import utcnow
 
@@ -350,6 +350,21 @@ class Store(StoreReader):
                     {j.job_id: j for j in s.scalars(sa.select(Job).where(Job.job_id.in_(job_ids[i : i + 900])))}
                 )
             return out
+
+    def jobs_in_sched(self, sched_ids: list[str], exclude: list[str] | None = None) -> dict[str, list[str]]:
+        """Scheduler id -> the jobs (but `exclude`) it may still run: several when it is a packed
+        job (executor.pack), active or preempted (to be requeued)."""
+        out: dict[str, list[str]] = {}
+        skip = set(exclude or ())
+        with self.reading() as s:
+            for i in range(0, len(sched_ids), 900):
+                q = sa.select(Job.sched_id, Job.job_id).where(
+                    Job.sched_id.in_(sched_ids[i : i + 900]), Job.state.in_((*ACTIVE_STATES, "PREEMPTED"))
+                )
+                for sched_id, job_id in s.execute(q).all():
+                    if job_id not in skip and sched_id is not None:
+                        out.setdefault(sched_id, []).append(job_id)
+        return out
 
     def jobs_of_levels(self, level_ids: list[str]) -> dict[str, Job]:
         """The jobs in charge of these levels' unfinished part."""

@@ -332,6 +332,7 @@ def _submit(
 
 def cancel(store: Store, jobs: list[Job], spec: ExecutorSpec | None = None) -> list[str]:
     cancelled = []
+    sched: dict[tuple[str, str], list[str]] = {}  # (executor, scheduler id) -> jobs cancelled in it
     for j in jobs:
         # Recorded first, so a trainer stopping on the scheduler's signal finds it cancelled.
         if not store.set_job_state(
@@ -345,5 +346,11 @@ def cancel(store: Store, jobs: list[Job], spec: ExecutorSpec | None = None) -> l
         # Read again: a supervisor (or launch) may have resubmitted it since `jobs` was read.
         fresh = store.jobs([j.job_id]).get(j.job_id) or j
         if fresh.sched_id and fresh.executor:
-            make_executor(fresh.executor, spec or ExecutorSpec(), Path(".")).cancel([fresh.sched_id])
+            sched.setdefault((fresh.executor, fresh.sched_id), []).append(j.job_id)
+    # A packed scheduler job (executor.pack) also trains chains not cancelled here: it stays,
+    # and stops the cancelled ones itself (slurm/job.py PackedJob, within PACK_LOOK_S).
+    others = store.jobs_in_sched([sid for _, sid in sched], exclude=cancelled)
+    for (kind, sched_id), _ in sched.items():
+        if not others.get(sched_id):
+            make_executor(kind, spec or ExecutorSpec(), Path(".")).cancel([sched_id])
     return cancelled
