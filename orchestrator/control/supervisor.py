@@ -70,6 +70,19 @@ class Pass:
     blocked: dict[str, str] = field(default_factory=dict)  # PLANNED for good: job -> why
 
 
+def node_failures(failures: list[tuple[str | None, str | None, str]]) -> dict[str, int]:
+    """Node -> node-class failures, from (failure class, node, reason) of each failure action.
+    One scheduler job's failure counts once, however many chains it trained (executor.pack):
+    they fail together, each with the same reason, naming that job."""
+    out: dict[str, int] = {}
+    seen = set()
+    for failure, node, reason in failures:
+        if failure in NODE_CLASSES and node and (node, reason[:4000]) not in seen:
+            seen.add((node, reason[:4000]))
+            out[node] = out.get(node, 0) + 1
+    return out
+
+
 class Supervisor:
     def __init__(
         self,
@@ -242,7 +255,8 @@ class Supervisor:
         said = job_report(j).get("node")
         node = said if isinstance(said, str) and said else self.store_node(j.job_id)
         progress = saved_steps(j)
-        history = self.history(j, cls, node, jobs, progress)
+        said_failed = f"{j.state} ({cls}){' on node ' + node if node else ''}: {j.message or '-'}"
+        history = self.history(j, cls, node, jobs, progress, said_failed)
         d = decide(
             cls,
             retries=j.retries,
@@ -256,7 +270,7 @@ class Supervisor:
         )
         self.act(
             "failure",
-            f"{j.state} ({cls}){' on node ' + node if node else ''}: {j.message or '-'}",
+            said_failed,
             job_id=j.job_id,
             failure=cls,
             level_id=j.level_id,
@@ -296,7 +310,13 @@ class Supervisor:
             )
 
     def history(
-        self, j: Job, cls: str, node: str | None, jobs: dict[str, Job], progress: int | None = None
+        self,
+        j: Job,
+        cls: str,
+        node: str | None,
+        jobs: dict[str, Job],
+        progress: int | None = None,
+        said_failed: str | None = None,
     ) -> History:
         past = supervision.actions(self.store, self.sweep, None, action="failure")
         resubmits = supervision.actions(self.store, self.sweep, None, action="resubmit")
@@ -309,17 +329,14 @@ class Supervisor:
             h.stalled_at = progress
         else:
             h.same_failures = len(same)
-        for a in past:
-            if a.failure in NODE_CLASSES and a.node:
-                h.node_failures[a.node] = h.node_failures.get(a.node, 0) + 1
+        now = [(cls, node, said_failed or "")] if cls in NODE_CLASSES and node else []
+        h.node_failures = node_failures([(a.failure, a.node, a.reason) for a in past] + now)
         if self.kind != "slurm":
             h.node_failures = {}  # local jobs have no node to avoid
         elif cls in NODE_CLASSES and node:
-            h.node_failures[node] = h.node_failures.get(node, 0) + 1
-            if self.kind == "slurm":
-                from slurm.limits import partition_nodes
+            from slurm.limits import partition_nodes
 
-                h.partition_nodes = partition_nodes(self.spec.executor.partition)
+            h.partition_nodes = partition_nodes(self.spec.executor.partition)
         return h
 
     def limits(self) -> Any:
