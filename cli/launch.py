@@ -35,17 +35,20 @@ def _done_without_side_effects(
     bad: dict[str, str],
     codes: dict[str, str | None],
     provenances: dict[str, dict[str, Any]] | None = None,
-) -> set[str]:
-    """Levels finished on disk, or in the store when it exists already (a dry run creates nothing).
-    Level folders that fail their checks go to `bad`; `codes` gets who trained each done level,
+) -> tuple[set[str], Any]:
+    """Levels finished on disk, or in the store when it exists already (a dry run creates nothing),
+    and how the plan differs from the sweep of its name there (None: no such sweep). Level
+    folders that fail their checks go to `bad`; `codes` gets who trained each done level,
     `provenances` its provenance."""
     from orchestrator.control.controller import done_on_disk  # the store: SQLAlchemy, 0.3 s
 
     done = done_on_disk(plan, bad, codes, provenances)
     from db.engine import store_may_exist  # SQLAlchemy, 0.3 s
 
+    relaunch = None
     if url and store_may_exist(url):
         from db.store import Store  # SQLAlchemy, 0.3 s
+        from orchestrator.control.relaunch import compare
 
         try:
             store = Store(url, migrate_schema=False)
@@ -54,11 +57,12 @@ def _done_without_side_effects(
             codes.update(store.level_codes(sorted(in_store)))
             if provenances is not None:
                 provenances.update(store.level_provenances(sorted(in_store)))
-            store.close()
             done |= in_store
+            relaunch = compare(store, plan)
+            store.close()
         except Exception:  # noqa: BLE001 - an old or unreachable store: the disk still answers
             pass
-    return done
+    return done, relaunch
 
 
 def reuse_phrases(plan, reused: int, other: dict[str, int]) -> list[str]:
@@ -100,6 +104,13 @@ def _check_writable(folder: str) -> None:
         raise BadInput(f"output_dir {folder}: cannot write there ({exc.strerror or exc})") from None
 
 
+def _relaunch_lines(relaunch, mode: str | None) -> list[str]:
+    """What a launch says about the sweep of its name that it changes (nothing for a new sweep,
+    or a relaunch of the same spec)."""
+    lines = relaunch.lines(mode) if relaunch is not None else []
+    return [f"sweep {relaunch.sweep} exists; this launch changes it:", *(f"  {x}" for x in lines)] if lines else []
+
+
 def cmd_launch(a: argparse.Namespace) -> int:
     from core.code import code_identity
     from orchestrator.control.controller import (
@@ -132,7 +143,10 @@ def cmd_launch(a: argparse.Namespace) -> int:
         bad: dict[str, str] = {}
         codes: dict[str, str | None] = {}
         provenances: dict[str, dict[str, Any]] = {}
-        done = _done_without_side_effects(plan, resolve_url(a.db, spec.db), bad, codes, provenances)
+        done, relaunch = _done_without_side_effects(plan, resolve_url(a.db, spec.db), bad, codes, provenances)
+        why = relaunch.refusal(a.mode) if relaunch is not None else None
+        if why:
+            raise BadInput(why)
         counts = plan.counts(done)
         jobs = group_jobs([lv for lid, lv in plan.trained.items() if lid not in done], {}, plan.snapshots)
         other = other_code(plan, codes)
@@ -148,6 +162,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
             "code": (plan.code or code_identity()).sources,
             "other_code": other,
             "other_inputs": inputs,
+            "relaunch": relaunch.as_json() if relaunch is not None else None,
         }
         if spec.search is not None:
             info["search"] = search_plan(spec, plan)
@@ -184,6 +199,9 @@ def cmd_launch(a: argparse.Namespace) -> int:
                 console.print(line, highlight=False)
             if inputs_phrase(inputs):
                 console.print(inputs_phrase(inputs), highlight=False, soft_wrap=True)
+        if a.format != "json":
+            for line in _relaunch_lines(relaunch, a.mode):
+                console.print(line, highlight=False, soft_wrap=True)
         report_bad_levels({f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()}, "not counted as done")
         return 1 if bad else 0
     # torch (seconds), which launch --dry-run never needs
@@ -193,13 +211,22 @@ def cmd_launch(a: argparse.Namespace) -> int:
         check_plan(plan)
     except PreflightError as exc:
         raise BadInput(f"{a.spec}: {exc}") from None
-    _check_writable(plan.output_dir)
     store = open_store(a.db, spec.db)
+    from orchestrator.control.relaunch import compare
+
+    relaunch = compare(store, plan)
+    why = relaunch.refusal(a.mode) if relaunch is not None else None
+    if why:
+        raise BadInput(why)
+    _check_writable(plan.output_dir)
+    replace = a.mode == "replace"
     counts = plan.counts()
     console.print(
         f"sweep [bold]{spec.name}[/]: {counts['runs']} runs, {counts['level_trainings']} "
         f"level trainings -> {kind}, store {store.display_url}"
     )
+    for line in _relaunch_lines(relaunch, a.mode):
+        console.print(line, highlight=False, soft_wrap=True)
     supervise = a.supervise or spec.supervisor is not None
     if kind == "slurm":
         from slurm.limits import preemption_warning  # scontrol: a call or two
@@ -211,13 +238,13 @@ def cmd_launch(a: argparse.Namespace) -> int:
     if supervise:
         from cli.supervise import launch_supervised
 
-        return launch_supervised(store, spec, spec_dict, kind, plan)
+        return launch_supervised(store, spec, spec_dict, kind, plan, replace)
     if spec.search is not None:
         if _supervised_elsewhere(store, spec.name):
             return 0
         return run_search(store, spec, spec_dict, kind, plan)
     if kind == "slurm":
-        res = submit_and_report(store, plan, spec_dict, kind)
+        res = submit_and_report(store, plan, spec_dict, kind, replace)
         if res is None:
             return 1
         if a.wait:
@@ -227,7 +254,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
     progress = LaunchProgress(store, spec.name, console)
     try:
         with progress:
-            res = launch(store, plan, spec_dict, kind, on_progress=progress.update)
+            res = launch(store, plan, spec_dict, kind, on_progress=progress.update, replace=replace)
     except SubmitError as exc:
         error(str(exc))
         return 1
@@ -250,14 +277,14 @@ def _supervised_elsewhere(store, sweep: str) -> bool:
     return False
 
 
-def submit_and_report(store, plan, spec_dict: dict[str, Any], kind: str) -> Any:
+def submit_and_report(store, plan, spec_dict: dict[str, Any], kind: str, replace: bool = False) -> Any:
     """Record and submit to a scheduler (within its limits), and say what happened; the launch's
     result, None when the submission failed."""
     from orchestrator.control.controller import launch  # the store: SQLAlchemy, 0.3 s
     from orchestrator.control.submit import SubmitError  # the store: SQLAlchemy, 0.3 s
 
     try:
-        res = launch(store, plan, spec_dict, kind)
+        res = launch(store, plan, spec_dict, kind, replace=replace)
     except SubmitError as exc:
         error(str(exc))
         return None

@@ -101,7 +101,9 @@ def supervisor_params(store: Any, spec: Any) -> dict[str, Any]:
     }
 
 
-def launch_supervised(store: Any, spec: Any, spec_dict: dict[str, Any], kind: str, plan: Any) -> int:
+def launch_supervised(
+    store: Any, spec: Any, spec_dict: dict[str, Any], kind: str, plan: Any, replace: bool = False
+) -> int:
     """`launch --supervise`: record the sweep (and submit what fits), then start its supervisor:
     a Slurm job when the sweep runs on Slurm (the launch returns at once), else here, in the
     foreground."""
@@ -122,7 +124,7 @@ def launch_supervised(store: Any, spec: Any, spec_dict: dict[str, Any], kind: st
 
         store.record_plan(SweepPlan(spec, [], [], {}, {}), spec_dict, plan.levels_dir)
     else:
-        res, jobs, todo = prepare(store, plan, spec_dict)
+        res, jobs, todo = prepare(store, plan, spec_dict, replace)
         report_bad_files(res.bad_files, f"{len(res.bad_files)} file(s) of the output folder failed their checks:")
     if where == "local":
         if spec.search is None:

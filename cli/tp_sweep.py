@@ -328,7 +328,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="same-code (default): a level trained by other code is trained again; any: "
         "reused, and launch says from which code (else the spec's reuse:)",
     )
-    sp.set_defaults(fn=cmd_launch)
+    how = sp.add_mutually_exclusive_group()
+    how.add_argument(
+        "--extend",
+        dest="mode",
+        action="store_const",
+        const="extend",
+        help="the sweep of this name exists: add the spec's new runs even with other settings, "
+        "keeping the sweep's runs as they are (a spec that only adds grid values needs no flag)",
+    )
+    how.add_argument(
+        "--replace",
+        dest="mode",
+        action="store_const",
+        const="replace",
+        help="the sweep of this name exists: make it exactly this spec (the runs it drops keep "
+        "their results in the store and on disk)",
+    )
+    sp.set_defaults(fn=cmd_launch, mode=None)
 
     sp = with_db(
         sub.add_parser(

@@ -109,6 +109,30 @@ class StoreReader:
         spec = _json(row.spec)
         return spec if isinstance(spec, dict) else {}
 
+    def sweep_points(self, name: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None:
+        """The sweep's grid points (method, sparsity, seed, axes_key, run_id) and the resolved
+        config of each run they name; None when there is no such sweep. What a relaunch under
+        the same name is compared with."""
+        sw, gp, runs = tables.sweeps.c, tables.grid_points.c, tables.runs.c
+        with self.read_connection() as conn:
+            sweep_id = conn.scalar(sa.select(sw.id).where(sw.name == name))
+            if sweep_id is None:
+                return None
+            points = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    sa.select(gp.method, gp.sparsity, gp.seed, gp.axes_key, gp.run_id).where(
+                        gp.sweep_id == sweep_id
+                    )
+                )
+            ]
+            ids = sorted({p["run_id"] for p in points})
+            configs = {
+                r.run_id: _json(r.config)
+                for r in conn.execute(sa.select(runs.run_id, runs.config).where(among(conn, runs.run_id, ids)))
+            }
+        return points, configs
+
     def sweep_names(self) -> list[str]:
         sw = tables.sweeps.c
         with self.read_connection() as conn:

@@ -101,8 +101,10 @@ class Store(StoreReader):
         with self.reading() as s:
             return s.scalar(sa.select(Sweep).where(Sweep.name == name))
 
-    def record_plan(self, plan: Any, spec: dict[str, Any], levels_dir: str) -> None:
-        """Upsert the sweep, its runs, levels and grid points: bulk statements, one transaction."""
+    def record_plan(self, plan: Any, spec: dict[str, Any], levels_dir: str, replace: bool = False) -> None:
+        """Upsert the sweep, its runs, levels and grid points: bulk statements, one transaction.
+        The sweep keeps the grid points the plan does not list, unless `replace` (launch
+        --replace): then it holds exactly the plan's (the runs it drops keep their rows)."""
         now = utcnow()
         with self.session() as s:
             conn = s.connection()
@@ -201,6 +203,22 @@ class Store(StoreReader):
                 ["sweep_id", "method", "sparsity", "seed", "axes_key"],
                 ["run_id", "level_id", "level", "naive_levels"],
             )
+            if replace:
+                wanted = {
+                    (p.method, float(p.sparsity), int(p.seed), json.dumps(p.axes, sort_keys=True))
+                    for p in plan.points
+                }
+                gone = [
+                    row.id
+                    for row in s.execute(
+                        sa.select(
+                            GridPoint.id, GridPoint.method, GridPoint.sparsity, GridPoint.seed, GridPoint.axes_key
+                        ).where(GridPoint.sweep_id == sweep_id)
+                    )
+                    if (row.method, float(row.sparsity), int(row.seed), row.axes_key) not in wanted
+                ]
+                for i in range(0, len(gone), 900):
+                    s.execute(sa.delete(GridPoint).where(GridPoint.id.in_(gone[i : i + 900])))
             # A run none of the sweep's grid points names any more was superseded (its config or,
             # under reuse same-code, its code changed): it leaves the sweep, its rows stay.
             s.execute(

@@ -64,10 +64,11 @@ def stored_spec(store: Store, sweep: str) -> SweepSpec:
 
 
 # ---- the disk ------------------------------------------------------------------------------
-def write_plan_files(plan: SweepPlan, spec_dict: dict[str, Any]) -> dict[str, str]:
+def write_plan_files(plan: SweepPlan, spec_dict: dict[str, Any], replace: bool = False) -> dict[str, str]:
     """LEVELS/<id>/level.json for every level, and OUTPUT/sweeps/<name>.json: the sweep as planned,
     from which `tp-sweep db import` rebuilds a lost store. Like the store, the record only grows:
-    a relaunch with fewer grid points keeps the points recorded before. A record there that fails
+    a relaunch with fewer grid points keeps the points recorded before (`replace`, launch
+    --replace: the record holds exactly this plan). A record there that fails
     its checks (core/layout.py, check_sweep_record) is moved aside to <name>.json.bad and written
     anew from this plan; returns {its path: why} for the caller to report."""
     levels_dir = Path(plan.levels_dir)
@@ -78,13 +79,13 @@ def write_plan_files(plan: SweepPlan, spec_dict: dict[str, Any]) -> dict[str, st
     path = Path(plan.output_dir) / "sweeps" / f"{plan.spec.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_name(f".{path.stem}.lock")):  # read-merge-write: one writer at a time
-        return _merge_sweep_record(path, plan, spec_dict)
+        return _merge_sweep_record(path, plan, spec_dict, replace)
 
 
-def _merge_sweep_record(path: Path, plan: SweepPlan, spec_dict: dict[str, Any]) -> dict[str, str]:
+def _merge_sweep_record(path: Path, plan: SweepPlan, spec_dict: dict[str, Any], replace: bool) -> dict[str, str]:
     problems: dict[str, str] = {}
     try:
-        old = read_sweep_record(path)
+        old = {} if replace else read_sweep_record(path)
     except FileNotFoundError:
         old = {}
     except (BadRecord, OSError) as exc:
@@ -217,19 +218,21 @@ def launch(
     spec_dict: dict[str, Any],
     executor_kind: str,
     on_progress: Callable[[], None] | None = None,
+    replace: bool = False,
 ) -> LaunchResult:
-    result, jobs, todo = prepare(store, plan, spec_dict)
+    result, jobs, todo = prepare(store, plan, spec_dict, replace)
     return _submit(store, plan.spec, jobs, todo, executor_kind, result, on_progress)
 
 
 def prepare(
-    store: Store, plan: SweepPlan, spec_dict: dict[str, Any]
+    store: Store, plan: SweepPlan, spec_dict: dict[str, Any], replace: bool = False
 ) -> tuple[LaunchResult, dict[str, Job], list[Job]]:
     """Everything of a launch but the submission: files, the store's records, levels finished on
-    disk, and jobs for what is missing. Returns the result so far, the jobs in charge of the
-    plan's unfinished levels, and those to submit now (PLANNED or resumable)."""
-    bad_files = write_plan_files(plan, spec_dict)
-    store.record_plan(plan, spec_dict, plan.levels_dir)
+    disk, and jobs for what is missing (`replace`: the sweep becomes exactly this plan). Returns
+    the result so far, the jobs in charge of the plan's unfinished levels, and those to submit
+    now (PLANNED or resumable)."""
+    bad_files = write_plan_files(plan, spec_dict, replace)
+    store.record_plan(plan, spec_dict, plan.levels_dir, replace)
     result = LaunchResult(plan.spec.name, bad_files=bad_files)
     code_dir = freeze_code(plan)  # what this launch's jobs import, requeues and resumes included
     result.imported = sync_from_disk(
