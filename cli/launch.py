@@ -93,13 +93,23 @@ def inputs_phrase(other: dict[str, Any]) -> str | None:
 
 
 def _check_writable(folder: str) -> None:
-    """The output folder must take files before anything is recorded or submitted."""
+    """The output folder must take files before anything is recorded or submitted; checked
+    without leaving anything behind (a launch that stops with exit 2 changes nothing): a file
+    made and removed in the folder, or in its nearest existing parent a folder made and removed."""
     import tempfile
 
+    path = os.path.abspath(folder)
     try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tp-write-check-"):
-            pass
+        if os.path.isdir(path):
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".tp-write-check-"):
+                pass
+            return
+        parent = path
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise NotADirectoryError(20, "Not a directory", parent)
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".tp-write-check-"))
     except OSError as exc:
         raise BadInput(f"output_dir {folder}: cannot write there ({exc.strerror or exc})") from None
 
@@ -211,6 +221,13 @@ def cmd_launch(a: argparse.Namespace) -> int:
         check_plan(plan)
     except PreflightError as exc:
         raise BadInput(f"{a.spec}: {exc}") from None
+    supervise = a.supervise or spec.supervisor is not None
+    if supervise and kind != spec.executor.kind:
+        raise BadInput(
+            f"--supervise with --executor {kind}: the supervisor uses the spec's executor "
+            f"({spec.executor.kind}); set executor.kind: {kind} in the spec"
+        )
+    _check_writable(plan.output_dir)
     store = open_store(a.db, spec.db)
     from orchestrator.control.relaunch import compare
 
@@ -218,7 +235,6 @@ def cmd_launch(a: argparse.Namespace) -> int:
     why = relaunch.refusal(a.mode) if relaunch is not None else None
     if why:
         raise BadInput(why)
-    _check_writable(plan.output_dir)
     replace = a.mode == "replace"
     counts = plan.counts()
     console.print(
@@ -227,7 +243,6 @@ def cmd_launch(a: argparse.Namespace) -> int:
     )
     for line in _relaunch_lines(relaunch, a.mode):
         console.print(line, highlight=False, soft_wrap=True)
-    supervise = a.supervise or spec.supervisor is not None
     if kind == "slurm":
         from slurm.limits import preemption_warning  # scontrol: a call or two
 

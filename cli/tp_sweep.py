@@ -264,8 +264,16 @@ def cmd_db(a: argparse.Namespace) -> int:
     from db.store import Store  # SQLAlchemy, 0.3 s
 
     if a.action == "import":
-        from orchestrator.control.importer import ImportFailed, import_output_dir  # the store: SQLAlchemy, 0.3 s
+        from orchestrator.control.importer import (  # the store: SQLAlchemy, 0.3 s
+            ImportFailed,
+            import_output_dir,
+            sweep_records,
+        )
 
+        try:
+            sweep_records(a.dir)  # first: a folder that is no output folder creates no store
+        except ImportFailed as exc:
+            raise BadInput(str(exc)) from None
         store = _store(a.db)
         bad: dict[str, str] = {}
         refused: dict[str, str] = {}

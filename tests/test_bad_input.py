@@ -539,3 +539,36 @@ def test_the_password_is_nowhere_but_the_url_file(tmp_path, secret_pg):
         )
     eng.dispose()
     assert SECRET not in stored and "***" in stored and SECRET not in dump
+
+
+@pytest.mark.parametrize(
+    "label, mutate, needle",
+    [
+        ("unreachable store", lambda s: s.__setitem__("db", "postgresql://u:p@127.0.0.1:1/x"), "127.0.0.1"),
+        ("output_dir under a file", lambda s: s.__setitem__("output_dir", "spec.yaml/runs"), "cannot write there"),
+        (
+            "--supervise with another executor",
+            lambda s: s.__setitem__("supervisor", {}),
+            "--supervise with --executor debug",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and " " in v else "",
+)
+def test_a_launch_that_exits_2_leaves_the_working_folder_as_it_was(tmp_path, label, mutate, needle):
+    """A spec whose db: was unreachable exited 2 and left an empty tp-runs/ behind: every exit 2
+    of launch is decided before a folder or a file is made (the output folder, the store)."""
+    spec = tiny_spec("nothing_left")
+    mutate(spec)
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    args = ["--executor", "debug"] if label.startswith("--supervise") else []
+    proc = tp("launch", "spec.yaml", *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_db_import_of_a_folder_that_is_no_output_folder_creates_no_store(tmp_path):
+    proc = tp("db", "import", "nowhere", cwd=tmp_path)
+    assert proc.returncode == 2 and "not a turboprune output folder" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []

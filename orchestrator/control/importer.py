@@ -23,6 +23,16 @@ class ImportFailed(ValueError):
     pass
 
 
+def sweep_records(output_dir: str | Path) -> list[Path]:
+    """The folder's sweep records (sweeps/*.json); ImportFailed when it has none, which `db
+    import` checks before it opens (or creates) the store."""
+    out = Path(output_dir).expanduser().resolve()
+    sweep_files = sorted((out / "sweeps").glob("*.json"))
+    if not sweep_files:
+        raise ImportFailed(f"{out} holds no sweeps/*.json: not a turboprune output folder (the spec's output_dir)")
+    return sweep_files
+
+
 def import_output_dir(
     store: Store, output_dir: str | Path, bad: dict[str, str] | None = None, refused: dict[str, str] | None = None
 ) -> dict[str, int]:
@@ -35,9 +45,7 @@ def import_output_dir(
     `bad` (a folder path -> why). Folders that no sweep names are checked too, so a renamed or
     planted level is reported rather than silently passed over."""
     out = Path(output_dir).expanduser().resolve()
-    sweep_files = sorted((out / "sweeps").glob("*.json"))
-    if not sweep_files:
-        raise ImportFailed(f"{out} holds no sweeps/*.json: not a turboprune output folder (the spec's output_dir)")
+    sweep_files = sweep_records(out)
     bad = {} if bad is None else bad
     refused = {} if refused is None else refused
     counts = {"sweeps": 0, "runs": 0, "levels": 0, "finished": 0}
