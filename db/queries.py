@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from core.levels import level_number
 from db import tables
+from db.engine import among
 from db.reader import QueryError, StoreReader
 from db.tables import AxesDecoder, as_text
 
@@ -180,14 +181,24 @@ def grid_results(store: StoreReader, sweep: str, levels: bool = False) -> list[d
                 )
         unfinished = [r[6] for r in rows if not r[9]]  # level_id, finished
         states: dict[str, str] = {}
+        trained: dict[str, int] = {}  # epochs a level trained before a search's pruner stopped it
         for i in range(0, len(unfinished), 900):
-            states.update(
-                conn.execute(
-                    sa.select(tables.levels.c.level_id, tables.jobs.c.state)
-                    .join(tables.jobs, tables.jobs.c.job_id == tables.levels.c.job_id)
-                    .where(tables.levels.c.level_id.in_(unfinished[i : i + 900]))
-                ).all()
-            )
+            for lid, state, epoch in conn.execute(
+                sa.select(tables.levels.c.level_id, tables.jobs.c.state, tables.levels.c.epoch)
+                .join(tables.jobs, tables.jobs.c.job_id == tables.levels.c.job_id)
+                .where(tables.levels.c.level_id.in_(unfinished[i : i + 900]))
+            ):
+                states[lid] = state
+                if state == "PRUNED":
+                    trained[lid] = epoch
+        last: dict[str, float | None] = {}  # ... and the test accuracy it had then
+        if trained:
+            ep = tables.epochs.c
+            for lid, epoch, acc in conn.execute(
+                sa.select(ep.level_id, ep.epoch, ep.test_acc).where(among(conn, ep.level_id, sorted(trained)))
+            ):
+                if epoch == trained[lid] - 1:
+                    last[lid] = acc
     decode = AxesDecoder()
     out = []
     for (
@@ -228,10 +239,10 @@ def grid_results(store: StoreReader, sweep: str, levels: bool = False) -> list[d
             "level_id": level_id,
             "level_kind": kind,
             "achieved_sparsity": achieved,
-            "test_acc": test_acc,
+            "test_acc": test_acc if finished else last.get(level_id),
             "test_top5": top5,
             "best_test_acc": best,
-            "epochs": epochs if finished else 0,
+            "epochs": epochs if finished else trained.get(level_id, 0),
             "state": "COMPLETED" if finished else states.get(level_id, "PLANNED"),
             "network_sparsity": network,
             "params": params,
@@ -494,10 +505,11 @@ def group(
     for key, rs in sorted(buckets.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
         g: dict[str, Any] = dict(zip(by, key))
         for m in metrics:
-            vals = [r[m] for r in rs if r.get(m) is not None]
+            vals = [r[m] for r in rs if r.get(m) is not None and r.get("state") != "PRUNED"]
             g[f"{m}_mean"] = statistics.fmean(vals) if vals else None
             g[f"{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
-        g["n"] = sum(1 for r in rs if r.get("test_acc") is not None)
+        # A PRUNED row's test_acc is where its pruner stopped it: never in a mean.
+        g["n"] = sum(1 for r in rs if r.get("test_acc") is not None and r.get("state") != "PRUNED")
         g["runs"] = len(rs)
         out.append(g)
     return out

@@ -27,9 +27,20 @@ if TYPE_CHECKING:
 
 ACTIVE_STATES = ("PENDING", "RUNNING")
 # Which job state a run shows when several jobs work on it: what needs attention first.
-RUN_STATE_PRIORITY = ("RUNNING", "PREEMPTED", "TIMEOUT", "LOST", "FAILED", "PENDING", "CANCELLED", "PLANNED")
+RUN_STATE_PRIORITY = (
+    "RUNNING",
+    "PREEMPTED",
+    "TIMEOUT",
+    "LOST",
+    "FAILED",
+    "PENDING",
+    "CANCELLED",
+    "PRUNED",
+    "PLANNED",
+)
 RESUMABLE_STATES = ("PREEMPTED", "TIMEOUT", "LOST")
-FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
+# PRUNED: a search's pruner stopped the trial's job (orchestrator/search/driver.py), normal work.
+FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "PRUNED")
 
 
 class QueryError(ValueError):

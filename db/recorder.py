@@ -190,7 +190,10 @@ class JobRecorder:
             job = s.get(Job, self.job_id)
             if job is None:
                 return
-            if job.state == "CANCELLED" and state != "COMPLETED":
+            if job.state == "PRUNED" and state != "COMPLETED":
+                # A search's pruner stopped it: its message says when and at what value.
+                state, message = "PRUNED", job.message
+            elif job.state == "CANCELLED" and state != "COMPLETED":
                 # The user cancelled it: the trainer's own stop (scancel sends SIGTERM, which it
                 # saves on) must not turn it back into a resumable PREEMPTED job.
                 message = f"stopped after cancel ({state}: {message})"

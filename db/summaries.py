@@ -275,7 +275,7 @@ def sweep_status(
     _sweep_estimates(totals, planned, unfinished, measured)
     for run_id in by_run:  # a run with no measured epoch of its own goes at the sweep's pace
         r = runs[run_id]
-        if r.state != "COMPLETED" and r.epochs_left is not None:
+        if r.state not in ("COMPLETED", "PRUNED") and r.epochs_left is not None:  # PRUNED: never trains on
             r.epoch_s = r.epoch_s or totals.epoch_s
             r.eta_s = r.epochs_left * r.epoch_s if r.epoch_s is not None else None
     return sorted(runs.values(), key=lambda r: (r.method, r.seed, r.run_id)), totals

@@ -288,10 +288,13 @@ class LocalExecutor(Executor):
         }
 
     def cancel(self, job_ids: list[str]) -> None:
-        """SIGTERM to the job's trainer (it saves and stops, as on Slurm), then SIGINT to
-        submitit's controller, what its LocalJob.cancel sends. The trainer runs in a session of
-        its own (slurm/job.py), where the controller's SIGINT never reached it: a cancelled local
-        job used to train on to the end."""
+        """SIGTERM to the job's processes: the trainer saves and stops, as on Slurm (it runs in a
+        session of its own, slurm/job.py, where nothing sent to the controller reaches it: a
+        cancelled local job used to train on to the end), submitit's task ends with it, and
+        submitit's controller ends at once, so it never requeues the job. Not SIGINT, what
+        submitit's LocalJob.cancel sends the controller: its KeyboardInterrupt printed a
+        traceback on the launch's terminal for every cancelled job, a search's pruned trials
+        included."""
         import signal
 
         from slurm.procs import descendants
@@ -307,7 +310,7 @@ class LocalExecutor(Executor):
                 except ProcessLookupError:
                     pass
             try:
-                os.kill(int(jid), signal.SIGINT)
+                os.kill(int(jid), signal.SIGTERM)
             except ProcessLookupError:
                 pass
 

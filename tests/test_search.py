@@ -215,3 +215,51 @@ def test_bad_searches_exit_2_before_anything_runs(tmp_path, search, message):
     proc = tp("launch", str(write_spec(tmp_path, spec)), cwd=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr.replace("\n", " "), proc.stderr
     assert not (tmp_path / "tp-results.db").exists()
+
+
+@pytest.mark.slow
+def test_pruned_trials_are_pruned_with_their_epoch_and_value_and_no_traceback(tmp_path):
+    """Pruned trials printed submitit's KeyboardInterrupt tracebacks on the terminal and showed
+    as CANCELLED, "stopped after cancel (PREEMPTED: stopped by SIGTERM ...)": a pruned trial's
+    run is PRUNED in status (with the epochs it trained and its value), in query and in the
+    report's data, and nothing of its stop reaches the terminal."""
+    spec = _spec("search_pruned", n_trials=4, sampler={"name": "tpe", "seed": 0})
+    spec["search"]["params"] = {"optimizer.lr": {"type": "log_float", "low": 1e-5, "high": 0.5}}
+    spec["search"]["pruner"] = {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0}
+    spec["trainer"]["overrides"]["schedule.epochs"] = 4
+    spec["executor"]["array_parallelism"] = 1  # one after the other: the pruner has a finished trial
+    launcher = _launch(tmp_path, spec)
+    out, _ = launcher.communicate(timeout=900)
+    assert launcher.returncode == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    st = status_json("search_pruned", tmp_path)
+    pruned = [r for r in st["runs"] if r["state"] == "PRUNED"]
+    assert pruned and st["counts"]["PRUNED"] == len(pruned) and "CANCELLED" not in st["counts"], st["counts"]
+    for r in pruned:
+        assert 1 <= r["epoch"] < 4 and r["message"].startswith("pruned by the search after "), r
+        assert "stopped after cancel" not in r["message"] and "%" in r["message"], r
+    rows = json.loads(tp("query", "search_pruned", "--format", "json", cwd=tmp_path, check=True).stdout)
+    gone = [r for r in rows if r["state"] == "PRUNED"]
+    assert len(gone) == len(pruned) and all(1 <= r["epochs"] < 4 and r["test_acc"] is not None for r in gone)
+    (cell,) = json.loads(
+        tp(
+            "query",
+            "search_pruned",
+            "--group-by",
+            "method",
+            "--where",
+            "seed == 0",
+            "--format",
+            "json",
+            cwd=tmp_path,
+        ).stdout
+    )
+    assert cell["n"] == len(rows) - len(gone)  # a pruned value is never in a mean
+    best = json.loads(tp("query", "search_pruned", "--best", "--format", "json", cwd=tmp_path, check=True).stdout)
+    assert best[0]["pruned"] == len(pruned)
+    tp("report", "search_pruned", "--out", str(tmp_path / "r.html"), cwd=tmp_path, check=True)
+    page = (tmp_path / "r.html").read_text()
+    start = page.index("id=tp-data>") + len("id=tp-data>")
+    data = json.loads(page[start : page.index("</script>", start)])
+    trials = [t for t in data["search"]["trials"] if t["state"] == "PRUNED"]
+    assert len(trials) == len(pruned) and all(t["pruned_epochs"] and t["pruned_value"] for t in trials)

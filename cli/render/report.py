@@ -38,7 +38,18 @@ MAX_LINES = 12  # accuracy lines (method x other axes) before averaging over the
 MAX_TROUBLE = 200  # jobs listed under "what went wrong"
 MAX_EVENTS = 10  # their last state changes shown
 MAX_TRIALS = 5000  # search trials plotted
-STATE_ORDER = ("PLANNED", "PENDING", "RUNNING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED", "LOST", "CANCELLED")
+STATE_ORDER = (
+    "PLANNED",
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "PRUNED",
+    "PREEMPTED",
+    "TIMEOUT",
+    "FAILED",
+    "LOST",
+    "CANCELLED",
+)
 STATE_COLOR = {
     "COMPLETED": "#2ca02c",
     "RUNNING": "#17becf",
@@ -49,6 +60,7 @@ STATE_COLOR = {
     "PREEMPTED": "#bcbd22",
     "TIMEOUT": "#bcbd22",
     "CANCELLED": "#9467bd",
+    "PRUNED": "#7fbfbf",
 }
 
 
@@ -715,14 +727,20 @@ JS = r"""
       div.className = "plot"; div.id = "search-" + pi;
       host.appendChild(div);
       var traces = Object.keys(methods).sort().map(function (m, i) {
-        var ts = S.trials.filter(function (t) { return t.method === m && t.value !== null && name in t.params; });
+        // a pruned trial at the last value it reported, as an x, with the epoch it was stopped at
+        var val = function (t) { return t.value !== null ? t.value : t.pruned_value; };
+        var ts = S.trials.filter(function (t) {
+          return t.method === m && val(t) !== null && val(t) !== undefined && name in t.params; });
         return {name: esc(m), x: ts.map(function (t) { return t.params[name]; }),
-          y: ts.map(function (t) { return t.value; }),
-          mode: "markers", type: "scatter", marker: {size: 8, color: COLORS[i % COLORS.length], opacity: 0.8},
+          y: ts.map(val),
+          mode: "markers", type: "scatter", marker: {size: 8, color: COLORS[i % COLORS.length], opacity: 0.8,
+            symbol: ts.map(function (t) { return t.value !== null ? "circle" : "x"; })},
           hoverinfo: "text", text: ts.map(function (t) {
+            var state = t.value === null && t.pruned_epochs ?
+              "PRUNED after " + t.pruned_epochs + " epochs" : t.state;
             return "<b>" + esc(m) + "</b> sparsity " + g(t.sparsity) + " seed " + esc(t.seed) + "<br>trial " +
-              t.number + " (" + esc(t.state) + ")<br>" + esc(name) + " = " + esc(t.params[name]) + "<br>" +
-              esc(S.metric) + " = " + g(t.value) + (t.run_id ? "<br>run " + esc(t.run_id.slice(0, 8)) : "");
+              t.number + " (" + esc(state) + ")<br>" + esc(name) + " = " + esc(t.params[name]) + "<br>" +
+              esc(S.metric) + " = " + g(val(t)) + (t.run_id ? "<br>run " + esc(t.run_id.slice(0, 8)) : "");
           })};
       });
       var kind = S.params[name] || "";

@@ -23,8 +23,20 @@ STATE_STYLE = {
     "PREEMPTED": "yellow",
     "TIMEOUT": "yellow",
     "CANCELLED": "magenta",
+    "PRUNED": "cyan",
 }
-STATE_ORDER = ["PLANNED", "PENDING", "RUNNING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED", "LOST", "CANCELLED"]
+STATE_ORDER = [
+    "PLANNED",
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "PRUNED",
+    "PREEMPTED",
+    "TIMEOUT",
+    "FAILED",
+    "LOST",
+    "CANCELLED",
+]
 BIG = 40  # runs above which the table view summarises
 ATTENTION = ("FAILED", "LOST", "TIMEOUT", "PREEMPTED", "RUNNING")  # listed, in this order
 ATTENTION_ROWS = 40

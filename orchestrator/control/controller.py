@@ -333,15 +333,23 @@ def _submit(
     return result
 
 
-def cancel(store: Store, jobs: list[Job], spec: ExecutorSpec | None = None) -> list[str]:
+def cancel(
+    store: Store,
+    jobs: list[Job],
+    spec: ExecutorSpec | None = None,
+    state: str = "CANCELLED",
+    message: str = "cancelled by tp-sweep cancel",
+) -> list[str]:
+    """Record the jobs `state` (CANCELLED; PRUNED: a search's pruner stopped the trial), then stop
+    them in the scheduler."""
     cancelled = []
     sched: dict[tuple[str, str], list[str]] = {}  # (executor, scheduler id) -> jobs cancelled in it
     for j in jobs:
         # Recorded first, so a trainer stopping on the scheduler's signal finds it cancelled.
         if not store.set_job_state(
             j.job_id,
-            "CANCELLED",
-            message="cancelled by tp-sweep cancel",
+            state,
+            message=message,
             only_from=(*ACTIVE_STATES, "PLANNED", "PREEMPTED"),
         ):
             continue

@@ -444,7 +444,17 @@ class SearchDriver:
                 for j in self.store.jobs_of_levels(f.run.levels).values()
                 if j.state in ACTIVE_STATES + ("PLANNED",) and others.isdisjoint(j.levels)
             ]
-            cancel(self.store, mine, self.spec.executor)
+            last = next((v for v in reversed(values) if v is not None), None)
+            metric = self.search.metric
+            said = (
+                f"no {metric}"
+                if last is None
+                else f"{metric} {last:.4f}"
+                if metric == "test_loss"
+                else f"{metric} {100 * last:.2f} %"
+            )
+            message = f"pruned by the search after {len(values)} epochs: {said} (trial {f.trial.number})"
+            cancel(self.store, mine, self.spec.executor, state="PRUNED", message=message)
             self._tell(tid, f, None, TrialState.PRUNED)
             return True
         return False
@@ -487,8 +497,10 @@ def search_summary(store: Store, sweep: str) -> list[dict[str, Any]]:
 
 def search_trials(store: Store, sweep: str, most: int = 5000) -> list[dict[str, Any]]:
     """Every trial of the sweep's studies (at most `most`): its cell, number, state, value,
-    parameters and run id; what the report plots each parameter against the metric with."""
+    parameters and run id; what the report plots each parameter against the metric with. A
+    pruned trial has no value: `pruned_value` is the last it reported, after `pruned_epochs`."""
     import optuna
+    from optuna.trial import TrialState
 
     storage = storage_for(store.url)
     out: list[dict[str, Any]] = []
@@ -498,6 +510,7 @@ def search_trials(store: Store, sweep: str, most: int = 5000) -> list[dict[str, 
         for t in study.get_trials(deepcopy=False):
             if len(out) >= most:
                 return out
+            steps = t.intermediate_values if t.state == TrialState.PRUNED else {}
             out.append(
                 {
                     "method": method,
@@ -509,6 +522,8 @@ def search_trials(store: Store, sweep: str, most: int = 5000) -> list[dict[str, 
                     "value": t.value,
                     "params": dict(t.params),
                     "run_id": t.user_attrs.get("run_id"),
+                    "pruned_epochs": max(steps) + 1 if steps else None,
+                    "pruned_value": steps[max(steps)] if steps else None,
                 }
             )
     return out
