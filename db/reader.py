@@ -39,6 +39,19 @@ RUN_STATE_PRIORITY = (
     "PLANNED",
 )
 RESUMABLE_STATES = ("PREEMPTED", "TIMEOUT", "LOST")
+# The order runs are counted in, everywhere they are (status, its JSON, the report).
+STATE_ORDER = (
+    "PLANNED",
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "PRUNED",
+    "PREEMPTED",
+    "TIMEOUT",
+    "FAILED",
+    "LOST",
+    "CANCELLED",
+)
 # PRUNED: a search's pruner stopped the trial's job (orchestrator/search/driver.py), normal work.
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "PRUNED")
 

@@ -31,6 +31,8 @@ import math
 import statistics
 from typing import Any
 
+from db.reader import STATE_ORDER
+
 MAX_MESSAGE = 2000  # characters of a job's message shown (the rest: `tp-sweep status RUN`)
 MAX_EVENT_MESSAGE = 300  # characters of a state change's message
 MAX_IDS = 6  # level ids named in one hover, then "+N more"
@@ -38,18 +40,6 @@ MAX_LINES = 12  # accuracy lines (method x other axes) before averaging over the
 MAX_TROUBLE = 200  # jobs listed under "what went wrong"
 MAX_EVENTS = 10  # their last state changes shown
 MAX_TRIALS = 5000  # search trials plotted
-STATE_ORDER = (
-    "PLANNED",
-    "PENDING",
-    "RUNNING",
-    "COMPLETED",
-    "PRUNED",
-    "PREEMPTED",
-    "TIMEOUT",
-    "FAILED",
-    "LOST",
-    "CANCELLED",
-)
 STATE_COLOR = {
     "COMPLETED": "#2ca02c",
     "RUNNING": "#17becf",

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from cli.render.tables import Col, number, phrases, renderables
+from db.reader import STATE_ORDER
 from db.summaries import RunSummary, SweepTotals
 
 STATE_STYLE = {
@@ -25,18 +26,6 @@ STATE_STYLE = {
     "CANCELLED": "magenta",
     "PRUNED": "cyan",
 }
-STATE_ORDER = [
-    "PLANNED",
-    "PENDING",
-    "RUNNING",
-    "COMPLETED",
-    "PRUNED",
-    "PREEMPTED",
-    "TIMEOUT",
-    "FAILED",
-    "LOST",
-    "CANCELLED",
-]
 BIG = 40  # runs above which the table view summarises
 ATTENTION = ("FAILED", "LOST", "TIMEOUT", "PREEMPTED", "RUNNING")  # listed, in this order
 ATTENTION_ROWS = 40
