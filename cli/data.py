@@ -22,7 +22,13 @@ def write_parser(
         "src", nargs="?", default=None, help="source folder (ignored for digits/synthetic; '-' allowed)"
     )
     p.add_argument("--out", required=True, help="output .beton path")
-    p.add_argument("--split", default="train", choices=["train", "test"])
+    p.add_argument(
+        "--split",
+        default="train",
+        choices=["train", "test"],
+        help="cifar, digits, synthetic: which split to write (default train: write the test split "
+        "with a second command, --split test); imagefolder: SRC is the split's folder",
+    )
     p.add_argument("--max-resolution", type=int, default=None)
     p.add_argument("--jpeg-quality", type=int, default=90)
     p.add_argument("--write-mode", default="smart", choices=WRITE_MODES)

@@ -131,6 +131,16 @@ def test_every_subcommand_has_help_of_its_own(capsys, monkeypatch):
     assert "migrations" in _help(capsys, monkeypatch, "db", "upgrade")
 
 
+def test_data_write_says_how_to_write_the_test_split(capsys, monkeypatch):
+    """`data write --from digits` wrote only the train split, and neither its help nor the README
+    said that --split test writes the other."""
+    out = _help(capsys, monkeypatch, "data", "write")
+    line = next(x for x in out.splitlines() if x.strip().startswith("--split"))
+    assert "default train" in line and "--split test" in line, line
+    readme = (REPO / "README.md").read_text()
+    assert "`--split test`" in readme and "[--split train\\|test]" in readme
+
+
 def test_only_launch_says_the_store_may_come_from_a_spec(capsys, monkeypatch):
     """status and query take no spec: their --db falls back to TP_DB_URL, then SQLite here."""
     for cmd in [*(c for c in COMMANDS if c not in ("data", "cluster", "db")), "db upgrade", "db import"]:
