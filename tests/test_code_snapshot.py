@@ -128,16 +128,15 @@ def test_a_snapshot_with_an_added_sitecustomize_is_refused_by_the_job_wrapper(tm
     """Through the local executor, as a launch runs jobs: the wrapper's process never has the
     snapshot on its import path, refuses the file no snapshot holds, and sets the snapshot aside;
     the job fails with failure ERROR (final: the supervisor does not retry it)."""
-    from types import SimpleNamespace
-
     from core.layout import status_path
+    from orchestrator.plan.spec import ExecutorSpec
     from slurm.executors import JobRequest, LocalExecutor
 
     snap = snapshot(tmp_path / "out", _tree(tmp_path))
     marker = tmp_path / "ran"
     (snap / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     job = _job_file(tmp_path, snap)
-    params = SimpleNamespace(max_requeues=0, timeout_min=5, signal_delay_s=10, procs_per_node=1, nodes=1)
+    params = ExecutorSpec(max_requeues=0, timeout_min=5, signal_delay_s=10)
     ex = LocalExecutor(params, tmp_path / "_jobs")
     (handle,) = ex.submit([JobRequest("j1", str(job), str(tmp_path / "db.url"), str(snap))])
     handle.wait()
