@@ -52,10 +52,58 @@ class StandaloneOptions:
     db_file: Optional[str] = None
 
 
+# What `--help` says about the run's own keys (cli/hydra_argv.py's HYDRA_ONLY), a line each.
+RUN_KEYS = (
+    ("+sparsities=[0.5,0.8]", "the target sparsities to train (default [0]: the dense level only)"),
+    ("+output_dir=PATH", "where the level folders go (default tp-runs); finished levels there are reused"),
+    ("+sweep=NAME", "the sweep a store records the run in (default hydra-FOLDER, the multirun's folder)"),
+    ("+reuse=any", "reuse levels trained by other code too (default same-code, as a spec's reuse:)"),
+    ("db=URL, db_file=PATH", "the store to record the run in (or TP_DB_URL); no password in db="),
+)
+
+
+def help_template() -> str:
+    """hydra's `--help` page for our config dir: the groups a run composes and the run's own keys,
+    without the internal groups (tp, tp_schema) that $APP_CONFIG_GROUPS would list."""
+    from core.config import group_options, groups
+
+    width = max(len(k) for k, _ in RUN_KEYS)
+    return "\n".join(
+        [
+            "${hydra.help.header}",
+            "== Configuration groups ==",
+            "Compose your configuration from those groups (group=option)",
+            "",
+            *(f"{g}: {', '.join(group_options(g))}" for g in groups()),
+            "",
+            "== Run options ==",
+            "Not part of the config: never hashed, never trained on",
+            "",
+            *(f"{k.ljust(width)}  {what}" for k, what in RUN_KEYS),
+            "",
+            "== Config ==",
+            "Override anything in the config (foo.bar=value)",
+            "",
+            "$CONFIG",
+            "${hydra.help.footer}",
+        ]
+    )
+
+
 def _register() -> None:
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
+    cs.store(
+        group="hydra/help",
+        name="trainer",
+        node={
+            "app_name": "python -m trainer",
+            "header": "${hydra.help.app_name}: train one run's pruning levels, as a sweep would plan them.\n",
+            "footer": "Powered by Hydra (https://hydra.cc)\nUse --hydra-help to view Hydra specific help\n",
+            "template": help_template(),
+        },
+    )
     cs.store(group="tp", name="standalone", node=StandaloneOptions, package="_global_")
     cs.store(group="tp_schema", name="trainer", node=schema.TrainerConfig)
     for section, cls in (

@@ -122,7 +122,7 @@ def prepare_argv(argv: list[str]) -> list[str]:
             for value in _values(o):
                 if value not in options:
                     raise ConfigError(f"{o.key_or_group}: unknown option {value!r}; options: {', '.join(options)}")
-    extra = _ALWAYS + (_MULTI if args.multirun else _SINGLE)
+    extra = _ALWAYS + (["hydra/help=trainer"] if own_conf else []) + (_MULTI if args.multirun else _SINGLE)
     extra = [e for e in extra if _key(e) not in given]
     only_shows = args.cfg or args.info or args.help or args.hydra_help or args.shell_completion
     if args.multirun and own_conf and not only_shows and "hydra/sweeper" not in given:

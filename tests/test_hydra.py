@@ -167,6 +167,19 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+def test_help_names_the_groups_and_the_run_keys_not_the_internal_groups(tmp_path):
+    proc = _trainer("--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    shown = {line.split(":")[0] for line in lines if ": " in line and not line.startswith(" ")}
+    assert set(trainer_config.groups()) <= shown
+    assert not {"tp", "tp_schema"} & shown and "standalone" not in proc.stdout, proc.stdout
+    for key in ("+sparsities=", "+output_dir=", "+sweep=", "+reuse=", "db="):  # a line each, saying what
+        (line,) = [line for line in lines if line.startswith(key)]
+        assert len(line.split()) > 4, line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_info_and_its_optional_value(tmp_path):
     for args in (["--info"], ["model=lenet", "--info", "defaults"], ["optimizer=adamw", "--info", "config"]):
         proc = _trainer(*args, cwd=tmp_path)
