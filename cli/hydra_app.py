@@ -24,6 +24,7 @@ named `+sweep` or after the multirun's folder (orchestrator/control/standalone.p
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -173,6 +174,34 @@ def write_job(
     return path
 
 
+def finished_levels(job_file: Path) -> set[str]:
+    """The job's levels already finished on disk (their metrics.json written last)."""
+    job = json.loads(job_file.read_text())
+    levels_dir = Path(job["levels_dir"])
+    return {lid for lid in job["levels"] if LevelDir(levels_dir / lid).metrics.exists()}
+
+
+def summary_line(job_file: Path, reused: set[str], sweep: str | None) -> str:
+    """What a run did, in one line: levels trained and reused, each target's accuracy, and where
+    the results are (the level folders, and the store's sweep when there is one)."""
+    job = json.loads(job_file.read_text())
+    levels_dir = Path(job["levels_dir"])
+    trained = sum(1 for lid in job["levels"] if lid not in reused)
+    served = sorted((s, lid) for run in job["runs"].values() for lid, ss in run["serves"].items() for s in ss)
+    results = []
+    for s, lid in served:
+        try:
+            acc = json.loads(LevelDir(levels_dir / lid).metrics.read_text()).get("test_acc")
+        except (OSError, ValueError):
+            acc = None
+        results.append(f"sparsity {s:g} test_acc {'-' if acc is None else f'{100 * acc:.2f} %'} ({lid})")
+    where = f"results in {levels_dir}/LEVEL/metrics.json" + (f" and tp-sweep query {sweep}" if sweep else "")
+    return (
+        f"[trainer] done: {trained} level{'s' * (trained != 1)} trained, {len(reused)} reused "
+        f"(finished before this run); {', '.join(results)}; {where}"
+    )
+
+
 # ---- the task hydra runs (once, or once per multirun job) --------------------------------------
 class RunFailed(RuntimeError):
     """A multirun job that failed: raised, so the launcher reports it and the other jobs go on."""
@@ -261,9 +290,12 @@ def task(cfg: Any) -> int:
         db_args = ["--db-file", db_file]
     while not job_file.exists():  # the other ranks wait for rank 0's files
         time.sleep(0.1)
+    reused = finished_levels(job_file) if main_rank else set()
     status = job_main([str(job_file), *db_args])
     if status:
         _fail(status, f"error: job {job_file.stem} ended with status {status}", multirun)
+    if main_rank:
+        print(summary_line(job_file, reused, sweep if url else None), flush=True)
     return 0
 
 

@@ -212,6 +212,20 @@ def test_bad_command_line_exits_2_before_anything_runs(tmp_path, args, needle):
     assert list(tmp_path.iterdir()) == []  # no multirun/ folder, no levels, no store
 
 
+def test_a_run_ends_with_a_summary_of_what_it_trained_and_reused(tmp_path):
+    def run() -> str:
+        proc = _trainer("method=imp", "+sparsities=[0.5]", *TINY, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        return proc.stdout.strip().splitlines()[-1]
+
+    first, again = run(), run()
+    levels = tmp_path / "tp-runs" / "levels"
+    (served,) = [d.name for d in levels.iterdir() if json.loads((d / "level.json").read_text())["depth"] == 1]
+    for line, counts in ((first, "2 levels trained, 0 reused"), (again, "0 levels trained, 2 reused")):
+        assert line.startswith(f"[trainer] done: {counts}"), line
+        assert "sparsity 0.5 test_acc " in line and served in line and f"results in {levels}" in line, line
+
+
 # ---- multiruns recorded in the store -------------------------------------------------------------
 def _expected_runs() -> dict[str, str]:
     spec = tiny_spec("expected")
