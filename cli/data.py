@@ -16,7 +16,11 @@ def write_parser(
     prog: str = "tp-sweep data write", parser: argparse.ArgumentParser | None = None
 ) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog=prog)
-    p.description = "Convert a data set to an FFCV .beton file."
+    p.description = (
+        "Convert a data set to an FFCV .beton file. Pages fit the images: digits' 1,442 train images "
+        "(32x32, raw) take 4.7 MB (FFCV's 8 MiB pages made them 25 MB); an image folder without "
+        "--max-resolution keeps FFCV's 8 MiB pages."
+    )
     p.add_argument("--from", dest="kind", required=True, choices=SOURCES)
     p.add_argument(
         "src", nargs="?", default=None, help="source folder (ignored for digits/synthetic; '-' allowed)"
