@@ -114,8 +114,25 @@ def test_report_renders_offline_with_a_trace_per_method_and_hover(report, shared
     assert axis == "log" and sorted(xs) == pytest.approx([25.0, 50.0]) and hidden == "legendonly"
     assert "imp" in _hover(browser, "imp", 0.75)
     assert console_errors(browser) == []
-    curves = browser.execute_script("return document.getElementById('curve-plot').data.map(t => t.name)")
-    assert sorted(curves) == sorted(METHODS)
+    # One colour per method in both charts; level 0, which dense and imp share, drawn once and
+    # named after both (it hid dense's curve under imp's). random's level 0 is a level of its own.
+    acc = browser.execute_script(
+        "return document.getElementById('acc-plot').data.filter(t => t.meta && t.meta.method)"
+        ".map(t => [t.meta.method, t.line.color])"
+    )
+    curves = browser.execute_script(
+        "return document.getElementById('curve-plot').data.map(t => [t.meta.methods, t.name, t.x, t.line.color])"
+    )
+    by_methods = {
+        tuple(methods): (name, [x for x in xs if x is not None], color) for methods, name, xs, color in curves
+    }
+    assert set(by_methods) == {("imp",), ("random",), ("dense", "imp")}, curves  # dense: only level 0
+    name, xs, _ = by_methods[("dense", "imp")]
+    assert xs == [1, 2] and "dense" in name and "imp" in name, curves
+    assert min(by_methods[("imp",)][1]) > 2 and min(by_methods[("random",)][1]) == 1, curves  # drawn once
+    colors = dict(acc)
+    assert len(set(colors.values())) == len(METHODS)
+    assert all(colors[k[0]] == color for k, (_, _, color) in by_methods.items() if len(k) == 1), (acc, curves)
 
 
 def _point_xy(browser, method: str, sparsity: float) -> tuple[float, float]:
@@ -167,8 +184,15 @@ def test_report_holds_the_query_table_curves_and_spec(report, shared):
     assert data["counts"] == {"COMPLETED": 6} and data["totals"]["levels_done"] == data["totals"]["levels_total"]
     assert data["trouble"]["total"] == 0 and "Nothing: no job" in page
     assert {c["method"] for c in data["curves"]} == METHODS
+    assert {c["method"]: c["levels"][0]["methods"] for c in data["curves"]} == {
+        "dense": ["dense", "imp"],  # one level 0
+        "imp": ["dense", "imp"],
+        "random": ["random"],
+    }
+    assert data["colors"]["dense"] == "#333333" and len(set(data["colors"].values())) == len(METHODS)
     imp = next(c for c in data["curves"] if c["method"] == "imp")
     assert [len(lv["epochs"]) for lv in imp["levels"]] == [2, 2, 2]  # level 0, trunk 0.5, trunk 0.75
+    assert [lv["methods"] for lv in imp["levels"][1:]] == [["imp"], ["imp"]]
     assert "schedule.epochs: 2" in page and "model.hidden" in page  # the spec
     assert data["provenance"]["attempts"] >= 1 and "code per level" in page
     assert 1.5 * MB < report.stat().st_size < 2.5 * MB  # the bundle (2 MB) and a little data

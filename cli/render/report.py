@@ -5,8 +5,10 @@ as the store records it), accuracy against sparsity per method (mean ± std band
 as a reference line; hover names the method, target, achieved sparsity, n and the level ids;
 methods toggle in the legend; linear sparsity or log density), the table of `query --group-by
 method,sparsity`, learning curves (test accuracy by epoch across the levels of one run per
-method), what went wrong (failed, lost and retried jobs with their messages) and, for a search,
-the best trial per cell and each parameter against the metric.
+method; a level several of those runs share, such as dense's level 0 and IMP's, is drawn once and
+named after each of them), what went wrong (failed, lost and retried jobs with their messages)
+and, for a search, the best trial per cell and each parameter against the metric. A method has
+one colour in every chart (method_colors).
 
 Size: everything is aggregated (a trace per method, never per run; lists are capped), so the page
 is the charting library plus tens of kilobytes whatever the sweep's size. The library is plotly's
@@ -52,6 +54,44 @@ STATE_COLOR = {
     "CANCELLED": "#9467bd",
     "PRUNED": "#7fbfbf",
 }
+
+
+# One colour per method in every chart (accuracy, learning curves, search): dense's is the
+# reference line's dark grey, the others plotly's palette in the order of their names.
+DENSE_COLOR = "#333333"
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+def method_colors(methods: Any) -> dict[str, str]:
+    others = sorted(set(methods) - {"dense"})
+    return {"dense": DENSE_COLOR, **{m: PALETTE[i % len(PALETTE)] for i, m in enumerate(others)}}
+
+
+def mark_shared_levels(curves: list[dict[str, Any]]) -> None:
+    """Give every level of the learning curves `methods`: the methods whose chosen run trains that
+    very level at the same place of its curve (dense's level 0 is IMP's level 0), so the chart
+    draws it once, named after them all, instead of one line hidden under another."""
+    where: dict[tuple[str, int], list[str]] = {}
+    for c in curves:
+        start = 0
+        for lv in c["levels"]:
+            lv["_at"] = (lv["level_id"], start)
+            where.setdefault(lv["_at"], []).append(c["method"])
+            start += len(lv["epochs"])
+    for c in curves:
+        for lv in c["levels"]:
+            lv["methods"] = sorted(set(where[lv.pop("_at")]))
 
 
 class ReportError(ValueError):
@@ -127,8 +167,11 @@ def collect(store: Any, sweep: str) -> dict[str, Any]:
         "provenance": provenance(store, sweep),
         "search": None,
     }
+    mark_shared_levels(data["curves"])
     if spec.get("search"):
         data["search"] = search_data(store, sweep, spec["search"])
+    searched = [t["method"] for t in data["search"]["trials"]] if data["search"] else []
+    data["colors"] = method_colors([r.method for r in runs] + [r["method"] for r in rows] + searched)
     return data
 
 
@@ -601,8 +644,8 @@ JS = r"""
   "use strict";
   var status = document.getElementById("tp-js-status");
   var D = JSON.parse(document.getElementById("tp-data").textContent);
-  var COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-                "#7f7f7f", "#bcbd22", "#17becf"];
+  var COLORS = D.colors || {};
+  function colorOf(method) { return COLORS[method] || "#444444"; }
   // plotly renders a little HTML in its texts: everything from the data goes in escaped.
   function esc(s) {
     return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
@@ -617,14 +660,17 @@ JS = r"""
   function X(mode, s) { return mode === "log" ? 100 * (1 - s) : s; }
 
   function accTraces(mode) {
-    var lines = D.accuracy.lines, traces = [], colorOf = {}, k = 0;
+    var lines = D.accuracy.lines, traces = [], drawn = {};
+    var DASHES = ["solid", "dot", "dashdot", "longdash", "longdashdot"];
     var sp = [];
     lines.forEach(function (l) { l.points.forEach(function (p) { if (p.mean !== null) sp.push(p.sparsity); }); });
     var hi = Math.max.apply(null, sp.concat([0.5]));
     lines.forEach(function (l) {
-      var color = l.dense ? "#333333" : COLORS[k++ % COLORS.length];
+      var color = l.dense ? "#333333" : colorOf(l.method);
       var pts = l.points.filter(function (p) { return p.mean !== null; });
       if (!pts.length) return;
+      // a method's lines (one per value of other axes): its colour, dashed apart
+      var nth = drawn[l.method] = (drawn[l.method] || 0) + 1;
       var hover = pts.map(function (p) {
         var ids = p.ids.map(esc).join(", ") + (p.more_ids ? " +" + p.more_ids + " more" : "");
         return "<b>" + esc(l.name) + "</b><br>target sparsity " + g(p.sparsity) +
@@ -653,7 +699,8 @@ JS = r"""
         legendgroup: l.name, showlegend: false, type: "scatter", mode: "lines"});
       traces.push({uid: "line:" + l.name, name: esc(l.name), x: x,
         y: pts.map(function (p) { return p.mean * 100; }),
-        mode: "lines+markers", line: {color: color, width: 2}, marker: {size: 7}, legendgroup: l.name,
+        mode: "lines+markers", line: {color: color, width: 2, dash: DASHES[(nth - 1) % DASHES.length]},
+        marker: {size: 7}, legendgroup: l.name,
         type: "scatter", text: hover, hoverinfo: "text", meta: {method: l.method, dense: false}});
     });
     return traces;
@@ -683,26 +730,38 @@ JS = r"""
   function drawCurves() {
     var gd = document.getElementById("curve-plot");
     if (!gd) return;
-    var traces = [];
-    D.curves.forEach(function (c, i) {
-      var x = [], y = [], text = [], n = 0;
+    // A trace per method, and one per level that several methods' runs share (drawn once,
+    // named after them all: dense's only level is IMP's level 0).
+    var traces = [], shared = {};
+    function trace(methods) {
+      var one = methods.length === 1;
+      return {name: esc(methods.join(", ")) + (one ? "" : " (one level)"), x: [], y: [], text: [],
+        hoverinfo: "text", mode: "lines+markers", marker: {size: 4},
+        line: {width: one ? 1.5 : 2.5, color: one ? colorOf(methods[0]) : "#999999", dash: one ? "solid" : "dot"},
+        type: "scatter", connectgaps: false, meta: {methods: methods}};
+    }
+    D.curves.forEach(function (c) {
+      var own = trace([c.method]), n = 0;
       c.levels.forEach(function (lv) {
-        if (!lv.epochs.length) return;
-        if (x.length) { x.push(null); y.push(null); text.push(""); }
-        lv.epochs.forEach(function (ep) {
-          n += 1;
+        var start = n, methods = lv.methods || [c.method];
+        n += lv.epochs.length;
+        if (!lv.epochs.length || methods[0] !== c.method) return;  // a shared level: its first method draws it
+        var key = methods.join("\u0000");
+        var t = methods.length > 1 ? (shared[key] = shared[key] || trace(methods)) : own;
+        if (t.x.length) { t.x.push(null); t.y.push(null); t.text.push(""); }
+        lv.epochs.forEach(function (ep, j) {
           if (ep.test_acc === null) return;
-          x.push(n); y.push(ep.test_acc * 100);
-          text.push("<b>" + esc(c.method) + "</b> seed " + esc(c.seed) + " run " + esc(c.run_id.slice(0, 8)) +
-            "<br>level " + esc(lv.level_id) + " (" + esc(lv.kind) + ", depth " + lv.depth + ", " +
-            g(100 * lv.density) + " % of weights left)<br>epoch " + (ep.epoch + 1) + " of the level: test_acc " +
-            pct(ep.test_acc) + " %");
+          t.x.push(start + j + 1); t.y.push(ep.test_acc * 100);
+          t.text.push("<b>" + esc(methods.join(", ")) + "</b> seed " + esc(c.seed) +
+            (methods.length > 1 ? " (the same level in each)" : " run " + esc(c.run_id.slice(0, 8))) +
+            "<br>level " + esc(lv.level_id) + " (" + (methods.length > 1 ? "" : esc(lv.kind) + ", ") + "depth " +
+            lv.depth + ", " + g(100 * lv.density) + " % of weights left)<br>epoch " + (ep.epoch + 1) +
+            " of the level: test_acc " + pct(ep.test_acc) + " %");
         });
       });
-      if (x.length) traces.push({name: esc(c.method), x: x, y: y, text: text, hoverinfo: "text",
-        mode: "lines+markers", marker: {size: 4}, line: {width: 1.5, color: COLORS[i % COLORS.length]},
-        type: "scatter", connectgaps: false});
+      if (own.x.length) traces.push(own);
     });
+    Object.keys(shared).sort().forEach(function (k) { traces.push(shared[k]); });
     Plotly.newPlot(gd, traces, {xaxis: {title: {text: "epoch, across the run's levels in training order"}},
       yaxis: {title: {text: "test accuracy (%)"}}, hovermode: "closest", margin: {l: 60, r: 20, t: 20, b: 50}},
       {displaylogo: false, responsive: true});
@@ -716,14 +775,14 @@ JS = r"""
       var div = document.createElement("div");
       div.className = "plot"; div.id = "search-" + pi;
       host.appendChild(div);
-      var traces = Object.keys(methods).sort().map(function (m, i) {
+      var traces = Object.keys(methods).sort().map(function (m) {
         // a pruned trial at the last value it reported, as an x, with the epoch it was stopped at
         var val = function (t) { return t.value !== null ? t.value : t.pruned_value; };
         var ts = S.trials.filter(function (t) {
           return t.method === m && val(t) !== null && val(t) !== undefined && name in t.params; });
         return {name: esc(m), x: ts.map(function (t) { return t.params[name]; }),
           y: ts.map(val),
-          mode: "markers", type: "scatter", marker: {size: 8, color: COLORS[i % COLORS.length], opacity: 0.8,
+          mode: "markers", type: "scatter", marker: {size: 8, color: colorOf(m), opacity: 0.8,
             symbol: ts.map(function (t) { return t.value !== null ? "circle" : "x"; })},
           hoverinfo: "text", text: ts.map(function (t) {
             var state = t.value === null && t.pruned_epochs ?
