@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import file_lock
+from core.plugins import PluginError, is_ref, locate, module_file, split_ref, top_of
 
 ROOT = Path(__file__).resolve().parent.parent  # the folder holding core/, trainer/, ...
 
@@ -95,7 +96,10 @@ CRITERION_FILES: dict[str, tuple[str, ...]] = {
     "reinit": _COMMON_PRUNING,
     "random_layerwise": _COMMON_PRUNING,
 }
-PRUNING_FILES = tuple(sorted({f for files in CRITERION_FILES.values() for f in files}))
+# A lab's criterion (a step with a `plugin` block, core/method_decl.py): the pruning files that run
+# it, and the lab's own code (lab_code).
+PLUGIN_CRITERION_FILES = (*_COMMON_PRUNING, "trainer/pruning/plugin.py")
+PRUNING_FILES = tuple(sorted({f for files in (*CRITERION_FILES.values(), PLUGIN_CRITERION_FILES) for f in files}))
 # Which file builds each model (its @register names; tests/test_code_identity.py checks this
 # against trainer.models.MODELS). A model named nowhere here counts every family file.
 MODEL_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -365,27 +369,83 @@ class CodeIdentity:
         return self._group(self._members["training"])
 
     @cached_property
-    def _by_step(self) -> dict[tuple[str | None, str | None], str]:
+    def _by_step(self) -> dict[tuple[str | None, ...], str]:
         # Computed once per criterion and model: a 10,000-point plan asks for 32,000 levels'
         # codes, and hashing the units' names each time was a fifth of plan_sweep.
         return {}
 
-    def for_step(self, step: dict[str, Any] | None, model: str | None) -> str:
-        """The code of a level with this pruning step (None: dense training from init) and model
-        (the config's model.name; a name no family lists counts every family file)."""
+    def for_step(self, step: dict[str, Any] | None, model: str | None, data: str | None = None) -> str:
+        """The code of a level with this pruning step (None: dense training from init), model
+        (the config's model.name; a name no family lists counts every family file) and data set
+        (data.name). A lab's criterion, model or data set (an import path) counts its own code
+        (lab_code) and no model family file."""
         criterion = str(step.get("criterion")) if step else None
-        key = (criterion, model)
+        block = step.get("plugin") if step else None
+        fn = str(block.get("fn")) if isinstance(block, dict) else None
+        key = (criterion, model, data, fn)
         if key not in self._by_step:
-            groups = list(CRITERION_FILES.get(criterion, PRUNING_FILES)) if criterion else []
-            groups += [FAMILY_OF[model]] if model in FAMILY_OF else list(MODEL_FAMILIES)
+            if fn is not None:
+                groups = list(PLUGIN_CRITERION_FILES)
+            else:
+                groups = list(CRITERION_FILES.get(criterion, PRUNING_FILES)) if criterion else []
+            if not is_ref(model):  # a lab's model is built by its own code alone
+                groups += [FAMILY_OF[model]] if model in FAMILY_OF else list(MODEL_FAMILIES)
             units = {u for g in groups for u in self._members.get(g, ())}
-            self._by_step[key] = _short(f"{self.training} {self._group(units)}")
+            code = _short(f"{self.training} {self._group(units)}")
+            labs = sorted({self.lab(r) for r in (fn, model, data) if r is not None and is_ref(r)})
+            self._by_step[key] = _short(f"{code} lab {' '.join(labs)}") if labs else code
         return self._by_step[key]
+
+    def lab(self, ref: str) -> str:
+        """The identity of a lab's code behind `ref` (core/plugins.py): looked for under this
+        identity's root first (a snapshot's copy), else on the import path."""
+        return lab_code(ref, self.root)
 
     @property
     def sources(self) -> str:
         """All of it: the identity of the whole tree the levels' codes come from."""
         return self._group(list(self.files))
+
+
+def lab_code(ref: str, root: str | os.PathLike | None = None) -> str:
+    """The code a lab's callable `ref` runs, without importing it: for a local or editable
+    package, the hash of its module's file, the modules it imports from its own top-level package
+    (transitively, inside functions too) and the `__init__.py` of every package on the way, each
+    file by its syntax tree as the trainer's files are (`analyse`), by path relative to the
+    package's parent (so a snapshot's copy has the identity of its source); for a package
+    installed from a wheel, its distribution's name and version. A PluginError when the
+    package cannot be found."""
+    located = locate(top_of(ref), root)
+    if located.distribution is not None:
+        name, version = located.distribution
+        return f"{name}=={version}"
+    base = located.path.parent
+    hashes: dict[str, str] = {}
+    todo = [split_ref(ref)[0]]
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        for i in range(1, len(parts) + 1):  # its packages run first
+            path = module_file(located, ".".join(parts[:i]))
+            if path is None:
+                if i == len(parts) and module == split_ref(ref)[0]:
+                    raise PluginError(f"{ref!r}: no module {module} in {located.path}")
+                continue
+            rel = path.relative_to(base).as_posix()
+            if rel in hashes:
+                continue
+            info = _analysed(rel, path.read_bytes())  # never core/: a lab package has another name
+            hashes[rel] = info["hash"]
+            for target, names in info["imports"]:
+                if target.split(".")[0] != located.top:
+                    continue
+                todo.append(target)
+                todo.extend(f"{target}.{n}" for n in names if module_file(located, f"{target}.{n}") is not None)
+    return _short("\n".join(f"{rel} {h}" for rel, h in sorted(hashes.items())))
 
 
 _CACHE: dict[str, CodeIdentity] = {}
@@ -442,13 +502,52 @@ def git_info(root: str | os.PathLike | None = None) -> dict[str, Any] | None:
 
 
 # ---- snapshots ---------------------------------------------------------------------------------
-def _snapshot_files(base: Path) -> list[Path]:
-    out = []
-    for pkg in SNAPSHOT_PACKAGES:
-        for path in sorted((base / pkg).rglob("*")):
-            if path.is_file() and path.suffix in _DATA_SUFFIXES and "__pycache__" not in path.parts:
-                out.append(path)
+def _package_files(folder: Path, prefix: str) -> list[tuple[str, Path]]:
+    return [
+        (f"{prefix}/{path.relative_to(folder).as_posix()}", path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.suffix in _DATA_SUFFIXES and "__pycache__" not in path.parts
+    ]
+
+
+def _snapshot_files(base: Path, labs: Iterable[Path] = ()) -> list[tuple[str, Path]]:
+    """(name in the snapshot, file) of everything a snapshot of `base` holds: the packages jobs
+    import, then each lab package (a folder, or a top-level module's file) under its own name."""
+    out = [item for pkg in SNAPSHOT_PACKAGES for item in _package_files(base / pkg, pkg)]
+    for lab in sorted(labs, key=lambda p: p.stem):
+        out += _package_files(lab, lab.name) if lab.is_dir() else [(lab.name, lab)]
     return out
+
+
+def lab_packages(refs: Iterable[str], root: str | os.PathLike | None = None) -> list[Path]:
+    """The local or editable lab packages (folders, or top-level modules' files) that `refs`
+    come from: what a snapshot copies. Packages installed from wheels are named by their version
+    in the code identity and stay where they are."""
+    out = {}
+    for ref in refs:
+        located = locate(top_of(ref), root)
+        if located.distribution is None:
+            out[located.top] = located.path
+    return [out[t] for t in sorted(out)]
+
+
+def _manifest_labs(path: Path) -> list[Path]:
+    """The lab packages a snapshot's manifest says it holds (their names are checked: a name
+    there that holds files no one hashed fails the snapshot's name, one that is not there fails
+    as a folder no snapshot holds)."""
+    try:
+        labs = json.loads((path / MANIFEST).read_text()).get("labs") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    out = []
+    for name in labs if isinstance(labs, list) else []:
+        if not isinstance(name, str) or "/" in name or name.startswith(".") or name.split(".")[0] in _RESERVED:
+            raise ValueError(f"its {MANIFEST} names a lab package {name!r} that cannot be one")
+        out.append(path / name)
+    return out
+
+
+_RESERVED = (*SNAPSHOT_PACKAGES, "orchestrator", "cli", "turboprune", "MANIFEST")
 
 
 def _name(blobs: list[tuple[str, bytes]]) -> str:
@@ -470,18 +569,26 @@ def _seal(root: Path) -> None:
             pass
 
 
-def snapshot(output_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+def snapshot(
+    output_dir: str | os.PathLike, root: str | os.PathLike | None = None, labs: Iterable[Path] = ()
+) -> Path:
     """OUTPUT/_code/<hash>/: the packages jobs import, as they are now, named by the hash of their
-    bytes. Written into a temporary folder and renamed into place whole (a job, or a requeue,
-    never sees half of one); an existing snapshot of the same bytes is reused, and a folder of
-    that name that does not hold them (edited after the fact) is replaced."""
+    bytes, with the local or editable lab packages the sweep uses (`labs`: lab_packages) under
+    their top-level names, so the trainer imports the lab code that was launched. Written into a
+    temporary folder and renamed into place whole (a job, or a requeue, never sees half of one);
+    an existing snapshot of the same bytes is reused, and a folder of that name that does not
+    hold them (edited after the fact) is replaced."""
     base = Path(root or ROOT).resolve()
     if (base / MANIFEST).exists():  # already running from a snapshot: that one
         return base
+    labs = sorted({Path(p) for p in labs}, key=lambda p: p.stem)
+    for lab in labs:
+        if lab.name.split(".")[0] in _RESERVED:
+            raise PluginError(f"lab package {lab}: its name is turboprune's own; rename it")
     # Each file read once: its name, its copy and its manifest entry all come from the same bytes,
     # so a checkout edited while a launch copies it gives a snapshot true to its name (the
     # controller then sees that the code differs from the one it planned for).
-    blobs = {path.relative_to(base).as_posix(): path.read_bytes() for path in _snapshot_files(base)}
+    blobs = {rel: path.read_bytes() for rel, path in _snapshot_files(base, labs)}
     name = _name(list(blobs.items()))
     parent = Path(output_dir).expanduser().resolve() / "_code"
     target = parent / name
@@ -503,6 +610,8 @@ def snapshot(output_dir: str | os.PathLike, root: str | os.PathLike | None = Non
             "version": _version(),
             "git": git_info(base),
             "from": str(base),
+            "labs": [lab.name for lab in labs],
+            "lab_sources": {lab.name: str(lab) for lab in labs},
             "files": {rel: hashlib.sha256(data).hexdigest() for rel, data in blobs.items()},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -557,7 +666,7 @@ def _problem(path: Path) -> str | None:
                 present.add(rel)
             else:
                 odd.append(rel)  # a link (to code elsewhere), a pipe...
-    files = [p.relative_to(path).as_posix() for p in _snapshot_files(path)]
+    files = [rel for rel, _ in _snapshot_files(path, _manifest_labs(path))]
     needed = {d.as_posix() for rel in files for d in Path(rel).parents if d.as_posix() != "."}
     unknown = sorted({*odd, *(present - {*files, MANIFEST}), *(folders - needed)})
     if unknown:

@@ -31,6 +31,7 @@ from typing import Any, ParamSpec, TypeVar
 from core.atomic import write_json_atomic
 from core.levels import MAX_LEVELS_PER_RUN, LevelSpec, LineageError
 from core.methods import CRITERIA, METHODS
+from core.plugins import is_ref
 
 RESULT_FILE = "metrics.json"
 LEVEL_ID = re.compile(r"[0-9a-f]{16}")  # content_hash's 16 hex digits: never a path
@@ -228,7 +229,21 @@ def check_description(data: Any, folder_name: str) -> LevelSpec:
     if not isinstance(data.get("train"), dict) or not isinstance(step, (dict, type(None))):
         raise BadLevel("level.json lacks its train or step section")
     if step is not None:
-        if step.get("criterion") not in CRITERIA:
+        plugin = step.get("plugin")
+        if plugin is not None:  # a lab's criterion: described by the step itself
+            if (
+                not isinstance(plugin, dict)
+                or not is_ref(plugin.get("fn"))
+                or plugin.get("returns")
+                not in (
+                    "scores",
+                    "masks",
+                )
+            ):
+                raise BadLevel("step: its plugin block does not name a function and what it returns")
+            if not isinstance(step.get("criterion"), str) or step["criterion"] in CRITERIA:
+                raise BadLevel(f"step: criterion {_short(step.get('criterion'))} is not a lab's criterion name")
+        elif step.get("criterion") not in CRITERIA:
             raise BadLevel(f"step: criterion {_short(step.get('criterion'))} is not a pruning criterion")
         _number(step.get("density"), "step: density", 0, 1)
         if step.get("rewind") is not None and step["rewind"] not in REWINDS:
@@ -308,6 +323,13 @@ def check_sweep_record(data: Any, file_stem: str) -> dict[str, Any]:
         _json_within(data.get("spec"), "spec", SPEC_MAX_CHARS)
         if data["spec"].get("name") != name:
             raise BadRecord(f"spec: name {_short(data['spec'].get('name'))} is not {name!r}")
+        if data["spec"].get("methods"):  # its lab methods, known before its runs name them
+            from core.method_decl import register_declared, spec_methods  # pydantic
+
+            try:
+                register_declared(spec_methods(data["spec"]["methods"]))
+            except ValueError as exc:
+                raise BadRecord(f"spec: {exc}") from None
         if data.get("levels_dir") is not None:
             _text(data["levels_dir"], "levels_dir")
         runs, points = data.get("runs"), data.get("points")

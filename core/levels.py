@@ -187,6 +187,12 @@ def model_of(train: dict[str, Any]) -> str | None:
     return str(model["name"]) if isinstance(model, dict) and model.get("name") is not None else None
 
 
+def data_of(train: dict[str, Any]) -> str | None:
+    """The data set a training config reads (data.name): a lab's (`module:function`) counts its code."""
+    data = train.get("data")
+    return str(data["name"]) if isinstance(data, dict) and data.get("name") is not None else None
+
+
 def code_free_id(level: LevelSpec, spec_of: Callable[[str], LevelSpec]) -> str:
     """The level's id with no code in it or in its ancestors': what `reuse: any` names it.
     Random draws (masks) are seeded by it, so a random mask is a function of the level's lineage
@@ -212,6 +218,8 @@ def prune_step(method: str, prune: dict[str, Any], density: float) -> dict[str, 
         step["layers_to_ignore"] = ignore
     for key in crit.params:
         step[key] = prune.get(key)
+    if crit.plugin is not None:  # a lab's criterion: its function, scope and params (core/method_decl.py)
+        step["plugin"] = crit.plugin
     step["rewind"] = info.rewind
     if info.rewind == "step":
         # Frankle et al. 2020 / open_lth: weights from step k, schedule and data order resumed at
@@ -243,10 +251,10 @@ def level_epochs(level: LevelSpec) -> int:
 
 
 class Coder(Protocol):
-    """What plan_levels needs of core.code.CodeIdentity: the code of a level with a given step
-    and model (its config's model.name)."""
+    """What plan_levels needs of core.code.CodeIdentity: the code of a level with a given step,
+    model (its config's model.name) and data set (data.name)."""
 
-    def for_step(self, step: dict[str, Any] | None, model: str | None) -> str: ...
+    def for_step(self, step: dict[str, Any] | None, model: str | None, data: str | None = None) -> str: ...
 
 
 def reinit_seed(seed: int) -> int:
@@ -284,7 +292,7 @@ def _make(
     train_json: str | None = None,
     code: Coder | None = None,
 ) -> LevelSpec:
-    c = code.for_step(step, model_of(train)) if code is not None else None
+    c = code.for_step(step, model_of(train), data_of(train)) if code is not None else None
     lid = level_id(parent.level_id if parent else None, step, train, train_json, c)
     return LevelSpec(
         lid,

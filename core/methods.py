@@ -13,7 +13,7 @@ criterion and its settings, never the method's name, so methods that compute the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Schedule = Literal["dense", "oneshot", "iterative", "control"]
 Rewind = Literal["init", "step", "none", "reinit"]
@@ -25,6 +25,9 @@ class Criterion:
     needs_data: bool  # the pruner reads ctx.batches
     params: tuple[str, ...] = ()  # prune.* keys that change its result (hashed into level ids)
     reads_weights: bool = True  # False: the new mask depends on the old mask alone (random draws)
+    # A lab's criterion (core/method_decl.py): what its pruning step holds as `plugin`, hashed into
+    # its level ids: the function's import path, what it returns, its scope and its params.
+    plugin: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,50 @@ METHODS: dict[str, MethodInfo] = {
 }
 
 
+BUILTIN_METHODS = frozenset(METHODS)
+BUILTIN_CRITERIA = frozenset(CRITERIA)
+
+
+def register(info: MethodInfo, criterion: Criterion | None = None) -> None:
+    """Add a lab's method (core/method_decl.py), replacing an earlier lab method of its name (the
+    last spec read wins); a built-in name is never replaced."""
+    if info.name in BUILTIN_METHODS or (criterion is not None and criterion.name in BUILTIN_CRITERIA):
+        raise ValueError(f"method {info.name!r}: a built-in method or criterion has that name; choose another")
+    if criterion is not None:
+        CRITERIA[criterion.name] = criterion
+    METHODS[info.name] = info
+
+
+_ENTRY_POINTS_READ = False
+
+
 def get_method(name: str) -> MethodInfo:
+    """A method by name: built in, declared by a spec read in this process, or published by an
+    installed package (entry point group `turboprune.methods`, read on the first unknown name)."""
+    global _ENTRY_POINTS_READ
+    if name not in METHODS and not _ENTRY_POINTS_READ:
+        _ENTRY_POINTS_READ = True
+        from core.method_decl import register_entry_points  # pydantic: only for a name not built in
+
+        register_entry_points()
     try:
         return METHODS[name]
     except KeyError:
         raise ValueError(f"unknown pruning method {name!r}; known: {', '.join(METHODS)}") from None
+
+
+def criterion_of(step: dict[str, Any]) -> Criterion:
+    """The criterion of a pruning step (a level.json's): built in by name, or a lab's, described
+    by the step itself (its `plugin` block), so the trainer needs no registry for it."""
+    block = step.get("plugin")
+    if isinstance(block, dict):
+        return Criterion(
+            str(step["criterion"]),
+            bool(block.get("reads_data", False)),
+            reads_weights=bool(block.get("reads_weights", True)),
+            plugin=block,
+        )
+    return get_criterion(str(step["criterion"]))
 
 
 def get_criterion(name: str) -> Criterion:

@@ -36,6 +36,7 @@ from typing import Any, Optional, Union
 
 from core.config import ConfigError
 from core.methods import METHODS
+from core.plugins import is_ref
 
 OPTIMIZER_NAMES = ("sgd", "adamw")  # trainer.optim.OPTIMIZERS
 SCHEDULE_NAMES = ("constant", "cosine", "multistep", "onecycle")  # trainer.optim.SCHEDULES
@@ -167,7 +168,8 @@ class LoggingConfig:
 
 @dataclass
 class TrainerConfig:
-    method: str = _f(choices=tuple(sorted(METHODS)))
+    # the built-in methods and any a spec or an installed package declared (core/method_decl.py)
+    method: str = _f(choices=lambda: tuple(sorted(METHODS)))
     seed: int = _f(ge=0, lt=SEED_LIMIT)
     model: ModelConfig = _f()
     data: DataConfig = _f()
@@ -311,6 +313,8 @@ def _check(key: str, value: Any, rule: _Rule, out: list[str]) -> None:
     if rule.kind == "choices":
         # Compared by type too: YAML's `1` must not pass for `true` (1 == True in Python).
         choices = rule.meta["choices"]
+        if callable(choices):  # names registered at run time (the methods)
+            choices = choices()
         if not any(type(value) is type(c) and value == c for c in choices):
             allowed = ", ".join(c if isinstance(c, str) else _show(c) for c in choices)
             out.append(f"{key}: {_show(value)} is not one of {allowed}")
@@ -331,8 +335,13 @@ def _check_section(prefix: str, section: Any, cls: type, out: list[str]) -> None
         out.append(f"{where}{_show(section)} is not a mapping (the {prefix or 'config'} section)")
         return
     rules = _rules(cls)
+    lab = cls in (ModelConfig, DataConfig) and is_ref(section.get("name"))
     for key in section:
-        if key not in rules:
+        if lab and key not in rules:  # a lab's model or data set takes options of its own
+            problem = _lab_option(f"{prefix}.{key}", section[key])
+            if problem:
+                out.append(problem)
+        elif key not in rules:
             dotted = f"{prefix}.{key}" if prefix else str(key)
             out.append(f"{dotted}: unknown key; known: {', '.join(rules)}")
     for name, rule in rules.items():
@@ -341,6 +350,20 @@ def _check_section(prefix: str, section: Any, cls: type, out: list[str]) -> None
             _check(dotted, section[name], rule, out)
         elif rule.required:
             out.append(f"{dotted}: missing (required)")
+
+
+def _lab_option(key: str, value: Any, depth: int = 0) -> str | None:
+    """A lab model's or data set's own option: JSON (numbers, strings, true/false, null, lists and
+    mappings of them), bounded; its builder's signature is checked at launch."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return _bounds(key, value, {}) if isinstance(value, str) else None
+    if isinstance(value, float):
+        return _bounds(key, value, {})
+    if depth < 4 and isinstance(value, list) and len(value) <= 1024:
+        return next((p for v in value if (p := _lab_option(key, v, depth + 1))), None)
+    if depth < 4 and isinstance(value, dict) and len(value) <= 256:
+        return next((p for k, v in value.items() if (p := _lab_option(f"{key}.{k}", v, depth + 1))), None)
+    return f"{key}: {_show(value)} is not an option a lab's model or data set can take (JSON values)"
 
 
 def _cross_checks(cfg: dict[str, Any], out: list[str]) -> None:

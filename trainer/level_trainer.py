@@ -30,8 +30,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from core.layout import DIGEST_KEY, BadLevel, LevelDir, LevelLock, is_level_id
-from core.levels import LevelSpec, code_free_id, model_of
-from core.methods import get_criterion
+from core.levels import LevelSpec, code_free_id, data_of, model_of
+from core.methods import criterion_of
 from trainer import checkpoint as ckpt
 from trainer.data import LoaderContext, Loaders, build_loaders
 from trainer.distributed import DistInfo, StopFlag, average, barrier, rank0_says, sync_batchnorm
@@ -42,7 +42,7 @@ from trainer.provenance import Provenance
 from trainer.pruning.cost import level_cost
 from trainer.pruning.masks import MaskEnforcer, achieved_sparsity, apply_mask, full_mask
 from trainer.pruning.methods import PruneContext
-from trainer.pruning.registry import pruner_for
+from trainer.pruning.registry import pruner_for_step
 
 PRUNE_ORDER_KEY = 1_000_000  # data order for pruning batches, apart from any epoch's order
 
@@ -201,7 +201,7 @@ class LevelTrainer:
         rewinds to init needs only its parent's mask, which can be computed untrained."""
         if level.parent is None or level.step is None:
             return False
-        return get_criterion(level.step["criterion"]).reads_weights or level.step.get("rewind") == "none"
+        return criterion_of(level.step).reads_weights or level.step.get("rewind") == "none"
 
     def parent_must_be_trained(self, level: LevelSpec) -> bool:
         """Whether the parent must be finished before this level starts: it needs the parent's
@@ -212,7 +212,7 @@ class LevelTrainer:
             return True
         parent = read_level(self.levels_dir, level.parent)
         return parent.step is not None and (
-            get_criterion(parent.step["criterion"]).reads_weights or parent.step.get("rewind") == "none"
+            criterion_of(parent.step).reads_weights or parent.step.get("rewind") == "none"
         )
 
     def _mask_of(self, level_id: str) -> dict[str, torch.Tensor]:
@@ -226,7 +226,7 @@ class LevelTrainer:
         spec = read_level(self.levels_dir, level_id)
         if spec.step is None:  # level 0: dense training keeps every conv and linear weight
             return full_mask(self.model)
-        if get_criterion(spec.step["criterion"]).reads_weights or spec.step.get("rewind") == "none":
+        if criterion_of(spec.step).reads_weights or spec.step.get("rewind") == "none":
             raise RuntimeError(f"level {level_id} is not trained yet, and its mask needs its weights")
         mask = full_mask(
             self.model,
@@ -251,7 +251,7 @@ class LevelTrainer:
         snapshot, or a job file from another launch)."""
         if level.code is None:
             return
-        mine = self.provenance.code.for_step(level.step, model_of(level.train))
+        mine = self.provenance.code.for_step(level.step, model_of(level.train), data_of(level.train))
         if mine != level.code:
             raise RuntimeError(
                 f"level {level.level_id} is defined for code {level.code}, but this trainer runs code "
@@ -308,7 +308,7 @@ class LevelTrainer:
     def _train_level(self, level: LevelSpec, d: LevelDir, snapshots: list[dict[str, Any]]) -> None:
         state = ckpt.load_checkpoint(d.checkpoint, self.info.device) if d.checkpoint.exists() else None
         if state is not None and self.reuse == "same-code":
-            mine = self.provenance.code.for_step(level.step, model_of(level.train))
+            mine = self.provenance.code.for_step(level.step, model_of(level.train), data_of(level.train))
             theirs = {a.get("code") for a in state.get("trained_by") or [{}]}
             if theirs != {mine}:  # started by other (or unrecorded) code: start over, keep the file
                 if self.info.is_main:
@@ -323,7 +323,7 @@ class LevelTrainer:
                 state = None
         # Every attempt that trains part of the level is kept with its code and hosts: a level
         # stopped under one code and finished under another says so in its provenance.
-        me = self.provenance.attempt(level.step, model_of(level.train))
+        me = self.provenance.attempt(level.step, model_of(level.train), data_of(level.train))
         self._attempts = list(state.get("trained_by") or []) if state is not None else []
         if not self._attempts or self._attempts[-1] != me:
             self._attempts.append(me)
@@ -446,7 +446,7 @@ class LevelTrainer:
             # A criterion that reads data scores the global batch: every rank its part, together
             # (SNIP's gradients are averaged over the ranks, BatchNorm syncs), as one rank would
             # score it whole. The others run on rank 0 alone; rank 0's mask is the one saved.
-            if self.info.is_main or get_criterion(step["criterion"]).needs_data:
+            if self.info.is_main or criterion_of(step).needs_data:
                 if level.parent is not None and not self.needs_trained_parent(level):
                     parent_mask = self._mask_of(level.parent)  # a random draw within the parent's mask
                     mask = {
@@ -512,11 +512,13 @@ class LevelTrainer:
 
     def _prune(self, level: LevelSpec, mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         step = level.step
-        crit = get_criterion(step["criterion"])
+        crit = criterion_of(step)
         pcfg = {**step, "input_shape": tuple(self.loaders.input_shape)}
         batches = None
         if crit.needs_data or crit.name == "synflow":
-            n = int(step.get("snip_batches") or step.get("prune_batches") or 1)
+            n = int(
+                (crit.plugin or {}).get("batches") or step.get("snip_batches") or step.get("prune_batches") or 1
+            )
             self.loaders.train.set_epoch(PRUNE_ORDER_KEY + level.depth)
             batches = []
             for x, y in self.loaders.train:
@@ -534,7 +536,7 @@ class LevelTrainer:
             loss_fn=self.eval_loss,
             average=(lambda t: average(self.info, t)) if crit.needs_data and self.info.distributed else None,
         )
-        return pruner_for(crit.name)(self.model, mask, level.density, ctx)
+        return pruner_for_step(step)(self.model, mask, level.density, ctx)
 
     def _wrap(self) -> nn.Module:
         net: nn.Module = self.model
@@ -635,7 +637,9 @@ class LevelTrainer:
                 "train_acc": last.get("train_acc"),
                 "epochs": len(history),
                 "seconds": sum(h["seconds"] for h in history),
-                "provenance": self.provenance.of_level(level.step, model_of(level.train), self._attempts),
+                "provenance": self.provenance.of_level(
+                    level.step, model_of(level.train), self._attempts, data_of(level.train)
+                ),
                 "history": history,
                 # binds the weights to this record: a final.pt swapped in later is refused
                 DIGEST_KEY: d.final_digest(),

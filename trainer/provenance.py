@@ -88,10 +88,10 @@ class Provenance:
         }
         self.env = json.loads(json.dumps(env, default=str))
 
-    def attempt(self, step: dict[str, Any] | None, model: str | None) -> dict[str, Any]:
+    def attempt(self, step: dict[str, Any] | None, model: str | None, data: str | None = None) -> dict[str, Any]:
         """This process's part in a level: recorded in its checkpoints, kept across attempts."""
         return {
-            "code": self.code.for_step(step, model),
+            "code": self.code.for_step(step, model, data),
             "sources": self.env["sources"],
             "git": self.env["git"],
             "hosts": self.env["hosts"],
@@ -101,7 +101,11 @@ class Provenance:
         }
 
     def of_level(
-        self, step: dict[str, Any] | None, model: str | None, attempts: list[dict[str, Any]]
+        self,
+        step: dict[str, Any] | None,
+        model: str | None,
+        attempts: list[dict[str, Any]],
+        data: str | None = None,
     ) -> dict[str, Any]:
         codes = list(dict.fromkeys(a.get("code") for a in attempts if a.get("code")))
-        return {"code": self.code.for_step(step, model), **self.env, "attempts": attempts, "codes": codes}
+        return {"code": self.code.for_step(step, model, data), **self.env, "attempts": attempts, "codes": codes}

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import file_lock, write_json_atomic
-from core.code import code_identity, snapshot
+from core.code import code_identity, lab_packages, snapshot
 from core.inputs import data_fingerprint, input_changes, library_versions
 from core.layout import BadRecord, LevelDir, read_sweep_record
-from core.levels import canonical_json, model_of
+from core.levels import canonical_json, data_of, model_of
+from core.plugins import is_ref
 from db.reader import ACTIVE_STATES, RESUMABLE_STATES
 from db.schema import Job
 from db.store import Store
@@ -149,7 +150,7 @@ def other_code(plan: SweepPlan, codes: dict[str, str | None]) -> dict[str, int]:
     out: dict[str, int] = {}
     for lid, code in codes.items():
         lv = plan.levels.get(lid)
-        if lv is not None and code != current.for_step(lv.step, model_of(lv.train)):
+        if lv is not None and code != current.for_step(lv.step, model_of(lv.train), data_of(lv.train)):
             out[code or "unknown"] = out.get(code or "unknown", 0) + 1
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
@@ -284,10 +285,24 @@ def freeze_code(plan: SweepPlan) -> str:
     """OUTPUT/_code/<hash>: the packages the jobs import, as they are now (core/code.py). Under
     reuse same-code the plan's level ids hold the code it was planned with: a snapshot that does
     not hold that very code (the checkout was edited between the two) is refused."""
-    code_dir = snapshot(plan.output_dir)
-    if plan.code is not None and code_identity(code_dir).files != plan.code.files:
-        raise CodeChanged(f"the code changed while this launch planned it (snapshot {code_dir}); launch again")
+    refs = plan_lab_refs(plan)
+    code_dir = snapshot(plan.output_dir, labs=lab_packages(refs))
+    if plan.code is not None:
+        copied = code_identity(code_dir)
+        if copied.files != plan.code.files or any(copied.lab(r) != plan.code.lab(r) for r in refs):
+            raise CodeChanged(f"the code changed while this launch planned it (snapshot {code_dir}); launch again")
     return str(code_dir)
+
+
+def plan_lab_refs(plan: SweepPlan) -> list[str]:
+    """The lab code a plan's levels run (import paths: criteria, models, data sets)."""
+    refs: set[str] = set()
+    for lv in plan.levels.values():
+        block = (lv.step or {}).get("plugin")
+        if isinstance(block, dict):
+            refs.add(str(block["fn"]))
+        refs.update(r for r in (model_of(lv.train), data_of(lv.train)) if is_ref(r))
+    return sorted(refs)
 
 
 def _check_parents(store: Store, plan: SweepPlan, bad: dict[str, str]) -> None:

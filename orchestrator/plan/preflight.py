@@ -9,6 +9,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from core.plugins import PluginError, is_ref
 from core.zoo import ZOOS, split
 from orchestrator.plan.grid import SweepPlan
 
@@ -197,14 +198,14 @@ def check_plan(plan: SweepPlan) -> None:
         zoo_checks = _zoo_checks(model_name, cfg["data"], zoo_memo)
         checks = zoo_checks or [
             (
-                model_name in MODELS,
+                model_name in MODELS or is_ref(model_name),
                 f"model.name: unknown model {model_name!r}; known: {', '.join(sorted(MODELS))}, "
                 "or torchvision/<arch>, timm/<name>",
             )
         ]
         checks += [
             (
-                cfg["data"].get("name") in DATASETS,
+                cfg["data"].get("name") in DATASETS or is_ref(cfg["data"].get("name")),
                 f"data.name: unknown data set {cfg['data'].get('name')!r}; known: {', '.join(sorted(DATASETS))}",
             ),
             (
@@ -241,8 +242,52 @@ def check_plan(plan: SweepPlan) -> None:
             if not ok and msg not in seen:
                 seen.add(msg)
                 problems.append(msg)
+    problems += [p for p in plugin_problems(plan) if p not in seen]
     if problems:
         raise PreflightError("; ".join(problems))
+
+
+def plugin_problems(plan: SweepPlan) -> list[str]:
+    """A lab's criteria, models and data sets (import paths, core/plugins.py), imported once each
+    to check that they exist and take the arguments the trainer gives them (inspect.signature):
+    an import error, a missing callable or a wrong signature stops the launch (exit 2) rather
+    than a job. Their results (shapes, NaN scores, masks off target) are the trainer's to check."""
+    from core.plugins import check_call, load  # imports the lab's modules: torch (seconds)
+
+    wanted: dict[tuple[str, str], Any] = {}
+    for lv in plan.levels.values():
+        block = (lv.step or {}).get("plugin")
+        if isinstance(block, dict):
+            wanted.setdefault(("criterion", str(block["fn"])), (str(lv.step["criterion"]), block["returns"]))
+    for run in plan.runs:
+        model, data = run.config["model"], run.config["data"]
+        if is_ref(model.get("name")):
+            opts = {k: v for k, v in model.items() if k != "name"}
+            wanted.setdefault(("model", str(model["name"])) + tuple(sorted(map(str, opts))), opts)
+        if is_ref(data.get("name")):
+            from trainer.data.plugin import options  # torch (seconds)
+
+            opts = options(data)
+            wanted.setdefault(("data", str(data["name"])) + tuple(sorted(map(str, opts))), opts)
+    out: list[str] = []
+    for key, extra in wanted.items():
+        kind, ref = key[0], key[1]
+        try:
+            if kind == "criterion":
+                name, returns = extra
+                what = f"pruning method {name!r}: {returns} function"
+                check_call(load(ref, what), ref, what, (None, None), {}, "(model, ctx)")
+            elif kind == "model":
+                kwargs = {"num_classes": 2, "input_shape": (1, 1, 1), **extra}
+                shown = ", ".join(["num_classes", "input_shape", *extra])
+                check_call(load(ref, "model"), ref, "model", (), kwargs, f"keyword arguments {shown}")
+            else:
+                shown = ", ".join(extra) or "no arguments"
+                check_call(load(ref, "data set"), ref, "data set", (), extra, f"the spec's data options ({shown})")
+        except PluginError as exc:
+            if str(exc) not in out:
+                out.append(str(exc))
+    return out
 
 
 def _zoo_checks(name: Any, data: dict[str, Any], memo: dict[str, Any]) -> list[tuple[bool, str]]:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core import config as trainer_config
-from core.methods import METHODS
+from core.methods import METHODS, get_method
 from core.schema import SEED_LIMIT, validate_config
 from orchestrator.plan.search_spec import SearchSpec
 
@@ -292,6 +292,9 @@ def _short(value: Any) -> str:
 
 class SweepSpec(_Strict):
     name: str = Field(max_length=128)
+    # A lab's pruning methods, {name: declaration} (core/method_decl.py): validated and made known
+    # before the grid names them (fields are validated in this order).
+    methods: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerSpec
     grid: dict[str, list[Any]]
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
@@ -314,6 +317,14 @@ class SweepSpec(_Strict):
                 f"{_short(name)} must start with a letter, digit or _ and use only letters, digits, _ . and -"
             )
         return name
+
+    @field_validator("methods")
+    @classmethod
+    def _declared(cls, methods: dict[str, Any]) -> dict[str, Any]:
+        from core.method_decl import register_declared, spec_methods  # pydantic only: torch-free
+
+        register_declared(spec_methods(methods))
+        return methods
 
     @field_validator("output_dir")
     @classmethod
@@ -344,6 +355,12 @@ class SweepSpec(_Strict):
         if not methods:
             raise ValueError("grid.method is required (a list of pruning methods)")
         for m in methods:
+            if isinstance(m, str) and m not in METHODS:
+                try:  # a method an installed package publishes (entry points), read on first use
+                    get_method(m)
+                except ValueError as exc:
+                    if not str(exc).startswith("unknown pruning method"):
+                        raise ValueError(f"grid.method: {m}: {exc}") from None
             if not isinstance(m, str) or m not in METHODS:
                 raise ValueError(f"grid.method: unknown method {_short(m)}; known: {', '.join(sorted(METHODS))}")
         needs_sparsity = any(METHODS[m].schedule != "dense" for m in methods)

@@ -8,7 +8,7 @@ builders that need them.
 
 Common
     name             registered data set: digits, synthetic, synthetic_gpu, cifar10, cifar100,
-                     imagenet, beton, imagefolder
+                     imagenet, beton, imagefolder; or a lab's, `module:function` (data/plugin.py)
     batch_size       GLOBAL train batch size; each rank gets batch_size // world_size (must divide)
     test_batch_size  GLOBAL test batch size (default: batch_size); same divisibility rule
     subset           train on the first N training examples only (for quick trials)
@@ -60,6 +60,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+
+from core.plugins import is_ref
 
 
 class DataError(ValueError):
@@ -123,6 +125,12 @@ def per_rank_batch(global_batch: int, world_size: int, what: str = "batch_size")
 
 def build_loaders(cfg: dict, ctx: LoaderContext) -> Loaders:
     name = cfg.get("name")
+    if is_ref(name):  # a lab's data set: module:function returning (train, test) (data/plugin.py)
+        if "batch_size" not in cfg:
+            raise DataError(f"data config for {name!r} needs batch_size")
+        from .plugin import build_plugin_loaders
+
+        return build_plugin_loaders(cfg, ctx)
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
     if "batch_size" not in cfg:

@@ -1,7 +1,8 @@
 """Model registry: `build_model(cfg, num_classes, input_shape)` by name.
 
 Builders take `(num_classes, input_shape, **options)` where `input_shape` is (C, H, W) and the
-options are the remaining keys of the trainer config's "model" section.
+options are the remaining keys of the trainer config's "model" section. A lab's model is named by
+its import path (`model.name: "mylab.models:TinyNet"`) and called the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import functools
 from collections.abc import Callable
 
 from torch import nn
+
+from core.plugins import PluginError, is_ref, load, source_of, split_ref
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -28,8 +31,21 @@ def build_model(cfg: dict, num_classes: int, input_shape: tuple[int, int, int]) 
     """A built-in model by name, or a zoo's (`torchvision/<arch>`, `timm/<name>`: models/zoo.py)."""
     cfg = dict(cfg)
     name = cfg.pop("name", None)
+    if is_ref(name):  # a lab's model: module:callable (core/plugins.py)
+        builder: Callable[..., nn.Module] = load(str(name), "model")
+        where = source_of(builder, split_ref(str(name))[0])
+        try:
+            model = builder(num_classes=num_classes, input_shape=tuple(input_shape), **cfg)
+        except PluginError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the lab's builder failed: one line that says where
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise PluginError(f"model {name!r} ({where}) raised {type(exc).__name__}: {first}") from exc
+        if not isinstance(model, nn.Module):
+            raise PluginError(f"model {name!r} ({where}) returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
     if isinstance(name, str) and zoo.split(name):
-        builder: Callable[..., nn.Module] = functools.partial(zoo.build, name)
+        builder = functools.partial(zoo.build, name)
     elif name in MODELS:
         builder = MODELS[name]
     else:

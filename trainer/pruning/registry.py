@@ -35,3 +35,13 @@ def pruner_for(criterion: str) -> Callable:
     """The function that prunes by `criterion` (a ValueError naming the known ones if unknown)."""
     get_criterion(criterion)
     return PRUNERS[criterion]
+
+
+def pruner_for_step(step: dict) -> Callable:
+    """The function that prunes a level's step: a lab's criterion (a step with a `plugin` block:
+    trainer/pruning/plugin.py) or a built-in one by name."""
+    if isinstance(step.get("plugin"), dict):
+        from trainer.pruning.plugin import prune_plugin
+
+        return prune_plugin
+    return pruner_for(str(step["criterion"]))
