@@ -26,13 +26,16 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
 fi
 stamp="$VENV/.tp-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ examples/tp_example/pyproject.toml -nt "$stamp" ]; then
   echo "[bootstrap] installing torch (from local disk where available) and the project"
   "$VENV/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
   # ffcv builds from source against OpenCV/turbojpeg; its build needs numpy and cython at hand.
   "$VENV/bin/pip" install -q numpy cython pkgconfig
   "$VENV/bin/pip" install -q --no-build-isolation ffcv==1.0.2
   "$VENV/bin/pip" install -q -e ".[test,check,notebook]"
+  # The example plugin (a lab's model, criterion and data set, docs/extending.md): its tests
+  # launch sweeps that name it, and its method reaches turboprune through an entry point.
+  "$VENV/bin/pip" install -q -e examples/tp_example
   touch "$stamp"
 fi
 echo "[bootstrap] ready: $VENV"
