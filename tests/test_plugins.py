@@ -471,3 +471,54 @@ def test_the_example_plugin_runs_a_sweep_beside_imp(tmp_path):
     ids = level_ids("example", tmp_path)
     again = tp("launch", str(path), cwd=tmp_path, check=True)  # all done: nothing to train
     assert "nothing to submit" in again.stdout and level_ids("example", tmp_path) == ids
+
+
+@pytest.mark.slurm
+def test_the_example_plugin_survives_a_requeue_on_slurm(tmp_path, slurm_cluster):
+    """Its criterion, model and data set on the dev cluster, `scontrol requeue` in the middle of
+    the Taylor level: the job comes back, resumes from its checkpoint, and ends bit-identical to
+    an uninterrupted run on one CPU (the Slurm job's one CPU: thread counts change float sums)."""
+    import os
+    import subprocess
+
+    from tests.sweeputil import TP, run_progress, same_levels, wait_for
+    from tests.test_e2e_slurm import _frozen_trainer, _signal, _signalled
+
+    spec = example_spec("plugin_requeue", ["taylor"])
+    spec["grid"]["sparsity"] = [0.5]  # level 0, then Taylor's level 1
+    spec["trainer"]["overrides"].update(
+        {"schedule.epochs": 3, "data": {"name": DATA, "batch_size": 16, "shift": 1}}
+    )
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    subprocess.run(
+        ["taskset", "-c", "0", *TP, "launch", str(write_spec(ref, spec))],
+        cwd=ref,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+        capture_output=True,
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    slow = {"TP_STEP_SLEEP_S": "0.01"}  # a level outlasts the freeze below; sleeping changes no number
+    tp("launch", str(write_spec(run, spec)), "--executor", "slurm", cwd=run, env=slow, check=True)
+    job_id = status_json("plugin_requeue", run)["runs"][0]["job_id"]
+    wait_for(lambda: run_progress(run) >= (1, 1), 300, "the Taylor level under way under Slurm", poll=0.05)
+    pids = _frozen_trainer(run)
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    wait_for(lambda: any(_signalled(pid) for pid in pids), 120, "the signal to reach the trainer", poll=0.1)
+    for pid in pids:
+        _signal(pid, __import__("signal").SIGCONT)
+    done = wait_for(
+        lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST") else None)(
+            status_json("plugin_requeue", run)["runs"][0]
+        ),
+        400,
+        "the requeued job to finish",
+        poll=2,
+    )
+    assert done["state"] == "COMPLETED" and done["attempts"] == 2, done
+    detail = json.loads(tp("status", done["run_id"], "--format", "json", cwd=run).stdout)
+    stopped = [e for e in detail["events"] if e["to"] == "PREEMPTED"]
+    assert stopped and "trunk 1" in stopped[0]["message"], detail["events"]
+    assert same_levels(run / "tp-runs", ref / "tp-runs", level_ids("plugin_requeue", run))
