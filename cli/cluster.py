@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 metavar="FILE.yaml",
                 default=None,
                 help="slurm.conf lines, partitions and QOS limits (keys slurm_conf, partitions, qos; "
-                "see the README); default: the folder's last ones",
+                "see docs/clusters.md); default: the folder's last ones",
             )
     sub.add_parser("check", help=CHECK_HELP)
     try:

@@ -1,7 +1,8 @@
-"""The README's examples do what it says: every spec in it (a fenced yaml block with `name:` and
-`grid:`) plans with `launch --dry-run`, a spec named like a shipped sweep is that sweep, and
-every `tp-sweep` command in its fenced blocks parses (the search example's, copied and pasted,
-also runs its dry run). Planning only, in this process: no training, a few seconds."""
+"""The examples of the README and of the docs (README.md, CONTRIBUTING.md, docs/*.md) do what they
+say: every spec in them (a fenced yaml block with `name:` and `grid:`) plans with `launch
+--dry-run`, a spec named like a shipped sweep is that sweep, and every `tp-sweep` command in their
+fenced blocks parses (the search example's, copied and pasted, also runs its dry run). Planning
+only, in this process: no training, a few seconds."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import yaml
 from cli.tp_sweep import build_parser, main
 from tests.sweeputil import REPO
 
-README = (REPO / "README.md").read_text()
-BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, re.S | re.M)
+DOCS = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
+BLOCKS = [b for doc in DOCS for b in re.findall(r"^```(\w*)\n(.*?)^```", doc.read_text(), re.S | re.M)]
 SPECS = [
     data
     for lang, body in BLOCKS
@@ -30,7 +31,7 @@ COMMANDS = [
 ]
 
 
-def test_the_readme_has_its_examples():
+def test_the_docs_have_their_examples():
     assert {s["name"] for s in SPECS} >= {"digits_example", "c10_groups", "digits_lr_search", "digits_wandb"}
     assert any(c.startswith("tp-sweep launch search.yaml") for c in COMMANDS)
 
@@ -42,10 +43,10 @@ def _tp(capsys, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s["name"])
-def test_every_spec_in_the_readme_plans(spec, tmp_path, monkeypatch, capsys):
+def test_every_spec_in_the_docs_plans(spec, tmp_path, monkeypatch, capsys):
     shipped = REPO / "sweeps" / f"{spec['name']}.yaml"
     if shipped.exists():  # the README's digits_lth trained another network than sweeps/digits_lth.yaml
-        assert spec == yaml.safe_load(shipped.read_text()), f"README's {spec['name']} is not {shipped}"
+        assert spec == yaml.safe_load(shipped.read_text()), f"the docs' {spec['name']} is not {shipped}"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     db = f"sqlite:///{tmp_path / 'tp-results.db'}"
@@ -56,7 +57,7 @@ def test_every_spec_in_the_readme_plans(spec, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_every_tp_sweep_command_in_the_readme_parses(command):
+def test_every_tp_sweep_command_in_the_docs_parses(command):
     args = shlex.split(command)[1:]
     assert args[0] not in ("data", "cluster"), "parse these with their own modules' parsers"
     build_parser().parse_args(args)  # a bad flag or a missing argument exits 2

@@ -6,7 +6,7 @@ main dev cluster untouched): two nodes of 4 CPUs, accounting with a QOS `q5` tha
 submitted jobs per user, MaxArraySize=8, and partition-priority preemption between `low`
 (PreemptMode=REQUEUE), `cancel` (CANCEL) and `high`; `ctl` is never preempted. Each test runs
 several scenarios at once (one sweep can carry several faults) to keep CI short; their wall times
-are in the README.
+are in BENCHMARKS.md ("The test suite").
 """
 
 from __future__ import annotations

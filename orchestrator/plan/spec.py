@@ -38,7 +38,7 @@ class SpecError(ValueError):
     """A sweep spec that cannot be used; the message names the offending field."""
 
 
-# Upper bounds of the executor, retry and supervisor numbers (the README's spec reference).
+# Upper bounds of the executor, retry and supervisor numbers (README.md, "Sweep spec"; docs/unattended.md).
 MAX_NODES = 10_000
 MAX_GPUS_PER_NODE = 64
 MAX_PROCS_PER_NODE = 1024
