@@ -16,12 +16,12 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import json_text
+from cli.common import fail, json_text
+from core.errors import TurboPruneError
 from slurm.dev.cluster import (
     DEFAULT_DIR,
     DEFAULT_PORT,
     BadInput,
-    ClusterError,
     ClusterStatus,
     down,
     status,
@@ -135,10 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _print_status(st, console)
         return 0 if st.running else 1
-    except BadInput as exc:
-        err.print(f"error: {exc}", markup=False, soft_wrap=True)
-        return 2
-    except (ClusterError, OSError) as exc:
+    except TurboPruneError as exc:  # BadInput (exit 2), ClusterError (1): by their kind, as tp-sweep's
+        return fail(exc)
+    except OSError as exc:
         err.print(f"error: {exc}", markup=False, soft_wrap=True)
         return 1
 
@@ -217,9 +216,8 @@ def check_main(argv: list[str]) -> int:
         profiles = {a.profile: get_profile(a.profile)} if a.profile else load_profiles()
         for name, body in profiles.items():
             check_profile_bounds(clusters_file(), name, body)
-    except ProfileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ProfileError as exc:  # bad input: exit 2
+        return fail(exc)
     facts = cluster_facts()
     if facts is None:
         print("error: sinfo does not answer: is this a Slurm cluster (SLURM_CONF)?", file=sys.stderr)

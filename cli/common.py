@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from core.errors import TurboPruneError, UserError
 from db import requested_url
 from db.probe import missing_target
 
@@ -103,8 +104,15 @@ def first_ctrl_c() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-class BadInput(Exception):
+class BadInput(UserError):
     """Reported as `error: ...` with exit status 2."""
+
+
+def fail(exc: TurboPruneError) -> int:
+    """The one place an error of ours becomes what a command prints and returns: `error: MESSAGE`
+    on stderr, and the exit status of its kind (core/errors.py: 2 bad input, 1 a failure)."""
+    error(str(exc))
+    return exc.exit_code
 
 
 def error(msg: str) -> None:
@@ -148,7 +156,7 @@ def open_store(
         from db.store import Store  # and its ORM: 0.1 s more
 
         return Store(resolve_url(url, spec_url))
-    except StoreError as exc:
+    except StoreError as exc:  # an outage (exit 1) mid-command; a store that will not open is bad input
         raise BadInput(str(exc)) from None
 
 

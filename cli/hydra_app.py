@@ -37,6 +37,7 @@ from cli.hydra_argv import prepare_argv, split_options, store_url
 from core import schema
 from core.atomic import write_json_atomic
 from core.config import CONF_DIR, ConfigError
+from core.errors import Failure
 from core.layout import LevelDir, job_description
 from core.levels import LineageError, content_hash, plan_levels, run_id
 from core.methods import get_method
@@ -203,7 +204,7 @@ def summary_line(job_file: Path, reused: set[str], sweep: str | None) -> str:
 
 
 # ---- the task hydra runs (once, or once per multirun job) --------------------------------------
-class RunFailed(RuntimeError):
+class RunFailed(Failure, RuntimeError):
     """A multirun job that failed: raised, so the launcher reports it and the other jobs go on."""
 
 

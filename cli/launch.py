@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import Any
 
-from cli.common import BadInput, console, err, error, json_text, open_store, report_bad_files, report_bad_levels
+from cli.common import BadInput, console, err, json_text, open_store, report_bad_files, report_bad_levels
 from cli.progress import LaunchProgress, SearchProgress, wait_until_idle
 from cli.render.search import print_search_plan, search_plan
 from cli.render.tables import phrases
@@ -128,15 +128,14 @@ def cmd_launch(a: argparse.Namespace) -> int:
         other_code,  # the store: SQLAlchemy, 0.3 s
         other_inputs,  # the store: SQLAlchemy, 0.3 s
     )
-    from orchestrator.control.submit import SubmitError  # the store: SQLAlchemy, 0.3 s
     from orchestrator.plan.grid import plan_sweep  # the planner (pydantic, YAML): 0.2 s
     from orchestrator.plan.jobs import BRANCHES_INLINE, group_jobs  # the planner (pydantic, YAML): 0.2 s
-    from orchestrator.plan.spec import SpecError, load_spec  # the planner (pydantic, YAML): 0.2 s
+    from orchestrator.plan.spec import load_spec  # the planner (pydantic, YAML): 0.2 s
 
     try:
         spec = load_spec(a.spec)
         plan = plan_sweep(spec, reuse=a.reuse)
-    except (SpecError, ValueError) as exc:
+    except ValueError as exc:  # SpecError, and any ValueError of pydantic's or the planner's: bad input
         raise BadInput(str(exc)) from None
     kind = a.executor or spec.executor.kind
     if a.dry_run:
@@ -260,19 +259,13 @@ def cmd_launch(a: argparse.Namespace) -> int:
         return run_search(store, spec, spec_dict, kind, plan)
     if kind == "slurm":
         res = submit_and_report(store, plan, spec_dict, kind, replace)
-        if res is None:
-            return 1
         if a.wait:
             wait_until_idle(store, spec.name, console)
         code = show_status(store, spec.name, "table", a.wait)
         return 1 if res.bad else code
     progress = LaunchProgress(store, spec.name, console)
-    try:
-        with progress:
-            res = launch(store, plan, spec_dict, kind, on_progress=progress.update, replace=replace)
-    except SubmitError as exc:
-        error(str(exc))
-        return 1
+    with progress:
+        res = launch(store, plan, spec_dict, kind, on_progress=progress.update, replace=replace)
     report(res, plan)
     code = show_status(store, spec.name, "table", True)
     return 1 if res.bad else code
@@ -294,15 +287,10 @@ def _supervised_elsewhere(store, sweep: str) -> bool:
 
 def submit_and_report(store, plan, spec_dict: dict[str, Any], kind: str, replace: bool = False) -> Any:
     """Record and submit to a scheduler (within its limits), and say what happened; the launch's
-    result, None when the submission failed."""
+    result (a failed submission raises SubmitError: exit 1)."""
     from orchestrator.control.controller import launch  # the store: SQLAlchemy, 0.3 s
-    from orchestrator.control.submit import SubmitError  # the store: SQLAlchemy, 0.3 s
 
-    try:
-        res = launch(store, plan, spec_dict, kind, replace=replace)
-    except SubmitError as exc:
-        error(str(exc))
-        return None
+    res = launch(store, plan, spec_dict, kind, replace=replace)
     report(res, plan)
     return res
 
@@ -340,15 +328,10 @@ def report(res, plan) -> None:
 
 def run_search(store, spec, spec_dict: dict[str, Any], kind: str, plan) -> int:
     """Drive the sweep's Optuna search to its end (it can be stopped and started again)."""
-    from orchestrator.control.submit import SubmitError  # the store: SQLAlchemy, 0.3 s
     from orchestrator.search.driver import SearchDriver  # Optuna (about a second)
 
     with SearchProgress(console, spec.name) as bar:
-        try:
-            res = SearchDriver(store, spec, spec_dict, kind, plan, on_progress=bar.update).run()
-        except SubmitError as exc:
-            error(str(exc))
-            return 1
+        res = SearchDriver(store, spec, spec_dict, kind, plan, on_progress=bar.update).run()
     console.print(
         "search done: " + ", ".join(f"{n} {s.lower()}" for s, n in res.told.items())
         if res.told

@@ -43,15 +43,13 @@ def _check_out(out: Path) -> None:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from cli.render.report import ReportError, build
+    from cli.render.report import build
 
     out = Path(a.out or default_out(a.sweep)).expanduser()
     _check_out(out)
     store = open_store(a.db)
     try:
-        page = build(store, a.sweep)
-    except ReportError as exc:
-        raise BadInput(str(exc)) from None
+        page = build(store, a.sweep)  # ReportError: a UserError, exit 2 (cli.tp_sweep.main)
     finally:
         store.close()
     try:

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
-from cli.common import BadInput, console, first_ctrl_c, json_text, settle
+from cli.common import console, first_ctrl_c, json_text, settle
+from core.errors import UserError
 from core.levels import level_number
 
 BAD_STATES = ("FAILED", "LOST")  # a run in one of these makes status exit 1
@@ -31,7 +32,7 @@ class Progress(NamedTuple):
     line: str
 
 
-class TargetError(ValueError):
+class TargetError(UserError, ValueError):
     """No sweep or run by that name, or a run-id prefix that matches several runs."""
 
 
@@ -69,31 +70,27 @@ def sweep_view(
     """(exit status, JSON text or a list of renderables, progress) for a sweep."""
     # The store's reads (SQLAlchemy, 0.3 s): `tp-sweep` imports this module at start-up.
     from cli.render import status as render_status
-    from db.reader import QueryError
     from db.summaries import read_runs, read_work, sweep_status
     from orchestrator.control.reconcile import reconcile_sweep
 
     summary_only = fmt != "json" and not show_all  # a big sweep's table shows only some runs
     details_up_to = render_status.BIG if summary_only else None
-    try:
-        read, at_work = None, None
-        if store.engine.dialect.name == "sqlite":
-            unfinished = reconcile_sweep(store, sweep)
-        else:
-            # A database server works while we do: every run's row and the sweep's totals are
-            # read on a second connection while reconcile looks at the disk and asks the
-            # scheduler (0.1 s of a 10,000-run status on PostgreSQL). SQLite works in this
-            # process, where a second thread only fights the first for the GIL (measured slower).
-            with ThreadPoolExecutor(2) as pool:
-                ahead = pool.submit(read_runs, store, sweep, details_up_to)
-                rows = store.unfinished_levels(sweep)
-                work = pool.submit(read_work, store, sweep, rows)
-                unfinished = reconcile_sweep(store, sweep, rows)
-                if unfinished is not None:  # else reconcile wrote: what was read may be stale
-                    read, at_work = ahead.result(), work.result()
-        runs, totals = sweep_status(store, sweep, unfinished, details_up_to, read, at_work)
-    except QueryError as exc:
-        raise TargetError(str(exc)) from None
+    read, at_work = None, None
+    if store.engine.dialect.name == "sqlite":
+        unfinished = reconcile_sweep(store, sweep)
+    else:
+        # A database server works while we do: every run's row and the sweep's totals are
+        # read on a second connection while reconcile looks at the disk and asks the
+        # scheduler (0.1 s of a 10,000-run status on PostgreSQL). SQLite works in this
+        # process, where a second thread only fights the first for the GIL (measured slower).
+        with ThreadPoolExecutor(2) as pool:
+            ahead = pool.submit(read_runs, store, sweep, details_up_to)
+            rows = store.unfinished_levels(sweep)
+            work = pool.submit(read_work, store, sweep, rows)
+            unfinished = reconcile_sweep(store, sweep, rows)
+            if unfinished is not None:  # else reconcile wrote: what was read may be stale
+                read, at_work = ahead.result(), work.result()
+    runs, totals = sweep_status(store, sweep, unfinished, details_up_to, read, at_work)
     code = 1 if any(r.state in BAD_STATES for r in runs) else 0
     search = search_rows(store, sweep)
     from db.supervision import summary  # SQLAlchemy, loaded above
@@ -376,13 +373,10 @@ def _width(fmt: str) -> int:
 
 def status_output(store, target: str, fmt: str, show_results: bool = True, show_all: bool = False):
     """(exit status, output, progress) of `status TARGET`: a sweep, else a run (id or prefix)."""
-    try:
-        if store.sweep_spec(target) is not None:
-            return sweep_view(store, target, fmt, _width(fmt), show_results, show_all)
-        full = store.full_store()  # a run's view reads its levels, jobs and events as entities
-        return run_view(full, find_run(full, target), fmt, _width(fmt))
-    except TargetError as exc:
-        raise BadInput(str(exc)) from None
+    if store.sweep_spec(target) is not None:
+        return sweep_view(store, target, fmt, _width(fmt), show_results, show_all)
+    full = store.full_store()  # a run's view reads its levels, jobs and events as entities
+    return run_view(full, find_run(full, target), fmt, _width(fmt))
 
 
 def show_status(store, target: str, fmt: str, show_results: bool = True, show_all: bool = False) -> int:

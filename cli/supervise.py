@@ -37,12 +37,8 @@ def run_supervisor(
     when it finished (or another supervisor holds the sweep), 1 when it stopped with work left."""
     from orchestrator.control.controller import stored_spec  # the controller: SQLAlchemy
     from orchestrator.control.supervisor import Supervisor
-    from orchestrator.plan.spec import SpecError
 
-    try:
-        spec = stored_spec(store, sweep)
-    except (LookupError, SpecError) as exc:
-        raise BadInput(str(exc)) from None
+    spec = stored_spec(store, sweep)  # NotFound, SpecError: bad input, exit 2 (cli.tp_sweep.main)
     row = store.get_sweep(sweep)
     hook = search_hook(store, spec, row.spec) if spec.search is not None else None
     sup = Supervisor(store, sweep, where=where, sched_id=sched_id, poll_s=poll_s, out=_say, hook=hook)

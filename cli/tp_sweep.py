@@ -17,6 +17,7 @@ from typing import Any
 from cli.common import (
     BadInput,
     console,
+    fail,
     json_text,
     report_bad_files,
     report_bad_levels,
@@ -28,7 +29,6 @@ from cli.common import error as _error
 from cli.common import open_store as _store
 from cli.render.tables import show
 from cli.status import (
-    TargetError,
     find_run,
     search_metric,
     search_rows,
@@ -38,6 +38,7 @@ from cli.status import (
     watch_json,
 )
 from core import version
+from core.errors import TurboPruneError
 
 
 # ---- launch / supervise: loaded when asked for (YAML and the planner's tables: 0.04 s of every
@@ -86,13 +87,9 @@ def cmd_status(a: argparse.Namespace) -> int:
 def cmd_resume(a: argparse.Namespace) -> int:
     store = _store(a.db, target=a.sweep)  # first: an unknown sweep answers before the imports
     from orchestrator.control.controller import resume, stored_spec  # the controller: submitit's side
-    from orchestrator.control.submit import SubmitError
 
-    try:
-        spec = stored_spec(store, a.sweep)
-        kind = a.executor or spec.executor.kind
-    except LookupError as exc:
-        raise BadInput(str(exc)) from None
+    spec = stored_spec(store, a.sweep)
+    kind = a.executor or spec.executor.kind
     if a.reuse:  # the jobs' trainers read it (they inherit this environment)
         os.environ["TP_REUSE"] = a.reuse
     if spec.search is not None:  # the search goes on where it stopped, adopting its trials
@@ -108,12 +105,8 @@ def cmd_resume(a: argparse.Namespace) -> int:
     from cli.progress import LaunchProgress
 
     progress = LaunchProgress(store, a.sweep, console) if kind in ("local", "debug") else None
-    try:
-        with progress or nullcontext():
-            res = resume(store, a.sweep, a.include_failed, kind, progress.update if progress else None)
-    except SubmitError as exc:
-        _error(str(exc))
-        return 1
+    with progress or nullcontext():
+        res = resume(store, a.sweep, a.include_failed, kind, progress.update if progress else None)
     for job, why in res.waiting.items():
         console.print(f"job {job} not submitted: {why}")
     if not res.submitted:
@@ -133,10 +126,7 @@ def cmd_cancel(a: argparse.Namespace) -> int:
     if store.get_sweep(a.target) is not None:
         level_ids = sweep_level_ids(store, a.target)
     else:
-        try:
-            run = find_run(store, a.target)
-        except TargetError as exc:
-            raise BadInput(str(exc)) from None
+        run = find_run(store, a.target)
         level_ids = [lv.level_id for lv in store.run_levels(run.run_id)]
     done = cancel(store, list(store.jobs_of_levels(level_ids).values()))
     console.print(f"cancelled {len(done)} jobs" + (f": {', '.join(done)}" if done else ""))
@@ -146,7 +136,6 @@ def cmd_cancel(a: argparse.Namespace) -> int:
 # ---- query / plot ------------------------------------------------------------------------------
 def _query_rows(store, a: argparse.Namespace) -> list[dict[str, Any]]:
     from db.queries import (  # SQLAlchemy, 0.3 s
-        QueryError,
         compile_where,
         grid_results,
         group,
@@ -154,22 +143,19 @@ def _query_rows(store, a: argparse.Namespace) -> list[dict[str, Any]]:
         where_warnings,
     )
 
-    try:
-        by = [c.strip() for c in (getattr(a, "group_by", None) or "").split(",") if c.strip()]
-        if by and not getattr(a, "where", None) and not getattr(a, "levels", False):
-            fast = grouped_results(store, a.sweep, by)  # reads only what the groups need
-            if fast is not None:
-                return fast
-        rows = grid_results(store, a.sweep, levels=getattr(a, "levels", False))
-        if getattr(a, "where", None):
-            match = compile_where(a.where)
-            for text in where_warnings(a.where):
-                warn(text)
-            rows = [r for r in rows if match(r)]
-        if by:
-            rows = group(rows, by)
-    except QueryError as exc:
-        raise BadInput(str(exc)) from None
+    by = [c.strip() for c in (getattr(a, "group_by", None) or "").split(",") if c.strip()]
+    if by and not getattr(a, "where", None) and not getattr(a, "levels", False):
+        fast = grouped_results(store, a.sweep, by)  # reads only what the groups need
+        if fast is not None:
+            return fast
+    rows = grid_results(store, a.sweep, levels=getattr(a, "levels", False))
+    if getattr(a, "where", None):
+        match = compile_where(a.where)
+        for text in where_warnings(a.where):
+            warn(text)
+        rows = [r for r in rows if match(r)]
+    if by:
+        rows = group(rows, by)
     return rows
 
 
@@ -265,22 +251,15 @@ def cmd_db(a: argparse.Namespace) -> int:
 
     if a.action == "import":
         from orchestrator.control.importer import (  # the store: SQLAlchemy, 0.3 s
-            ImportFailed,
             import_output_dir,
             sweep_records,
         )
 
-        try:
-            sweep_records(a.dir)  # first: a folder that is no output folder creates no store
-        except ImportFailed as exc:
-            raise BadInput(str(exc)) from None
+        sweep_records(a.dir)  # first: a folder that is no output folder creates no store
         store = _store(a.db)
         bad: dict[str, str] = {}
         refused: dict[str, str] = {}
-        try:
-            n = import_output_dir(store, a.dir, bad, refused)
-        except ImportFailed as exc:
-            raise BadInput(str(exc)) from None
+        n = import_output_dir(store, a.dir, bad, refused)
         console.print(
             f"{store.display_url}: imported {n['sweeps']} sweeps, {n['runs']} runs, "
             f"{n['levels']} levels ({n['finished']} finished) from {a.dir}",
@@ -295,7 +274,7 @@ def cmd_db(a: argparse.Namespace) -> int:
     try:
         store = Store(url, migrate_schema=False)
         before, after = migrate.upgrade(store.engine)
-    except StoreError as exc:
+    except StoreError as exc:  # an outage (exit 1) mid-command; a store that will not open is bad input
         raise BadInput(str(exc)) from None
     console.print(f"{store.display_url}: schema {before or 'empty'} -> {after}")
     return 0
@@ -521,9 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return settled() if code is None else code
-    except BadInput as exc:
-        _error(str(exc))
-        return 2
+    except TurboPruneError as exc:  # every error of ours, by its kind: 2 bad input, 1 a failure
+        return fail(exc)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the store going away mid-command is an outage, not a bug
@@ -536,13 +514,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _store_outage(exc: BaseException) -> str | None:
     """A one-line message for a store that became unreachable or failed mid-command (SQL
-    parameters are hidden by the engine, so nothing secret is in it); None for anything else."""
+    parameters are hidden by the engine, so nothing secret is in it); None for anything else.
+    Our own StoreError is an OutageError, which main maps before it gets here."""
     import sqlalchemy as sa
 
-    from db.engine import StoreError  # SQLAlchemy, 0.3 s
-
-    if isinstance(exc, StoreError):
-        return str(exc)
     if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
         text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         return (

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import file_lock
+from core.errors import CheckFailed
 from core.plugins import PluginError, is_ref, locate, module_file, split_ref, top_of
 
 ROOT = Path(__file__).resolve().parent.parent  # the folder holding core/, trainer/, ...
@@ -688,7 +689,7 @@ def verify_snapshot(path: str | os.PathLike) -> str | None:
     return None if snapshot_problem(path) else Path(path).name
 
 
-class SnapshotRefused(RuntimeError):
+class SnapshotRefused(CheckFailed, RuntimeError):
     """A job's code snapshot is gone or is not the code its name says: nothing may run from it."""
 
 

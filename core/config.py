@@ -29,11 +29,9 @@ from typing import Any
 
 import yaml
 
+from core.errors import ConfigError
+
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-
-
-class ConfigError(ValueError):
-    """A trainer config or override that cannot be resolved."""
 
 
 MAX_ALIASES = 50  # alias uses per document: plenty for reuse, too few for a bomb

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from core.atomic import write_json_atomic
+from core.errors import CheckFailed
 from core.levels import MAX_LEVELS_PER_RUN, LevelSpec, LineageError
 from core.methods import CRITERIA, METHODS
 from core.plugins import is_ref
@@ -81,7 +82,7 @@ def is_level_id(value: Any) -> bool:
     return isinstance(value, str) and LEVEL_ID.fullmatch(value) is not None
 
 
-class BadFile(ValueError):
+class BadFile(CheckFailed, ValueError):
     """A file of an output folder that must not be used; the message says why (not where)."""
 
 

@@ -34,7 +34,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from core.config import ConfigError
+from core.errors import ConfigError
 from core.methods import METHODS
 from core.plugins import is_ref
 

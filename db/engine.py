@@ -17,10 +17,11 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from core.errors import OutageError
 from db import requested_url
 
 
-class StoreError(RuntimeError):
+class StoreError(OutageError, RuntimeError):
     """The store cannot be reached or used; the message names the (password-free) URL."""
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 
+from core.errors import UserError
 from core.levels import skipped_epochs
 from db import migrate, tables
 from db.engine import StoreError, among, display_url, make_engine
@@ -56,7 +57,7 @@ STATE_ORDER = (
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "PRUNED")
 
 
-class QueryError(ValueError):
+class QueryError(UserError, ValueError):
     """A read that cannot be answered as asked (unknown sweep, bad --where or --group-by): exit 2."""
 
 

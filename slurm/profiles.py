@@ -27,6 +27,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from core.errors import UserError
+
 MAX_FILE_BYTES = 256 * 1024
 # Keys a profile may set: the executor's (orchestrator/plan/spec.py ExecutorSpec), of which
 # account, qos, constraint and gres become sbatch options.
@@ -51,7 +53,7 @@ EXECUTOR_KEYS = {
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError, ValueError):
     """A clusters file or profile that cannot be used; the message names the file and the key."""
 
 

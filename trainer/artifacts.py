@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import NotFound
 from core.layout import LEVEL_JSON_MAX_BYTES, BadLevel, LevelDir, read_json_bounded
 
 _LEVEL_ID = re.compile(r"[0-9a-f]{4,40}")
 
 
-class LevelNotFound(LookupError):
+class LevelNotFound(NotFound):
     pass
 
 

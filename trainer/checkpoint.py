@@ -21,10 +21,11 @@ from typing import Any
 import torch
 
 from core.atomic import write_atomic
+from core.errors import CheckFailed
 from core.layout import BadFile, open_regular
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CheckFailed, RuntimeError):
     pass
 
 

@@ -33,6 +33,7 @@ import math
 import statistics
 from typing import Any
 
+from core.errors import UserError
 from db.reader import STATE_ORDER
 
 MAX_MESSAGE = 2000  # characters of a job's message shown (the rest: `tp-sweep status RUN`)
@@ -94,7 +95,7 @@ def mark_shared_levels(curves: list[dict[str, Any]]) -> None:
             lv["methods"] = sorted(set(where[lv.pop("_at")]))
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """No such sweep (the CLI's exit 2)."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from core.atomic import file_lock, write_json_atomic
 from core.code import code_identity, lab_packages, snapshot
+from core.errors import NotFound
 from core.inputs import data_fingerprint, input_changes, library_versions
 from core.layout import BadRecord, LevelDir, read_sweep_record
 from core.levels import canonical_json, data_of, model_of
@@ -60,7 +61,7 @@ class LaunchResult:
 def stored_spec(store: Store, sweep: str) -> SweepSpec:
     row = store.get_sweep(sweep)
     if row is None:
-        raise LookupError(f"no sweep named {sweep!r} in {store.display_url}")
+        raise NotFound(f"no sweep named {sweep!r} in {store.display_url}")
     return parse_spec(row.spec, f"stored spec of {sweep}")
 
 

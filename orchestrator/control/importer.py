@@ -13,13 +13,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from core.errors import UserError
 from core.layout import BadRecord, LevelCheck, LevelDir, is_level_id, read_sweep_record
 from core.levels import LevelSpec, kind_in_run, level_number
 from db.store import Store
 from orchestrator.plan.spec import SpecError, parse_spec
 
 
-class ImportFailed(ValueError):
+class ImportFailed(UserError, ValueError):
     pass
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from core.atomic import write_text_atomic
 from core.code import snapshot_problem
+from core.errors import Failure
 from db.reader import ACTIVE_STATES
 from db.schema import Job
 from db.store import Store
@@ -33,7 +34,7 @@ from slurm.executors import JobRequest, make_executor
 _BLOCKED = ("FAILED", "CANCELLED", "TIMEOUT", "LOST", "PREEMPTED")
 
 
-class SubmitError(RuntimeError):
+class SubmitError(Failure, RuntimeError):
     """The scheduler refused or could not be reached; the jobs stay as they were (PLANNED...)."""
 
 

@@ -9,12 +9,13 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from core.errors import UserError
 from core.plugins import PluginError, is_ref
 from core.zoo import ZOOS, split
 from orchestrator.plan.grid import SweepPlan
 
 
-class PreflightError(ValueError):
+class PreflightError(UserError, ValueError):
     pass
 
 

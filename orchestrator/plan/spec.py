@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core import config as trainer_config
+from core.errors import UserError
 from core.methods import METHODS, get_method
 from core.schema import SEED_LIMIT, validate_config
 from orchestrator.plan.search_spec import SearchSpec
@@ -34,7 +35,7 @@ _SBATCH_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A sweep spec that cannot be used; the message names the offending field."""
 
 

@@ -12,6 +12,8 @@ import re
 import socket
 import string
 
+from core.errors import Failure, UserError
+
 DEFAULT_DIR = ".tp-cluster"
 DEFAULT_PORT = 6817  # slurmctld; slurmd of node k listens on port + k
 ETC_CONF = "/etc/slurm/slurm.conf"
@@ -21,11 +23,11 @@ TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slurm.conf.
 BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "scontrol")
 
 
-class ClusterError(RuntimeError):
+class ClusterError(Failure, RuntimeError):
     """A daemon failed to start or stop; the message quotes the log that says why."""
 
 
-class BadInput(ValueError):
+class BadInput(UserError, ValueError):
     """The request itself is wrong (bad folder, bad node count, ...): nothing was started."""
 
 

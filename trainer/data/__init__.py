@@ -61,10 +61,11 @@ from typing import Protocol
 
 import torch
 
+from core.errors import UserError
 from core.plugins import is_ref
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad data input: missing/empty folder, corrupt image, truncated .beton, bad config."""
 
 
