@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.errors import UserError
 from core.methods import CRITERIA, METHODS, get_method
 
 # Keys of a run's config that do not change what a level trains: the method picks the pruning
@@ -42,7 +41,7 @@ DENSITY_TOL = 1e-9
 MAX_LEVELS_PER_RUN = 100
 
 
-class LineageError(UserError, ValueError):
+class LineageError(ValueError):
     """A run whose levels cannot be planned (e.g. too many levels for its rate and targets)."""
 
 

@@ -21,11 +21,10 @@ from typing import Any
 import torch
 
 from core.atomic import write_atomic
-from core.errors import CheckFailed
 from core.layout import BadFile, open_regular
 
 
-class CheckpointError(CheckFailed, RuntimeError):
+class CheckpointError(RuntimeError):
     pass
 
 

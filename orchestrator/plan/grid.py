@@ -18,7 +18,7 @@ from core import config as trainer_config
 from core.code import CodeIdentity, code_identity
 from core.levels import LevelSpec, LineageError, RunLevels, level_epochs, level_number, plan_levels, run_id
 from core.methods import get_method
-from orchestrator.plan.spec import RESERVED_AXES, SweepSpec
+from orchestrator.plan.spec import RESERVED_AXES, SpecError, SweepSpec
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def plan_sweep(spec: SweepSpec, reuse: str | None = None, code: CodeIdentity | N
             try:
                 lineage = plan_levels(method, config, [0.0] if dense else targets, code)
             except LineageError as exc:
-                raise ValueError(f"grid: {exc}") from None
+                raise SpecError(f"grid: {exc}") from None  # bad input, exit 2
             run_id = run_id_for(config, lineage.codes)
             if run_id in runs:
                 continue

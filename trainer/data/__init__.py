@@ -65,7 +65,7 @@ from core.errors import UserError
 from core.plugins import is_ref
 
 
-class DataError(UserError, ValueError):
+class DataError(ValueError):
     """Bad data input: missing/empty folder, corrupt image, truncated .beton, bad config."""
 
 
