@@ -49,7 +49,7 @@ err: Any = _Console(stderr=True)
 def rich_console(**options: Any) -> Any:
     """A rich Console that leaves a closed pipe to main(): rich's own answer to one (`status |
     head`) is to exit 1 on the spot, which says a run failed when none did."""
-    from rich.console import Console
+    from rich.console import Console  # rich (0.025 s): not for JSON or --help
 
     def on_broken_pipe() -> None:
         c.quiet = True
@@ -118,14 +118,14 @@ def fail(exc: TurboPruneError) -> int:
 def error(msg: str) -> None:
     # soft_wrap: the terminal wraps a long message, rich inserts no newlines of its own, so a
     # path or a name in it stays whole for whoever greps the log.
-    from rich.markup import escape
+    from rich.markup import escape  # rich (0.025 s): not for JSON or --help
 
     err.print(f"[red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
 
 def warn(msg: str) -> None:
     """A line on stderr about input that is valid but most likely not what was meant."""
-    from rich.markup import escape
+    from rich.markup import escape  # rich (0.025 s): not for JSON or --help
 
     err.print(f"[yellow]warning:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
@@ -150,7 +150,7 @@ def open_store(
 
     try:
         if reader:
-            from db.reader import StoreReader
+            from db.reader import StoreReader  # SQLAlchemy (0.3 s)
 
             return StoreReader(resolve_url(url, spec_url))
         from db.store import Store  # and its ORM: 0.1 s more

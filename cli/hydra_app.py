@@ -93,7 +93,7 @@ def help_template() -> str:
 
 
 def _register() -> None:
-    from hydra.core.config_store import ConfigStore
+    from hydra.core.config_store import ConfigStore  # hydra (0.3 s)
 
     cs = ConfigStore.instance()
     cs.store(
@@ -132,7 +132,7 @@ def write_job(
     """Level folders and one job file for every level the run needs (written by rank 0 only;
     planning is pure, so every rank knows the job file's path). Under reuse same-code the levels
     hold the code this process runs, as a sweep launched from this checkout would plan them."""
-    from core.code import code_identity
+    from core.code import code_identity  # code identity: hashes the trainer's files (0.1 s cold)
 
     if get_method(config["method"]).schedule == "dense":
         sparsities = [0.0]
@@ -228,7 +228,7 @@ def _where_it_runs() -> tuple[str, str]:
 
 
 def default_sweep_name(hc: Any, output_dir: str) -> str:
-    from hydra.types import RunMode
+    from hydra.types import RunMode  # hydra (0.3 s)
 
     folder = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else output_dir
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(str(folder)).resolve().name) or "run"
@@ -237,9 +237,9 @@ def default_sweep_name(hc: Any, output_dir: str) -> str:
 
 def task(cfg: Any) -> int:
     """Validate, plan the levels, record them in the store when there is one, train."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import OmegaConf
+    from hydra.core.hydra_config import HydraConfig  # hydra (0.3 s)
+    from hydra.types import RunMode  # hydra (0.3 s)
+    from omegaconf import OmegaConf  # hydra (0.3 s)
 
     from trainer.job import main as job_main  # torch (seconds)
 
@@ -268,8 +268,8 @@ def task(cfg: Any) -> int:
     db_args: list[str] = []
     if url and main_rank:
         # Only with a store (SQLAlchemy, 0.3 s): the trainer alone never imports them.
-        from db.engine import StoreError
-        from orchestrator.control.standalone import record_run
+        from db.engine import StoreError  # SQLAlchemy (0.3 s)
+        from orchestrator.control.standalone import record_run  # the controller: SQLAlchemy (0.3 s)
 
         executor, sched_id = _where_it_runs()
         try:
@@ -302,7 +302,7 @@ def task(cfg: Any) -> int:
 
 # ---- the command line --------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
-    import hydra
+    import hydra  # hydra (0.3 s)
 
     _register()
     try:

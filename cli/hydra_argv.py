@@ -64,7 +64,7 @@ def split_options(composed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 
 def refuse_password(url: str) -> None:
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url  # SQLAlchemy (0.3 s)
 
     try:
         password = make_url(url).password
@@ -102,9 +102,9 @@ def prepare_argv(argv: list[str]) -> list[str]:
     """Check the command line; return it as hydra should see it: flags first, then the user's
     overrides, then ours. (Appending to the raw command line breaks `--info`, whose optional value
     would swallow the first override we add, and argparse takes one run of overrides only.)"""
-    from hydra._internal.utils import get_args_parser
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
+    from hydra._internal.utils import get_args_parser  # hydra (0.3 s)
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # hydra (0.3 s)
+    from hydra.errors import HydraException  # hydra (0.3 s)
 
     args = get_args_parser().parse_args(argv)  # argparse: a bad flag exits 2 with usage
     try:
@@ -174,11 +174,11 @@ def _values(o: Any) -> list[str]:
 
 def _check_jobs(preset: str, overrides: list[Any], extra: list[str]) -> None:
     """Compose every job of a basic-sweeper multirun as hydra will, and check each config."""
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    from hydra import compose, initialize_config_dir  # hydra (0.3 s)
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # hydra (0.3 s)
+    from hydra.errors import HydraException  # hydra (0.3 s)
+    from omegaconf import OmegaConf  # hydra (0.3 s)
+    from omegaconf.errors import OmegaConfBaseException  # hydra (0.3 s)
 
     task_overrides = [o for o in overrides if not o.key_or_group.startswith("hydra")]
     try:

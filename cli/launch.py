@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from typing import Any
 
-from cli.common import BadInput, console, err, json_text, open_store, report_bad_files, report_bad_levels
+from cli.common import BadInput, console, err, json_text, open_store, report_bad_levels
 from cli.progress import LaunchProgress, SearchProgress, wait_until_idle
+from cli.render.launch import inputs_phrase, report_launch, reuse_phrases
 from cli.render.search import print_search_plan, search_plan
 from cli.render.tables import phrases
 from cli.status import show_status
+from cli.supervise import launch_supervised
 from core.config import load_yaml
 
 
@@ -48,7 +51,7 @@ def _done_without_side_effects(
     relaunch = None
     if url and store_may_exist(url):
         from db.store import Store  # SQLAlchemy, 0.3 s
-        from orchestrator.control.relaunch import compare
+        from orchestrator.control.relaunch import compare  # the controller: SQLAlchemy (0.3 s)
 
         try:
             store = Store(url, migrate_schema=False)
@@ -65,39 +68,10 @@ def _done_without_side_effects(
     return done, relaunch
 
 
-def reuse_phrases(plan, reused: int, other: dict[str, int]) -> list[str]:
-    """What launch and --dry-run say about reuse: the policy, and where reused levels came from."""
-    if plan.reuse == "same-code":
-        return [f"Reuse same-code (code {plan.code.sources}):", f"{reused} levels already trained by this code."]
-    if not other:
-        return [f"Reuse any: the {reused} levels already done were trained by this code."]
-    parts = ", ".join(f"{code} ({n})" for code, n in other.items())
-    return [
-        f"Reuse any: of {reused} levels already done, {sum(other.values())} were trained by other code:",
-        f"{parts}{'' if 'unknown' not in other else ' (unknown: trained before codes were recorded)'}.",
-    ]
-
-
-def inputs_phrase(other: dict[str, Any]) -> str | None:
-    """One line, when reused levels were trained with other library versions or other data than
-    this launch's jobs would use (a note: they are reused all the same)."""
-    if not other:
-        return None
-    libs = "; ".join(
-        f"{name} {', '.join(sorted(lib['recorded']))} (now {lib['now'] or 'not installed'})"
-        for name, lib in sorted(other["libraries"].items())
-    )
-    data = ", ".join(f"data.{k}" for k in sorted(other["data"]))
-    what = " and ".join(x for x in (libs and f"other versions: {libs}", data and f"other data: {data}") if x)
-    return f"note: {other['levels']} reused levels were trained with {what}."
-
-
 def _check_writable(folder: str) -> None:
     """The output folder must take files before anything is recorded or submitted; checked
     without leaving anything behind (a launch that stops with exit 2 changes nothing): a file
     made and removed in the folder, or in its nearest existing parent a folder made and removed."""
-    import tempfile
-
     path = os.path.abspath(folder)
     try:
         if os.path.isdir(path):
@@ -122,8 +96,8 @@ def _relaunch_lines(relaunch, mode: str | None) -> list[str]:
 
 
 def cmd_launch(a: argparse.Namespace) -> int:
-    from core.code import code_identity
-    from orchestrator.control.controller import (
+    from core.code import code_identity  # code identity: hashes the trainer's files (0.1 s cold)
+    from orchestrator.control.controller import (  # the controller: SQLAlchemy (0.3 s)
         launch,  # the store: SQLAlchemy, 0.3 s
         other_code,  # the store: SQLAlchemy, 0.3 s
         other_inputs,  # the store: SQLAlchemy, 0.3 s
@@ -141,7 +115,10 @@ def cmd_launch(a: argparse.Namespace) -> int:
     if a.dry_run:
         # Zoo model names (torchvision/<arch>, timm/<name>) against the cached list of the
         # library's models: torch-free once cached (the first time per library version, seconds).
-        from orchestrator.plan.preflight import PreflightError, check_zoo_names
+        from orchestrator.plan.preflight import (  # the planner (pydantic, YAML): 0.2 s
+            PreflightError,
+            check_zoo_names,
+        )
 
         try:
             check_zoo_names(plan)
@@ -214,7 +191,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
         report_bad_levels({f"{plan.levels_dir}/{lid}": why for lid, why in bad.items()}, "not counted as done")
         return 1 if bad else 0
     # torch (seconds), which launch --dry-run never needs
-    from orchestrator.plan.preflight import PreflightError, check_plan
+    from orchestrator.plan.preflight import PreflightError, check_plan  # the planner (pydantic, YAML): 0.2 s
 
     try:
         check_plan(plan)
@@ -228,7 +205,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
         )
     _check_writable(plan.output_dir)
     store = open_store(a.db, spec.db)
-    from orchestrator.control.relaunch import compare
+    from orchestrator.control.relaunch import compare  # the controller: SQLAlchemy (0.3 s)
 
     relaunch = compare(store, plan)
     why = relaunch.refusal(a.mode) if relaunch is not None else None
@@ -250,8 +227,6 @@ def cmd_launch(a: argparse.Namespace) -> int:
             err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     spec_dict = _stored_spec_dict(a.spec, spec)
     if supervise:
-        from cli.supervise import launch_supervised
-
         return launch_supervised(store, spec, spec_dict, kind, plan, replace)
     if spec.search is not None:
         if _supervised_elsewhere(store, spec.name):
@@ -266,14 +241,14 @@ def cmd_launch(a: argparse.Namespace) -> int:
     progress = LaunchProgress(store, spec.name, console)
     with progress:
         res = launch(store, plan, spec_dict, kind, on_progress=progress.update, replace=replace)
-    report(res, plan)
+    report_launch(res, plan)
     code = show_status(store, spec.name, "table", True)
     return 1 if res.bad else code
 
 
 def _supervised_elsewhere(store, sweep: str) -> bool:
     """A search whose supervisor is alive is driven by it, not by this launch."""
-    from db import supervision
+    from db import supervision  # SQLAlchemy (0.3 s)
 
     row = supervision.lease(store, sweep)
     if row is not None and row.held:
@@ -291,39 +266,8 @@ def submit_and_report(store, plan, spec_dict: dict[str, Any], kind: str, replace
     from orchestrator.control.controller import launch  # the store: SQLAlchemy, 0.3 s
 
     res = launch(store, plan, spec_dict, kind, replace=replace)
-    report(res, plan)
+    report_launch(res, plan)
     return res
-
-
-def report(res, plan) -> None:
-    if res.imported:
-        console.print(f"found {res.imported} finished levels on disk that the store lacked: imported")
-    room = {j: w for j, w in res.waiting.items() if w.startswith("waits for room")}
-    for line in phrases(reuse_phrases(plan, res.reused, res.other_code), console.width, sep=" ", indent=""):
-        console.print(line, highlight=False)
-    if inputs_phrase(res.other_inputs):
-        console.print(inputs_phrase(res.other_inputs), highlight=False, soft_wrap=True)
-    for job, why in res.waiting.items():
-        if job not in room:
-            console.print(f"job {job} not submitted: {why}")
-    if room:
-        console.print(
-            f"{len(room)} jobs not submitted yet: {next(iter(room.values()))}; "
-            "the sweep's supervisor (--supervise, or `tp-sweep supervise`) submits them as "
-            "room frees up, or `tp-sweep resume` later"
-        )
-    if not res.submitted:
-        left = ", ".join(f"{n} {s}" for s, n in res.skipped.items())
-        if not room:
-            console.print(
-                "nothing to submit: every level is done or being trained" + (f" (jobs: {left})" if left else "")
-            )
-    else:
-        console.print(
-            f"submitted {len(res.submitted)} jobs" + (f"; left alone: {res.skipped}" if res.skipped else "")
-        )
-    report_bad_levels({f"{plan.levels_dir}/{lid}": why for lid, why in res.bad.items()}, "not used")
-    report_bad_files(res.bad_files, f"{len(res.bad_files)} file(s) of the output folder failed their checks:")
 
 
 def run_search(store, spec, spec_dict: dict[str, Any], kind: str, plan) -> int:

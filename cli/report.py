@@ -43,7 +43,7 @@ def _check_out(out: Path) -> None:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from cli.render.report import build
+    from cli.render.report import build  # the store's reads (SQLAlchemy, 0.3 s)
 
     out = Path(a.out or default_out(a.sweep)).expanduser()
     _check_out(out)

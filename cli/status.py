@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from cli.common import console, first_ctrl_c, json_text, settle
+from cli.render.tables import Plain
 from core.errors import UserError
 from core.levels import level_number
 
@@ -69,9 +70,9 @@ def sweep_view(
 ) -> tuple[int, Any, Progress]:
     """(exit status, JSON text or a list of renderables, progress) for a sweep."""
     # The store's reads (SQLAlchemy, 0.3 s): `tp-sweep` imports this module at start-up.
-    from cli.render import status as render_status
-    from db.summaries import read_runs, read_work, sweep_status
-    from orchestrator.control.reconcile import reconcile_sweep
+    from cli.render import status as render_status  # SQLAlchemy (0.3 s), through db.summaries
+    from db.summaries import read_runs, read_work, sweep_status  # SQLAlchemy (0.3 s)
+    from orchestrator.control.reconcile import reconcile_sweep  # the controller: SQLAlchemy (0.3 s)
 
     summary_only = fmt != "json" and not show_all  # a big sweep's table shows only some runs
     details_up_to = render_status.BIG if summary_only else None
@@ -124,7 +125,7 @@ def sweep_view(
         items.append(search_table(sweep, search, search_metric(store, sweep)))
     elif show_results:
         from cli.render.results import MAX_ACCURACY_LINES, accuracy_table, too_many_lines  # not for JSON
-        from db.queries import accuracy_lines, grid_results
+        from db.queries import accuracy_lines, grid_results  # SQLAlchemy (0.3 s)
 
         lines = accuracy_lines(store, sweep)
         items += (
@@ -133,7 +134,7 @@ def sweep_view(
             else accuracy_table(sweep, grid_results(store, sweep), width)
         )
     if show_results and runs and all(r.state == "COMPLETED" for r in runs):
-        from rich.text import Text
+        from rich.text import Text  # rich (0.025 s): not for JSON or --help
 
         items.append(Text(f"to share it: tp-sweep report {sweep} (one HTML file, opens offline)", style="dim"))
     return code, items, bar
@@ -144,9 +145,10 @@ def search_rows(store: Any, sweep: str) -> list[dict[str, Any]] | None:
     spec = store.sweep_spec(sweep)
     if not (spec or {}).get("search"):
         return None
+    from db.store import full_store  # the ORM (0.1 s)
     from orchestrator.search.driver import search_summary  # Optuna (about a second)
 
-    return search_summary(store.full_store(), sweep)
+    return search_summary(full_store(store), sweep)
 
 
 def search_metric(store: Any, sweep: str) -> str:
@@ -156,7 +158,7 @@ def search_metric(store: Any, sweep: str) -> str:
 
 def run_view(store: Any, run: Any, fmt: str, width: int) -> tuple[int, Any, Progress]:
     """(exit status, JSON text or renderables, progress) for one run: its levels, jobs, events."""
-    from rich.text import Text
+    from rich.text import Text  # rich (0.025 s): not for JSON or --help
 
     from cli.render.results import dict_table  # the store's queries: SQLAlchemy, 0.3 s
 
@@ -321,13 +323,11 @@ def watch(console: Any, view: View, interval: float) -> int:
     last view follows whole."""
     if not console.is_terminal:
         return _watch_lines(console, view, interval)
-    from rich.console import Group
-    from rich.live import Live
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
-    from rich.text import Text
-
-    from cli.render.tables import Plain
+    from rich.console import Group  # rich (0.025 s): not for JSON or --help
+    from rich.live import Live  # rich (0.025 s): not for JSON or --help
+    from rich.progress_bar import ProgressBar  # rich (0.025 s): not for JSON or --help
+    from rich.table import Table  # rich (0.025 s): not for JSON or --help
+    from rich.text import Text  # rich (0.025 s): not for JSON or --help
 
     code = 0
     with Live(console=console, auto_refresh=False, transient=False) as live:
@@ -375,7 +375,9 @@ def status_output(store, target: str, fmt: str, show_results: bool = True, show_
     """(exit status, output, progress) of `status TARGET`: a sweep, else a run (id or prefix)."""
     if store.sweep_spec(target) is not None:
         return sweep_view(store, target, fmt, _width(fmt), show_results, show_all)
-    full = store.full_store()  # a run's view reads its levels, jobs and events as entities
+    from db.store import full_store  # the ORM (0.1 s): a run's view reads its levels, jobs, events as entities
+
+    full = full_store(store)
     return run_view(full, find_run(full, target), fmt, _width(fmt))
 
 

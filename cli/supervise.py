@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.common import BadInput, console, error, open_store, report_bad_files
+from cli.render.launch import report_launch
 
 
 def _say(line: str) -> None:
@@ -36,7 +37,7 @@ def run_supervisor(
     """Supervise in this process until the sweep is done or nothing more can be done. Exit 0
     when it finished (or another supervisor holds the sweep), 1 when it stopped with work left."""
     from orchestrator.control.controller import stored_spec  # the controller: SQLAlchemy
-    from orchestrator.control.supervisor import Supervisor
+    from orchestrator.control.supervisor import Supervisor  # the controller: SQLAlchemy (0.3 s)
 
     spec = stored_spec(store, sweep)  # NotFound, SpecError: bad input, exit 2 (cli.tp_sweep.main)
     row = store.get_sweep(sweep)
@@ -79,7 +80,7 @@ def cmd_supervise(a: argparse.Namespace) -> int:
 def supervisor_params(store: Any, spec: Any) -> dict[str, Any]:
     """How to submit the sweep's supervisor job (kept in its lease row, for replacements)."""
     from orchestrator.control.submit import db_url_file  # the store: SQLAlchemy
-    from orchestrator.plan.spec import SupervisorSpec
+    from orchestrator.plan.spec import SupervisorSpec  # the planner (pydantic, YAML): 0.2 s
 
     sup = spec.supervisor or SupervisorSpec()
     out = Path(spec.output_dir).expanduser().resolve()
@@ -103,9 +104,9 @@ def launch_supervised(
     """`launch --supervise`: record the sweep (and submit what fits), then start its supervisor:
     a Slurm job when the sweep runs on Slurm (the launch returns at once), else here, in the
     foreground."""
-    from db import supervision
-    from orchestrator.control.controller import prepare
-    from orchestrator.plan.spec import SupervisorSpec
+    from db import supervision  # SQLAlchemy (0.3 s)
+    from orchestrator.control.controller import prepare  # the controller: SQLAlchemy (0.3 s)
+    from orchestrator.plan.spec import SupervisorSpec  # the planner (pydantic, YAML): 0.2 s
 
     sup = spec.supervisor or SupervisorSpec()
     where = sup.where or ("slurm" if kind == "slurm" else "local")
@@ -127,7 +128,7 @@ def launch_supervised(
             console.print(f"recorded {len(res.jobs_new)} new jobs; {len(todo)} to run, under the supervisor")
         supervision.want_supervision(store, spec.name, "local", sup.lease_s, None)
         return run_supervisor(store, spec.name)
-    from slurm.supervisor_job import mark_supervised, submit_if_gone
+    from slurm.supervisor_job import mark_supervised, submit_if_gone  # submitit (0.2 s)
 
     # The supervisor's job first: trainer jobs may fill a QOS that it shares with them.
     supervision.want_supervision(store, spec.name, "slurm", sup.lease_s, supervisor_params(store, spec))
@@ -149,15 +150,14 @@ def launch_supervised(
     elif row is not None:
         console.print(f"supervisor: already there ({row.describe()})")
     if spec.search is None:  # what fits now; the supervisor submits the rest
-        from cli.launch import report
-        from orchestrator.control.controller import submit_prepared
-        from orchestrator.control.submit import SubmitError
+        from orchestrator.control.controller import submit_prepared  # the controller: SQLAlchemy (0.3 s)
+        from orchestrator.control.submit import SubmitError  # the controller: SQLAlchemy (0.3 s)
 
         try:
             res = submit_prepared(store, spec, jobs, todo, kind, res)
         except SubmitError as exc:
             error(f"{exc}; the supervisor tries again")
             return 1
-        report(res, plan)
+        report_launch(res, plan)
         return 1 if res.bad else 0  # levels found damaged, as a plain launch says
     return 0

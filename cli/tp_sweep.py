@@ -7,6 +7,7 @@ Exit status: 0 success, 1 a run or check failed, 2 bad input (nothing submitted 
 from __future__ import annotations
 
 import argparse
+import csv
 import gc
 import json
 import os
@@ -44,13 +45,13 @@ from core.errors import TurboPruneError
 # ---- launch / supervise: loaded when asked for (YAML and the planner's tables: 0.04 s of every
 # other command, a tenth of a 10,000-run status) -------------------------------------------------
 def cmd_launch(a: argparse.Namespace) -> int:
-    from cli.launch import cmd_launch as launch
+    from cli.launch import cmd_launch as launch  # the planner, the store: not for --help or status
 
     return launch(a)
 
 
 def cmd_supervise(a: argparse.Namespace) -> int:
-    from cli.supervise import cmd_supervise as supervise
+    from cli.supervise import cmd_supervise as supervise  # the same
 
     return supervise(a)
 
@@ -93,7 +94,7 @@ def cmd_resume(a: argparse.Namespace) -> int:
     if a.reuse:  # the jobs' trainers read it (they inherit this environment)
         os.environ["TP_REUSE"] = a.reuse
     if spec.search is not None:  # the search goes on where it stopped, adopting its trials
-        from cli.launch import _supervised_elsewhere, run_search
+        from cli.launch import _supervised_elsewhere, run_search  # only for a search
         from orchestrator.plan.grid import plan_sweep  # the planner (pydantic, YAML): 0.2 s
 
         if _supervised_elsewhere(store, a.sweep):
@@ -102,7 +103,7 @@ def cmd_resume(a: argparse.Namespace) -> int:
         if a.reuse:
             spec = spec.model_copy(update={"reuse": a.reuse})
         return run_search(store, spec, store.get_sweep(a.sweep).spec, kind, plan_sweep(spec))
-    from cli.progress import LaunchProgress
+    from cli.progress import LaunchProgress  # rich's progress bars (0.025 s)
 
     progress = LaunchProgress(store, a.sweep, console) if kind in ("local", "debug") else None
     with progress or nullcontext():
@@ -121,7 +122,7 @@ def cmd_resume(a: argparse.Namespace) -> int:
 def cmd_cancel(a: argparse.Namespace) -> int:
     store = _store(a.db, target=a.target, runs=True)  # first: a typo answers before the imports
     from orchestrator.control.controller import cancel  # the controller: submitit's side
-    from orchestrator.control.reconcile import sweep_level_ids
+    from orchestrator.control.reconcile import sweep_level_ids  # the controller: SQLAlchemy (0.3 s)
 
     if store.get_sweep(a.target) is not None:
         level_ids = sweep_level_ids(store, a.target)
@@ -199,8 +200,6 @@ def cmd_query(a: argparse.Namespace) -> int:
     if a.format == "json":
         print(json_text(rows))
     elif a.format == "csv":
-        import csv
-
         rows = [{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
         if rows:
             w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
@@ -238,7 +237,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from cli.report import cmd_report as report
+    from cli.report import cmd_report as report  # the store and plotly's bundle: only for a report
 
     return report(a)
 
@@ -516,7 +515,7 @@ def _store_outage(exc: BaseException) -> str | None:
     """A one-line message for a store that became unreachable or failed mid-command (SQL
     parameters are hidden by the engine, so nothing secret is in it); None for anything else.
     Our own StoreError is an OutageError, which main maps before it gets here."""
-    import sqlalchemy as sa
+    import sqlalchemy as sa  # SQLAlchemy (0.3 s)
 
     if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
         text = str(getattr(exc, "orig", None) or exc).strip().splitlines()

@@ -11,8 +11,8 @@ __version__ = "0.1.0"  # the source tree's version (pyproject.toml reads it from
 
 def version() -> str:
     """The installed distribution's version, else the source tree's."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
+    from importlib.metadata import PackageNotFoundError  # importlib.metadata (a few ms): only for a version
+    from importlib.metadata import version as dist_version  # the same
 
     try:
         return dist_version("turboprune")

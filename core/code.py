@@ -726,6 +726,6 @@ def check_snapshot(code_dir: str | os.PathLike) -> None:
 
 
 def _version() -> str:
-    from core import version
+    from core import version  # importlib.metadata (a few ms): only for a snapshot's manifest
 
     return version()

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from core.errors import ConfigError
+from core.schema import known_key
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -296,8 +297,6 @@ def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
 def _schema_knows(key: str) -> bool:
     """A schema option the presets leave unset (docs/levels.md: new options stay out of them,
     so no id changes) may still be set by a spec: `prune.layers_to_ignore`."""
-    from core.schema import known_key  # core.schema imports this module
-
     return known_key(key)
 
 

@@ -148,3 +148,8 @@ def among(conn: sa.Connection, column: Any, values: Iterable[Any]) -> Any:
         return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(column.type)))
     each = sa.func.json_each(sa.bindparam(None, json.dumps(values), type_=sa.Text)).table_valued("value")
     return column.in_(sa.select(each.c.value))
+
+
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE matched (a CursorResult's rowcount; Session.execute is typed as plain Result)."""
+    return int(result.rowcount)

@@ -65,7 +65,7 @@ def store_url(source: str | os.PathLike) -> str:
     text = os.fspath(source)
     if "://" not in text:
         text = "sqlite:///" + os.path.abspath(os.path.expanduser(text))
-    from db.engine import resolve_url
+    from db.engine import resolve_url  # SQLAlchemy (0.3 s)
 
     return resolve_url(text)
 
@@ -73,12 +73,12 @@ def store_url(source: str | os.PathLike) -> str:
 @contextmanager
 def opened(source: Any) -> Iterator[Any]:
     """An open Store for `source` (closed afterwards unless the caller passed one in)."""
-    from db.store import Store
+    from db.store import Store  # the ORM (SQLAlchemy, 0.4 s)
 
     if isinstance(source, Store):
         yield source
         return
-    from db.engine import display_url, store_may_exist
+    from db.engine import display_url, store_may_exist  # SQLAlchemy (0.3 s)
 
     url = store_url(source)
     if not store_may_exist(url):
@@ -91,7 +91,7 @@ def opened(source: Any) -> Iterator[Any]:
 
 
 def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]):
-    import pandas as pd
+    import pandas as pd  # pandas (a second)
 
     cols = list(columns) + [k for k in (rows[0] if rows else {}) if k not in columns]
     return pd.DataFrame.from_records(rows, columns=cols)
@@ -99,7 +99,7 @@ def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]):
 
 def grid_points(source: Any, sweep: str):
     """One row per grid point: `tp-sweep query SWEEP --format json` as a DataFrame."""
-    from db.queries import grid_results
+    from db.queries import grid_results  # SQLAlchemy (0.3 s)
 
     with opened(source) as store:
         return _frame(grid_results(store, sweep), GRID_COLUMNS)
@@ -107,7 +107,7 @@ def grid_points(source: Any, sweep: str):
 
 def levels(source: Any, sweep: str):
     """One row per level of every run: `tp-sweep query SWEEP --levels --format json`."""
-    from db.queries import grid_results
+    from db.queries import grid_results  # SQLAlchemy (0.3 s)
 
     with opened(source) as store:
         return _frame(grid_results(store, sweep, levels=True), GRID_COLUMNS)
@@ -115,7 +115,7 @@ def levels(source: Any, sweep: str):
 
 def epochs(source: Any, sweep: str):
     """One row per recorded epoch of every level of every run of the sweep."""
-    from db.queries import epoch_results
+    from db.queries import epoch_results  # SQLAlchemy (0.3 s)
 
     with opened(source) as store:
         return _frame(epoch_results(store, sweep), EPOCH_COLUMNS)

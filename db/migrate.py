@@ -27,7 +27,7 @@ _LEGACY_VERSION_TABLE = "alembic_version"
 
 
 def _config(url: str | None = None):
-    from alembic.config import Config
+    from alembic.config import Config  # SQLAlchemy (0.3 s)
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -37,7 +37,7 @@ def _config(url: str | None = None):
 
 
 def head_revision() -> str | None:
-    from alembic.script import ScriptDirectory
+    from alembic.script import ScriptDirectory  # SQLAlchemy (0.3 s)
 
     return ScriptDirectory.from_config(_config()).get_current_head()
 
@@ -71,13 +71,13 @@ def _stored_revision(conn: Connection) -> str | None:
 
 
 def current_revision(conn: Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    from alembic.runtime.migration import MigrationContext  # SQLAlchemy (0.3 s)
 
     return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
 def _our_revisions() -> set[str]:
-    from alembic.script import ScriptDirectory
+    from alembic.script import ScriptDirectory  # SQLAlchemy (0.3 s)
 
     return {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
 
@@ -120,7 +120,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
         conn.rollback()
     if before == head:
         return before, before
-    from alembic import command
+    from alembic import command  # SQLAlchemy (0.3 s)
 
     is_sqlite = engine.dialect.name == "sqlite"
     with _sqlite_file_lock(engine) if is_sqlite else contextlib.nullcontext():
@@ -139,7 +139,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
 
 def upgrade_to(engine: Engine, revision: str) -> None:
     """Apply migrations up to `revision` (tests build old stores with it)."""
-    from alembic import command
+    from alembic import command  # SQLAlchemy (0.3 s)
 
     with engine.begin() as conn:
         cfg = _config()

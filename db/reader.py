@@ -4,8 +4,9 @@ reads status needs, through db/tables.py's Core tables alone.
 Why a class of its own: SQLAlchemy's ORM and the mapped classes (db/schema.py) cost 0.1 s to
 import, a tenth of a 10,000-run status. `StoreReader` never imports them; `Store` (db/store.py)
 is a StoreReader with the ORM writes and entity reads on top. A reader that has to write (status
-imports a level it found finished on disk, or marks a job LOST) asks `full_store()` for the Store,
-which shares its engine and is made only then.
+imports a level it found finished on disk, or marks a job LOST) asks `db.store.full_store(reader)`
+for the Store, which shares its engine and is made only then (the reader never imports db.store:
+the import goes one way, store on reader).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -22,9 +23,6 @@ from core.levels import skipped_epochs
 from db import migrate, tables
 from db.engine import StoreError, among, display_url, make_engine
 from db.tables import as_text
-
-if TYPE_CHECKING:
-    from db.store import Store
 
 ACTIVE_STATES = ("PENDING", "RUNNING")
 # Which job state a run shows when several jobs work on it: what needs attention first.
@@ -87,7 +85,7 @@ class StoreReader:
         self.url = url
         self.display_url = display_url(url)
         self.engine = make_engine(url)
-        self._full: Store | None = None
+        self._full: StoreReader | None = None  # its Store, once made (db.store.full_store)
         try:
             if migrate_schema:
                 migrate.upgrade(self.engine)
@@ -103,14 +101,6 @@ class StoreReader:
         except sa.exc.ArgumentError as exc:
             self.engine.dispose()
             raise StoreError(f"invalid database URL {self.display_url}: {_first_line(exc)}") from None
-
-    def full_store(self) -> Store:
-        """The full Store on this reader's engine (made on first use: it imports the ORM)."""
-        if self._full is None:
-            from db.store import Store  # the ORM: only when something is to be written
-
-            self._full = Store.sharing(self)
-        return self._full
 
     @contextmanager
     def read_connection(self) -> Iterator[sa.Connection]:
@@ -230,8 +220,3 @@ class StoreReader:
 def _json(value: Any) -> Any:
     """A JSON column as a value (a driver may hand it over as text)."""
     return json.loads(value) if isinstance(value, str) else value
-
-
-def _rowcount(result: Any) -> int:
-    """Rows an UPDATE matched (a CursorResult's rowcount; Session.execute is typed as plain Result)."""
-    return int(result.rowcount)

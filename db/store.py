@@ -13,13 +13,13 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from db.engine import StoreError, among, upsert
-from db.reader import ACTIVE_STATES, StoreReader, _rowcount
+from db.engine import StoreError, among, rowcount, upsert
+from db.reader import ACTIVE_STATES, StoreReader
 from db.schema import Epoch, Event, GridPoint, Job, Level, Run, RunLevel, Sweep, SweepRun
 from db.tables import utcnow
 
@@ -71,9 +71,6 @@ class Store(StoreReader):
         store.__dict__.update(reader.__dict__)
         store._full = store
         return store
-
-    def full_store(self) -> Store:
-        return self
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -429,7 +426,7 @@ class Store(StoreReader):
                 values["executor"] = executor
             if failure is not None:
                 values["failure"] = failure
-            if _rowcount(s.execute(q.values(**values))) == 0:
+            if rowcount(s.execute(q.values(**values))) == 0:
                 return False
             s.add(
                 Event(
@@ -448,7 +445,7 @@ class Store(StoreReader):
         with self.session() as s:
             # A new submission starts with a clean slate: the supervisor judges its own failure.
             return (
-                _rowcount(
+                rowcount(
                     s.execute(
                         sa.update(Job)
                         .where(Job.job_id == job_id, Job.state.in_(from_states))
@@ -474,7 +471,7 @@ class Store(StoreReader):
         message = message or f"submitted to {executor}"
         with self.session() as s:
             done = (
-                _rowcount(
+                rowcount(
                     s.execute(
                         sa.update(Job)
                         .where(Job.job_id == job_id, Job.state == "PENDING", Job.sched_id.is_(None))
@@ -560,6 +557,16 @@ class Store(StoreReader):
     def epochs(self, level_id: str) -> list[Epoch]:
         with self.reading() as s:
             return list(s.scalars(sa.select(Epoch).where(Epoch.level_id == level_id).order_by(Epoch.epoch)))
+
+
+def full_store(store: StoreReader) -> Store:
+    """The full Store on a reader's engine, made on its first use (it imports the ORM, which a
+    reader that only reads never pays for) and kept on the reader; a Store is its own."""
+    if isinstance(store, Store):
+        return store
+    if store._full is None:
+        store._full = Store.sharing(store)
+    return cast(Store, store._full)
 
 
 def _count_levels(conn: sa.Connection, run_ids: list[str]) -> None:

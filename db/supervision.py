@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from db.reader import StoreReader, _rowcount
+from db.engine import rowcount
+from db.reader import StoreReader
 from db.tables import actions as action_rows
 from db.tables import jobs, supervisors, utcnow
 
 if TYPE_CHECKING:
-    from db.store import Store
+    from db.store import Store  # types only
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def renew(store: Store, sweep: str, owner: str) -> bool:
     """The heartbeat; False when the lease is no longer ours (taken over)."""
     with store.session() as s:
         return (
-            _rowcount(
+            rowcount(
                 s.execute(
                     sa.update(supervisors)
                     .where(supervisors.c.sweep == sweep, supervisors.c.owner == owner)
@@ -183,7 +184,7 @@ def swap_sched_id(store: Store, sweep: str, expect: str | None, new: str | None)
     with store.session() as s:
         q = sa.update(supervisors).where(supervisors.c.sweep == sweep)
         q = q.where(supervisors.c.sched_id.is_(None) if expect is None else supervisors.c.sched_id == expect)
-        return _rowcount(s.execute(q.values(sched_id=new, updated_at=utcnow()))) == 1
+        return rowcount(s.execute(q.values(sched_id=new, updated_at=utcnow()))) == 1
 
 
 # ---- actions ---------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def judge(
         q = sa.update(jobs).where(jobs.c.job_id == job_id)
         if only_state is not None:
             q = q.where(jobs.c.state == only_state)
-        return _rowcount(s.execute(q.values(**values))) == 1
+        return rowcount(s.execute(q.values(**values))) == 1
 
 
 def count_retry(store: Store, job_id: str) -> None:

@@ -9,39 +9,18 @@ polls on every refresh.
 
 from __future__ import annotations
 
-import getpass
 import os
+import shlex
+import signal
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slurm.procs import pid_alive
-
-GONE = "GONE"  # the scheduler no longer knows the job
-_KEEP = ("SLURM_CONF",)
-
-
-@contextmanager
-def outside_job_env() -> Iterator[None]:
-    """Submit as if from outside any job: a supervisor (itself a Slurm job) or a job wrapper
-    submitting a new supervisor would otherwise export its own job's SLURM_* and SUBMITIT_*
-    variables (sbatch --export=ALL), and the new job's submitit would take the old job's id from
-    SLURM_ARRAY_JOB_ID and look for the wrong pickle."""
-    saved = {
-        k: v
-        for k, v in os.environ.items()
-        if (k.startswith(("SLURM_", "SUBMITIT_", "SLURMD_")) and k not in _KEEP)
-    }
-    for k in saved:
-        del os.environ[k]
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
+from slurm.procs import descendants, pid_alive
+from slurm.squeue import GONE, outside_job_env, poll
 
 
 @dataclass(frozen=True)
@@ -61,7 +40,7 @@ def code_env(code_dir: str | None, env: dict[str, str] | None = None) -> dict[st
     starts the trainer with it first on the path."""
     env = dict(os.environ if env is None else env)
     if code_dir:
-        from core.code import ROOT
+        from core.code import ROOT  # core.code: only to start a job's process
 
         env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONSAFEPATH"] = "1"
@@ -72,9 +51,7 @@ def code_setup(code_dir: str | None) -> list[str]:
     """The same, as lines of the sbatch script: they run again on every requeue of the job."""
     if not code_dir:
         return []
-    import shlex
-
-    from core.code import ROOT
+    from core.code import ROOT  # core.code: only to start a job's process
 
     return [f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}", "export PYTHONSAFEPATH=1"]
 
@@ -151,7 +128,7 @@ class SlurmExecutor(Executor):
     ) -> Any:
         """`chains` > 1: a packed job (slurm/job.py PackedJob), which asks for the GPUs of one
         job and `chains` times its CPUs and memory."""
-        import submitit
+        import submitit  # submitit (0.2 s)
 
         p = self.params
         over = overrides or {}
@@ -206,7 +183,7 @@ class SlurmExecutor(Executor):
 
     def limits(self) -> Any:
         """What the cluster allows these jobs (slurm/limits.py): array size, QOS submit limits."""
-        from slurm.limits import read_limits
+        from slurm.limits import read_limits  # scontrol and sacctmgr calls: only where a cluster is asked
 
         p = self.params
         return read_limits(p.sbatch_options() if hasattr(p, "sbatch_options") else dict(p.extra or {}))
@@ -215,27 +192,8 @@ class SlurmExecutor(Executor):
     MAX_IDS_PER_CALL = 2000
 
     def poll(self, job_ids: list[str]) -> dict[str, str]:
-        """One squeue call for all of them, whatever their number. `--states=all` also lists jobs
-        that ended but that slurmctld still remembers (MinJobAge), with their end state, which
-        a plain squeue leaves out (before: one scontrol call per such job)."""
-        if not job_ids:
-            return {}
-        out: dict[str, str] = {jid: GONE for jid in job_ids}
-        masters = sorted({jid.split("_")[0] for jid in job_ids})
-        which = ["-j", ",".join(masters)] if len(masters) <= self.MAX_IDS_PER_CALL else ["-u", getpass.getuser()]
-        sq = subprocess.run(
-            ["squeue", "-h", "-r", "--states=all", "-o", "%i|%T|%r", *which],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        for line in sq.stdout.splitlines():
-            jid, state, reason = (line.split("|") + ["", ""])[:3]
-            if jid in out:
-                # A job waiting on one that failed waits forever: report it so the controller
-                # can take it back (it stays PLANNED until its prerequisite is retried).
-                out[jid] = "DEPENDENCY_FAILED" if reason.strip() == "DependencyNeverSatisfied" else state.strip()
-        return out
+        """One squeue call for all of them, whatever their number (slurm/squeue.py)."""
+        return poll(job_ids, self.MAX_IDS_PER_CALL)
 
     def cancel(self, job_ids: list[str]) -> None:
         if job_ids:
@@ -251,7 +209,7 @@ class LocalExecutor(Executor):
     def submit(
         self, reqs: list[JobRequest], dependency: str | None = None, overrides: dict[str, Any] | None = None
     ) -> list[Any]:
-        import submitit
+        import submitit  # submitit (0.2 s)
 
         from slurm.job import PackedJob, TrainerJob  # submitit: only to submit
 
@@ -295,10 +253,6 @@ class LocalExecutor(Executor):
         submitit's LocalJob.cancel sends the controller: its KeyboardInterrupt printed a
         traceback on the launch's terminal for every cancelled job, a search's pruned trials
         included."""
-        import signal
-
-        from slurm.procs import descendants
-
         for jid in job_ids:
             try:
                 below = descendants(int(jid))
@@ -324,7 +278,7 @@ class DebugExecutor(Executor):
     def submit(
         self, reqs: list[JobRequest], dependency: str | None = None, overrides: dict[str, Any] | None = None
     ) -> list[Any]:
-        import submitit
+        import submitit  # submitit (0.2 s)
 
         from slurm.job import TrainerJob  # submitit: only to submit
 

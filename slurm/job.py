@@ -22,6 +22,7 @@ import time
 import submitit
 from submitit.core.utils import UncompletedJobError
 
+from core.atomic import write_json_atomic
 from core.layout import status_path
 from slurm.procs import children_of, pid_alive
 
@@ -67,8 +68,6 @@ def report(job_file: str, status: dict) -> None:
     """What the wrapper says of a job its trainer could not report on, beside the job file, where
     reconcile reads it (orchestrator/control/reconcile.py wrapper_report)."""
     try:
-        from core.atomic import write_json_atomic
-
         write_json_atomic(status_path(job_file), status)
     except OSError:
         pass
@@ -111,7 +110,7 @@ def check_code(job_file: str, code_dir: str) -> None:
     snapshot: slurm/executors.py), before any process has it on its import path. A refused one is
     set aside and the job fails with failure ERROR, which the supervisor does not retry
     (orchestrator/control/policy.py): a relaunch makes a fresh snapshot."""
-    from core.code import SnapshotRefused, check_snapshot
+    from core.code import SnapshotRefused, check_snapshot  # code identity: hashes the trainer's files (0.1 s cold)
 
     try:
         check_snapshot(code_dir)
@@ -192,7 +191,7 @@ def replace_supervisor(job_file: str, db_file: str) -> None:
     """A job of a supervised sweep that ends while the supervisor's lease is stale submits a new
     supervisor (slurm/supervisor_job.py), so a killed supervisor is replaced without a person.
     Costs one small query when the sweep is supervised, and nothing else otherwise."""
-    from slurm.supervisor_job import replace_if_stale
+    from slurm.supervisor_job import replace_if_stale  # only for supervised sweeps (and their store)
 
     replace_if_stale(job_file, db_file)
 

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from slurm import limits
+from slurm.limits import _run, preemption_warning
 
 MAX_FILE_BYTES = 256 * 1024
 # Keys a profile may set: the executor's (orchestrator/plan/spec.py ExecutorSpec), of which
@@ -67,7 +69,7 @@ def clusters_file() -> Path:
 
 def load_profiles(path: Path | None = None) -> dict[str, dict[str, Any]]:
     """Every profile of the clusters file, checked; {} when there is no file."""
-    import yaml
+    import yaml  # YAML (0.015 s): only when a clusters file is read
 
     path = path or clusters_file()
     try:
@@ -135,7 +137,6 @@ def merge(profile: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
 
 # ---- tp-sweep cluster check ---------------------------------------------------------------------
 def _sinfo() -> list[dict[str, str]] | None:
-    from slurm.limits import _run
 
     out = _run("sinfo", "-h", "-o", "%R|%a|%l|%D|%c|%m|%f|%G")
     if out is None or out.returncode != 0:
@@ -161,8 +162,6 @@ def _words(expr: str) -> set[str]:
 def cluster_facts() -> dict[str, Any] | None:
     """What the cluster allows: partitions (sinfo, scontrol), config limits, the user's accounts
     and QOS (sacctmgr; None without accounting). None when Slurm does not answer."""
-    from slurm import limits
-
     rows = _sinfo()
     if rows is None:
         return None
@@ -267,8 +266,6 @@ def check(profile: dict[str, Any], facts: dict[str, Any]) -> tuple[list[str], li
                     + f"; allowed: {', '.join(sorted(allowed)) or 'none'}"
                 )
     if p is not None:
-        from slurm.limits import preemption_warning
-
         warn = preemption_warning(
             name, int(profile.get("signal_delay_s", 120)), False, facts["config"], facts["scontrol_partitions"]
         )

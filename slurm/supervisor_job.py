@@ -26,7 +26,9 @@ from typing import Any
 
 import submitit
 
+from slurm import squeue
 from slurm.procs import pid_alive
+from slurm.squeue import outside_job_env
 
 ALIVE = {
     "PENDING",
@@ -100,8 +102,6 @@ def submit_supervisor(params: dict[str, Any]) -> str:
         signal_delay_s=int(params.get("signal_delay_s", 60)),
         additional_parameters=extra,
     )
-    from slurm.executors import outside_job_env
-
     with outside_job_env():
         job = ex.submit(SupervisorJob(), params["sweep"], params["db_file"], params["workdir"])
     return str(job.job_id)
@@ -116,9 +116,7 @@ def mark_supervised(output_dir: str, sweep: str) -> None:
 def _scheduler_state(sched_id: str | None) -> str | None:
     if not sched_id or not re.fullmatch(r"\d+(_\d+)?", sched_id):
         return None
-    from slurm.executors import SlurmExecutor
-
-    return SlurmExecutor(None, Path(".")).poll([sched_id]).get(sched_id)
+    return squeue.poll([sched_id]).get(sched_id)
 
 
 def replace_if_stale(job_file: str, db_file: str, me: str | None = None) -> list[str]:
@@ -162,7 +160,7 @@ def submit_if_gone(store: Any, sweep: str, actor: str, me: str, who: str, job_id
     """Submit the sweep's supervisor job unless one holds the lease or is queued, running or
     requeued; of several callers at once, one submits (a compare-and-set on its job id).
     Returns the new job's id, None when none was needed."""
-    from db import supervision
+    from db import supervision  # SQLAlchemy (0.3 s)
 
     row = supervision.lease(store, sweep)
     if row is None or row.stopped or row.where != "slurm" or not row.submit or row.held:

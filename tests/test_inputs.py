@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from cli.launch import inputs_phrase
+from cli.render.launch import inputs_phrase
 from core.inputs import FULL_HASH_BYTES, data_fingerprint, file_fingerprint, input_changes, library_versions
 
 DIGITS_MLP = {"model": {"name": "mlp"}, "data": {"name": "digits"}}

@@ -72,10 +72,10 @@ def level_path(source: Any, level_id: str) -> Path:
             if found:
                 return found[0]
         raise LevelNotFound(f"no level {level_id} under {root}")
-    import sqlalchemy as sa
+    import sqlalchemy as sa  # SQLAlchemy (0.3 s)
 
-    from db.frames import opened
-    from db.schema import Level
+    from db.frames import opened  # SQLAlchemy (0.3 s): only for a store
+    from db.schema import Level  # the ORM (SQLAlchemy, 0.4 s)
 
     with opened(source) as store, store.reading() as s:
         found = s.execute(
@@ -99,7 +99,7 @@ def level_path(source: Any, level_id: str) -> Path:
 
 
 def _is_store(source: Any) -> bool:
-    from db.store import Store
+    from db.store import Store  # the ORM (SQLAlchemy, 0.4 s)
 
     if isinstance(source, Store):
         return True
@@ -111,7 +111,7 @@ def load_level(source: Any, level_id: str, map_location: str = "cpu") -> LevelAr
     """A level's description, result, weights and masks (torch tensors on `map_location`).
     BadLevel (a ValueError) when its folder fails its checks: renamed, edited, or holding
     another level's final.pt."""
-    from trainer.checkpoint import load_weights
+    from trainer.checkpoint import load_weights  # torch (seconds)
 
     path = level_path(source, level_id)
     d = LevelDir(path)

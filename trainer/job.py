@@ -99,7 +99,7 @@ def failure_message(exc: BaseException, log: str | None) -> str:
 
 def inject_fault(spec: str, job: dict, job_file: Path, recorder: Recorders | None) -> None:
     """TP_FAULT, for tests (see the module's docstring)."""
-    import signal
+    import signal  # only under TP_FAULT, for tests
 
     ids = [str(job["job_id"]), *map(str, job["levels"]), *map(str, job.get("runs") or {})]
     for item in spec.split(","):
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.job_file} is not a job file: {exc}", file=sys.stderr)
         return 2
 
-    from core.code import MANIFEST, ROOT, verify_snapshot
+    from core.code import MANIFEST, ROOT, verify_snapshot  # code identity: hashes the trainer's files (0.1 s cold)
 
     if (ROOT / MANIFEST).exists() and verify_snapshot(ROOT) != ROOT.name:
         # a snapshot is immutable: one edited after its launch is not the code the levels name

@@ -54,7 +54,7 @@ def hosts(info: DistInfo) -> list[str]:
     me = socket.gethostname()
     if not info.distributed:
         return [me]
-    import torch.distributed as dist
+    import torch.distributed as dist  # torch (seconds)
 
     got: list[Any] = [None] * info.world_size
     dist.all_gather_object(got, me)

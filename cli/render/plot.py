@@ -66,10 +66,10 @@ def plot_accuracy(
     rows: list[dict[str, Any]], metric: str, out: str, title: str = "", x: str = "sparsity"
 ) -> dict[str, list[tuple[float, float, bool]]]:
     """Write the PNG; returns what it drew: per method, (x measure, mean metric %, hollow)."""
-    import matplotlib
+    import matplotlib  # matplotlib (a second)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib (a second)
 
     field, reference = FIELDS[x], _reference(rows)
     left_out = {id(r) for r in unmeasured(rows, metric, x)}
@@ -115,7 +115,7 @@ def plot_accuracy(
         ax.set_xscale("log")
         ax.invert_xaxis()  # pruning goes to the right
         if x == "density":
-            from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+            from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # matplotlib (a second)
 
             lo, hi = min(ax.get_xlim()), max(ax.get_xlim())
             marks = [m for m in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01) if lo <= m <= hi]

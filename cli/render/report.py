@@ -103,8 +103,8 @@ class ReportError(UserError, ValueError):
 def collect(store: Any, sweep: str) -> dict[str, Any]:
     """Everything the page shows, as plain JSON-able data, read from the store (as recorded: no
     scheduler is asked; `tp-sweep status` reconciles first)."""
-    from db.queries import RESULT_KEYS, QueryError, grid_results, group, run_curves
-    from db.summaries import job_trouble, provenance, sweep_status
+    from db.queries import RESULT_KEYS, QueryError, grid_results, group, run_curves  # SQLAlchemy (0.3 s)
+    from db.summaries import job_trouble, provenance, sweep_status  # SQLAlchemy (0.3 s)
 
     row = store.get_sweep(sweep)
     if row is None:
@@ -255,7 +255,7 @@ def accuracy_lines(rows: list[dict[str, Any]], axes: list[str]) -> dict[str, Any
 
 def search_data(store: Any, sweep: str, search_spec: dict[str, Any]) -> dict[str, Any]:
     """The best trial per cell (`query --best`) and every trial's parameters and value."""
-    from orchestrator.search.driver import search_summary, search_trials
+    from orchestrator.search.driver import search_summary, search_trials  # Optuna (about a second)
 
     cells = search_summary(store, sweep)
     trials = search_trials(store, sweep, most=MAX_TRIALS)
@@ -273,7 +273,7 @@ def search_data(store: Any, sweep: str, search_spec: dict[str, Any]) -> dict[str
 # ---- the page --------------------------------------------------------------------------------
 def plotly_bundle() -> tuple[str, str]:
     """(base64 of gzip-compressed plotly.min.js, plotly's version), from the installed wheel."""
-    from importlib import metadata, resources
+    from importlib import metadata, resources  # importlib.metadata (a few ms): only for the bundle
 
     raw = (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
     return base64.b64encode(gzip.compress(raw, 6, mtime=0)).decode("ascii"), metadata.version("plotly")
@@ -512,7 +512,7 @@ def _short(v: Any) -> str:
 
 
 def _provenance_html(d: dict[str, Any], plotly_version: str) -> str:
-    from core import version
+    from core import version  # importlib.metadata (a few ms): only for the page's footer
 
     p = d["provenance"]
     hosts = (
@@ -550,7 +550,7 @@ def _provenance_html(d: dict[str, Any], plotly_version: str) -> str:
 def render(d: dict[str, Any]) -> str:
     """The page: tables in HTML (readable without scripts), charts drawn by plotly.js from the
     embedded data."""
-    import yaml
+    import yaml  # YAML (0.015 s): only to print the spec
 
     bundle, plotly_version = plotly_bundle()
     spec_text = yaml.safe_dump(_clean(d["spec"]), sort_keys=False, allow_unicode=False, width=100)

@@ -47,7 +47,7 @@ def accuracy_table(sweep: str, rows: list[dict[str, Any]], width: int, metric: s
 
 def too_many_lines(sweep: str, lines: int, extra: list[str] | None = None) -> list[Any]:
     """What status says instead of an accuracy table of more than MAX_ACCURACY_LINES lines."""
-    from rich.text import Text
+    from rich.text import Text  # rich (0.025 s): not for JSON or --help
 
     by = ",".join(["method", *(extra or ["AXES"]), "sparsity"])
     return [
@@ -110,7 +110,7 @@ def query_table(title: str, rows: list[dict[str, Any]], width: int, levels: bool
     in the title; grouped rows show mean ± std of each metric in one column. `levels`: a row per
     level (`--levels`), whose kind and id stay when columns must go."""
     priority = _LEVELS_PRIORITY if levels else _QUERY_PRIORITY
-    from rich.text import Text
+    from rich.text import Text  # rich (0.025 s): not for JSON or --help
 
     if not rows:
         return [Text(f"{title}: no rows")]
@@ -148,7 +148,7 @@ def query_table(title: str, rows: list[dict[str, Any]], width: int, levels: bool
 
 def dict_table(title: str, rows: list[dict[str, Any]], width: int, key_cols: tuple[str, ...] = ()) -> list[Any]:
     """A list of dicts (one run's levels, jobs, events), accuracies in percent, ids shortened."""
-    from rich.text import Text
+    from rich.text import Text  # rich (0.025 s): not for JSON or --help
 
     if not rows:
         return [Text(f"{title}: none")]

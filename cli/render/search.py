@@ -91,7 +91,7 @@ def best_renderables(sweep: str, rows: list[dict[str, Any]], metric: str) -> lis
     """`query SWEEP --best` for the terminal: each cell's best trial as keys and values, a line
     each, so that its value and every searched parameter show whole at any width (as the
     columns of one table they were dropped below 200 columns). The keys are the JSON's."""
-    from rich.text import Text
+    from rich.text import Text  # rich (0.025 s): not for JSON or --help
 
     if not rows:
         return [Text(f"{sweep}: no search cells yet")]

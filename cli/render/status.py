@@ -176,7 +176,7 @@ def method_state_table(runs: list[RunSummary], width: int) -> list[Any]:
 def status_renderables(
     sweep: str, runs: list[RunSummary], totals: SweepTotals, width: int, show_all: bool = False
 ) -> list[Any]:
-    from rich.text import Text
+    from rich.text import Text  # rich (0.025 s): not for JSON or --help
 
     out: list[Any] = [Text.from_markup(line) for line in header(sweep, runs, totals, width)]
     axes = sorted({k for r in runs for k in r.axes})
@@ -213,7 +213,7 @@ def status_renderables(
 
 def messages(runs: list[RunSummary], most: int = 10) -> list[Any]:
     """Why runs stopped (the job's last message), a line each, under the table."""
-    from rich.text import Text
+    from rich.text import Text  # rich (0.025 s): not for JSON or --help
 
     said = [r for r in runs if r.message and r.state not in ("COMPLETED", "RUNNING", "PENDING")]
     lines = [Text(f"{r.run_id[:8]} {r.state}: {r.message}") for r in said[:most]]
@@ -224,7 +224,7 @@ def messages(runs: list[RunSummary], most: int = 10) -> list[Any]:
 
 def supervisor_lines(info: dict[str, Any]) -> list[Any]:
     """Where the sweep's supervisor runs, its last heartbeat, and its last actions with reasons."""
-    from rich.text import Text
+    from rich.text import Text  # rich (0.025 s): not for JSON or --help
 
     if info.get("where") is None:
         head = "supervisor: none recorded"

@@ -90,7 +90,7 @@ def layout(
 def phrases(parts: Sequence[str], width: int, sep: str = " · ", indent: str = "  ") -> list[str]:
     """Join phrases into lines no wider than `width` (measured without rich markup), breaking
     only between phrases: a line never wraps in the middle of "FAILED 3" or "4 GPUs a job"."""
-    from rich.text import Text
+    from rich.text import Text  # rich (0.025 s): not for JSON or --help
 
     lines: list[str] = []
     cur, cur_len = "", 0
@@ -125,7 +125,7 @@ def renderables(
 ) -> list[Any]:
     """Rows (dicts of cell text) as one or more tables fitting `width`, with a title and a note
     naming what was left out: rich Tables, or Plain text for long tables."""
-    from rich.text import Text
+    from rich.text import Text  # rich (0.025 s): not for JSON or --help
 
     panels, widths, dropped = layout(cols, rows, width)
     out: list[Any] = [Text(title)] if title else []
@@ -165,8 +165,8 @@ def render(
 
 
 def _rich(cols: Sequence[Col], rows: Sequence[dict[str, str]], widths: dict[str, int]):
-    from rich import box
-    from rich.table import Table
+    from rich import box  # rich (0.025 s): not for JSON or --help
+    from rich.table import Table  # rich (0.025 s): not for JSON or --help
 
     # A space of padding on the right and the box's space divider: SEP (2) between columns.
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.layout import RESULT_FILE, LevelCheck, LevelDir
+from core.layout import RESULT_FILE, LevelCheck, LevelDir, read_json_bounded, status_path
 from db.reader import ACTIVE_STATES, StoreReader
+from slurm.squeue import GONE  # the scheduler no longer knows the job
 
 if TYPE_CHECKING:
-    from db.store import Store
+    from db.store import Store  # types only
 
 FINAL = LevelDir(Path(".")).final.name  # a level is finished once this file exists (and metrics.json)
 RESULT = RESULT_FILE
@@ -49,18 +50,22 @@ _SCHED_FAILURE = {
     "FAILED": "LOST",
     "COMPLETED": "LOST",  # the trainer never said why: it died without a word
 }
-GONE = "GONE"  # slurm.executors.GONE: the scheduler no longer knows the job (imported lazily there)
 _SCHED_ENDED = set(_SCHED_TO_STATE) | {GONE}
 _SCHED_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING"}
 SUBMIT_STALE_S = 600  # a job claimed for submission but never given a scheduler id
 WATCHED = (*ACTIVE_STATES, "PREEMPTED")  # states the scheduler may still change
 
 
+def _full(store: StoreReader) -> Store:
+    """The Store behind a reader, for a write (db.store.full_store)."""
+    from db.store import full_store  # the ORM (0.1 s): only once status has something to write
+
+    return full_store(store)
+
+
 def job_report(job: Any) -> dict[str, Any]:
     """What the trainer or its job wrapper (slurm/job.py) left beside the job file at its end:
     its state, message and progress; {} when nothing."""
-    from core.layout import read_json_bounded, status_path
-
     try:  # a regular file of at most 64 kB (a FIFO there must not hang status)
         data = read_json_bounded(status_path(job.job_file), 64 << 10, "the job's status file")
     except (OSError, ValueError):  # BadFile is a ValueError
@@ -101,7 +106,7 @@ def sync_from_disk(
     (LevelDir.inspect: its name is the id its level.json holds, that id is the hash of the
     content, metrics.json is well-formed): a bad one is not imported, and lands in `bad` with
     the reason."""
-    states = None if unfinished else store.full_store().level_states(list(level_dirs))
+    states = None if unfinished else _full(store).level_states(list(level_dirs))
     results = {}
     for lid, path in level_dirs.items():
         st = None if states is None else states.get(lid)
@@ -121,7 +126,7 @@ def sync_from_disk(
             elif check.result is not None:
                 results[lid] = check.result
     if results:
-        store.full_store().import_results(results)
+        _full(store).import_results(results)
     return len(results)
 
 
@@ -138,7 +143,7 @@ def check_folders(level_dirs: dict[str, str]) -> dict[str, str]:
 
 
 def sweep_level_ids(store: Store, sweep: str) -> list[str]:
-    import sqlalchemy as sa
+    import sqlalchemy as sa  # SQLAlchemy (0.3 s)
 
     from db.schema import RunLevel, Sweep, SweepRun  # SQLAlchemy, 0.3 s
 
@@ -154,7 +159,7 @@ def sweep_level_ids(store: Store, sweep: str) -> list[str]:
 
 
 def store_level_dirs(store: Store, level_ids: list[str]) -> dict[str, str]:
-    import sqlalchemy as sa
+    import sqlalchemy as sa  # SQLAlchemy (0.3 s)
 
     from db.schema import Level  # SQLAlchemy, 0.3 s
 
@@ -205,7 +210,7 @@ def reconcile_jobs(
     changed = False
     for j in jobs:  # claimed for submission by a launch that died before it got a scheduler id
         if j.state == "PENDING" and not j.sched_id and _age(j.updated_at, now) > submit_stale_s:
-            changed |= store.full_store().set_job_state(
+            changed |= _full(store).set_job_state(
                 j.job_id, "PLANNED", only_from=("PENDING",), message="submission never completed"
             )
     watched = [j for j in jobs if j.sched_id and j.state in WATCHED]
@@ -226,7 +231,7 @@ def reconcile_jobs(
                 continue
             if sched == "DEPENDENCY_FAILED":
                 executor.cancel([j.sched_id])
-                changed |= store.full_store().set_job_state(
+                changed |= _full(store).set_job_state(
                     j.job_id,
                     "PLANNED",
                     only_from=ACTIVE_STATES,
@@ -246,13 +251,13 @@ def reconcile_jobs(
                     state, failure, msg = "TIMEOUT", "TIMEOUT", timeout_message(j, said)
                 elif said:
                     failure, msg = str(said["failure"]), f"{said.get('message') or msg} (job {j.sched_id})"
-                changed |= store.full_store().set_job_state(
+                changed |= _full(store).set_job_state(
                     j.job_id, state, message=msg, only_from=ACTIVE_STATES, failure=failure
                 )
             elif sched == GONE:
                 age = _age(j.heartbeat_at or j.updated_at, now)
                 if age > lost_after_s():
-                    changed |= store.full_store().set_job_state(
+                    changed |= _full(store).set_job_state(
                         j.job_id,
                         "LOST",
                         only_from=ACTIVE_STATES,
@@ -260,7 +265,7 @@ def reconcile_jobs(
                         message=f"job {j.sched_id} is gone and the last heartbeat is {age:.0f} s old",
                     )
     if changed:
-        fresh = store.full_store().jobs([j.job_id for j in jobs])
+        fresh = _full(store).jobs([j.job_id for j in jobs])
         return [fresh[j.job_id] for j in jobs]
     return jobs
 
@@ -271,7 +276,7 @@ def _preempted(store: StoreReader, j: Any, sched: str, now: float) -> bool:
     time limit after max_requeues, cancelled behind our back. Those keep their checkpoint and
     get the failure class the supervisor resubmits them by."""
     if sched in _SCHED_QUEUED:
-        return store.full_store().set_job_state(
+        return _full(store).set_job_state(
             j.job_id, "PENDING", message="requeued by the scheduler", only_from=("PREEMPTED",)
         )
     if sched == "RUNNING":
@@ -287,7 +292,7 @@ def _preempted(store: StoreReader, j: Any, sched: str, now: float) -> bool:
     if sched in ("TIMEOUT", "DEADLINE") or said.get("failure") == "TIMEOUT":
         # Slurm's own limit, or submitit's handler ending the job at the warning (Slurm: FAILED);
         # the job wrapper says which (slurm/job.py timed_out_status).
-        return store.full_store().set_job_state(
+        return _full(store).set_job_state(
             j.job_id,
             "TIMEOUT",
             only_from=("PREEMPTED",),
@@ -300,7 +305,7 @@ def _preempted(store: StoreReader, j: Any, sched: str, now: float) -> bool:
         "CANCELLED": "was cancelled outside tp-sweep (scancel?)",
         GONE: "is gone",
     }.get(sched, f"ended {sched}")
-    return store.full_store().set_job_state(
+    return _full(store).set_job_state(
         j.job_id,
         "PREEMPTED",
         only_from=("PREEMPTED",),

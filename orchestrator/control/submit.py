@@ -161,8 +161,6 @@ def submit_jobs(
 
 
 def _overrides_key(job: Job) -> str:
-    import json
-
     return json.dumps(job.sbatch or {}, sort_keys=True)
 
 
@@ -248,7 +246,7 @@ def _submit_chunk(
     except Exception as exc:  # noqa: BLE001 - sbatch missing, slurmctld down, a rejected option, a limit...
         for j, prev in claimed:
             store.unclaim(j.job_id, prev)
-        from slurm.limits import limit_refusal
+        from slurm.limits import limit_refusal  # scontrol and sacctmgr calls: only where a cluster is asked
 
         limit = limit_refusal(str(exc))
         if limit is not None:
@@ -289,7 +287,7 @@ class _Patient:
         self.store, self.give_up_s = store, give_up_s
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        import sqlalchemy as sa
+        import sqlalchemy as sa  # SQLAlchemy (0.3 s)
 
         start, warned = time.monotonic(), False
         while True:
@@ -414,7 +412,7 @@ class LocalDriver:
                 self.queued.discard(job.job_id)
 
     def drive(self, on_progress: Callable[[], None] | None = None) -> None:
-        import sqlalchemy as sa
+        import sqlalchemy as sa  # SQLAlchemy (0.3 s)
 
         while self.busy:
             self.step()

@@ -147,7 +147,7 @@ class Supervisor:
             f"{', Slurm job ' + self.sched_id if self.sched_id else ''}), a pass every "
             f"{self.poll_s:g} s, lease {self.lease_s:g} s{took}",
         )
-        import sqlalchemy as sa
+        import sqlalchemy as sa  # SQLAlchemy (0.3 s)
 
         stopped: str | None = None
         outage_since: float | None = None
@@ -300,9 +300,9 @@ class Supervisor:
         return d
 
     def store_node(self, job_id: str) -> str | None:
-        import sqlalchemy as sa
+        import sqlalchemy as sa  # SQLAlchemy (0.3 s)
 
-        from db.schema import Attempt
+        from db.schema import Attempt  # the ORM (SQLAlchemy, 0.4 s)
 
         with self.store.reading() as s:
             return s.scalar(
@@ -334,7 +334,7 @@ class Supervisor:
         if self.kind != "slurm":
             h.node_failures = {}  # local jobs have no node to avoid
         elif cls in NODE_CLASSES and node:
-            from slurm.limits import partition_nodes
+            from slurm.limits import partition_nodes  # scontrol and sacctmgr calls: only where a cluster is asked
 
             h.partition_nodes = partition_nodes(self.spec.executor.partition)
         return h
@@ -343,7 +343,7 @@ class Supervisor:
         if self.kind != "slurm":
             return None
         if self._limits is None or time.monotonic() - self._limits[0] > LIMITS_TTL_S:
-            from slurm.limits import read_limits
+            from slurm.limits import read_limits  # scontrol and sacctmgr calls: only where a cluster is asked
 
             self._limits = (time.monotonic(), read_limits(self.spec.executor.sbatch_options()))
         return self._limits[1]

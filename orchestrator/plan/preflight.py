@@ -5,10 +5,15 @@ list of the library's models (`check_zoo_names`)."""
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import inspect
+import json
+import os
 from pathlib import Path
 from typing import Any
 
+from core.atomic import write_json_atomic
 from core.errors import UserError
 from core.plugins import PluginError, is_ref
 from core.zoo import ZOOS, split
@@ -21,8 +26,6 @@ class PreflightError(UserError, ValueError):
 
 def _sources_key() -> str:
     """What the registries are made of: the trainer's model, data and optimizer modules."""
-    import hashlib
-
     root = Path(__file__).resolve().parents[2] / "trainer"
     files = sorted([*root.glob("models/*.py"), *root.glob("data/*.py"), root / "optim.py"])
     h = hashlib.sha256()
@@ -33,15 +36,11 @@ def _sources_key() -> str:
 
 
 def _cache_dir() -> Path:
-    import os
-
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "turboprune"
 
 
 def _read_cache(path: Path) -> Any:
-    import json
-
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -50,8 +49,6 @@ def _read_cache(path: Path) -> Any:
 
 def _write_cache(path: Path, obj: Any) -> None:
     try:
-        from core.atomic import write_json_atomic
-
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, obj)
     except OSError:
@@ -90,7 +87,7 @@ def registries() -> dict[str, Any]:
 # ---- model zoos --------------------------------------------------------------------------------
 def zoo_version(zoo: str) -> str | None:
     """The installed version of the zoo's library (its metadata: no import), None if absent."""
-    from importlib import metadata
+    from importlib import metadata  # importlib.metadata (a few ms): only for a cold cache
 
     try:
         return metadata.version(ZOOS[zoo])
@@ -116,8 +113,6 @@ def zoo_names(zoo: str, version: str) -> list[str]:
 def zoo_name_problem(name: str) -> str | None:
     """What is wrong with a zoo model's name (`torchvision/resnet19`: unknown, with the closest
     names), None when its library lists it or when `name` is not a zoo name."""
-    import difflib
-
     parts = split(name)
     if parts is None:
         return None
@@ -319,8 +314,8 @@ def _device_data_checks(data: dict[str, Any], seen: dict[str, str | None]) -> li
     if data.get("loader") != "device":
         return []
     from trainer.data import DataError  # torch, already imported by registries() on a cold cache
-    from trainer.data.cifar_files import read_cifar
-    from trainer.data.ffcv_loaders import check_beton
+    from trainer.data.cifar_files import read_cifar  # torch (seconds)
+    from trainer.data.ffcv_loaders import check_beton  # torch (seconds)
 
     out = []
     keys = ["root"] if data.get("root") else ["train_path", "val_path"]

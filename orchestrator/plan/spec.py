@@ -173,7 +173,12 @@ class ExecutorSpec(_Strict):
     @classmethod
     def _with_profile(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("profile") is not None:
-            from slurm.profiles import ProfileError, clusters_file, get_profile, merge
+            from slurm.profiles import (  # only for specs that name a cluster profile
+                ProfileError,
+                clusters_file,
+                get_profile,
+                merge,
+            )  # scontrol and sacctmgr calls: only where a cluster is asked
 
             if not isinstance(data["profile"], str):
                 raise ValueError(f"profile: {_short(data['profile'])} is not a profile name")
@@ -225,7 +230,7 @@ class ExecutorSpec(_Strict):
 def check_profile_bounds(path: str | os.PathLike[str], name: str, profile: dict[str, Any]) -> None:
     """A clusters.yaml profile held to the executor block's types and bounds on its own, so that
     its bad value is blamed on the clusters file and the profile, not on a spec that names it."""
-    from slurm.profiles import ProfileError
+    from slurm.profiles import ProfileError  # scontrol and sacctmgr calls: only where a cluster is asked
 
     try:
         ExecutorSpec.model_validate(profile)

@@ -71,14 +71,14 @@ def cells_of(plan: SweepPlan) -> list[Cell]:
 
 
 def study_names(storage: Any, sweep: str) -> list[str]:
-    import optuna
+    import optuna  # Optuna (about a second)
 
     return [n for n in optuna.study.get_all_study_names(storage) if n.startswith(f"{sweep}|")]
 
 
 def storage_for(url: str):
     """Optuna's RDB storage on the store's own database."""
-    import optuna
+    import optuna  # Optuna (about a second)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -103,7 +103,11 @@ def _decode(value: Any, choices: list[Any]) -> Any:
 
 
 def distributions(search: SearchSpec) -> dict[str, Any]:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (  # Optuna (about a second)
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     out: dict[str, Any] = {}
     for key, d in search.params.items():
@@ -120,7 +124,7 @@ def _sampler(search: SearchSpec, asked: int = 0):
     """The study's sampler. `asked`: trials the study holds already. A driver started again (a
     relaunch, a new supervisor) seeds it past them: seeded as the first one was, a random
     sampler would ask the same points again, and the search would repeat its first trials."""
-    import optuna
+    import optuna  # Optuna (about a second)
 
     s = search.sampler
     seed = (s.seed + asked) % 2**32
@@ -134,7 +138,7 @@ def _sampler(search: SearchSpec, asked: int = 0):
 
 
 def _grid_class():
-    import optuna
+    import optuna  # Optuna (about a second)
 
     class AskTellGrid(optuna.samplers.GridSampler):
         """GridSampler stops `optimize` when the grid is used up, by calling `study.stop()`,
@@ -151,7 +155,7 @@ def _AskTellGrid(space: dict[str, list[Any]], seed: int):  # noqa: N802 - a clas
 
 
 def _pruner(search: SearchSpec):
-    import optuna
+    import optuna  # Optuna (about a second)
 
     p = search.pruner
     if p is None or p.name == "none":
@@ -240,7 +244,7 @@ class SearchDriver:
 
     # ---- bookkeeping ------------------------------------------------------------------------
     def _studies(self):
-        import optuna
+        import optuna  # Optuna (about a second)
 
         storage = storage_for(self.store.url)
         studies = {
@@ -262,7 +266,7 @@ class SearchDriver:
 
     def _done(self, study) -> int:
         """Trials that count against n_trials: complete, pruned, or failed for good."""
-        from optuna.trial import TrialState
+        from optuna.trial import TrialState  # Optuna (about a second)
 
         return sum(
             1
@@ -295,8 +299,8 @@ class SearchDriver:
 
     def _adopt(self, studies) -> None:
         """Trials a previous driver started and never told: watch them again."""
-        import optuna
-        from optuna.trial import TrialState
+        import optuna  # Optuna (about a second)
+        from optuna.trial import TrialState  # Optuna (about a second)
 
         for cell, study in studies.items():
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -381,7 +385,7 @@ class SearchDriver:
             return s.get(Level, level_id)
 
     def _tell(self, tid: int, f: InFlight, value: float | None, state: Any = None) -> None:
-        from optuna.trial import TrialState
+        from optuna.trial import TrialState  # Optuna (about a second)
 
         study = f.trial.study
         if state is None and value is None:
@@ -392,7 +396,7 @@ class SearchDriver:
         del self.in_flight[tid]
 
     def _fail(self, tid: int, f: InFlight, jobs: list[Any], final: bool = False) -> None:
-        from optuna.trial import TrialState
+        from optuna.trial import TrialState  # Optuna (about a second)
 
         why = "; ".join(f"job {j.job_id} {j.state}: {j.message or ''}" for j in jobs)[:500]
         f.trial.set_user_attr("error", why)
@@ -413,7 +417,7 @@ class SearchDriver:
 
     def _prune(self, tid: int, f: InFlight) -> bool:
         """Report the run's epochs as intermediate values; stop the trial if the pruner says so."""
-        from optuna.trial import TrialState
+        from optuna.trial import TrialState  # Optuna (about a second)
 
         order = {lid: i for i, lid in enumerate(f.run.levels)}
         with self.store.reading() as s:
@@ -462,8 +466,8 @@ class SearchDriver:
 
 def search_summary(store: Store, sweep: str) -> list[dict[str, Any]]:
     """Per cell: trials by state, and the best trial's value, parameters and run."""
-    import optuna
-    from optuna.trial import TrialState
+    import optuna  # Optuna (about a second)
+    from optuna.trial import TrialState  # Optuna (about a second)
 
     storage = storage_for(store.url)
     out = []
@@ -499,8 +503,8 @@ def search_trials(store: Store, sweep: str, most: int = 5000) -> list[dict[str, 
     """Every trial of the sweep's studies (at most `most`): its cell, number, state, value,
     parameters and run id; what the report plots each parameter against the metric with. A
     pruned trial has no value: `pruned_value` is the last it reported, after `pruned_epochs`."""
-    import optuna
-    from optuna.trial import TrialState
+    import optuna  # Optuna (about a second)
+    from optuna.trial import TrialState  # Optuna (about a second)
 
     storage = storage_for(store.url)
     out: list[dict[str, Any]] = []

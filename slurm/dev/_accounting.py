@@ -7,9 +7,11 @@ MariaDB runs as root with its datadir under DIR/db and listens on 127.0.0.1 only
 
 from __future__ import annotations
 
+import getpass
 import os
 import secrets
 import shutil
+import socket
 import string
 import subprocess
 import time
@@ -183,8 +185,6 @@ def grant_qos(cfg: dict, env: dict) -> None:
     """An account `tp` holding the user `up` runs as, and each QOS of cfg["qos"] with its limits,
     granted to that user: enforcing limits needs an association for every job's user.
     Idempotent: a restart sets the same limits again."""
-    import getpass
-
     user, cluster = getpass.getuser(), cfg["cluster_name"]
     _sacctmgr(env, "add", "account", ACCOUNT, f"cluster={cluster}", "description=turboprune", "organization=dev")
     _sacctmgr(env, "add", "user", user, f"account={ACCOUNT}", f"cluster={cluster}", f"defaultaccount={ACCOUNT}")
@@ -196,8 +196,6 @@ def grant_qos(cfg: dict, env: dict) -> None:
 
 
 def _listening(port: int) -> bool:
-    import socket
-
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0

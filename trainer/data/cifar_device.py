@@ -96,14 +96,14 @@ class DeviceCifarTrain:
 def beton_arrays(path: str, num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A CIFAR-shaped beton's images (N, 32, 32, 3) uint8 and labels, decoded once in order by
     FFCV's own reader (betons have no other reader; FFCV is imported here only)."""
-    import os
+    import os  # with FFCV's imports below, only for betons
 
     from ffcv.fields.basics import IntDecoder  # FFCV (about 7 s)
-    from ffcv.fields.rgb_image import SimpleRGBImageDecoder
-    from ffcv.loader import Loader, OrderOption
-    from ffcv.transforms import Squeeze, ToTensor
+    from ffcv.fields.rgb_image import SimpleRGBImageDecoder  # FFCV (about 7 s)
+    from ffcv.loader import Loader, OrderOption  # FFCV (about 7 s)
+    from ffcv.transforms import Squeeze, ToTensor  # FFCV (about 7 s)
 
-    from .ffcv_loaders import check_beton
+    from .ffcv_loaders import check_beton  # ffcv_loaders imports this module (a circle, see docs/architecture.md)
 
     n = check_beton(path)
     if n < 1:
@@ -148,7 +148,7 @@ def load_arrays(cfg: dict, variant: str) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def build_device_cifar(cfg: dict, ctx: LoaderContext, variant: str, num_classes: int) -> Loaders:
-    from .ffcv_loaders import CIFAR_MEAN, CIFAR_STD
+    from .ffcv_loaders import CIFAR_MEAN, CIFAR_STD  # ffcv_loaders imports this module (a circle)
 
     xtr, ytr, xte, yte = load_arrays(cfg, variant)
     for name, y in (("train", ytr), ("test", yte)):

@@ -71,7 +71,7 @@ class SafeUnpickler(pickle.Unpickler):
         if (module, name) not in _ALLOWED:
             raise pickle.UnpicklingError(f"refuses global {module}.{name} (a CIFAR batch holds only arrays)")
         if module == "_codecs":
-            import _codecs
+            import _codecs  # only for a batch pickled by Python 3 (its bytes)
 
             return _codecs.encode
         if module == "numpy":

@@ -82,7 +82,7 @@ def check_beton(path: str) -> int:
 
 def beton_labels_and_size(path: str) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Labels (from the metadata, no decoding) and the largest image shape (3, H, W)."""
-    from ffcv.reader import Reader
+    from ffcv.reader import Reader  # FFCV (about 7 s)
 
     r = Reader(path)
     names = r.field_names
@@ -124,12 +124,12 @@ class FFCVEpochLoader:
 
 
 def _image_pipeline(kind: str, train: bool, res: int, mean, std, device: torch.device):
-    from ffcv.fields.rgb_image import (
+    from ffcv.fields.rgb_image import (  # FFCV (about 7 s)
         CenterCropRGBImageDecoder,
         RandomResizedCropRGBImageDecoder,
         SimpleRGBImageDecoder,
     )
-    from ffcv.transforms import (
+    from ffcv.transforms import (  # FFCV (about 7 s)
         NormalizeImage,
         RandomHorizontalFlip,
         RandomTranslate,
@@ -161,8 +161,8 @@ def _image_pipeline(kind: str, train: bool, res: int, mean, std, device: torch.d
 
 
 def _label_pipeline(device: torch.device):
-    from ffcv.fields.basics import IntDecoder
-    from ffcv.transforms import Squeeze, ToDevice, ToTensor
+    from ffcv.fields.basics import IntDecoder  # FFCV (about 7 s)
+    from ffcv.transforms import Squeeze, ToDevice, ToTensor  # FFCV (about 7 s)
 
     # Squeeze(1), not Squeeze(): a last val batch of one example would otherwise become 0-dim.
     ops = [IntDecoder(), ToTensor(), Squeeze(1)]
@@ -175,7 +175,7 @@ def make_ffcv_loader(
     path: str, *, kind: str, train: bool, batch: int, ctx: LoaderContext, cfg: dict, res: int = 0, indices=None
 ):
     """An ffcv Loader plus its image decoder (returned for progressive resizing)."""
-    from ffcv.loader import Loader, OrderOption
+    from ffcv.loader import Loader, OrderOption  # FFCV (about 7 s)
 
     check_beton(path)
     mean = tuple(cfg.get("mean") or (CIFAR_MEAN if kind == "cifar" else IMAGENET_MEAN))
@@ -207,7 +207,7 @@ def check_ranks(ctx: LoaderContext) -> None:
                 "give every rank the whole train set"
             )
         return
-    import torch.distributed as dist
+    import torch.distributed as dist  # torch (seconds)
 
     if not (dist.is_available() and dist.is_initialized()):
         raise DataError("ctx.distributed=True but torch.distributed is not initialised")
@@ -274,7 +274,7 @@ def build_cifar(cfg: dict, ctx: LoaderContext, variant: str, num_classes: int) -
     (trainer/data/cifar_device.py), another computation, so it is part of the level's id."""
     loader = cfg.get("loader") or "ffcv"
     if loader == "device":
-        from .cifar_device import build_device_cifar
+        from .cifar_device import build_device_cifar  # only for data.loader: device; it imports this module
 
         return build_device_cifar(cfg, ctx, variant, num_classes)
     if loader != "ffcv":

@@ -32,7 +32,7 @@ def make_image_folder(
     quality: int = 90,
 ) -> list[tuple[str, int]]:
     """Write root/class_k/img_i.jpg; returns [(path, label)] in ImageFolder order."""
-    from PIL import Image
+    from PIL import Image  # PIL: only where image files are made
 
     rng = np.random.default_rng(seed)
     out = []

@@ -22,7 +22,7 @@ from .memory import epoch_permutation
 
 
 def folder_transforms(train: bool, res: int, mean, std):
-    from torchvision import transforms as T
+    from torchvision import transforms as T  # torch (seconds)
 
     norm = T.Normalize([m / 255 for m in mean], [s / 255 for s in std])
     if train:
@@ -34,7 +34,7 @@ def folder_transforms(train: bool, res: int, mean, std):
 
 def open_image_folder(path: str, transform=None):
     """ImageFolder with clear errors for a missing or empty folder."""
-    from torchvision.datasets import ImageFolder
+    from torchvision.datasets import ImageFolder  # torch (seconds)
 
     if not os.path.isdir(path):
         raise DataError(f"{path}: no such folder")

@@ -126,7 +126,13 @@ def _rich_progress(enabled: bool, description: str, total: int):
     if not enabled:
         yield lambda n=1: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (  # rich (0.025 s): not for JSON or --help
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(
         "[progress.description]{task.description}",
@@ -157,7 +163,7 @@ def open_source(kind: str, src: str | None, split: str, **synthetic):
 
 
 def _fields(write_mode: str, max_resolution, jpeg_quality: int, compress_probability: float, smart_threshold: int):
-    from ffcv.fields import IntField, RGBImageField
+    from ffcv.fields import IntField, RGBImageField  # FFCV (about 7 s)
 
     if write_mode not in WRITE_MODES:
         raise DataError(f"write_mode must be one of {WRITE_MODES}, got {write_mode!r}")
@@ -180,8 +186,8 @@ def _fields(write_mode: str, max_resolution, jpeg_quality: int, compress_probabi
 def _run_writer(
     partial: str, fields: dict, samples: GuardedSamples, num_workers: int, progress: bool, page_size: int
 ) -> None:
-    import ffcv.writer
-    from ffcv.writer import MIN_PAGE_SIZE, DatasetWriter
+    import ffcv.writer  # FFCV (about 7 s)
+    from ffcv.writer import MIN_PAGE_SIZE, DatasetWriter  # FFCV (about 7 s)
 
     writer = DatasetWriter(
         partial, fields, page_size=max(page_size, MIN_PAGE_SIZE), num_workers=max(1, num_workers)

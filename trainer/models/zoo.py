@@ -58,7 +58,7 @@ def build(name: str, num_classes: int, input_shape: tuple[int, int, int], **opti
 def _torchvision(arch: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     import torchvision  # lazy: torch (seconds)
 
-    from trainer.models.torchvision_models import _adapt_stem
+    from trainer.models.torchvision_models import _adapt_stem  # torchvision: only for its models
 
     c, h, w = input_shape
     kwargs: dict[str, Any] = {}
