@@ -56,7 +56,7 @@ def rich_console(**options: Any) -> Any:
         raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
     c = Console(**options)
-    c.on_broken_pipe = on_broken_pipe
+    c.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]  # rich's hook, meant to be replaced
     return c
 
 

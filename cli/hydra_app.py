@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from cli.hydra_argv import prepare_argv, split_options, store_url
 from core import schema
@@ -246,7 +246,7 @@ def task(cfg: Any) -> int:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     try:  # the same check a sweep gets, before any folder or training
-        config, opts = split_options(OmegaConf.to_container(cfg, resolve=True))
+        config, opts = split_options(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
         validate_config(config)
         url = store_url(opts)
     except ConfigError as exc:

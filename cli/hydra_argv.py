@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from core.config import CONF_DIR, ConfigError, group_options, groups
 from core.schema import validate_config
@@ -190,13 +190,13 @@ def _check_jobs(preset: str, overrides: list[Any], extra: list[str]) -> None:
         for i, job in enumerate(jobs):
             try:
                 cfg = compose(config_name=preset, overrides=[*job, *extra])
-                config, opts = split_options(OmegaConf.to_container(cfg, resolve=True))
+                config, opts = split_options(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
                 validate_config(config)
                 urls.add(store_url(opts))
             except (HydraException, OmegaConfBaseException, ConfigError) as exc:
                 text = " ".join(str(exc).split("\nConfig search path")[0].split())
                 raise ConfigError(f"job #{i} ({' '.join(job)}): {text}") from None
-    for url in urls - {None}:
+    for url in [u for u in urls if u is not None]:
         from db.engine import StoreError  # SQLAlchemy, 0.3 s
         from db.store import Store  # SQLAlchemy, 0.3 s
 

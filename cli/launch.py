@@ -150,12 +150,13 @@ def cmd_launch(a: argparse.Namespace) -> int:
             "other_inputs": inputs,
             "relaunch": relaunch.as_json() if relaunch is not None else None,
         }
-        if spec.search is not None:
-            info["search"] = search_plan(spec, plan)
+        search = search_plan(spec, plan) if spec.search is not None else None
+        if search is not None:
+            info["search"] = search
         if a.format == "json":
             print(json_text(info))
-        elif spec.search is not None:
-            print_search_plan(console, info["search"], kind)
+        elif search is not None:
+            print_search_plan(console, search, kind)
         else:
             for line in phrases(
                 [  # wrapped between phrases, never inside one

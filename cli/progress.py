@@ -4,10 +4,11 @@ spinner while waiting for scheduler jobs. Both read the store; neither imports t
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console  # types only
+    from rich.progress import TaskID  # types only
 
 
 class LaunchProgress:
@@ -31,7 +32,7 @@ class LaunchProgress:
             TimeElapsedColumn(),
             console=console,
         )
-        self.task = None
+        self.task: TaskID | None = None
         self._last = 0.0
 
     def __enter__(self):
@@ -100,7 +101,7 @@ class SearchProgress:
         self.bar.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
 
     def update(self, done: int, total: int) -> None:

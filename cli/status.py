@@ -10,12 +10,16 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cli.common import console, first_ctrl_c, json_text, settle
 from cli.render.tables import Plain
 from core.errors import UserError
 from core.levels import level_number
+
+if TYPE_CHECKING:
+    from db.reader import StoreReader  # types only
+
 
 BAD_STATES = ("FAILED", "LOST")  # a run in one of these makes status exit 1
 # Runs (or jobs) in these states may still change by themselves: db.reader.ACTIVE_STATES, and planned.
@@ -140,7 +144,7 @@ def sweep_view(
     return code, items, bar
 
 
-def search_rows(store: Any, sweep: str) -> list[dict[str, Any]] | None:
+def search_rows(store: StoreReader, sweep: str) -> list[dict[str, Any]] | None:
     """Trials per cell of a sweep with a search (None for a plain sweep: Optuna stays unimported)."""
     spec = store.sweep_spec(sweep)
     if not (spec or {}).get("search"):
@@ -151,7 +155,7 @@ def search_rows(store: Any, sweep: str) -> list[dict[str, Any]] | None:
     return search_summary(full_store(store), sweep)
 
 
-def search_metric(store: Any, sweep: str) -> str:
+def search_metric(store: StoreReader, sweep: str) -> str:
     """What the sweep's search optimises (search_spec's default: test_acc)."""
     return ((store.sweep_spec(sweep) or {}).get("search") or {}).get("metric") or "test_acc"
 
@@ -333,7 +337,7 @@ def watch(console: Any, view: View, interval: float) -> int:
     with Live(console=console, auto_refresh=False, transient=False) as live:
         for now, out, progress in _refreshes(view, interval):
             code = now
-            items = (
+            items: list[Any] = (
                 [Text(out)] if isinstance(out, str) else [Text(str(i)) if isinstance(i, Plain) else i for i in out]
             )
             row = Table.grid(padding=(0, 1))

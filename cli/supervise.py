@@ -7,17 +7,22 @@ import argparse
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.common import BadInput, console, error, open_store, report_bad_files
 from cli.render.launch import report_launch
+
+if TYPE_CHECKING:
+    from db.store import Store  # types only
+    from orchestrator.plan.grid import SweepPlan  # types only
+    from orchestrator.plan.spec import SweepSpec  # types only
 
 
 def _say(line: str) -> None:
     console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def search_hook(store: Any, spec: Any, spec_dict: dict[str, Any]) -> Any:
+def search_hook(store: Store, spec: SweepSpec, spec_dict: dict[str, Any]) -> Any:
     """The sweep's Optuna search, asked and told once per supervisor pass."""
     from orchestrator.plan.grid import plan_sweep  # the planner (pydantic, YAML): 0.2 s
     from orchestrator.search.driver import SearchDriver  # Optuna (about a second)
@@ -77,35 +82,18 @@ def cmd_supervise(a: argparse.Namespace) -> int:
     )
 
 
-def supervisor_params(store: Any, spec: Any) -> dict[str, Any]:
-    """How to submit the sweep's supervisor job (kept in its lease row, for replacements)."""
-    from orchestrator.control.submit import db_url_file  # the store: SQLAlchemy
-    from orchestrator.plan.spec import SupervisorSpec  # the planner (pydantic, YAML): 0.2 s
-
-    sup = spec.supervisor or SupervisorSpec()
-    out = Path(spec.output_dir).expanduser().resolve()
-    return {
-        "sweep": spec.name,
-        "db_file": db_url_file(store.url, spec.output_dir),
-        "workdir": os.getcwd(),
-        "folder": str(out / "_jobs" / spec.name / "supervisor"),
-        "partition": sup.partition or spec.executor.partition,
-        "timeout_min": sup.timeout_min,
-        "signal_delay_s": sup.signal_delay_s,
-        "cpus": sup.cpus,
-        "mem_gb": sup.mem_gb,
-        "extra": sup.extra if sup.extra is not None else spec.executor.sbatch_options(),
-    }
-
-
 def launch_supervised(
-    store: Any, spec: Any, spec_dict: dict[str, Any], kind: str, plan: Any, replace: bool = False
+    store: Store, spec: SweepSpec, spec_dict: dict[str, Any], kind: str, plan: SweepPlan, replace: bool = False
 ) -> int:
     """`launch --supervise`: record the sweep (and submit what fits), then start its supervisor:
     a Slurm job when the sweep runs on Slurm (the launch returns at once), else here, in the
     foreground."""
     from db import supervision  # SQLAlchemy (0.3 s)
     from orchestrator.control.controller import prepare  # the controller: SQLAlchemy (0.3 s)
+    from orchestrator.control.supervisor import (  # the controller: SQLAlchemy (0.3 s)
+        start_supervisor_job,
+        want_supervision,
+    )
     from orchestrator.plan.spec import SupervisorSpec  # the planner (pydantic, YAML): 0.2 s
 
     sup = spec.supervisor or SupervisorSpec()
@@ -126,17 +114,11 @@ def launch_supervised(
     if where == "local":
         if spec.search is None:
             console.print(f"recorded {len(res.jobs_new)} new jobs; {len(todo)} to run, under the supervisor")
-        supervision.want_supervision(store, spec.name, "local", sup.lease_s, None)
+        want_supervision(store, spec, "local")
         return run_supervisor(store, spec.name)
-    from slurm.supervisor_job import mark_supervised, submit_if_gone  # submitit (0.2 s)
-
     # The supervisor's job first: trainer jobs may fill a QOS that it shares with them.
-    supervision.want_supervision(store, spec.name, "slurm", sup.lease_s, supervisor_params(store, spec))
-    mark_supervised(spec.output_dir, spec.name)
     try:
-        sched_id = submit_if_gone(
-            store, spec.name, "tp-sweep launch", f"launch-{os.getpid()}", "tp-sweep launch --supervise"
-        )
+        sched_id = start_supervisor_job(store, spec, f"launch-{os.getpid()}")
     except Exception as exc:  # noqa: BLE001 - sbatch's own words
         text = str(exc).strip().splitlines()
         error(

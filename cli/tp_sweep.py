@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
             description="The results store: upgrade its schema, or rebuild it from an output folder.",
         )
     )
-    below = {"default": argparse.SUPPRESS}  # `db --db URL upgrade` keeps the URL given above
+    below: dict[str, Any] = {"default": argparse.SUPPRESS}  # `db --db URL upgrade` keeps the URL given above
     actions = sp.add_subparsers(dest="action", required=True, metavar="{upgrade,import}")
     with_db(
         actions.add_parser(

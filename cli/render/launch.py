@@ -4,15 +4,20 @@ imports launch (launch imports supervise)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.common import console, report_bad_files, report_bad_levels
 from cli.render.tables import phrases
 
+if TYPE_CHECKING:
+    from orchestrator.control.controller import LaunchResult  # types only
+    from orchestrator.plan.grid import SweepPlan  # types only
 
-def reuse_phrases(plan, reused: int, other: dict[str, int]) -> list[str]:
+
+def reuse_phrases(plan: SweepPlan, reused: int, other: dict[str, int]) -> list[str]:
     """What launch and --dry-run say about reuse: the policy, and where reused levels came from."""
     if plan.reuse == "same-code":
+        assert plan.code is not None  # a same-code plan carries the code it hashed
         return [f"Reuse same-code (code {plan.code.sources}):", f"{reused} levels already trained by this code."]
     if not other:
         return [f"Reuse any: the {reused} levels already done were trained by this code."]
@@ -37,7 +42,7 @@ def inputs_phrase(other: dict[str, Any]) -> str | None:
     return f"note: {other['levels']} reused levels were trained with {what}."
 
 
-def report_launch(res: Any, plan: Any) -> None:
+def report_launch(res: LaunchResult, plan: SweepPlan) -> None:
     """What a launch (or `launch --supervise`) did: levels imported from disk, reuse, jobs
     submitted or waiting (and why), damaged files."""
     if res.imported:

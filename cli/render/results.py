@@ -116,7 +116,8 @@ def query_table(title: str, rows: list[dict[str, Any]], width: int, levels: bool
         return [Text(f"{title}: no rows")]
     keys = [k for k in rows[0] if k != "sweep"]
     grouped = "n" in keys and "runs" in keys and any(k.endswith("_mean") for k in keys)
-    cols, cells = [], [dict() for _ in rows]
+    cols: list[Any] = []
+    cells: list[dict[str, Any]] = [{} for _ in rows]
     for k in keys:
         if grouped and k.endswith("_std"):
             continue

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from cli.render.tables import PERCENT, number
 
+if TYPE_CHECKING:
+    from orchestrator.plan.grid import SweepPlan  # types only
+    from orchestrator.plan.spec import SweepSpec  # types only
 
-def search_plan(spec: Any, plan: Any) -> dict[str, Any]:
+
+def search_plan(spec: SweepSpec, plan: SweepPlan) -> dict[str, Any]:
     """The search's plan: cells, trials, the space, and the most level trainings it can need."""
     s = spec.search
+    assert s is not None, "search_plan: a sweep without search:"  # callers check spec.search first
     per_cell = s.trials_per_cell()
     levels_per_trial = max((p.naive_levels for p in plan.points), default=1)
     return {

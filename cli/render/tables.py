@@ -33,7 +33,7 @@ class Col:
     right: bool = False  # right-aligned (numbers)
     panel: bool = False  # may go to a second table instead of being dropped
     wrap: bool = False  # may fold over lines (takes the width that is left)
-    style: Callable[[str], str] | None = None  # rich style of a cell, from its text
+    style: Callable[[str], str | None] | None = None  # rich style of a cell, from its text (None: plain)
 
 
 def _widths(cols: Sequence[Col], rows: Sequence[dict[str, str]]) -> dict[str, int]:
@@ -71,7 +71,8 @@ def layout(
     fixed = [c for c in shown if not c.panel]
     panels = [shown]
     if total(shown) > width and any(c.panel for c in shown):
-        panels, cur = [], []
+        panels = []
+        cur: list[Col] = []
         for c in (c for c in shown if c.panel):
             if cur and total(fixed + cur + [c]) > width:
                 panels.append(fixed + cur)

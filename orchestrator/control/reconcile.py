@@ -83,7 +83,7 @@ def wrapper_report(job: Any) -> dict[str, Any]:
 def timeout_message(job: Any, said: dict[str, Any]) -> str:
     """What status shows of a job that reached its time limit: which slice (the job's attempts:
     its requeues and resubmissions) and how far its level got."""
-    progress = said.get("progress") if isinstance(said.get("progress"), dict) else {}
+    progress: dict[str, Any] = said["progress"] if isinstance(said.get("progress"), dict) else {}
     where = ""
     if isinstance(progress.get("epoch"), int) and isinstance(progress.get("epochs"), int):
         where = f", epoch {progress['epoch']} of {progress['epochs']}"

@@ -41,7 +41,7 @@ _NOT_OVERRIDES = ("method", "seed")
 
 def run_spec(
     sweep: str,
-    preset: str,
+    preset: str | None,  # hydra's config name; None (or one tp-sweep lacks): digits_mlp
     config: dict[str, Any],
     sparsities: list[float],
     output_dir: str,
@@ -80,7 +80,7 @@ def plan_run(spec_dict: dict[str, Any], config: dict[str, Any], job_file: Path) 
 def record_run(
     url: str,
     sweep: str,
-    preset: str,
+    preset: str | None,  # hydra's config name; None (or one tp-sweep lacks): digits_mlp
     config: dict[str, Any],
     sparsities: list[float],
     output_dir: str,

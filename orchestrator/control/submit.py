@@ -168,6 +168,7 @@ def _to_scheduler(
     store: Store, ex: Any, todo: list[Job], db_file: str, result: Any, room: Room | None = None
 ) -> None:
     room = room or Room()
+    why: str | None  # why a job waits (None: it goes now)
     queue = {j.job_id: j for j in todo}
     code = _Code()
     while queue:

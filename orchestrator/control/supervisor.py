@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from db import supervision
@@ -43,7 +44,7 @@ from orchestrator.control.reconcile import (
     sync_from_disk,
 )
 from orchestrator.control.submit import LocalDriver, SubmitError, db_url_file, executor_for, submit_jobs
-from orchestrator.plan.spec import SupervisorSpec
+from orchestrator.plan.spec import SupervisorSpec, SweepSpec
 
 LIMITS_TTL_S = 600.0  # how long the cluster's limits (scontrol, sacctmgr) are read once for
 
@@ -469,3 +470,40 @@ def stalled_slices(before: list[int | None], now: int | None) -> int:
 
 def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+# ---- starting a sweep's supervision (launch --supervise) ----------------------------------------
+def supervisor_params(store: Store, spec: SweepSpec) -> dict[str, Any]:
+    """How to submit the sweep's supervisor job (kept in its lease row, for replacements)."""
+    sup = spec.supervisor or SupervisorSpec()
+    out = Path(spec.output_dir).expanduser().resolve()
+    return {
+        "sweep": spec.name,
+        "db_file": db_url_file(store.url, spec.output_dir),
+        "workdir": os.getcwd(),
+        "folder": str(out / "_jobs" / spec.name / "supervisor"),
+        "partition": sup.partition or spec.executor.partition,
+        "timeout_min": sup.timeout_min,
+        "signal_delay_s": sup.signal_delay_s,
+        "cpus": sup.cpus,
+        "mem_gb": sup.mem_gb,
+        "extra": sup.extra if sup.extra is not None else spec.executor.sbatch_options(),
+    }
+
+
+def want_supervision(store: Store, spec: SweepSpec, where: str) -> None:
+    """Record that the sweep is to be supervised, here (local) or as a Slurm job, with the
+    parameters a replacement supervisor job is submitted with."""
+    sup = spec.supervisor or SupervisorSpec()
+    params = supervisor_params(store, spec) if where == "slurm" else None
+    supervision.want_supervision(store, spec.name, where, sup.lease_s, params)
+
+
+def start_supervisor_job(store: Store, spec: SweepSpec, me: str) -> str | None:
+    """Record the sweep as supervised on Slurm and submit its supervisor job unless one holds the
+    lease or is queued; the new job's id, None when none was needed. sbatch's errors propagate."""
+    from slurm.supervisor_job import mark_supervised, submit_if_gone  # submitit (0.2 s): Slurm only
+
+    want_supervision(store, spec, "slurm")
+    mark_supervised(spec.output_dir, spec.name)
+    return submit_if_gone(store, spec.name, "tp-sweep launch", me, "tp-sweep launch --supervise")

@@ -74,7 +74,7 @@ def group_jobs(
     kinds = {lv.level_id: lv.kind for lv in to_train}
 
     job_of: dict[str, list[str]] = {}  # level id -> its job's level list (shared object)
-    deps_of: dict[int, list[str]] = {}  # id(level list) -> levels/jobs it waits for
+    deps_of: dict[int, list[tuple[str, str]]] = {}  # id(level list) -> (level|job, id) it waits for
     chains: list[list[str]] = []
     for lv in to_train:
         parent = lv.parent

@@ -67,24 +67,33 @@ class Distribution(_Strict):
                 raise ValueError(f"step must be positive, got {self.step}")
         return self
 
+    @property
+    def ends(self) -> tuple[float, float]:
+        """(low, high) of a numeric distribution, which the validator made sure it has."""
+        assert self.low is not None and self.high is not None, f"{self.type} has no low and high"
+        return self.low, self.high
+
     def examples(self) -> list[Any]:
         """Values to check against the trainer schema: the ends, and every choice."""
         if self.type == "categorical":
             return list(self.choices or [])
+        low, high = self.ends
         if self.type.endswith("int"):
-            return [int(self.low), int(self.high)]
-        return [float(self.low), float(self.high)]
+            return [int(low), int(high)]
+        return [float(low), float(high)]
 
     def grid_values(self) -> list[Any] | None:
         """The finite set a grid sampler walks, or None when the distribution is continuous."""
         if self.type == "categorical":
             return list(self.choices or [])
         if self.type == "int":
+            low, high = self.ends
             step = int(self.step or 1)
-            return list(range(int(self.low), int(self.high) + 1, step))
+            return list(range(int(low), int(high) + 1, step))
         if self.type == "float" and self.step:
-            n = int(math.floor((self.high - self.low) / self.step + 1e-9))
-            return [round(self.low + i * self.step, 12) for i in range(n + 1)]
+            low, high = self.ends
+            n = int(math.floor((high - low) / self.step + 1e-9))
+            return [round(low + i * self.step, 12) for i in range(n + 1)]
         return None
 
     def describe(self) -> str:

@@ -463,6 +463,8 @@ def _check_trainer_configs(spec: SweepSpec) -> None:
 def _check_search_params(spec: SweepSpec) -> None:
     """Every search parameter is a trainer key, not a grid axis, and every value its distribution
     can give (the ends; every choice) passes the trainer schema."""
+    if spec.search is None:
+        return
     base = _with(trainer_config.load_config(spec.trainer.config), spec.trainer.overrides)
     for key, dist in spec.search.params.items():
         if key in spec.grid:

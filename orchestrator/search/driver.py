@@ -114,9 +114,10 @@ def distributions(search: SearchSpec) -> dict[str, Any]:
         if d.type == "categorical":
             out[key] = CategoricalDistribution([_encode(c) for c in d.choices or []])
         elif d.type in ("float", "log_float"):
-            out[key] = FloatDistribution(d.low, d.high, log=d.type == "log_float", step=d.step)
+            out[key] = FloatDistribution(*d.ends, log=d.type == "log_float", step=d.step)
         else:
-            out[key] = IntDistribution(int(d.low), int(d.high), log=d.type == "log_int", step=int(d.step or 1))
+            low, high = d.ends
+            out[key] = IntDistribution(int(low), int(high), log=d.type == "log_int", step=int(d.step or 1))
     return out
 
 
@@ -421,12 +422,14 @@ class SearchDriver:
 
         order = {lid: i for i, lid in enumerate(f.run.levels)}
         with self.store.reading() as s:
-            rows = s.execute(
-                sa.select(Epoch.level_id, Epoch.epoch, Epoch.test_acc, Epoch.test_loss, Epoch.test_top5).where(
-                    Epoch.level_id.in_(f.run.levels)
-                )
-            ).all()
-        rows.sort(key=lambda r: (order[r.level_id], r.epoch))
+            rows = sorted(
+                s.execute(
+                    sa.select(Epoch.level_id, Epoch.epoch, Epoch.test_acc, Epoch.test_loss, Epoch.test_top5).where(
+                        Epoch.level_id.in_(f.run.levels)
+                    )
+                ).all(),
+                key=lambda r: (order[r.level_id], r.epoch),
+            )
         metric = {"best_test_acc": "test_acc"}.get(self.search.metric, self.search.metric)
         values = [getattr(r, metric) for r in rows]
         best = None
