@@ -61,7 +61,6 @@ from typing import Protocol
 
 import torch
 
-from core.errors import UserError
 from core.plugins import is_ref
 
 
