@@ -302,7 +302,7 @@ def plan_lab_refs(plan: SweepPlan) -> list[str]:
         block = (lv.step or {}).get("plugin")
         if isinstance(block, dict):
             refs.add(str(block["fn"]))
-        refs.update(r for r in (model_of(lv.train), data_of(lv.train)) if is_ref(r))
+        refs.update(r for r in (model_of(lv.train), data_of(lv.train)) if r is not None and is_ref(r))
     return sorted(refs)
 
 

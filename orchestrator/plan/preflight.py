@@ -250,11 +250,12 @@ def plugin_problems(plan: SweepPlan) -> list[str]:
     than a job. Their results (shapes, NaN scores, masks off target) are the trainer's to check."""
     from core.plugins import check_call, load  # imports the lab's modules: torch (seconds)
 
-    wanted: dict[tuple[str, str], Any] = {}
+    wanted: dict[tuple[str, ...], Any] = {}
     for lv in plan.levels.values():
-        block = (lv.step or {}).get("plugin")
+        step = lv.step or {}
+        block = step.get("plugin")
         if isinstance(block, dict):
-            wanted.setdefault(("criterion", str(block["fn"])), (str(lv.step["criterion"]), block["returns"]))
+            wanted.setdefault(("criterion", str(block["fn"])), (str(step["criterion"]), block["returns"]))
     for run in plan.runs:
         model, data = run.config["model"], run.config["data"]
         if is_ref(model.get("name")):
