@@ -32,13 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.errors import UserError
+
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 REF = re.compile(rf"{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*")
 # Top-level names a lab package may not take: the snapshot holds these (and the manifest).
 RESERVED_TOPS = frozenset({"core", "trainer", "slurm", "db", "orchestrator", "cli", "turboprune"})
 
 
-class PluginError(ValueError):
+class PluginError(UserError, ValueError):
     """A lab's plugin that cannot be used: the message names the plugin, its file and the problem."""
 
 
