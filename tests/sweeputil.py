@@ -75,6 +75,19 @@ def tp(
     return proc
 
 
+def launch_on_one_cpu(folder: Path, spec: dict[str, Any]) -> None:
+    """Launch `spec` in `folder` on the local executor pinned to one CPU, as a Slurm job of
+    cpus_per_task 1 runs: the thread count changes float summation order, so an uninterrupted
+    reference must use the same one to compare bit for bit."""
+    subprocess.run(
+        ["taskset", "-c", "0", *TP, "launch", str(write_spec(folder, spec))],
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+        capture_output=True,
+    )
+
+
 def status_json(sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
     args = ["status", sweep, "--format", "json"] + (["--db", db] if db else [])
     return json.loads(tp(*args, cwd=cwd, env=env).stdout)

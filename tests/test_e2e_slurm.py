@@ -16,6 +16,7 @@ from tests.sweeputil import (
     TP,
     TRUNK,
     epochs_trained,
+    launch_on_one_cpu,
     level_ids,
     run_progress,
     same_levels,
@@ -101,19 +102,24 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+def interrupt_held(tmp_path, interrupt) -> None:
+    """Freeze the trainers under `tmp_path` (torchrun and its ranks), call `interrupt()`, and let
+    them go once its signal is pending on one of them: the level cannot finish before the signal
+    lands, whatever the load."""
+    pids = _frozen_trainer(tmp_path)
+    interrupt()
+    wait_for(lambda: any(_signalled(pid) for pid in pids), 120, "the signal to reach the trainer", poll=0.1)
+    for pid in pids:
+        _signal(pid, signal.SIGCONT)
+
+
 def _requeue_then_complete(tmp_path, reference, interrupt, where: tuple[int, int]) -> dict:
     ref, ids = reference
     path = write_spec(tmp_path, slow_spec("resume"))
     tp("launch", str(path), "--executor", "slurm", cwd=tmp_path, check=True)
     job_id = status_json("resume", tmp_path)["runs"][0]["job_id"]
     wait_for(lambda: run_progress(tmp_path) >= where, 300, f"level {where[0]} under way under Slurm", poll=0.05)
-    # Freeze the trainer (torchrun and its ranks) so the level cannot finish before the signal
-    # lands, whatever the load; let it go once the signal is pending on one of its processes.
-    pids = _frozen_trainer(tmp_path)
-    interrupt(job_id)
-    wait_for(lambda: any(_signalled(pid) for pid in pids), 120, "the signal to reach the trainer", poll=0.1)
-    for pid in pids:
-        _signal(pid, signal.SIGCONT)
+    interrupt_held(tmp_path, lambda: interrupt(job_id))
     run = wait_for(
         lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST") else None)(
             status_json("resume", tmp_path)["runs"][0]
@@ -279,13 +285,7 @@ def test_levels_longer_than_the_time_limit_complete_without_a_person(tmp_path, s
         spec["grid"] = {"method": ["dense"], "sparsity": [0.5], "seed": [0]}
         spec["trainer"]["overrides"]["schedule.epochs"] = epochs
         # On one CPU, as each Slurm job has: the thread count changes float summation order.
-        subprocess.run(
-            ["taskset", "-c", "0", *TP, "launch", str(write_spec(ref, spec))],
-            cwd=ref,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            check=True,
-            capture_output=True,
-        )
+        launch_on_one_cpu(ref, spec)
     for name, proc in procs.items():
         try:
             out, _ = proc.communicate(timeout=600)

@@ -23,6 +23,7 @@ from tests.sweeputil import (
     epochs_trained,
     free_port_block,
     kill_whole_job,
+    launch_on_one_cpu,
     level_ids,
     run_progress,
     same_levels,
@@ -248,12 +249,6 @@ def test_a_node_that_dies_mid_level_costs_nothing_but_time(tmp_path, two_nodes):
     spec = tiny_spec("nodefail")
     spec["grid"] = {"method": ["dense"], "sparsity": [0.5], "seed": [0]}
     spec["trainer"]["overrides"]["schedule.epochs"] = 24
-    subprocess.run(  # on one CPU, as the Slurm job had: the thread count changes float sums
-        ["taskset", "-c", "0", *TP, "launch", str(write_spec(ref, spec))],
-        cwd=ref,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=True,
-        capture_output=True,
-    )
+    launch_on_one_cpu(ref, spec)
     assert same_levels(tmp_path / "tp-runs", ref / "tp-runs", level_ids("nodefail", tmp_path, env=env))
     wait_for(lambda: "DOWN" not in shown(node), 120, f"{node} to come back", poll=1)

@@ -25,7 +25,7 @@ from core.levels import plan_levels
 from core.methods import get_method
 from orchestrator.plan.grid import plan_sweep
 from orchestrator.plan.spec import SpecError, parse_spec
-from tests.sweeputil import REPO, level_ids, status_json, tiny_spec, tp, write_spec
+from tests.sweeputil import REPO, launch_on_one_cpu, level_ids, status_json, tiny_spec, tp, write_spec
 
 EXAMPLE = REPO / "examples" / "tp_example"
 MODEL = "tp_example.models:TinyCNN"
@@ -478,11 +478,10 @@ def test_the_example_plugin_survives_a_requeue_on_slurm(tmp_path, slurm_cluster)
     """Its criterion, model and data set on the dev cluster, `scontrol requeue` in the middle of
     the Taylor level: the job comes back, resumes from its checkpoint, and ends bit-identical to
     an uninterrupted run on one CPU (the Slurm job's one CPU: thread counts change float sums)."""
-    import os
     import subprocess
 
-    from tests.sweeputil import TP, run_progress, same_levels, wait_for
-    from tests.test_e2e_slurm import _frozen_trainer, _signal, _signalled
+    from tests.sweeputil import run_progress, same_levels, wait_for
+    from tests.test_e2e_slurm import interrupt_held
 
     spec = example_spec("plugin_requeue", ["taylor"])
     spec["grid"]["sparsity"] = [0.5]  # level 0, then Taylor's level 1
@@ -491,24 +490,14 @@ def test_the_example_plugin_survives_a_requeue_on_slurm(tmp_path, slurm_cluster)
     )
     ref = tmp_path / "ref"
     ref.mkdir()
-    subprocess.run(
-        ["taskset", "-c", "0", *TP, "launch", str(write_spec(ref, spec))],
-        cwd=ref,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=True,
-        capture_output=True,
-    )
+    launch_on_one_cpu(ref, spec)
     run = tmp_path / "run"
     run.mkdir()
     slow = {"TP_STEP_SLEEP_S": "0.01"}  # a level outlasts the freeze below; sleeping changes no number
     tp("launch", str(write_spec(run, spec)), "--executor", "slurm", cwd=run, env=slow, check=True)
     job_id = status_json("plugin_requeue", run)["runs"][0]["job_id"]
     wait_for(lambda: run_progress(run) >= (1, 1), 300, "the Taylor level under way under Slurm", poll=0.05)
-    pids = _frozen_trainer(run)
-    subprocess.run(["scontrol", "requeue", job_id], check=True)
-    wait_for(lambda: any(_signalled(pid) for pid in pids), 120, "the signal to reach the trainer", poll=0.1)
-    for pid in pids:
-        _signal(pid, __import__("signal").SIGCONT)
+    interrupt_held(run, lambda: subprocess.run(["scontrol", "requeue", job_id], check=True))
     done = wait_for(
         lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST") else None)(
             status_json("plugin_requeue", run)["runs"][0]

@@ -178,13 +178,9 @@ def test_slurm_search_on_postgres(tmp_path, slurm_cluster, postgres_url):
         # What Slurm sends before a time limit: submitit saves the trial and requeues it. The
         # trainers are held (SIGSTOP) until the signal is pending, so that the level cannot
         # finish while the signal travels through slurmctld and slurmd on a busy machine.
-        from tests.test_e2e_slurm import _frozen_trainer, _signal, _signalled
+        from tests.test_e2e_slurm import interrupt_held
 
-        pids = _frozen_trainer(tmp_path)
-        subprocess.run(["scancel", "--signal=USR2", sched_id], check=True)
-        wait_for(lambda: any(_signalled(pid) for pid in pids), 120, "the signal to reach a trainer", poll=0.1)
-        for pid in pids:
-            _signal(pid, signal.SIGCONT)
+        interrupt_held(tmp_path, lambda: subprocess.run(["scancel", "--signal=USR2", sched_id], check=True))
         out, _ = launcher.communicate(timeout=1200)
         assert launcher.returncode == 0, out
         _check_done(tmp_path, "search_slurm", url, ["--db", url])
