@@ -1,4 +1,4 @@
-"""What every `tp-sweep` command shares: the consoles, bad input (exit 2), opening the store."""
+"""What every `tp-sweep` command shares: the consoles, bad input (exit 2), the error line."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from typing import Any
 import orjson
 
 from core.errors import TurboPruneError, UserError
-from db import requested_url
-from db.probe import missing_target
 
 
 class _Console:
@@ -128,36 +126,6 @@ def warn(msg: str) -> None:
     from rich.markup import escape  # rich (0.025 s): not for JSON or --help
 
     err.print(f"[yellow]warning:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-
-
-def open_store(
-    url: str | None,
-    spec_url: str | None = None,
-    *,
-    target: str | None = None,
-    runs: bool = False,
-    reader: bool = False,
-):
-    """The store at --db, TP_DB_URL, the spec's db: or the default. With `target`, the sweep (or,
-    with `runs`, run-id prefix) the command is about: a SQLite store that certainly lacks it is an
-    error before SQLAlchemy is even imported (db/probe.py). `reader`: a StoreReader (status, query, plot),
-    which imports no ORM until it has something to write."""
-    if target is not None:
-        missing = missing_target(requested_url(url, spec_url), target, runs)
-        if missing:
-            raise BadInput(missing)
-    from db.engine import StoreError, resolve_url  # SQLAlchemy: a quarter of a second
-
-    try:
-        if reader:
-            from db.reader import StoreReader  # SQLAlchemy (0.3 s)
-
-            return StoreReader(resolve_url(url, spec_url))
-        from db.store import Store  # and its ORM: 0.1 s more
-
-        return Store(resolve_url(url, spec_url))
-    except StoreError as exc:  # an outage (exit 1) mid-command; a store that will not open is bad input
-        raise BadInput(str(exc)) from None
 
 
 def report_bad_levels(bad: dict[str, str], what: str) -> None:

@@ -8,7 +8,7 @@ import os
 import tempfile
 from typing import Any
 
-from cli.common import BadInput, console, err, json_text, open_store, report_bad_levels
+from cli.common import BadInput, console, err, json_text, report_bad_levels
 from cli.progress import LaunchProgress, SearchProgress, wait_until_idle
 from cli.render.launch import inputs_phrase, report_launch, reuse_phrases
 from cli.render.search import print_search_plan, search_plan
@@ -16,6 +16,7 @@ from cli.render.tables import phrases
 from cli.status import show_status
 from cli.supervise import launch_supervised
 from core.config import load_yaml
+from orchestrator.operations.stores import open_store
 
 
 def _stored_spec_dict(path: str, spec) -> dict[str, Any]:

@@ -9,8 +9,9 @@ import os
 import re
 from pathlib import Path
 
-from cli.common import BadInput, console, open_store
+from cli.common import BadInput, console
 from core.atomic import write_atomic
+from orchestrator.operations.stores import open_store
 
 
 def default_out(sweep: str) -> str:

@@ -9,8 +9,9 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.common import BadInput, console, error, open_store, report_bad_files
+from cli.common import BadInput, console, error, report_bad_files
 from cli.render.launch import report_launch
+from orchestrator.operations.stores import open_store
 
 if TYPE_CHECKING:
     from db.store import Store  # types only

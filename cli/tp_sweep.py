@@ -27,7 +27,6 @@ from cli.common import (
     warn,
 )
 from cli.common import error as _error
-from cli.common import open_store as _store
 from cli.render.tables import show
 from cli.status import (
     find_run,
@@ -40,6 +39,7 @@ from cli.status import (
 )
 from core import version
 from core.errors import TurboPruneError
+from orchestrator.operations.stores import open_reader, open_store
 
 
 # ---- launch / supervise: loaded when asked for (YAML and the planner's tables: 0.04 s of every
@@ -58,7 +58,7 @@ def cmd_supervise(a: argparse.Namespace) -> int:
 
 # ---- status ------------------------------------------------------------------------------------
 def cmd_status(a: argparse.Namespace) -> int:
-    store = _store(a.db, target=a.target, runs=True, reader=True)
+    store = open_reader(a.db, target=a.target, runs=True)
     if a.target is None:
         from cli.render.status import counts  # the store's summaries: SQLAlchemy, 0.3 s
         from db.summaries import sweep_status  # SQLAlchemy, 0.3 s
@@ -67,7 +67,9 @@ def cmd_status(a: argparse.Namespace) -> int:
         if not names:
             console.print(f"no sweeps in {store.display_url}")
             return 0
-        rows = [{"sweep": n, "counts": counts(sweep_status(store, n, details_up_to=0)[0])} for n in names]
+        rows: list[dict[str, Any]] = [
+            {"sweep": n, "counts": counts(sweep_status(store, n, details_up_to=0)[0])} for n in names
+        ]
         settle(0)
         if a.format == "json":
             print(json_text(rows))
@@ -86,7 +88,7 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 # ---- resume / cancel ---------------------------------------------------------------------------
 def cmd_resume(a: argparse.Namespace) -> int:
-    store = _store(a.db, target=a.sweep)  # first: an unknown sweep answers before the imports
+    store = open_store(a.db, target=a.sweep)  # first: an unknown sweep answers before the imports
     from orchestrator.control.controller import resume, stored_spec  # the controller: submitit's side
 
     spec = stored_spec(store, a.sweep)
@@ -102,7 +104,9 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
         if a.reuse:
             spec = spec.model_copy(update={"reuse": a.reuse})
-        return run_search(store, spec, store.get_sweep(a.sweep).spec, kind, plan_sweep(spec))
+        stored = store.get_sweep(a.sweep)
+        assert stored is not None  # open_store checked that the sweep is there
+        return run_search(store, spec, stored.spec, kind, plan_sweep(spec))
     from cli.progress import LaunchProgress  # rich's progress bars (0.025 s)
 
     progress = LaunchProgress(store, a.sweep, console) if kind in ("local", "debug") else None
@@ -120,7 +124,7 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
 
 def cmd_cancel(a: argparse.Namespace) -> int:
-    store = _store(a.db, target=a.target, runs=True)  # first: a typo answers before the imports
+    store = open_store(a.db, target=a.target, runs=True)  # first: a typo answers before the imports
     from orchestrator.control.controller import cancel  # the controller: submitit's side
     from orchestrator.control.reconcile import sweep_level_ids  # the controller: SQLAlchemy (0.3 s)
 
@@ -161,7 +165,7 @@ def _query_rows(store, a: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_query(a: argparse.Namespace) -> int:
-    store = _store(a.db, target=a.sweep, reader=True)  # first: an unknown sweep answers before the imports
+    store = open_reader(a.db, target=a.sweep)  # first: an unknown sweep answers before the imports
     from cli.render.results import query_table  # the store's queries: SQLAlchemy, 0.25 s
 
     if a.best:
@@ -212,7 +216,7 @@ def cmd_query(a: argparse.Namespace) -> int:
 
 
 def cmd_plot(a: argparse.Namespace) -> int:
-    store = _store(a.db, target=a.sweep, reader=True)  # first: an unknown sweep answers before matplotlib
+    store = open_reader(a.db, target=a.sweep)  # first: an unknown sweep answers before matplotlib
     from cli.render.plot import FIELDS, plot_accuracy, unmeasured  # matplotlib (about a second)
 
     a.levels, a.where, a.group_by = False, None, None
@@ -255,7 +259,7 @@ def cmd_db(a: argparse.Namespace) -> int:
         )
 
         sweep_records(a.dir)  # first: a folder that is no output folder creates no store
-        store = _store(a.db)
+        store = open_store(a.db)
         bad: dict[str, str] = {}
         refused: dict[str, str] = {}
         n = import_output_dir(store, a.dir, bad, refused)
