@@ -149,10 +149,9 @@ def search_rows(store: StoreReader, sweep: str) -> list[dict[str, Any]] | None:
     spec = store.sweep_spec(sweep)
     if not (spec or {}).get("search"):
         return None
-    from db.store import full_store  # the ORM (0.1 s)
-    from orchestrator.search.driver import search_summary  # Optuna (about a second)
+    from orchestrator.search.studies import search_summary  # Optuna (about a second)
 
-    return search_summary(full_store(store), sweep)
+    return search_summary(store, sweep)
 
 
 def search_metric(store: StoreReader, sweep: str) -> str:

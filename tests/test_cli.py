@@ -367,7 +367,7 @@ def test_query_levels_at_80_columns_keeps_each_level_s_kind_and_id(narrow):
     assert all(r["level_id"][:8] in words and r["level_kind"] in words for r in rows), out
 
 
-# search_summary's rows (orchestrator/search/driver.py), as `query --best` and status read them
+# search_summary's rows (orchestrator/search/studies.py), as `query --best` and status read them
 SEARCH_CELLS = [
     {
         "sweep": "srch",
@@ -418,7 +418,7 @@ def search_sweep(tmp_path_factory):
     from db.store import Store
     from orchestrator.plan.grid import plan_sweep
     from orchestrator.plan.spec import parse_spec
-    from orchestrator.search.driver import storage_for
+    from orchestrator.search.studies import storage_for
 
     tmp = tmp_path_factory.mktemp("search")
     spec = {

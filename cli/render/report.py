@@ -255,7 +255,7 @@ def accuracy_lines(rows: list[dict[str, Any]], axes: list[str]) -> dict[str, Any
 
 def search_data(store: Any, sweep: str, search_spec: dict[str, Any]) -> dict[str, Any]:
     """The best trial per cell (`query --best`) and every trial's parameters and value."""
-    from orchestrator.search.driver import search_summary, search_trials  # Optuna (about a second)
+    from orchestrator.search.studies import search_summary, search_trials  # Optuna (about a second)
 
     cells = search_summary(store, sweep)
     trials = search_trials(store, sweep, most=MAX_TRIALS)

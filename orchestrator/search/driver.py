@@ -46,6 +46,7 @@ from orchestrator.control.submit import LocalDriver, db_url_file, executor_for, 
 from orchestrator.plan.grid import RunPlan, SweepPlan
 from orchestrator.plan.search_spec import SearchSpec
 from orchestrator.plan.spec import SweepSpec
+from orchestrator.search.studies import storage_for
 
 FAILED = ("FAILED", "LOST", "CANCELLED")
 RESUMABLE = ("PREEMPTED", "TIMEOUT")
@@ -68,25 +69,6 @@ class Cell:
 
 def cells_of(plan: SweepPlan) -> list[Cell]:
     return [Cell(p.method, p.sparsity, p.seed, json.dumps(p.axes, sort_keys=True)) for p in plan.points]
-
-
-def study_names(storage: Any, sweep: str) -> list[str]:
-    import optuna  # Optuna (about a second)
-
-    return [n for n in optuna.study.get_all_study_names(storage) if n.startswith(f"{sweep}|")]
-
-
-def storage_for(url: str):
-    """Optuna's RDB storage on the store's own database."""
-    import optuna  # Optuna (about a second)
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": 60}  # jobs write the same file
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
 # ---- distributions: the spec's, as Optuna's ----------------------------------------------------
@@ -465,72 +447,3 @@ class SearchDriver:
             self._tell(tid, f, None, TrialState.PRUNED)
             return True
         return False
-
-
-def search_summary(store: Store, sweep: str) -> list[dict[str, Any]]:
-    """Per cell: trials by state, and the best trial's value, parameters and run."""
-    import optuna  # Optuna (about a second)
-    from optuna.trial import TrialState  # Optuna (about a second)
-
-    storage = storage_for(store.url)
-    out = []
-    for name in study_names(storage, sweep):
-        study = optuna.load_study(study_name=name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
-        counts = {st.name: sum(1 for t in trials if t.state == st) for st in TrialState}
-        _, method, sparsity, seed, axes = name.split("|", 4)
-        row: dict[str, Any] = {
-            "sweep": sweep,
-            "method": method,
-            "sparsity": float(sparsity),
-            "seed": int(seed),
-            "axes": json.loads(axes),
-            "direction": study.direction.name.lower(),
-            "trials": len(trials),
-            **{k.lower(): v for k, v in counts.items()},
-        }
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        if done:
-            best = study.best_trial
-            row.update(
-                best_value=best.value,
-                best_params=best.params,
-                best_trial=best.number,
-                best_run_id=best.user_attrs.get("run_id"),
-            )
-        out.append(row)
-    return out
-
-
-def search_trials(store: Store, sweep: str, most: int = 5000) -> list[dict[str, Any]]:
-    """Every trial of the sweep's studies (at most `most`): its cell, number, state, value,
-    parameters and run id; what the report plots each parameter against the metric with. A
-    pruned trial has no value: `pruned_value` is the last it reported, after `pruned_epochs`."""
-    import optuna  # Optuna (about a second)
-    from optuna.trial import TrialState  # Optuna (about a second)
-
-    storage = storage_for(store.url)
-    out: list[dict[str, Any]] = []
-    for name in study_names(storage, sweep):
-        _, method, sparsity, seed, axes = name.split("|", 4)
-        study = optuna.load_study(study_name=name, storage=storage)
-        for t in study.get_trials(deepcopy=False):
-            if len(out) >= most:
-                return out
-            steps = t.intermediate_values if t.state == TrialState.PRUNED else {}
-            out.append(
-                {
-                    "method": method,
-                    "sparsity": float(sparsity),
-                    "seed": int(seed),
-                    "axes": json.loads(axes),
-                    "number": t.number,
-                    "state": t.state.name,
-                    "value": t.value,
-                    "params": dict(t.params),
-                    "run_id": t.user_attrs.get("run_id"),
-                    "pruned_epochs": max(steps) + 1 if steps else None,
-                    "pruned_value": steps[max(steps)] if steps else None,
-                }
-            )
-    return out
