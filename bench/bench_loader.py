@@ -38,8 +38,8 @@ class PlainLoader:
     def __init__(self, root: str, res: int, batch: int, workers: int):
         import torch
 
-        from trainer.data.ffcv_loaders import IMAGENET_MEAN, IMAGENET_STD
         from trainer.data.imagefolder import folder_transforms, open_image_folder
+        from trainer.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
         ds = open_image_folder(root, folder_transforms(True, res, IMAGENET_MEAN, IMAGENET_STD))
         self.dl = torch.utils.data.DataLoader(

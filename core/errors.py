@@ -12,14 +12,6 @@ Every error class of the project derives from `TurboPruneError`, through one of 
 Most classes also keep their builtin base (ValueError, LookupError, RuntimeError), so callers that
 catch those go on catching them.
 
-Three classes stay outside, on purpose: `core.levels.LineageError`, `trainer.data.DataError` and
-`trainer.checkpoint.CheckpointError` live in files that count in the code identity of every level
-(core/code.py: what the trainer runs, by syntax tree, bases and imports included), so giving them
-a new base would change every level's code and retrain every level under `reuse: same-code`.
-Where they reach a command they are translated: the planner raises LineageError as a SpecError,
-preflight DataError as a PreflightError. Join them to the root with the next change that edits
-those files anyway.
-
 This module imports nothing: every layer may use it.
 """
 

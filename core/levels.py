@@ -28,7 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.methods import CRITERIA, METHODS, get_method
+from core.errors import UserError
+from core.method_lookup import get_method
+from core.methods import CRITERIA, METHODS
 
 # Keys of a run's config that do not change what a level trains: the method picks the pruning
 # steps (described in each step), `prune` only feeds them, and `logging` only says where metrics
@@ -41,7 +43,7 @@ DENSITY_TOL = 1e-9
 MAX_LEVELS_PER_RUN = 100
 
 
-class LineageError(ValueError):
+class LineageError(UserError, ValueError):
     """A run whose levels cannot be planned (e.g. too many levels for its rate and targets)."""
 
 

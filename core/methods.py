@@ -102,24 +102,6 @@ def register(info: MethodInfo, criterion: Criterion | None = None) -> None:
     METHODS[info.name] = info
 
 
-_ENTRY_POINTS_READ = False
-
-
-def get_method(name: str) -> MethodInfo:
-    """A method by name: built in, declared by a spec read in this process, or published by an
-    installed package (entry point group `turboprune.methods`, read on the first unknown name)."""
-    global _ENTRY_POINTS_READ
-    if name not in METHODS and not _ENTRY_POINTS_READ:
-        _ENTRY_POINTS_READ = True
-        from core.method_decl import register_entry_points  # pydantic: only for a name not built in
-
-        register_entry_points()
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown pruning method {name!r}; known: {', '.join(METHODS)}") from None
-
-
 def criterion_of(step: dict[str, Any]) -> Criterion:
     """The criterion of a pruning step (a level.json's): built in by name, or a lab's, described
     by the step itself (its `plugin` block), so the trainer needs no registry for it."""

@@ -136,7 +136,7 @@ def locate(top: str, root: str | os.PathLike | None = None) -> Located:
 
 
 def _distribution(top: str) -> tuple[str, str] | None:
-    from importlib import metadata
+    from importlib import metadata  # importlib.metadata (0.025 s): only for a lab's installed package
 
     names = metadata.packages_distributions().get(top) or []
     for name in names:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from trainer.data import LoaderContext, build_loaders
-from trainer.data.ffcv_loaders import CIFAR_MEAN, CIFAR_STD
 from trainer.data.fixtures import make_image_folder
+from trainer.data.normalisation import CIFAR_MEAN, CIFAR_STD
 from trainer.data.sources import ArraySource, synthetic_source
 from trainer.data.write import write_beton, write_source
 

@@ -16,11 +16,6 @@ from tests.sweeputil import REPO
 PACKAGES = ("core", "db", "trainer", "slurm", "orchestrator", "cli", "turboprune")
 NOT_ERRORS = {
     "Stopped",  # trainer.level_trainer: a stop signal's control flow, not an error
-    # In files of every level's code identity: a new base would retrain every level under
-    # reuse: same-code (core/errors.py says why, and where they are translated).
-    "LineageError",
-    "DataError",
-    "CheckpointError",
 }
 ERRORISH = re.compile(r"(Error|Exception|Failed|Failure|NotFound|Refused|BadInput|BadFile|BadLevel)$")
 

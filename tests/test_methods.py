@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from core.density import balanced_densities, erk_densities, uniform_densities
-from core.methods import CRITERIA, METHODS, MethodInfo, get_method
+from core.method_lookup import get_method
+from core.methods import CRITERIA, METHODS, MethodInfo
 from trainer.models import MODELS, build_model
 from trainer.pruning.masks import apply_mask, full_mask, mask_density
 from trainer.pruning.methods import PruneContext
@@ -256,7 +257,7 @@ def test_unknown_method_names_known_ones():
 
 
 def test_registry_imports_without_torch():
-    code = "import sys, core.methods as r; r.get_method('imp'); assert 'torch' not in sys.modules"
+    code = "import sys, core.method_lookup as r; r.get_method('imp'); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -22,7 +22,7 @@ from core import code as code_mod
 from core import plugins as plugins_mod
 from core.code import code_identity, lab_code, lab_packages, snapshot, snapshot_problem
 from core.levels import plan_levels
-from core.methods import get_method
+from core.method_lookup import get_method
 from orchestrator.plan.grid import plan_sweep
 from orchestrator.plan.spec import SpecError, parse_spec
 from tests.sweeputil import REPO, launch_on_one_cpu, level_ids, status_json, tiny_spec, tp, write_spec

@@ -21,11 +21,12 @@ from typing import Any
 import torch
 
 from core.atomic import write_atomic
+from core.errors import CheckFailed
 from core.layout import BadFile, open_regular
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(CheckFailed, RuntimeError):
+    """A checkpoint that cannot be read or does not fit the level: it is not used."""
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from core import config as trainer_config
 from core.code import CodeIdentity, code_identity
 from core.levels import LevelSpec, LineageError, RunLevels, level_epochs, level_number, plan_levels, run_id
-from core.methods import get_method
+from core.method_lookup import get_method
 from orchestrator.plan.spec import RESERVED_AXES, SpecError, SweepSpec
 
 

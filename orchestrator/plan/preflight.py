@@ -315,8 +315,8 @@ def _device_data_checks(data: dict[str, Any], seen: dict[str, str | None]) -> li
     if data.get("loader") != "device":
         return []
     from trainer.data import DataError  # torch, already imported by registries() on a cold cache
+    from trainer.data.beton_file import check_beton  # torch, through trainer.data (seconds)
     from trainer.data.cifar_files import read_cifar  # torch (seconds)
-    from trainer.data.ffcv_loaders import check_beton  # torch (seconds)
 
     out = []
     keys = ["root"] if data.get("root") else ["train_path", "val_path"]

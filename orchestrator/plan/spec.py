@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core import config as trainer_config
 from core.errors import UserError
-from core.methods import METHODS, get_method
+from core.method_lookup import get_method
+from core.methods import METHODS
 from core.schema import SEED_LIMIT, validate_config
 from orchestrator.plan.search_spec import SearchSpec
 

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from core import config as trainer_config
 from core.code import code_identity
 from core.levels import plan_levels, run_id
-from core.methods import get_method
+from core.method_lookup import get_method
 from db.reader import ACTIVE_STATES
 from db.schema import Epoch, Level
 from db.store import Store

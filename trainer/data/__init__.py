@@ -61,10 +61,11 @@ from typing import Protocol
 
 import torch
 
+from core.errors import UserError
 from core.plugins import is_ref
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad data input: missing/empty folder, corrupt image, truncated .beton, bad config."""
 
 
@@ -128,7 +129,7 @@ def build_loaders(cfg: dict, ctx: LoaderContext) -> Loaders:
     if is_ref(name):  # a lab's data set: module:function returning (train, test) (data/plugin.py)
         if "batch_size" not in cfg:
             raise DataError(f"data config for {name!r} needs batch_size")
-        from .plugin import build_plugin_loaders
+        from .plugin import build_plugin_loaders  # only for a lab's data set, which imports the lab's code
 
         return build_plugin_loaders(cfg, ctx)
     if name not in DATASETS:

@@ -35,8 +35,10 @@ import numpy as np
 import torch
 
 from . import DataError, LoaderContext, Loaders, per_rank_batch
+from .beton_file import check_beton
 from .cifar_files import read_cifar
-from .device_synthetic import DeviceTestLoader, _Normalise, _seed
+from .device_synthetic import DeviceTestLoader, draw_seed
+from .normalisation import CIFAR_MEAN, CIFAR_STD, Normalise
 
 PAD = 4  # translation: reflect-pad by 4, random 32 x 32 crop (open_lth's and airbench's kind)
 SIZE = 32
@@ -46,7 +48,7 @@ _STREAM = 0xC1FA  # keeps this loader's draws apart from any other (seed, key) s
 def epoch_draws(n: int, seed: int, key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pass `key`'s order and per-position decisions (perm, flip, dx, dy), CPU tensors: a pure
     function of (n, seed, key)."""
-    g = torch.Generator().manual_seed(_seed(_STREAM, seed, key))
+    g = torch.Generator().manual_seed(draw_seed(_STREAM, seed, key))
     perm = torch.randperm(n, generator=g)
     flip = torch.randint(0, 2, (n,), generator=g, dtype=torch.int64).bool()
     shift = torch.randint(0, 2 * PAD + 1, (2, n), generator=g, dtype=torch.int64)
@@ -60,7 +62,7 @@ def _reflect(c: torch.Tensor) -> torch.Tensor:
 
 
 class DeviceCifarTrain:
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, global_batch: int, ctx: LoaderContext, norm: _Normalise):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, global_batch: int, ctx: LoaderContext, norm: Normalise):
         self.x, self.y, self.ctx, self.norm = x, y, ctx, norm
         self.global_batch = global_batch
         self.local_batch = per_rank_batch(global_batch, ctx.world_size)
@@ -102,8 +104,6 @@ def beton_arrays(path: str, num_workers: int = 0) -> tuple[np.ndarray, np.ndarra
     from ffcv.fields.rgb_image import SimpleRGBImageDecoder  # FFCV (about 7 s)
     from ffcv.loader import Loader, OrderOption  # FFCV (about 7 s)
     from ffcv.transforms import Squeeze, ToTensor  # FFCV (about 7 s)
-
-    from .ffcv_loaders import check_beton  # ffcv_loaders imports this module (a circle, see docs/architecture.md)
 
     n = check_beton(path)
     if n < 1:
@@ -148,7 +148,6 @@ def load_arrays(cfg: dict, variant: str) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def build_device_cifar(cfg: dict, ctx: LoaderContext, variant: str, num_classes: int) -> Loaders:
-    from .ffcv_loaders import CIFAR_MEAN, CIFAR_STD  # ffcv_loaders imports this module (a circle)
 
     xtr, ytr, xte, yte = load_arrays(cfg, variant)
     for name, y in (("train", ytr), ("test", yte)):
@@ -157,7 +156,7 @@ def build_device_cifar(cfg: dict, ctx: LoaderContext, variant: str, num_classes:
     if cfg.get("subset"):
         xtr, ytr = xtr[: int(cfg["subset"])], ytr[: int(cfg["subset"])]
     mean, std = cfg.get("mean") or CIFAR_MEAN, cfg.get("std") or CIFAR_STD
-    norm = _Normalise(mean, std, ctx.device)
+    norm = Normalise(mean, std, ctx.device)
     bs = int(cfg["batch_size"])
     tbs = int(cfg.get("test_batch_size") or bs)
 

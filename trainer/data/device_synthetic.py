@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from . import DataError, LoaderContext, Loaders, register
-from .ffcv_loaders import IMAGENET_MEAN, IMAGENET_STD
 from .memory import TensorTestLoader, TensorTrainLoader
+from .normalisation import IMAGENET_MEAN, IMAGENET_STD, Normalise
 
 
-def _seed(*parts: int) -> int:
+def draw_seed(*parts: int) -> int:
     """A 63-bit seed from a tuple of ints, through numpy's SeedSequence (no aliasing of pairs)."""
     lo, hi = np.random.SeedSequence([int(p) for p in parts]).generate_state(2)
     return ((int(hi) << 32) | int(lo)) & (2**63 - 1)
@@ -45,29 +45,18 @@ def _draw(n: int, shape: tuple[int, int, int], classes: int, seed: int, device: 
     return x, y
 
 
-class _Normalise:
-    def __init__(self, mean, std, device: torch.device) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.inv_std = 1.0 / torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-
-    def __call__(self, x_nhwc: torch.Tensor) -> torch.Tensor:
-        # permute is a view: NCHW indexing over NHWC memory, i.e. channels_last strides, which
-        # float() and the in-place ops keep.
-        return x_nhwc.permute(0, 3, 1, 2).float().sub_(self.mean).mul_(self.inv_std)
-
-
 class DeviceTrainLoader(TensorTrainLoader):
     """The in-memory train loader's batching and DDP split, with the permutation drawn on the
     device and batches gathered and normalised there."""
 
     def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, global_batch: int, ctx: LoaderContext, norm: _Normalise
+        self, x: torch.Tensor, y: torch.Tensor, global_batch: int, ctx: LoaderContext, norm: Normalise
     ) -> None:
         super().__init__(x, y, global_batch, ctx)
         self.norm = norm
 
     def permutation(self, key: int) -> torch.Tensor:
-        g = torch.Generator(device=self.ctx.device).manual_seed(_seed(self.ctx.seed, key))
+        g = torch.Generator(device=self.ctx.device).manual_seed(draw_seed(self.ctx.seed, key))
         return torch.randperm(len(self.x), generator=g, device=self.ctx.device)
 
     def global_batch_indices(self, i: int) -> np.ndarray:
@@ -85,7 +74,7 @@ class DeviceTrainLoader(TensorTrainLoader):
 
 class DeviceTestLoader(TensorTestLoader):
     def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, global_batch: int, ctx: LoaderContext, norm: _Normalise
+        self, x: torch.Tensor, y: torch.Tensor, global_batch: int, ctx: LoaderContext, norm: Normalise
     ) -> None:
         super().__init__(x, y, global_batch, ctx)
         self.norm = norm
@@ -112,9 +101,9 @@ def build_synthetic_gpu(cfg: dict, ctx: LoaderContext) -> Loaders:
     bs = int(cfg["batch_size"])
     tbs = int(cfg.get("test_batch_size") or bs)
     seed = int(cfg.get("data_seed", 0))
-    norm = _Normalise(mean, std, ctx.device)
-    xtr, ytr = _draw(size, shape, classes, _seed(seed, 1), ctx.device)
-    xte, yte = _draw(test_size, shape, classes, _seed(seed, 2), ctx.device)
+    norm = Normalise(mean, std, ctx.device)
+    xtr, ytr = _draw(size, shape, classes, draw_seed(seed, 1), ctx.device)
+    xte, yte = _draw(test_size, shape, classes, draw_seed(seed, 2), ctx.device)
     return Loaders(
         train=DeviceTrainLoader(xtr, ytr, bs, ctx, norm),
         test=DeviceTestLoader(xte, yte, tbs, ctx, norm),

@@ -29,55 +29,16 @@ import numpy as np
 import torch
 
 from . import DataError, LoaderContext, Loaders, per_rank_batch, register, resolution_for_epoch
+from .beton_file import check_beton
+from .cifar_device import build_device_cifar
+from .normalisation import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 
-CIFAR_MEAN = (125.307, 122.961, 113.8575)
-CIFAR_STD = (51.5865, 50.847, 51.255)
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 DEFAULT_CROP_RATIO = 224 / 256
-
-# The .beton file layout (FFCV 1.0.x, format version 2), used to reject truncated files before
-# FFCV maps them (FFCV would read garbage or crash in numba).
-_HEADER = np.dtype(
-    [
-        ("version", "<u2"),
-        ("num_fields", "<u2"),
-        ("page_size", "<u4"),
-        ("num_samples", "<u8"),
-        ("alloc_table_ptr", "<u8"),
-    ],
-    align=True,
-)
-_FIELD_DESC_SIZE = 1 + 16 + 1024  # type id, name, arguments
-_ALLOC_ENTRY_SIZE = 24  # sample_id, ptr, size (3 x u8)
 
 
 def ffcv_seed(seed: int) -> int:
     """Spread run seeds apart so FFCV's seed + epoch never aliases across nearby runs."""
     return (int(seed) * 1_000_003 + 12_345) % (2**31 - 1)
-
-
-def check_beton(path: str) -> int:
-    """Validate a .beton's header and table bounds; return its sample count or raise DataError."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such .beton file")
-    size = os.path.getsize(path)
-    if size < _HEADER.itemsize:
-        raise DataError(f"{path}: truncated .beton ({size} bytes, smaller than the header)")
-    h = np.fromfile(path, dtype=_HEADER, count=1)[0]
-    if int(h["version"]) != 2:
-        raise DataError(f"{path}: not a .beton (format version {int(h['version'])}, expected 2)")
-    data_start = _HEADER.itemsize + int(h["num_fields"]) * _FIELD_DESC_SIZE
-    ptr = int(h["alloc_table_ptr"])
-    if ptr < data_start or ptr > size or (size - ptr) % _ALLOC_ENTRY_SIZE:
-        raise DataError(
-            f"{path}: truncated or unfinished .beton (allocation table at {ptr}, "
-            f"file size {size}); rewrite it with `tp-sweep data write`"
-        )
-    table = np.fromfile(path, dtype="<u8", offset=ptr).reshape(-1, 3)
-    if len(table) and int((table[:, 1] + table[:, 2]).max()) > ptr:
-        raise DataError(f"{path}: truncated .beton (a sample lies beyond the data region)")
-    return int(h["num_samples"])
 
 
 def beton_labels_and_size(path: str) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -274,8 +235,6 @@ def build_cifar(cfg: dict, ctx: LoaderContext, variant: str, num_classes: int) -
     (trainer/data/cifar_device.py), another computation, so it is part of the level's id."""
     loader = cfg.get("loader") or "ffcv"
     if loader == "device":
-        from .cifar_device import build_device_cifar  # only for data.loader: device; it imports this module
-
         return build_device_cifar(cfg, ctx, variant, num_classes)
     if loader != "ffcv":
         raise DataError(f"data.loader: {loader!r} is not one of ffcv, device")

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from . import DataError, LoaderContext, Loaders, per_rank_batch, register, to_device
-from .ffcv_loaders import DEFAULT_CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD
+from .ffcv_loaders import DEFAULT_CROP_RATIO
 from .memory import epoch_permutation
+from .normalisation import IMAGENET_MEAN, IMAGENET_STD
 
 
 def folder_transforms(train: bool, res: int, mean, std):

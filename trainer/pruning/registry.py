@@ -41,7 +41,7 @@ def pruner_for_step(step: dict) -> Callable:
     """The function that prunes a level's step: a lab's criterion (a step with a `plugin` block:
     trainer/pruning/plugin.py) or a built-in one by name."""
     if isinstance(step.get("plugin"), dict):
-        from trainer.pruning.plugin import prune_plugin
+        from trainer.pruning.plugin import prune_plugin  # only for a lab's criterion: it imports the lab's code
 
         return prune_plugin
     return pruner_for(str(step["criterion"]))
