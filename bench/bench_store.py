@@ -20,6 +20,13 @@ PATH that counts its calls and knows no job (TP_LOST_AFTER_S keeps the jobs from
 so every repetition sees the same store).
 
     python bench/bench_store.py [--small] [--runs N] [--pg URL] [--repeats 5] [--keep DIR] [--settle-s 120]
+                                [--against DIR]
+
+Beside them, the error exits (an unknown sweep, a missing spec, a malformed spec: exit 2) and
+`launch --dry-run` of the 10,000-point grid, whole processes: what a restructure of the commands
+must not slow down. `--against DIR` runs every command a second time, interleaved, on the code of
+another checkout (`git worktree add DIR COMMIT`), on the same stores: the table gives both and
+their ratio, side by side.
 
 After building each store it waits (up to --settle-s) until the machine is idle again: the
 measurements should not share the CPUs with the database still flushing the load.
@@ -77,15 +84,24 @@ def run_timed(cmd: list[str], env: dict[str, str], cwd: str) -> tuple[float, flo
     return wall, cpu, proc.returncode, proc.stderr
 
 
+AGAINST: str | None = None  # --against: another checkout whose code runs every command as well
+
+
 def measure(
     commands: dict[str, list[str]], env: dict[str, str], cwd: str, repeats: int
 ) -> dict[str, tuple[float, float]]:
-    """Median (wall, CPU) of each command, the baseline included, interleaved repetitions."""
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
+    """Median (wall, CPU) of each command, the baseline included, interleaved repetitions; with
+    --against, each command also as `NAME [against]` on the other checkout's code."""
+    runs = [(name, cmd, env) for name, cmd in commands.items()]
+    if AGAINST:
+        other = {**env, "PYTHONPATH": AGAINST}
+        runs = [r for name, cmd, e in runs for r in ((name, cmd, e), (f"{name} [against]", cmd, other))]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in runs}
     for _ in range(repeats):
-        for name, cmd in commands.items():
-            wall, cpu, rc, err = run_timed(cmd, env, cwd)
-            if rc not in (0, 1):  # status exits 1 when a run FAILED or is LOST: expected here
+        for name, cmd, e in runs:
+            wall, cpu, rc, err = run_timed(cmd, e, cwd)
+            # status exits 1 when a run FAILED or is LOST: expected here; an error exit, 2.
+            if rc not in ((2,) if name.startswith("error exit") else (0, 1)):
                 raise SystemExit(f"{name}: exit {rc}\n{err}")
             times[name].append((wall, cpu))
     return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
@@ -112,26 +128,29 @@ def settle(max_s: float, idle: float = 0.9) -> float:
     return time.perf_counter() - t0
 
 
+def grid_10k(name: str, out: str) -> dict:
+    """A spec of 10,000 grid points: 5 methods x 4 sparsities x 500 seeds."""
+    return {
+        "name": name,
+        "output_dir": out,
+        "max_grid_points": 10_000,
+        "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 2}},
+        "grid": {
+            "method": ["imp", "imp_lrr", "random", "snip", "synflow"],
+            "sparsity": [0.5, 0.8, 0.9, 0.95],
+            "seed": list(range(500)),
+        },
+    }
+
+
 def plan_and_record(url: str, out: str) -> float:
-    """Seconds for plan_sweep + Store.record_plan of a 10,000-point grid (5 methods x 4
-    sparsities x 500 seeds), in this process after its imports."""
+    """Seconds for plan_sweep + Store.record_plan of a 10,000-point grid, in this process after
+    its imports."""
     from db.store import Store
     from orchestrator.plan.grid import plan_sweep
     from orchestrator.plan.spec import parse_spec
 
-    spec = parse_spec(
-        {
-            "name": "plan10k",
-            "output_dir": out,
-            "max_grid_points": 10_000,
-            "trainer": {"config": "digits_mlp", "overrides": {"schedule.epochs": 2}},
-            "grid": {
-                "method": ["imp", "imp_lrr", "random", "snip", "synflow"],
-                "sparsity": [0.5, 0.8, 0.9, 0.95],
-                "seed": list(range(500)),
-            },
-        }
-    )
+    spec = parse_spec(grid_10k("plan10k", out))
     store = Store(url)
     t0 = time.perf_counter()
     plan = plan_sweep(spec)
@@ -182,6 +201,7 @@ def bench_backend(name: str, url: str, runs: int, repeats: int, work: str, settl
             "method,sparsity",
         ],
         "status SWEEP (table)": [*tp, "status", "bench", "--db", url],
+        **process_commands(url, work),
     }
     got = measure(commands, env, work, repeats)
     calls.unlink(missing_ok=True)
@@ -194,7 +214,11 @@ def bench_backend(name: str, url: str, runs: int, repeats: int, work: str, settl
         "status SWEEP (table)": 1.5,
     }
     rows = [(name, "baseline: python -c pass", base[0], base[1], None, None)]
-    rows += [(name, k, w, c, w / base[0], goals[k]) for k, (w, c) in got.items()]
+    rows += [
+        (name, k, w, c, w / base[0], goals.get(k.removesuffix(" [against]")))
+        for k, (w, c) in got.items()
+        if not k.startswith("baseline")
+    ]
     rows.append((name, "scheduler calls per status refresh", n_calls, None, None, 1))
     rows.append((name, "plan + record 10,000 grid points", plan_and_record(url, f"{work}/plan"), None, None, 5.0))
     # The store now holds a second sweep (plan10k: 2,500 runs, 23,500 levels, none trained), as a
@@ -205,8 +229,36 @@ def bench_backend(name: str, url: str, runs: int, repeats: int, work: str, settl
     }
     got = measure({"baseline: python -c pass": commands["baseline: python -c pass"], **beside}, env, work, repeats)
     base = got.pop("baseline: python -c pass")
-    rows += [(name, k, w, c, w / base[0], 1.0 if "json" in k else 1.5) for k, (w, c) in got.items()]
+    rows += [
+        (name, k, w, c, w / base[0], 1.0 if "json" in k else 1.5)
+        for k, (w, c) in got.items()
+        if not k.startswith("baseline")
+    ]
     return rows
+
+
+def process_commands(url: str, work: str) -> dict[str, list[str]]:
+    """The error exits and `launch --dry-run` of 10,000 grid points, against the store at `url`."""
+    import yaml
+
+    specs = Path(work) / "specs"
+    specs.mkdir(exist_ok=True)
+    (specs / "grid10k.yaml").write_text(yaml.safe_dump(grid_10k("dry10k", f"{work}/dry")))
+    (specs / "bad.yaml").write_text(yaml.safe_dump({**grid_10k("bad", f"{work}/bad"), "grdi": {}}))
+    tp = TP_SWEEP
+    return {
+        "error exit: status of an unknown sweep": [*tp, "status", "nosuch", "--db", url],
+        "error exit: launch of a missing spec": [*tp, "launch", str(specs / "missing.yaml"), "--db", url],
+        "error exit: launch of a malformed spec": [*tp, "launch", str(specs / "bad.yaml"), "--db", url],
+        "launch --dry-run of 10,000 grid points": [
+            *tp,
+            "launch",
+            str(specs / "grid10k.yaml"),
+            "--dry-run",
+            "--db",
+            url,
+        ],
+    }
 
 
 def main() -> int:
@@ -217,6 +269,7 @@ def main() -> int:
     p.add_argument("--pg", default=os.environ.get("TP_TEST_PG_URL"), help="PostgreSQL URL (a schema is made)")
     p.add_argument("--no-pg", action="store_true")
     p.add_argument("--keep", default=None, help="work in this folder and keep it")
+    p.add_argument("--against", default=None, help="a checkout of another commit: every command runs on both")
     p.add_argument(
         "--settle-s",
         type=float,
@@ -224,13 +277,16 @@ def main() -> int:
         help="after building a store, wait up to this long for an idle machine",
     )
     a = p.parse_args()
+    global AGAINST
+    AGAINST = str(Path(a.against).resolve()) if a.against else None
     runs = a.runs or (200 if a.small else 10_000)
     repeats = a.repeats or (2 if a.small else 5)
     # Cached bytecode for the project, as any installed program has: where
     # PYTHONDONTWRITEBYTECODE is set, every process would otherwise compile it from source.
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", *PACKAGES], cwd=REPO, check=True, stdout=subprocess.DEVNULL
-    )
+    for tree in (REPO, *([AGAINST] if AGAINST else [])):
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", *PACKAGES], cwd=tree, check=True, stdout=subprocess.DEVNULL
+        )
     work = a.keep or tempfile.mkdtemp(prefix="tp-bench-store-")
     os.makedirs(work, exist_ok=True)
     rows = []
@@ -241,7 +297,7 @@ def main() -> int:
         got = measure(help_cmds, help_env, work, repeats)
         base = got.pop("baseline: python -c pass")
         rows.append(("-", "baseline: python -c pass", base[0], base[1], None, None))
-        rows += [("-", k, w, c, w / base[0], 0.5) for k, (w, c) in got.items()]
+        rows += [("-", k, w, c, w / base[0], 0.5) for k, (w, c) in got.items() if not k.startswith("baseline")]
         db = Path(work) / "bench.db"
         for f in Path(work).glob("bench.db*"):
             f.unlink()
@@ -277,12 +333,21 @@ def _with_pg_schema(url: str, fn):
 def _print(rows: list[tuple], runs: int, repeats: int) -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n{runs:,} runs, median of {repeats}, load average {load}, {os.cpu_count()} CPUs")
+    if AGAINST:
+        print(
+            f"[against]: the same command on the code of {AGAINST}; its ratio is this checkout's wall time over it"
+        )
     print(f"{'store':<11}{'what':<50}{'wall s':>8}{'cpu s':>8}{'ratio':>7}{'goal':>7}  met")
+    walls = {(r[0], r[1]): r[2] for r in rows}
     for store, what, wall, cpu, ratio, goal in rows:
+        mine = walls.get((store, what.removesuffix(" [against]")))
+        if what.endswith(" [against]") and mine is not None and not what.startswith("scheduler"):
+            ratio = mine / wall  # side by side: this checkout's time over the other's
+
         count = what.startswith("scheduler calls")
         w = f"{wall:>8.0f}" if count else f"{wall:>8.2f}"
         c = f"{cpu:>8.2f}" if cpu is not None else f"{'':>8}"
-        r = f"{ratio:>7.1f}" if ratio is not None else f"{'':>7}"
+        r = f"{ratio:>7.2f}" if ratio is not None else f"{'':>7}"
         g = "" if goal is None else (f"{goal:>7.0f}" if count else f"{goal:>7.1f}")
         met = "" if goal is None else ("yes" if wall <= goal else "NO")
         print(f"{store:<11}{what:<50}{w}{c}{r}{g:>7}  {met}")
