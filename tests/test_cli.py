@@ -879,6 +879,9 @@ def test_bench_store_small_runs(tmp_path):
         "scheduler calls per status refresh",
         "plan + record 10,000 grid points",
         "tp-sweep data write --help",
+        "error exit: status of an unknown sweep",
+        "error exit: launch of a malformed spec",
+        "launch --dry-run of 200 grid points",
     ):
         assert what in proc.stdout, proc.stdout
     assert re.search(r"scheduler calls per status refresh\s+1\s+1\s+yes", proc.stdout), proc.stdout
