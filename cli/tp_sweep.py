@@ -140,13 +140,8 @@ def cmd_cancel(a: argparse.Namespace) -> int:
 
 # ---- query / plot ------------------------------------------------------------------------------
 def _query_rows(store, a: argparse.Namespace) -> list[dict[str, Any]]:
-    from db.queries import (  # SQLAlchemy, 0.3 s
-        compile_where,
-        grid_results,
-        group,
-        grouped_results,
-        where_warnings,
-    )
+    from db.queries import grid_results, group, grouped_results  # SQLAlchemy, 0.3 s
+    from db.where import compile_where, where_warnings  # SQLAlchemy (0.3 s), through db.reader
 
     by = [c.strip() for c in (getattr(a, "group_by", None) or "").split(",") if c.strip()]
     if by and not getattr(a, "where", None) and not getattr(a, "levels", False):

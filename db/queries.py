@@ -1,16 +1,13 @@
-"""Read-side queries: one row per grid point (or per level), filtering and grouping. Runs and
-their derived states are in db.summaries. Kept free of pandas so `tp-sweep query` answers in
-well under a second.
+"""Read-side queries: one row per grid point (or per level), and grouping. Runs and their derived
+states are in db.summaries, the --where filter over these rows in db.where. Kept free of pandas so
+`tp-sweep query` answers in well under a second.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import math
-import operator
 import statistics
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +19,8 @@ from db.reader import QueryError, StoreReader
 from db.tables import AxesDecoder, as_text
 
 
-def _sweep_id(conn, store: StoreReader, sweep: str) -> int:
+def sweep_id(conn, store: StoreReader, sweep: str) -> int:
+    """The sweep's row id; no such sweep is a QueryError."""
     sid = conn.scalar(sa.select(tables.sweeps.c.id).where(tables.sweeps.c.name == sweep))
     if sid is None:
         raise QueryError(f"no sweep named {sweep!r} in {store.display_url}")
@@ -32,7 +30,7 @@ def _sweep_id(conn, store: StoreReader, sweep: str) -> int:
 def level_progress(store: StoreReader, sweep: str) -> tuple[int, int]:
     """(finished, all) distinct levels the sweep's runs need: shared levels count once."""
     with store.read_connection() as conn:
-        sid = _sweep_id(conn, store, sweep)
+        sid = sweep_id(conn, store, sweep)
         ids = (
             sa.select(tables.run_levels.c.level_id)
             .join(tables.sweep_runs, tables.sweep_runs.c.run_id == tables.run_levels.c.run_id)
@@ -51,7 +49,7 @@ def level_progress(store: StoreReader, sweep: str) -> tuple[int, int]:
 def accuracy_lines(store: StoreReader, sweep: str) -> int:
     """Lines of the accuracy table (method x other grid axes), counted without reading results."""
     with store.read_connection() as conn:
-        sid = _sweep_id(conn, store, sweep)
+        sid = sweep_id(conn, store, sweep)
         pairs = (
             sa.select(tables.grid_points.c.method, tables.grid_points.c.axes_key)
             .where(tables.grid_points.c.sweep_id == sid)
@@ -124,7 +122,7 @@ def grid_results(store: StoreReader, sweep: str, levels: bool = False) -> list[d
     axes text decoded once, sorted here rather than by the database, and the job state read only
     for unfinished levels (the rest are COMPLETED)."""
     with store.read_connection() as conn:
-        sid = _sweep_id(conn, store, sweep)
+        sid = sweep_id(conn, store, sweep)
         if levels:
             q = (
                 sa.select(
@@ -281,7 +279,7 @@ def grouped_results(store: StoreReader, sweep: str, by: list[str]) -> list[dict[
     if not by or any(b not in _POINT_COLUMNS for b in by):
         return None
     with store.read_connection() as conn:
-        sid = _sweep_id(conn, store, sweep)
+        sid = sweep_id(conn, store, sweep)
         q = (
             sa.select(*(_POINT_COLUMNS[b] for b in by), *(getattr(tables.levels.c, m) for m in GROUP_METRICS))
             .join(tables.levels, tables.levels.c.level_id == tables.grid_points.c.level_id)
@@ -290,204 +288,6 @@ def grouped_results(store: StoreReader, sweep: str, by: list[str]) -> list[dict[
         rows = conn.execute(q).all()
     names = [*by, *GROUP_METRICS]
     return group([dict(zip(names, r)) for r in rows], by)
-
-
-MAX_WHERE_CHARS = 500
-MAX_WHERE_DEPTH = 32
-_CONSTANTS = (int, float, str, bool, type(None))
-_CMP: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.In: lambda a, b: a in b,
-    ast.NotIn: lambda a, b: a not in b,
-    ast.Is: operator.is_,
-    ast.IsNot: operator.is_not,
-}
-_ORDER = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
-_ARITH: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-}
-
-
-def _depth(node: ast.AST) -> int:
-    return 1 + max((_depth(c) for c in ast.iter_child_nodes(node)), default=0)
-
-
-_NODES = (
-    ast.Expression,
-    ast.BoolOp,
-    ast.And,
-    ast.Or,
-    ast.UnaryOp,
-    ast.Not,
-    ast.USub,
-    ast.Compare,
-    ast.Name,
-    ast.Load,
-    ast.Tuple,
-    ast.List,
-    ast.BinOp,
-    ast.Constant,
-    *_CMP,
-    *_ARITH,
-)  # no ** (10**11), no calls, attributes, subscripts or lambdas
-
-
-def _check_node(node: ast.AST, expr: str) -> None:
-    ok = isinstance(node, _NODES) and not (
-        isinstance(node, ast.Constant) and not isinstance(node.value, _CONSTANTS)
-    )
-    if not ok:
-        what = f"a {type(node.value).__name__} constant" if isinstance(node, ast.Constant) else type(node).__name__
-        raise QueryError(
-            f"--where: {what} is not allowed in {expr!r} (use comparisons, and/or/not, + - * /, and field names)"
-        )
-    if (
-        isinstance(node, ast.BinOp)
-        and isinstance(node.op, ast.Mult)
-        and any(
-            isinstance(o, (ast.List, ast.Tuple)) or (isinstance(o, ast.Constant) and isinstance(o.value, str))
-            for o in (node.left, node.right)
-        )
-    ):
-        raise QueryError(f"--where: repeating a list or string with * is not allowed in {expr!r}")
-
-
-def _eval(node: ast.AST, row: dict[str, Any]) -> Any:
-    """Evaluate a checked --where expression over one row.
-
-    Missing results are None (a run that has not finished its level). Like SQL's NULL, None in
-    arithmetic gives None and None in an ordering comparison is false, so `test_acc > 0.9` skips
-    unfinished rows instead of failing; `==`, `!=`, `is` and `in` compare None as Python does.
-    Any other type mismatch (`method > 3`) is the user's error and says so.
-    """
-    if isinstance(node, ast.Expression):
-        return _eval(node.body, row)
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Name):
-        return row[node.id]
-    if isinstance(node, (ast.List, ast.Tuple)):
-        return [_eval(e, row) for e in node.elts]
-    if isinstance(node, ast.BoolOp):  # Python's and/or: short-circuit, return the operand
-        value = None
-        for operand in node.values:
-            value = _eval(operand, row)
-            if bool(value) == isinstance(node.op, ast.Or):
-                break
-        return value
-    if isinstance(node, ast.UnaryOp):
-        value = _eval(node.operand, row)
-        if isinstance(node.op, ast.Not):
-            return not value
-        if value is not None and not _is_number(value):
-            raise QueryError(f"--where: unary - takes a number, not {type(value).__name__}")
-        return None if value is None else -value
-    if isinstance(node, ast.BinOp):
-        left, right = _eval(node.left, row), _eval(node.right, row)
-        if left is None or right is None:
-            return None
-        if isinstance(node.op, ast.Mult) and not (_is_number(left) and _is_number(right)):
-            raise QueryError("--where: * takes two numbers")  # never `method * 10**9`
-        return _ARITH[type(node.op)](left, right)
-    if isinstance(node, ast.Compare):
-        left = _eval(node.left, row)
-        for op, comparator in zip(node.ops, node.comparators):
-            right = _eval(comparator, row)
-            if isinstance(op, _ORDER) and (left is None or right is None):
-                return False
-            if not _CMP[type(op)](left, right):
-                return False
-            left = right
-        return True
-    raise QueryError(f"--where: cannot evaluate {type(node).__name__}")  # _check_node prevents it
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float))
-
-
-def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
-    """A filter like "method == 'imp' and sparsity >= 0.8": comparisons over row fields only.
-
-    Bounded (length, nesting) and evaluated by a small interpreter over an allow-listed AST, not
-    by eval: every failure, at compile time or per row, is a QueryError (the CLI's exit 2).
-    """
-    if len(expr) > MAX_WHERE_CHARS:
-        raise QueryError(f"--where: {len(expr)} characters; at most {MAX_WHERE_CHARS}")
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
-        raise QueryError(f"--where: cannot parse {expr!r}: {getattr(exc, 'msg', exc)}") from None
-    if _depth(tree) > MAX_WHERE_DEPTH:
-        raise QueryError(f"--where: nested more than {MAX_WHERE_DEPTH} deep: {expr!r}")
-    for node in ast.walk(tree):
-        _check_node(node, expr)
-    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-
-    def match(row: dict[str, Any]) -> bool:
-        missing = names - set(row)
-        if missing:
-            raise QueryError(f"--where: unknown field(s) {', '.join(sorted(missing))}; fields: {', '.join(row)}")
-        try:
-            return bool(_eval(tree, row))
-        except QueryError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - TypeError, ZeroDivisionError, OverflowError, MemoryError...
-            raise QueryError(
-                f"--where: {expr!r} fails on run {row.get('run_id', '?')}: {type(exc).__name__}: {exc}"
-            ) from None
-
-    return match
-
-
-def is_accuracy(field: str) -> bool:
-    """test_acc, best_test_acc, test_top5, train_acc...: fractions in [0, 1] in the store, in
-    --where, CSV and JSON (tables print them in percent)."""
-    return field.endswith(("_acc", "_top5"))
-
-
-def where_warnings(expr: str) -> list[str]:
-    """What a --where that compiles most likely gets wrong: an accuracy compared with a number
-    above 1 (`test_acc > 90`, read off a table in percent), which no row can pass or every row
-    passes. Empty for an expression that does not parse (compile_where says why)."""
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return []
-
-    def numbers(node: ast.AST) -> list[float]:
-        items = node.elts if isinstance(node, (ast.List, ast.Tuple)) else [node]
-        return [
-            float(e.value)
-            for e in items
-            if isinstance(e, ast.Constant) and isinstance(e.value, (int, float)) and not isinstance(e.value, bool)
-        ]
-
-    found: list[tuple[int, str]] = []  # (where in the expression, warning)
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Compare):
-            continue
-        operands = [node.left, *node.comparators]
-        for a, b in zip(operands, operands[1:]):
-            for name, other in ((a, b), (b, a)):
-                if not (isinstance(name, ast.Name) and is_accuracy(name.id)):
-                    continue
-                for n in numbers(other):
-                    if abs(n) > 1:
-                        text = (
-                            f"--where compares {name.id} with {n:g}, but accuracies are fractions "
-                            f"(tables show percent): use {n / 100:g} for {n:g} %"
-                        )
-                        found.append((other.col_offset, text))
-    return list(dict.fromkeys(text for _, text in sorted(found)))
 
 
 def group(
@@ -588,7 +388,7 @@ def epoch_results(store: StoreReader, sweep: str) -> list[dict[str, Any]]:
     level it belongs to (a level shared by several runs, such as level 0, appears under each),
     ordered by method, seed, run, training order, epoch."""
     with store.read_connection() as conn:
-        sid = _sweep_id(conn, store, sweep)
+        sid = sweep_id(conn, store, sweep)
         q = (
             sa.select(
                 tables.runs.c.method,

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from db import tables
 from db.engine import among
 from db.reader import ACTIVE_STATES, RUN_STATE_PRIORITY, QueryError, StoreReader, Unfinished
-from db.tables import AxesDecoder, as_text, utcnow
+from db.tables import AxesDecoder, as_datetime, as_text, utcnow
 
 
 @dataclass
@@ -366,13 +366,9 @@ def _as_finished(r: RunSummary, levels: int) -> RunSummary:
 
 
 def _raw(col):
-    """A timestamp as the driver returns it: SQLite's text is parsed by _when, in C, instead of by
-    SQLAlchemy's regular expression (a tenth of a second on 10,000 runs)."""
+    """A timestamp as the driver returns it: SQLite's text is parsed by as_datetime (db.tables), in
+    C, instead of by SQLAlchemy's regular expression (a tenth of a second on 10,000 runs)."""
     return sa.type_coerce(col, sa.String).label(col.name)
-
-
-def _when(value: Any) -> Any:
-    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _attempt_spans():
@@ -443,7 +439,9 @@ def _job_info(row: Any) -> _JobInfo | None:
     job_id, state, sched_id, attempts, message, start, end, open_ = row
     if job_id is None:  # no such job (an outer join)
         return None
-    return _JobInfo(job_id, state, sched_id, attempts or 0, message, _when(start), _when(end), int(open_ or 0))
+    return _JobInfo(
+        job_id, state, sched_id, attempts or 0, message, as_datetime(start), as_datetime(end), int(open_ or 0)
+    )
 
 
 def _jobs(conn, job_ids: list[str]) -> dict[str, _JobInfo]:
@@ -553,166 +551,3 @@ def _sweep_estimates(
     t.device_hours_used = secs * t.devices_per_job / 3600.0
     if left is not None and (t.epoch_s is not None or left == 0):
         t.device_hours_left = left * (t.epoch_s or 0.0) * t.devices_per_job / 3600.0
-
-
-# ---- what went wrong, and where it ran (the HTML report) ---------------------------------------
-TROUBLE_STATES = ("FAILED", "LOST", "TIMEOUT", "PREEMPTED", "CANCELLED")
-
-
-def job_trouble(store: StoreReader, sweep: str, most: int = 200, events_per_job: int = 20) -> dict[str, Any]:
-    """The jobs in charge of the sweep's levels that FAILED, were LOST, TIMEOUT, PREEMPTED or
-    CANCELLED, or were retried (more than one attempt), at most `most` of them (worst state
-    first), each with its last message, the runs it serves and its last `events_per_job` state
-    changes. `counts`: every such job by state, and `retried`; `shown` < `total` when cut."""
-    with store.read_connection() as conn:
-        sid, _ = _sweep(conn, store, sweep)
-        # Few jobs are in trouble: find them first (a pass over jobs), then keep the sweep's.
-        cand = {
-            r.job_id: r
-            for r in conn.execute(
-                sa.select(
-                    tables.jobs.c.job_id,
-                    tables.jobs.c.state,
-                    tables.jobs.c.sched_id,
-                    tables.jobs.c.attempts,
-                    tables.jobs.c.message,
-                    tables.jobs.c.updated_at,
-                    tables.jobs.c.executor,
-                ).where(sa.or_(tables.jobs.c.state.in_(TROUBLE_STATES), tables.jobs.c.attempts > 1))
-            )
-        }
-        ids = sorted(cand)
-        # Their levels, those levels' runs, and which of those runs are the sweep's: three index
-        # lookups (a join lets SQLite walk every level of the sweep instead: 2 s on 150,000).
-        levels_q = sa.select(tables.levels.c.level_id, tables.levels.c.job_id).where(
-            among(conn, tables.levels.c.job_id, ids)
-        )
-        job_of: dict[str, str] = {lid: jid for lid, jid in conn.execute(levels_q) if jid is not None}
-        run_jobs: dict[str, set[str]] = {}
-        runs_q = sa.select(tables.run_levels.c.run_id, tables.run_levels.c.level_id).where(
-            among(conn, tables.run_levels.c.level_id, job_of)
-        )
-        for run_id, level_id in conn.execute(runs_q):
-            run_jobs.setdefault(run_id, set()).add(job_of[level_id])
-        mine: dict[str, set[str]] = {}
-        mine_q = sa.select(tables.sweep_runs.c.run_id).where(
-            tables.sweep_runs.c.sweep_id == sid, among(conn, tables.sweep_runs.c.run_id, run_jobs)
-        )
-        for (run_id,) in conn.execute(mine_q):
-            for job_id in run_jobs[run_id]:
-                mine.setdefault(job_id, set()).add(run_id)
-        jobs = [cand[j] for j in mine]
-        counts: dict[str, int] = {}
-        for j in jobs:
-            if j.state in TROUBLE_STATES:
-                counts[j.state] = counts.get(j.state, 0) + 1
-        retried = sum(1 for j in jobs if (j.attempts or 0) > 1)
-        rank = {st: i for i, st in enumerate(TROUBLE_STATES)}
-        jobs.sort(key=lambda j: (rank.get(j.state, len(rank)), -(j.attempts or 0), j.job_id))
-        shown = jobs[:most]
-        run_ids = sorted({r for j in shown for r in mine[j.job_id]})
-        named = sa.select(tables.runs.c.run_id, tables.runs.c.method, tables.runs.c.seed).where(
-            among(conn, tables.runs.c.run_id, run_ids)
-        )
-        runs: dict[str, tuple[str, int]] = {r: (m, sd) for r, m, sd in conn.execute(named)}
-        events: dict[str, list[dict[str, Any]]] = {}
-        events_q = (
-            sa.select(
-                tables.events.c.job_id,
-                tables.events.c.at,
-                tables.events.c.state_from,
-                tables.events.c.state_to,
-                tables.events.c.sched_id,
-                tables.events.c.message,
-            )
-            .where(among(conn, tables.events.c.job_id, [j.job_id for j in shown]))
-            .order_by(tables.events.c.at, tables.events.c.id)
-        )
-        for e in conn.execute(events_q):
-            events.setdefault(e.job_id, []).append(
-                {
-                    "at": _iso(e.at),
-                    "from": e.state_from,
-                    "to": e.state_to,
-                    "sched_id": e.sched_id,
-                    "message": e.message,
-                }
-            )
-    out = []
-    for j in shown:
-        evs = events.get(j.job_id, [])
-        serves = sorted(mine[j.job_id], key=lambda r: (runs.get(r, ("", 0)), r))
-        out.append(
-            {
-                "job": j.job_id,
-                "state": j.state,
-                "sched_id": j.sched_id,
-                "attempts": j.attempts or 0,
-                "executor": j.executor,
-                "message": j.message,
-                "updated_at": _iso(j.updated_at),
-                "runs": [
-                    {"run_id": r, "method": runs.get(r, ("?", 0))[0], "seed": runs.get(r, ("?", 0))[1]}
-                    for r in serves
-                ],
-                "events": evs[-events_per_job:],
-                "events_total": len(evs),
-            }
-        )
-    return {"counts": counts, "retried": retried, "total": len(jobs), "shown": len(out), "jobs": out}
-
-
-def _iso(value: Any) -> str | None:
-    value = _when(value)
-    return value.isoformat(timespec="seconds") if isinstance(value, dt.datetime) else value
-
-
-def provenance(store: StoreReader, sweep: str, most_hosts: int = 20) -> dict[str, Any]:
-    """What the store records about where and how the sweep ran: the sweep row (created, executor,
-    output folder), the hosts its jobs' attempts ran on (with counts) and their world sizes, and
-    any per-level provenance column a later schema adds (`levels.provenance`: its distinct values
-    with the number of levels each)."""
-    with store.read_connection() as conn:
-        sid, _ = _sweep(conn, store, sweep)
-        sw = conn.execute(
-            sa.select(tables.sweeps.c.created_at, tables.sweeps.c.executor, tables.sweeps.c.output_dir).where(
-                tables.sweeps.c.id == sid
-            )
-        ).one()
-        hosts = conn.execute(
-            sa.select(tables.attempts.c.host, sa.func.count(), sa.func.max(tables.attempts.c.world_size))
-            .join(tables.jobs, tables.jobs.c.job_id == tables.attempts.c.job_id)
-            .where(tables.jobs.c.sweep == sweep)
-            .group_by(tables.attempts.c.host)
-            .order_by(sa.func.count().desc(), tables.attempts.c.host)
-        ).all()
-        level_cols = {c["name"] for c in sa.inspect(conn).get_columns("levels")}
-        per_level = None
-        if "provenance" in level_cols:
-            col: sa.ColumnClause[Any] = sa.column("provenance")
-            # Grouped as text: PostgreSQL has no equality operator for json.
-            text = sa.cast(col, sa.Text)
-            q = (
-                sa.select(text, sa.func.count())
-                .select_from(sa.table("levels", col, sa.column("level_id")))
-                .where(
-                    sa.column("level_id").in_(
-                        sa.select(tables.run_levels.c.level_id)
-                        .join(tables.sweep_runs, tables.sweep_runs.c.run_id == tables.run_levels.c.run_id)
-                        .where(tables.sweep_runs.c.sweep_id == sid)
-                    )
-                )
-                .group_by(text)
-                .order_by(sa.func.count().desc())
-                .limit(50)
-            )
-            per_level = [{"provenance": v, "levels": int(n)} for v, n in conn.execute(q)]
-    return {
-        "created_at": _iso(sw.created_at),
-        "executor": sw.executor,
-        "output_dir": sw.output_dir,
-        "hosts": [{"host": h, "attempts": int(n), "world_size": w} for h, n, w in hosts[:most_hosts]],
-        "hosts_total": len(hosts),
-        "attempts": sum(int(n) for _, n, _ in hosts),
-        "level_provenance": per_level,
-    }

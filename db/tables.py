@@ -42,6 +42,17 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+def as_datetime(value: Any) -> Any:
+    """A timestamp as the driver returns it (SQLite: text) as a datetime; anything else as is."""
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def iso_seconds(value: Any) -> str | None:
+    """A timestamp as ISO text to the second (None, or what is not a timestamp, as is)."""
+    value = as_datetime(value)
+    return value.isoformat(timespec="seconds") if isinstance(value, dt.datetime) else value
+
+
 metadata = MetaData()
 
 

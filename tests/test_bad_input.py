@@ -26,7 +26,8 @@ import torch
 from core import config as trainer_config
 from core.config import ConfigError, load_yaml
 from core.schema import OPTIMIZER_NAMES, SCHEDULE_NAMES, TrainerConfig, validate_config
-from db.queries import QueryError, compile_where
+from db.reader import QueryError
+from db.where import compile_where
 from orchestrator.plan.spec import SpecError, load_spec, parse_spec
 from tests.sweeputil import REPO, SECRET, TP, grep_tree, tiny_spec, tp, write_spec
 from trainer import checkpoint as ckpt

@@ -342,7 +342,7 @@ def test_a_where_that_compares_an_accuracy_with_a_percent_says_accuracies_are_fr
     assert "warning:" in proc.stderr and "fractions" in proc.stderr and "use 0.9 for 90 %" in proc.stderr
     proc = _cli(tmp, "query", "narrow", "--db", url, "--where", "test_acc > 0.9 and seed > 0", "--format", "json")
     assert proc.returncode == 0 and json.loads(proc.stdout) and proc.stderr == "", proc.stderr
-    from db.queries import where_warnings
+    from db.where import where_warnings
 
     for expr, fields in (
         ("80 < best_test_acc <= 99.5", ["best_test_acc with 80", "best_test_acc with 99.5"]),

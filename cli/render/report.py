@@ -103,8 +103,10 @@ class ReportError(UserError, ValueError):
 def collect(store: Any, sweep: str) -> dict[str, Any]:
     """Everything the page shows, as plain JSON-able data, read from the store (as recorded: no
     scheduler is asked; `tp-sweep status` reconciles first)."""
+    from db.provenance import provenance  # SQLAlchemy (0.3 s)
     from db.queries import RESULT_KEYS, QueryError, grid_results, group, run_curves  # SQLAlchemy (0.3 s)
-    from db.summaries import job_trouble, provenance, sweep_status  # SQLAlchemy (0.3 s)
+    from db.summaries import sweep_status  # SQLAlchemy (0.3 s)
+    from db.trouble import job_trouble  # SQLAlchemy (0.3 s)
 
     row = store.get_sweep(sweep)
     if row is None:
