@@ -1,6 +1,7 @@
 """`tp-sweep report SWEEP [--out FILE.html]`: write the sweep's self-contained HTML report
-(cli/render/report.py builds it) atomically (core.atomic: a temporary file beside the target, then
-a rename), so a bad sweep or a failed write leaves nothing behind and never half a file."""
+(orchestrator.operations.report reads it, cli/render/report.py renders it) atomically
+(core.atomic: a temporary file beside the target, then a rename), so a bad sweep or a failed write
+leaves nothing behind and never half a file."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 
 from cli.common import BadInput, console
 from core.atomic import write_atomic
-from orchestrator.operations.stores import open_store
 
 
 def default_out(sweep: str) -> str:
@@ -44,15 +44,12 @@ def _check_out(out: Path) -> None:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from cli.render.report import build  # the store's reads (SQLAlchemy, 0.3 s)
+    from cli.render.report import render  # plotly's bundle and YAML: only for a report
+    from orchestrator.operations.report import sweep_report  # the store's reads (SQLAlchemy, 0.3 s)
 
     out = Path(a.out or default_out(a.sweep)).expanduser()
     _check_out(out)
-    store = open_store(a.db)
-    try:
-        page = build(store, a.sweep)  # ReportError: a UserError, exit 2 (cli.tp_sweep.main)
-    finally:
-        store.close()
+    page = render(sweep_report(a.db, a.sweep))  # ReportError: a UserError, exit 2 (cli.tp_sweep.main)
     try:
         write_report(out, page)
     except OSError as exc:

@@ -19,43 +19,23 @@ report stays near 2 MB (BENCHMARKS.md). No network at all: no CDN, no font, noth
 Safety: every text that comes from the store (names, axes, messages, the spec) is HTML-escaped
 where the page shows it; the data the scripts read is JSON inside a non-executed script element,
 with <, > and & escaped, and reaches the page only through textContent or plotly text escaped
-again in the script. Messages are cut at MAX_MESSAGE characters.
+again in the script. Messages are cut (orchestrator.operations.report.MAX_MESSAGE).
+
+What the page shows is read by orchestrator.operations.report (SweepReport); this module only
+turns it into HTML, with the script and CSS of report_assets/ (package data).
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import gzip
-import html
-import json
-import math
-import statistics
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.errors import UserError
+from cli.render.html import clean, duration, e, hours, mean_std, message_html, script_json, state_html, table_html
 from db.reader import STATE_ORDER
 
-MAX_MESSAGE = 2000  # characters of a job's message shown (the rest: `tp-sweep status RUN`)
-MAX_EVENT_MESSAGE = 300  # characters of a state change's message
-MAX_IDS = 6  # level ids named in one hover, then "+N more"
-MAX_LINES = 12  # accuracy lines (method x other axes) before averaging over the axes
-MAX_TROUBLE = 200  # jobs listed under "what went wrong"
-MAX_EVENTS = 10  # their last state changes shown
-MAX_TRIALS = 5000  # search trials plotted
-STATE_COLOR = {
-    "COMPLETED": "#2ca02c",
-    "RUNNING": "#17becf",
-    "PENDING": "#1f77b4",
-    "PLANNED": "#888",
-    "FAILED": "#d62728",
-    "LOST": "#d62728",
-    "PREEMPTED": "#bcbd22",
-    "TIMEOUT": "#bcbd22",
-    "CANCELLED": "#9467bd",
-    "PRUNED": "#7fbfbf",
-}
-
+if TYPE_CHECKING:
+    from orchestrator.operations.report import SweepReport
 
 # One colour per method in every chart (accuracy, learning curves, search): dense's is the
 # reference line's dark grey, the others plotly's palette in the order of their names.
@@ -79,199 +59,6 @@ def method_colors(methods: Any) -> dict[str, str]:
     return {"dense": DENSE_COLOR, **{m: PALETTE[i % len(PALETTE)] for i, m in enumerate(others)}}
 
 
-def mark_shared_levels(curves: list[dict[str, Any]]) -> None:
-    """Give every level of the learning curves `methods`: the methods whose chosen run trains that
-    very level at the same place of its curve (dense's level 0 is IMP's level 0), so the chart
-    draws it once, named after them all, instead of one line hidden under another."""
-    where: dict[tuple[str, int], list[str]] = {}
-    for c in curves:
-        start = 0
-        for lv in c["levels"]:
-            lv["_at"] = (lv["level_id"], start)
-            where.setdefault(lv["_at"], []).append(c["method"])
-            start += len(lv["epochs"])
-    for c in curves:
-        for lv in c["levels"]:
-            lv["methods"] = sorted(set(where[lv.pop("_at")]))
-
-
-class ReportError(UserError, ValueError):
-    """No such sweep (the CLI's exit 2)."""
-
-
-# ---- collecting ----------------------------------------------------------------------------------
-def collect(store: Any, sweep: str) -> dict[str, Any]:
-    """Everything the page shows, as plain JSON-able data, read from the store (as recorded: no
-    scheduler is asked; `tp-sweep status` reconciles first)."""
-    from db.provenance import provenance  # SQLAlchemy (0.3 s)
-    from db.queries import RESULT_KEYS, QueryError, grid_results, group, run_curves  # SQLAlchemy (0.3 s)
-    from db.summaries import sweep_status  # SQLAlchemy (0.3 s)
-    from db.trouble import job_trouble  # SQLAlchemy (0.3 s)
-
-    row = store.get_sweep(sweep)
-    if row is None:
-        names = store.sweep_names()
-        raise ReportError(
-            f"no sweep named {sweep!r} in {store.display_url}"
-            + (f" (sweeps: {', '.join(names)})" if names else "")
-        )
-    spec = row.spec if isinstance(row.spec, dict) else {}
-    try:
-        runs, totals = sweep_status(store, sweep, details_up_to=0)
-        rows = grid_results(store, sweep)
-    except QueryError as exc:
-        raise ReportError(str(exc)) from None
-    counts: dict[str, int] = {}
-    by_method: dict[str, dict[str, int]] = {}
-    for r in runs:
-        counts[r.state] = counts.get(r.state, 0) + 1
-        m = by_method.setdefault(r.method, {})
-        m[r.state] = m.get(r.state, 0) + 1
-    order = {s: i for i, s in enumerate(STATE_ORDER)}
-    counts = dict(sorted(counts.items(), key=lambda kv: order.get(kv[0], len(order))))
-    axes = [k for k in (rows[0] if rows else {}) if k not in RESULT_KEYS]
-    # One run per method for the learning curves: the one with the most finished levels, then
-    # the lowest seed.
-    chosen: dict[str, Any] = {}
-    for r in runs:
-        best = chosen.get(r.method)
-        if best is None or (-r.levels_done, r.seed, r.run_id) < (-best.levels_done, best.seed, best.run_id):
-            chosen[r.method] = r
-    curves = run_curves(store, [r.run_id for r in chosen.values()])
-    data: dict[str, Any] = {
-        "sweep": sweep,
-        "generated_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "store": store.display_url,
-        "spec": spec,
-        "runs": len(runs),
-        "counts": counts,
-        "by_method": {
-            m: dict(sorted(c.items(), key=lambda kv: order.get(kv[0], 99))) for m, c in sorted(by_method.items())
-        },
-        "totals": totals.as_dict(),
-        "grid_points": len(rows),
-        "finished_points": sum(1 for r in rows if r["test_acc"] is not None),
-        "axes": axes,
-        "accuracy": accuracy_lines(rows, axes),
-        "table": group(rows, ["method", "sparsity"]) if rows else [],
-        "curves": [
-            {
-                "method": m,
-                "run_id": r.run_id,
-                "seed": r.seed,
-                "axes": r.axes,
-                "levels_done": r.levels_done,
-                "levels_total": r.levels_total,
-                "levels": [_compact(lv) for lv in curves.get(r.run_id, [])],
-            }
-            for m, r in sorted(chosen.items())
-        ],
-        "trouble": _cut_messages(job_trouble(store, sweep, most=MAX_TROUBLE, events_per_job=MAX_EVENTS)),
-        "provenance": provenance(store, sweep),
-        "search": None,
-    }
-    mark_shared_levels(data["curves"])
-    if spec.get("search"):
-        data["search"] = search_data(store, sweep, spec["search"])
-    searched = [t["method"] for t in data["search"]["trials"]] if data["search"] else []
-    data["colors"] = method_colors([r.method for r in runs] + [r["method"] for r in rows] + searched)
-    return data
-
-
-def _compact(level: dict[str, Any]) -> dict[str, Any]:
-    """A level of a learning curve with only what the chart draws: its epochs' test accuracy
-    (6 decimals), not every column of every epoch (a fifth of the page on a big sweep)."""
-    eps = level["epochs"]
-    return {
-        **{k: v for k, v in level.items() if k != "epochs"},
-        "epochs": [
-            {"epoch": ep["epoch"], "test_acc": None if ep["test_acc"] is None else round(ep["test_acc"], 6)}
-            for ep in eps
-        ],
-    }
-
-
-def _cut_messages(trouble: dict[str, Any]) -> dict[str, Any]:
-    """Job messages at MAX_MESSAGE characters, event messages at MAX_EVENT_MESSAGE, with the
-    length they had (a traceback of a megabyte must not make the page one)."""
-    for j in trouble["jobs"]:
-        msg = j.get("message") or ""
-        j["message_chars"] = len(msg)
-        j["message"] = msg[:MAX_MESSAGE] or None
-        for ev in j["events"]:
-            text = ev.get("message") or ""
-            ev["message_chars"] = len(text)
-            ev["message"] = text[:MAX_EVENT_MESSAGE] or None
-    return trouble
-
-
-def accuracy_lines(rows: list[dict[str, Any]], axes: list[str]) -> dict[str, Any]:
-    """Accuracy against target sparsity: a line per method (and per combination of the other grid
-    axes while there are at most MAX_LINES lines; beyond, averaged over them), each point the mean
-    and sample std over the finished grid points at that target, with n, the runs and the ids of
-    the levels behind it. Dense (or any method only at sparsity 0) is a reference, not a line."""
-
-    def combo(r: dict[str, Any]) -> tuple:
-        return tuple((a, r.get(a)) for a in axes)
-
-    n_lines = len({(r["method"], combo(r)) for r in rows})
-    split = bool(axes) and n_lines <= MAX_LINES
-    by_line: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_line.setdefault((r["method"], combo(r) if split else ()), []).append(r)
-    lines = []
-    for (method, cmb), rs in sorted(by_line.items(), key=lambda kv: (kv[0][0], [str(v) for _, v in kv[0][1]])):
-        name = method + "".join(f" {a}={v}" for a, v in cmb)
-        points = []
-        for sp in sorted({r["sparsity"] for r in rs}):
-            at = [r for r in rs if r["sparsity"] == sp]
-            done = [r for r in at if r["test_acc"] is not None]
-            accs = [r["test_acc"] for r in done]
-            achieved = [r["achieved_sparsity"] for r in done if r["achieved_sparsity"] is not None]
-            ids = list(dict.fromkeys(r["level_id"] for r in done))
-            points.append(
-                {
-                    "sparsity": sp,
-                    "n": len(done),
-                    "runs": len(at),
-                    "mean": statistics.fmean(accs) if accs else None,
-                    "std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None),
-                    "achieved": statistics.fmean(achieved) if achieved else None,
-                    "ids": ids[:MAX_IDS],
-                    "more_ids": max(0, len(ids) - MAX_IDS),
-                }
-            )
-        dense = method == "dense" or all(p["sparsity"] == 0 for p in points)
-        lines.append({"name": name, "method": method, "dense": dense, "points": points})
-    note = None
-    if axes and not split:
-        values = {a: len({str(r.get(a)) for r in rows}) for a in axes}
-        note = (
-            "averaged over "
-            + ", ".join(f"{n:,} values of {a}" for a, n in values.items())
-            + f" ({n_lines:,} method × axes lines would be too many to read; "
-            "tp-sweep query --group-by has them all)"
-        )
-    return {"lines": lines, "note": note, "split_by": axes if split else []}
-
-
-def search_data(store: Any, sweep: str, search_spec: dict[str, Any]) -> dict[str, Any]:
-    """The best trial per cell (`query --best`) and every trial's parameters and value."""
-    from orchestrator.search.studies import search_summary, search_trials  # Optuna (about a second)
-
-    cells = search_summary(store, sweep)
-    trials = search_trials(store, sweep, most=MAX_TRIALS)
-    params = search_spec.get("params") or {}
-    return {
-        "metric": search_spec.get("metric", "test_acc"),
-        "direction": search_spec.get("direction", "maximize"),
-        "params": {k: (v.get("type") if isinstance(v, dict) else None) for k, v in params.items()},
-        "cells": cells,
-        "trials": trials,
-        "trials_cut": len(trials) >= MAX_TRIALS,
-    }
-
-
 # ---- the page --------------------------------------------------------------------------------
 def plotly_bundle() -> tuple[str, str]:
     """(base64 of gzip-compressed plotly.min.js, plotly's version), from the installed wheel."""
@@ -281,101 +68,34 @@ def plotly_bundle() -> tuple[str, str]:
     return base64.b64encode(gzip.compress(raw, 6, mtime=0)).decode("ascii"), metadata.version("plotly")
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-able, with NaN and infinities as null (JSON has neither)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    return str(obj)
-
-
-def script_json(obj: Any) -> str:
-    """JSON safe inside <script type="application/json">: no </script>, no <!--, no & entities."""
-    text = json.dumps(_clean(obj), ensure_ascii=True, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{x * 100:.2f}"
-
-
-def _mean_std(mean: float | None, std: float | None, scale: float = 100.0, digits: int = 2) -> str:
-    if mean is None:
-        return "–"
-    return f"{mean * scale:.{digits}f} ± {(std or 0.0) * scale:.{digits}f}"
-
-
-def _hours(x: float | None) -> str:
-    return "–" if x is None else f"{x:,.2f}"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    s = int(round(seconds))
-    d, h, m = s // 86400, s // 3600 % 24, s // 60 % 60
-    return f"{d}d {h}h" if d else f"{h}h {m}m" if h else f"{m}m {s % 60}s" if m else f"{s}s"
-
-
-def _message(text: str | None, chars: int) -> str:
-    if not text:
-        return ""
-    if chars <= len(text):
-        return f"<pre class=msg>{e(text)}</pre>"
-    return (
-        f"<pre class=msg>{e(text)}</pre><p class=dim>… {chars - len(text):,} more "
-        "characters (tp-sweep status RUN_ID --format json has the whole message)</p>"
-    )
-
-
-def _state(s: str) -> str:
-    return f'<span class=st style="color:{STATE_COLOR.get(s, "#444")}">{e(s)}</span>'
-
-
-def _table(head: list[str], body: list[list[str]], cls: str = "") -> str:
-    """Cells are HTML already (escaped by the caller)."""
-    h = "".join(f"<th>{c}</th>" for c in head)
-    b = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in body)
-    return f"<table class='{cls}'><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>"
-
-
-def _summary_html(d: dict[str, Any]) -> str:
-    t = d["totals"]
-    states = " · ".join(f"{_state(s)} {n:,}" for s, n in d["counts"].items()) or "no runs"
+def _summary_html(report: SweepReport) -> str:
+    t = report.totals
+    states = " · ".join(f"{state_html(s)} {n:,}" for s, n in report.counts.items()) or "no runs"
     share = f" ({100 * t['levels_done'] / t['levels_total']:.0f} %)" if t["levels_total"] else ""
     dev = t["device"]
-    by_method = _table(
-        ["method", *[e(s) for s in STATE_ORDER if any(s in c for c in d["by_method"].values())], "runs"],
+    by_method = table_html(
+        ["method", *[e(s) for s in STATE_ORDER if any(s in c for c in report.by_method.values())], "runs"],
         [
             [
                 e(m),
                 *[
                     f"{c.get(s, 0):,}" if c.get(s) else "–"
                     for s in STATE_ORDER
-                    if any(s in cc for cc in d["by_method"].values())
+                    if any(s in cc for cc in report.by_method.values())
                 ],
                 f"{sum(c.values()):,}",
             ]
-            for m, c in d["by_method"].items()
+            for m, c in report.by_method.items()
         ],
         "num",
     )
     return (
-        f"<p><b>{d['runs']:,} runs</b>: {states}</p>"
+        f"<p><b>{report.runs:,} runs</b>: {states}</p>"
         f"<p>levels {t['levels_done']:,} / {t['levels_total']:,} finished{share} · "
-        f"grid points with a result {d['finished_points']:,} / {d['grid_points']:,} · "
-        f"elapsed {_duration(t['elapsed_s'])}</p>"
-        f"<p>{e(dev)}-hours <b>{_hours(t['device_hours_used'])}</b> used, "
-        f"<b>{_hours(t['device_hours_left'])}</b> still planned · {t['devices_per_job']} "
+        f"grid points with a result {report.finished_points:,} / {report.grid_points:,} · "
+        f"elapsed {duration(t['elapsed_s'])}</p>"
+        f"<p>{e(dev)}-hours <b>{hours(t['device_hours_used'])}</b> used, "
+        f"<b>{hours(t['device_hours_left'])}</b> still planned · {t['devices_per_job']} "
         f"{e(dev)}{'s' if t['devices_per_job'] != 1 else ''} a job"
         + (f" · {t['epoch_s']:.1f} s an epoch" if t["epoch_s"] is not None else "")
         + f" · epochs {t['epochs_done']:,} done"
@@ -386,35 +106,35 @@ def _summary_html(d: dict[str, Any]) -> str:
     )
 
 
-def _results_table_html(d: dict[str, Any]) -> str:
-    rows = d["table"]
+def _results_table_html(report: SweepReport) -> str:
+    rows = report.table
     if not rows:
         return "<p class=dim>no grid points</p>"
     body = [
         [
             e(r["method"]),
             f"{r['sparsity']:g}",
-            _mean_std(r["test_acc_mean"], r["test_acc_std"]),
-            _mean_std(r["best_test_acc_mean"], r["best_test_acc_std"]),
-            _mean_std(r["achieved_sparsity_mean"], r["achieved_sparsity_std"], 1.0, 4),
+            mean_std(r["test_acc_mean"], r["test_acc_std"]),
+            mean_std(r["best_test_acc_mean"], r["best_test_acc_std"]),
+            mean_std(r["achieved_sparsity_mean"], r["achieved_sparsity_std"], 1.0, 4),
             f"{r['n']:,}",
             f"{r['runs']:,}",
         ]
         for r in rows
     ]
-    return _table(
+    return table_html(
         ["method", "sparsity", "test_acc (%)", "best_test_acc (%)", "achieved sparsity", "n", "runs"], body, "num"
     )
 
 
-def _trouble_html(d: dict[str, Any]) -> str:
-    t = d["trouble"]
+def _trouble_html(report: SweepReport) -> str:
+    t = report.trouble
     if not t["total"]:
         return (
             "<p>Nothing: no job of this sweep failed, was lost, timed out, was preempted or cancelled, "
             "or needed a retry.</p>"
         )
-    what = ", ".join(f"{_state(s)} {n:,}" for s, n in t["counts"].items())
+    what = ", ".join(f"{state_html(s)} {n:,}" for s, n in t["counts"].items())
     head = (
         f"<p>{t['total']:,} jobs: {what or 'none in a bad state'}; {t['retried']:,} retried "
         "(more than one attempt)."
@@ -450,19 +170,19 @@ def _trouble_html(d: dict[str, Any]) -> str:
             [
                 f"<code>{e(j['job'][:8])}</code>",
                 e(j["sched_id"] or "–"),
-                _state(j["state"]),
+                state_html(j["state"]),
                 f"{j['attempts']}",
                 runs,
-                _message(j["message"], j["message_chars"]) + trail,
+                message_html(j["message"], j["message_chars"]) + trail,
             ]
         )
-    return head + _table(
+    return head + table_html(
         ["job", "scheduler id", "state", "attempts", "runs", "message, state changes"], body, "trouble"
     )
 
 
-def _search_html(d: dict[str, Any]) -> str:
-    s = d["search"]
+def _search_html(report: SweepReport) -> str:
+    s = report.search
     if s is None:
         return ""
     body = []
@@ -484,7 +204,7 @@ def _search_html(d: dict[str, Any]) -> str:
                 f"<code>{e((c.get('best_run_id') or '')[:8])}</code>",
             ]
         )
-    table = _table(
+    table = table_html(
         [
             "method",
             "sparsity",
@@ -513,10 +233,10 @@ def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _provenance_html(d: dict[str, Any], plotly_version: str) -> str:
+def _provenance_html(report: SweepReport, plotly_version: str) -> str:
     from core import version  # importlib.metadata (a few ms): only for the page's footer
 
-    p = d["provenance"]
+    p = report.provenance
     hosts = (
         ", ".join(
             f"{e(h['host'] or '?')} ({h['attempts']:,} attempts, {h['world_size'] or '?'} ranks)"
@@ -540,24 +260,24 @@ def _provenance_html(d: dict[str, Any], plotly_version: str) -> str:
     return (
         f"<dl><dt>sweep recorded</dt><dd>{e(p['created_at'])} UTC, executor {e(p['executor'])}</dd>"
         f"<dt>output folder</dt><dd><code>{e(p['output_dir'])}</code></dd>"
-        f"<dt>store</dt><dd><code>{e(d['store'])}</code></dd>"
+        f"<dt>store</dt><dd><code>{e(report.store)}</code></dd>"
         f"<dt>ran on</dt><dd>{hosts}</dd>"
         f"<dt>code per level</dt><dd>{code}</dd>"
-        f"<dt>this report</dt><dd>{e(d['generated_at'])}, turboprune {e(version())}, plotly.js from "
+        f"<dt>this report</dt><dd>{e(report.generated_at)}, turboprune {e(version())}, plotly.js from "
         f"plotly {e(plotly_version)}; states as recorded in the store "
         "(tp-sweep status asks the scheduler first)</dd></dl>"
     )
 
 
-def render(d: dict[str, Any]) -> str:
+def render(report: SweepReport) -> str:
     """The page: tables in HTML (readable without scripts), charts drawn by plotly.js from the
     embedded data."""
     import yaml  # YAML (0.015 s): only to print the spec
 
     bundle, plotly_version = plotly_bundle()
-    spec_text = yaml.safe_dump(_clean(d["spec"]), sort_keys=False, allow_unicode=False, width=100)
-    acc = d["accuracy"]
-    no_result = d["finished_points"] == 0
+    spec_text = yaml.safe_dump(clean(report.spec), sort_keys=False, allow_unicode=False, width=100)
+    acc = report.accuracy
+    no_result = report.finished_points == 0
     acc_html = (
         "<p class=warn>No grid point has a result yet: nothing to plot.</p>"
         if no_result
@@ -571,12 +291,12 @@ def render(d: dict[str, Any]) -> str:
     )
     curves_html = (
         "<p class=dim>No epoch recorded yet.</p>"
-        if not any(lv["epochs"] for c in d["curves"] for lv in c["levels"])
+        if not any(lv["epochs"] for c in report.curves for lv in c["levels"])
         else "<div id=curve-plot class=plot></div><p class=dim>One run per method (the one with the "
         "most finished levels, then the lowest seed): every epoch of its levels in training "
         "order; gaps separate levels.</p>"
     )
-    title = f"turboprune report: {d['sweep']}"
+    title = f"turboprune report: {report.sweep}"
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8>
 <meta name=viewport content="width=device-width, initial-scale=1">
@@ -585,22 +305,22 @@ def render(d: dict[str, Any]) -> str:
 <style>
 {asset("report.css")}</style></head>
 <body>
-<header><h1>Sweep <span class=name>{e(d["sweep"])}</span></h1>
-<p class=dim>generated {e(d["generated_at"])} from <code>{e(d["store"])}</code></p>
+<header><h1>Sweep <span class=name>{e(report.sweep)}</span></h1>
+<p class=dim>generated {e(report.generated_at)} from <code>{e(report.store)}</code></p>
 <p id=tp-js-status class=dim>drawing the charts…</p></header>
-<section id=summary><h2>Where it stands</h2>{_summary_html(d)}</section>
+<section id=summary><h2>Where it stands</h2>{_summary_html(report)}</section>
 <section id=accuracy><h2>Accuracy against sparsity</h2>{acc_html}</section>
 <section id=results><h2>Results by method and sparsity</h2>
-<p class=dim>tp-sweep query {e(d["sweep"])} --group-by method,sparsity: mean ± std over the finished
+<p class=dim>tp-sweep query {e(report.sweep)} --group-by method,sparsity: mean ± std over the finished
 grid points (n of runs).</p>
-{_results_table_html(d)}</section>
+{_results_table_html(report)}</section>
 <section id=curves><h2>Learning curves</h2>{curves_html}</section>
-<section id=trouble><h2>What went wrong</h2>{_trouble_html(d)}</section>
-{_search_html(d)}
+<section id=trouble><h2>What went wrong</h2>{_trouble_html(report)}</section>
+{_search_html(report)}
 <section id=spec><h2>Spec</h2><details><summary>the sweep's spec as recorded</summary>
 <pre>{e(spec_text)}</pre></details></section>
-<section id=provenance><h2>Provenance</h2>{_provenance_html(d, plotly_version)}</section>
-<script type="application/json" id=tp-data>{script_json(_payload(d))}</script>
+<section id=provenance><h2>Provenance</h2>{_provenance_html(report, plotly_version)}</section>
+<script type="application/json" id=tp-data>{script_json(_payload(report))}</script>
 <script type="text/plain" id=tp-plotly-gz>{bundle}</script>
 <script>
 {asset("report.js")}</script>
@@ -608,18 +328,16 @@ grid points (n of runs).</p>
 """
 
 
-def _payload(d: dict[str, Any]) -> dict[str, Any]:
+def _payload(report: SweepReport) -> dict[str, Any]:
     """The data embedded for the scripts (and for anyone who reads the file): all of it but the
-    jobs' state changes, which the page shows as HTML only."""
-    t = d["trouble"]
+    jobs' state changes, which the page shows as HTML only, and each method's colour."""
+    t = report.trouble
     jobs = [
         {**{k: v for k, v in j.items() if k not in ("events", "runs")}, "runs": j["runs"][:5]} for j in t["jobs"]
     ]
-    return {**d, "trouble": {**t, "jobs": jobs}}
-
-
-def build(store: Any, sweep: str) -> str:
-    return render(collect(store, sweep))
+    searched = [trial["method"] for trial in report.search["trials"]] if report.search else []
+    colors = method_colors([*report.by_method, *(row["method"] for row in report.table), *searched])
+    return {**report.as_dict(), "trouble": {**t, "jobs": jobs}, "colors": colors}
 
 
 # No network at all: nothing may be fetched, whatever a message or a name in the page holds.
