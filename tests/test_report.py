@@ -2,7 +2,9 @@
 chromium through Selenium, tests/browserutil.py) with no network at all.
 
 One small sweep trained once for the session (sweeputil.finished_sweep, shared with
-test_notebook.py); the adversarial sweeps are written straight into stores of their own.
+test_notebook.py); the adversarial sweeps are written straight into stores of their own. What the
+page holds is read in-process (orchestrator.operations.report, then cli.render.report); the real
+`tp-sweep report` writes the page the browser opens, and answers bad input and the big sweep.
 """
 
 from __future__ import annotations
@@ -53,8 +55,23 @@ def _query(args: list[str], url: str, cwd: Path):
     return json.loads(tp("query", "share", *args, "--format", "json", "--db", url, cwd=cwd, check=True).stdout)
 
 
+@pytest.fixture(scope="module")
+def built(shared):
+    """The shared sweep's report, read and rendered in-process: (SweepReport, page)."""
+    from cli.render.report import render
+    from orchestrator.operations.report import sweep_report
+
+    _, url = shared
+    got = sweep_report(url, "share")
+    return got, render(got)
+
+
 def _page_data(path: Path) -> dict:
-    text = path.read_text()
+    return _embedded(path.read_text())
+
+
+def _embedded(text: str) -> dict:
+    """The data a page embeds for its scripts."""
     start = text.index('<script type="application/json" id=tp-data>') + len(
         '<script type="application/json" id=tp-data>'
     )
@@ -170,32 +187,33 @@ def _hover(browser, method: str, sparsity: float) -> str:
 
 # ---- the page's contents ---------------------------------------------------------------------
 @pytest.mark.slow  # the shared sweep trains through real processes
-def test_report_holds_the_query_table_curves_and_spec(report, shared):
+def test_report_holds_the_query_table_curves_and_spec(built, shared):
     tmp, url = shared
-    data = _page_data(report)
+    got, page = built
     grouped = _query(["--group-by", "method,sparsity"], url, tmp)
-    assert len(data["table"]) == len(grouped)
-    for mine, theirs in zip(data["table"], grouped):
+    assert len(got.table) == len(grouped)
+    for mine, theirs in zip(got.table, grouped):
         for k, v in theirs.items():
             assert mine[k] == pytest.approx(v) if isinstance(v, float) else mine[k] == v, k
-    page = report.read_text()
     for g in grouped:  # shown as the query table shows it: percent, mean ± std
         assert f"{g['test_acc_mean'] * 100:.2f} ± {g['test_acc_std'] * 100:.2f}" in page
-    assert data["counts"] == {"COMPLETED": 6} and data["totals"]["levels_done"] == data["totals"]["levels_total"]
-    assert data["trouble"]["total"] == 0 and "Nothing: no job" in page
-    assert {c["method"] for c in data["curves"]} == METHODS
-    assert {c["method"]: c["levels"][0]["methods"] for c in data["curves"]} == {
+    assert got.counts == {"COMPLETED": 6} and got.totals["levels_done"] == got.totals["levels_total"]
+    assert got.trouble["total"] == 0 and "Nothing: no job" in page
+    assert {c["method"] for c in got.curves} == METHODS
+    assert {c["method"]: c["levels"][0]["methods"] for c in got.curves} == {
         "dense": ["dense", "imp"],  # one level 0
         "imp": ["dense", "imp"],
         "random": ["random"],
     }
+    data = _embedded(page)
     assert data["colors"]["dense"] == "#333333" and len(set(data["colors"].values())) == len(METHODS)
-    imp = next(c for c in data["curves"] if c["method"] == "imp")
+    assert data["table"] == json.loads(json.dumps(got.table))  # the page embeds what it shows
+    imp = next(c for c in got.curves if c["method"] == "imp")
     assert [len(lv["epochs"]) for lv in imp["levels"]] == [2, 2, 2]  # level 0, trunk 0.5, trunk 0.75
     assert [lv["methods"] for lv in imp["levels"][1:]] == [["imp"], ["imp"]]
     assert "schedule.epochs: 2" in page and "model.hidden" in page  # the spec
-    assert data["provenance"]["attempts"] >= 1 and "code per level" in page
-    assert 1.5 * MB < report.stat().st_size < 2.5 * MB  # the bundle (2 MB) and a little data
+    assert got.provenance["attempts"] >= 1 and "code per level" in page
+    assert 1.5 * MB < len(page.encode()) < 2.5 * MB  # the bundle (2 MB) and a little data
 
 
 @pytest.mark.slow  # the shared sweep trains through real processes
@@ -282,13 +300,16 @@ def _evil_store(tmp: Path) -> tuple[str, str]:
 
 
 def test_an_html_named_sweep_with_failures_and_nothing_finished(tmp_path, browser):
+    from cli.render.report import render
+    from orchestrator.operations.report import ReportError, sweep_report
     from tests.browserutil import console_errors, network_requests, open_report
 
     url, name = _evil_store(tmp_path)
+    with pytest.raises(ReportError, match=r"no sweep named 'evil' in .*\(sweeps: x<script>"):
+        sweep_report(url, "evil")  # renamed: the error names the sweep the store has
     out = tmp_path / "evil.html"
-    proc = tp("report", name, "--db", url, "--out", str(out), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    page = out.read_text()
+    out.write_text(render(sweep_report(url, name)), encoding="utf-8")
+    page = out.read_text(encoding="utf-8")
     assert out.stat().st_size < 2.5 * MB  # the 1 MB message is cut
     assert "<script>window.__pwned" not in page and "<img src=x" not in page
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in page
