@@ -31,7 +31,17 @@ import base64
 import gzip
 from typing import TYPE_CHECKING, Any
 
-from cli.render.html import clean, duration, e, hours, mean_std, message_html, script_json, state_html, table_html
+from cli.render.html_parts import (
+    clean,
+    duration,
+    e,
+    hours,
+    mean_std,
+    message_html,
+    script_json,
+    state_html,
+    table_html,
+)
 from db.reader import STATE_ORDER
 
 if TYPE_CHECKING:
