@@ -51,7 +51,7 @@ class SweepReport:
     grid_points: int
     finished_points: int  # grid points with a test_acc
     axes: list[str]  # the grid's axes besides method, sparsity and seed
-    accuracy: dict[str, Any]  # accuracy_lines
+    accuracy: dict[str, Any]  # accuracy_by_sparsity
     table: list[dict[str, Any]]  # `query --group-by method,sparsity`
     curves: list[dict[str, Any]]  # one run per method, its levels' epochs
     trouble: dict[str, Any]  # db.trouble.job_trouble, messages cut
@@ -129,7 +129,7 @@ def collect(store: StoreReader, sweep: str) -> SweepReport:
         grid_points=len(rows),
         finished_points=sum(1 for r in rows if r["test_acc"] is not None),
         axes=axes,
-        accuracy=accuracy_lines(rows, axes),
+        accuracy=accuracy_by_sparsity(rows, axes),
         table=group(rows, ["method", "sparsity"]) if rows else [],
         curves=chosen_curves,
         trouble=_cut_messages(job_trouble(store, sweep, most=MAX_TROUBLE, events_per_job=MAX_EVENTS)),
@@ -181,7 +181,7 @@ def _cut_messages(trouble: dict[str, Any]) -> dict[str, Any]:
     return trouble
 
 
-def accuracy_lines(rows: list[dict[str, Any]], axes: list[str]) -> dict[str, Any]:
+def accuracy_by_sparsity(rows: list[dict[str, Any]], axes: list[str]) -> dict[str, Any]:
     """Accuracy against target sparsity: a line per method (and per combination of the other grid
     axes while there are at most MAX_LINES lines; beyond, averaged over them), each point the mean
     and sample std over the finished grid points at that target, with n, the runs and the ids of
