@@ -59,10 +59,9 @@ def job_trouble(store: StoreReader, sweep: str, most: int = 200, events_per_job:
             for job_id in run_jobs[run_id]:
                 mine.setdefault(job_id, set()).add(run_id)
         jobs = [cand[j] for j in mine]
-        counts: dict[str, int] = {}
-        for j in jobs:
-            if j.state in TROUBLE_STATES:
-                counts[j.state] = counts.get(j.state, 0) + 1
+        # In TROUBLE_STATES' order: `mine` is a dict filled from sets, so the jobs' order is not
+        # the same from one run to the next, and the counts must not follow it.
+        counts = {st: n for st in TROUBLE_STATES if (n := sum(1 for j in jobs if j.state == st))}
         retried = sum(1 for j in jobs if (j.attempts or 0) > 1)
         rank = {st: i for i, st in enumerate(TROUBLE_STATES)}
         jobs.sort(key=lambda j: (rank.get(j.state, len(rank)), -(j.attempts or 0), j.job_id))
