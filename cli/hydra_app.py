@@ -267,25 +267,26 @@ def task(cfg: Any) -> int:
         _fail(2, f"error: {exc}", multirun)
     db_args: list[str] = []
     if url and main_rank:
-        # Only with a store (SQLAlchemy, 0.3 s): the trainer alone never imports them.
-        from db.engine import StoreError  # SQLAlchemy (0.3 s)
-        from orchestrator.control.standalone import record_run  # the controller: SQLAlchemy (0.3 s)
+        # Only with a store: the trainer alone imports no orchestrator/ (nor SQLAlchemy, 0.3 s).
+        from orchestrator.operations.hydra_run import HydraRun, record_hydra_run  # only with a store
+        from orchestrator.operations.stores import StoreNotOpened  # only with a store
 
         executor, sched_id = _where_it_runs()
+        run = HydraRun(
+            url,
+            sweep,
+            hc.job.config_name,
+            config,
+            opts["sparsities"],
+            str(output_dir),
+            job_file,
+            executor,
+            sched_id,
+            opts["reuse"],
+        )
         try:
-            db_file = record_run(
-                url,
-                sweep,
-                hc.job.config_name,
-                config,
-                opts["sparsities"],
-                str(output_dir),
-                job_file,
-                executor,
-                sched_id,
-                opts["reuse"],
-            )
-        except StoreError as exc:
+            db_file = record_hydra_run(run)
+        except StoreNotOpened as exc:
             _fail(2, f"error: {exc}", multirun)
         print(f"[trainer] recorded in sweep {sweep} ({executor} {sched_id})", flush=True)
         db_args = ["--db-file", db_file]

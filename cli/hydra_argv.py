@@ -197,10 +197,10 @@ def _check_jobs(preset: str, overrides: list[Any], extra: list[str]) -> None:
                 text = " ".join(str(exc).split("\nConfig search path")[0].split())
                 raise ConfigError(f"job #{i} ({' '.join(job)}): {text}") from None
     for url in [u for u in urls if u is not None]:
-        from db.engine import StoreError  # SQLAlchemy, 0.3 s
-        from db.store import Store  # SQLAlchemy, 0.3 s
+        from orchestrator.operations.hydra_run import check_store  # the store: SQLAlchemy, 0.3 s
+        from orchestrator.operations.stores import StoreNotOpened  # the store's error: with it
 
         try:
-            Store(url).close()  # reachable, and migrated once before the jobs start
-        except StoreError as exc:
+            check_store(url)  # reachable, and migrated once before the jobs start
+        except StoreNotOpened as exc:
             raise ConfigError(str(exc)) from None

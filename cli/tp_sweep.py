@@ -16,7 +16,6 @@ from contextlib import nullcontext
 from typing import Any
 
 from cli.common import (
-    BadInput,
     console,
     fail,
     json_text,
@@ -28,15 +27,7 @@ from cli.common import (
 )
 from cli.common import error as _error
 from cli.render.tables import show
-from cli.status import (
-    find_run,
-    search_metric,
-    search_rows,
-    show_status,
-    status_output,
-    watch,
-    watch_json,
-)
+from cli.status import show_status, status_output, watch, watch_json
 from core import version
 from core.errors import TurboPruneError
 from orchestrator.operations.stores import open_reader, open_store
@@ -60,22 +51,18 @@ def cmd_supervise(a: argparse.Namespace) -> int:
 def cmd_status(a: argparse.Namespace) -> int:
     store = open_reader(a.db, target=a.target, runs=True)
     if a.target is None:
-        from cli.render.status import counts  # the store's summaries: SQLAlchemy, 0.3 s
-        from db.summaries import sweep_status  # SQLAlchemy, 0.3 s
+        from orchestrator.operations.status import list_sweeps  # the store's summaries: SQLAlchemy, 0.3 s
 
-        names = store.sweep_names()
-        if not names:
-            console.print(f"no sweeps in {store.display_url}")
+        listing = list_sweeps(store)
+        if not listing.sweeps:
+            console.print(f"no sweeps in {listing.display_url}")
             return 0
-        rows: list[dict[str, Any]] = [
-            {"sweep": n, "counts": counts(sweep_status(store, n, details_up_to=0)[0])} for n in names
-        ]
         settle(0)
         if a.format == "json":
-            print(json_text(rows))
+            print(json_text([{"sweep": s.sweep, "counts": s.counts} for s in listing.sweeps]))
             return 0
-        for r in rows:
-            console.print(f"[bold]{r['sweep']}[/]: " + ", ".join(f"{s} {c}" for s, c in r["counts"].items()))
+        for s in listing.sweeps:
+            console.print(f"[bold]{s.sweep}[/]: " + ", ".join(f"{st} {c}" for st, c in s.counts.items()))
         return 0
     if not a.watch:
         return show_status(store, a.target, a.format, show_all=a.all)
@@ -124,77 +111,30 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
 
 def cmd_cancel(a: argparse.Namespace) -> int:
-    store = open_store(a.db, target=a.target, runs=True)  # first: a typo answers before the imports
-    from orchestrator.control.controller import cancel  # the controller: submitit's side
-    from orchestrator.control.reconcile import sweep_level_ids  # the controller: SQLAlchemy (0.3 s)
+    from orchestrator.operations.cancel import cancel  # its imports wait until the target is found
 
-    if store.get_sweep(a.target) is not None:
-        level_ids = sweep_level_ids(store, a.target)
-    else:
-        run = find_run(store, a.target)
-        level_ids = [lv.level_id for lv in store.run_levels(run.run_id)]
-    done = cancel(store, list(store.jobs_of_levels(level_ids).values()))
+    done = cancel(a.db, a.target).jobs
     console.print(f"cancelled {len(done)} jobs" + (f": {', '.join(done)}" if done else ""))
     return 0
 
 
 # ---- query / plot ------------------------------------------------------------------------------
-def _query_rows(store, a: argparse.Namespace) -> list[dict[str, Any]]:
-    from db.queries import grid_results, group, grouped_results  # SQLAlchemy, 0.3 s
-    from db.where import compile_where, where_warnings  # SQLAlchemy (0.3 s), through db.reader
-
-    by = [c.strip() for c in (getattr(a, "group_by", None) or "").split(",") if c.strip()]
-    if by and not getattr(a, "where", None) and not getattr(a, "levels", False):
-        fast = grouped_results(store, a.sweep, by)  # reads only what the groups need
-        if fast is not None:
-            return fast
-    rows = grid_results(store, a.sweep, levels=getattr(a, "levels", False))
-    if getattr(a, "where", None):
-        match = compile_where(a.where)
-        for text in where_warnings(a.where):
-            warn(text)
-        rows = [r for r in rows if match(r)]
-    if by:
-        rows = group(rows, by)
-    return rows
-
-
 def cmd_query(a: argparse.Namespace) -> int:
     store = open_reader(a.db, target=a.sweep)  # first: an unknown sweep answers before the imports
     from cli.render.results import query_table  # the store's queries: SQLAlchemy, 0.25 s
+    from orchestrator.operations.query import QueryRequest, best_trials, query  # SQLAlchemy, with it
 
-    if a.best:
-        cells = search_rows(store, a.sweep)
-        if cells is None:
-            raise BadInput(f"sweep {a.sweep!r} has no search (--best is for sweeps with a search: block)")
-        rows = [
-            {
-                k: r.get(k)
-                for k in (
-                    "method",
-                    "sparsity",
-                    "seed",
-                    "axes",
-                    "trials",
-                    "complete",
-                    "running",
-                    "fail",
-                    "pruned",
-                    "best_value",
-                    "best_params",
-                    "best_trial",
-                    "best_run_id",
-                )
-            }
-            for r in cells
-        ]
+    best = best_trials(store, a.sweep) if a.best else None
+    if best is not None:
+        rows = best.rows
     else:
-        rows = _query_rows(store, a)
+        by = tuple(c.strip() for c in (a.group_by or "").split(",") if c.strip())
+        rows = query(store, QueryRequest(a.sweep, a.where, by, a.levels), on_warning=warn).rows
     settle(0)  # found: a reader that stops early (`| head -1`) changes nothing
-    if a.best and a.format == "table":
+    if best is not None and a.format == "table":
         from cli.render.search import best_renderables  # rich: not for JSON
 
-        show(console, best_renderables(a.sweep, cells or [], search_metric(store, a.sweep)))
+        show(console, best_renderables(a.sweep, best.cells, best.metric))
         return 0
     if a.format == "json":
         print(json_text(rows))
@@ -213,11 +153,9 @@ def cmd_query(a: argparse.Namespace) -> int:
 def cmd_plot(a: argparse.Namespace) -> int:
     store = open_reader(a.db, target=a.sweep)  # first: an unknown sweep answers before matplotlib
     from cli.render.plot import FIELDS, plot_accuracy, unmeasured  # matplotlib (about a second)
+    from orchestrator.operations.query import plot_rows  # SQLAlchemy (0.3 s), with the store
 
-    a.levels, a.where, a.group_by = False, None, None
-    rows = _query_rows(store, a)
-    if not any(r.get(a.metric) is not None for r in rows):
-        raise BadInput(f"sweep {a.sweep!r} has no finished {a.metric} yet")
+    rows = plot_rows(store, a.sweep, a.metric)
     missing = unmeasured(rows, a.metric, a.x)
     if missing:  # levels finished before the measure was recorded: left out, and said so
         named = ", ".join(
@@ -243,38 +181,24 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 # ---- data / db / cluster -----------------------------------------------------------------------
 def cmd_db(a: argparse.Namespace) -> int:
-    from db import migrate  # SQLAlchemy, 0.3 s
-    from db.engine import StoreError, resolve_url  # SQLAlchemy, 0.3 s
-    from db.store import Store  # SQLAlchemy, 0.3 s
+    from orchestrator.operations import store_admin  # SQLAlchemy, 0.3 s: only once asked
 
     if a.action == "import":
-        from orchestrator.control.importer import (  # the store: SQLAlchemy, 0.3 s
-            import_output_dir,
-            sweep_records,
-        )
-
-        sweep_records(a.dir)  # first: a folder that is no output folder creates no store
-        store = open_store(a.db)
-        bad: dict[str, str] = {}
-        refused: dict[str, str] = {}
-        n = import_output_dir(store, a.dir, bad, refused)
+        done = store_admin.import_output(a.db, a.dir)
+        n = done.counts
         console.print(
-            f"{store.display_url}: imported {n['sweeps']} sweeps, {n['runs']} runs, "
+            f"{done.display_url}: imported {n['sweeps']} sweeps, {n['runs']} runs, "
             f"{n['levels']} levels ({n['finished']} finished) from {a.dir}",
             highlight=False,
         )
         report_bad_files(
-            refused, f"{len(refused)} sweep record(s) failed their checks; nothing of them was imported:"
+            done.refused,
+            f"{len(done.refused)} sweep record(s) failed their checks; nothing of them was imported:",
         )
-        report_bad_levels(bad, "not imported")
-        return 1 if bad or refused else 0
-    url = resolve_url(a.db)
-    try:
-        store = Store(url, migrate_schema=False)
-        before, after = migrate.upgrade(store.engine)
-    except StoreError as exc:  # an outage (exit 1) mid-command; a store that will not open is bad input
-        raise BadInput(str(exc)) from None
-    console.print(f"{store.display_url}: schema {before or 'empty'} -> {after}")
+        report_bad_levels(done.bad, "not imported")
+        return 1 if done.bad or done.refused else 0
+    up = store_admin.upgrade(a.db)
+    console.print(f"{up.display_url}: schema {up.before or 'empty'} -> {up.after}")
     return 0
 
 

@@ -7,12 +7,12 @@ need a look (failed, lost, timed out, preempted, running), at most ATTENTION_ROW
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from cli.render.tables import Col, number, phrases, renderables
-from db.reader import STATE_ORDER
 from db.summaries import RunSummary, SweepTotals
+from orchestrator.operations.status import eta_s
+from orchestrator.operations.status import state_counts as counts
 
 STATE_STYLE = {
     "COMPLETED": "green",
@@ -29,33 +29,6 @@ STATE_STYLE = {
 BIG = 40  # runs above which the table view summarises
 ATTENTION = ("FAILED", "LOST", "TIMEOUT", "PREEMPTED", "RUNNING")  # listed, in this order
 ATTENTION_ROWS = 40
-
-
-def counts(runs: Iterable[RunSummary]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in runs:
-        out[r.state] = out.get(r.state, 0) + 1
-    return {s: out[s] for s in STATE_ORDER if s in out}
-
-
-def eta_s(runs: list[RunSummary], totals: SweepTotals) -> float | None:
-    """Training time left if the jobs running now go on at their pace, as many at a time as now:
-    the sweep's remaining epochs x its mean epoch time / running jobs. None with nothing running."""
-    running = len({r.job_id for r in runs if r.state == "RUNNING"})
-    if not running or totals.epochs_left is None or totals.epoch_s is None:
-        return None
-    return totals.epochs_left * totals.epoch_s / running
-
-
-def status_json(sweep: str, runs: list[RunSummary], totals: SweepTotals) -> dict[str, Any]:
-    eta = eta_s(runs, totals)
-    return {
-        "sweep": sweep,
-        "counts": counts(runs),
-        **totals.as_dict(),
-        "eta_s": None if eta is None else round(eta, 1),
-        "runs": [r.as_dict() for r in runs],
-    }
 
 
 def duration(seconds: float | None) -> str:
