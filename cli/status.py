@@ -13,20 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from cli.common import console, first_ctrl_c, json_text, settle
 from cli.render.tables import Plain
-from orchestrator.operations.status import (
-    Progress,
-    RunStatus,
-    SweepStatus,
-    find_run,
-    search_metric,
-    search_rows,
-    target_status,
-)
+from orchestrator.operations.status import Progress, RunStatus, SweepStatus, target_status
 
 if TYPE_CHECKING:
     from db.reader import StoreReader
-
-__all__ = ["find_run", "search_metric", "search_rows", "show_status", "status_output", "watch", "watch_json"]
 
 
 def sweep_renderables(res: SweepStatus, width: int, show_results: bool, show_all: bool) -> list[Any]:

@@ -45,12 +45,15 @@ def test_every_design_command_is_there():
 def test_db_upgrade_creates_then_keeps_the_schema(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     from db.migrate import head_revision
+    from orchestrator.operations.store_admin import upgrade
 
     head = head_revision()
-    first = tp("db", "upgrade", "--db", url, cwd=tmp_path, check=True)
-    assert f"schema empty -> {head}" in first.stdout
-    again = tp("db", "upgrade", "--db", url, cwd=tmp_path, check=True)
-    assert f"schema {head} -> {head}" in again.stdout
+    first = upgrade(url)
+    assert (first.before, first.after) == (None, head)
+    again = upgrade(url)
+    assert (again.before, again.after) == (head, head)
+    said = tp("db", "upgrade", "--db", f"sqlite:///{tmp_path / 'cli.db'}", cwd=tmp_path, check=True)
+    assert f"schema empty -> {head}" in said.stdout  # the command says what the operation did
     eng = sa.create_engine(url)
     assert {"sweeps", "runs", "levels", "epochs", "events", "attempts"} <= set(sa.inspect(eng).get_table_names())
     eng.dispose()
@@ -300,6 +303,32 @@ def narrow(tmp_path_factory):
 
 def _cli(tmp, *args, columns: int = 80):
     return tp(*args, cwd=tmp, env={"COLUMNS": str(columns), "TP_LOST_AFTER_S": "1e12"})
+
+
+def _status(url: str, target: str) -> dict:
+    """`status TARGET --format json`, in this process: the operation's result as the JSON says it."""
+    from cli.common import json_text
+    from orchestrator.operations.status import target_status
+    from orchestrator.operations.stores import open_reader
+
+    reader = open_reader(url, target=target, runs=True)
+    try:
+        return json.loads(json_text(target_status(reader, target).as_json()))
+    finally:
+        reader.close()
+
+
+def _query(url: str, sweep: str, **request) -> list[dict]:
+    """`query SWEEP --format json`, in this process."""
+    from cli.common import json_text
+    from orchestrator.operations.query import QueryRequest, query
+    from orchestrator.operations.stores import open_reader
+
+    reader = open_reader(url, target=sweep)
+    try:
+        return json.loads(json_text(query(reader, QueryRequest(sweep, **request)).rows))
+    finally:
+        reader.close()
 
 
 def test_status_at_80_columns_shows_every_method_state_and_accuracy_whole(narrow):
@@ -673,13 +702,13 @@ def test_watch_ends_when_every_run_is_finished_and_writes_lines_to_a_pipe(finish
 
 
 def test_only_a_sweep_that_nothing_moves_is_settled(narrow, finished):
-    from cli.status import status_output
     from db.reader import StoreReader
+    from orchestrator.operations.status import sweep_status
 
     for (_, url), sweep, settled in ((narrow[:2], "narrow", False), (finished["done"], "done", True)):
         reader = StoreReader(url)
         try:
-            progress = status_output(reader, sweep, "json")[2]
+            progress = sweep_status(reader, sweep).progress
         finally:
             reader.close()
         assert progress.settled is settled and f"{sweep}: {progress.done}/{progress.total} levels" in progress.line
@@ -789,13 +818,90 @@ def test_a_run_id_prefix_that_matches_several_runs_lists_them(narrow):
     ids = sorted(r.run_id for r in plan.runs)
     prefix = next(a[:1] for a, b in zip(ids, ids[1:]) if a[:1] == b[:1])
     matching = [i for i in ids if i.startswith(prefix)]
-    for cmd in (["status", prefix], ["cancel", prefix]):
-        proc = _cli(tmp, *cmd, "--db", url)
-        assert proc.returncode == 2, proc.stdout + proc.stderr
-        assert f"matches {len(matching)} runs" in proc.stderr
-        assert all(i in proc.stderr for i in matching[:10]), proc.stderr
-    detail = json.loads(_cli(tmp, "status", ids[0][:10], "--db", url, "--format", "json").stdout)
-    assert detail["run_id"] == ids[0]
+    from orchestrator.operations.cancel import cancel
+    from orchestrator.operations.status import TargetError
+
+    with pytest.raises(TargetError) as status_error:
+        _status(url, prefix)
+    with pytest.raises(TargetError) as cancel_error:
+        cancel(url, prefix)
+    for said in (status_error.value, cancel_error.value):
+        assert said.exit_code == 2 and f"matches {len(matching)} runs" in str(said)
+        assert all(i in str(said) for i in matching[:10]), str(said)
+    proc = _cli(tmp, "cancel", prefix, "--db", url)  # the command: exit 2, the list on stderr
+    assert proc.returncode == 2 and str(cancel_error.value) in proc.stderr, proc.stdout + proc.stderr
+    assert _status(url, ids[0][:10])["run_id"] == ids[0]
+
+
+def test_cancel_stops_a_run_s_open_jobs_and_leaves_finished_ones(tmp_path):
+    """cancel RUN records its unfinished jobs CANCELLED (the debug executor has no scheduler to
+    tell); a second cancel finds nothing left to cancel; status then says CANCELLED."""
+    from orchestrator.operations.cancel import cancel
+
+    url, plan, busy = make_sweep(tmp_path, "cancelled")
+    failed = next(r for r in plan.runs if busy.get(r.run_id) == "FAILED")
+    running = next(r for r in plan.runs if busy.get(r.run_id) == "RUNNING")
+    assert cancel(url, failed.run_id).jobs == []  # failed: finished, left as it is
+    done = cancel(url, running.run_id).jobs
+    assert len(done) == 1 and cancel(url, running.run_id).jobs == []
+    assert {j["job"]: j["state"] for j in _status(url, running.run_id)["jobs"]}[done[0]] == "CANCELLED"
+    states = {r["run_id"]: r["state"] for r in _status(url, "cancelled")["runs"]}
+    assert states[running.run_id] == "CANCELLED" and states[failed.run_id] == "FAILED"
+
+
+def test_status_lists_every_sweep_of_a_store_with_its_runs_by_state(finished):
+    from orchestrator.operations.status import list_sweeps
+    from orchestrator.operations.stores import open_reader
+
+    url = finished["failed"][1]
+    reader = open_reader(url)
+    try:
+        listing = list_sweeps(reader)
+    finally:
+        reader.close()
+    (only,) = listing.sweeps
+    status = _status(url, "failed")
+    assert only.sweep == "failed" and only.counts == status["counts"] and "FAILED" in only.counts
+    assert sum(only.counts.values()) == len(status["runs"]) and listing.display_url.endswith("store.db")
+
+
+def test_query_filters_groups_and_warns_before_it_filters(narrow):
+    from orchestrator.operations.query import NothingToShow, best_trials, plot_rows
+    from orchestrator.operations.stores import open_reader
+
+    tmp, url, plan, busy = narrow
+    every = _query(url, "narrow")
+    assert {r["method"] for r in every} == set(METHODS) and len({r["run_id"] for r in every}) == len(plan.runs)
+    imp = _query(url, "narrow", where="method == 'imp' and sparsity >= 0.8")
+    assert imp and {r["method"] for r in imp} == {"imp"} and all(r["sparsity"] >= 0.8 for r in imp)
+    grouped = _query(url, "narrow", group_by=("method",))
+    assert sorted(g["method"] for g in grouped) == sorted(METHODS)
+    assert grouped == _query(url, "narrow", group_by=("method",), where="True")  # the fast path agrees
+    reader = open_reader(url, target="narrow")
+    try:
+        from orchestrator.operations.query import QueryRequest, query
+
+        heard: list[str] = []
+        query(reader, QueryRequest("narrow", where="test_acc > 90"), on_warning=heard.append)
+        assert heard and "fraction" in heard[0], heard
+        with pytest.raises(NothingToShow, match="has no search"):
+            best_trials(reader, "narrow")
+        assert plot_rows(reader, "narrow", "test_acc")
+        with pytest.raises(NothingToShow, match="no finished test_top5"):
+            plot_rows(reader, "narrow", "test_top5")
+    finally:
+        reader.close()
+
+
+def test_a_hydra_store_that_will_not_open_is_bad_input(tmp_path):
+    from orchestrator.operations.hydra_run import check_store
+    from orchestrator.operations.stores import StoreNotOpened
+
+    with pytest.raises(StoreNotOpened) as said:
+        check_store(f"sqlite:///{tmp_path / 'no' / 'such' / 'folder' / 'store.db'}")
+    assert said.value.exit_code == 2
+    check_store(f"sqlite:///{tmp_path / 'store.db'}")  # created and migrated
+    assert (tmp_path / "store.db").stat().st_size > 0
 
 
 # ---- a big sweep: summarised ----------------------------------------------------------------
@@ -924,7 +1030,7 @@ def test_trunk_landing_results_show_and_plot_their_achieved_sparsity(tmp_path):
         }
     )
     store.close()
-    rows = json.loads(_cli(tmp_path, "query", "trunky", "--db", url, "--format", "json").stdout)
+    rows = _query(url, "trunky")
     imp = {r["sparsity"]: r for r in rows if r["method"] == "imp" and r["seed"] == 0}
     assert imp[0.5]["off_target"] and imp[0.5]["achieved_sparsity"] == pytest.approx(1 - 0.8**4, abs=1e-6)
     assert imp[0.8]["off_target"] and imp[0.8]["achieved_sparsity"] == pytest.approx(1 - 0.8**8, abs=1e-6)
@@ -985,7 +1091,7 @@ def test_a_shared_level_shows_its_role_in_each_run(tmp_path):
     from db.queries import grid_results
     from db.store import Store
     from orchestrator.control.controller import write_plan_files
-    from orchestrator.control.importer import import_output_dir
+    from orchestrator.operations.store_admin import import_output
     from orchestrator.plan.grid import plan_sweep
     from orchestrator.plan.spec import parse_spec
 
@@ -1000,7 +1106,8 @@ def test_a_shared_level_shows_its_role_in_each_run(tmp_path):
     store = Store(url)
     store.record_plan(plan, spec, plan.levels_dir)
     store.close()
-    import_output_dir(Store(rebuilt), tmp_path / "runs")
+    imported = import_output(rebuilt, str(tmp_path / "runs"))
+    assert (imported.counts["sweeps"], imported.bad, imported.refused) == (1, {}, {})
     for db in (url, rebuilt):
         store = Store(db)
         points = {
@@ -1023,7 +1130,7 @@ def test_a_shared_level_shows_its_role_in_each_run(tmp_path):
         }, db
         assert {r["level"] for r in levels if r["level_kind"] == "control"} == {1}
         store.close()
-    run = json.loads(_cli(tmp_path, "status", imp[0.5].run_id, "--db", url, "--format", "json").stdout)
+    run = _status(url, imp[0.5].run_id)
     assert [(lv["kind"], lv["level"]) for lv in run["levels"]] == [("dense", 0), ("branch", 1)]
 
 
@@ -1050,8 +1157,8 @@ def _finish_during_reconcile(tmp_path, monkeypatch, url: str | None) -> None:
     import time
 
     import orchestrator.control.reconcile as reconcile
-    from cli.status import status_output
     from db.store import Store
+    from orchestrator.operations.status import sweep_status
 
     url, plan, busy = make_sweep(tmp_path, "ahead", url)
     run = next(r for r in plan.runs if busy.get(r.run_id) == "RUNNING")
@@ -1068,8 +1175,7 @@ def _finish_during_reconcile(tmp_path, monkeypatch, url: str | None) -> None:
         return None  # it wrote to the store
 
     monkeypatch.setattr(reconcile, "reconcile_sweep", finish_then_say_so)
-    code, out, _ = status_output(store, "ahead", "json")
-    row = next(r for r in json.loads(out)["runs"] if r["run_id"] == run.run_id)
+    row = next(r for r in sweep_status(store, "ahead").as_json()["runs"] if r["run_id"] == run.run_id)
     assert row["state"] == "COMPLETED" and row["level"] == row["levels_total"]
     assert row["test_acc"] == _acc(run.levels[-1])
     store.close()

@@ -16,6 +16,9 @@ import yaml
 from core import config as trainer_config
 from core.levels import run_id
 from core.schema import validate_config
+from orchestrator.operations.query import QueryRequest, query
+from orchestrator.operations.status import list_sweeps, sweep_status
+from orchestrator.operations.stores import open_reader
 from orchestrator.plan.grid import plan_sweep
 from orchestrator.plan.spec import SpecError, parse_spec
 from tests.sweeputil import REPO, SECRET, grep_tree, tiny_spec, tp, write_spec
@@ -237,14 +240,16 @@ def _check_recorded(tmp_path: Path, db: str, sweep: str | None = None) -> str:
     if sweep is None:  # named after the multirun's folder
         (folder,) = (tmp_path / "multirun").iterdir()
         sweep = f"hydra-{folder.name}"
-        assert [
-            s["sweep"] for s in json.loads(tp("status", "--db", db, "--format", "json", cwd=tmp_path).stdout)
-        ] == [sweep]
-    status = json.loads(tp("status", sweep, "--db", db, "--format", "json", cwd=tmp_path).stdout)
+    reader = open_reader(db)
+    try:
+        assert [s.sweep for s in list_sweeps(reader).sweeps] == [sweep]
+        status = sweep_status(reader, sweep).as_json()
+        rows = query(reader, QueryRequest(sweep)).rows
+    finally:
+        reader.close()
     assert {r["method"]: (r["run_id"], r["state"]) for r in status["runs"]} == {
         m: (rid, "COMPLETED") for m, rid in _expected_runs().items()
     }
-    rows = json.loads(tp("query", sweep, "--db", db, "--format", "json", cwd=tmp_path).stdout)
     assert sorted((r["method"], r["sparsity"], r["run_id"]) for r in rows) == sorted(
         (m, 0.5, rid) for m, rid in _expected_runs().items()
     )

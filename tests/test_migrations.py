@@ -4,7 +4,6 @@ SQLite and PostgreSQL, and the sweeps recorded there still query."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +13,9 @@ from db.engine import make_engine
 from db.queries import grid_results
 from db.store import Store
 from db.summaries import run_summaries
-from tests.sweeputil import pg_schema, roles_spec, tp
+from orchestrator.operations.query import QueryRequest, query
+from orchestrator.operations.stores import open_reader
+from tests.sweeputil import pg_schema, roles_spec
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, 0)
 
@@ -221,8 +222,11 @@ def test_sqlite_store_of_0001_carries_forward(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     _old_store(url)
     _check_carried_forward(url)
-    out = tp("query", "old", "--db", url, "--format", "json", cwd=tmp_path, check=True)
-    assert {r["method"] for r in json.loads(out.stdout)} == {"imp", "dense"}
+    reader = open_reader(url, target="old")
+    try:
+        assert {r["method"] for r in query(reader, QueryRequest("old")).rows} == {"imp", "dense"}
+    finally:
+        reader.close()
 
 
 def test_postgres_store_of_0001_carries_forward(postgres_url):
