@@ -198,7 +198,7 @@ def _check_jobs(preset: str, overrides: list[Any], extra: list[str]) -> None:
                 raise ConfigError(f"job #{i} ({' '.join(job)}): {text}") from None
     for url in [u for u in urls if u is not None]:
         from orchestrator.operations.hydra_run import check_store  # the store: SQLAlchemy, 0.3 s
-        from orchestrator.operations.stores import StoreNotOpened  # the store's error: with it
+        from orchestrator.operations.stores import StoreNotOpened  # only with a store: with check_store
 
         try:
             check_store(url)  # reachable, and migrated once before the jobs start
