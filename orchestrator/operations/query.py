@@ -65,13 +65,8 @@ def query(
 ) -> QueryResult:
     """The sweep's results, one row per grid point (or level, or group). `on_warning` hears about
     a --where that is valid but most likely not what was meant, before it is applied."""
-    from db.queries import (  # SQLAlchemy (0.3 s): not for --help
-        compile_where,
-        grid_results,
-        group,
-        grouped_results,
-        where_warnings,
-    )
+    from db.queries import grid_results, group, grouped_results  # SQLAlchemy (0.3 s): not for --help
+    from db.where import compile_where, where_warnings  # SQLAlchemy (0.3 s), through db.reader
 
     by = list(request.group_by)
     if by and not request.where and not request.levels:
