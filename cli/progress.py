@@ -4,7 +4,11 @@ spinner while waiting for scheduler jobs. Both read the store; neither imports t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+
+from cli.common import console
 
 if TYPE_CHECKING:
     from rich.console import Console  # types only
@@ -59,20 +63,31 @@ class LaunchProgress:
 
 
 def wait_until_idle(store, sweep: str, console: Console, poll_s: float = 2.0) -> None:
-    """Block until no run of the sweep is PENDING or RUNNING (reconciled with the scheduler)."""
-    from db.reader import ACTIVE_STATES  # SQLAlchemy, 0.25 s
-    from db.summaries import run_summaries  # SQLAlchemy, 0.3 s
-    from orchestrator.control.reconcile import reconcile_sweep  # the store: SQLAlchemy, 0.3 s
+    """Block until no run of the sweep is PENDING or RUNNING (reconciled with the scheduler),
+    with a spinner saying how many are."""
+    from orchestrator.operations.launch import wait_until_idle as wait  # SQLAlchemy, 0.3 s
 
     with console.status(f"waiting for {sweep}") as st:
-        while True:
-            reconcile_sweep(store, sweep)
-            runs = run_summaries(store, sweep)
-            active = [r for r in runs if r.state in ACTIVE_STATES]
-            st.update(f"waiting for {sweep}: {len(active)} of {len(runs)} runs active")
-            if not active:
-                return
-            time.sleep(poll_s)
+        wait(
+            store,
+            sweep,
+            lambda active, runs: st.update(f"waiting for {sweep}: {active} of {runs} runs active"),
+            poll_s,
+        )
+
+
+@contextmanager
+def local_bar(store: Any, sweep: str) -> Iterator[Callable[[], None]]:
+    """A bar over the sweep's level trainings while its local jobs run (a launch's hook)."""
+    with LaunchProgress(store, sweep, console) as bar:
+        yield bar.update
+
+
+@contextmanager
+def search_bar(sweep: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar over a search's trials (a launch's or a resume's hook)."""
+    with SearchProgress(console, sweep) as bar:
+        yield bar.update
 
 
 class SearchProgress:

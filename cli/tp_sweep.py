@@ -12,7 +12,6 @@ import gc
 import json
 import os
 import sys
-from contextlib import nullcontext
 from typing import Any
 
 from cli.common import (
@@ -75,37 +74,27 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 # ---- resume / cancel ---------------------------------------------------------------------------
 def cmd_resume(a: argparse.Namespace) -> int:
-    store = open_store(a.db, target=a.sweep)  # first: an unknown sweep answers before the imports
-    from orchestrator.control.controller import resume, stored_spec  # the controller: submitit's side
+    from cli.progress import local_bar, search_bar  # rich's progress bars (0.025 s)
+    from orchestrator.operations.resume import ResumeRequest, resume  # the controller: submitit's side
 
-    spec = stored_spec(store, a.sweep)
-    kind = a.executor or spec.executor.kind
-    if a.reuse:  # the jobs' trainers read it (they inherit this environment)
-        os.environ["TP_REUSE"] = a.reuse
-    if spec.search is not None:  # the search goes on where it stopped, adopting its trials
-        from cli.launch import _supervised_elsewhere, run_search  # only for a search
-        from orchestrator.plan.grid import plan_sweep  # the planner (pydantic, YAML): 0.2 s
+    out = resume(ResumeRequest(a.sweep, a.db, a.include_failed, a.executor, a.reuse), local_bar, search_bar)
+    if out.driven_by is not None or out.search is not None:
+        from cli.launch import say_driven, show_search_done  # only for a search
 
-        if _supervised_elsewhere(store, a.sweep):
+        if out.driven_by is not None:
+            say_driven(a.sweep, out.driven_by)
             return 0
-
-        if a.reuse:
-            spec = spec.model_copy(update={"reuse": a.reuse})
-        stored = store.get_sweep(a.sweep)
-        assert stored is not None  # open_store checked that the sweep is there
-        return run_search(store, spec, stored.spec, kind, plan_sweep(spec))
-    from cli.progress import LaunchProgress  # rich's progress bars (0.025 s)
-
-    progress = LaunchProgress(store, a.sweep, console) if kind in ("local", "debug") else None
-    with progress or nullcontext():
-        res = resume(store, a.sweep, a.include_failed, kind, progress.update if progress else None)
+        assert out.search is not None
+        return show_search_done(out.store, a.sweep, out.search.told)
+    res = out.result
+    assert res is not None  # not a search: the jobs were resubmitted
     for job, why in res.waiting.items():
         console.print(f"job {job} not submitted: {why}")
     if not res.submitted:
         console.print(f"nothing to resume ({', '.join(f'{n} {s}' for s, n in res.skipped.items())})")
     else:
         console.print(f"resubmitted {len(res.submitted)} jobs; they continue from their last checkpoints")
-    code = show_status(store, a.sweep, "table", progress is not None)
+    code = show_status(out.store, a.sweep, "table", out.local)
     report_bad_levels(res.bad, "not used")
     return 1 if res.bad else code
 

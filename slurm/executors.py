@@ -29,6 +29,9 @@ class JobRequest:
     job_file: str  # what the trainer trains (trainer/job.py)
     db_file: str  # a file holding the store URL, readable by its owner alone
     code_dir: str | None = None  # the code snapshot the job imports (core/code.py); None: the environment's
+    # Variables the job's processes get on top of this process's environment (resume --reuse:
+    # TP_REUSE), so that the submitting process never has to set them in its own.
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def code_env(code_dir: str | None, env: dict[str, str] | None = None) -> dict[str, str]:
@@ -47,13 +50,39 @@ def code_env(code_dir: str | None, env: dict[str, str] | None = None) -> dict[st
     return env
 
 
-def code_setup(code_dir: str | None) -> list[str]:
-    """The same, as lines of the sbatch script: they run again on every requeue of the job."""
+def code_setup(code_dir: str | None, env: tuple[tuple[str, str], ...] = ()) -> list[str]:
+    """The same, as lines of the sbatch script: they run again on every requeue of the job.
+    `env`: a JobRequest's own variables, exported after."""
+    extra = [f"export {k}={shlex.quote(v)}" for k, v in env]
     if not code_dir:
-        return []
+        return extra
     from core.code import ROOT  # core.code: only to start a job's process
 
-    return [f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}", "export PYTHONSAFEPATH=1"]
+    return [
+        f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}",
+        "export PYTHONSAFEPATH=1",
+        *extra,
+    ]
+
+
+class _InEnv:
+    """A debug job's callable, run inside this process with the request's variables set for its
+    duration only (the trainer reads them from os.environ), and the environment put back."""
+
+    def __init__(self, fn: Callable[..., Any], env: tuple[tuple[str, str], ...]) -> None:
+        self.fn, self.env = fn, env
+
+    def __call__(self, *args: Any) -> Any:
+        saved = {k: os.environ.get(k) for k, _ in self.env}
+        os.environ.update(dict(self.env))
+        try:
+            return self.fn(*args)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 class Executor(ABC):
@@ -83,10 +112,10 @@ class Executor(ABC):
 
     def packs(self, reqs: list[JobRequest]) -> list[list[JobRequest]]:
         """`reqs` in scheduler jobs of `pack` chains (the last may hold fewer), never two
-        snapshots in one job."""
-        by_code: dict[str | None, list[JobRequest]] = {}
+        snapshots (or environments) in one job."""
+        by_code: dict[tuple[str | None, tuple[tuple[str, str], ...]], list[JobRequest]] = {}
         for r in reqs:
-            by_code.setdefault(r.code_dir, []).append(r)
+            by_code.setdefault((r.code_dir, r.env), []).append(r)
         k = self.pack
         return [group[i : i + k] for group in by_code.values() for i in range(0, len(group), k)]
 
@@ -125,6 +154,7 @@ class SlurmExecutor(Executor):
         overrides: dict[str, Any] | None = None,
         code_dir: str | None = None,
         chains: int = 1,
+        env: tuple[tuple[str, str], ...] = (),
     ) -> Any:
         """`chains` > 1: a packed job (slurm/job.py PackedJob), which asks for the GPUs of one
         job and `chains` times its CPUs and memory."""
@@ -153,8 +183,8 @@ class SlurmExecutor(Executor):
         )
         if dependency:
             ex.update_parameters(dependency=dependency)
-        if code_dir:  # the job wrapper imports this code, and starts the trainer on the snapshot
-            ex.update_parameters(setup=code_setup(code_dir))
+        if code_dir or env:  # the job wrapper imports this code, and starts the trainer on the snapshot
+            ex.update_parameters(setup=code_setup(code_dir, env))
         return ex
 
     def submit(
@@ -165,13 +195,13 @@ class SlurmExecutor(Executor):
         number of chains in a job: an array's tasks all ask for the same CPUs and memory."""
         from slurm.job import PackedJob, TrainerJob  # submitit: only to submit
 
-        arrays: dict[tuple[str | None, int], list[list[JobRequest]]] = {}
+        arrays: dict[tuple[str | None, int, tuple[tuple[str, str], ...]], list[list[JobRequest]]] = {}
         for pack in self.packs(reqs):
-            arrays.setdefault((pack[0].code_dir, len(pack)), []).append(pack)
+            arrays.setdefault((pack[0].code_dir, len(pack), pack[0].env), []).append(pack)
         handles = {}
         with outside_job_env():
-            for (code_dir, n), packs in arrays.items():
-                ex = self._executor(dependency, overrides, code_dir, chains=n)
+            for (code_dir, n, env), packs in arrays.items():
+                ex = self._executor(dependency, overrides, code_dir, chains=n, env=env)
                 if n == 1:
                     jobs = ex.map_array(TrainerJob(), *self._args([p[0] for p in packs]))
                 else:
@@ -222,7 +252,7 @@ class LocalExecutor(Executor):
             # submitit starts the job's process now, with this process's environment
             saved = dict(os.environ)
             os.environ.clear()
-            os.environ.update(code_env(pack[0].code_dir, saved))
+            os.environ.update({**code_env(pack[0].code_dir, saved), **dict(pack[0].env)})
             try:
                 if len(pack) == 1:
                     h = ex.submit(TrainerJob(), *next(zip(*self._args(pack))))
@@ -283,7 +313,7 @@ class DebugExecutor(Executor):
         from slurm.job import TrainerJob  # submitit: only to submit
 
         ex = submitit.DebugExecutor(folder=self.folder / "debug")
-        return [ex.submit(TrainerJob(), *args) for args in zip(*self._args(reqs))]
+        return [ex.submit(_InEnv(TrainerJob(), r.env), *args) for r, args in zip(reqs, zip(*self._args(reqs)))]
 
     @property
     def pack(self) -> int:

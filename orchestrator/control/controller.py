@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from orchestrator.control.reconcile import (
 from orchestrator.control.submit import SubmitError, submit_jobs
 from orchestrator.plan.grid import SweepPlan
 from orchestrator.plan.jobs import group_jobs, runs_of_job
+from orchestrator.plan.launch import Launch
 from orchestrator.plan.spec import ExecutorSpec, SweepSpec, parse_spec
 from slurm.executors import make_executor
 
@@ -215,15 +216,10 @@ def done_on_disk(
 
 # ---- launch / resume -------------------------------------------------------------------------
 def launch(
-    store: Store,
-    plan: SweepPlan,
-    spec_dict: dict[str, Any],
-    executor_kind: str,
-    on_progress: Callable[[], None] | None = None,
-    replace: bool = False,
+    store: Store, run: Launch, on_progress: Callable[[], None] | None = None, replace: bool = False
 ) -> LaunchResult:
-    result, jobs, todo = prepare(store, plan, spec_dict, replace)
-    return _submit(store, plan.spec, jobs, todo, executor_kind, result, on_progress)
+    result, jobs, todo = prepare(store, run.plan, run.stored, replace)
+    return _submit(store, run.spec, jobs, todo, run.kind, result, on_progress, run.job_env)
 
 
 def prepare(
@@ -272,10 +268,10 @@ def prepare(
 
 
 def submit_prepared(
-    store: Store, spec: SweepSpec, jobs: dict[str, Job], todo: list[Job], kind: str, result: LaunchResult
+    store: Store, run: Launch, jobs: dict[str, Job], todo: list[Job], result: LaunchResult
 ) -> LaunchResult:
     """The submission half of a launch, after prepare()."""
-    return _submit(store, spec, jobs, todo, kind, result, None)
+    return _submit(store, run.spec, jobs, todo, run.kind, result, None, run.job_env)
 
 
 class CodeChanged(SubmitError):
@@ -321,7 +317,11 @@ def resume(
     include_failed: bool = False,
     executor_kind: str | None = None,
     on_progress: Callable[[], None] | None = None,
+    job_env: Mapping[str, str] | None = None,
 ) -> LaunchResult:
+    """Submit the sweep's jobs that were stopped (preempted, timed out, lost; with
+    `include_failed`, failed and cancelled ones too). `job_env`: variables their trainers get
+    (resume --reuse: TP_REUSE)."""
     spec = stored_spec(store, sweep)
     level_ids = sweep_level_ids(store, sweep)
     result = LaunchResult(sweep)
@@ -330,7 +330,7 @@ def resume(
     jobs = {j.job_id: j for j in reconcile_jobs(store, list(jobs.values()), spec.executor)}
     states = {"PLANNED", *RESUMABLE_STATES} | ({"FAILED", "CANCELLED"} if include_failed else set())
     todo = [j for j in jobs.values() if j.state in states]
-    return _submit(store, spec, jobs, todo, executor_kind or spec.executor.kind, result, on_progress)
+    return _submit(store, spec, jobs, todo, executor_kind or spec.executor.kind, result, on_progress, job_env)
 
 
 def _submit(
@@ -341,8 +341,9 @@ def _submit(
     kind: str,
     result: LaunchResult,
     on_progress: Callable[[], None] | None,
+    job_env: Mapping[str, str] | None = None,
 ) -> LaunchResult:
-    submit_jobs(store, spec, todo, kind, result, on_progress)
+    submit_jobs(store, spec, todo, kind, result, on_progress, env=job_env)
     for j in store.jobs(list(jobs)).values():
         if j.job_id not in result.submitted and j.job_id not in result.waiting:
             result.skipped[j.state] = result.skipped.get(j.state, 0) + 1

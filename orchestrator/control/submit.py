@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +138,13 @@ def submit_jobs(
     result: Any,
     on_progress: Callable[[], None] | None = None,
     limits: Any = None,
+    env: Mapping[str, str] | None = None,
 ) -> None:
     """Submit `todo` (claimed one by one). For a scheduler, `limits` (slurm/limits.py Limits;
     read here when not given) splits arrays into chunks that fit and keeps within the room the
     QOS and MaxJobCount leave: what does not fit stays PLANNED, with the reason, in
-    `result.waiting`."""
+    `result.waiting`. `env`: variables the jobs' processes get on top of this process's
+    environment (resume --reuse: TP_REUSE)."""
     if not todo:
         return
     ex = executor_for(spec, kind)
@@ -151,13 +153,17 @@ def submit_jobs(
     # password and all, must reach them through the file only.
     os.environ.pop("TP_DB_URL", None)
     if ex.blocking:
-        driver = LocalDriver(store, spec, ex, db_file, result)
+        driver = LocalDriver(store, spec, ex, db_file, result, env)
         driver.add(todo)
         driver.drive(on_progress)
     else:
         if limits is None and hasattr(ex, "limits"):
             limits = ex.limits()
-        _to_scheduler(store, ex, todo, db_file, result, Room.of(limits))
+        _to_scheduler(store, ex, todo, db_file, result, Room.of(limits), _env_items(env))
+
+
+def _env_items(env: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((env or {}).items()))
 
 
 def _overrides_key(job: Job) -> str:
@@ -165,7 +171,13 @@ def _overrides_key(job: Job) -> str:
 
 
 def _to_scheduler(
-    store: Store, ex: Any, todo: list[Job], db_file: str, result: Any, room: Room | None = None
+    store: Store,
+    ex: Any,
+    todo: list[Job],
+    db_file: str,
+    result: Any,
+    room: Room | None = None,
+    env: tuple[tuple[str, str], ...] = (),
 ) -> None:
     room = room or Room()
     why: str | None  # why a job waits (None: it goes now)
@@ -217,7 +229,7 @@ def _to_scheduler(
             for job in group[sum(len(c) for c in chunks) :]:
                 queue[job.job_id] = job  # no room left for it this round: the loop above says so
             for jobs in chunks:
-                refused = _submit_chunk(store, ex, jobs, deps, db_file, result, room, len(queue), code_dir)
+                refused = _submit_chunk(store, ex, jobs, deps, db_file, result, room, len(queue), code_dir, env)
                 if refused:
                     for job in jobs:
                         queue[job.job_id] = job
@@ -234,13 +246,14 @@ def _submit_chunk(
     room: Room,
     queued: int,
     code_dir: str | None = None,
+    env: tuple[tuple[str, str], ...] = (),
 ) -> str | None:
     """One sbatch array. Returns the limit that refused it (the jobs go back to their state),
     None when it was submitted; raises SubmitError for any other failure."""
     claimed = [(j, j.state) for j in jobs if store.claim(j.job_id, (j.state,))]
     if not claimed:
         return None
-    reqs = [JobRequest(j.job_id, j.job_file, db_file, code_dir) for j, _ in claimed]
+    reqs = [JobRequest(j.job_id, j.job_file, db_file, code_dir, env) for j, _ in claimed]
     overrides = claimed[0][0].sbatch or None
     try:
         handles = ex.submit(reqs, dependency=("afterok:" + ":".join(deps)) if deps else None, overrides=overrides)
@@ -315,9 +328,12 @@ class LocalDriver:
     `array_parallelism` at a time. `step()` does one round, so a caller (the Optuna search) can
     interleave its own work; `drive()` runs everything queued to the end."""
 
-    def __init__(self, store: Store, spec: Any, ex: Any, db_file: str, result: Any) -> None:
+    def __init__(
+        self, store: Store, spec: Any, ex: Any, db_file: str, result: Any, env: Mapping[str, str] | None = None
+    ) -> None:
         self.patient = _Patient(store)
         self.ex, self.db_file, self.result = ex, db_file, result
+        self.env = _env_items(env)  # the jobs' own variables (JobRequest.env)
         self.cap = 1 if ex.kind == "debug" else spec.executor.array_parallelism  # scheduler jobs
         self.pack = ex.pack  # chains per job (executor.pack)
         self.queue: list[Job] = []
@@ -380,7 +396,7 @@ class LocalDriver:
 
     def _launch(self, jobs: list[Job], code_dir: str | None) -> None:
         store = self.patient
-        reqs = [JobRequest(j.job_id, j.job_file, self.db_file, code_dir) for j in jobs]
+        reqs = [JobRequest(j.job_id, j.job_file, self.db_file, code_dir, self.env) for j in jobs]
         handles = self.ex.submit(reqs)
         kept = False
         for job, handle in zip(jobs, handles):

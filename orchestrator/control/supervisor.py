@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -97,7 +98,10 @@ class Supervisor:
         out: Callable[[str], None] | None = None,
         hook: Any = None,
         sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
     ) -> None:
+        """`stop`: set (by a signal handler, another thread) to stop after the action under way
+        and free the lease."""
         self.store, self.sweep = store, sweep
         self.spec = stored_spec(store, sweep)
         conf = self.spec.supervisor or SupervisorSpec()
@@ -111,7 +115,7 @@ class Supervisor:
         self.hook = hook  # the search driver: .step() -> done?
         self.sleep = sleep
         self.kind = self.spec.executor.kind
-        self.stop_requested = False
+        self.stop = stop or threading.Event()
         self.result = LaunchResult(sweep)
         self.local: LocalDriver | None = None
         self._limits: tuple[float, Any] | None = None
@@ -190,6 +194,17 @@ class Supervisor:
                 supervision.release(self.store, self.sweep, self.owner, stopped)
             except (sa.exc.OperationalError, sa.exc.InterfaceError):
                 pass  # the store is away: the lease goes stale by itself
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop.is_set()
+
+    @stop_requested.setter
+    def stop_requested(self, value: bool) -> None:
+        if value:
+            self.stop.set()
+        else:
+            self.stop.clear()
 
     def _nap(self) -> bool:
         end = time.monotonic() + self.poll_s

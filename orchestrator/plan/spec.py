@@ -499,6 +499,11 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
+    return parse_spec(read_spec_data(path), str(path))
+
+
+def read_spec_data(path: str | Path) -> Any:
+    """The spec file's YAML, as data (what parse_spec takes); SpecError when it is unreadable."""
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -513,4 +518,4 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SpecError(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except Exception as exc:  # noqa: BLE001 - yaml raises several error types; all mean "not YAML"
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
-    return parse_spec(data, str(path))
+    return data

@@ -44,6 +44,7 @@ from orchestrator.control.controller import LaunchResult, prepare
 from orchestrator.control.reconcile import reconcile_jobs
 from orchestrator.control.submit import LocalDriver, db_url_file, executor_for, submit_jobs
 from orchestrator.plan.grid import RunPlan, SweepPlan
+from orchestrator.plan.launch import Launch
 from orchestrator.plan.search_spec import SearchSpec
 from orchestrator.plan.spec import SweepSpec
 from orchestrator.search.studies import storage_for
@@ -200,25 +201,24 @@ class SearchDriver:
     def __init__(
         self,
         store: Store,
-        spec: SweepSpec,
-        spec_dict: dict[str, Any],
-        kind: str,
-        base: SweepPlan,
+        run: Launch,
         on_progress: Callable[[int, int], None] | None = None,
         poll_s: float = 1.0,
         supervised: bool = False,
     ) -> None:
+        """`run`: the search's sweep; its plan's grid points are the cells."""
+        spec = run.spec
         assert spec.search is not None
-        self.store, self.spec, self.spec_dict, self.kind = store, spec, spec_dict, kind
+        self.store, self.spec, self.launch, self.kind = store, spec, run, run.kind
         self.search: SearchSpec = spec.search
-        self.cells = cells_of(base)
+        self.cells = cells_of(run.plan)
         self.on_progress, self.poll_s = on_progress, poll_s
         self.supervised = supervised
         self.result = SearchResult(spec.name)
         self.dists = distributions(self.search)
-        self.ex = executor_for(spec, kind)
+        self.ex = executor_for(spec, run.kind)
         self.local = (
-            LocalDriver(store, spec, self.ex, db_url_file(store.url, spec.output_dir), self.result)
+            LocalDriver(store, spec, self.ex, db_url_file(store.url, spec.output_dir), self.result, run.job_env)
             if self.ex.blocking and not supervised
             else None
         )
@@ -268,7 +268,7 @@ class SearchDriver:
         trial.set_user_attr("run_id", plan.runs[0].run_id)
         trial.set_user_attr("level_id", plan.points[0].level_id)
         trial.set_user_attr("retries", retries)
-        _, _, todo = prepare(self.store, plan, self.spec_dict)
+        _, _, todo = prepare(self.store, plan, self.launch.stored)
         self.in_flight[trial._trial_id] = InFlight(cell, trial, plan, retries)
         self._submit(todo)
 
@@ -278,7 +278,7 @@ class SearchDriver:
         if self.local is not None:
             self.local.add(jobs)
         else:
-            submit_jobs(self.store, self.spec, jobs, self.kind, self.result)
+            submit_jobs(self.store, self.spec, jobs, self.kind, self.result, env=self.launch.job_env)
 
     def _adopt(self, studies) -> None:
         """Trials a previous driver started and never told: watch them again."""
@@ -289,7 +289,7 @@ class SearchDriver:
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 trial = optuna.trial.Trial(study, t._trial_id)
                 plan = trial_plan(self.spec, cell, self._params(t))
-                _, _, todo = prepare(self.store, plan, self.spec_dict)
+                _, _, todo = prepare(self.store, plan, self.launch.stored)
                 self.in_flight[t._trial_id] = InFlight(cell, trial, plan, int(t.user_attrs.get("retries", 0)))
                 self._submit(todo)
 
