@@ -78,43 +78,53 @@ def test_a_relaunch_that_changes_settings_stops_before_anything_changes(tmp_path
 
 
 def test_extending_by_grid_values_needs_no_flag_and_other_settings_need_extend(tmp_path):
+    """The dry run in-process (orchestrator.operations.launch): its JSON, or its refusal (exit 2)."""
+    from core.errors import UserError
+    from orchestrator.operations.launch import LaunchRequest, dry_run
+
     spec = _spec(tmp_path)
     _record(tmp_path, spec)
+    db = f"sqlite:///{tmp_path / 'tp-results.db'}"
 
-    def dry(s, *extra):
+    def dry(s, mode=None):
         path = tmp_path / "next.yaml"
         path.write_text(json.dumps(s))
-        return tp("launch", str(path), "--dry-run", "--format", "json", *extra, cwd=tmp_path)
+        return dry_run(LaunchRequest(str(path), db=db, mode=mode))
+
+    def refused(s, mode=None):
+        with pytest.raises(UserError) as exc:
+            dry(s, mode)
+        assert exc.value.exit_code == 2
+        return str(exc.value)
 
     # the documented use: a seed, a target and a method more, nothing else changed
     wider = json.loads(json.dumps(spec))
     wider["grid"] = {"method": ["imp", "dense"], "sparsity": [0.5, 0.75], "seed": [0, 1, 2]}
-    proc = dry(wider)
-    assert proc.returncode == 0, proc.stderr
-    rel = json.loads(proc.stdout)["relaunch"]
+    out = dry(wider)
+    assert out.exit_code == 0, out.bad
+    rel = json.loads(json.dumps(out.info()))["relaunch"]
     assert rel["needs"] is None and rel["settings_changed"] == {} and rel["runs_changed"] == []
     assert rel["runs_added"] == ["dense seed 0", "dense seed 1", "dense seed 2", "imp seed 2"]
     assert rel["grid_points_added"] == 7  # imp at 0.75 for seeds 0, 1; imp seed 2 twice; dense x 3
     # a spec that lists part of the sweep: the rest is kept
-    proc = dry({**spec, "grid": {**spec["grid"], "seed": [5]}})
-    rel = json.loads(proc.stdout)["relaunch"]
-    assert proc.returncode == 0 and rel["runs_unlisted"] == ["imp seed 0", "imp seed 1"]
+    out = dry({**spec, "grid": {**spec["grid"], "seed": [5]}})
+    rel = out.info()["relaunch"]
+    assert out.exit_code == 0 and rel["runs_unlisted"] == ["imp seed 0", "imp seed 1"]
     # new runs with other settings: --extend (the sweep's runs stay as they are)
     other = _with_lr(spec, 0.05, seeds=[5])
-    proc = dry(other)
-    assert proc.returncode == 2 and "--extend" in proc.stderr and "--replace" in proc.stderr
-    proc = dry(other, "--extend")
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["relaunch"]["needs"] == "extend"
+    why = refused(other)
+    assert "--extend" in why and "--replace" in why
+    out = dry(other, "extend")
+    assert out.exit_code == 0, out.bad
+    assert out.info()["relaunch"]["needs"] == "extend"
     # a new grid axis is a change of settings too
-    proc = dry({**spec, "grid": {**spec["grid"], "optimizer.lr": [0.1, 0.05]}})
-    assert proc.returncode == 2 and "grid axes" in proc.stderr
+    assert "grid axes" in refused({**spec, "grid": {**spec["grid"], "optimizer.lr": [0.1, 0.05]}})
     # --replace may change the sweep's runs; --extend may not
     changed = _with_lr(spec, 0.05)
-    assert dry(changed, "--extend").returncode == 2
-    proc = dry(changed, "--replace")
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["relaunch"]["runs_changed"] == ["imp seed 0", "imp seed 1"]
+    refused(changed, "extend")
+    out = dry(changed, "replace")
+    assert out.exit_code == 0, out.bad
+    assert out.info()["relaunch"]["runs_changed"] == ["imp seed 0", "imp seed 1"]
 
 
 def test_replace_makes_the_sweep_exactly_the_spec(tmp_path):
