@@ -87,10 +87,13 @@ def test_pack_is_refused_for_ddp_jobs():
 
 
 def test_launch_of_a_packed_ddp_spec_exits_2(tmp_path):
-    proc = tp(
-        "launch", str(write_spec(tmp_path, tiny_spec("p", executor__pack=2, executor__nodes=2))), cwd=tmp_path
-    )
-    assert proc.returncode == 2 and "never packed" in proc.stderr, proc.stdout + proc.stderr
+    from core.errors import UserError
+    from orchestrator.operations.launch import LaunchRequest, launch
+
+    path = write_spec(tmp_path, tiny_spec("p", executor__pack=2, executor__nodes=2))
+    with pytest.raises(UserError, match="never packed") as exc:
+        launch(LaunchRequest(str(path), db=f"sqlite:///{tmp_path / 'tp-results.db'}"))
+    assert exc.value.exit_code == 2 and not (tmp_path / "tp-results.db").exists()
 
 
 def test_requests_are_packed_per_snapshot_and_room_counts_scheduler_jobs():

@@ -214,10 +214,15 @@ def test_slurm_search_on_postgres(tmp_path, slurm_cluster, postgres_url):
     ],
 )
 def test_bad_searches_exit_2_before_anything_runs(tmp_path, search, message):
+    """The launch operation in-process: bad input (exit 2), before the store is even made."""
+    from core.errors import UserError
+    from orchestrator.operations.launch import LaunchRequest, launch
+
     spec = _spec("bad_search")
     spec["search"] = search
-    proc = tp("launch", str(write_spec(tmp_path, spec)), cwd=tmp_path)
-    assert proc.returncode == 2 and message in proc.stderr.replace("\n", " "), proc.stderr
+    with pytest.raises(UserError) as exc:
+        launch(LaunchRequest(str(write_spec(tmp_path, spec)), db=f"sqlite:///{tmp_path / 'tp-results.db'}"))
+    assert exc.value.exit_code == 2 and message in str(exc.value), exc.value
     assert not (tmp_path / "tp-results.db").exists()
 
 

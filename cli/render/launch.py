@@ -10,7 +10,7 @@ from cli.common import console, report_bad_files, report_bad_levels
 from cli.render.tables import phrases
 
 if TYPE_CHECKING:
-    from orchestrator.control.controller import LaunchResult  # types only
+    from orchestrator.operations.launch import LaunchResult  # types only
     from orchestrator.plan.grid import SweepPlan  # types only
 
 

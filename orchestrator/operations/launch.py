@@ -19,7 +19,7 @@ from core.errors import UserError
 
 if TYPE_CHECKING:
     from db.store import Store
-    from orchestrator.control.controller import LaunchResult
+    from orchestrator.control.controller import LaunchResult as LaunchResult  # what a command renders
     from orchestrator.control.relaunch import Relaunch
     from orchestrator.operations.supervise import SupervisedLaunch
     from orchestrator.plan.launch import Launch
