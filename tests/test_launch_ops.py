@@ -144,3 +144,29 @@ def test_the_launch_header_keeps_the_store_url_on_its_line_at_80_columns(monkeyp
     cli.launch.say_start(LaunchStart("demo", 6, 34, "local", url, [], None))
     lines = buf.getvalue().splitlines()
     assert lines == [f"sweep demo: 6 runs, 34 level trainings -> local, store {url}"], lines
+
+
+def test_a_local_job_gets_the_request_s_env_and_this_process_keeps_its_own(tmp_path, monkeypatch):
+    """resume --reuse reaches a local job's process (submitit starts it with os.environ as it
+    is at submit), and os.environ is as it was after."""
+    import submitit
+
+    from orchestrator.plan.spec import ExecutorSpec
+    from slurm.executors import JobRequest, LocalExecutor, SlurmExecutor
+
+    seen = []
+
+    class Handle:
+        job_id = "1"
+
+    def submit(self, fn, *args):
+        seen.append(os.environ.get("TP_REUSE"))
+        return Handle()
+
+    monkeypatch.setattr(submitit.LocalExecutor, "submit", submit)
+    monkeypatch.delenv("TP_REUSE", raising=False)
+    env = (("TP_REUSE", "any"),)
+    LocalExecutor(ExecutorSpec(), tmp_path).submit([JobRequest("j", "j.json", "db", None, env)])
+    assert seen == ["any"] and "TP_REUSE" not in os.environ
+    slurm = SlurmExecutor(ExecutorSpec(kind="slurm"), tmp_path)._executor(env=env)
+    assert "export TP_REUSE=any" in slurm.parameters["setup"]
