@@ -99,12 +99,12 @@ def launch(request: LaunchRequest, hooks: LaunchHooks | None = None) -> Launched
     """Check, record and submit the spec's sweep (local jobs run to their end here), run its
     search, or start its supervisor. LaunchRefused before anything is changed when the spec,
     its data or models, the output folder, or a relaunch the flags do not allow is wrong."""
-    from orchestrator.control.relaunch import compare  # the controller: SQLAlchemy (0.3 s)
-    from orchestrator.operations.stores import open_store  # SQLAlchemy, 0.3 s
-    from orchestrator.plan.preflight import PreflightError, check_plan  # torch (seconds)
-
     hooks = hooks or LaunchHooks()
     run = read(request)
+    from orchestrator.control.relaunch import compare  # the controller: SQLAlchemy (0.3 s)
+    from orchestrator.operations.stores import open_store  # SQLAlchemy, 0.3 s
+    from orchestrator.plan.preflight import PreflightError, check_plan  # the planner; check_plan: torch
+
     try:
         check_plan(run.plan)
     except PreflightError as exc:
