@@ -29,7 +29,7 @@ from cli.render.tables import show
 from cli.status import show_status, status_output, watch, watch_json
 from core import version
 from core.errors import TurboPruneError
-from orchestrator.operations.stores import open_reader, open_store
+from orchestrator.operations.stores import open_reader
 
 
 # ---- launch / supervise: loaded when asked for (YAML and the planner's tables: 0.04 s of every
