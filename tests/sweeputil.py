@@ -9,9 +9,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import yaml
+
+if TYPE_CHECKING:
+    from db.reader import StoreReader
+    from orchestrator.operations.launch import Launched
 
 REPO = Path(__file__).resolve().parents[1]
 TP = [sys.executable, "-m", "cli.tp_sweep"]
@@ -75,6 +80,41 @@ def tp(
     return proc
 
 
+def _output_dir_is_absolute(spec: Path) -> None:
+    out_dir = yaml.safe_load(spec.read_text()).get("output_dir")
+    assert out_dir and Path(out_dir).is_absolute(), f"{spec}: give an absolute output_dir to launch in-process"
+
+
+def launch_here(spec: Path, cwd: Path, db: str | None = None, check: bool = True, **request: Any) -> Launched:
+    """`tp-sweep launch SPEC` run in `cwd`, in this process (its local jobs run to their end in
+    their own processes). The spec must name an absolute output_dir: its default, tp-runs, would
+    be this process's, not `cwd`'s. `check`: the launch must exit 0 as the CLI's would, no bad
+    level and no FAILED or LOST run. `request`: LaunchRequest's other fields. Its store is closed."""
+    from orchestrator.operations.launch import LaunchRequest, launch  # the planner, the store: SQLAlchemy
+    from orchestrator.operations.status import sweep_status  # the store's reads: SQLAlchemy
+
+    _output_dir_is_absolute(spec)
+    out = launch(LaunchRequest(str(spec), db=store_url(cwd, db), **request))
+    try:
+        if check and out.result is not None:
+            assert not out.result.bad, out.result.bad
+            runs = sweep_status(out.store, out.launch.name).runs
+            assert not [r for r in runs if r.state in ("FAILED", "LOST")], [(r.run_id, r.state) for r in runs]
+    finally:
+        out.store.close()
+    return out
+
+
+def dry_run_json(spec: Path, cwd: Path, db: str | None = None) -> dict[str, Any]:
+    """What `tp-sweep launch SPEC --dry-run --format json` run in `cwd` prints (a spec without a
+    search), parsed: the dry-run operation in this process."""
+    from cli.common import json_text  # orjson, as the CLI writes its JSON
+    from orchestrator.operations.launch import LaunchRequest, dry_run  # the planner (0.2 s)
+
+    _output_dir_is_absolute(spec)
+    return json.loads(json_text(dry_run(LaunchRequest(str(spec), db=store_url(cwd, db))).info()))
+
+
 def launch_on_one_cpu(folder: Path, spec: dict[str, Any]) -> None:
     """Launch `spec` in `folder` on the local executor pinned to one CPU, as a Slurm job of
     cpus_per_task 1 runs: the thread count changes float summation order, so an uninterrupted
@@ -88,9 +128,59 @@ def launch_on_one_cpu(folder: Path, spec: dict[str, Any]) -> None:
     )
 
 
+def store_url(cwd: Path, db: str | None = None, env: dict[str, str] | None = None) -> str:
+    """The store `tp-sweep` run in `cwd` under `env` opens: --db, TP_DB_URL, else tp-results.db;
+    a relative SQLite path is taken from `cwd` (as the CLI takes it from its own), never by chdir."""
+    from sqlalchemy.engine import make_url  # SQLAlchemy (0.3 s): not for every test
+
+    url = db or (env or {}).get("TP_DB_URL") or os.environ.get("TP_DB_URL") or "sqlite:///tp-results.db"
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return url
+    path = Path(os.path.expanduser(parsed.database))
+    return parsed.set(database=str(path if path.is_absolute() else cwd / path)).render_as_string(
+        hide_password=False
+    )
+
+
+@contextmanager
+def reader_at(
+    cwd: Path,
+    db: str | None = None,
+    env: dict[str, str] | None = None,
+    target: str | None = None,
+    runs: bool = False,
+) -> Iterator[StoreReader]:
+    """The store a `tp-sweep` command run in `cwd` under `env` reads, open for the block only (its
+    engine disposed after: no SQLite file held between polls), with `env` applied meanwhile."""
+    from orchestrator.operations.stores import open_reader  # SQLAlchemy (0.3 s): not for every test
+
+    # What a CLI subprocess run with `env` would see (reconcile reads TP_LOST_AFTER_S, squeue
+    # SLURM_CONF and PATH), put back after; an xdist worker runs its tests one at a time.
+    with mock.patch.dict(os.environ, env or {}):
+        store = open_reader(store_url(cwd, db, env), target=target, runs=runs)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
 def status_json(sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """What `tp-sweep status SWEEP --format json` run in `cwd` under `env` prints, parsed: the
+    status operation in this process (reconcile included), through the CLI's own JSON writer."""
+    from cli.common import json_text  # orjson, as the CLI writes its JSON
+    from orchestrator.operations.status import target_status  # the store's reads: SQLAlchemy
+
+    with reader_at(cwd, db, env, target=sweep, runs=True) as store:
+        return json.loads(json_text(target_status(store, sweep).as_json()))
+
+
+def status_json_cli(
+    sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """status_json through the real CLI in a subprocess: for the test that the two agree."""
     args = ["status", sweep, "--format", "json"] + (["--db", db] if db else [])
-    return json.loads(tp(*args, cwd=cwd, env=env).stdout)
+    return json.loads(tp(*args, cwd=cwd, env=env, check=True).stdout)
 
 
 def wait_for(pred, timeout: float, what: str, poll: float = 0.2):
@@ -106,9 +196,12 @@ def wait_for(pred, timeout: float, what: str, poll: float = 0.2):
 
 
 def level_ids(sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None) -> list[str]:
-    """Every level of the sweep's runs, in training order (from `query --levels`)."""
-    args = ["query", sweep, "--levels", "--format", "json"] + (["--db", db] if db else [])
-    rows = json.loads(tp(*args, cwd=cwd, env=env, check=True).stdout)
+    """Every level of the sweep's runs, in training order (what `query --levels` lists)."""
+    from cli.common import json_text  # orjson, as the CLI writes its JSON
+    from orchestrator.operations.query import QueryRequest, query  # the store's reads: SQLAlchemy
+
+    with reader_at(cwd, db, env, target=sweep) as store:
+        rows = json.loads(json_text(query(store, QueryRequest(sweep, levels=True)).rows))
     return list(dict.fromkeys(r["level_id"] for r in rows))
 
 
