@@ -195,14 +195,21 @@ def wait_for(pred, timeout: float, what: str, poll: float = 0.2):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def level_ids(sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None) -> list[str]:
-    """Every level of the sweep's runs, in training order (what `query --levels` lists)."""
+def query_rows(
+    sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None, levels: bool = False
+) -> list[dict[str, Any]]:
+    """What `tp-sweep query SWEEP [--levels] --format json` run in `cwd` prints, parsed: the query
+    operation in this process."""
     from cli.common import json_text  # orjson, as the CLI writes its JSON
     from orchestrator.operations.query import QueryRequest, query  # the store's reads: SQLAlchemy
 
     with reader_at(cwd, db, env, target=sweep) as store:
-        rows = json.loads(json_text(query(store, QueryRequest(sweep, levels=True)).rows))
-    return list(dict.fromkeys(r["level_id"] for r in rows))
+        return json.loads(json_text(query(store, QueryRequest(sweep, levels=levels)).rows))
+
+
+def level_ids(sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None) -> list[str]:
+    """Every level of the sweep's runs, in training order (what `query --levels` lists)."""
+    return list(dict.fromkeys(r["level_id"] for r in query_rows(sweep, cwd, db, env, levels=True)))
 
 
 def final_weights(level_dir: Path):

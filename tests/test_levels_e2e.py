@@ -1,6 +1,6 @@
-"""Levels through `tp-sweep launch`: level 0 trained once for every method that shares it, results
-equal to each method launched alone, sweeps extended by training only what is new, and the store
-rebuilt from the output folder."""
+"""Levels through the launch operation (in-process; its local jobs train in their own processes):
+level 0 trained once for every method that shares it, results equal to each method launched
+alone, sweeps extended by training only what is new, and the store rebuilt from the output folder."""
 
 from __future__ import annotations
 
@@ -9,21 +9,31 @@ import shutil
 
 import pytest
 
-from tests.sweeputil import epochs_trained, same_levels, status_json, tiny_spec, tp, write_spec
+from cli.common import json_text
+from core.errors import UserError
+from orchestrator.operations.launch import LaunchRequest, dry_run
+from orchestrator.operations.store_admin import import_output
+from tests.sweeputil import (
+    dry_run_json,
+    epochs_trained,
+    launch_here,
+    query_rows,
+    same_levels,
+    status_json,
+    store_url,
+    tiny_spec,
+    tp,
+    write_spec,
+)
 
 METHODS = ["dense", "imp", "imp_wr", "imp_lrr", "random"]
 
 
-def _spec(name: str, methods: list[str], sparsities: list[float]) -> dict:
-    spec = tiny_spec(name)
+def _spec(name: str, methods: list[str], sparsities: list[float], output_dir) -> dict:
+    spec = tiny_spec(name, output_dir=str(output_dir))
     spec["grid"] = {"method": methods, "sparsity": sparsities, "seed": [0]}
     spec["trainer"]["overrides"]["prune.rewind_iterations"] = 2  # one epoch per level: k inside it
     return spec
-
-
-def _query(tmp, sweep: str, db: str | None = None) -> list[dict]:
-    args = ["query", sweep, "--format", "json"] + (["--db", db] if db else [])
-    return json.loads(tp(*args, cwd=tmp, check=True).stdout)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +42,9 @@ def shared(tmp_path_factory):
     (0.5), trunk 2 (0.25) and a branch from it to 0.8 -> 1 + 4 x 3 = 13 levels, of which random's
     trunk 2 only gives its mask: 12 trainings."""
     tmp = tmp_path_factory.mktemp("shared")
-    path = write_spec(tmp, _spec("shared", METHODS, [0.5, 0.8]))
-    dry = json.loads(tp("launch", str(path), "--dry-run", "--format", "json", cwd=tmp, check=True).stdout)
-    tp("launch", str(path), cwd=tmp, check=True)
+    path = write_spec(tmp, _spec("shared", METHODS, [0.5, 0.8], tmp / "tp-runs"))
+    dry = dry_run_json(path, tmp)
+    launch_here(path, tmp)
     return tmp, path, dry
 
 
@@ -46,7 +56,7 @@ def test_level_zero_is_trained_once_for_all_methods(shared):
     assert dry["naive_level_trainings"] == 1 + 4 * (2 + 4)
     assert status_json("shared", tmp)["counts"] == {"COMPLETED": 5}
     assert epochs_trained(tmp, "shared") == 12  # one epoch per level, each level once
-    rows = _query(tmp, "shared")
+    rows = query_rows("shared", tmp)
     level0 = {r["level_id"] for r in rows if r["method"] == "dense"}
     assert len(level0) == 1
     logs = "".join(p.read_text() for p in (tmp / "tp-runs" / "_jobs" / "shared").glob("*/*_log.out"))
@@ -57,10 +67,10 @@ def test_level_zero_is_trained_once_for_all_methods(shared):
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_equals_itself_launched_alone(shared, tmp_path, method):
     tmp, _, _ = shared
-    path = write_spec(tmp_path, _spec("alone", [method], [0.5, 0.8]))
-    tp("launch", str(path), cwd=tmp_path, check=True)
-    mine = _query(tmp_path, "alone")
-    theirs = [r for r in _query(tmp, "shared") if r["method"] == method]
+    path = write_spec(tmp_path, _spec("alone", [method], [0.5, 0.8], tmp_path / "tp-runs"))
+    launch_here(path, tmp_path)
+    mine = query_rows("alone", tmp_path)
+    theirs = [r for r in query_rows("shared", tmp) if r["method"] == method]
     assert [(r["sparsity"], r["level_id"], r["test_acc"]) for r in mine] == [
         (r["sparsity"], r["level_id"], r["test_acc"]) for r in theirs
     ]
@@ -71,15 +81,15 @@ def test_each_method_equals_itself_launched_alone(shared, tmp_path, method):
 def test_extending_a_sweep_trains_only_the_new_levels(shared):
     tmp, _, _ = shared
     before = epochs_trained(tmp, "shared")
-    wider = write_spec(tmp, _spec("shared", METHODS, [0.5, 0.8, 0.9]))
-    dry = json.loads(tp("launch", str(wider), "--dry-run", "--format", "json", cwd=tmp, check=True).stdout)
+    wider = write_spec(tmp, _spec("shared", METHODS, [0.5, 0.8, 0.9], tmp / "tp-runs"))
+    dry = dry_run_json(wider, tmp)
     # 0.9 at rate 0.5: trunk 3 (0.125) and a branch from it to 0.1, for each iterative method
     # (random's trunk 3 a mask only).
     assert (dry["levels_done"], dry["levels_to_train"]) == (12, 7)
-    tp("launch", str(wider), cwd=tmp, check=True)
+    launch_here(wider, tmp)
     assert epochs_trained(tmp, "shared") - before == 7
     assert status_json("shared", tmp)["counts"] == {"COMPLETED": 5}
-    rows = _query(tmp, "shared")
+    rows = query_rows("shared", tmp)
     assert {r["sparsity"] for r in rows if r["method"] == "imp"} == {0.5, 0.8, 0.9}
     assert all(r["state"] == "COMPLETED" and r["test_acc"] is not None for r in rows)
 
@@ -87,23 +97,25 @@ def test_extending_a_sweep_trains_only_the_new_levels(shared):
 @pytest.mark.slow
 def test_a_second_store_and_a_rebuilt_store_show_the_same_results(shared):
     tmp, path, _ = shared
-    first = _query(tmp, "shared")
+    first = query_rows("shared", tmp)
     other = f"sqlite:///{tmp / 'other.db'}"
-    proc = tp("launch", str(path), "--db", other, cwd=tmp, check=True)
-    assert "nothing to submit" in proc.stdout and "imported" in proc.stdout
+    res = launch_here(path, tmp, db=other).result
+    assert res is not None and not res.submitted and not res.waiting  # nothing to submit
+    assert res.imported > 0  # found finished on disk: imported into the new store
     st = status_json("shared", tmp, db=other)
     assert st["counts"] == {"COMPLETED": 5} and all(r["test_acc"] is not None for r in st["runs"])
     # Lose the store; rebuild it from the output folder.
     (tmp / "tp-results.db").unlink()
     for extra in tmp.glob("tp-results.db-*"):
         extra.unlink()
-    out = tp("db", "import", "tp-runs", cwd=tmp, check=True)
-    assert "imported 1 sweeps" in out.stdout
-    assert _query(tmp, "shared") == first
+    out = import_output(store_url(tmp), str(tmp / "tp-runs"))  # the default store of tmp
+    assert out.counts["sweeps"] == 1 and not out.bad and not out.refused
+    assert query_rows("shared", tmp) == first
     table = tp("query", "shared", cwd=tmp, check=True).stdout
     assert "imp_lrr" in table
-    bad = tp("db", "import", str(tmp / "nowhere"), cwd=tmp)
-    assert bad.returncode == 2 and "not a turboprune output folder" in bad.stderr
+    with pytest.raises(UserError, match="not a turboprune output folder") as bad:
+        import_output(f"sqlite:///{tmp / 'nowhere.db'}", str(tmp / "nowhere"))
+    assert bad.value.exit_code == 2 and not (tmp / "nowhere.db").exists()
     shutil.rmtree(tmp / "tp-runs" / "_jobs" / "shared", ignore_errors=True)  # logs no longer needed
 
 
@@ -114,7 +126,7 @@ def test_tampered_level_folders_are_named_and_never_imported(shared):
     tmp, _, _ = shared
     copy = tmp / "tampered"
     shutil.copytree(tmp / "tp-runs", copy, ignore=shutil.ignore_patterns("_jobs", "wandb"))
-    rows = [r for r in _query(tmp, "shared") if r["method"] != "dense" and r["sparsity"] in (0.5, 0.8)]
+    rows = [r for r in query_rows("shared", tmp) if r["method"] != "dense" and r["sparsity"] in (0.5, 0.8)]
     renamed, edited, truncated, pathy = (r["level_id"] for r in rows[:4])
     levels = copy / "levels"
     (levels / renamed).rename(levels / "0123456789abcdef")
@@ -128,39 +140,24 @@ def test_tampered_level_folders_are_named_and_never_imported(shared):
     (levels / pathy / "level.json").write_text(json.dumps(desc))
 
     db = f"sqlite:///{tmp / 'tampered.db'}"
-    proc = tp("db", "import", str(copy), "--db", db, cwd=tmp)
-    assert proc.returncode == 1, proc.stderr
-    err = " ".join(proc.stderr.split())
+    out = import_output(db, str(copy))
+    assert out.bad and not out.refused  # what `db import` exits 1 on
+    err = " ".join(f"{where}: {why}" for where, why in sorted(out.bad.items()))  # as it prints them
     assert "folder name '0123456789abcdef' differs from the level_id" in err
     assert f"{renamed}: no level.json" in err
     assert f"{edited}: its description does not hash to its id" in err
     assert f"{truncated}: metrics.json cannot be read" in err
     assert f"{pathy}: parent '../../../etc' is not a level id" in err
-    stored = {
-        r["level_id"]: r
-        for r in json.loads(
-            tp("query", "shared", "--levels", "--format", "json", "--db", db, cwd=tmp, check=True).stdout
-        )
-    }
+    stored = {r["level_id"]: r for r in query_rows("shared", tmp, db=db, levels=True)}
     for lid in (renamed, edited, truncated, pathy):
         assert lid not in stored  # never recorded: a level is imported whole or not at all
     good = [r["level_id"] for r in rows if r["level_id"] not in (renamed, edited, truncated, pathy)]
     assert good and all(stored[lid]["test_acc"] is not None for lid in good)
 
-    spec = _spec("shared", METHODS, [0.5, 0.8])
-    spec["output_dir"] = str(copy)
-    dry = tp(
-        "launch",
-        str(write_spec(tmp / "tampered", spec)),
-        "--dry-run",
-        "--format",
-        "json",
-        "--db",
-        f"sqlite:///{tmp / 'none.db'}",
-        cwd=tmp,
-    )
-    assert dry.returncode == 1
-    info = json.loads(dry.stdout)
+    spec = _spec("shared", METHODS, [0.5, 0.8], copy)
+    dry = dry_run(LaunchRequest(str(write_spec(tmp / "tampered", spec)), db=f"sqlite:///{tmp / 'none.db'}"))
+    assert dry.exit_code == 1
+    info = json.loads(json_text(dry.info()))
     assert {p.rsplit("/", 1)[-1] for p in info["bad_levels"]} == {edited, truncated, pathy}
     assert info["levels_done"] == info["level_trainings"] - 4
 
@@ -172,12 +169,12 @@ def test_a_random_method_draws_the_same_masks_under_either_reuse_policy(shared, 
     import torch
 
     tmp, _, _ = shared
-    spec = _spec("anyreuse", ["random"], [0.5, 0.8])
+    spec = _spec("anyreuse", ["random"], [0.5, 0.8], tmp_path / "tp-runs")
     spec["reuse"] = "any"
-    tp("launch", str(write_spec(tmp_path, spec)), cwd=tmp_path, check=True)
-    mine = _query(tmp_path, "anyreuse")
+    launch_here(write_spec(tmp_path, spec), tmp_path)
+    mine = query_rows("anyreuse", tmp_path)
     # (An earlier test of this module may have extended the shared sweep to 0.9.)
-    theirs = [r for r in _query(tmp, "shared") if r["method"] == "random" and r["sparsity"] in (0.5, 0.8)]
+    theirs = [r for r in query_rows("shared", tmp) if r["method"] == "random" and r["sparsity"] in (0.5, 0.8)]
     assert [r["level_id"] for r in mine] != [r["level_id"] for r in theirs]  # other ids...
     assert [(r["sparsity"], r["test_acc"]) for r in mine] == [(r["sparsity"], r["test_acc"]) for r in theirs]
     for a, b in zip(mine, theirs):  # ...the same masks and weights
