@@ -16,7 +16,10 @@ import yaml
 
 if TYPE_CHECKING:
     from db.reader import StoreReader
+    from db.store import Store
     from orchestrator.operations.launch import Launched
+    from orchestrator.operations.resume import Resumed
+    from orchestrator.operations.status import RunStatus, SweepStatus
 
 REPO = Path(__file__).resolve().parents[1]
 TP = [sys.executable, "-m", "cli.tp_sweep"]
@@ -91,18 +94,39 @@ def launch_here(spec: Path, cwd: Path, db: str | None = None, check: bool = True
     be this process's, not `cwd`'s. `check`: the launch must exit 0 as the CLI's would, no bad
     level and no FAILED or LOST run. `request`: LaunchRequest's other fields. Its store is closed."""
     from orchestrator.operations.launch import LaunchRequest, launch  # the planner, the store: SQLAlchemy
-    from orchestrator.operations.status import sweep_status  # the store's reads: SQLAlchemy
 
     _output_dir_is_absolute(spec)
     out = launch(LaunchRequest(str(spec), db=store_url(cwd, db), **request))
     try:
         if check and out.result is not None:
-            assert not out.result.bad, out.result.bad
-            runs = sweep_status(out.store, out.launch.name).runs
-            assert not [r for r in runs if r.state in ("FAILED", "LOST")], [(r.run_id, r.state) for r in runs]
+            _exits_0(out.store, out.launch.name, out.result.bad)
     finally:
         out.store.close()
     return out
+
+
+def resume_here(sweep: str, cwd: Path, db: str | None = None, check: bool = True, **request: Any) -> Resumed:
+    """`tp-sweep resume SWEEP` run in `cwd`, in this process (local jobs run to their end in their
+    own processes). The sweep's spec must name an absolute output_dir, as for launch_here.
+    `check`: it must exit 0 as the CLI's would. `request`: ResumeRequest's other fields."""
+    from orchestrator.operations.resume import ResumeRequest, resume  # the controller: SQLAlchemy
+
+    out = resume(ResumeRequest(sweep, db=store_url(cwd, db), **request))
+    try:
+        if check and out.result is not None:
+            _exits_0(out.store, sweep, out.result.bad)
+    finally:
+        out.store.close()
+    return out
+
+
+def _exits_0(store: Store, sweep: str, bad: dict[str, str]) -> None:
+    """What a launch or resume exits 0 on: no bad level folder, no FAILED or LOST run."""
+    from orchestrator.operations.status import sweep_status  # the store's reads: SQLAlchemy
+
+    assert not bad, bad
+    runs = sweep_status(store, sweep).runs
+    assert not [r for r in runs if r.state in ("FAILED", "LOST")], [(r.run_id, r.state, r.message) for r in runs]
 
 
 def dry_run_json(spec: Path, cwd: Path, db: str | None = None) -> dict[str, Any]:
@@ -165,14 +189,23 @@ def reader_at(
             store.close()
 
 
-def status_json(sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """What `tp-sweep status SWEEP --format json` run in `cwd` under `env` prints, parsed: the
-    status operation in this process (reconcile included), through the CLI's own JSON writer."""
-    from cli.common import json_text  # orjson, as the CLI writes its JSON
+def status_here(
+    target: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None
+) -> SweepStatus | RunStatus:
+    """`tp-sweep status TARGET --format json` run in `cwd` under `env`, as the status operation's
+    typed result in this process (reconcile included): its `exit_code` is the command's."""
     from orchestrator.operations.status import target_status  # the store's reads: SQLAlchemy
 
-    with reader_at(cwd, db, env, target=sweep, runs=True) as store:
-        return json.loads(json_text(target_status(store, sweep).as_json()))
+    with reader_at(cwd, db, env, target=target, runs=True) as store:
+        return target_status(store, target)
+
+
+def status_json(sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """What `tp-sweep status SWEEP --format json` run in `cwd` under `env` prints, parsed:
+    status_here through the CLI's own JSON writer."""
+    from cli.common import json_text  # orjson, as the CLI writes its JSON
+
+    return json.loads(json_text(status_here(sweep, cwd, db, env).as_json()))
 
 
 def status_json_cli(

@@ -6,7 +6,6 @@ them the same level ids, so their trained weights can be compared bit for bit, l
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,11 +18,12 @@ from tests.sweeputil import (
     REPO,
     TP,
     TRUNK,
+    resume_here,
     run_progress,
     same_levels,
     slow_spec,
+    status_here,
     status_json,
-    tp,
     wait_for,
     write_spec,
 )
@@ -45,8 +45,14 @@ def _launch_in_background(tmp: Path, spec: dict) -> subprocess.Popen:
     )
 
 
+def _spec(tmp: Path) -> dict:
+    """slow_spec("resume") with its output folder named in full: the resume runs in this process,
+    whose cwd is not `tmp`. The same level ids as the reference's."""
+    return {**slow_spec("resume"), "output_dir": str(tmp / "tp-runs")}
+
+
 def _stop_at(tmp: Path, where: tuple[int, int], sig: int = signal.SIGTERM) -> str:
-    launcher = _launch_in_background(tmp, slow_spec("resume"))
+    launcher = _launch_in_background(tmp, _spec(tmp))
     wait_for(lambda: run_progress(tmp) >= where, 240, f"level {where[0]} epoch {where[1]}")
     _signal_trainer(tmp, sig)  # SIGTERM: what Slurm sends on requeue or preemption
     out, _ = launcher.communicate(timeout=120)
@@ -64,8 +70,8 @@ def test_preempted_branch_resumes_to_the_same_weights(tmp_path, reference):
     assert (levels / ids[BRANCH] / "checkpoint.pt").exists()
     assert not (levels / ids[BRANCH] / "final.pt").exists() and (levels / ids[TRUNK] / "final.pt").exists()
 
-    proc = tp("resume", "resume", cwd=tmp_path, check=True)
-    assert "resubmitted 1 jobs" in proc.stdout
+    res = resume_here("resume", tmp_path).result
+    assert res is not None and len(res.submitted) == 1  # "resubmitted 1 jobs"
     st = status_json("resume", tmp_path)["runs"][0]
     assert st["state"] == "COMPLETED" and st["attempts"] == 2
     assert same_levels(tmp_path / "tp-runs", ref, ids)
@@ -74,7 +80,7 @@ def test_preempted_branch_resumes_to_the_same_weights(tmp_path, reference):
 @pytest.mark.slow
 def test_killed_job_is_lost_then_resumed(tmp_path, reference):
     ref, ids = reference
-    launcher = _launch_in_background(tmp_path, slow_spec("resume"))
+    launcher = _launch_in_background(tmp_path, _spec(tmp_path))
     wait_for(lambda: run_progress(tmp_path) >= (0, 2), 240, "level 0 to be under way")
     launcher.send_signal(signal.SIGKILL)  # the controller dies too: nobody records anything
     _signal_trainer(tmp_path, signal.SIGKILL)
@@ -87,16 +93,16 @@ def test_killed_job_is_lost_then_resumed(tmp_path, reference):
     assert status_json("resume", tmp_path)["runs"][0]["state"] == "RUNNING"
     # The job's wrapper process notices its trainer died and exits a moment later; from then on
     # the scheduler (here: the process table) no longer knows the job, and status says LOST.
-    proc = wait_for(
-        lambda: (lambda p: p if json.loads(p.stdout)["runs"][0]["state"] == "LOST" else None)(
-            tp("status", "resume", "--format", "json", cwd=tmp_path, env={"TP_LOST_AFTER_S": "0"})
+    st = wait_for(
+        lambda: (lambda s: s if s.as_json()["runs"][0]["state"] == "LOST" else None)(
+            status_here("resume", tmp_path, env={"TP_LOST_AFTER_S": "0"})
         ),
         60,
         "status to report the run LOST",
         poll=1,
     )
-    assert proc.returncode == 1  # a LOST run is a failed check
-    tp("resume", "resume", cwd=tmp_path, check=True)
+    assert st.exit_code == 1  # a LOST run is a failed check
+    resume_here("resume", tmp_path)
     assert status_json("resume", tmp_path)["runs"][0]["state"] == "COMPLETED"
     assert same_levels(tmp_path / "tp-runs", ref, ids)
 
@@ -109,7 +115,7 @@ def test_corrupt_checkpoint_costs_only_its_own_level(tmp_path, reference):
     level = tmp_path / "tp-runs" / "levels" / ids[TRUNK]
     ckpt = level / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 3])  # a truncated file
-    tp("resume", "resume", cwd=tmp_path)
+    resume_here("resume", tmp_path, check=False)
     st = status_json("resume", tmp_path)["runs"][0]
     assert st["state"] == "FAILED"
     assert "checkpoint.pt is corrupt" in st["message"] and str(level) in st["message"]
@@ -118,7 +124,7 @@ def test_corrupt_checkpoint_costs_only_its_own_level(tmp_path, reference):
     ckpt.rename(level / "checkpoint.pt.bad")
     level0 = tmp_path / "tp-runs" / "levels" / ids[0] / "final.pt"
     before = level0.stat().st_mtime_ns
-    tp("resume", "resume", "--include-failed", cwd=tmp_path, check=True)
+    resume_here("resume", tmp_path, include_failed=True)
     st = status_json("resume", tmp_path)["runs"][0]
     assert st["state"] == "COMPLETED" and st["attempts"] == 3
     assert level0.stat().st_mtime_ns == before
