@@ -6,7 +6,6 @@ in the test environment by scripts/bootstrap.sh."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -25,7 +24,18 @@ from core.levels import plan_levels
 from core.method_lookup import get_method
 from orchestrator.plan.grid import plan_sweep
 from orchestrator.plan.spec import SpecError, parse_spec
-from tests.sweeputil import REPO, launch_on_one_cpu, level_ids, status_json, tiny_spec, tp, write_spec
+from tests.sweeputil import (
+    REPO,
+    dry_run_json,
+    launch_here,
+    launch_on_one_cpu,
+    level_ids,
+    query_rows,
+    status_json,
+    tiny_spec,
+    tp,
+    write_spec,
+)
 
 EXAMPLE = REPO / "examples" / "tp_example"
 MODEL = "tp_example.models:TinyCNN"
@@ -453,24 +463,24 @@ def test_a_lab_data_set_is_split_over_ranks_as_one_rank_reads_it():
 # ---- the example, end to end ---------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_example_plugin_runs_a_sweep_beside_imp(tmp_path):
-    spec = example_spec("example", ["taylor", "imp", "random"])
+    spec = example_spec("example", ["taylor", "imp", "random"], output_dir=str(tmp_path / "tp-runs"))
     path = write_spec(tmp_path, spec)
-    dry = tp("launch", str(path), "--dry-run", "--format", "json", cwd=tmp_path, check=True)
-    assert json.loads(dry.stdout)["level_trainings"] == 7  # level 0 shared by the three methods
-    tp("launch", str(path), cwd=tmp_path, check=True)
+    assert dry_run_json(path, tmp_path)["level_trainings"] == 7  # level 0 shared by the three methods
+    launch_here(path, tmp_path)
     status = status_json("example", tmp_path)
     assert status["counts"] == {"COMPLETED": 3}, status
-    rows = json.loads(tp("query", "example", "--format", "json", cwd=tmp_path, check=True).stdout)
+    rows = query_rows("example", tmp_path)
     assert {r["method"] for r in rows} == {"taylor", "imp", "random"}
     assert all(r["test_acc"] is not None for r in rows)
-    table = tp("status", "example", cwd=tmp_path, check=True).stdout
+    table = tp("status", "example", cwd=tmp_path, check=True).stdout  # the CLI draws a plugin's method
     assert "taylor" in table
     tp("plot", "example", "--out", str(tmp_path / "p.png"), cwd=tmp_path, check=True)
     tp("report", "example", "--out", str(tmp_path / "r.html"), cwd=tmp_path, check=True)
     assert "taylor" in (tmp_path / "r.html").read_text()
     ids = level_ids("example", tmp_path)
-    again = tp("launch", str(path), cwd=tmp_path, check=True)  # all done: nothing to train
-    assert "nothing to submit" in again.stdout and level_ids("example", tmp_path) == ids
+    again = launch_here(path, tmp_path).result  # all done: nothing to train
+    assert again is not None and not again.submitted and not again.waiting  # "nothing to submit"
+    assert level_ids("example", tmp_path) == ids
 
 
 @pytest.mark.slurm
@@ -507,7 +517,7 @@ def test_the_example_plugin_survives_a_requeue_on_slurm(tmp_path, slurm_cluster)
         poll=2,
     )
     assert done["state"] == "COMPLETED" and done["attempts"] == 2, done
-    detail = json.loads(tp("status", done["run_id"], "--format", "json", cwd=run).stdout)
+    detail = status_json(done["run_id"], run)
     stopped = [e for e in detail["events"] if e["to"] == "PREEMPTED"]
     assert stopped and "trunk 1" in stopped[0]["message"], detail["events"]
     assert same_levels(run / "tp-runs", ref / "tp-runs", level_ids("plugin_requeue", run))

@@ -74,7 +74,7 @@ def test_slurm_jobs_run_their_launch_s_code_snapshot_whatever_the_checkout_becom
     checkout that submitted it: it checks the snapshot with code the snapshot does not hold.)"""
     import subprocess
 
-    from tests.sweeputil import wait_for
+    from tests.sweeputil import query_rows, status_json, wait_for
 
     src = copy_package(tmp_path / "src")
     spec = tiny_spec("frozen", executor__kind="slurm", executor__array_parallelism=2)
@@ -86,9 +86,6 @@ def test_slurm_jobs_run_their_launch_s_code_snapshot_whatever_the_checkout_becom
     path = write_spec(tmp_path, spec)
     db = f"sqlite:///{tmp_path / 'tp-results.db'}"
     env = {"PYTHONPATH": str(src)}
-
-    def status() -> dict:
-        return json.loads(tp("status", "frozen", "--db", db, "--format", "json", cwd=tmp_path, env=env).stdout)
 
     out = tp("launch", str(path), "--db", db, cwd=src, env=env, check=True).stdout
     assert "submitted 3 jobs" in out, out  # level 0, then imp's and imp_lrr's waiting for it
@@ -120,7 +117,7 @@ def test_slurm_jobs_run_their_launch_s_code_snapshot_whatever_the_checkout_becom
         subprocess.run(["scontrol", "requeue", sched], check=True, capture_output=True)
         st = wait_for(
             lambda: (lambda s: s if set(s["counts"]) <= {"COMPLETED", "FAILED", "LOST", "CANCELLED"} else None)(
-                status()
+                status_json("frozen", tmp_path, db=db)  # in this process: the status is not the point
             ),
             600,
             "the sweep to finish",
@@ -129,14 +126,10 @@ def test_slurm_jobs_run_their_launch_s_code_snapshot_whatever_the_checkout_becom
     finally:  # nothing left in the queue, whatever happened
         tp("cancel", "frozen", "--db", db, cwd=tmp_path, env=env)
     assert st["counts"] == {"COMPLETED": 2}, st
-    events = json.loads(
-        tp("status", st["runs"][0]["run_id"], "--db", db, "--format", "json", cwd=tmp_path, env=env).stdout
-    )["events"]
+    events = status_json(st["runs"][0]["run_id"], tmp_path, db=db)["events"]
     assert any(e["to"] == "PREEMPTED" for e in events), events  # level 0's job was requeued
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "out" / "_jobs").rglob("*.out"))
     assert "edited checkout" not in logs
-    prov = json.loads(
-        tp("query", "frozen", "--levels", "--db", db, "--format", "json", cwd=tmp_path, env=env).stdout
-    )
+    prov = query_rows("frozen", tmp_path, db=db, levels=True)
     assert {r["provenance"]["snapshot"] for r in prov} == {str(snap)}
     assert not list(snap.rglob("__pycache__"))  # no job wrote bytecode into it
