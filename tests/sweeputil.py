@@ -229,15 +229,20 @@ def wait_for(pred, timeout: float, what: str, poll: float = 0.2):
 
 
 def query_rows(
-    sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None, levels: bool = False
+    sweep: str,
+    cwd: Path,
+    db: str | None = None,
+    env: dict[str, str] | None = None,
+    levels: bool = False,
+    group_by: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """What `tp-sweep query SWEEP [--levels] --format json` run in `cwd` prints, parsed: the query
-    operation in this process."""
+    """What `tp-sweep query SWEEP [--levels] [--group-by A,B] --format json` run in `cwd` prints,
+    parsed: the query operation in this process."""
     from cli.common import json_text  # orjson, as the CLI writes its JSON
     from orchestrator.operations.query import QueryRequest, query  # the store's reads: SQLAlchemy
 
     with reader_at(cwd, db, env, target=sweep) as store:
-        return json.loads(json_text(query(store, QueryRequest(sweep, levels=levels)).rows))
+        return json.loads(json_text(query(store, QueryRequest(sweep, group_by=group_by, levels=levels)).rows))
 
 
 def level_ids(sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None) -> list[str]:
@@ -436,7 +441,7 @@ def finished_sweep(tmp_path_factory, name: str = "share") -> tuple[Path, str]:
     key = (str(tmp_path_factory.getbasetemp()), name)
     if key not in _FINISHED:
         tmp = tmp_path_factory.mktemp(name)
-        tp("launch", str(write_spec(tmp, share_spec(name))), cwd=tmp, check=True)
+        launch_here(write_spec(tmp, {**share_spec(name), "output_dir": str(tmp / "tp-runs")}), tmp)
         _FINISHED[key] = (tmp, f"sqlite:///{tmp / 'tp-results.db'}")
     return _FINISHED[key]
 

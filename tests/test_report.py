@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import require_service
-from tests.sweeputil import REPO, finished_sweep, tiny_spec, tp
+from tests.sweeputil import REPO, finished_sweep, query_rows, tiny_spec, tp
 
 MB = 1_000_000
 METHODS = {"dense", "imp", "random"}
@@ -49,10 +49,6 @@ def browser():
     require_service("headless chromium", browser_problem())
     with chromium() as driver:
         yield driver
-
-
-def _query(args: list[str], url: str, cwd: Path):
-    return json.loads(tp("query", "share", *args, "--format", "json", "--db", url, cwd=cwd, check=True).stdout)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +106,7 @@ def test_report_renders_offline_with_a_trace_per_method_and_hover(report, shared
     tmp, url = shared
     (level_id,) = {
         r["level_id"]
-        for r in _query([], url, tmp)
+        for r in query_rows("share", tmp, db=url)
         if r["method"] == "imp" and r["sparsity"] == 0.75 and r["seed"] == 0
     }
     text = _hover(browser, "imp", 0.75)
@@ -190,7 +186,7 @@ def _hover(browser, method: str, sparsity: float) -> str:
 def test_report_holds_the_query_table_curves_and_spec(built, shared):
     tmp, url = shared
     got, page = built
-    grouped = _query(["--group-by", "method,sparsity"], url, tmp)
+    grouped = query_rows("share", tmp, db=url, group_by=("method", "sparsity"))
     assert len(got.table) == len(grouped)
     for mine, theirs in zip(got.table, grouped):
         for k, v in theirs.items():
