@@ -13,18 +13,8 @@ from cli.common import json_text
 from core.errors import UserError
 from orchestrator.operations.launch import LaunchRequest, dry_run
 from orchestrator.operations.store_admin import import_output
-from tests.sweeputil import (
-    dry_run_json,
-    epochs_trained,
-    launch_here,
-    query_rows,
-    same_levels,
-    status_json,
-    store_url,
-    tiny_spec,
-    tp,
-    write_spec,
-)
+from tests.inprocess import dry_run_json, launch_here, query_rows, status_json, store_url
+from tests.sweeputil import epochs_trained, same_levels, tiny_spec, tp, write_spec
 
 METHODS = ["dense", "imp", "imp_wr", "imp_lrr", "random"]
 

@@ -24,18 +24,8 @@ from core.levels import plan_levels
 from core.method_lookup import get_method
 from orchestrator.plan.grid import plan_sweep
 from orchestrator.plan.spec import SpecError, parse_spec
-from tests.sweeputil import (
-    REPO,
-    dry_run_json,
-    launch_here,
-    launch_on_one_cpu,
-    level_ids,
-    query_rows,
-    status_json,
-    tiny_spec,
-    tp,
-    write_spec,
-)
+from tests.inprocess import dry_run_json, launch_here, level_ids, query_rows, status_json
+from tests.sweeputil import REPO, launch_on_one_cpu, tiny_spec, tp, write_spec
 
 EXAMPLE = REPO / "examples" / "tp_example"
 MODEL = "tp_example.models:TinyCNN"

@@ -20,7 +20,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import require_service
-from tests.sweeputil import REPO, finished_sweep, query_rows, tiny_spec, tp
+from tests.inprocess import query_rows
+from tests.sweeputil import REPO, finished_sweep, tiny_spec, tp
 
 MB = 1_000_000
 METHODS = {"dense", "imp", "random"}

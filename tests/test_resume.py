@@ -13,17 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.inprocess import resume_here, status_here, status_json
 from tests.sweeputil import (
     BRANCH,
     REPO,
     TP,
     TRUNK,
-    resume_here,
     run_progress,
     same_levels,
     slow_spec,
-    status_here,
-    status_json,
     wait_for,
     write_spec,
 )

@@ -74,7 +74,8 @@ def test_slurm_jobs_run_their_launch_s_code_snapshot_whatever_the_checkout_becom
     checkout that submitted it: it checks the snapshot with code the snapshot does not hold.)"""
     import subprocess
 
-    from tests.sweeputil import query_rows, status_json, wait_for
+    from tests.inprocess import query_rows, status_json
+    from tests.sweeputil import wait_for
 
     src = copy_package(tmp_path / "src")
     spec = tiny_spec("frozen", executor__kind="slurm", executor__array_parallelism=2)

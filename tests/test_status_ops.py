@@ -1,4 +1,4 @@
-"""The tests' in-process status and launch (tests/sweeputil.py: status_json, level_ids,
+"""The tests' in-process status and launch (tests/inprocess.py: status_json, level_ids,
 launch_here) against the real CLI: the same JSON from the same store, found from the same cwd,
 --db and TP_DB_URL, and no store left open between calls."""
 
@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.sweeputil import (
-    dry_run_json,
-    launch_here,
-    level_ids,
-    status_json,
-    status_json_cli,
-    tiny_spec,
-    tp,
-    write_spec,
-)
+from tests.inprocess import dry_run_json, launch_here, level_ids, status_json
+from tests.sweeputil import tiny_spec, tp, write_spec
+
+
+def status_json_cli(
+    sweep: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """status_json through the real CLI in a subprocess: for the test that the two agree."""
+    args = ["status", sweep, "--format", "json"] + (["--db", db] if db else [])
+    return json.loads(tp(*args, cwd=cwd, env=env, check=True).stdout)
 
 
 def _open_files(name: str) -> list[str]:
