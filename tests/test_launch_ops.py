@@ -170,3 +170,23 @@ def test_a_local_job_gets_the_request_s_env_and_this_process_keeps_its_own(tmp_p
     assert seen == ["any"] and "TP_REUSE" not in os.environ
     slurm = SlurmExecutor(ExecutorSpec(kind="slurm"), tmp_path)._executor(env=env)
     assert "export TP_REUSE=any" in slurm.parameters["setup"]
+
+
+def test_the_stored_spec_names_its_output_folder_whatever_the_folder_read_from(tmp_path, monkeypatch):
+    """A spec with a relative output_dir (the default, tp-runs) is stored with the folder it
+    resolved to at launch: a resume from another folder plans the same levels in the same place."""
+    from orchestrator.plan.launch import read_launch, stored_launch
+    from orchestrator.plan.spec import parse_spec
+
+    spec = _spec(tmp_path)
+    spec["output_dir"] = "runs"
+    path = write_spec(tmp_path, spec)
+    monkeypatch.chdir(tmp_path)
+    run = read_launch(path)
+    levels_dir = run.plan.levels_dir
+    assert run.stored["output_dir"] == str(tmp_path / "runs") == run.plan.output_dir
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = stored_launch(parse_spec(run.stored, "stored"), run.stored)
+    assert again.plan.levels_dir == levels_dir == str(tmp_path / "runs" / "levels")

@@ -31,12 +31,14 @@ class Launch:
 
 
 def stored_form(data: dict[str, Any], spec: SweepSpec) -> dict[str, Any]:
-    """The spec as written, with a database password removed and a cluster profile written out:
-    what the store and the sweep record keep, so the sweep reads the same wherever its spec is
-    read again."""
+    """The spec as written, with a database password removed, a cluster profile written out and
+    the output folder made absolute: what the store and the sweep record keep, so the sweep
+    reads the same wherever its spec is read again (a `resume` from another folder finds the
+    sweep's levels where they are, not under its own working directory)."""
     from db.engine import display_url  # SQLAlchemy, 0.3 s
 
     out = copy.deepcopy(data)
+    out["output_dir"] = str(Path(spec.output_dir).expanduser().resolve())
     if out.get("db"):
         out["db"] = display_url(str(out["db"]))
     if isinstance(out.get("executor"), dict) and out["executor"].get("profile"):
