@@ -72,6 +72,22 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+@pytest.fixture(autouse=True)
+def _builtin_methods_only():
+    """The method registry as it was before each test: an in-process launch of a spec that
+    declares a lab's method registers it for the whole process (the last spec read wins, as in
+    one `tp-sweep` run), and a later test of the same worker would find it among the built-ins."""
+    from core import method_lookup, methods
+
+    saved = dict(methods.METHODS), dict(methods.CRITERIA), method_lookup._entry_points_read
+    yield
+    methods.METHODS.clear()
+    methods.METHODS.update(saved[0])
+    methods.CRITERIA.clear()
+    methods.CRITERIA.update(saved[1])
+    method_lookup._entry_points_read = saved[2]
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
     """One intra-op thread for in-process torch work: on 2 shared cores, OpenMP threads spinning

@@ -23,15 +23,16 @@ def status_json_cli(
     return json.loads(tp(*args, cwd=cwd, env=env, check=True).stdout)
 
 
-def _open_files(name: str) -> list[str]:
-    """This process's open files named `name` (a store's SQLite file, its journal or WAL)."""
+def _open_files(path: str) -> list[str]:
+    """This process's open files at `path` (a store's SQLite file, its journal or WAL): this
+    test's own, whatever handles another test of the same worker left open."""
     out = []
     for fd in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue
-        if os.path.basename(target).startswith(name):
+        if target.startswith(path):
             out.append(target)
     return out
 
@@ -44,12 +45,12 @@ def test_in_process_status_and_query_equal_the_cli_s(tmp_path):
     cli_dry = json.loads(tp("launch", str(path), "--dry-run", "--format", "json", cwd=tmp_path, check=True).stdout)
     assert dry_run_json(path, tmp_path) == cli_dry and cli_dry["levels_to_train"] == 2
     launch_here(path, tmp_path)
-    assert not _open_files("tp-results.db")
+    assert not _open_files(str(tmp_path / "tp-results.db"))
 
     here = status_json("same", tmp_path)
     assert here == status_json_cli("same", tmp_path)
     assert here["counts"] == {"COMPLETED": 2} and len(here["runs"]) == 2
-    assert not _open_files("tp-results.db"), "the in-process status closes its store"
+    assert not _open_files(str(tmp_path / "tp-results.db")), "the in-process status closes its store"
     run_id = here["runs"][0]["run_id"]
     assert status_json(run_id[:8], tmp_path) == status_json_cli(run_id[:8], tmp_path)
 
