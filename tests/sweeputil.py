@@ -104,6 +104,18 @@ def wait_for(pred, timeout: float, what: str, poll: float = 0.2):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def first_run_ended(sweep: str, folder: Path, timeout: float, what: str) -> dict[str, Any]:
+    """The sweep's first run once it has ended (COMPLETED, FAILED or LOST), polled every 2 s;
+    the assertion names `what` when it has not within `timeout`."""
+    ended = ("COMPLETED", "FAILED", "LOST")
+    return wait_for(
+        lambda: (lambda r: r if r["state"] in ended else None)(status_json(sweep, folder)["runs"][0]),
+        timeout,
+        what,
+        poll=2,
+    )
+
+
 def final_weights(level_dir: Path):
     import torch
 

@@ -16,6 +16,7 @@ from tests.sweeputil import (
     TP,
     TRUNK,
     epochs_trained,
+    first_run_ended,
     launch_on_one_cpu,
     level_ids,
     run_progress,
@@ -120,14 +121,7 @@ def _requeue_then_complete(tmp_path, reference, interrupt, where: tuple[int, int
     job_id = status_json("resume", tmp_path)["runs"][0]["job_id"]
     wait_for(lambda: run_progress(tmp_path) >= where, 300, f"level {where[0]} under way under Slurm", poll=0.05)
     interrupt_held(tmp_path, lambda: interrupt(job_id))
-    run = wait_for(
-        lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST") else None)(
-            status_json("resume", tmp_path)["runs"][0]
-        ),
-        400,
-        "the requeued job to finish",
-        poll=2,
-    )
+    run = first_run_ended("resume", tmp_path, 400, "the requeued job to finish")
     assert run["state"] == "COMPLETED", run
     assert run["attempts"] == 2 and run["job_id"] == job_id  # the same array task, run again
     detail = json.loads(tp("status", run["run_id"], "--format", "json", cwd=tmp_path).stdout)
@@ -229,14 +223,7 @@ def test_sigkill_of_the_whole_job_is_resumed_from_its_checkpoint(tmp_path, slurm
     level0 = tmp_path / "tp-runs" / "levels" / ids[0] / "final.pt"
     before = level0.stat().st_mtime_ns
     tp("resume", "resume", "--include-failed", "--executor", "slurm", cwd=tmp_path, check=True)
-    run = wait_for(
-        lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST") else None)(
-            status_json("resume", tmp_path)["runs"][0]
-        ),
-        300,
-        "the resumed job to finish",
-        poll=2,
-    )
+    run = first_run_ended("resume", tmp_path, 300, "the resumed job to finish")
     assert run["state"] == "COMPLETED", run
     assert level0.stat().st_mtime_ns == before  # finished levels are not trained again
     assert same_levels(tmp_path / "tp-runs", ref, ids)

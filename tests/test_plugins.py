@@ -480,7 +480,7 @@ def test_the_example_plugin_survives_a_requeue_on_slurm(tmp_path, slurm_cluster)
     an uninterrupted run on one CPU (the Slurm job's one CPU: thread counts change float sums)."""
     import subprocess
 
-    from tests.sweeputil import run_progress, same_levels, wait_for
+    from tests.sweeputil import first_run_ended, run_progress, same_levels, wait_for
     from tests.test_e2e_slurm import interrupt_held
 
     spec = example_spec("plugin_requeue", ["taylor"])
@@ -498,14 +498,7 @@ def test_the_example_plugin_survives_a_requeue_on_slurm(tmp_path, slurm_cluster)
     job_id = status_json("plugin_requeue", run)["runs"][0]["job_id"]
     wait_for(lambda: run_progress(run) >= (1, 1), 300, "the Taylor level under way under Slurm", poll=0.05)
     interrupt_held(run, lambda: subprocess.run(["scontrol", "requeue", job_id], check=True))
-    done = wait_for(
-        lambda: (lambda r: r if r["state"] in ("COMPLETED", "FAILED", "LOST") else None)(
-            status_json("plugin_requeue", run)["runs"][0]
-        ),
-        400,
-        "the requeued job to finish",
-        poll=2,
-    )
+    done = first_run_ended("plugin_requeue", run, 400, "the requeued job to finish")
     assert done["state"] == "COMPLETED" and done["attempts"] == 2, done
     detail = status_json(done["run_id"], run)
     stopped = [e for e in detail["events"] if e["to"] == "PREEMPTED"]
