@@ -21,7 +21,7 @@ from core.errors import TurboPruneError
 from slurm.dev.cluster import (
     DEFAULT_DIR,
     DEFAULT_PORT,
-    BadInput,
+    BadRequest,
     ClusterStatus,
     down,
     status,
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _print_status(st, console)
         return 0 if st.running else 1
-    except TurboPruneError as exc:  # BadInput (exit 2), ClusterError (1): by their kind, as tp-sweep's
+    except TurboPruneError as exc:  # BadRequest (exit 2), ClusterError (1): by their kind, as tp-sweep's
         return fail(exc)
     except OSError as exc:
         err.print(f"error: {exc}", markup=False, soft_wrap=True)
@@ -154,19 +154,19 @@ def read_options(path: str) -> dict:
         with open(path) as f:
             data = yaml.safe_load(f)
     except OSError as exc:
-        raise BadInput(f"--options {path}: {exc.strerror}") from exc
+        raise BadRequest(f"--options {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise BadInput(f"--options {path}: not YAML ({str(exc).splitlines()[0]})") from exc
+        raise BadRequest(f"--options {path}: not YAML ({str(exc).splitlines()[0]})") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise BadInput(f"--options {path}: a mapping of {', '.join(OPTIONS_FILE_KEYS)} is needed")
+        raise BadRequest(f"--options {path}: a mapping of {', '.join(OPTIONS_FILE_KEYS)} is needed")
     unknown = sorted(set(map(str, data)) - set(OPTIONS_FILE_KEYS))
     if unknown:
-        raise BadInput(f"--options {path}: unknown key {unknown[0]!r} (known: {', '.join(OPTIONS_FILE_KEYS)})")
+        raise BadRequest(f"--options {path}: unknown key {unknown[0]!r} (known: {', '.join(OPTIONS_FILE_KEYS)})")
     for key, value in data.items():
         if value is not None and not isinstance(value, dict):
-            raise BadInput(f"--options {path}: {key} must be a mapping, not {type(value).__name__}")
+            raise BadRequest(f"--options {path}: {key} must be a mapping, not {type(value).__name__}")
         _no_yaml_booleans(f"--options {path}: {key}", value or {})
     return {OPTIONS_FILE_KEYS[k]: v or {} for k, v in data.items()}
 
@@ -174,7 +174,7 @@ def read_options(path: str) -> dict:
 def _no_yaml_booleans(where: str, value: object) -> None:
     """YAML reads OFF, ON, yes and no as booleans; slurm.conf wants the word itself."""
     if isinstance(value, bool):
-        raise BadInput(f'{where}: YAML read a value as {value}; quote it ("OFF", "YES")')
+        raise BadRequest(f'{where}: YAML read a value as {value}; quote it ("OFF", "YES")')
     if isinstance(value, dict):
         for k, v in value.items():
             _no_yaml_booleans(f"{where}.{k}", v)

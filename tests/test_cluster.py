@@ -77,7 +77,7 @@ def test_status_of_never_started_dir(tmp_path):
 def test_up_on_a_file_is_bad_input(tmp_path, capsys):
     f = tmp_path / "afile"
     f.write_text("x")
-    with pytest.raises(cluster.BadInput, match="not a directory"):
+    with pytest.raises(cluster.BadRequest, match="not a directory"):
         cluster.up(str(f))
     assert cluster_cli.main(["up", "--dir", str(f)]) == 2
     assert "not a directory" in capsys.readouterr().err
@@ -314,9 +314,9 @@ def test_private_two_node_cluster_lifecycle(private_dir):
         assert st.env == {"SLURM_CONF": st.conf} and "export SLURM_CONF" in st.message
         again = cluster.up(private_dir, nodes=2, cpus_per_node=2, mem_mb=2000, **kw)
         assert again.daemons == st.daemons and "already running" in again.message
-        with pytest.raises(cluster.BadInput, match="running with 2 node"):
+        with pytest.raises(cluster.BadRequest, match="running with 2 node"):
             cluster.up(private_dir, nodes=3, **kw)
-        with pytest.raises(cluster.BadInput, match="running with other extra_conf and partitions"):
+        with pytest.raises(cluster.BadRequest, match="running with other extra_conf and partitions"):
             cluster.up(
                 private_dir, 2, False, 2, 2000, extra_conf={"MaxArraySize": 8}, partitions={"low": {}}, **kw
             )

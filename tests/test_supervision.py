@@ -436,11 +436,11 @@ def test_dev_cluster_options_render_and_are_checked(tmp_path):
         "PartitionName=low Nodes=n1,n2 MaxTime=INFINITE State=UP OverSubscribe=NO PriorityTier=1 "
         "PreemptMode=REQUEUE" in parts
     )
-    with pytest.raises(_config.BadInput, match="need accounting"):
+    with pytest.raises(_config.BadRequest, match="need accounting"):
         _config._options(None, None, {"q5": {"MaxSubmitJobsPerUser": 5}}, accounting=False)
-    with pytest.raises(_config.BadInput, match="is not a slurm.conf setting"):
+    with pytest.raises(_config.BadRequest, match="is not a slurm.conf setting"):
         _config._options({"MaxArraySize": "8\nSlurmUser=nobody"}, None, None, accounting=False)
-    with pytest.raises(_config.BadInput, match="not a partition name"):
+    with pytest.raises(_config.BadRequest, match="not a partition name"):
         _config._options(None, {"a b": {}}, None, accounting=False)
     plain = _config._render(_config._make_settings(str(tmp_path), 1, False, 2, 2000, 16000, "t", "n", False))
     assert "AccountingStorageEnforce" not in plain and "MaxArraySize" not in plain

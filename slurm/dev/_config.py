@@ -27,7 +27,7 @@ class ClusterError(Failure, RuntimeError):
     """A daemon failed to start or stop; the message quotes the log that says why."""
 
 
-class BadInput(UserError, ValueError):
+class BadRequest(UserError, ValueError):
     """The request itself is wrong (bad folder, bad node count, ...): nothing was started."""
 
 
@@ -103,17 +103,17 @@ def _munge_key(d: str) -> str:
 
 
 def _check_dir(d: str) -> None:
-    """Make DIR's layout, or explain why it cannot be used (BadInput) before creating anything."""
+    """Make DIR's layout, or explain why it cannot be used (BadRequest) before creating anything."""
     if os.path.exists(d) and not os.path.isdir(d):
-        raise BadInput(f"--dir {d} exists and is not a directory")
+        raise BadRequest(f"--dir {d} exists and is not a directory")
     sock = os.path.join(d, "munge", "munge.socket")
     if len(sock) > 100:
-        raise BadInput(f"--dir path too long for a Unix socket ({sock}); choose a shorter one")
+        raise BadRequest(f"--dir path too long for a Unix socket ({sock}); choose a shorter one")
     # munged runs as user munge and refuses a socket it cannot reach: every parent needs o+x.
     p = d
     while p != os.path.dirname(p):
         if os.path.exists(p) and not os.stat(p).st_mode & 0o001:
-            raise BadInput(
+            raise BadRequest(
                 f"munged (user munge) cannot reach {d}: {p} is not world-executable; "
                 f"use another --dir or `chmod o+x {p}`"
             )
@@ -122,7 +122,7 @@ def _check_dir(d: str) -> None:
         for sub in ("etc", "state/ctld", "run", "log", "munge"):
             os.makedirs(os.path.join(d, sub), mode=0o755, exist_ok=True)
     except OSError as exc:
-        raise BadInput(f"cannot create cluster folder {d}: {exc}") from exc
+        raise BadRequest(f"cannot create cluster folder {d}: {exc}") from exc
 
 
 _CONF_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
@@ -132,12 +132,12 @@ _CONF_VALUE = re.compile(r"[A-Za-z0-9_.,:/=+@%-]{1,256}")
 def _conf_items(what: str, items: dict | None) -> dict[str, str]:
     """slurm.conf `Key=Value` settings, checked: one line each, no spaces or comments."""
     if items is not None and not isinstance(items, dict):
-        raise BadInput(f"{what}: a mapping of slurm.conf settings is needed, not {type(items).__name__}")
+        raise BadRequest(f"{what}: a mapping of slurm.conf settings is needed, not {type(items).__name__}")
     out = {}
     for key, value in (items or {}).items():
         value = str(value)
         if not _CONF_KEY.fullmatch(str(key)) or not _CONF_VALUE.fullmatch(value):
-            raise BadInput(f"{what}: {key}={value!r} is not a slurm.conf setting (Key=Value, no spaces)")
+            raise BadRequest(f"{what}: {key}={value!r} is not a slurm.conf setting (Key=Value, no spaces)")
         out[str(key)] = value
     return out
 
@@ -146,7 +146,7 @@ OPTION_KEYS = ("extra_conf", "partitions", "qos")  # `up`'s optional parts, as s
 
 
 def _options(extra_conf: dict | None, partitions: dict | None, qos: dict | None, accounting: bool) -> dict:
-    """The optional parts of a dev cluster's config, checked (BadInput: nothing is started).
+    """The optional parts of a dev cluster's config, checked (BadRequest: nothing is started).
 
     extra_conf: more slurm.conf lines (`{"MaxArraySize": 8, "PreemptType": ...}`);
     partitions: name -> its options, for partitions over every node besides (or changing) the
@@ -157,15 +157,15 @@ def _options(extra_conf: dict | None, partitions: dict | None, qos: dict | None,
     parts = {"debug": {}}
     for name, opts in (partitions or {}).items():
         if not _CONF_KEY.fullmatch(str(name)):
-            raise BadInput(f"partitions: {name!r} is not a partition name")
+            raise BadRequest(f"partitions: {name!r} is not a partition name")
         parts[str(name)] = _conf_items(f"partitions.{name}", opts)
     limits = {}
     for name, opts in (qos or {}).items():
         if not _CONF_KEY.fullmatch(str(name)):
-            raise BadInput(f"qos: {name!r} is not a QOS name")
+            raise BadRequest(f"qos: {name!r} is not a QOS name")
         limits[str(name)] = _conf_items(f"qos.{name}", opts)
     if limits and not accounting:
-        raise BadInput("qos limits need accounting (--accounting): slurmctld enforces them through slurmdbd")
+        raise BadRequest("qos limits need accounting (--accounting): slurmctld enforces them through slurmdbd")
     return {"extra_conf": conf, "partitions": parts, "qos": limits}
 
 
@@ -173,13 +173,13 @@ def _make_settings(
     d, nodes, accounting, cpus, mem, port, cluster_name, node_prefix, install_conf, options: dict | None = None
 ) -> dict:
     if nodes < 1 or nodes > 64:
-        raise BadInput(f"--nodes must be between 1 and 64, not {nodes}")
+        raise BadRequest(f"--nodes must be between 1 and 64, not {nodes}")
     cpus = cpus or os.cpu_count() or 1
     mem = mem or max(512, int(_total_mem_mb() * 0.95))  # leave the OS a little
     if cpus < 1 or mem < 100:
-        raise BadInput(f"bad node size: cpus={cpus} mem_mb={mem}")
+        raise BadRequest(f"bad node size: cpus={cpus} mem_mb={mem}")
     if not 1024 <= port <= 65535 - max(nodes, 81):
-        raise BadInput(f"bad port {port}")
+        raise BadRequest(f"bad port {port}")
     if node_prefix is None and nodes == 1:
         # One node named after the host: its name resolves, so torchrun/MASTER_ADDR just work.
         names = [socket.gethostname().split(".")[0]]

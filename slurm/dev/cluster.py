@@ -40,7 +40,7 @@ from ._config import (
     ETC_CONF,
     MARKER,
     OPTION_KEYS,
-    BadInput,
+    BadRequest,
     ClusterError,
     _abs,
     _check_dir,
@@ -58,7 +58,7 @@ from ._config import (
 )
 from ._procs import _alive, _read_pid, _stop, _tail
 
-__all__ = ["ClusterStatus", "ClusterError", "BadInput", "up", "up_again", "down", "status", "start_node"]
+__all__ = ["ClusterStatus", "ClusterError", "BadRequest", "up", "up_again", "down", "status", "start_node"]
 
 
 @dataclass
@@ -226,7 +226,7 @@ def up(
     if missing:
         raise ClusterError(f"missing {', '.join(missing)}: apt-get install -y slurm-wlm munge")
     if os.geteuid() != 0:
-        raise BadInput("the dev cluster runs its daemons as root and munge: run as root")
+        raise BadRequest("the dev cluster runs its daemons as root and munge: run as root")
     cfg = _make_settings(
         d,
         nodes,
@@ -246,14 +246,14 @@ def up(
         live = _live_pids(d, old)
         if all(live.values()):
             if (old["nodes"], old["accounting"]) != (nodes, accounting):
-                raise BadInput(
+                raise BadRequest(
                     f"cluster in {d} is running with {old['nodes']} node(s), "
                     f"accounting {'on' if old['accounting'] else 'off'}; "
                     f"`tp-sweep cluster down --dir {dir}` first"
                 )
             changed = [k for k in OPTION_KEYS if old.get(k, _options(None, None, None, False)[k]) != cfg[k]]
             if changed:
-                raise BadInput(
+                raise BadRequest(
                     f"cluster in {d} is running with other {' and '.join(changed)}; "
                     f"`tp-sweep cluster down --dir {dir}` first"
                 )
@@ -287,7 +287,7 @@ def start_node(dir: str, node: str, timeout: float = 30.0) -> int:
     d = _abs(dir)
     cfg = _load_settings(d)
     if cfg is None or node not in cfg["node_names"]:
-        raise BadInput(f"no node {node} in the cluster of {d}")
+        raise BadRequest(f"no node {node} in the cluster of {d}")
     name = f"slurmd:{node}"
     path = _pidfiles(d, cfg)[name]
     if _alive(_read_pid(path), name):
