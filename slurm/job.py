@@ -25,6 +25,7 @@ from submitit.core.utils import UncompletedJobError
 from core.atomic import write_json_atomic
 from core.layout import status_path
 from slurm.procs import children_of, pid_alive
+from slurm.usr2 import DeferredUsr2, stop_and_wait, wait_answering
 
 
 def _ignore_usr2() -> None:
@@ -211,6 +212,7 @@ class TrainerJob(submitit.helpers.Checkpointable):
         code_dir: str | None = None,
         rendezvous_timeout_s: float = 300,
     ) -> str:
+        self._usr2 = DeferredUsr2()
         env = dict(os.environ)
         if code_dir:  # the trainer imports the launch's snapshot, whatever the checkout holds now
             check_code(job_file, code_dir)
@@ -247,10 +249,12 @@ class TrainerJob(submitit.helpers.Checkpointable):
             os.unlink(joined) if os.path.exists(joined) else None
             env["TP_JOINED_FILE"] = joined
         print("[tp] " + " ".join(cmd), flush=True)
-        self._proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_ignore_usr2)
         try:
+            self._usr2.answer()  # a warning during the set-up ends the job before a trainer starts
+            self._proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_ignore_usr2)
             if joined is None:
-                rc = self._proc.wait()
+                rc = wait_answering(self._proc, self._usr2)
+                assert rc is not None  # no time-out given
             else:
                 rc = self._wait_for_nodes(joined, rendezvous_timeout_s)
                 if rc is None:
@@ -278,16 +282,15 @@ class TrainerJob(submitit.helpers.Checkpointable):
 
     def _wait_for_nodes(self, joined: str, timeout_s: float) -> int | None:
         """The trainer's exit status, or None when its nodes did not all join within `timeout_s`
-        (then torchrun and whatever it started are killed). Waits a second at a time, so that
-        submitit's USR2 handler (checkpoint) still runs in between."""
+        (then torchrun and whatever it started are killed). Answers the time-limit warning
+        while it waits (slurm/usr2.py)."""
         proc = self._proc
         assert proc is not None
         deadline = time.monotonic() + timeout_s
         while True:
-            try:
-                return proc.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                pass
+            rc = wait_answering(proc, self._usr2, timeout_s=1.0)
+            if rc is not None:
+                return rc
             if time.monotonic() > deadline and not os.path.exists(joined):
                 for pid in [proc.pid, *children_of(proc.pid)]:
                     try:
@@ -315,23 +318,15 @@ class TrainerJob(submitit.helpers.Checkpointable):
     ):
         """Tell the trainer ranks to save and stop, wait for them, then ask to be requeued.
 
-        Runs in submitit's USR2 handler, while __call__ is inside `self._proc.wait()`: a second
-        Popen.wait here cannot take Popen's wait lock and never sees the exit (it used to sit out
-        its whole timeout), so this waits for torchrun to become a zombie through /proc instead.
-        torchrun starts every rank in a session of its own, so the signal goes to each rank's
-        group; torchrun itself ignores USR2 and exits once its ranks have. A one-process job is
-        the trainer itself."""
+        Runs in submitit's USR2 handler, which `__call__`'s wait loop calls (slurm/usr2.py). It
+        waits for torchrun to exit through /proc, not Popen.wait: the wait loop polls the same
+        Popen, and the exit is its to reap. torchrun starts every rank in a session of its own,
+        so the signal goes to each rank's group; torchrun itself ignores USR2 and exits once its
+        ranks have. A one-process job is the trainer itself."""
         proc = self._proc
-        if proc is not None and pid_alive(proc.pid):
-            ranks = [proc.pid] if procs_per_node == 1 and nodes == 1 else children_of(proc.pid)
-            for rank in ranks:
-                try:
-                    os.killpg(rank, signal.SIGUSR2)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            deadline = time.monotonic() + float(os.environ.get("TP_STOP_GRACE_S", "60"))
-            while pid_alive(proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
+        if proc is not None:
+            one = procs_per_node == 1 and nodes == 1
+            stop_and_wait(lambda: [proc.pid] if one else children_of(proc.pid), lambda: pid_alive(proc.pid))
         return submitit.helpers.DelayedSubmission(
             TrainerJob(), job_file, db_file, procs_per_node, nodes, code_dir, rendezvous_timeout_s
         )
@@ -443,6 +438,7 @@ class PackedJob(submitit.helpers.Checkpointable):
     def __call__(
         self, job_files: list[str], db_file: str, code_dir: str | None = None, cpus_per_chain: int | None = None
     ) -> str:
+        self._usr2 = DeferredUsr2()
         env = dict(os.environ)
         if code_dir:
             try:
@@ -473,13 +469,14 @@ class PackedJob(submitit.helpers.Checkpointable):
             run = store.to_run(chains, mine)
             for job_file in run:
                 status_path(job_file).unlink(missing_ok=True)
-            for job_file in run:
-                cmd = trainer_command(job_file, db_file, 1)
-                print("[tp] " + " ".join(cmd), flush=True)
-                self._procs[job_file] = subprocess.Popen(
-                    cmd, env=env, start_new_session=True, preexec_fn=_ignore_usr2
-                )
             try:
+                self._usr2.answer()  # a warning during the set-up ends the job before a trainer starts
+                for job_file in run:
+                    cmd = trainer_command(job_file, db_file, 1)
+                    print("[tp] " + " ".join(cmd), flush=True)
+                    self._procs[job_file] = subprocess.Popen(
+                        cmd, env=env, start_new_session=True, preexec_fn=_ignore_usr2
+                    )
                 rcs = self._wait(store, {jf: chains[jf] for jf in run}, mine, env.get("TP_JOB_LOG"))
             except UncompletedJobError as exc:  # submitit ended the job at its time-limit warning
                 for job_file in run:
@@ -504,13 +501,15 @@ class PackedJob(submitit.helpers.Checkpointable):
     def _wait(
         self, store: _PackStore, chains: dict[str, str], mine: str | None, log: str | None
     ) -> dict[str, int]:
-        """Every trainer's exit status. Polls (half a second), so that submitit's USR2 handler
-        (checkpoint) runs in between, and a chain that ends is seen while the others train."""
+        """Every trainer's exit status. Polls (half a second), so that a chain that ends is seen
+        while the others train, and answers the time-limit warning in between (slurm/usr2.py:
+        never inside the store queries, whose `except Exception` would swallow submitit's end)."""
         rcs: dict[str, int] = {}
         stopped: set[str] = set()
         look_s = float(os.environ.get("TP_PACK_LOOK_S", PACK_LOOK_S))
         next_look = time.monotonic() + look_s
         while len(rcs) < len(self._procs):
+            self._usr2.answer()
             for job_file, proc in self._procs.items():
                 if job_file in rcs or (rc := proc.poll()) is None:
                     continue
@@ -529,21 +528,18 @@ class PackedJob(submitit.helpers.Checkpointable):
                     stopped.add(job_file)
                 next_look = time.monotonic() + look_s
             time.sleep(0.5)
+        self._usr2.answer()  # a warning that came as the last chain ended
         return rcs
 
     def checkpoint(
         self, job_files: list[str], db_file: str, code_dir: str | None = None, cpus_per_chain: int | None = None
     ):
         """USR2 to every trainer still running (each saves and stops, as alone), wait for them
-        (through /proc, as TrainerJob.checkpoint does), then ask to be requeued: the requeued
-        job runs again the chains that did not finish."""
-        live = [p for p in self._procs.values() if pid_alive(p.pid)]
-        for proc in live:
-            try:
-                os.killpg(proc.pid, signal.SIGUSR2)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + float(os.environ.get("TP_STOP_GRACE_S", "60"))
-        while any(pid_alive(p.pid) for p in live) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        (through /proc, as TrainerJob.checkpoint does, signalled again until they stop), then
+        ask to be requeued: the requeued job runs again the chains that did not finish."""
+
+        def live() -> list[int]:
+            return [p.pid for p in self._procs.values() if pid_alive(p.pid)]
+
+        stop_and_wait(live, lambda: bool(live()))
         return submitit.helpers.DelayedSubmission(PackedJob(), job_files, db_file, code_dir, cpus_per_chain)
