@@ -229,7 +229,7 @@ def test_sigkill_of_the_whole_job_is_resumed_from_its_checkpoint(tmp_path, slurm
     assert same_levels(tmp_path / "tp-runs", ref, ids)
 
 
-def _time_limited(tmp_path, name: str, requeues: int, epochs: int) -> subprocess.Popen:
+def _time_limited(tmp_path, name: str, requeues: int, epochs: int, same_error_limit: int) -> subprocess.Popen:
     """A supervised sweep (its supervisor in the foreground of `launch`) of one dense level that
     outlasts several 1-minute slices: each step sleeps TP_STEP_SLEEP_S, so the level takes
     minutes of wall time and seconds of CPU."""
@@ -238,8 +238,8 @@ def _time_limited(tmp_path, name: str, requeues: int, epochs: int) -> subprocess
     spec = tiny_spec(name, executor__kind="slurm")
     spec["grid"] = {"method": ["dense"], "sparsity": [0.5], "seed": [0]}
     spec["trainer"]["overrides"]["schedule.epochs"] = epochs
-    spec["executor"].update({"timeout_min": 1, "signal_delay_s": 10, "max_requeues": requeues})
-    spec["retry"] = {"backoff_s": 0.5, "max_per_job": 30}
+    spec["executor"].update({"timeout_min": 1, "signal_delay_s": 20, "max_requeues": requeues})
+    spec["retry"] = {"backoff_s": 0.5, "max_per_job": 30, "same_error_limit": same_error_limit}
     spec["supervisor"] = {"where": "local", "poll_s": 2, "lease_s": 10}
     env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO), "TP_STEP_SLEEP_S": "0.1"}
     return subprocess.Popen(
@@ -253,21 +253,23 @@ def _time_limited(tmp_path, name: str, requeues: int, epochs: int) -> subprocess
 
 
 def test_levels_longer_than_the_time_limit_complete_without_a_person(tmp_path, slurm_cluster):
-    """Slurm's own 1-minute limit, warning 10 s before it (slurmctld checks limits on a 30 s tick,
-    so the warning comes up to 30 s earlier), on two supervised sweeps at once:
+    """Slurm's own 1-minute limit, warning 20 s before it, on two supervised sweeps at once:
     - `tl0`, max_requeues 0: every slice ends in submitit's "timed-out too many times" (Slurm
       records FAILED); each is a TIMEOUT, resubmitted from its checkpoint, never held against the
-      node, and not a repeated failure while the level advances (same_error_limit is 3, and the
+      node, and not a repeated failure while the level advances (same_error_limit is 2, and the
       level needs more slices than that);
     - `tl1`, max_requeues 1: requeued by submitit first, then resubmitted by the supervisor.
     Both end COMPLETED, their epochs each trained once, bit-identical to an uninterrupted run."""
-    # Each slice trains at most 50 s (a minute less the warning), 1.25 s an epoch: tl0 needs at
-    # least 2 slices, tl1 at least 3 (95 s), so it goes past its one requeue.
-    sweeps = {"tl0": (0, 45), "tl1": (1, 76)}
+    # slurmctld looks at time limits on a 30 s tick and sends the warning a tick early: at the
+    # first tick at least 10 s into a slice (60 s less 20 less 30), so before 40 s. A slice thus
+    # trains at most 38 s (the trainer starts in 2 s at the least), and a level whose steps sleep
+    # 82 s (75 epochs of 11 steps of 0.1 s) needs 3 slices or more, whatever the tick's phase:
+    # two time-outs for tl0, a requeue and a time-out for tl1.
+    sweeps = {"tl0": (0, 75, 2), "tl1": (1, 75, 3)}
     procs = {name: _time_limited(tmp_path, name, *args) for name, args in sweeps.items()}
     ref = tmp_path / "ref"
     ref.mkdir()
-    for name, (_, epochs) in sweeps.items():  # the same levels, uninterrupted, at full speed
+    for name, (_, epochs, _) in sweeps.items():  # the same levels, uninterrupted, at full speed
         spec = tiny_spec(name)
         spec["grid"] = {"method": ["dense"], "sparsity": [0.5], "seed": [0]}
         spec["trainer"]["overrides"]["schedule.epochs"] = epochs
