@@ -147,7 +147,8 @@ def secret_pg(postgres_url):
 def reference(tmp_path_factory):
     """An uninterrupted run of `slow_spec("resume")`: its output folder and level ids (in training
     order: level 0, trunk level 1, the branch), to compare resumed runs with."""
-    from tests.sweeputil import level_ids, slow_spec, tp, write_spec
+    from tests.inprocess import level_ids
+    from tests.sweeputil import slow_spec, tp, write_spec
 
     tmp = tmp_path_factory.mktemp("reference")
     path = write_spec(tmp, slow_spec("resume"))

@@ -13,9 +13,7 @@ from typing import Any
 import yaml
 
 # The in-process stand-ins, where the tests have always found these helpers.
-from tests.inprocess import launch_here
-from tests.inprocess import level_ids as level_ids
-from tests.inprocess import status_json as status_json
+from tests.inprocess import launch_here, status_json
 
 REPO = Path(__file__).resolve().parents[1]
 TP = [sys.executable, "-m", "cli.tp_sweep"]

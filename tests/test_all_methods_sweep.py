@@ -7,7 +7,8 @@ import json
 import pytest
 
 from core.methods import METHODS
-from tests.sweeputil import status_json, tiny_spec, tp, write_spec
+from tests.inprocess import status_json
+from tests.sweeputil import tiny_spec, tp, write_spec
 
 
 @pytest.mark.slow

@@ -23,7 +23,8 @@ from cli import cluster as cluster_cli
 from slurm.dev import _config, cluster
 from slurm.dev._procs import _tail
 from tests.conftest import REPO, require_service
-from tests.sweeputil import free_port_block, run_progress, slow_spec, status_json, tp, wait_for, write_spec
+from tests.inprocess import status_json
+from tests.sweeputil import free_port_block, run_progress, slow_spec, tp, wait_for, write_spec
 
 MAIN_DIR = os.environ.get("TP_CLUSTER_DIR", os.path.join(REPO, ".tp-cluster"))
 

@@ -178,7 +178,8 @@ def test_an_edited_file_with_a_rewritten_manifest_is_refused_by_its_name(tmp_pat
 def test_an_untouched_snapshot_runs_and_stays_as_its_name_says(tmp_path, monkeypatch):
     """A launch on the local executor: the job wrapper passes the snapshot, the trainer imports it
     and trains, and writes no bytecode into it (a __pycache__ there would be refused next time)."""
-    from tests.sweeputil import status_json, tiny_spec, tp, write_spec
+    from tests.inprocess import status_json
+    from tests.sweeputil import tiny_spec, tp, write_spec
 
     monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # as a user's shell has it
     spec = tiny_spec("untouched")

@@ -247,7 +247,8 @@ def test_loader_config_checks():
 # ---- through the product -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_launch_refuses_a_bad_archive_then_trains_a_good_one(cifar, tmp_path):
-    from tests.sweeputil import status_json, tiny_spec, tp, write_spec
+    from tests.inprocess import status_json
+    from tests.sweeputil import tiny_spec, tp, write_spec
 
     _, archive, _ = cifar
     data = open(archive, "rb").read()

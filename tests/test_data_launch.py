@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sweeputil import status_json, tiny_spec, tp, write_spec
+from tests.inprocess import status_json
+from tests.sweeputil import tiny_spec, tp, write_spec
 from trainer.data.fixtures import make_cifar_pickles, make_image_folder
 
 pytestmark = pytest.mark.ffcv

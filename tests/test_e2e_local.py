@@ -7,7 +7,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.sweeputil import status_json, tiny_spec, tp, write_spec
+from tests.inprocess import status_json
+from tests.sweeputil import tiny_spec, tp, write_spec
 
 
 @pytest.fixture(scope="module")

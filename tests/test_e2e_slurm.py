@@ -10,6 +10,7 @@ import sys
 
 import sqlalchemy as sa
 
+from tests.inprocess import level_ids, status_json
 from tests.sweeputil import (
     BRANCH,
     REPO,
@@ -18,11 +19,9 @@ from tests.sweeputil import (
     epochs_trained,
     first_run_ended,
     launch_on_one_cpu,
-    level_ids,
     run_progress,
     same_levels,
     slow_spec,
-    status_json,
     tiny_spec,
     tp,
     wait_for,

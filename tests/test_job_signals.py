@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from sweeputil import REPO
+from tests.sweeputil import REPO
 
 # submitit's USR2 handler, as it ends a job that may not be requeued: it raises from the handler.
 # The main code is inside an `except Exception` when the signal lands, as logging's emit is when

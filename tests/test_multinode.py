@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from slurm.dev import cluster
 from tests.conftest import PRIVATE_CLUSTERS, require_service
+from tests.inprocess import level_ids, status_json
 from tests.sweeputil import (
     REPO,
     TP,
@@ -24,11 +25,9 @@ from tests.sweeputil import (
     free_port_block,
     kill_whole_job,
     launch_on_one_cpu,
-    level_ids,
     run_progress,
     same_levels,
     slow_spec,
-    status_json,
     tiny_spec,
     tp,
     wait_for,

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.sweeputil import REPO, TP, level_ids, same_levels, status_json, tiny_spec, tp, wait_for, write_spec
+from tests.inprocess import level_ids, status_json
+from tests.sweeputil import REPO, TP, same_levels, tiny_spec, tp, wait_for, write_spec
 from tests.test_e2e_slurm import _signalled
 
 SLOW = {"TP_STEP_SLEEP_S": "0.02", "TP_PACK_LOOK_S": "1"}

@@ -11,7 +11,8 @@ import subprocess
 import pytest
 import sqlalchemy as sa
 
-from tests.sweeputil import REPO, TP, pg_schema, status_json, tiny_spec, tp, wait_for, write_spec
+from tests.inprocess import status_json
+from tests.sweeputil import REPO, TP, pg_schema, tiny_spec, tp, wait_for, write_spec
 
 
 def _spec(name: str, n_trials: int = 8, **search) -> dict:

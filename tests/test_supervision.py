@@ -18,7 +18,8 @@ import yaml
 
 from orchestrator.control.policy import History, decide
 from orchestrator.plan.spec import ExecutorSpec, RetrySpec, SpecError, parse_spec
-from tests.sweeputil import REPO, slow_spec, status_json, tiny_spec, tp, wait_for, write_spec
+from tests.inprocess import status_json
+from tests.sweeputil import REPO, slow_spec, tiny_spec, tp, wait_for, write_spec
 
 # ---- the policy -----------------------------------------------------------------------------------
 EX = ExecutorSpec(mem_gb=4)

@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import require_service
-from tests.sweeputil import REPO, TP, admin_sql, pg_schema, slow_spec, status_json, tiny_spec, wait_for, write_spec
+from tests.inprocess import status_json
+from tests.sweeputil import REPO, TP, admin_sql, pg_schema, slow_spec, tiny_spec, wait_for, write_spec
 
 
 def _many(n: int, code: str, *args: str) -> list[tuple[int, str]]:

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from slurm.dev import cluster
 from tests.conftest import PRIVATE_CLUSTERS, require_service
+from tests.inprocess import status_json
 from tests.sweeputil import (
     REPO,
     TRUNK,
@@ -33,7 +34,6 @@ from tests.sweeputil import (
     kill_whole_job,
     same_levels,
     slow_spec,
-    status_json,
     tiny_spec,
     tp,
     wait_for,

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.inprocess import status_json
 from tests.sweeputil import (
     REPO,
     TP,
@@ -28,7 +29,6 @@ from tests.sweeputil import (
     epochs_trained,
     run_progress,
     slow_spec,
-    status_json,
     tiny_spec,
     tp,
     wait_for,
