@@ -133,6 +133,18 @@ def test_sweep_plan_shares_levels_and_counts_the_saving():
     assert set(plan.snapshots) == wr_root and all(v == [{"epochs": 1}] for v in plan.snapshots.values())
 
 
+def test_a_plan_keeps_the_folder_it_resolved_to(tmp_path, monkeypatch):
+    """A relative output_dir resolves once, against the working directory when the plan is made;
+    a later chdir (a supervisor, a search) does not move the levels."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    plan = plan_sweep(parse_spec({**tiny_spec("p"), "output_dir": "runs"}))
+    monkeypatch.chdir(tmp_path / "b")
+    assert plan.output_dir == str((tmp_path / "a" / "runs").resolve())
+    assert plan.levels_dir == str((tmp_path / "a" / "runs" / "levels").resolve())
+
+
 def test_jobs_fork_after_level_zero_and_keep_branches_inline():
     spec = tiny_spec("j")
     spec["grid"] = {"method": ["dense", "imp", "imp_wr", "imp_lrr"], "sparsity": [0.5, 0.8], "seed": [0]}

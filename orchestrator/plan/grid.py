@@ -93,15 +93,17 @@ class SweepPlan:
     # Levels in `levels` that no run trains (their masks are computed by the jobs below them:
     # core.levels.RunLevels.mask_only); never recorded in the store or given a job.
     mask_only: set[str] = field(default_factory=set)
+    # The spec's folder as it resolved when the plan was made (against the working directory
+    # then): a later chdir, or a process that plans again elsewhere, does not move it.
+    output_dir: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output_dir = str(Path(self.spec.output_dir).expanduser().resolve())
 
     @property
     def trained(self) -> dict[str, LevelSpec]:
         """The levels the sweep trains (every level but the mask-only ones), parents first."""
         return {lid: lv for lid, lv in self.levels.items() if lid not in self.mask_only}
-
-    @property
-    def output_dir(self) -> str:
-        return str(Path(self.spec.output_dir).expanduser().resolve())
 
     @property
     def levels_dir(self) -> str:
