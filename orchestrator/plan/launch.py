@@ -30,15 +30,16 @@ class Launch:
         return self.spec.name
 
 
-def stored_form(data: dict[str, Any], spec: SweepSpec) -> dict[str, Any]:
+def stored_form(data: dict[str, Any], spec: SweepSpec, output_dir: str) -> dict[str, Any]:
     """The spec as written, with a database password removed, a cluster profile written out and
-    the output folder made absolute: what the store and the sweep record keep, so the sweep
-    reads the same wherever its spec is read again (a `resume` from another folder finds the
-    sweep's levels where they are, not under its own working directory)."""
+    the output folder replaced by `output_dir`, the absolute one its plan resolved: what the store
+    and the sweep record keep, so the sweep reads the same wherever its spec is read again (a
+    `resume` from another folder finds the sweep's levels where they are, not under its own
+    working directory)."""
     from db.engine import display_url  # SQLAlchemy, 0.3 s
 
     out = copy.deepcopy(data)
-    out["output_dir"] = str(Path(spec.output_dir).expanduser().resolve())
+    out["output_dir"] = output_dir
     if out.get("db"):
         out["db"] = display_url(str(out["db"]))
     if isinstance(out.get("executor"), dict) and out["executor"].get("profile"):
@@ -52,7 +53,7 @@ def read_launch(path: str | Path, *, executor: str | None = None, reuse: str | N
     data = read_spec_data(path)
     spec = parse_spec(data, str(path))
     plan = plan_sweep(spec, reuse=reuse)
-    return Launch(spec, stored_form(data, spec), plan, executor or spec.executor.kind)
+    return Launch(spec, stored_form(data, spec, plan.output_dir), plan, executor or spec.executor.kind)
 
 
 def stored_launch(
